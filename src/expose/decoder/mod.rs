@@ -1,0 +1,153 @@
+//! Label decoders: turn the raw bytes of one map-key label into its value.
+//!
+//! Each decoder is one small type behind [`Decoder`], in a file of its own with
+//! a table-driven test. A label runs its decoders as a chain (ebpf_exporter's
+//! model): the first sees the label's bytes in the key, each next one the
+//! previous one's output; the result becomes a (valid UTF-8) label value.
+
+mod hex;
+mod string;
+mod syscall;
+#[rustfmt::skip]
+#[allow(dead_code)] // one table per architecture; each build uses one
+mod syscall_table;
+mod uint;
+
+use std::fmt;
+
+use anyhow::{bail, Result};
+
+use crate::config::DecoderSpec;
+
+/// One decoding step.
+pub trait Decoder: Send + Sync {
+    /// Decodes `input` into `out` (which the caller has cleared).
+    fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError>;
+}
+
+/// Why one key's label could not be decoded; the key is then skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub decoder: &'static str,
+    pub reason: String,
+}
+
+impl DecodeError {
+    pub fn new(decoder: &'static str, reason: impl Into<String>) -> Self {
+        DecodeError {
+            decoder,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "decoder {}: {}", self.decoder, self.reason)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Names of every decoder, for error messages and docs.
+pub const NAMES: &[&str] = &["hex", "string", "syscall", "uint"];
+
+/// Builds the decoder a spec names for a label of `size` bytes.
+fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
+    Ok(match spec.name.as_str() {
+        "hex" => Box::new(hex::Hex),
+        "string" => Box::new(string::CString),
+        "syscall" => Box::new(syscall::Syscall),
+        "uint" => Box::new(uint::Uint::new(size)?),
+        other => bail!(
+            "unknown decoder {other:?}: known decoders are {}",
+            NAMES.join(", ")
+        ),
+    })
+}
+
+/// A label's decoders, run in order.
+pub struct Chain {
+    decoders: Vec<Box<dyn Decoder>>,
+}
+
+impl Chain {
+    pub fn build(specs: &[DecoderSpec], size: usize) -> Result<Chain> {
+        let decoders = specs
+            .iter()
+            .map(|spec| build(spec, size))
+            .collect::<Result<_>>()?;
+        Ok(Chain { decoders })
+    }
+
+    /// Decodes a label's bytes into its value. Bytes that are not UTF-8 (kernel
+    /// strings can be anything) become U+FFFD so the output is always valid.
+    pub fn decode(&self, input: &[u8]) -> Result<String, DecodeError> {
+        let mut current = input.to_vec();
+        let mut next = Vec::new();
+        for decoder in &self.decoders {
+            next.clear();
+            decoder.decode(&current, &mut next)?;
+            std::mem::swap(&mut current, &mut next);
+        }
+        Ok(match String::from_utf8(current) {
+            Ok(text) => text,
+            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
+        })
+    }
+}
+
+/// Runs a decoder over a table of (input, expected output) cases.
+#[cfg(test)]
+fn check_table(decoder: &dyn Decoder, cases: &[(&[u8], Result<&str, &str>)]) {
+    for (input, expected) in cases {
+        let mut out = Vec::new();
+        let got = decoder
+            .decode(input, &mut out)
+            .map(|()| String::from_utf8_lossy(&out).into_owned());
+        match (expected, got) {
+            (Ok(want), Ok(got)) => assert_eq!(&got, want, "input {input:?}"),
+            (Err(want), Err(err)) => assert!(err.reason.contains(want), "input {input:?}: {err}"),
+            (want, got) => panic!("input {input:?}: expected {want:?}, got {got:?}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn specs(names: &[&str]) -> Vec<DecoderSpec> {
+        names
+            .iter()
+            .map(|name| DecoderSpec {
+                name: name.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn chains_decoders_in_order() {
+        let chain = Chain::build(&specs(&["uint", "syscall"]), 4).unwrap();
+        assert_eq!(
+            chain.decode(&39u32.to_ne_bytes()).unwrap(),
+            syscall::name(39).unwrap()
+        );
+        assert_eq!(chain.decode(&1000u32.to_ne_bytes()).unwrap(), "1000");
+    }
+
+    #[test]
+    fn no_decoders_passes_bytes_through_as_valid_utf8() {
+        let chain = Chain::build(&[], 3).unwrap();
+        assert_eq!(chain.decode(b"a\xffb").unwrap(), "a\u{fffd}b");
+    }
+
+    #[test]
+    fn unknown_decoder_is_an_error() {
+        let err = Chain::build(&specs(&["nope"]), 4)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("unknown decoder \"nope\""), "{err}");
+    }
+}

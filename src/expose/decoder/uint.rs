@@ -1,0 +1,84 @@
+//! `uint`: a host-endian unsigned integer of the label's size, as decimal.
+
+use anyhow::{bail, Result};
+
+use super::{DecodeError, Decoder};
+
+pub struct Uint {
+    size: usize,
+}
+
+impl Uint {
+    pub fn new(size: usize) -> Result<Uint> {
+        if !matches!(size, 1 | 2 | 4 | 8) {
+            bail!("decoder uint needs a label size of 1, 2, 4 or 8 bytes, not {size}");
+        }
+        Ok(Uint { size })
+    }
+}
+
+impl Decoder for Uint {
+    fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
+        let value = match (self.size, input) {
+            (1, [b]) => u64::from(*b),
+            (2, &[a, b]) => u64::from(u16::from_ne_bytes([a, b])),
+            (4, &[a, b, c, d]) => u64::from(u32::from_ne_bytes([a, b, c, d])),
+            (8, bytes) if bytes.len() == 8 => {
+                let mut word = [0; 8];
+                word.copy_from_slice(bytes);
+                u64::from_ne_bytes(word)
+            }
+            _ => {
+                return Err(DecodeError::new(
+                    "uint",
+                    format!("expected {} bytes, got {}", self.size, input.len()),
+                ))
+            }
+        };
+        out.extend_from_slice(value.to_string().as_bytes());
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::check_table;
+    use super::*;
+
+    #[test]
+    fn decodes_each_size() {
+        check_table(
+            &Uint::new(1).unwrap(),
+            &[
+                (&[7], Ok("7")),
+                (&[255], Ok("255")),
+                (&[1, 2], Err("expected 1 bytes")),
+            ],
+        );
+        check_table(
+            &Uint::new(2).unwrap(),
+            &[(&513u16.to_ne_bytes(), Ok("513"))],
+        );
+        check_table(
+            &Uint::new(4).unwrap(),
+            &[
+                (&39u32.to_ne_bytes(), Ok("39")),
+                (&u32::MAX.to_ne_bytes(), Ok("4294967295")),
+                (&[0; 3], Err("got 3")),
+            ],
+        );
+        check_table(
+            &Uint::new(8).unwrap(),
+            &[
+                (&u64::MAX.to_ne_bytes(), Ok("18446744073709551615")),
+                (&[0; 8], Ok("0")),
+            ],
+        );
+    }
+
+    #[test]
+    fn rejects_odd_sizes() {
+        assert!(Uint::new(3).is_err());
+        assert!(Uint::new(16).is_err());
+    }
+}

@@ -1,0 +1,287 @@
+//! Sinks: where the encoded text goes.
+//!
+//! A textfile is replaced atomically, the way node_exporter's textfile collector
+//! needs it: a temporary file in the target's own directory whose name does not
+//! end in `.prom` (the collector would read it), written, fsynced, made 0644,
+//! renamed over the target, and the directory fsynced so the rename survives a
+//! crash. Readers see the old file or the new one, never a part. On any error
+//! the temporary file is removed and the old file stays as it was.
+
+use std::fs::{self, File, Permissions};
+use std::io::{self, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+/// Mode of the written file: node_exporter often runs as another user.
+pub const FILE_MODE: u32 = 0o644;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sink {
+    Stdout,
+    Textfile(PathBuf),
+}
+
+impl Sink {
+    /// `-` is standard output, anything else a file path.
+    pub fn from_arg(arg: &Path) -> Sink {
+        if arg == Path::new("-") {
+            Sink::Stdout
+        } else {
+            Sink::Textfile(arg.to_path_buf())
+        }
+    }
+
+    /// Checks, before any probe is loaded, that writing will be possible, so a
+    /// 30 s window is not wasted on a typo.
+    pub fn check(&self) -> Result<()> {
+        match self {
+            Sink::Stdout => Ok(()),
+            Sink::Textfile(path) => {
+                let (dir, _) = split(path)?;
+                if path.is_dir() {
+                    bail!(
+                        "--output {} is a directory: give a file name such as {}/bpfsnap.prom",
+                        path.display(),
+                        path.display()
+                    );
+                }
+                if !dir.is_dir() {
+                    bail!(
+                        "output directory {} does not exist: create it (mkdir -p {}) or choose another --output",
+                        dir.display(),
+                        dir.display()
+                    );
+                }
+                // Creating (and dropping) a temporary file is the only honest test:
+                // permissions, read-only mounts, ACLs and quotas all show here.
+                temp_file(dir, path).map(drop)
+            }
+        }
+    }
+
+    pub fn write(&self, text: &[u8]) -> Result<()> {
+        match self {
+            Sink::Stdout => write_stdout(text),
+            Sink::Textfile(path) => write_atomic(path, text),
+        }
+    }
+}
+
+fn write_stdout(text: &[u8]) -> Result<()> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text).and_then(|()| out.flush()) {
+        // `bpfsnap run | head` is not an error.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to standard output"),
+    }
+}
+
+/// (directory, file name) of an output path; a bare name is in `.`.
+fn split(path: &Path) -> Result<(&Path, &std::ffi::OsStr)> {
+    let name = path
+        .file_name()
+        .with_context(|| format!("--output {} has no file name", path.display()))?;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    Ok((dir, name))
+}
+
+/// A new, exclusively created (O_EXCL: a planted symlink is never followed)
+/// file `.NAME.XXXXXX.tmp` beside `target`; deleted when dropped.
+fn temp_file(dir: &Path, target: &Path) -> Result<tempfile::NamedTempFile> {
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))
+}
+
+/// Replaces `path` with `text` atomically (see the module docs).
+pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    let (dir, _) = split(path)?;
+    if path.is_dir() {
+        bail!("cannot write {}: it is a directory", path.display());
+    }
+    let mut temp = temp_file(dir, path)?;
+    let written = (|| -> io::Result<()> {
+        temp.write_all(text)?;
+        temp.as_file()
+            .set_permissions(Permissions::from_mode(FILE_MODE))?;
+        temp.as_file().sync_all()
+    })();
+    written.with_context(|| format!("cannot write {}", temp.path().display()))?;
+    temp.persist(path)
+        .map_err(|err| err.error)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))?;
+    Ok(())
+}
+
+/// Temporary files of ours left in `dir` (by a killed process); for tests and
+/// cleanup.
+pub fn leftover_temp_files(dir: &Path, target_name: &str) -> Vec<PathBuf> {
+    let prefix = format!(".{target_name}.");
+    fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            name.starts_with(&prefix) && name.ends_with(".tmp")
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt;
+
+    /// A directory that is read-only even for root: a read-only bind mount when
+    /// we may mount, else mode 0555 (which binds non-root users).
+    struct ReadOnlyDir {
+        path: PathBuf,
+        mounted: bool,
+    }
+
+    impl ReadOnlyDir {
+        fn new(path: &Path) -> ReadOnlyDir {
+            let target = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+            let bind = |flags| unsafe {
+                libc::mount(
+                    target.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    flags,
+                    std::ptr::null(),
+                )
+            };
+            let mounted = unsafe { libc::geteuid() } == 0
+                && bind(libc::MS_BIND) == 0
+                && bind(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY) == 0;
+            if !mounted {
+                fs::set_permissions(path, Permissions::from_mode(0o555)).unwrap();
+            }
+            ReadOnlyDir {
+                path: path.to_path_buf(),
+                mounted,
+            }
+        }
+    }
+
+    impl Drop for ReadOnlyDir {
+        fn drop(&mut self) {
+            let target = std::ffi::CString::new(self.path.as_os_str().as_encoded_bytes()).unwrap();
+            if self.mounted {
+                unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+            }
+            let _ = fs::set_permissions(&self.path, Permissions::from_mode(0o755));
+        }
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<_> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn writes_0644_and_replaces_atomically_leaving_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bpfsnap.prom");
+        write_atomic(&target, b"a 1\n").unwrap();
+        write_atomic(&target, b"a 2\n").unwrap();
+        assert_eq!(fs::read(&target).unwrap(), b"a 2\n");
+        assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(entries(dir.path()), ["bpfsnap.prom"]);
+    }
+
+    #[test]
+    fn temp_names_never_end_in_prom() {
+        let dir = tempfile::tempdir().unwrap();
+        for _ in 0..100 {
+            let temp = temp_file(dir.path(), &dir.path().join("x.prom")).unwrap();
+            let name = temp
+                .path()
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            assert!(
+                !name.ends_with(".prom") && name.starts_with(".x.prom.") && name.ends_with(".tmp"),
+                "{name}"
+            );
+        }
+        assert!(entries(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn read_only_directory_leaves_the_old_file_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bpfsnap.prom");
+        fs::write(&target, b"old 1\n").unwrap();
+        let read_only = ReadOnlyDir::new(dir.path());
+        let err = write_atomic(&target, b"new 2\n").unwrap_err();
+        assert!(
+            format!("{err:#}").contains("cannot create a file in"),
+            "{err:#}"
+        );
+        let check = Sink::Textfile(target.clone()).check().unwrap_err();
+        assert!(
+            format!("{check:#}").contains("cannot create a file in"),
+            "{check:#}"
+        );
+        drop(read_only);
+        assert_eq!(fs::read(&target).unwrap(), b"old 1\n");
+        assert_eq!(entries(dir.path()), ["bpfsnap.prom"]);
+    }
+
+    #[test]
+    fn missing_directory_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("nope/bpfsnap.prom");
+        let err = format!("{:#}", Sink::Textfile(target.clone()).check().unwrap_err());
+        assert!(err.contains("does not exist: create it"), "{err}");
+        assert!(write_atomic(&target, b"x").is_err());
+        assert!(!target.exists());
+    }
+
+    #[test]
+    fn target_that_is_a_directory_is_refused_and_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("d.prom");
+        fs::create_dir(&target).unwrap();
+        let err = format!("{:#}", Sink::Textfile(target.clone()).check().unwrap_err());
+        assert!(err.contains("is a directory"), "{err}");
+        assert!(write_atomic(&target, b"x").is_err());
+        assert!(target.is_dir());
+        assert_eq!(entries(dir.path()), ["d.prom"]);
+    }
+
+    #[test]
+    fn dash_is_stdout() {
+        assert_eq!(Sink::from_arg(Path::new("-")), Sink::Stdout);
+        assert_eq!(
+            Sink::from_arg(Path::new("a.prom")),
+            Sink::Textfile("a.prom".into())
+        );
+        assert_eq!(split(Path::new("a.prom")).unwrap().0, Path::new("."));
+    }
+}

@@ -1,0 +1,222 @@
+//! Snapshots: copy a probe's maps out of the kernel into plain data.
+//!
+//! Maps are read with `BPF_MAP_LOOKUP_BATCH` in a loop until the kernel says
+//! ENOENT. libbpf-rs's own `lookup_batch` is not used: its iterator stops at the
+//! first short batch and swallows errors, silently returning part of a large
+//! map, and it refuses per-CPU maps. Kernels or map types without batch
+//! support fall back to key-by-key iteration.
+
+use std::os::fd::{AsFd, AsRawFd};
+
+use anyhow::{bail, Context, Result};
+use libbpf_rs::{Map, MapCore, MapFlags, MapType};
+
+use crate::probe::Probe;
+
+/// The contents of one map at one instant: `len()` keys of `key_size` bytes,
+/// each with `values_per_key` u64 values (one per possible CPU for per-CPU maps).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MapData {
+    pub name: String,
+    pub key_size: usize,
+    pub values_per_key: usize,
+    /// Arrays have every key from creation: a zero there means "never happened".
+    pub is_array: bool,
+    pub keys: Vec<u8>,
+    pub values: Vec<u64>,
+}
+
+impl MapData {
+    pub fn len(&self) -> usize {
+        self.keys.len() / self.key_size.max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// (key bytes, values) of every entry.
+    pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u64])> {
+        self.keys
+            .chunks_exact(self.key_size.max(1))
+            .zip(self.values.chunks_exact(self.values_per_key.max(1)))
+    }
+}
+
+/// Everything a probe's metrics need, read in one go.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub maps: Vec<MapData>,
+}
+
+impl Snapshot {
+    pub fn map(&self, name: &str) -> Option<&MapData> {
+        self.maps.iter().find(|map| map.name == name)
+    }
+}
+
+/// Reads every map the probe's config refers to.
+pub fn take(probe: &Probe) -> Result<Snapshot> {
+    let mut maps = Vec::new();
+    for counter in &probe.config().metrics.counters {
+        let map = probe.map(&counter.name)?;
+        maps.push(
+            read_map(&map).with_context(|| {
+                format!("{}: reading map {}", probe.config().name, counter.name)
+            })?,
+        );
+    }
+    Ok(Snapshot { maps })
+}
+
+/// Reads a map of u64 values (per-CPU or not).
+pub fn read_map(map: &Map<'_>) -> Result<MapData> {
+    let map_type = map.map_type();
+    let per_cpu = map_type.is_percpu();
+    let values_per_key = if per_cpu {
+        libbpf_rs::num_possible_cpus().context("counting possible CPUs")?
+    } else {
+        1
+    };
+    if map.value_size() != 8 {
+        bail!("values are {} bytes, not u64", map.value_size());
+    }
+    let mut data = MapData {
+        name: map.name().to_string_lossy().into_owned(),
+        key_size: map.key_size() as usize,
+        values_per_key,
+        is_array: matches!(map_type, MapType::Array | MapType::PercpuArray),
+        keys: Vec::new(),
+        values: Vec::new(),
+    };
+    match read_batched(map, &mut data)? {
+        Batch::Done => {}
+        Batch::Unsupported => read_by_key(map, &mut data)?,
+    }
+    Ok(data)
+}
+
+enum Batch {
+    Done,
+    Unsupported,
+}
+
+/// The batch loop; entries land directly in `data`'s buffers.
+fn read_batched(map: &Map<'_>, data: &mut MapData) -> Result<Batch> {
+    let fd = map.as_fd().as_raw_fd();
+    let key_size = data.key_size;
+    let stride = data.values_per_key;
+    let max_entries = map.max_entries() as usize;
+    // The resume token is a bucket index for hashes and a key for arrays.
+    let token_size = key_size.max(8);
+    let mut in_token = vec![0u8; token_size];
+    let mut out_token = vec![0u8; token_size];
+    let mut chunk = max_entries.clamp(1, 8192);
+    let mut filled = 0usize;
+    let mut first = true;
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    loop {
+        data.keys.resize((filled + chunk) * key_size, 0);
+        data.values.resize((filled + chunk) * stride, 0);
+        let mut count = u32::try_from(chunk).unwrap_or(u32::MAX);
+        // SAFETY: the key and value buffers have room for `count` more entries
+        // past `filled`; the tokens are `token_size` bytes, enough for either
+        // a bucket index or a key; `opts` outlives the call.
+        let rc = unsafe {
+            libbpf_sys::bpf_map_lookup_batch(
+                fd,
+                if first {
+                    std::ptr::null_mut()
+                } else {
+                    in_token.as_mut_ptr().cast()
+                },
+                out_token.as_mut_ptr().cast(),
+                data.keys.as_mut_ptr().add(filled * key_size).cast(),
+                data.values.as_mut_ptr().add(filled * stride).cast(),
+                &mut count,
+                &opts,
+            )
+        };
+        let errno = if rc < 0 { -rc } else { 0 };
+        if errno == 0 || errno == libc::ENOENT {
+            filled += count as usize;
+        }
+        match errno {
+            0 => {
+                first = false;
+                std::mem::swap(&mut in_token, &mut out_token);
+            }
+            libc::ENOENT => break,
+            // One hash bucket holds more entries than fit: retry larger.
+            libc::ENOSPC if chunk < (1 << 24) => chunk *= 2,
+            libc::EINVAL | libc::ENOTSUP | libc::EOPNOTSUPP if first => {
+                data.keys.clear();
+                data.values.clear();
+                return Ok(Batch::Unsupported);
+            }
+            _ => {
+                return Err(std::io::Error::from_raw_os_error(errno))
+                    .context("BPF_MAP_LOOKUP_BATCH");
+            }
+        }
+    }
+    data.keys.truncate(filled * key_size);
+    data.values.truncate(filled * stride);
+    Ok(Batch::Done)
+}
+
+/// Key-by-key iteration for kernels without batch lookups (before 5.6).
+fn read_by_key(map: &Map<'_>, data: &mut MapData) -> Result<()> {
+    for key in map.keys() {
+        let values: Vec<Vec<u8>> = if data.values_per_key > 1 || map.map_type().is_percpu() {
+            match map.lookup_percpu(&key, MapFlags::ANY).context("lookup")? {
+                Some(values) => values,
+                None => continue, // deleted since the key was listed
+            }
+        } else {
+            match map.lookup(&key, MapFlags::ANY).context("lookup")? {
+                Some(value) => vec![value],
+                None => continue,
+            }
+        };
+        data.keys.extend_from_slice(&key);
+        for value in values {
+            let bytes: [u8; 8] = value
+                .get(..8)
+                .and_then(|v| v.try_into().ok())
+                .context("short value")?;
+            data.values.push(u64::from_ne_bytes(bytes));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iterates_entries_with_their_values() {
+        let data = MapData {
+            name: "m".into(),
+            key_size: 2,
+            values_per_key: 2,
+            is_array: false,
+            keys: vec![1, 0, 2, 0],
+            values: vec![10, 11, 20, 21],
+        };
+        assert_eq!(data.len(), 2);
+        let entries: Vec<_> = data.entries().collect();
+        assert_eq!(
+            entries,
+            [
+                (&[1u8, 0][..], &[10u64, 11][..]),
+                (&[2, 0][..], &[20, 21][..])
+            ]
+        );
+    }
+}
