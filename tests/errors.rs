@@ -1,0 +1,97 @@
+//! Bad input and missing privileges: a one-line error saying what to do, a
+//! non-zero exit, no panic, and the previous output untouched.
+
+mod common;
+
+use std::fs;
+
+use common::path_str;
+
+/// Runs bpfsnap expecting failure; returns its stderr, checked to be one
+/// `bpfsnap: error:` line.
+fn fails(args: &[&str]) -> String {
+    let output = common::bpfsnap().args(args).output().expect("run bpfsnap");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "exit status for {args:?}: {stderr}"
+    );
+    assert!(
+        stderr.starts_with("bpfsnap: error: ") && stderr.lines().count() == 1,
+        "one-line error: {stderr:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn missing_output_directory_fails_before_loading() {
+    let dir = common::output_dir();
+    let output = dir.path().join("no/such/dir/bpfsnap.prom");
+    let stderr = fails(&["run", "--for", "1s", "--output", path_str(&output)]);
+    assert!(stderr.contains("does not exist: create it"), "{stderr}");
+}
+
+#[test]
+fn output_that_is_a_directory_is_refused() {
+    let dir = common::output_dir();
+    let stderr = fails(&["run", "--for", "1s", "--output", path_str(dir.path())]);
+    assert!(stderr.contains("is a directory"), "{stderr}");
+}
+
+#[test]
+fn unknown_builtin_lists_the_known_ones() {
+    let stderr = fails(&["run", "--builtin", "nosuch", "--for", "1s"]);
+    assert!(
+        stderr.contains("no built-in program \"nosuch\": choose from")
+            && stderr.contains("syscalls"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn bad_window_is_a_usage_error() {
+    for window in ["soon", "0s", "-1s"] {
+        let output = common::bpfsnap()
+            .args(["run", &format!("--for={window}")])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{window}: {stderr}");
+        assert!(stderr.contains("--for"), "{stderr}");
+    }
+}
+
+#[test]
+fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
+    let Some(_kernel) =
+        common::kernel_test("unprivileged_run_says_which_capabilities_and_keeps_the_old_file")
+    else {
+        return;
+    };
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    fs::write(&output, "old 1\n").unwrap();
+    // As nobody, without any capability.
+    let result = std::process::Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
+        .args(["run", "--for", "1s", "--output", path_str(&output)])
+        .output()
+        .expect("run setpriv (util-linux)");
+    let stderr = String::from_utf8_lossy(&result.stderr);
+    assert_eq!(result.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("CAP_BPF") && stderr.contains("CAP_PERFMON") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&output).unwrap(), "old 1\n");
+    assert_eq!(common::files_in(dir.path()), [output], "no temp file left");
+}

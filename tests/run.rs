@@ -1,0 +1,181 @@
+//! `bpfsnap run` end to end on the real kernel: the syscall counter sees the
+//! load the test makes, the file is what node_exporter and promtool accept,
+//! signals end the window cleanly, and nothing stays loaded.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant};
+
+use common::{path_str, Running};
+
+const GETPID_CALLS: u64 = 100_000;
+
+/// Runs `bpfsnap run -v ARGS`, makes `GETPID_CALLS` getpid calls once every
+/// probe is attached, and checks the programs it loaded are gone after exit.
+fn run_with_getpid_load(args: &[&str]) -> (String, String) {
+    let before = common::loaded_program_ids();
+    let mut argv = vec!["run", "-v"];
+    argv.extend_from_slice(args);
+    let mut running = Running::spawn(&argv);
+    running.wait_for("sampling");
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "bpfsnap said it is sampling, but no new BPF program is loaded"
+    );
+    common::getpid_calls(GETPID_CALLS);
+    let (status, stdout, stderr) = running.finish();
+    assert!(status.success(), "bpfsnap failed: {status}\n{stderr}");
+    let left = common::still_loaded_after_exit(&ours);
+    assert!(
+        left.is_empty(),
+        "programs {left:?} still loaded after bpfsnap exited"
+    );
+    (stdout, stderr)
+}
+
+/// [`run_with_getpid_load`] for a 1 s window into `DIR/bpfsnap.prom`.
+fn one_second_into_textfile() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    run_with_getpid_load(&["--for", "1s", "--output", path_str(&output)]);
+    (dir, output)
+}
+
+#[test]
+fn counts_getpid_calls_into_a_0644_textfile_promtool_accepts() {
+    let Some(_kernel) =
+        common::kernel_test("counts_getpid_calls_into_a_0644_textfile_promtool_accepts")
+    else {
+        return;
+    };
+    let (dir, output) = one_second_into_textfile();
+
+    let text = fs::read_to_string(&output).expect("output file");
+    let getpid = common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#)
+        .expect("getpid series");
+    assert!(
+        getpid >= GETPID_CALLS as f64,
+        "counted {getpid} getpid calls, made {GETPID_CALLS}\n{text}"
+    );
+    assert_eq!(fs::metadata(&output).unwrap().mode() & 0o777, 0o644);
+    let window = common::sample(&text, "bpfsnap_window_seconds").expect("window gauge");
+    assert!((1.0..10.0).contains(&window), "window {window} s for --for 1s");
+    let start = common::sample(&text, "bpfsnap_window_start_timestamp_seconds").unwrap();
+    let end = common::sample(&text, "bpfsnap_window_end_timestamp_seconds").unwrap();
+    assert!(
+        (end - start - window).abs() < 0.1,
+        "start {start} end {end} window {window}"
+    );
+    assert!(common::sample(&text, "bpfsnap_snapshot_duration_seconds").unwrap() > 0.0);
+    common::promtool_check(&text);
+    assert_eq!(
+        common::files_in(dir.path()),
+        [output],
+        "only the output file, no temp file"
+    );
+}
+
+#[test]
+fn node_exporter_serves_the_file_without_scrape_errors() {
+    let Some(_kernel) = common::kernel_test("node_exporter_serves_the_file_without_scrape_errors")
+    else {
+        return;
+    };
+    let (dir, _output) = one_second_into_textfile();
+
+    let exporter = common::NodeExporter::start(dir.path());
+    let body = exporter.scrape();
+    let getpid = common::sample(&body, r#"bpfsnap_syscalls_total{syscall="getpid"}"#);
+    assert!(
+        getpid.is_some_and(|n| n >= GETPID_CALLS as f64),
+        "getpid series in node_exporter: {getpid:?}"
+    );
+    assert_eq!(
+        common::sample(&body, "node_textfile_scrape_error"),
+        Some(0.0),
+        "{body}"
+    );
+    assert!(
+        body.contains(r#"node_textfile_mtime_seconds{file=""#),
+        "textfile collector read the file"
+    );
+}
+
+#[test]
+fn writes_to_stdout_with_dash() {
+    let Some(_kernel) = common::kernel_test("writes_to_stdout_with_dash") else {
+        return;
+    };
+    let (stdout, _) = run_with_getpid_load(&["--for", "500ms", "--output", "-"]);
+    let getpid = common::sample(&stdout, r#"bpfsnap_syscalls_total{syscall="getpid"}"#);
+    assert!(getpid.is_some_and(|n| n >= GETPID_CALLS as f64), "{stdout}");
+    common::promtool_check(&stdout);
+}
+
+#[test]
+fn sigterm_mid_window_writes_what_was_gathered_and_detaches() {
+    let Some(_kernel) =
+        common::kernel_test("sigterm_mid_window_writes_what_was_gathered_and_detaches")
+    else {
+        return;
+    };
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let before = common::loaded_program_ids();
+    let mut running = Running::spawn(&["run", "-v", "--for", "60s", "--output", path_str(&output)]);
+    running.wait_for("sampling");
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(!ours.is_empty());
+    common::getpid_calls(1000);
+
+    let signalled = Instant::now();
+    running.signal(libc::SIGTERM);
+    let status = common::wait_bounded(&mut running.child, Duration::from_secs(1));
+    let took = signalled.elapsed();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?} after {took:?}"
+    );
+
+    let text = fs::read_to_string(&output).expect("file written after SIGTERM");
+    let window = common::sample(&text, "bpfsnap_window_seconds").expect("window gauge");
+    assert!(
+        window < 60.0,
+        "window gauge {window} shows the real, shorter window"
+    );
+    assert!(
+        common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#)
+            .is_some_and(|n| n >= 1000.0)
+    );
+    let left = common::still_loaded_after_exit(&ours);
+    assert!(
+        left.is_empty(),
+        "programs {left:?} still loaded after SIGTERM"
+    );
+}
+
+#[test]
+fn sigint_works_like_sigterm() {
+    let Some(_kernel) = common::kernel_test("sigint_works_like_sigterm") else {
+        return;
+    };
+    let mut running = Running::spawn(&["run", "-v", "--for", "60s", "--output", "-"]);
+    running.wait_for("sampling");
+    running.signal(libc::SIGINT);
+    let (status, stdout, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        common::sample(&stdout, "bpfsnap_window_seconds").is_some_and(|w| w < 60.0),
+        "{stdout}"
+    );
+}
