@@ -66,7 +66,10 @@ fn counts_getpid_calls_into_a_0644_textfile_promtool_accepts() {
     );
     assert_eq!(fs::metadata(&output).unwrap().mode() & 0o777, 0o644);
     let window = common::sample(&text, "bpfsnap_window_seconds").expect("window gauge");
-    assert!((1.0..10.0).contains(&window), "window {window} s for --for 1s");
+    assert!(
+        (1.0..10.0).contains(&window),
+        "window {window} s for --for 1s"
+    );
     let start = common::sample(&text, "bpfsnap_window_start_timestamp_seconds").unwrap();
     let end = common::sample(&text, "bpfsnap_window_end_timestamp_seconds").unwrap();
     assert!(
