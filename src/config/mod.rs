@@ -8,7 +8,7 @@
 //! validates everything that can be checked without the object (names, sizes,
 //! decoders); checks against the object's maps happen when it is loaded.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -75,11 +75,70 @@ pub struct Label {
     pub decoders: Vec<DecoderSpec>,
 }
 
-/// One step of a label's decoder chain.
-#[derive(Debug, Clone, Deserialize)]
+/// One step of a label's decoder chain, with the options some decoders take.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecoderSpec {
     pub name: String,
+    /// `static_map`: input value → label value.
+    #[serde(default)]
+    pub static_map: Option<StaticMap>,
+    /// `regexp`: patterns; a value matching none drops the label set.
+    #[serde(default)]
+    pub regexps: Option<Vec<String>>,
+    /// `static_map`: pass values missing from the map through unchanged.
+    #[serde(default)]
+    pub allow_unknown: bool,
+}
+
+impl DecoderSpec {
+    /// A spec with no options.
+    pub fn named(name: &str) -> DecoderSpec {
+        DecoderSpec {
+            name: name.to_string(),
+            ..DecoderSpec::default()
+        }
+    }
+}
+
+/// `static_map` entries. Keys may be written as numbers (YAML `1: read`,
+/// as ebpf_exporter's configs do) or strings; values must be strings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StaticMap(pub BTreeMap<String, String>);
+
+impl<'de> Deserialize<'de> for StaticMap {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = BTreeMap::<KeyText, String>::deserialize(deserializer)?;
+        Ok(StaticMap(
+            entries.into_iter().map(|(k, v)| (k.0, v)).collect(),
+        ))
+    }
+}
+
+/// A map key written as a number or a string, kept as its decimal text.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct KeyText(String);
+
+impl<'de> Deserialize<'de> for KeyText {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = KeyText;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a number or a string")
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<KeyText, E> {
+                Ok(KeyText(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Config {

@@ -56,6 +56,7 @@ pub fn counters(config: &Config, snapshot: &Snapshot) -> Result<Exposed> {
             for (label, chain) in counter.labels.iter().zip(&chains) {
                 match chain.decode(&key[offset..offset + label.size]) {
                     Ok(value) => label_values.push(value),
+                    Err(err) if err.skip => continue 'keys,
                     Err(err) => {
                         *exposed.decode_errors.entry(err.decoder).or_default() += 1;
                         continue 'keys;

@@ -1,6 +1,9 @@
 //! `hex`: the bytes as lowercase hexadecimal, in key order.
 
+use anyhow::Result;
+
 use super::{DecodeError, Decoder};
+use crate::config::DecoderSpec;
 
 pub struct Hex;
 
@@ -13,6 +16,12 @@ impl Decoder for Hex {
         }
         Ok(())
     }
+}
+
+/// Builds `hex` for a label of `size` bytes.
+pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    super::no_options(spec)?;
+    Ok(Box::new(Hex))
 }
 
 #[cfg(test)]

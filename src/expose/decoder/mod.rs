@@ -5,7 +5,18 @@
 //! model): the first sees the label's bytes in the key, each next one the
 //! previous one's output; the result becomes a (valid UTF-8) label value.
 
+mod cgroup;
+mod dname;
+mod errno;
 mod hex;
+mod ifname;
+mod inet_ip;
+mod kstack;
+mod ksym;
+mod majorminor;
+mod pci;
+mod regexp;
+mod static_map;
 mod string;
 mod syscall;
 #[rustfmt::skip]
@@ -25,11 +36,15 @@ pub trait Decoder: Send + Sync {
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError>;
 }
 
-/// Why one key's label could not be decoded; the key is then skipped.
+/// Why one key's label could not be decoded; the key is then skipped and,
+/// unless `skip` is set, counted in `bpfsnap_decoder_errors_total`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError {
     pub decoder: &'static str,
     pub reason: String,
+    /// Not an error: the decoder asks to drop this key's whole label set
+    /// (ebpf_exporter's ErrSkipLabelSet, e.g. `regexp` without a match).
+    pub skip: bool,
 }
 
 impl DecodeError {
@@ -37,6 +52,16 @@ impl DecodeError {
         DecodeError {
             decoder,
             reason: reason.into(),
+            skip: false,
+        }
+    }
+
+    /// Drop the label set without counting an error.
+    pub fn skip(decoder: &'static str) -> Self {
+        DecodeError {
+            decoder,
+            reason: "label set skipped".into(),
+            skip: true,
         }
     }
 }
@@ -49,21 +74,57 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+/// Every decoder: its name and how to build it for a label of `size` bytes
+/// (each module's `build` checks the spec's options and the size).
+type Builder = fn(&DecoderSpec, usize) -> Result<Box<dyn Decoder>>;
+const DECODERS: &[(&str, Builder)] = &[
+    ("cgroup", cgroup::build),
+    ("dname", dname::build),
+    ("errno", errno::build),
+    ("hex", hex::build),
+    ("ifname", ifname::build),
+    ("inet_ip", inet_ip::build),
+    ("kstack", kstack::build),
+    ("ksym", ksym::build),
+    ("majorminor", majorminor::build),
+    ("pci_class", pci::build_class),
+    ("pci_device", pci::build_device),
+    ("pci_subclass", pci::build_subclass),
+    ("pci_vendor", pci::build_vendor),
+    ("regexp", regexp::build),
+    ("static_map", static_map::build),
+    ("string", string::build),
+    ("syscall", syscall::build),
+    ("uint", uint::build),
+];
+
 /// Names of every decoder, for error messages and docs.
-pub const NAMES: &[&str] = &["hex", "string", "syscall", "uint"];
+pub fn names() -> impl Iterator<Item = &'static str> {
+    DECODERS.iter().map(|(name, _)| *name)
+}
 
 /// Builds the decoder a spec names for a label of `size` bytes.
 fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
-    Ok(match spec.name.as_str() {
-        "hex" => Box::new(hex::Hex),
-        "string" => Box::new(string::CString),
-        "syscall" => Box::new(syscall::Syscall),
-        "uint" => Box::new(uint::Uint::new(size)?),
-        other => bail!(
-            "unknown decoder {other:?}: known decoders are {}",
-            NAMES.join(", ")
+    match DECODERS.iter().find(|(name, _)| *name == spec.name) {
+        Some((_, build)) => build(spec, size),
+        None => bail!(
+            "unknown decoder {:?}: known decoders are {}",
+            spec.name,
+            names().collect::<Vec<_>>().join(", ")
         ),
-    })
+    }
+}
+
+/// Fails when a spec carries options its decoder does not take (they would be
+/// silently ignored otherwise).
+pub fn no_options(spec: &DecoderSpec) -> Result<()> {
+    if spec.static_map.is_some() || spec.regexps.is_some() || spec.allow_unknown {
+        bail!(
+            "decoder {} takes no options (static_map, regexps, allow_unknown)",
+            spec.name
+        );
+    }
+    Ok(())
 }
 
 /// A label's decoders, run in order.
@@ -118,12 +179,7 @@ mod tests {
     use super::*;
 
     fn specs(names: &[&str]) -> Vec<DecoderSpec> {
-        names
-            .iter()
-            .map(|name| DecoderSpec {
-                name: name.to_string(),
-            })
-            .collect()
+        names.iter().map(|name| DecoderSpec::named(name)).collect()
     }
 
     #[test]

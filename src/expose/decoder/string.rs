@@ -1,6 +1,9 @@
 //! `string`: a NUL-terminated C string (the bytes up to the first NUL).
 
+use anyhow::Result;
+
 use super::{DecodeError, Decoder};
+use crate::config::DecoderSpec;
 
 pub struct CString;
 
@@ -10,6 +13,12 @@ impl Decoder for CString {
         out.extend_from_slice(&input[..end]);
         Ok(())
     }
+}
+
+/// Builds `string` for a label of `size` bytes.
+pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    super::no_options(spec)?;
+    Ok(Box::new(CString))
 }
 
 #[cfg(test)]

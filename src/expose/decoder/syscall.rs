@@ -1,7 +1,10 @@
 //! `syscall`: a decimal system call number (from `uint`) → its name on the
 //! architecture bpfsnap was built for; numbers without a name stay numbers.
 
+use anyhow::Result;
+
 use super::{syscall_table, DecodeError, Decoder};
+use crate::config::DecoderSpec;
 
 pub struct Syscall;
 
@@ -35,6 +38,12 @@ impl Decoder for Syscall {
         }
         Ok(())
     }
+}
+
+/// Builds `syscall` for a label of `size` bytes.
+pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    super::no_options(spec)?;
+    Ok(Box::new(Syscall))
 }
 
 #[cfg(test)]

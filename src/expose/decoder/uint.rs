@@ -3,6 +3,7 @@
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
+use crate::config::DecoderSpec;
 
 pub struct Uint {
     size: usize,
@@ -38,6 +39,12 @@ impl Decoder for Uint {
         out.extend_from_slice(value.to_string().as_bytes());
         Ok(())
     }
+}
+
+/// Builds `uint` for a label of `size` bytes.
+pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
+    super::no_options(spec)?;
+    Ok(Box::new(Uint::new(size)?))
 }
 
 #[cfg(test)]

@@ -1,0 +1,10 @@
+//! `cgroup`: not implemented yet.
+
+use anyhow::{bail, Result};
+
+use super::Decoder;
+use crate::config::DecoderSpec;
+
+pub fn build(_spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    bail!("decoder cgroup is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `ksym`: not implemented yet.
+
+use anyhow::{bail, Result};
+
+use super::Decoder;
+use crate::config::DecoderSpec;
+
+pub fn build(_spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    bail!("decoder ksym is not implemented yet")
+}

@@ -1,0 +1,10 @@
+//! `regexp`: not implemented yet.
+
+use anyhow::{bail, Result};
+
+use super::Decoder;
+use crate::config::DecoderSpec;
+
+pub fn build(_spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
+    bail!("decoder regexp is not implemented yet")
+}
