@@ -13,6 +13,7 @@ packages=(
   prometheus-node-exporter # the textfile collector, in tests
   util-linux              # setpriv, mount (tests)
   python3                 # tools/*.py
+  pci.ids                 # pci_* decoders read /usr/share/misc/pci.ids
 )
 
 say() { echo "deps: $*" >&2; }
