@@ -6,7 +6,7 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run test unit lint fmt docs vmlinux syscall-table clean
+.PHONY: all deps build run test lint fmt docs vmlinux syscall-table errno-table clean
 
 all: build
 
@@ -47,6 +47,10 @@ vmlinux:
 syscall-table:
 	tools/gen-syscall-table.py
 	$(CARGO) fmt
+
+# Regenerate the errno number → name table from the Linux UAPI headers.
+errno-table:
+	tools/gen-errno-table.py
 
 clean:
 	$(CARGO) clean

@@ -31,6 +31,10 @@ fn main() -> Result<()> {
         );
     }
     println!("cargo:rerun-if-changed={}", bpf_dir.display());
+    // User programs may put a uprobe on this function of ours
+    // (`uprobe//proc/self/exe:post_attach_mark`); keep its symbol findable
+    // in the dynamic symbol table even in a stripped release binary.
+    println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=post_attach_mark");
 
     let mut table = String::from("&[\n");
     for source in bpf_sources(&bpf_dir)? {

@@ -16,11 +16,17 @@ _bpfsnap() {
             ",$1")
                 cmd="bpfsnap"
                 ;;
+            bpfsnap,check)
+                cmd="bpfsnap__subcmd__check"
+                ;;
             bpfsnap,help)
                 cmd="bpfsnap__subcmd__help"
                 ;;
             bpfsnap,run)
                 cmd="bpfsnap__subcmd__run"
+                ;;
+            bpfsnap__subcmd__help,check)
+                cmd="bpfsnap__subcmd__help__subcmd__check"
                 ;;
             bpfsnap__subcmd__help,help)
                 cmd="bpfsnap__subcmd__help__subcmd__help"
@@ -35,7 +41,7 @@ _bpfsnap() {
 
     case "${cmd}" in
         bpfsnap)
-            opts="-v -h -V --verbose --help --version run help"
+            opts="-v -h -V --verbose --help --version run check help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -48,9 +54,53 @@ _bpfsnap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
-        bpfsnap__subcmd__help)
-            opts="run help"
+        bpfsnap__subcmd__check)
+            opts="-b -v -h --config-dir --configs --builtin --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --configs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --builtin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__help)
+            opts="run check help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__help__subcmd__check)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -91,12 +141,28 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-o -b -v -h --for --output --builtin --verbose --help"
+            opts="-b -o -v -h --config-dir --configs --builtin --for --output --namespace --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --configs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --builtin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --for)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -109,11 +175,7 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --builtin)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                -b)
+                --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

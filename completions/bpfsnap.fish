@@ -28,11 +28,21 @@ complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s v -l verbose -d 'Say wh
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s V -l version -d 'Print version'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l for -d 'Length of the sampling window, e.g. 500ms, 30s, 2m. SIGINT or SIGTERM ends it early; what was gathered is still written' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s o -l output -d 'Where to write the metrics: a file, replaced atomically (for node_exporter\'s textfile collector use a name ending in .prom), or - for standard output' -r -F
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 'Built-in programs to run, comma-separated [default: the default set]' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -1,4 +1,4 @@
-//! Command line: the clap definition (also the source of the man page and the
+//! Command line: the clap definition (also the source of the man pages and the
 //! shell completions) and the dispatch to the commands.
 
 use std::path::PathBuf;
@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::check;
+use crate::config::DEFAULT_NAMESPACE;
+use crate::program::Selection;
 use crate::run::{self, RunOptions};
 use crate::sink::Sink;
 
@@ -15,6 +18,9 @@ Examples:
   bpfsnap run --for 30s                       print a 30 s snapshot of the default programs
   bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
   bpfsnap run --builtin syscalls --for 5s --output -
+  bpfsnap run ./myprobe.toml --for 10s        a user program (myprobe.bpf.o beside it)
+  bpfsnap run --config-dir /etc/bpfsnap --configs biolatency,syscalls --for 30s
+  bpfsnap check --config-dir /etc/bpfsnap --configs biolatency
 
 From cron (node_exporter reads the file at every scrape):
   */5 * * * * root bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom";
@@ -23,7 +29,9 @@ From cron (node_exporter reads the file at every scrape):
 ///
 /// bpfsnap loads BPF programs, lets them count for a sampling window, reads
 /// their maps and writes the Prometheus text format, atomically, into
-/// node_exporter's textfile directory or to standard output.
+/// node_exporter's textfile directory or to standard output. Programs are
+/// built-ins embedded in bpfsnap, or configs of your own (TOML, or
+/// ebpf_exporter's YAML unchanged) with their compiled BPF objects.
 #[derive(Debug, Parser)]
 #[command(name = "bpfsnap", version, after_help = EXAMPLES)]
 pub struct Cli {
@@ -40,10 +48,43 @@ pub enum Command {
     /// Attach programs, sample for a window, write the metrics, detach.
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Validate configs and their BPF objects without loading anything into
+    /// the kernel (no root needed); lists every problem, one per line.
+    Check(ProgramArgs),
+}
+
+/// Which programs to use; nothing named: the default built-in set.
+#[derive(Debug, Args)]
+pub struct ProgramArgs {
+    /// Config files (NAME.toml or ebpf_exporter's NAME.yaml; the compiled
+    /// NAME.bpf.o beside it).
+    #[arg(value_name = "CONFIG")]
+    pub files: Vec<PathBuf>,
+
+    /// Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs.
+    #[arg(long, value_name = "DIR", alias = "config.dir")]
+    pub config_dir: Option<PathBuf>,
+
+    /// Configs to use from --config-dir, comma-separated; a name not found
+    /// there may be a built-in.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        alias = "config.names"
+    )]
+    pub configs: Vec<String>,
+
+    /// Built-in programs to use, comma-separated.
+    #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
+    pub builtin: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+
     /// Length of the sampling window, e.g. 500ms, 30s, 2m. SIGINT or SIGTERM
     /// ends it early; what was gathered is still written.
     #[arg(long = "for", value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
@@ -54,9 +95,21 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH", default_value = "-")]
     pub output: PathBuf,
 
-    /// Built-in programs to run, comma-separated [default: the default set].
-    #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
-    pub builtin: Vec<String>,
+    /// Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter's names,
+    /// so existing dashboards keep working.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
+    pub namespace: String,
+}
+
+impl ProgramArgs {
+    fn selection(&self) -> Selection {
+        Selection {
+            files: self.files.clone(),
+            config_dir: self.config_dir.clone(),
+            configs: self.configs.clone(),
+            builtins: self.builtin.clone(),
+        }
+    }
 }
 
 fn parse_window(text: &str) -> Result<Duration, String> {
@@ -66,6 +119,16 @@ fn parse_window(text: &str) -> Result<Duration, String> {
         return Err("the window must be longer than zero".into());
     }
     Ok(window)
+}
+
+fn parse_namespace(text: &str) -> Result<String, String> {
+    let valid = text.chars().enumerate().all(|(i, c)| {
+        c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
+    });
+    if !valid {
+        return Err("use letters, digits, '_' and ':', not starting with a digit".into());
+    }
+    Ok(text.to_string())
 }
 
 /// Runs the command line `args` (args[0] is the program name); errors are
@@ -88,11 +151,13 @@ where
     };
     let result = match cli.command {
         Command::Run(args) => run::run(&RunOptions {
+            selection: args.programs.selection(),
             window: args.window,
             sink: Sink::from_arg(&args.output),
-            builtins: args.builtin,
+            namespace: args.namespace,
             verbose: cli.verbose,
         }),
+        Command::Check(args) => return check::check(&args.selection(), cli.verbose),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -114,7 +179,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_windows() {
+    fn parses_windows_and_namespaces() {
         for (text, expected) in [
             ("500ms", Some(500)),
             ("30s", Some(30_000)),
@@ -128,17 +193,43 @@ mod tests {
                 "{text}"
             );
         }
+        assert!(parse_namespace("ebpf_exporter").is_ok());
+        assert!(parse_namespace("").is_ok());
+        assert!(parse_namespace("9x").is_err());
+        assert!(parse_namespace("a-b").is_err());
     }
 
     #[test]
-    fn run_defaults() {
+    fn run_defaults_and_program_selection() {
         let cli = Cli::try_parse_from(["bpfsnap", "run"]).unwrap();
-        let Command::Run(args) = cli.command;
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
         assert_eq!(args.window, Duration::from_secs(10));
         assert_eq!(args.output, PathBuf::from("-"));
-        assert!(args.builtin.is_empty());
-        let cli = Cli::try_parse_from(["bpfsnap", "run", "-b", "a,b", "--for", "1s"]).unwrap();
-        let Command::Run(args) = cli.command;
-        assert_eq!(args.builtin, ["a", "b"]);
+        assert_eq!(args.namespace, "bpfsnap");
+        assert!(args.programs.builtin.is_empty());
+        let cli = Cli::try_parse_from([
+            "bpfsnap",
+            "run",
+            "-b",
+            "a,b",
+            "--for",
+            "1s",
+            "x.toml",
+            "--config.dir",
+            "/d",
+            "--config.names",
+            "c",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("run")
+        };
+        let selection = args.programs.selection();
+        assert_eq!(selection.builtins, ["a", "b"]);
+        assert_eq!(selection.files, [PathBuf::from("x.toml")]);
+        assert_eq!(selection.config_dir, Some(PathBuf::from("/d")));
+        assert_eq!(selection.configs, ["c"]);
     }
 }

@@ -16,10 +16,12 @@
 //! the same config format users write.
 
 pub mod builtin;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod expose;
 pub mod probe;
+pub mod program;
 pub mod run;
 pub mod sink;
 pub mod snapshot;

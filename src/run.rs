@@ -1,31 +1,33 @@
 //! `bpfsnap run`: the pipeline end to end, once.
 //!
-//! check output and host → load + attach every program → wait for the window
-//! (or a signal) → snapshot maps → expose → write → detach (drop).
-//! SIGINT and SIGTERM are caught from the very start, so a signal at any point
-//! ends the window early instead of killing the process mid-write; every
-//! probe is detached when this function returns, on success and on error.
+//! select programs, check output and host → load + attach every program →
+//! wait for the window (or a signal) → snapshot maps → expose → write → detach
+//! (drop). SIGINT and SIGTERM are caught from the very start, so a signal at
+//! any point ends the window early instead of killing the process mid-write;
+//! every probe is detached when this function returns, on success and on error.
 
 use std::io::IsTerminal;
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
+use prometheus::proto::MetricType;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
-use crate::builtin;
-use crate::expose::{self, Exposition};
+use crate::expose::{self, metric_name, Exposition};
 use crate::probe::{self, Probe};
+use crate::program::{self, Selection};
 use crate::sink::Sink;
 use crate::snapshot;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
+    pub selection: Selection,
     pub window: Duration,
     pub sink: Sink,
-    /// Built-ins to run; empty: the default set.
-    pub builtins: Vec<String>,
+    /// Prefix of every metric name (`bpfsnap`).
+    pub namespace: String,
     pub verbose: bool,
 }
 
@@ -37,18 +39,19 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     };
 
-    let programs = builtin::select(&options.builtins)?;
-    let configs = programs
-        .iter()
-        .map(|p| p.config())
-        .collect::<Result<Vec<_>>>()?;
+    let programs = program::select(&options.selection)?;
+    for program in &programs {
+        for warning in &program.config.warnings {
+            eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);
+        }
+    }
     options.sink.check()?;
     probe::check_host()?;
     probe::capture_libbpf_log(options.verbose);
 
     let mut probes = Vec::with_capacity(programs.len());
-    for (program, config) in programs.iter().zip(configs) {
-        probes.push(Probe::attach(config, program.object)?);
+    for program in &programs {
+        probes.push(Probe::attach(program)?);
     }
     let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
     let attached: usize = probes.iter().map(Probe::attached).sum();
@@ -67,12 +70,13 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let window = started.elapsed();
     let ended_at = SystemTime::now();
 
+    let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
     let mut exposition = Exposition::default();
     let mut decode_errors = Vec::new();
-    for probe in &probes {
+    for probe in &mut probes {
         let snapshot = snapshot::take(probe)?;
-        let exposed = expose::counters(probe.config(), &snapshot)?;
+        let exposed = expose::counters(probe.config(), &snapshot, ns)?;
         exposition.add_all(exposed.families)?;
         for (decoder, count) in exposed.decode_errors {
             decode_errors.push((
@@ -80,29 +84,36 @@ pub fn run(options: &RunOptions) -> Result<()> {
                 count as f64,
             ));
         }
+        probe.refresh_stats();
     }
     let snapshot_duration = snapshot_started.elapsed();
 
+    exposition.add_all(self_metrics(ns, &probes))?;
     exposition.add_all(vec![
         expose::gauge(
-            "bpfsnap_window_seconds",
+            &metric_name(ns, "window_seconds"),
             "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it).",
             window.as_secs_f64(),
         ),
         expose::gauge(
-            "bpfsnap_window_start_timestamp_seconds",
+            &metric_name(ns, "window_start_timestamp_seconds"),
             "Unix time at which the sampling window started (all programs attached).",
             unix_seconds(started_at),
         ),
-        expose::gauge("bpfsnap_window_end_timestamp_seconds", "Unix time at which the sampling window ended.", unix_seconds(ended_at)),
         expose::gauge(
-            "bpfsnap_snapshot_duration_seconds",
+            &metric_name(ns, "window_end_timestamp_seconds"),
+            "Unix time at which the sampling window ended.",
+            unix_seconds(ended_at),
+        ),
+        expose::gauge(
+            &metric_name(ns, "snapshot_duration_seconds"),
             "Time taken to read the BPF maps and encode their metrics.",
             snapshot_duration.as_secs_f64(),
         ),
-        expose::labelled_counter(
-            "bpfsnap_decoder_errors_total",
+        expose::labelled(
+            &metric_name(ns, "decoder_errors_total"),
             "Map keys skipped because a label decoder rejected them.",
+            MetricType::COUNTER,
             &["config", "decoder"],
             decode_errors,
         ),
@@ -118,6 +129,81 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     drop(probes);
     Ok(())
+}
+
+/// ebpf_exporter's self metrics: which configs and programs are loaded, and
+/// (with kernel.bpf_stats_enabled=1) what the programs cost.
+fn self_metrics(ns: &str, probes: &[Probe]) -> Vec<prometheus::proto::MetricFamily> {
+    let mut configs = Vec::new();
+    let mut info = Vec::new();
+    let mut attached = Vec::new();
+    let mut run_time = Vec::new();
+    let mut run_count = Vec::new();
+    for probe in probes {
+        let config = &probe.config().name;
+        configs.push((vec![config.clone()], 1.0));
+        for program in probe.programs() {
+            let id = program.id.to_string();
+            info.push((
+                vec![
+                    config.clone(),
+                    id.clone(),
+                    program.name.clone(),
+                    program.tag.clone(),
+                    program.attach.clone(),
+                ],
+                1.0,
+            ));
+            attached.push((vec![id.clone()], 1.0));
+            run_time.push((vec![id.clone()], program.run_time_ns as f64 / 1e9));
+            run_count.push((vec![id], program.run_count as f64));
+        }
+    }
+    let mut families = vec![
+        expose::labelled(
+            &metric_name(ns, "enabled_configs"),
+            "The configs (programs) this run loaded.",
+            MetricType::GAUGE,
+            &["name"],
+            configs,
+        ),
+        expose::labelled(
+            &metric_name(ns, "program_info"),
+            "Every loaded BPF program: its config, kernel id, name, tag and attach type.",
+            MetricType::GAUGE,
+            &["config", "id", "program", "tag", "attach"],
+            info,
+        ),
+        expose::labelled(
+            &metric_name(ns, "program_attached"),
+            "Whether the BPF program with this id was attached.",
+            MetricType::GAUGE,
+            &["id"],
+            attached,
+        ),
+    ];
+    if bpf_stats_enabled() {
+        families.push(expose::labelled(
+            &metric_name(ns, "program_run_time_seconds_total"),
+            "Time the BPF program has run in the kernel (kernel.bpf_stats_enabled=1).",
+            MetricType::COUNTER,
+            &["id"],
+            run_time,
+        ));
+        families.push(expose::labelled(
+            &metric_name(ns, "program_run_count_total"),
+            "Times the BPF program has run (kernel.bpf_stats_enabled=1).",
+            MetricType::COUNTER,
+            &["id"],
+            run_count,
+        ));
+    }
+    families
+}
+
+fn bpf_stats_enabled() -> bool {
+    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
+        .is_ok_and(|text| text.trim() == "1")
 }
 
 /// SIGINT and SIGTERM as messages; once this is set up they no longer kill the

@@ -2,21 +2,30 @@
 //!
 //! A config names the object's maps as metrics and describes how each map key
 //! splits into labels (`size`, `padding`) and how each label's bytes are decoded
-//! (a chain of decoders). It follows cloudflare/ebpf_exporter's model key for key
-//! so existing programs come over unchanged; built-in programs use the very same
-//! format (`bpf/NAME.toml`). Parsing rejects unknown keys, and [`Config::parse`]
-//! validates everything that can be checked without the object (names, sizes,
-//! decoders); checks against the object's maps happen when it is loaded.
+//! (a chain of decoders). It follows cloudflare/ebpf_exporter's model key for
+//! key, in two spellings: ebpf_exporter's YAML, read unchanged, and TOML with
+//! the same keys (see [`parse`]). Built-in programs use the very same format
+//! (`bpf/NAME.toml`).
+//!
+//! [`Config::parse`] rejects unknown keys (with their path and line) and
+//! validates everything that can be checked without the BPF object; checks
+//! against the object's maps belong to the probe stage.
+
+mod parse;
 
 use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use serde::de::IgnoredAny;
 use serde::Deserialize;
 
 use crate::expose::decoder;
 
-/// Prefix of every metric a config defines (ebpf_exporter uses `ebpf_exporter_`).
-pub const METRIC_PREFIX: &str = "bpfsnap_";
+pub use parse::Format;
+
+/// Namespace of every metric unless `--namespace` says otherwise.
+pub const DEFAULT_NAMESPACE: &str = "bpfsnap";
 
 /// One program: a BPF object plus the metrics read from its maps.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,13 +34,33 @@ pub struct Config {
     /// Set after parsing: the config's name (file stem or built-in name).
     #[serde(skip)]
     pub name: String,
+    /// Set after parsing: where the config came from, for messages.
+    #[serde(skip)]
+    pub origin: String,
+    /// Set after parsing: problems that do not stop the config from running.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
     /// One line saying what the program measures.
     #[serde(default)]
     pub description: String,
+    /// The compiled BPF object, relative to the config's directory
+    /// (default: NAME.bpf.o beside the config).
+    #[serde(default)]
+    pub object: Option<PathBuf>,
     /// Facts only built-in programs carry.
     #[serde(default)]
     pub builtin: BuiltinInfo,
+    #[serde(default)]
     pub metrics: Metrics,
+    /// Kernel symbols whose addresses are written into the object's
+    /// `kaddr_<symbol>` variables before load.
+    #[serde(default)]
+    pub kaddrs: Vec<String>,
+    /// ebpf_exporter features bpfsnap does not have: accepted with a warning.
+    #[serde(default)]
+    tracing: Option<IgnoredAny>,
+    #[serde(default)]
+    cgroup_id_map: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -47,6 +76,8 @@ pub struct BuiltinInfo {
 pub struct Metrics {
     #[serde(default)]
     pub counters: Vec<Counter>,
+    #[serde(default)]
+    pub histograms: Vec<Histogram>,
 }
 
 /// A counter: every key of the map named `name` is a series, its u64 value
@@ -54,11 +85,54 @@ pub struct Metrics {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Counter {
-    /// Metric name without the `bpfsnap_` prefix; also the map's name.
+    /// Metric name without the namespace prefix; also the map's name.
     pub name: String,
     pub help: String,
     #[serde(default)]
     pub labels: Vec<Label>,
+    /// ebpf_exporter's event-stream counters: the map is a perf event array.
+    #[serde(default)]
+    pub perf_event_array: bool,
+    #[serde(default)]
+    pub flush_interval: Option<IgnoredAny>,
+}
+
+/// A histogram: the last label of the key is the bucket, the others the series.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Histogram {
+    /// Metric name without the namespace prefix; also the map's name.
+    pub name: String,
+    pub help: String,
+    pub bucket_type: BucketType,
+    #[serde(default)]
+    pub bucket_min: u64,
+    #[serde(default)]
+    pub bucket_max: Option<u64>,
+    /// `fixed`: the bucket keys, ascending.
+    #[serde(default)]
+    pub bucket_keys: Vec<f64>,
+    #[serde(default = "one")]
+    pub bucket_multiplier: f64,
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BucketType {
+    /// `le = 2^key × multiplier`
+    Exp2,
+    /// key 0: `le = 0`; key k: `le = 2^(k-1) × multiplier`
+    Exp2Zero,
+    /// `le = key × multiplier`
+    Linear,
+    /// `le = key × multiplier` for the listed `bucket_keys`
+    Fixed,
 }
 
 /// A slice of the map key that becomes one label.
@@ -73,6 +147,13 @@ pub struct Label {
     pub padding: usize,
     #[serde(default)]
     pub decoders: Vec<DecoderSpec>,
+}
+
+/// A metric of either kind, for checks common to both.
+pub struct MetricRef<'a> {
+    pub name: &'a str,
+    pub labels: &'a [Label],
+    pub kind: &'static str,
 }
 
 /// One step of a label's decoder chain, with the options some decoders take.
@@ -142,42 +223,136 @@ impl<'de> Deserialize<'de> for KeyText {
 }
 
 impl Config {
-    /// Parses and validates a TOML config; `origin` names it in errors (a path
-    /// or `built-in NAME`).
-    pub fn parse(name: &str, origin: &str, text: &str) -> Result<Config> {
-        let mut config: Config = toml::from_str(text).map_err(|err| {
-            let line = err
-                .span()
-                .map(|span| text[..span.start].matches('\n').count() + 1)
-                .map(|line| format!(" line {line}:"))
-                .unwrap_or_default();
-            anyhow::anyhow!("{origin}:{line} {}", err.message().trim_end())
-        })?;
+    /// Parses and validates a config; `origin` names it in errors (a path or
+    /// `built-in NAME`).
+    pub fn parse(name: &str, origin: &str, text: &str, format: Format) -> Result<Config> {
+        let mut config: Config =
+            parse::deserialize(text, format).map_err(|err| anyhow::anyhow!("{origin}: {err}"))?;
         config.name = name.to_string();
+        config.origin = origin.to_string();
         config.validate().with_context(|| origin.to_string())?;
         Ok(config)
     }
 
-    fn validate(&self) -> Result<()> {
-        if self.metrics.counters.is_empty() {
-            bail!("defines no metrics: add a [[metrics.counters]] table");
+    /// Every metric, counters first.
+    pub fn metrics(&self) -> impl Iterator<Item = MetricRef<'_>> {
+        let counters = self.metrics.counters.iter().map(|c| MetricRef {
+            name: &c.name,
+            labels: &c.labels,
+            kind: "counter",
+        });
+        let histograms = self.metrics.histograms.iter().map(|h| MetricRef {
+            name: &h.name,
+            labels: &h.labels,
+            kind: "histogram",
+        });
+        counters.chain(histograms)
+    }
+
+    /// Counters read from maps (event-stream counters are not).
+    pub fn map_counters(&self) -> impl Iterator<Item = &Counter> {
+        self.metrics.counters.iter().filter(|c| !c.perf_event_array)
+    }
+
+    fn validate(&mut self) -> Result<()> {
+        if self.tracing.is_some() {
+            self.warnings
+                .push("key `tracing` ignored: bpfsnap exports metrics, not traces".into());
+        }
+        if self.cgroup_id_map.is_some() {
+            self.warnings.push(
+                "key `cgroup_id_map` ignored: bpfsnap does not maintain cgroup id maps".into(),
+            );
+        }
+        if self.metrics.counters.is_empty() && self.metrics.histograms.is_empty() {
+            bail!("defines no metrics: add a metrics.counters or metrics.histograms entry");
         }
         let mut names = HashSet::new();
-        for counter in &self.metrics.counters {
-            check_metric_name(&counter.name)?;
-            if !names.insert(&counter.name) {
-                bail!("metric {:?} is defined twice", counter.name);
+        for metric in self.metrics().collect::<Vec<_>>() {
+            check_metric_name(metric.name)?;
+            if !names.insert(metric.name.to_string()) {
+                bail!("metric {:?} is defined twice", metric.name);
             }
-            if !counter.name.ends_with("_total") {
+            check_labels(metric.name, metric.labels)?;
+        }
+        for counter in &self.metrics.counters {
+            if counter.help.trim().is_empty() {
                 bail!(
-                    "counter {:?} should end in _total (Prometheus naming convention)",
+                    "counter {:?} has no help text: say what it counts",
                     counter.name
                 );
             }
-            check_labels(&counter.name, &counter.labels)?;
+            if counter.perf_event_array {
+                self.warnings.push(format!(
+                    "counter {:?} is a perf_event_array counter, which bpfsnap does not read yet: it is left out",
+                    counter.name
+                ));
+            } else if counter.flush_interval.is_some() {
+                bail!(
+                    "counter {:?}: flush_interval only applies with perf_event_array: true",
+                    counter.name
+                );
+            }
+            if !counter.name.ends_with("_total") {
+                self.warnings.push(format!(
+                    "counter {:?} does not end in _total (Prometheus naming convention; promtool will warn)",
+                    counter.name
+                ));
+            }
+        }
+        for histogram in &self.metrics.histograms {
+            check_histogram(histogram)
+                .with_context(|| format!("histogram {:?}", histogram.name))?;
         }
         Ok(())
     }
+}
+
+fn check_histogram(histogram: &Histogram) -> Result<()> {
+    if histogram.help.trim().is_empty() {
+        bail!("no help text: say what it measures");
+    }
+    let multiplier = histogram.bucket_multiplier;
+    if !(multiplier.is_finite() && multiplier > 0.0) {
+        bail!("bucket_multiplier must be a positive number, not {multiplier}");
+    }
+    if histogram.labels.is_empty() {
+        bail!("needs at least one label: the last label of the key is the bucket");
+    }
+    if histogram.bucket_type == BucketType::Fixed {
+        let keys = &histogram.bucket_keys;
+        if keys.is_empty() {
+            bail!("bucket_type fixed needs bucket_keys");
+        }
+        if keys
+            .iter()
+            .any(|k| !(k.is_finite() && *k >= 0.0 && k.fract() == 0.0))
+        {
+            bail!("bucket_keys must be whole numbers ≥ 0 (they are map keys)");
+        }
+        if keys.windows(2).any(|pair| pair[0] >= pair[1]) {
+            bail!("bucket_keys must be sorted ascending without repeats");
+        }
+        return Ok(());
+    }
+    if !histogram.bucket_keys.is_empty() {
+        bail!("bucket_keys only applies to bucket_type fixed");
+    }
+    let Some(max) = histogram.bucket_max else {
+        bail!("needs bucket_max (the last bucket key)");
+    };
+    let min = histogram.bucket_min;
+    if max <= min {
+        bail!("bucket_min {min} .. bucket_max {max} is an empty range: bucket_max must be greater than bucket_min");
+    }
+    if matches!(
+        histogram.bucket_type,
+        BucketType::Exp2 | BucketType::Exp2Zero
+    ) && max > 64
+    {
+        bail!("bucket_max {max} is too large for exp2 buckets (2^64 is the largest u64 bucket)");
+    }
+    Ok(())
 }
 
 impl Label {
@@ -226,6 +401,12 @@ fn check_labels(metric: &str, labels: &[Label]) -> Result<()> {
                 label.name
             );
         }
+        if label.decoders.is_empty() {
+            bail!(
+                "metric {metric:?}: label {:?} has no decoders: add some, e.g. decoders = [{{ name = \"uint\" }}]",
+                label.name
+            );
+        }
         decoder::Chain::build(&label.decoders, label.size)
             .with_context(|| format!("metric {metric:?}: label {:?}", label.name))?;
     }
@@ -248,44 +429,179 @@ padding = 4
 decoders = [{ name = "uint" }]
 "#;
 
+    const GOOD_YAML: &str = "
+metrics:
+  counters:
+    - name: things_total
+      help: Things.
+      labels:
+        - name: kind
+          size: 4
+          padding: 4
+          decoders:
+            - name: uint
+            - name: static_map
+              static_map:
+                1: one
+                2: two
+  histograms:
+    - name: latency_seconds
+      help: Latency.
+      bucket_type: exp2
+      bucket_min: 0
+      bucket_max: 26
+      bucket_multiplier: 0.000001
+      labels:
+        - name: bucket
+          size: 8
+          decoders:
+            - name: uint
+";
+
+    fn parse(text: &str, format: Format) -> Result<Config> {
+        Config::parse("t", "t.cfg", text, format)
+    }
+
     #[test]
-    fn parses_a_valid_config() {
-        let config = Config::parse("t", "t.toml", GOOD).unwrap();
+    fn parses_toml_and_yaml_alike() {
+        let config = parse(GOOD, Format::Toml).unwrap();
         assert_eq!(config.name, "t");
         let counter = &config.metrics.counters[0];
         assert_eq!(counter.name, "things_total");
         assert_eq!(key_size(&counter.labels), 8);
+
+        let config = parse(GOOD_YAML, Format::Yaml).unwrap();
+        let decoders = &config.metrics.counters[0].labels[0].decoders;
+        let map = &decoders[1].static_map.as_ref().unwrap().0;
+        assert_eq!(map.get("2").map(String::as_str), Some("two"));
+        let histogram = &config.metrics.histograms[0];
+        assert_eq!(histogram.bucket_type, BucketType::Exp2);
+        assert_eq!(histogram.bucket_max, Some(26));
+        assert_eq!(histogram.bucket_multiplier, 0.000001);
+        assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
     #[test]
-    fn rejects_bad_configs_with_a_useful_message() {
-        let cases: &[(&str, &str)] = &[
+    fn unsupported_ebpf_exporter_keys_warn() {
+        let text = format!("{GOOD_YAML}tracing:\n  spans: []\ncgroup_id_map:\n  name: x\n");
+        let config = parse(&text, Format::Yaml).unwrap();
+        assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
+        let text = GOOD.replace("things_total", "things");
+        let config = parse(&text, Format::Toml).unwrap();
+        assert!(
+            config.warnings[0].contains("does not end in _total"),
+            "{:?}",
+            config.warnings
+        );
+    }
+
+    #[test]
+    fn rejects_bad_configs_with_path_and_line() {
+        let cases: &[(&str, Format, &str)] = &[
             (
                 &GOOD.replace("padding", "paddin"),
-                "line 9: unknown field `paddin`",
+                Format::Toml,
+                "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
             ),
             (
-                &GOOD.replace("things_total", "things"),
-                "should end in _total",
+                &GOOD_YAML.replace("padding", "paddin"),
+                Format::Yaml,
+                "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
+            ),
+            (
+                &GOOD_YAML.replace("size: 4", "size: four"),
+                Format::Yaml,
+                "metrics.counters[0].labels[0].size: invalid type",
+            ),
+            (
+                &GOOD_YAML.replace("2: two", "2: [two]"),
+                Format::Yaml,
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_type: exp2", "bucket_type: log"),
+                Format::Yaml,
+                "unknown variant `log`",
             ),
             (
                 &GOOD.replace("things_total", "9things_total"),
+                Format::Toml,
                 "is not valid",
             ),
             (
                 &GOOD.replace("\"kind\"", "\"__kind\""),
+                Format::Toml,
                 "label name \"__kind\" is not valid",
             ),
-            (&GOOD.replace("size = 4", "size = 0"), "has size 0"),
+            (
+                &GOOD.replace("size = 4", "size = 0"),
+                Format::Toml,
+                "has size 0",
+            ),
             (
                 &GOOD.replace("\"uint\"", "\"nosuch\""),
+                Format::Toml,
                 "unknown decoder \"nosuch\"",
             ),
-            ("description = \"x\"\n[metrics]\n", "defines no metrics"),
-            ("metrics = 3", "line 1: invalid type"),
+            (
+                &GOOD.replace("decoders = [{ name = \"uint\" }]", ""),
+                Format::Toml,
+                "has no decoders",
+            ),
+            (
+                &GOOD.replace("help = \"Things.\"", "help = \"\""),
+                Format::Toml,
+                "has no help text",
+            ),
+            ("description = \"x\"\n", Format::Toml, "defines no metrics"),
+            ("", Format::Yaml, "defines no metrics"),
+            ("metrics = 3", Format::Toml, "line 1: metrics: invalid type"),
+            (
+                "description: 'open\n",
+                Format::Yaml,
+                "line 2: description: found unexpected end of stream",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_max: 26", "bucket_max: 0"),
+                Format::Yaml,
+                "empty range",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_multiplier: 0.000001", "bucket_multiplier: 0"),
+                Format::Yaml,
+                "bucket_multiplier must be a positive",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_max: 26", "bucket_keys: [1]"),
+                Format::Yaml,
+                "bucket_keys only applies",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_type: exp2", "bucket_type: fixed"),
+                Format::Yaml,
+                "fixed needs bucket_keys",
+            ),
+            (
+                &GOOD_YAML.replace(
+                    "bucket_type: exp2",
+                    "bucket_type: fixed\n      bucket_keys: [5, 1]",
+                ),
+                Format::Yaml,
+                "sorted ascending",
+            ),
+            (
+                &GOOD_YAML.replace("bucket_max: 26", "bucket_max: 100"),
+                Format::Yaml,
+                "too large",
+            ),
+            (
+                &GOOD_YAML.replace("latency_seconds", "things_total"),
+                Format::Yaml,
+                "defined twice",
+            ),
         ];
-        for (text, expected) in cases {
-            let err = format!("{:#}", Config::parse("t", "t.toml", text).unwrap_err());
+        for (text, format, expected) in cases {
+            let err = format!("{:#}", parse(text, *format).unwrap_err());
             assert!(
                 err.contains(expected),
                 "{err:?} should contain {expected:?}"

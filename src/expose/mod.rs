@@ -14,8 +14,9 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
-use crate::config::{self, Config, METRIC_PREFIX};
-use crate::snapshot::Snapshot;
+use crate::config::{Config, Label};
+use crate::probe;
+use crate::snapshot::{MapData, Snapshot};
 
 /// Families built from one config's snapshot, plus keys that failed to decode.
 #[derive(Debug, Default)]
@@ -25,57 +26,118 @@ pub struct Exposed {
     pub decode_errors: BTreeMap<&'static str, u64>,
 }
 
+/// Splits map keys into labels and decodes them.
+pub(crate) struct KeyDecoder<'a> {
+    labels: Vec<(&'a Label, decoder::Chain)>,
+    /// A per-CPU map whose last label `cpu` is filled with the CPU number.
+    pub cpu_label: Option<usize>,
+}
+
+impl<'a> KeyDecoder<'a> {
+    pub fn new(labels: &'a [Label], map: &MapData) -> Result<Self> {
+        let labels = labels
+            .iter()
+            .map(|label| Ok((label, decoder::Chain::build(&label.decoders, label.size)?)))
+            .collect::<Result<Vec<_>>>()?;
+        let cpu_label = match labels.last() {
+            Some((last, _)) if map.per_cpu && last.name == "cpu" => Some(last.size),
+            _ => None,
+        };
+        Ok(KeyDecoder { labels, cpu_label })
+    }
+
+    pub fn names(&self) -> Vec<&'a str> {
+        self.labels
+            .iter()
+            .map(|(label, _)| label.name.as_str())
+            .collect()
+    }
+
+    /// Label values of `key`; None when a decoder rejected it (counted in
+    /// `errors`) or asked to skip it.
+    pub fn decode(
+        &self,
+        key: &[u8],
+        errors: &mut BTreeMap<&'static str, u64>,
+    ) -> Option<Vec<String>> {
+        let mut values = Vec::with_capacity(self.labels.len());
+        let mut offset = 0;
+        for (label, chain) in &self.labels {
+            let bytes = key.get(offset..offset + label.size)?;
+            match chain.decode(bytes) {
+                Ok(value) => values.push(value),
+                Err(err) if err.skip => return None,
+                Err(err) => {
+                    *errors.entry(err.decoder).or_default() += 1;
+                    return None;
+                }
+            }
+            offset += label.span();
+        }
+        Some(values)
+    }
+
+    /// `key` followed by `cpu` in the cpu label's size, host-endian.
+    pub fn key_with_cpu(key: &[u8], cpu: usize, size: usize) -> Vec<u8> {
+        let mut full = key.to_vec();
+        let cpu = cpu as u64;
+        match size {
+            1 => full.push(cpu as u8),
+            2 => full.extend_from_slice(&(cpu as u16).to_ne_bytes()),
+            4 => full.extend_from_slice(&(cpu as u32).to_ne_bytes()),
+            _ => full.extend_from_slice(&cpu.to_ne_bytes()[..size.min(8)]),
+        }
+        full
+    }
+}
+
+/// The metric's full name: `NAMESPACE_NAME`.
+pub fn metric_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}_{name}")
+    }
+}
+
 /// Builds the counter families `config` defines from `snapshot`.
-pub fn counters(config: &Config, snapshot: &Snapshot) -> Result<Exposed> {
+pub fn counters(config: &Config, snapshot: &Snapshot, namespace: &str) -> Result<Exposed> {
     let mut exposed = Exposed::default();
-    for counter in &config.metrics.counters {
+    for counter in config.map_counters() {
         let map = snapshot
             .map(&counter.name)
             .with_context(|| format!("{}: no snapshot of map {}", config.name, counter.name))?;
-        if map.key_size != config::key_size(&counter.labels) {
+        if map.key_size != probe::expected_key_size(&counter.labels, map.per_cpu) {
             bail!(
                 "{}: metric {}: label sizes do not match the map's key size",
                 config.name,
                 counter.name
             );
         }
-        let chains = counter
-            .labels
-            .iter()
-            .map(|label| decoder::Chain::build(&label.decoders, label.size))
-            .collect::<Result<Vec<_>>>()?;
-
+        let keys = KeyDecoder::new(&counter.labels, map)?;
         let mut series: BTreeMap<Vec<String>, f64> = BTreeMap::new();
-        'keys: for (key, values) in map.entries() {
+        for (key, values) in map.entries() {
+            if let Some(size) = keys.cpu_label {
+                for (cpu, value) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
+                    let full = KeyDecoder::key_with_cpu(key, cpu, size);
+                    if let Some(labels) = keys.decode(&full, &mut exposed.decode_errors) {
+                        *series.entry(labels).or_default() += *value as f64;
+                    }
+                }
+                continue;
+            }
             let total: u64 = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
             if map.is_array && total == 0 {
                 continue;
             }
-            let mut label_values = Vec::with_capacity(counter.labels.len());
-            let mut offset = 0;
-            for (label, chain) in counter.labels.iter().zip(&chains) {
-                match chain.decode(&key[offset..offset + label.size]) {
-                    Ok(value) => label_values.push(value),
-                    Err(err) if err.skip => continue 'keys,
-                    Err(err) => {
-                        *exposed.decode_errors.entry(err.decoder).or_default() += 1;
-                        continue 'keys;
-                    }
-                }
-                offset += label.span();
+            if let Some(labels) = keys.decode(key, &mut exposed.decode_errors) {
+                *series.entry(labels).or_default() += total as f64;
             }
-            *series.entry(label_values).or_default() += total as f64;
         }
-
-        let names: Vec<&str> = counter
-            .labels
-            .iter()
-            .map(|label| label.name.as_str())
-            .collect();
         exposed.families.push(labelled_counter(
-            &format!("{METRIC_PREFIX}{}", counter.name),
+            &metric_name(namespace, &counter.name),
             &counter.help,
-            &names,
+            &keys.names(),
             series.into_iter().collect(),
         ));
     }
@@ -116,10 +178,11 @@ pub fn gauge(name: &str, help: &str, value: f64) -> MetricFamily {
     )
 }
 
-/// A counter family with one series per (label values, value).
-pub fn labelled_counter(
+/// A family of `kind` (counter or gauge) with one series per (label values, value).
+pub fn labelled(
     name: &str,
     help: &str,
+    kind: MetricType,
     labels: &[&str],
     series: Vec<(Vec<String>, f64)>,
 ) -> MetricFamily {
@@ -127,13 +190,29 @@ pub fn labelled_counter(
         .into_iter()
         .map(|(values, value)| {
             let mut metric = Metric::from_label(label_pairs(labels, values));
-            let mut sample = Counter::default();
-            sample.set_value(value);
-            metric.set_counter(sample);
+            if kind == MetricType::GAUGE {
+                let mut sample = Gauge::default();
+                sample.set_value(value);
+                metric.set_gauge(sample);
+            } else {
+                let mut sample = Counter::default();
+                sample.set_value(value);
+                metric.set_counter(sample);
+            }
             metric
         })
         .collect();
-    family(name, help, MetricType::COUNTER, metrics)
+    family(name, help, kind, metrics)
+}
+
+/// A counter family with one series per (label values, value).
+pub fn labelled_counter(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    series: Vec<(Vec<String>, f64)>,
+) -> MetricFamily {
+    labelled(name, help, MetricType::COUNTER, labels, series)
 }
 
 /// Text exposition format 0.0.4 being assembled: each family is encoded as it
@@ -200,7 +279,6 @@ pub fn encode(families: Vec<MetricFamily>) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::MapData;
 
     const SPEC: &str = r#"
 [[metrics.counters]]
@@ -229,6 +307,7 @@ decoders = [{ name = "string" }]
                 key_size: 8,
                 values_per_key: 2,
                 is_array,
+                per_cpu: true,
                 keys: entries.iter().flat_map(|(k, _)| k.clone()).collect(),
                 values: entries.iter().flat_map(|(_, v)| *v).collect(),
             }],
@@ -237,7 +316,7 @@ decoders = [{ name = "string" }]
 
     #[test]
     fn decodes_sums_cpus_merges_and_sorts() {
-        let config = Config::parse("t", "t", SPEC).unwrap();
+        let config = Config::parse("t", "t", SPEC, crate::config::Format::Toml).unwrap();
         let snap = snapshot(
             &[
                 (key(2, b"sh\0\0"), [1, 2]),
@@ -248,7 +327,7 @@ decoders = [{ name = "string" }]
             ],
             false,
         );
-        let text = encode(counters(&config, &snap).unwrap().families).unwrap();
+        let text = encode(counters(&config, &snap, "bpfsnap").unwrap().families).unwrap();
         assert_eq!(
             text,
             "# HELP bpfsnap_events_total Events.\n\
@@ -262,19 +341,19 @@ decoders = [{ name = "string" }]
 
     #[test]
     fn array_zeros_are_left_out() {
-        let config = Config::parse("t", "t", SPEC).unwrap();
+        let config = Config::parse("t", "t", SPEC, crate::config::Format::Toml).unwrap();
         let snap = snapshot(
             &[(key(1, b"a\0\0\0"), [0, 0]), (key(2, b"b\0\0\0"), [0, 1])],
             true,
         );
-        let text = encode(counters(&config, &snap).unwrap().families).unwrap();
+        let text = encode(counters(&config, &snap, "bpfsnap").unwrap().families).unwrap();
         assert!(!text.contains("comm=\"a\""));
         assert!(text.contains("comm=\"b\"} 1"));
     }
 
     #[test]
     fn escapes_label_values_and_replaces_invalid_utf8() {
-        let config = Config::parse("t", "t", SPEC).unwrap();
+        let config = Config::parse("t", "t", SPEC, crate::config::Format::Toml).unwrap();
         let snap = snapshot(
             &[
                 (key(1, b"a\"\\\n"), [1, 0]),
@@ -282,7 +361,7 @@ decoders = [{ name = "string" }]
             ],
             false,
         );
-        let text = encode(counters(&config, &snap).unwrap().families).unwrap();
+        let text = encode(counters(&config, &snap, "bpfsnap").unwrap().families).unwrap();
         assert!(text.contains(r#"comm="a\"\\\n"} 1"#), "{text}");
         assert!(text.contains("comm=\"\u{fffd}\u{fffd}ok\"} 1"), "{text}");
     }
@@ -290,12 +369,12 @@ decoders = [{ name = "string" }]
     #[test]
     fn a_key_that_fails_to_decode_is_skipped_and_counted() {
         let spec = SPEC.replace("\"string\"", "\"string\" }, { name = \"syscall\"");
-        let config = Config::parse("t", "t", &spec).unwrap();
+        let config = Config::parse("t", "t", &spec, crate::config::Format::Toml).unwrap();
         let snap = snapshot(
             &[(key(1, b"39\0\0"), [1, 0]), (key(2, b"bad\0"), [1, 0])],
             false,
         );
-        let exposed = counters(&config, &snap).unwrap();
+        let exposed = counters(&config, &snap, "bpfsnap").unwrap();
         assert_eq!(exposed.decode_errors.get("syscall"), Some(&1));
         let text = encode(exposed.families).unwrap();
         assert!(text.contains("kind=\"1\""));

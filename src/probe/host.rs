@@ -61,6 +61,16 @@ pub fn check_btf() -> Result<()> {
     Ok(())
 }
 
+/// The kernel's lockdown mode (`integrity`, `confidentiality`), if any.
+pub fn lockdown() -> Option<String> {
+    let text = fs::read_to_string("/sys/kernel/security/lockdown").ok()?;
+    let mode = text
+        .split_whitespace()
+        .find(|w| w.starts_with('['))?
+        .trim_matches(['[', ']']);
+    (mode != "none").then(|| mode.to_string())
+}
+
 /// Whether a program in `section` needs tracefs to attach (classic tracepoints
 /// look up their event id there; tp_btf and raw_tp do not).
 pub fn section_needs_tracefs(section: &str) -> bool {

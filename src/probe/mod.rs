@@ -1,16 +1,29 @@
-//! Probes: open a program's BPF object, load it, check its maps against the
-//! config, attach every program, and detach everything when dropped.
+//! Probes: open a program's BPF object, check it against its config, load it,
+//! attach every program, and detach everything when dropped.
 //!
-//! This is the only stage that talks to the kernel's program side; the snapshot
-//! stage reads maps through [`Probe::map`], and nothing here formats metrics.
+//! This is the only stage that talks to the kernel's program side; the
+//! snapshot stage reads maps through [`Probe::map`], and nothing here formats
+//! metrics. Errors name the config, the program and its section, and say why in
+//! words: libbpf's own hints (RLIMIT_MEMLOCK) are wrong on current kernels.
 
 pub mod host;
+mod kaddr;
 mod libbpf_log;
+mod perf;
+pub mod section;
+
+use std::collections::BTreeMap;
+use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
+use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
-use libbpf_rs::{Link, Map, MapCore, MapType, Object, ObjectBuilder};
+use libbpf_rs::{
+    Link, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, ProgramAttachType, ProgramType,
+};
 
 use crate::config::{self, Config};
+use crate::program::{ObjectSource, Program};
+use section::Attach;
 
 pub use libbpf_log::install as capture_libbpf_log;
 
@@ -20,6 +33,20 @@ pub struct Probe {
     links: Vec<Link>,
     object: Object,
     config: Config,
+    programs: Vec<ProgramInfo>,
+}
+
+/// What the kernel says about one loaded program, for self metrics.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProgramInfo {
+    pub name: String,
+    pub section: String,
+    pub attach: String,
+    pub id: u32,
+    pub tag: String,
+    /// Run time and count, maintained while kernel.bpf_stats_enabled=1.
+    pub run_time_ns: u64,
+    pub run_count: u64,
 }
 
 impl std::fmt::Debug for Probe {
@@ -37,49 +64,171 @@ pub fn check_host() -> Result<()> {
     host::check_btf()
 }
 
-impl Probe {
-    /// Opens `object` (an ELF BPF object), loads and attaches it.
-    pub fn attach(config: Config, object: &[u8]) -> Result<Probe> {
-        let name = config.name.clone();
-        let mut builder = ObjectBuilder::default();
-        builder
-            .name(&name)
-            .map_err(|err| anyhow!("{name}: {err}"))?;
-        let open = builder
-            .open_memory(object)
-            .map_err(|err| anyhow!("{name}: cannot open the BPF object: {err}"))?;
+/// A function of ours that user programs can put a uprobe on
+/// (`uprobe//proc/self/exe:post_attach_mark`, ebpf_exporter's convention):
+/// it is called once every program is attached, so a program can run once at
+/// start, e.g. to seed a map. build.rs exports its symbol.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn post_attach_mark() {
+    std::hint::black_box(());
+}
 
-        for prog in open.progs() {
-            if host::section_needs_tracefs(&prog.section().to_string_lossy()) {
-                host::ensure_tracefs()?;
-                break;
+fn open(program: &Program) -> Result<OpenObject> {
+    let name = &program.config.name;
+    let mut builder = ObjectBuilder::default();
+    builder.name(name).map_err(|err| anyhow!("{name}: {err}"))?;
+    libbpf_log::take();
+    let opened = match &program.object {
+        ObjectSource::Embedded(bytes) => builder.open_memory(bytes),
+        ObjectSource::File(path) => {
+            // libbpf's own message for a missing or unreadable file is terse.
+            std::fs::File::open(path)
+                .with_context(|| format!("{name}: cannot read BPF object {}", path.display()))?;
+            builder.open_file(path)
+        }
+    };
+    opened.map_err(|err| {
+        anyhow!(
+            "{name}: cannot open the BPF object{}: {err}{}",
+            object_path(program),
+            last_message(&libbpf_log::take())
+        )
+    })
+}
+
+fn object_path(program: &Program) -> String {
+    match &program.object {
+        ObjectSource::File(path) => format!(" {}", path.display()),
+        ObjectSource::Embedded(_) => String::new(),
+    }
+}
+
+/// Every program's name, section and how it attaches.
+fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Attach)>> {
+    let mut plan = Vec::new();
+    for prog in object.progs() {
+        let name = prog.name().to_string_lossy().into_owned();
+        let section = prog.section().to_string_lossy().into_owned();
+        let attach =
+            section::parse(&section).with_context(|| format!("{}: program {name}", config.name))?;
+        plan.push((name, section, attach));
+    }
+    if plan.is_empty() {
+        bail!("{}: the BPF object has no programs", config.name);
+    }
+    Ok(plan)
+}
+
+/// Everything `bpfsnap check` can verify without loading anything into the
+/// kernel: the object opens, its sections are understood, and every metric's
+/// map exists with the key and value layout the config describes.
+pub fn check(program: &Program) -> Result<()> {
+    let object = open(program)?;
+    plan(&program.config, &object)?;
+    check_maps(&program.config, &object)
+}
+
+impl Probe {
+    /// Opens, checks, loads and attaches `program`.
+    pub fn attach(program: &Program) -> Result<Probe> {
+        let config = program.config.clone();
+        let name = config.name.clone();
+        let mut object = open(program)?;
+        let plan = plan(&config, &object)?;
+        check_maps(&config, &object)?;
+
+        // Sections libbpf does not know get their type set by hand.
+        for mut prog in object.progs_mut() {
+            let prog_name = prog.name().to_string_lossy().into_owned();
+            match plan
+                .iter()
+                .find(|(n, _, _)| *n == prog_name)
+                .map(|(_, _, a)| a)
+            {
+                Some(Attach::PerfEvent(_)) => prog.set_prog_type(ProgramType::PerfEvent),
+                Some(Attach::Xdp { .. }) => {
+                    prog.set_prog_type(ProgramType::Xdp);
+                    prog.set_attach_type(ProgramAttachType::Xdp);
+                }
+                _ => {}
             }
+        }
+        if plan
+            .iter()
+            .any(|(_, section, _)| host::section_needs_tracefs(section))
+        {
+            host::ensure_tracefs()?;
+        }
+        if !config.kaddrs.is_empty() {
+            let kallsyms =
+                std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
+            let addresses =
+                kaddr::resolve(&kallsyms, &config.kaddrs).with_context(|| name.clone())?;
+            kaddr::set(&mut object, &addresses).with_context(|| name.clone())?;
         }
 
         libbpf_log::take();
-        let object = open.load().map_err(|err| load_error(&name, &err))?;
-        check_maps(&config, &object)?;
+        let object = object
+            .load()
+            .map_err(|err| load_error(&name, &plan, &err))?;
 
         let mut links = Vec::new();
+        let mut calls_post_attach_mark = false;
         for prog in object.progs_mut() {
             let prog_name = prog.name().to_string_lossy().into_owned();
-            let section = prog.section().to_string_lossy().into_owned();
+            let Some((_, section, attach)) = plan.iter().find(|(n, _, _)| *n == prog_name) else {
+                continue;
+            };
+            calls_post_attach_mark |= section.ends_with(":post_attach_mark");
             libbpf_log::take();
-            let link = prog.attach().map_err(|err| {
-                anyhow!(
-                    "{name}: cannot attach program {prog_name} (section {section}): {err}{}",
-                    last_message(&libbpf_log::take())
-                )
-            })?;
-            links.push(link);
+            let attached = match attach {
+                Attach::Libbpf { .. } => prog
+                    .attach()
+                    .map(|link| vec![link])
+                    .map_err(anyhow::Error::from),
+                Attach::PerfEvent(event) => perf::online_cpus().and_then(|cpus| {
+                    cpus.into_iter()
+                        .map(|cpu| {
+                            let fd = perf::open(event, cpu)?;
+                            // The link owns the perf event fd from here on.
+                            Ok(prog.attach_perf_event(fd.into_raw_fd())?)
+                        })
+                        .collect()
+                }),
+                Attach::Xdp { interface } => {
+                    let index = ifindex(interface)?;
+                    prog.attach_xdp(index)
+                        .map(|link| vec![link])
+                        .map_err(anyhow::Error::from)
+                }
+            };
+            match attached {
+                Ok(new) => links.extend(new),
+                Err(err) => return Err(attach_error(&name, &prog_name, section, attach, &err)),
+            }
         }
-        if links.is_empty() {
-            bail!("{name}: the BPF object has no programs to attach");
+        if calls_post_attach_mark {
+            post_attach_mark();
         }
+
+        let programs = object
+            .progs()
+            .filter_map(|prog| {
+                let prog_name = prog.name().to_string_lossy().into_owned();
+                let (_, section, attach) = plan.iter().find(|(n, _, _)| *n == prog_name)?;
+                let mut info = program_info(prog.as_fd().as_raw_fd()).unwrap_or_default();
+                info.name = prog_name;
+                info.section = section.clone();
+                info.attach = attach.kind().to_string();
+                Some(info)
+            })
+            .collect();
         Ok(Probe {
             links,
             object,
             config,
+            programs,
         })
     }
 
@@ -87,105 +236,211 @@ impl Probe {
         &self.config
     }
 
-    /// Number of attached programs.
+    /// Number of attached links (one per perf event CPU).
     pub fn attached(&self) -> usize {
         self.links.len()
     }
 
+    pub fn programs(&self) -> &[ProgramInfo] {
+        &self.programs
+    }
+
     /// The object's map called `name`.
     pub fn map(&self, name: &str) -> Result<Map<'_>> {
-        find_map(&self.object, name)
+        self.object
+            .maps()
+            .find(|map| map.name() == name)
             .with_context(|| format!("{}: no map named {name:?}", self.config.name))
+    }
+
+    /// Fresh run time and count of every program (bpf_stats).
+    pub fn refresh_stats(&mut self) {
+        for info in &mut self.programs {
+            if let Some(prog) = self
+                .object
+                .progs()
+                .find(|p| p.name().to_string_lossy() == info.name)
+            {
+                if let Some(fresh) = program_info(prog.as_fd().as_raw_fd()) {
+                    info.run_time_ns = fresh.run_time_ns;
+                    info.run_count = fresh.run_count;
+                }
+            }
+        }
     }
 }
 
-fn find_map<'a>(object: &'a Object, name: &str) -> Option<Map<'a>> {
-    object.maps().find(|map| map.name() == name)
+fn program_info(fd: i32) -> Option<ProgramInfo> {
+    // SAFETY: bpf_prog_info is plain data, zero is valid; the kernel fills at
+    // most `len` bytes.
+    let mut info: libbpf_sys::bpf_prog_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_prog_info>() as u32;
+    let rc = unsafe { libbpf_sys::bpf_prog_get_info_by_fd(fd, &mut info, &mut len) };
+    if rc != 0 {
+        return None;
+    }
+    Some(ProgramInfo {
+        id: info.id,
+        tag: info.tag.iter().map(|b| format!("{b:02x}")).collect(),
+        run_time_ns: info.run_time_ns,
+        run_count: info.run_cnt,
+        ..ProgramInfo::default()
+    })
 }
 
-/// Config ↔ object checks that need the loaded maps: each metric's map exists,
-/// its keys are as long as the labels say, and its values are u64 counters.
-fn check_maps(config: &Config, object: &Object) -> Result<()> {
-    for counter in &config.metrics.counters {
-        let Some(map) = find_map(object, &counter.name) else {
-            let maps: Vec<_> = object
-                .maps()
-                .map(|m| m.name().to_string_lossy().into_owned())
+fn ifindex(interface: &str) -> Result<i32> {
+    let name = std::ffi::CString::new(interface).context("interface name contains NUL")?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if index == 0 {
+        bail!("no network interface {interface:?}");
+    }
+    Ok(index as i32)
+}
+
+/// Map types a counter or histogram can be read from.
+fn readable(map_type: MapType) -> bool {
+    matches!(
+        map_type,
+        MapType::Hash
+            | MapType::PercpuHash
+            | MapType::LruHash
+            | MapType::LruPercpuHash
+            | MapType::Array
+            | MapType::PercpuArray
+    )
+}
+
+/// Config ↔ object checks: each metric's map exists, its keys are as long as
+/// the labels say (minus a synthetic `cpu` label on per-CPU maps), and its
+/// values are u64.
+fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
+    let maps: BTreeMap<String, (MapType, u32, u32)> = object
+        .maps()
+        .map(|m| {
+            (
+                m.name().to_string_lossy().into_owned(),
+                (m.map_type(), m.key_size(), m.value_size()),
+            )
+        })
+        .collect();
+    let event_streams: Vec<&str> = config
+        .metrics
+        .counters
+        .iter()
+        .filter(|c| c.perf_event_array)
+        .map(|c| c.name.as_str())
+        .collect();
+    for metric in config
+        .metrics()
+        .filter(|m| !event_streams.contains(&m.name))
+    {
+        let context = || format!("{}: {} {:?}", config.name, metric.kind, metric.name);
+        let Some(&(map_type, key_size, value_size)) = maps.get(metric.name) else {
+            let names: Vec<&str> = maps
+                .keys()
+                .map(String::as_str)
+                .filter(|n| !n.contains('.'))
                 .collect();
             bail!(
-                "{}: metric {:?} reads the map of the same name, but the object has none \
-                 (its maps: {})",
-                config.name,
-                counter.name,
-                maps.join(", ")
+                "{}: reads the map of the same name, but the object has none (its maps: {})",
+                context(),
+                names.join(", ")
             );
         };
-        let key_size = map.key_size() as usize;
-        let label_bytes = config::key_size(&counter.labels);
-        if key_size != label_bytes {
+        if !readable(map_type) {
             bail!(
-                "{}: metric {:?}: the labels take {label_bytes} bytes but the map's keys are \
-                 {key_size} bytes: make the label sizes and paddings add up to the key",
-                config.name,
-                counter.name
+                "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map",
+                context()
             );
         }
-        if !matches!(
-            map.map_type(),
-            MapType::Hash
-                | MapType::PercpuHash
-                | MapType::LruHash
-                | MapType::LruPercpuHash
-                | MapType::Array
-                | MapType::PercpuArray
-        ) {
+        let label_bytes = expected_key_size(metric.labels, map_type.is_percpu());
+        if key_size as usize != label_bytes {
             bail!(
-                "{}: metric {:?}: map type {:?} cannot back a counter: use a hash or array map",
-                config.name,
-                counter.name,
-                map.map_type()
+                "{}: the labels take {label_bytes} bytes but the map's keys are {key_size} bytes: \
+                 make the label sizes and paddings add up to the key",
+                context()
             );
         }
-        if map.value_size() != 8 {
+        if value_size != 8 {
             bail!(
-                "{}: metric {:?}: counter values must be u64 (8 bytes), the map's are {}",
-                config.name,
-                counter.name,
-                map.value_size()
+                "{}: values must be u64 (8 bytes), the map's are {value_size}",
+                context()
             );
         }
     }
     Ok(())
 }
 
-/// Explains a failed load: privileges (libbpf's RLIMIT_MEMLOCK hint is wrong on
-/// current kernels), or the verifier's reason.
-fn load_error(name: &str, err: &libbpf_rs::Error) -> anyhow::Error {
+/// Key bytes the labels describe; on per-CPU maps a last label named `cpu`
+/// is not in the key (bpfsnap fills it with the CPU number).
+pub fn expected_key_size(labels: &[config::Label], per_cpu: bool) -> usize {
+    match labels.split_last() {
+        Some((last, rest)) if per_cpu && last.name == "cpu" => config::key_size(rest),
+        _ => config::key_size(labels),
+    }
+}
+
+/// Explains a failed load: privileges, a trampoline refused by the kernel, or
+/// the verifier's reason (the useful tail of its log).
+fn load_error(
+    name: &str,
+    plan: &[(String, String, Attach)],
+    err: &libbpf_rs::Error,
+) -> anyhow::Error {
     let log = libbpf_log::take();
-    if err.kind() == libbpf_rs::ErrorKind::PermissionDenied
-        && !host::effective_capabilities().is_ok_and(host::can_trace)
-    {
+    let permission_denied = err.kind() == libbpf_rs::ErrorKind::PermissionDenied;
+    if permission_denied && !host::effective_capabilities().is_ok_and(host::can_trace) {
         return anyhow!(
             "{name}: the kernel refused to load the program: {}",
             host::PRIVILEGE_ADVICE
         );
     }
-    let failed_prog = log
+    let failed = log
         .lines()
         .find_map(|line| {
             line.split_once("prog '")?
                 .1
                 .split_once("': BPF program load failed")
         })
-        .map(|(prog, _)| format!(" program {prog}"))
-        .unwrap_or_default();
+        .and_then(|(prog, _)| plan.iter().find(|(n, _, _)| n == prog));
+    let what = match failed {
+        Some((prog, section, _)) => format!("program {prog} (section {section})"),
+        None => "the object".to_string(),
+    };
+    if let Some((_, _, attach)) = failed {
+        if attach.is_trampoline() && permission_denied {
+            return anyhow!(
+                "{name}: the kernel refused to load {what}: fentry/fexit/lsm programs need BPF \
+                 trampolines, which this kernel does not allow{}: use tp_btf, raw_tp or a tracepoint instead",
+                host::lockdown().map(|mode| format!(" (kernel lockdown: {mode})")).unwrap_or_default()
+            );
+        }
+    }
     let tail = libbpf_log::useful_tail(&log, 8);
-    let mut message = format!("{name}: loading{failed_prog} failed: {err}");
+    let mut message = format!("{name}: loading {what} failed: {err}");
     if !tail.is_empty() {
-        message.push_str("\n  log tail:\n    ");
+        message.push_str("; verifier log tail:\n    ");
         message.push_str(&tail.join("\n    "));
     }
     anyhow!(message)
+}
+
+fn attach_error(
+    name: &str,
+    prog: &str,
+    section: &str,
+    attach: &Attach,
+    err: &anyhow::Error,
+) -> anyhow::Error {
+    let what = format!("{name}: cannot attach program {prog} (section {section})");
+    if attach.is_kprobe() && !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return anyhow!(
+            "{what}: this kernel has no kprobe support (CONFIG_KPROBES is off): \
+             use a tracepoint, raw_tp or tp_btf program instead"
+        );
+    }
+    anyhow!("{what}: {err:#}{}", last_message(&libbpf_log::take()))
 }
 
 fn last_message(log: &str) -> String {
@@ -194,4 +449,27 @@ fn last_message(log: &str) -> String {
         .find(|line| !line.trim().is_empty())
         .map(|line| format!(" (libbpf: {})", line.trim_start_matches("libbpf: ").trim()))
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Label;
+
+    fn label(name: &str, size: usize) -> Label {
+        Label {
+            name: name.into(),
+            size,
+            padding: 0,
+            decoders: vec![],
+        }
+    }
+
+    #[test]
+    fn cpu_label_is_not_in_per_cpu_keys() {
+        let labels = [label("comm", 16), label("cpu", 2)];
+        assert_eq!(expected_key_size(&labels, true), 16);
+        assert_eq!(expected_key_size(&labels, false), 18);
+        assert_eq!(expected_key_size(&labels[..1], true), 16);
+    }
 }

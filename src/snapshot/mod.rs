@@ -22,6 +22,8 @@ pub struct MapData {
     pub values_per_key: usize,
     /// Arrays have every key from creation: a zero there means "never happened".
     pub is_array: bool,
+    /// Values are per CPU (one per possible CPU, in CPU order).
+    pub per_cpu: bool,
     pub keys: Vec<u8>,
     pub values: Vec<u64>,
 }
@@ -55,16 +57,17 @@ impl Snapshot {
     }
 }
 
-/// Reads every map the probe's config refers to.
+/// Reads every map the probe's metrics refer to.
 pub fn take(probe: &Probe) -> Result<Snapshot> {
+    let config = probe.config();
+    let names = config
+        .map_counters()
+        .map(|c| &c.name)
+        .chain(config.metrics.histograms.iter().map(|h| &h.name));
     let mut maps = Vec::new();
-    for counter in &probe.config().metrics.counters {
-        let map = probe.map(&counter.name)?;
-        maps.push(
-            read_map(&map).with_context(|| {
-                format!("{}: reading map {}", probe.config().name, counter.name)
-            })?,
-        );
+    for name in names {
+        let map = probe.map(name)?;
+        maps.push(read_map(&map).with_context(|| format!("{}: reading map {name}", config.name))?);
     }
     Ok(Snapshot { maps })
 }
@@ -86,6 +89,7 @@ pub fn read_map(map: &Map<'_>) -> Result<MapData> {
         key_size: map.key_size() as usize,
         values_per_key,
         is_array: matches!(map_type, MapType::Array | MapType::PercpuArray),
+        per_cpu,
         keys: Vec::new(),
         values: Vec::new(),
     };
@@ -206,6 +210,7 @@ mod tests {
             key_size: 2,
             values_per_key: 2,
             is_array: false,
+            per_cpu: true,
             keys: vec![1, 0, 2, 0],
             values: vec![10, 11, 20, 21],
         };

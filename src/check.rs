@@ -1,0 +1,35 @@
+//! `bpfsnap check`: validate configs and their BPF objects without loading
+//! anything into the kernel, so it needs no privileges and is safe in CI or a
+//! config-management pre-commit hook. Every problem is reported, one per line.
+
+use std::process::ExitCode;
+
+use crate::probe;
+use crate::program::{self, Selection};
+
+/// Checks every selected program; prints `ok NAME (ORIGIN)` for each good one
+/// on stdout and `bpfsnap: error: ...` for each problem on stderr.
+pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
+    probe::capture_libbpf_log(verbose);
+    let mut problems = 0;
+    for result in program::select_each(selection) {
+        let checked = result.and_then(|program| probe::check(&program).map(|()| program));
+        match checked {
+            Ok(program) => {
+                for warning in &program.config.warnings {
+                    eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);
+                }
+                println!("ok {} ({})", program.config.name, program.config.origin);
+            }
+            Err(err) => {
+                problems += 1;
+                eprintln!("bpfsnap: error: {err:#}");
+            }
+        }
+    }
+    if problems == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

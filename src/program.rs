@@ -1,0 +1,290 @@
+//! Which programs a run uses: built-ins embedded in the binary and user
+//! configs (`NAME.toml` or ebpf_exporter's `NAME.yaml`, with `NAME.bpf.o`).
+//!
+//! Names are unique within a run: two configs with one name are an error,
+//! since their metrics and self metrics would collide.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use crate::builtin::{self, BuiltinSource};
+use crate::config::{Config, Format};
+
+/// Where a program's BPF object comes from.
+#[derive(Debug, Clone)]
+pub enum ObjectSource {
+    Embedded(&'static [u8]),
+    File(PathBuf),
+}
+
+/// A config with its object: what the probe stage loads.
+#[derive(Debug, Clone)]
+pub struct Program {
+    pub config: Config,
+    pub object: ObjectSource,
+}
+
+/// What the command line selected.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Config files named directly.
+    pub files: Vec<PathBuf>,
+    /// Directory `configs` are looked up in.
+    pub config_dir: Option<PathBuf>,
+    pub configs: Vec<String>,
+    pub builtins: Vec<String>,
+}
+
+impl Selection {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.configs.is_empty() && self.builtins.is_empty()
+    }
+}
+
+/// Resolves a selection into programs; nothing selected: the default set.
+/// Stops at the first problem.
+pub fn select(selection: &Selection) -> Result<Vec<Program>> {
+    select_each(selection).into_iter().collect()
+}
+
+/// Resolves every selected config on its own, so `bpfsnap check` can report
+/// every problem, not just the first.
+pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
+    if selection.is_empty() {
+        return builtin::BUILTINS
+            .iter()
+            .filter_map(|source| match source.config() {
+                Ok(config) if config.builtin.default => Some(Ok(from_builtin(source, config))),
+                Ok(_) => None,
+                Err(err) => Some(Err(err)),
+            })
+            .collect();
+    }
+    let mut results = Vec::new();
+    for name in &selection.configs {
+        results.push(match &selection.config_dir {
+            // Without a directory, --configs can only mean built-ins.
+            None => builtin_program(name),
+            Some(dir) => match find_in_dir(dir, name) {
+                Ok(Some(path)) => load_file(&path),
+                Ok(None) if builtin::find(name).is_some() => builtin_program(name),
+                Ok(None) => Err(anyhow::anyhow!(
+                    "config {name:?} not found: no {name}.toml or {name}.yaml in {} and no built-in of that name",
+                    dir.display()
+                )),
+                Err(err) => Err(err),
+            },
+        });
+    }
+    results.extend(selection.files.iter().map(|path| load_file(path)));
+    results.extend(selection.builtins.iter().map(|name| builtin_program(name)));
+
+    // Names are unique in a run.
+    let mut seen: Vec<(String, String)> = Vec::new();
+    for result in &mut results {
+        let Ok(program) = result else { continue };
+        let (name, origin) = (program.config.name.clone(), program.config.origin.clone());
+        if let Some((_, other)) = seen.iter().find(|(n, _)| *n == name) {
+            *result = Err(anyhow::anyhow!(
+                "two configs are named {name:?} ({other} and {origin}): each name may appear once"
+            ));
+        } else {
+            seen.push((name, origin));
+        }
+    }
+    results
+}
+
+fn from_builtin(source: &'static BuiltinSource, config: Config) -> Program {
+    Program {
+        config,
+        object: ObjectSource::Embedded(source.object),
+    }
+}
+
+fn builtin_program(name: &str) -> Result<Program> {
+    let Some(source) = builtin::find(name) else {
+        let known: Vec<_> = builtin::BUILTINS.iter().map(|b| b.name).collect();
+        bail!(
+            "no built-in program {name:?}: choose from {}",
+            known.join(", ")
+        );
+    };
+    Ok(from_builtin(source, source.config()?))
+}
+
+/// `DIR/NAME.toml` or `DIR/NAME.yaml` (`.yml`), if one exists; both is an error.
+fn find_in_dir(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
+    if name.is_empty() || name.contains('/') {
+        bail!("config name {name:?} is not a plain name: use --configs NAME, or give the file path itself");
+    }
+    if !dir.is_dir() {
+        bail!("--config-dir {} is not a directory", dir.display());
+    }
+    let found: Vec<PathBuf> = ["toml", "yaml", "yml"]
+        .iter()
+        .map(|ext| dir.join(format!("{name}.{ext}")))
+        .filter(|path| path.exists())
+        .collect();
+    match found.as_slice() {
+        [] => Ok(None),
+        [one] => Ok(Some(one.clone())),
+        [first, second, ..] => bail!(
+            "config {name:?} is defined twice, by {} and {}: keep one",
+            first.display(),
+            second.display()
+        ),
+    }
+}
+
+/// Reads a config file; its object is `object` from the config (relative to
+/// the config's directory) or NAME.bpf.o beside it.
+pub fn load_file(path: &Path) -> Result<Program> {
+    let format = Format::of(path).with_context(|| {
+        format!(
+            "{}: a config file must end in .toml or .yaml",
+            path.display()
+        )
+    })?;
+    let file_name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let name = file_name
+        .rsplit_once('.')
+        .map_or(file_name, |(stem, _)| stem)
+        .to_string();
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config {}", path.display()))?;
+    let config = Config::parse(&name, &path.display().to_string(), &text, format)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let object = match &config.object {
+        Some(object) => dir.join(object),
+        None => dir.join(format!("{name}.bpf.o")),
+    };
+    if !object.is_file() {
+        bail!(
+            "{}: BPF object {} not found: compile NAME.bpf.c into it (clang -target bpf -g -O2 -c), or set `object`",
+            path.display(),
+            object.display()
+        );
+    }
+    Ok(Program {
+        config,
+        object: ObjectSource::File(object),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    const CONFIG: &str = "[[metrics.counters]]\nname = \"x_total\"\nhelp = \"X.\"\n";
+
+    fn dir_with(files: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        for file in files {
+            let text = if file.ends_with(".yaml") {
+                "metrics:\n  counters:\n    - name: x_total\n      help: X.\n"
+            } else if file.ends_with(".toml") {
+                CONFIG
+            } else {
+                "not really ELF"
+            };
+            fs::write(dir.path().join(file), text).unwrap();
+        }
+        dir
+    }
+
+    fn names(programs: &[Program]) -> Vec<&str> {
+        programs.iter().map(|p| p.config.name.as_str()).collect()
+    }
+
+    #[test]
+    fn default_set_when_nothing_is_named() {
+        let programs = select(&Selection::default()).unwrap();
+        assert!(names(&programs).contains(&"syscalls"));
+    }
+
+    #[test]
+    fn finds_configs_in_a_directory_and_falls_back_to_builtins() {
+        let dir = dir_with(&["a.toml", "a.bpf.o", "b.yaml", "b.bpf.o"]);
+        let selection = Selection {
+            config_dir: Some(dir.path().into()),
+            configs: vec!["a".into(), "b".into(), "syscalls".into()],
+            ..Selection::default()
+        };
+        let programs = select(&selection).unwrap();
+        assert_eq!(names(&programs), ["a", "b", "syscalls"]);
+        assert!(matches!(&programs[0].object, ObjectSource::File(p) if p.ends_with("a.bpf.o")));
+        assert!(matches!(programs[2].object, ObjectSource::Embedded(_)));
+    }
+
+    #[test]
+    fn selection_errors() {
+        let dir = dir_with(&[
+            "a.toml",
+            "a.yaml",
+            "a.bpf.o",
+            "noobj.toml",
+            "c.toml",
+            "c.bpf.o",
+        ]);
+        let in_dir = |configs: &[&str]| Selection {
+            config_dir: Some(dir.path().into()),
+            configs: configs.iter().map(|c| c.to_string()).collect(),
+            ..Selection::default()
+        };
+        let cases: Vec<(Selection, &str)> = vec![
+            (in_dir(&["a"]), "is defined twice"),
+            (in_dir(&["noobj"]), "noobj.bpf.o not found"),
+            (
+                in_dir(&["nothere"]),
+                "not found: no nothere.toml or nothere.yaml",
+            ),
+            (in_dir(&["c", "c"]), "two configs are named \"c\""),
+            (in_dir(&["../c"]), "not a plain name"),
+            (
+                Selection {
+                    builtins: vec!["syscalls".into()],
+                    configs: vec!["syscalls".into()],
+                    ..Selection::default()
+                },
+                "two configs are named \"syscalls\"",
+            ),
+            (
+                Selection {
+                    builtins: vec!["nosuch".into()],
+                    ..Selection::default()
+                },
+                "no built-in program \"nosuch\"",
+            ),
+            (
+                Selection {
+                    files: vec![dir.path().join("c.conf")],
+                    ..Selection::default()
+                },
+                "must end in .toml or .yaml",
+            ),
+            (
+                Selection {
+                    files: vec![dir.path().join("gone.toml")],
+                    ..Selection::default()
+                },
+                "cannot read config",
+            ),
+        ];
+        for (selection, expected) in cases {
+            let err = format!("{:#}", select(&selection).unwrap_err());
+            assert!(
+                err.contains(expected),
+                "{err:?} should contain {expected:?}"
+            );
+        }
+    }
+}
