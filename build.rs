@@ -1,49 +1,38 @@
-//! Compiles every built-in BPF program `bpf/NAME.bpf.c` into a CO-RE object and
-//! embeds it, with its metric spec `bpf/NAME.toml`, into the binary.
+//! Compiles BPF C into CO-RE objects:
+//! - built-ins `bpf/NAME.bpf.c`, embedded with their metric spec `bpf/NAME.toml`
+//!   (this script writes `$OUT_DIR/builtins.rs`, a table the library includes,
+//!   so adding a built-in means adding two files under `bpf/`);
+//! - `examples/*.bpf.c` and `tests/fixtures/*.bpf.c` into `$OUT_DIR/examples`
+//!   and `$OUT_DIR/fixtures`, for the tests and `make examples`.
 //!
-//! Built-ins are data: this script writes `$OUT_DIR/builtins.rs`, a table the
-//! library includes, so adding a program means adding two files under `bpf/`.
-//! The BPF headers come from the libbpf sources pinned by libbpf-sys (extracted
-//! by libbpf-cargo), and kernel types from the committed `bpf/vmlinux/ARCH/`,
-//! so the build does not depend on this machine's kernel headers.
-//! (Only libbpf-cargo's compile step is used: no per-program skeletons, the
-//! objects are opened generically from memory.)
+//! The BPF headers (bpf_helpers.h, ...) are those of the libbpf source pinned
+//! by libbpf-sys, and kernel types come from the committed
+//! `bpf/vmlinux/ARCH/vmlinux.h`, so the build does not depend on this
+//! machine's kernel or libbpf headers.
 
 use std::env;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use libbpf_cargo::SkeletonBuilder;
 
 fn main() -> Result<()> {
     let root = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
-    let bpf_dir = root.join("bpf");
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
-    let vmlinux_dir = bpf_dir.join("vmlinux").join(&arch);
-    if !vmlinux_dir.join("vmlinux.h").exists() {
-        bail!(
-            "no {}/vmlinux.h for target architecture {arch}: generate it on such a machine \
-             with `make vmlinux`",
-            vmlinux_dir.display()
-        );
-    }
-    println!("cargo:rerun-if-changed={}", bpf_dir.display());
+    let compiler = Compiler::new(&root, &out_dir, &arch)?;
+
     // User programs may put a uprobe on this function of ours
     // (`uprobe//proc/self/exe:post_attach_mark`); keep its symbol findable
     // in the dynamic symbol table even in a stripped release binary.
     println!("cargo:rustc-link-arg-bins=-Wl,--export-dynamic-symbol=post_attach_mark");
 
+    let bpf_dir = root.join("bpf");
     let mut table = String::from("&[\n");
     for source in bpf_sources(&bpf_dir)? {
-        println!("cargo:rerun-if-changed={}", source.display());
-        let name = source
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".bpf.c"))
-            .with_context(|| format!("bad BPF source name {}", source.display()))?;
+        let name = stem(&source)?;
         let spec = bpf_dir.join(format!("{name}.toml"));
         if !spec.exists() {
             bail!(
@@ -53,25 +42,7 @@ fn main() -> Result<()> {
             );
         }
         println!("cargo:rerun-if-changed={}", spec.display());
-
-        let object = out_dir.join(format!("{name}.bpf.o"));
-        SkeletonBuilder::new()
-            .source(&source)
-            .obj(&object)
-            .clang_args([
-                "-Wall".as_ref(),
-                "-I".as_ref(),
-                bpf_dir.as_os_str(),
-                "-I".as_ref(),
-                vmlinux_dir.as_os_str(),
-            ])
-            .build()
-            .with_context(|| {
-                format!(
-                    "compiling {} (is clang installed? `make deps`)",
-                    source.display()
-                )
-            })?;
+        let object = compiler.compile(&source, &out_dir)?;
         writeln!(
             table,
             "    BuiltinSource {{ name: {name:?}, object: include_bytes!({:?}), spec: include_str!({:?}) }},",
@@ -81,13 +52,106 @@ fn main() -> Result<()> {
     }
     table.push_str("]\n");
     fs::write(out_dir.join("builtins.rs"), table)?;
+
+    for (dir, env_name) in [
+        ("examples", "BPFSNAP_EXAMPLE_OBJECTS"),
+        ("tests/fixtures", "BPFSNAP_FIXTURE_OBJECTS"),
+    ] {
+        let objects = out_dir.join(Path::new(dir).file_name().unwrap_or_default());
+        fs::create_dir_all(&objects)?;
+        for source in bpf_sources(&root.join(dir))? {
+            compiler.compile(&source, &objects)?;
+        }
+        println!("cargo:rustc-env={env_name}={}", objects.display());
+    }
     Ok(())
 }
 
-/// `bpf/*.bpf.c`, sorted so the generated table is stable.
+/// clang with the flags every bpfsnap BPF object is built with.
+struct Compiler {
+    include: Vec<PathBuf>,
+    target_arch: &'static str,
+}
+
+impl Compiler {
+    fn new(root: &Path, out_dir: &Path, arch: &str) -> Result<Compiler> {
+        let vmlinux = root.join("bpf/vmlinux").join(arch);
+        if !vmlinux.join("vmlinux.h").exists() {
+            bail!(
+                "no {}/vmlinux.h for target architecture {arch}: generate it on such a machine with `make vmlinux`",
+                vmlinux.display()
+            );
+        }
+        // libbpf's BPF-side headers, as <bpf/bpf_helpers.h>.
+        let headers = out_dir.join("include");
+        fs::create_dir_all(headers.join("bpf"))?;
+        for (name, contents) in libbpf_sys::API_HEADERS {
+            fs::write(headers.join("bpf").join(name), contents)?;
+        }
+        let target_arch = match arch {
+            "x86_64" => "x86",
+            "aarch64" => "arm64",
+            other => bail!("no BPF target arch for {other}"),
+        };
+        println!(
+            "cargo:rerun-if-changed={}",
+            vmlinux.join("vmlinux.h").display()
+        );
+        println!("cargo:rerun-if-changed={}", root.join("bpf").display());
+        Ok(Compiler {
+            include: vec![root.join("bpf"), vmlinux, headers],
+            target_arch,
+        })
+    }
+
+    /// Compiles `source` (NAME.bpf.c) into `dir/NAME.bpf.o`.
+    fn compile(&self, source: &Path, dir: &Path) -> Result<PathBuf> {
+        println!("cargo:rerun-if-changed={}", source.display());
+        let object = dir.join(format!("{}.bpf.o", stem(source)?));
+        let mut clang = Command::new(env::var_os("CLANG").unwrap_or_else(|| "clang".into()));
+        clang.args([
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-Wall",
+            "-fno-stack-protector",
+        ]);
+        clang.arg(format!("-D__TARGET_ARCH_{}", self.target_arch));
+        for dir in &self.include {
+            clang.arg("-I").arg(dir);
+        }
+        clang.arg("-c").arg(source).arg("-o").arg(&object);
+        let output = clang
+            .output()
+            .context("running clang (is it installed? `make deps`)")?;
+        if !output.status.success() {
+            bail!(
+                "compiling {}:\n{}",
+                source.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(object)
+    }
+}
+
+fn stem(source: &Path) -> Result<&str> {
+    source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".bpf.c"))
+        .with_context(|| format!("bad BPF source name {}", source.display()))
+}
+
+/// `DIR/*.bpf.c`, sorted so the generated table is stable; none if DIR is absent.
 fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
     let mut sources = Vec::new();
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))? {
+    for entry in entries {
         let path = entry?.path();
         if path.to_str().is_some_and(|p| p.ends_with(".bpf.c")) {
             sources.push(path);
