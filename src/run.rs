@@ -76,7 +76,8 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let mut decode_errors = Vec::new();
     for probe in &mut probes {
         let snapshot = snapshot::take(probe)?;
-        let exposed = expose::counters(probe.config(), &snapshot, ns)?;
+        let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
+        expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
         exposition.add_all(exposed.families)?;
         for (decoder, count) in exposed.decode_errors {
             decode_errors.push((

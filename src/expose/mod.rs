@@ -8,6 +8,9 @@
 //! over the same data is identical.
 
 pub mod decoder;
+mod histogram;
+
+pub use histogram::histograms;
 
 use std::collections::BTreeMap;
 
@@ -144,7 +147,7 @@ pub fn counters(config: &Config, snapshot: &Snapshot, namespace: &str) -> Result
     Ok(exposed)
 }
 
-fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
+pub(crate) fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
     names
         .iter()
         .zip(values)
@@ -157,7 +160,12 @@ fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
         .collect()
 }
 
-fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+pub(crate) fn family(
+    name: &str,
+    help: &str,
+    kind: MetricType,
+    metrics: Vec<Metric>,
+) -> MetricFamily {
     let mut family = MetricFamily::default();
     family.set_name(name.to_string());
     family.set_help(help.to_string());

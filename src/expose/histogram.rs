@@ -1,0 +1,399 @@
+//! Histograms from bucketed BPF maps, with ebpf_exporter's bucket semantics.
+//!
+//! The last label of a key is the bucket; the labels before it identify the
+//! series. Bucket keys map to upper bounds (`le`) by `bucket_type`:
+//!
+//! | type       | key k → le                 | range                  | sum key      |
+//! |------------|----------------------------|------------------------|--------------|
+//! | `exp2`     | 2^k × multiplier           | bucket_min..=bucket_max| bucket_max+1 |
+//! | `exp2zero` | 0 for k = 0, else 2^(k-1) × m | bucket_min..=bucket_max| bucket_max+1 |
+//! | `linear`   | k × multiplier             | bucket_min..=bucket_max| bucket_max+1 |
+//! | `fixed`    | k × multiplier             | the listed bucket_keys | last key + 1 |
+//!
+//! Buckets are cumulative and every configured bucket is present (missing
+//! ones are backfilled). The value at the sum key, times the multiplier, is
+//! `_sum` (0 when absent).
+//!
+//! Keys outside the configured buckets (other than the sum key) are not
+//! dropped, unlike ebpf_exporter: an observation is never lost from `_count`.
+//! A key below the first bucket is counted in the first bucket (its value is
+//! at most that bound), a key between two `fixed` keys in the next one up, and
+//! a key above the last bucket only in `+Inf` and `_count`. So `_count` is the
+//! true number of observations and every bucket stays a correct upper bound.
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+use prometheus::proto::{Bucket, Histogram as HistogramSample, Metric, MetricFamily, MetricType};
+
+use super::{family, label_pairs, metric_name, Exposed, KeyDecoder};
+use crate::config::{BucketType, Config, Histogram};
+use crate::snapshot::{MapData, Snapshot};
+
+/// Builds the histogram families `config` defines from `snapshot`.
+pub fn histograms(
+    config: &Config,
+    snapshot: &Snapshot,
+    namespace: &str,
+    exposed: &mut Exposed,
+) -> Result<()> {
+    for histogram in &config.metrics.histograms {
+        let map = snapshot
+            .map(&histogram.name)
+            .with_context(|| format!("{}: no snapshot of map {}", config.name, histogram.name))?;
+        let family = build(histogram, map, namespace, &mut exposed.decode_errors)
+            .with_context(|| format!("{}: histogram {}", config.name, histogram.name))?;
+        exposed.families.push(family);
+    }
+    Ok(())
+}
+
+/// Per series: bucket key → count.
+type Series = BTreeMap<Vec<String>, BTreeMap<u64, u64>>;
+
+fn build(
+    histogram: &Histogram,
+    map: &MapData,
+    namespace: &str,
+    errors: &mut BTreeMap<&'static str, u64>,
+) -> Result<MetricFamily> {
+    if map.key_size != crate::config::key_size(&histogram.labels) {
+        bail!("label sizes do not match the map's key size");
+    }
+    let keys = KeyDecoder::new(
+        &histogram.labels,
+        &MapData {
+            per_cpu: false,
+            ..MapData::default()
+        },
+    )?;
+    let mut series = Series::new();
+    for (key, values) in map.entries() {
+        let count = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+        if count == 0 {
+            continue;
+        }
+        let Some(mut labels) = keys.decode(key, errors) else {
+            continue;
+        };
+        let Some(bucket) = labels.pop() else { continue };
+        let Ok(bucket) = bucket.parse::<u64>() else {
+            *errors.entry("bucket").or_default() += 1;
+            continue;
+        };
+        *series.entry(labels).or_default().entry(bucket).or_default() += count;
+    }
+
+    let names = keys.names();
+    let series_labels = &names[..names.len().saturating_sub(1)];
+    let layout = Layout::of(histogram);
+    let metrics = series
+        .into_iter()
+        .map(|(labels, counts)| {
+            let mut metric = Metric::from_label(label_pairs(series_labels, labels));
+            metric.set_histogram(layout.sample(&counts));
+            metric
+        })
+        .collect();
+    Ok(family(
+        &metric_name(namespace, &histogram.name),
+        &histogram.help,
+        MetricType::HISTOGRAM,
+        metrics,
+    ))
+}
+
+/// The configured buckets of one histogram: (bucket key, upper bound), in
+/// ascending order, plus the sum key and the multiplier.
+pub struct Layout {
+    buckets: Vec<(u64, f64)>,
+    sum_key: u64,
+    multiplier: f64,
+}
+
+impl Layout {
+    pub fn of(histogram: &Histogram) -> Layout {
+        let multiplier = histogram.bucket_multiplier;
+        let (min, max) = (
+            histogram.bucket_min,
+            histogram.bucket_max.unwrap_or(histogram.bucket_min),
+        );
+        let bound = |key: u64| -> f64 {
+            let raw = match histogram.bucket_type {
+                BucketType::Exp2 => 2f64.powi(key as i32),
+                BucketType::Exp2Zero if key == 0 => 0.0,
+                BucketType::Exp2Zero => 2f64.powi(key as i32 - 1),
+                BucketType::Linear | BucketType::Fixed => key as f64,
+            };
+            without_float_noise(raw * multiplier)
+        };
+        let keys: Vec<u64> = match histogram.bucket_type {
+            BucketType::Fixed => histogram.bucket_keys.iter().map(|k| *k as u64).collect(),
+            _ => (min..=max).collect(),
+        };
+        let sum_key = keys.last().map_or(0, |last| last + 1);
+        Layout {
+            buckets: keys.into_iter().map(|k| (k, bound(k))).collect(),
+            sum_key,
+            multiplier,
+        }
+    }
+
+    /// The histogram sample for one series' bucket counts.
+    pub fn sample(&self, counts: &BTreeMap<u64, u64>) -> HistogramSample {
+        let mut per_bucket = vec![0u64; self.buckets.len()];
+        let mut total = 0u64;
+        for (&key, &count) in counts {
+            if key == self.sum_key {
+                continue;
+            }
+            total = total.wrapping_add(count);
+            // The first configured bucket whose key is ≥ this key holds it;
+            // above the last bucket it is in +Inf only.
+            let slot = self.buckets.partition_point(|(bucket, _)| *bucket < key);
+            if let Some(cell) = per_bucket.get_mut(slot) {
+                *cell += count;
+            }
+        }
+        let mut cumulative = 0u64;
+        let buckets = self
+            .buckets
+            .iter()
+            .zip(per_bucket)
+            .map(|((_, le), count)| {
+                cumulative += count;
+                let mut bucket = Bucket::default();
+                bucket.set_upper_bound(*le);
+                bucket.set_cumulative_count(cumulative);
+                bucket
+            })
+            .collect();
+        let mut sample = HistogramSample::default();
+        sample.set_bucket(buckets);
+        sample.set_sample_count(total);
+        let sum = counts.get(&self.sum_key).copied().unwrap_or(0);
+        sample.set_sample_sum(without_float_noise(sum as f64 * self.multiplier));
+        sample
+    }
+}
+
+/// Rounds to 15 significant digits, so `3 × 0.1` prints as `0.3`, not
+/// `0.30000000000000004`: bucket bounds are labels, and a label that varies
+/// with float noise would change series identity.
+pub fn without_float_noise(value: f64) -> f64 {
+    if !value.is_finite() || value == 0.0 {
+        return value;
+    }
+    format!("{value:.14e}").parse().unwrap_or(value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Format;
+    use crate::expose::encode;
+
+    fn config(bucket_settings: &str) -> Config {
+        let text = format!(
+            r#"
+[[metrics.histograms]]
+name = "latency_seconds"
+help = "Latency."
+{bucket_settings}
+[[metrics.histograms.labels]]
+name = "op"
+size = 4
+decoders = [{{ name = "uint" }}]
+[[metrics.histograms.labels]]
+name = "bucket"
+size = 4
+decoders = [{{ name = "uint" }}]
+"#
+        );
+        Config::parse("t", "t.toml", &text, Format::Toml).unwrap()
+    }
+
+    /// A per-CPU map (2 CPUs) of (op, bucket) → count.
+    fn map(entries: &[(u32, u32, [u64; 2])]) -> Snapshot {
+        Snapshot {
+            maps: vec![MapData {
+                name: "latency_seconds".into(),
+                key_size: 8,
+                values_per_key: 2,
+                is_array: false,
+                per_cpu: true,
+                keys: entries
+                    .iter()
+                    .flat_map(|(op, b, _)| [op.to_ne_bytes(), b.to_ne_bytes()].concat())
+                    .collect(),
+                values: entries.iter().flat_map(|(_, _, v)| *v).collect(),
+            }],
+        }
+    }
+
+    fn text(bucket_settings: &str, entries: &[(u32, u32, [u64; 2])]) -> String {
+        let mut exposed = Exposed::default();
+        histograms(
+            &config(bucket_settings),
+            &map(entries),
+            "bpfsnap",
+            &mut exposed,
+        )
+        .unwrap();
+        encode(exposed.families).unwrap()
+    }
+
+    const HEAD: &str =
+        "# HELP bpfsnap_latency_seconds Latency.\n# TYPE bpfsnap_latency_seconds histogram\n";
+
+    #[test]
+    fn exp2_backfills_sums_cpus_and_uses_the_sum_key() {
+        let got = text(
+            "bucket_type = \"exp2\"\nbucket_min = 0\nbucket_max = 3",
+            &[(1, 0, [1, 1]), (1, 2, [0, 3]), (1, 4, [100, 5])], // key 4 = max + 1: the sum
+        );
+        let want = format!(
+            "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"1\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"2\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"4\"}} 5\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"8\"}} 5\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"+Inf\"}} 5\n\
+             bpfsnap_latency_seconds_sum{{op=\"1\"}} 105\n\
+             bpfsnap_latency_seconds_count{{op=\"1\"}} 5\n"
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn exp2zero_has_a_zero_bucket_and_multiplier_without_noise() {
+        let got = text(
+            "bucket_type = \"exp2zero\"\nbucket_min = 0\nbucket_max = 3\nbucket_multiplier = 0.000001",
+            &[(7, 0, [1, 0]), (7, 1, [1, 0]), (7, 3, [2, 0]), (7, 4, [30, 0])],
+        );
+        let want = format!(
+            "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"7\",le=\"0\"}} 1\n\
+             bpfsnap_latency_seconds_bucket{{op=\"7\",le=\"0.000001\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"7\",le=\"0.000002\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"7\",le=\"0.000004\"}} 4\n\
+             bpfsnap_latency_seconds_bucket{{op=\"7\",le=\"+Inf\"}} 4\n\
+             bpfsnap_latency_seconds_sum{{op=\"7\"}} 0.00003\n\
+             bpfsnap_latency_seconds_count{{op=\"7\"}} 4\n"
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn linear_multiplier_bounds_print_cleanly() {
+        let got = text(
+            "bucket_type = \"linear\"\nbucket_min = 1\nbucket_max = 3\nbucket_multiplier = 0.1",
+            &[(2, 3, [1, 0])],
+        );
+        assert!(got.contains("le=\"0.1\"} 0\n"), "{got}");
+        assert!(got.contains("le=\"0.3\"} 1\n"), "{got}");
+        assert!(
+            got.contains("bpfsnap_latency_seconds_sum{op=\"2\"} 0\n"),
+            "no sum key: sum 0\n{got}"
+        );
+    }
+
+    #[test]
+    fn keys_outside_the_range_are_never_lost() {
+        // min 2, max 3: key 0 is below (→ first bucket), key 9 above (→ +Inf
+        // only), key 4 is the sum.
+        let got = text(
+            "bucket_type = \"linear\"\nbucket_min = 2\nbucket_max = 3",
+            &[
+                (1, 0, [1, 0]),
+                (1, 3, [1, 0]),
+                (1, 9, [2, 0]),
+                (1, 4, [50, 0]),
+            ],
+        );
+        assert!(got.contains("le=\"2\"} 1\n"), "{got}");
+        assert!(got.contains("le=\"3\"} 2\n"), "{got}");
+        assert!(got.contains("le=\"+Inf\"} 4\n"), "{got}");
+        assert!(got.contains("_count{op=\"1\"} 4\n"), "{got}");
+        assert!(got.contains("_sum{op=\"1\"} 50\n"), "{got}");
+    }
+
+    #[test]
+    fn fixed_buckets_and_sum_key_after_the_last() {
+        let got = text(
+            "bucket_type = \"fixed\"\nbucket_keys = [1, 5, 10]\nbucket_multiplier = 0.001",
+            &[
+                (1, 1, [1, 0]),
+                (1, 3, [1, 0]),
+                (1, 10, [1, 1]),
+                (1, 11, [7, 0]),
+            ],
+        );
+        let want = format!(
+            "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"0.001\"}} 1\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"0.005\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"0.01\"}} 4\n\
+             bpfsnap_latency_seconds_bucket{{op=\"1\",le=\"+Inf\"}} 4\n\
+             bpfsnap_latency_seconds_sum{{op=\"1\"}} 0.007\n\
+             bpfsnap_latency_seconds_count{{op=\"1\"}} 4\n"
+        );
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn series_are_grouped_by_the_labels_before_the_bucket() {
+        let got = text(
+            "bucket_type = \"exp2\"\nbucket_min = 0\nbucket_max = 1",
+            &[(2, 0, [1, 0]), (1, 1, [1, 0])],
+        );
+        let op1 = got.find("op=\"1\"").unwrap();
+        let op2 = got.find("op=\"2\"").unwrap();
+        assert!(op1 < op2, "sorted by series labels\n{got}");
+        assert_eq!(got.matches("le=\"+Inf\"").count(), 2);
+    }
+
+    #[test]
+    fn yaml_and_toml_forms_give_identical_text() {
+        let toml = include_str!("../../examples/histograms.toml");
+        let yaml = include_str!("../../tests/fixtures/histograms.yaml");
+        let snapshot = |name: &str| MapData {
+            name: name.into(),
+            key_size: 8,
+            values_per_key: 1,
+            is_array: false,
+            per_cpu: false,
+            keys: [(0u32, 3u32), (1, 0), (0, 21), (0, 11), (1, 7)]
+                .iter()
+                .flat_map(|(w, b)| [w.to_ne_bytes(), b.to_ne_bytes()].concat())
+                .collect(),
+            values: vec![2, 1, 40, 9, 3],
+        };
+        let maps = Snapshot {
+            maps: vec![snapshot("test_values_exp2"), snapshot("test_values_linear")],
+        };
+        let render = |text: &str, format: Format| {
+            let config = Config::parse("histograms", "h", text, format).unwrap();
+            let mut exposed = Exposed::default();
+            histograms(&config, &maps, "bpfsnap", &mut exposed).unwrap();
+            encode(exposed.families).unwrap()
+        };
+        let from_toml = render(toml, Format::Toml);
+        assert_eq!(from_toml, render(yaml, Format::Yaml));
+        assert!(
+            from_toml.contains("bpfsnap_test_values_exp2_bucket{whence=\"set\",le=\"8\"} 2\n"),
+            "{from_toml}"
+        );
+    }
+
+    #[test]
+    fn float_noise_is_removed() {
+        assert_eq!(without_float_noise(3.0 * 0.1).to_string(), "0.3");
+        assert_eq!(
+            without_float_noise(2f64.powi(10) * 0.000001).to_string(),
+            "0.001024"
+        );
+        assert_eq!(without_float_noise(0.0), 0.0);
+        assert_eq!(
+            without_float_noise(1e300 * 10.0).to_string(),
+            "1e301".parse::<f64>().unwrap().to_string()
+        );
+    }
+}

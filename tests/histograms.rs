@@ -1,0 +1,112 @@
+//! Histograms end to end on the real kernel: examples/histograms.bpf.c
+//! records the values this test passes to lseek(-7777, value, whence); the
+//! exp2 and linear histograms must then hold exactly those values. Because the
+//! program's bucket keys are true upper bounds, every cumulative bucket must
+//! equal the number of values ≤ its `le`: an oracle independent of bpfsnap.
+
+mod common;
+
+use std::fs;
+
+use common::{path_str, Running};
+
+const SET: &[u64] = &[1, 2, 3, 4, 5, 8, 100, 1000, 2_000_000];
+const CUR: &[u64] = &[0, 7, 10, 11];
+
+fn lseek_values(values: &[u64], whence: i32) {
+    for &value in values {
+        let rc = unsafe { libc::lseek(-7777, value as libc::off_t, whence) };
+        assert_eq!(rc, -1, "lseek on a bad fd fails");
+    }
+}
+
+/// Checks one series of `metric`: every bucket, +Inf, _count and _sum.
+fn assert_histogram(text: &str, metric: &str, whence: &str, values: &[u64], bounds: &[f64]) {
+    for le in bounds {
+        let expected = values.iter().filter(|v| (**v as f64) <= *le).count() as f64;
+        let series = format!("{metric}_bucket{{whence=\"{whence}\",le=\"{le}\"}}");
+        assert_eq!(
+            common::sample(text, &series),
+            Some(expected),
+            "{series}\n{text}"
+        );
+    }
+    let n = values.len() as f64;
+    let inf = format!("{metric}_bucket{{whence=\"{whence}\",le=\"+Inf\"}}");
+    assert_eq!(common::sample(text, &inf), Some(n), "{inf}");
+    assert_eq!(
+        common::sample(text, &format!("{metric}_count{{whence=\"{whence}\"}}")),
+        Some(n)
+    );
+    let sum: u64 = values.iter().sum();
+    assert_eq!(
+        common::sample(text, &format!("{metric}_sum{{whence=\"{whence}\"}}")),
+        Some(sum as f64)
+    );
+}
+
+#[test]
+fn exp2_and_linear_histograms_hold_exactly_the_recorded_values() {
+    let Some(_kernel) =
+        common::kernel_test("exp2_and_linear_histograms_hold_exactly_the_recorded_values")
+    else {
+        return;
+    };
+    let dir = common::output_dir();
+    fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/histograms.toml"),
+        dir.path().join("histograms.toml"),
+    )
+    .unwrap();
+    fs::copy(
+        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/histograms.bpf.o"),
+        dir.path().join("histograms.bpf.o"),
+    )
+    .unwrap();
+    let config = dir.path().join("histograms.toml");
+
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        path_str(&config),
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("sampling");
+    lseek_values(SET, libc::SEEK_SET);
+    lseek_values(CUR, libc::SEEK_CUR);
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+
+    let exp2_bounds: Vec<f64> = (0..=20).map(|k| 2f64.powi(k)).collect();
+    assert_histogram(&text, "bpfsnap_test_values_exp2", "set", SET, &exp2_bounds);
+    assert_histogram(&text, "bpfsnap_test_values_exp2", "cur", CUR, &exp2_bounds);
+    let linear_bounds: Vec<f64> = (0..=10).map(f64::from).collect();
+    assert_histogram(
+        &text,
+        "bpfsnap_test_values_linear",
+        "set",
+        SET,
+        &linear_bounds,
+    );
+    assert_histogram(
+        &text,
+        "bpfsnap_test_values_linear",
+        "cur",
+        CUR,
+        &linear_bounds,
+    );
+    // Spot checks by hand: 2,000,000 > 2^20 is only in +Inf.
+    assert!(
+        text.contains("bpfsnap_test_values_exp2_bucket{whence=\"set\",le=\"1048576\"} 8\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("whence=\"end\""),
+        "no series for a whence never used"
+    );
+    common::promtool_check(&text);
+}
