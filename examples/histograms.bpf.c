@@ -5,7 +5,7 @@
  * makes the call fail at once (EBADF) and lets a test feed exact values.
  *
  * Bucket keys are chosen so that `le` is a true upper bound: the exp2 key of
- * v is ceil(log2(v)) (v ≤ 2^key), the linear key is v itself. Keys above the
+ * v is ceil(log2(v)) (v ≤ 2^key, see bpfsnap.h), the linear key is v itself. Keys above the
  * configured range go to max + 2, which bpfsnap counts only in +Inf; key
  * max + 1 holds the sum of the values (ebpf_exporter's convention).
  */
@@ -13,6 +13,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
+#include "bpfsnap.h"
 
 #if defined(__TARGET_ARCH_x86)
 #define NR_LSEEK 8
@@ -43,16 +44,6 @@ struct {
 	__type(value, u64);
 } test_values_linear SEC(".maps");
 
-static __always_inline u32 ceil_log2(u64 v)
-{
-	u32 k;
-
-	for (k = 0; k < 64; k++)
-		if (v <= (1ULL << k))
-			break;
-	return k;
-}
-
 static __always_inline void add(void *map, struct value_key *key, u64 n)
 {
 	u64 *count = bpf_map_lookup_elem(map, key);
@@ -80,9 +71,7 @@ int BPF_PROG(record_lseek, struct pt_regs *regs, long id)
 	value = PT_REGS_PARM2_CORE_SYSCALL(regs);
 	key.whence = PT_REGS_PARM3_CORE_SYSCALL(regs);
 
-	key.bucket = ceil_log2(value);
-	if (key.bucket > EXP2_MAX)
-		key.bucket = EXP2_MAX + 2;
+	key.bucket = exp2_bucket(value, EXP2_MAX);
 	add(&test_values_exp2, &key, 1);
 	key.bucket = EXP2_MAX + 1;
 	add(&test_values_exp2, &key, value);
