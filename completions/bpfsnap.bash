@@ -141,7 +141,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -h --config-dir --configs --builtin --for --output --namespace --verbose --help"
+            opts="-b -o -v -h --config-dir --configs --builtin --for --output --namespace --format --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -177,6 +177,10 @@ _bpfsnap() {
                     ;;
                 --namespace)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --format)
+                    COMPREPLY=($(compgen -W "text pretty" -- "${cur}"))
                     return 0
                     ;;
                 *)

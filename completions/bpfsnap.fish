@@ -36,8 +36,10 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l for -d 'Length of the sampling window, e.g. 500ms, 30s, 2m. SIGINT or SIGTERM ends it early; what was gathered is still written' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s o -l output -d 'Where to write the metrics: a file, replaced atomically (for node_exporter\'s textfile collector use a name ending in .prom), or - for standard output' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l format -d 'Output format [default: pretty when writing to a terminal, else text]' -r -f -a "text\t'Prometheus text exposition format 0.0.4 (for files, pipes, node_exporter)'
+pretty\t'Tables and histogram bars for a person at a terminal'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r

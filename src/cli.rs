@@ -1,6 +1,7 @@
 //! Command line: the clap definition (also the source of the man pages and the
 //! shell completions) and the dispatch to the commands.
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::check;
 use crate::config::DEFAULT_NAMESPACE;
 use crate::program::Selection;
-use crate::run::{self, RunOptions};
+use crate::run::{self, OutputFormat, RunOptions};
 use crate::sink::Sink;
 
 const EXAMPLES: &str = "\
@@ -99,6 +100,10 @@ pub struct RunArgs {
     /// so existing dashboards keep working.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
     pub namespace: String,
+
+    /// Output format [default: pretty when writing to a terminal, else text].
+    #[arg(long, value_name = "FORMAT")]
+    pub format: Option<OutputFormat>,
 }
 
 impl ProgramArgs {
@@ -150,13 +155,18 @@ where
         }
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(&RunOptions {
-            selection: args.programs.selection(),
-            window: args.window,
-            sink: Sink::from_arg(&args.output),
-            namespace: args.namespace,
-            verbose: cli.verbose,
-        }),
+        Command::Run(args) => {
+            let sink = Sink::from_arg(&args.output);
+            let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
+            run::run(&RunOptions {
+                selection: args.programs.selection(),
+                window: args.window,
+                format: args.format.unwrap_or(if terminal { OutputFormat::Pretty } else { OutputFormat::Text }),
+                sink,
+                namespace: args.namespace,
+                verbose: cli.verbose,
+            })
+        }
         Command::Check(args) => return check::check(&args.selection(), cli.verbose),
     };
     match result {

@@ -28,7 +28,17 @@ pub struct RunOptions {
     pub sink: Sink,
     /// Prefix of every metric name (`bpfsnap`).
     pub namespace: String,
+    pub format: OutputFormat,
     pub verbose: bool,
+}
+
+/// How the metrics are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// Prometheus text exposition format 0.0.4 (for files, pipes, node_exporter).
+    Text,
+    /// Tables and histogram bars for a person at a terminal.
+    Pretty,
 }
 
 pub fn run(options: &RunOptions) -> Result<()> {
@@ -72,25 +82,28 @@ pub fn run(options: &RunOptions) -> Result<()> {
 
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
-    let mut exposition = Exposition::default();
+    let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     for probe in &mut probes {
         let snapshot = snapshot::take(probe)?;
         let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
         expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
-        exposition.add_all(exposed.families)?;
+        families.extend(exposed.families);
         for (decoder, count) in exposed.decode_errors {
-            decode_errors.push((
-                vec![probe.config().name.clone(), decoder.to_string()],
-                count as f64,
-            ));
+            decode_errors.push((vec![probe.config().name.clone(), decoder.to_string()], count as f64));
         }
         probe.refresh_stats();
     }
+    families.extend(self_metrics(ns, &probes));
+    // Encoding is part of the snapshot's cost; only the gauges below are
+    // encoded after the measurement.
+    let mut exposition = Exposition::default();
+    if options.format == OutputFormat::Text {
+        exposition.add_all(families.clone())?;
+    }
     let snapshot_duration = snapshot_started.elapsed();
 
-    exposition.add_all(self_metrics(ns, &probes))?;
-    exposition.add_all(vec![
+    let run_families = vec![
         expose::gauge(
             &metric_name(ns, "window_seconds"),
             "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it).",
@@ -118,15 +131,20 @@ pub fn run(options: &RunOptions) -> Result<()> {
             &["config", "decoder"],
             decode_errors,
         ),
-    ])?;
-
-    options.sink.write(exposition.text().as_bytes())?;
+    ];
+    let text = match options.format {
+        OutputFormat::Text => {
+            exposition.add_all(run_families)?;
+            exposition.text()
+        }
+        OutputFormat::Pretty => {
+            families.extend(run_families);
+            expose::pretty::render(&families)
+        }
+    };
+    options.sink.write(text.as_bytes())?;
     if let Sink::Textfile(path) = &options.sink {
-        say(&format!(
-            "wrote {} metric families to {}",
-            exposition.len(),
-            path.display()
-        ));
+        say(&format!("wrote {} metric families to {}", exposition.len(), path.display()));
     }
     drop(probes);
     Ok(())

@@ -9,6 +9,7 @@
 
 pub mod decoder;
 mod histogram;
+pub mod pretty;
 
 pub use histogram::histograms;
 
