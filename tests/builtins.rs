@@ -1,0 +1,54 @@
+//! Built-in programs under the load they measure, on the real kernel: each
+//! test starts bpfsnap on one built-in, makes the events happen, ends the
+//! window with SIGINT, and checks the metric moved at least as much as the
+//! load it made. promtool must accept every output.
+
+mod common;
+
+use std::sync::mpsc;
+
+use common::Running;
+
+/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
+fn run_builtin(name: &str, load: impl FnOnce()) -> String {
+    let mut running = Running::spawn(&["run", "-v", "--builtin", name, "--for", "60s", "--output", "-"]);
+    running.wait_for("sampling");
+    load();
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
+    common::promtool_check(&text);
+    text
+}
+
+#[test]
+fn runqlat_sees_every_wakeup_of_a_ping_pong() {
+    let Some(_kernel) = common::kernel_test("runqlat_sees_every_wakeup_of_a_ping_pong") else {
+        return;
+    };
+    const ROUNDS: u32 = 2000;
+    let text = run_builtin("runqlat", || {
+        // Two threads hand a token back and forth: every hand-over wakes a
+        // sleeping thread, which then waits on a run queue until it runs.
+        let (to_peer, peer_inbox) = mpsc::sync_channel::<u32>(0);
+        let (to_main, main_inbox) = mpsc::sync_channel::<u32>(0);
+        let peer = std::thread::spawn(move || {
+            for token in peer_inbox {
+                if to_main.send(token).is_err() {
+                    break;
+                }
+            }
+        });
+        for round in 0..ROUNDS {
+            to_peer.send(round).unwrap();
+            assert_eq!(main_inbox.recv().unwrap(), round);
+        }
+        drop(to_peer);
+        peer.join().unwrap();
+    });
+    let count = common::sample(&text, "bpfsnap_runqueue_latency_seconds_count").expect("runqlat histogram");
+    assert!(count >= f64::from(ROUNDS), "{count} run-queue waits for {ROUNDS} ping-pong rounds\n{text}");
+    let inf = common::sample(&text, r#"bpfsnap_runqueue_latency_seconds_bucket{le="+Inf"}"#).unwrap();
+    assert_eq!(inf, count);
+    assert!(common::sample(&text, "bpfsnap_runqueue_latency_seconds_sum").unwrap() > 0.0);
+}
