@@ -22,6 +22,9 @@ _bpfsnap() {
             bpfsnap,help)
                 cmd="bpfsnap__subcmd__help"
                 ;;
+            bpfsnap,list)
+                cmd="bpfsnap__subcmd__list"
+                ;;
             bpfsnap,run)
                 cmd="bpfsnap__subcmd__run"
                 ;;
@@ -30,6 +33,9 @@ _bpfsnap() {
                 ;;
             bpfsnap__subcmd__help,help)
                 cmd="bpfsnap__subcmd__help__subcmd__help"
+                ;;
+            bpfsnap__subcmd__help,list)
+                cmd="bpfsnap__subcmd__help__subcmd__list"
                 ;;
             bpfsnap__subcmd__help,run)
                 cmd="bpfsnap__subcmd__help__subcmd__run"
@@ -41,7 +47,7 @@ _bpfsnap() {
 
     case "${cmd}" in
         bpfsnap)
-            opts="-v -h -V --verbose --help --version run check help"
+            opts="-v -h -V --verbose --help --version run check list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -85,7 +91,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__help)
-            opts="run check help"
+            opts="run check list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -126,9 +132,37 @@ _bpfsnap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bpfsnap__subcmd__help__subcmd__list)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bpfsnap__subcmd__help__subcmd__run)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__list)
+            opts="-l -v -h --long --verbose --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi

@@ -29,6 +29,7 @@ complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s h -l help -d 'Print hel
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s V -l version -d 'Print version'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
@@ -45,6 +46,10 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Co
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s l -l long -d 'Also show metrics, attach points, cardinality and cost'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

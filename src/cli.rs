@@ -52,6 +52,13 @@ pub enum Command {
     /// Validate configs and their BPF objects without loading anything into
     /// the kernel (no root needed); lists every problem, one per line.
     Check(ProgramArgs),
+    /// List the built-in programs: what they measure, whether they are in the
+    /// default set, and whether they can attach on this kernel.
+    List {
+        /// Also show metrics, attach points, cardinality and cost.
+        #[arg(short, long)]
+        long: bool,
+    },
 }
 
 /// Which programs to use; nothing named: the default built-in set.
@@ -168,6 +175,7 @@ where
             })
         }
         Command::Check(args) => return check::check(&args.selection(), cli.verbose),
+        Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -20,6 +20,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod expose;
+pub mod list;
 pub mod probe;
 pub mod program;
 pub mod run;

@@ -37,7 +37,7 @@ pub struct Selection {
 }
 
 impl Selection {
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.configs.is_empty() && self.builtins.is_empty()
     }
 }

@@ -49,7 +49,23 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     };
 
-    let programs = program::select(&options.selection)?;
+    let mut programs = program::select(&options.selection)?;
+    if options.selection.is_empty() {
+        // The default set adapts to the kernel: a built-in that cannot attach
+        // here is left out, not fatal.
+        let kernel = probe::availability::KernelTypes::load();
+        programs.retain(|program| match probe::unavailable(program, &kernel) {
+            Ok(None) => true,
+            Ok(Some(reason)) => {
+                eprintln!("bpfsnap: warning: built-in {} left out: {reason}", program.config.name);
+                false
+            }
+            Err(err) => {
+                eprintln!("bpfsnap: warning: built-in {} left out: {err:#}", program.config.name);
+                false
+            }
+        });
+    }
     for program in &programs {
         for warning in &program.config.warnings {
             eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);

@@ -69,6 +69,12 @@ pub struct BuiltinInfo {
     /// Part of the set `bpfsnap run` uses when no program is named.
     #[serde(default)]
     pub default: bool,
+    /// The bound on each metric's series, e.g. "syscall: ~380 names".
+    #[serde(default)]
+    pub cardinality: String,
+    /// The cost per event, in words and numbers.
+    #[serde(default)]
+    pub overhead: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

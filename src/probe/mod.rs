@@ -6,6 +6,7 @@
 //! metrics. Errors name the config, the program and its section, and say why in
 //! words: libbpf's own hints (RLIMIT_MEMLOCK) are wrong on current kernels.
 
+pub mod availability;
 pub mod host;
 mod kaddr;
 mod libbpf_log;
@@ -118,6 +119,24 @@ fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Att
         bail!("{}: the BPF object has no programs", config.name);
     }
     Ok(plan)
+}
+
+/// The section of every program in `program`'s object.
+pub fn sections(program: &Program) -> Result<Vec<String>> {
+    let object = open(program)?;
+    Ok(plan(&program.config, &object)?.into_iter().map(|(_, section, _)| section).collect())
+}
+
+/// Why `program` cannot attach on this kernel, if something says so before
+/// trying (see [`availability`]).
+pub fn unavailable(program: &Program, kernel: &availability::KernelTypes) -> Result<Option<String>> {
+    let object = open(program)?;
+    for (name, section, attach) in plan(&program.config, &object)? {
+        if let Some(reason) = kernel.missing(&section, &attach) {
+            return Ok(Some(format!("program {name} (section {section}): {reason}")));
+        }
+    }
+    Ok(None)
 }
 
 /// Everything `bpfsnap check` can verify without loading anything into the
