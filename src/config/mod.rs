@@ -487,6 +487,20 @@ metrics:
         assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     }
 
+    /// The README's worked example, in both spellings, parses to the same config.
+    #[test]
+    fn readme_worked_example_parses_alike() {
+        let readme = include_str!("../../README.md");
+        let block = |start: &str| {
+            let from = readme.find(start).expect("example in README") + start.len();
+            readme[from..].split("```").next().unwrap_or_default()
+        };
+        let toml = parse(block("```toml\n# getpid_by_comm.toml"), Format::Toml).unwrap();
+        let yaml = parse(block("```yaml\n# getpid_by_comm.yaml"), Format::Yaml).unwrap();
+        assert_eq!(format!("{:?}", toml.metrics), format!("{:?}", yaml.metrics));
+        assert_eq!(toml.metrics.counters[0].labels[0].decoders[1].regexps.as_ref().unwrap()[0], "^(bpfsnap-.*)$");
+    }
+
     #[test]
     fn unsupported_ebpf_exporter_keys_warn() {
         let text = format!("{GOOD_YAML}tracing:\n  spans: []\ncgroup_id_map:\n  name: x\n");
