@@ -6,7 +6,7 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run test lint fmt docs vmlinux syscall-table errno-table clean
+.PHONY: all deps build run test lint fmt docs examples vmlinux syscall-table errno-table clean
 
 all: build
 
@@ -35,6 +35,21 @@ fmt:
 # Regenerate man/ and completions/ from the clap definition.
 docs:
 	BPFSNAP_UPDATE_DOCS=1 $(CARGO) test --locked --test docs
+
+# Compile examples/NAME.bpf.c into examples/NAME.bpf.o, beside the configs, so
+# `bpfsnap run examples/NAME.toml` works from the source tree. build.rs compiles
+# them (with the same flags and headers as the built-ins) into the build
+# script's OUT_DIR/examples; cargo's JSON messages say where that is.
+examples: deps
+	mkdir -p target
+	$(CARGO) build --release --locked --message-format=json-render-diagnostics > target/examples-build.json
+	python3 -c 'import json, os, shutil, sys; \
+	  outs = [m["out_dir"] + "/examples" for m in map(json.loads, open("target/examples-build.json")) \
+	          if m.get("reason") == "build-script-executed" and os.path.isdir(m["out_dir"] + "/examples")]; \
+	  outs or sys.exit("make examples: no examples/ in the output of the build script"); \
+	  objects = sorted(f for f in os.listdir(outs[-1]) if f.endswith(".bpf.o")); \
+	  [shutil.copy(os.path.join(outs[-1], f), "examples/") for f in objects]; \
+	  print("examples/:", *objects)'
 
 # Regenerate the kernel type header from this machine's BTF.
 vmlinux:

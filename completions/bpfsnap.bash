@@ -28,6 +28,9 @@ _bpfsnap() {
             bpfsnap,run)
                 cmd="bpfsnap__subcmd__run"
                 ;;
+            bpfsnap,stop)
+                cmd="bpfsnap__subcmd__stop"
+                ;;
             bpfsnap__subcmd__help,check)
                 cmd="bpfsnap__subcmd__help__subcmd__check"
                 ;;
@@ -40,6 +43,9 @@ _bpfsnap() {
             bpfsnap__subcmd__help,run)
                 cmd="bpfsnap__subcmd__help__subcmd__run"
                 ;;
+            bpfsnap__subcmd__help,stop)
+                cmd="bpfsnap__subcmd__help__subcmd__stop"
+                ;;
             *)
                 ;;
         esac
@@ -47,7 +53,7 @@ _bpfsnap() {
 
     case "${cmd}" in
         bpfsnap)
-            opts="-v -h -V --verbose --help --version run check list help"
+            opts="-v -q -h -V --verbose --quiet --help --version run check list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -61,7 +67,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__check)
-            opts="-b -v -h --config-dir --configs --builtin --verbose --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -91,7 +97,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__help)
-            opts="run check list help"
+            opts="run check list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -160,8 +166,22 @@ _bpfsnap() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        bpfsnap__subcmd__help__subcmd__stop)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         bpfsnap__subcmd__list)
-            opts="-l -v -h --long --verbose --help"
+            opts="-l -v -q -h --long --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -175,7 +195,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -h --config-dir --configs --builtin --for --output --namespace --format --verbose --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --count --output --namespace --pin --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -201,6 +221,14 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --count)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --output)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -213,8 +241,38 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --pin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-caps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --lock-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --format)
                     COMPREPLY=($(compgen -W "text pretty" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__stop)
+            opts="-v -q -h --pin --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --pin)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_bpfsnap_global_optspecs
-    string join \n v/verbose h/help V/version
+    string join \n v/verbose q/quiet h/help V/version
 end
 
 function __fish_bpfsnap_needs_command
@@ -25,31 +25,47 @@ function __fish_bpfsnap_using_subcommand
 end
 
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s V -l version -d 'Print version'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "stop" -d 'Detach and unpin everything an earlier `run --pin DIR` left in bpffs'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l for -d 'Length of the sampling window, e.g. 500ms, 30s, 2m. SIGINT or SIGTERM ends it early; what was gathered is still written' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l for -d 'Length of the sampling window, e.g. 500ms, 30s, 2m [default: 10s; with --pin: none, the window is the time since the last run]. SIGINT or SIGTERM ends it early; what was gathered is still written' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l interval -d 'Keep the probes attached and rewrite the output every DURATION until SIGINT/SIGTERM (which writes the last, partial window). Counters are cumulative since the start; the window gauges cover the last interval' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l count -d 'With --interval: stop after N windows' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s o -l output -d 'Where to write the metrics: a file, replaced atomically (for node_exporter\'s textfile collector use a name ending in .prom), or - for standard output' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l pin -d 'Leave the programs attached and their maps pinned under DIR (on bpffs, e.g. /sys/fs/bpf/bpfsnap) so later runs only snapshot and counters stay monotonic across runs; `bpfsnap stop --pin DIR` removes them' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l keep-caps -d 'Capabilities to keep once the probes are attached: none, all, or a list such as syslog,dac_override. CAP_SYSLOG is kept automatically for the ksym and kstack decoders' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l lock-timeout -d 'How long to wait for another bpfsnap writing the same output' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l format -d 'Output format [default: pretty when writing to a terminal, else text]' -r -f -a "text\t'Prometheus text exposition format 0.0.4 (for files, pipes, node_exporter)'
 pretty\t'Tables and histogram bars for a person at a terminal'"
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l allow-untrusted-files -d 'Load config and object files even if they are writable by others or owned by another user'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s l -l long -d 'Also show metrics, attach points, cardinality and cost'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s h -l help -d 'Print help'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -l pin -d 'The directory given to `run --pin`' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s q -l quiet -d 'Print only errors on stderr'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "stop" -d 'Detach and unpin everything an earlier `run --pin DIR` left in bpffs'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -4,13 +4,14 @@
 
 use std::process::ExitCode;
 
-use crate::probe;
+use crate::probe::{self, availability::KernelTypes};
 use crate::program::{self, Selection};
 
 /// Checks every selected program; prints `ok NAME (ORIGIN)` for each good one
 /// on stdout and `bpfsnap: error: ...` for each problem on stderr.
 pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
     probe::capture_libbpf_log(verbose);
+    let kernel = KernelTypes::load();
     let mut problems = 0;
     for result in program::select_each(selection) {
         let checked = result.and_then(|program| probe::check(&program).map(|()| program));
@@ -18,6 +19,13 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
             Ok(program) => {
                 for warning in &program.config.warnings {
                     eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);
+                }
+                // Valid, but this kernel cannot run it: worth knowing before deploying.
+                if let Ok(Some(reason)) = probe::unavailable(&program, &kernel) {
+                    eprintln!(
+                        "bpfsnap: warning: {}: cannot attach on this kernel: {reason}",
+                        program.config.name
+                    );
                 }
                 println!("ok {} ({})", program.config.name, program.config.origin);
             }

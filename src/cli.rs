@@ -10,8 +10,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check;
 use crate::config::DEFAULT_NAMESPACE;
+use crate::privilege::KeepCaps;
 use crate::program::Selection;
-use crate::run::{self, OutputFormat, RunOptions};
+use crate::run::{self, Log, OutputFormat, RunOptions};
 use crate::sink::Sink;
 
 const EXAMPLES: &str = "\
@@ -24,7 +25,15 @@ Examples:
   bpfsnap check --config-dir /etc/bpfsnap --configs biolatency
 
 From cron (node_exporter reads the file at every scrape):
-  */5 * * * * root bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom";
+  */5 * * * * root bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
+  */5 * * * * root bpfsnap run --pin /sys/fs/bpf/bpfsnap --output /var/lib/prometheus/node-exporter/bpfsnap.prom
+As a service, rewriting the file every 30 s:
+  bpfsnap run --interval 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
+
+Exit status:
+  0  success (also when a signal ended the window early)
+  1  failure at run time: the kernel refused a program, the output could not be written, ...
+  2  bad usage or bad input: unknown flag, invalid config, object not matching its config";
 
 /// Turn eBPF measurements into Prometheus metrics.
 ///
@@ -37,8 +46,12 @@ From cron (node_exporter reads the file at every scrape):
 #[command(name = "bpfsnap", version, after_help = EXAMPLES)]
 pub struct Cli {
     /// Say what is happening on stderr, including libbpf's messages.
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
     pub verbose: bool,
+
+    /// Print only errors on stderr.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 
     #[command(subcommand)]
     pub command: Command,
@@ -58,6 +71,12 @@ pub enum Command {
         /// Also show metrics, attach points, cardinality and cost.
         #[arg(short, long)]
         long: bool,
+    },
+    /// Detach and unpin everything an earlier `run --pin DIR` left in bpffs.
+    Stop {
+        /// The directory given to `run --pin`.
+        #[arg(long, value_name = "DIR")]
+        pin: PathBuf,
     },
 }
 
@@ -93,10 +112,21 @@ pub struct RunArgs {
     #[command(flatten)]
     pub programs: ProgramArgs,
 
-    /// Length of the sampling window, e.g. 500ms, 30s, 2m. SIGINT or SIGTERM
-    /// ends it early; what was gathered is still written.
-    #[arg(long = "for", value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
-    pub window: Duration,
+    /// Length of the sampling window, e.g. 500ms, 30s, 2m [default: 10s; with
+    /// --pin: none, the window is the time since the last run]. SIGINT or
+    /// SIGTERM ends it early; what was gathered is still written.
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_window)]
+    pub window: Option<Duration>,
+
+    /// Keep the probes attached and rewrite the output every DURATION until
+    /// SIGINT/SIGTERM (which writes the last, partial window). Counters are
+    /// cumulative since the start; the window gauges cover the last interval.
+    #[arg(long, value_name = "DURATION", value_parser = parse_window, conflicts_with = "window")]
+    pub interval: Option<Duration>,
+
+    /// With --interval: stop after N windows.
+    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
 
     /// Where to write the metrics: a file, replaced atomically (for node_exporter's
     /// textfile collector use a name ending in .prom), or - for standard output.
@@ -107,6 +137,27 @@ pub struct RunArgs {
     /// so existing dashboards keep working.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
     pub namespace: String,
+
+    /// Leave the programs attached and their maps pinned under DIR (on bpffs,
+    /// e.g. /sys/fs/bpf/bpfsnap) so later runs only snapshot and counters stay
+    /// monotonic across runs; `bpfsnap stop --pin DIR` removes them.
+    #[arg(long, value_name = "DIR")]
+    pub pin: Option<PathBuf>,
+
+    /// Capabilities to keep once the probes are attached: none, all, or a
+    /// list such as syslog,dac_override. CAP_SYSLOG is kept automatically for
+    /// the ksym and kstack decoders.
+    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse)]
+    pub keep_caps: KeepCaps,
+
+    /// How long to wait for another bpfsnap writing the same output.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub lock_timeout: Duration,
+
+    /// Load config and object files even if they are writable by others or
+    /// owned by another user.
+    #[arg(long)]
+    pub allow_untrusted_files: bool,
 
     /// Output format [default: pretty when writing to a terminal, else text].
     #[arg(long, value_name = "FORMAT")]
@@ -168,20 +219,44 @@ where
             run::run(&RunOptions {
                 selection: args.programs.selection(),
                 window: args.window,
-                format: args.format.unwrap_or(if terminal { OutputFormat::Pretty } else { OutputFormat::Text }),
+                interval: args.interval,
+                count: args.count,
+                format: args.format.unwrap_or(if terminal {
+                    OutputFormat::Pretty
+                } else {
+                    OutputFormat::Text
+                }),
                 sink,
                 namespace: args.namespace,
-                verbose: cli.verbose,
+                pin: args.pin,
+                keep_caps: args.keep_caps,
+                lock_timeout: args.lock_timeout,
+                allow_untrusted_files: args.allow_untrusted_files,
+                log: Log {
+                    verbose: cli.verbose,
+                    quiet: cli.quiet,
+                },
             })
         }
         Command::Check(args) => return check::check(&args.selection(), cli.verbose),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
+        Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
+            if !cli.quiet {
+                for name in names {
+                    eprintln!("bpfsnap: unpinned {name}");
+                }
+            }
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("bpfsnap: error: {err:#}");
-            ExitCode::FAILURE
+            if crate::BadInput::is(&err) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -223,7 +298,8 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("run")
         };
-        assert_eq!(args.window, Duration::from_secs(10));
+        assert_eq!(args.window, None);
+        assert_eq!(args.keep_caps, KeepCaps::Only(vec![]));
         assert_eq!(args.output, PathBuf::from("-"));
         assert_eq!(args.namespace, "bpfsnap");
         assert!(args.programs.builtin.is_empty());

@@ -21,8 +21,41 @@ pub mod cli;
 pub mod config;
 pub mod expose;
 pub mod list;
+pub mod privilege;
 pub mod probe;
 pub mod program;
 pub mod run;
 pub mod sink;
 pub mod snapshot;
+
+/// An error in what the user gave — command line, config, BPF object layout —
+/// as opposed to a failure at run time: exit status 2 instead of 1.
+#[derive(Debug)]
+pub struct BadInput(anyhow::Error);
+
+impl BadInput {
+    pub fn new(message: impl std::fmt::Display) -> BadInput {
+        BadInput(anyhow::anyhow!("{message}"))
+    }
+
+    /// Marks `err` as bad input.
+    pub fn wrap(err: anyhow::Error) -> anyhow::Error {
+        if err.chain().any(|e| e.is::<BadInput>()) {
+            return err;
+        }
+        anyhow::Error::new(BadInput(err))
+    }
+
+    /// Whether `err` is (or wraps) bad input.
+    pub fn is(err: &anyhow::Error) -> bool {
+        err.chain().any(|e| e.is::<BadInput>())
+    }
+}
+
+impl std::fmt::Display for BadInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for BadInput {}

@@ -15,7 +15,10 @@ pub fn list(long: bool) -> Result<String> {
     let mut rows = Vec::new();
     for source in builtin::BUILTINS {
         let config = source.config()?;
-        let program = Program { config, object: ObjectSource::Embedded(source.object) };
+        let program = Program {
+            config,
+            object: ObjectSource::Embedded(source.object),
+        };
         let here = match probe::unavailable(&program, &kernel) {
             Ok(None) => "yes".to_string(),
             Ok(Some(reason)) => format!("no: {reason}"),
@@ -25,26 +28,52 @@ pub fn list(long: bool) -> Result<String> {
     }
     let mut out = String::new();
     if !long {
-        let width = rows.iter().map(|(p, _)| p.config.name.len()).max().unwrap_or(4).max(4);
+        let width = rows
+            .iter()
+            .map(|(p, _)| p.config.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
         writeln!(out, "{:<width$}  DEFAULT  HERE  DESCRIPTION", "NAME")?;
         for (program, here) in &rows {
             let config = &program.config;
             let default = if config.builtin.default { "yes" } else { "" };
             let here = if here == "yes" { "yes" } else { "no" };
-            writeln!(out, "{:<width$}  {default:<7}  {here:<4}  {}", config.name, config.description)?;
+            writeln!(
+                out,
+                "{:<width$}  {default:<7}  {here:<4}  {}",
+                config.name, config.description
+            )?;
         }
-        writeln!(out, "\n`bpfsnap list --long` shows metrics, attach points, cardinality and cost.")?;
+        writeln!(
+            out,
+            "\n`bpfsnap list --long` shows metrics, attach points, cardinality and cost."
+        )?;
         return Ok(out);
     }
     for (program, here) in &rows {
         let config = &program.config;
         writeln!(out, "{} — {}", config.name, config.description)?;
-        writeln!(out, "  default set: {}", if config.builtin.default { "yes" } else { "no" })?;
+        writeln!(
+            out,
+            "  default set: {}",
+            if config.builtin.default { "yes" } else { "no" }
+        )?;
         writeln!(out, "  available here: {here}")?;
         for metric in config.metrics() {
             let labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
-            let labels = if metric.kind == "histogram" { &labels[..labels.len().saturating_sub(1)] } else { &labels };
-            writeln!(out, "  {} bpfsnap_{}{{{}}}", metric.kind, metric.name, labels.join(","))?;
+            let labels = if metric.kind == "histogram" {
+                &labels[..labels.len().saturating_sub(1)]
+            } else {
+                &labels
+            };
+            writeln!(
+                out,
+                "  {} bpfsnap_{}{{{}}}",
+                metric.kind,
+                metric.name,
+                labels.join(",")
+            )?;
         }
         if let ObjectSource::Embedded(_) = program.object {
             for section in sections(program) {

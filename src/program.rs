@@ -168,7 +168,7 @@ pub fn load_file(path: &Path) -> Result<Program> {
     };
     if !object.is_file() {
         bail!(
-            "{}: BPF object {} not found: compile NAME.bpf.c into it (clang -target bpf -g -O2 -c), or set `object`",
+            "{}: BPF object {} not found: compile {name}.bpf.c into it (clang -target bpf -g -O2 -c), or set `object`",
             path.display(),
             object.display()
         );

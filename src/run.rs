@@ -1,35 +1,50 @@
-//! `bpfsnap run`: the pipeline end to end, once.
+//! `bpfsnap run`: the pipeline end to end.
 //!
-//! select programs, check output and host → load + attach every program →
-//! wait for the window (or a signal) → snapshot maps → expose → write → detach
-//! (drop). SIGINT and SIGTERM are caught from the very start, so a signal at
-//! any point ends the window early instead of killing the process mid-write;
-//! every probe is detached when this function returns, on success and on error.
+//! select programs, check files, output and host → take the output lock →
+//! load + attach every program (or reuse a pinned set) → drop capabilities →
+//! then per window: wait (or a signal) → snapshot maps → expose → write.
+//! One window by default; `--interval` keeps the probes attached and rewrites
+//! the output every interval. SIGINT and SIGTERM are caught from the very
+//! start, so a signal at any point ends the current window early (it is still
+//! written) instead of killing the process mid-write; every probe that is not
+//! pinned is detached when this function returns, on success and on error.
 
-use std::io::IsTerminal;
-use std::sync::mpsc;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, Result};
-use prometheus::proto::MetricType;
+use anyhow::{bail, Context, Result};
+use prometheus::proto::{MetricFamily, MetricType};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::expose::{self, metric_name, Exposition};
+use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
-use crate::program::{self, Selection};
-use crate::sink::Sink;
+use crate::program::{self, ObjectSource, Program, Selection};
+use crate::sink::{lock, Sink};
 use crate::snapshot;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
     pub selection: Selection,
-    pub window: Duration,
+    /// The sampling window of a one-shot run; None: 10 s, or 0 with `pin`.
+    pub window: Option<Duration>,
+    /// Rewrite the output every interval instead of once.
+    pub interval: Option<Duration>,
+    /// Stop after this many windows (interval mode).
+    pub count: Option<u64>,
     pub sink: Sink,
     /// Prefix of every metric name (`bpfsnap`).
     pub namespace: String,
     pub format: OutputFormat,
-    pub verbose: bool,
+    /// Leave the programs attached and maps pinned under this bpffs directory.
+    pub pin: Option<PathBuf>,
+    pub keep_caps: KeepCaps,
+    pub lock_timeout: Duration,
+    pub allow_untrusted_files: bool,
+    pub log: Log,
 }
 
 /// How the metrics are written.
@@ -41,15 +56,194 @@ pub enum OutputFormat {
     Pretty,
 }
 
-pub fn run(options: &RunOptions) -> Result<()> {
-    let stop = stop_signals()?;
-    let say = |message: &str| {
-        if options.verbose || std::io::stderr().is_terminal() {
+/// Messages on stderr: errors always, warnings unless quiet, progress with
+/// `-v` or on a terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Log {
+    pub verbose: bool,
+    pub quiet: bool,
+}
+
+impl Log {
+    pub fn info(&self, message: &str) {
+        if !self.quiet && (self.verbose || std::io::stderr().is_terminal()) {
             eprintln!("bpfsnap: {message}");
         }
-    };
+    }
 
-    let mut programs = program::select(&options.selection)?;
+    pub fn warn(&self, message: &str) {
+        if !self.quiet {
+            eprintln!("bpfsnap: warning: {message}");
+        }
+    }
+
+    pub fn error(&self, message: &str) {
+        eprintln!("bpfsnap: error: {message}");
+    }
+
+    fn countdown(&self) -> bool {
+        !self.quiet && std::io::stderr().is_terminal()
+    }
+}
+
+/// A probe that failed while others ran: the run goes on without it and
+/// reports it in `bpfsnap_config_up` and the exit status.
+struct Failed {
+    config: String,
+    error: anyhow::Error,
+}
+
+pub fn run(options: &RunOptions) -> Result<()> {
+    let stop = stop_signals()?;
+    let log = options.log;
+    if options.interval.is_some() && options.window.is_some() {
+        bail!(crate::BadInput::new(
+            "--for and --interval exclude each other: --interval DUR gives windows of DUR"
+        ));
+    }
+
+    let programs = select(options)?;
+    options.sink.check()?;
+    let _lock = take_lock(options)?;
+    probe::check_host()?;
+    probe::capture_libbpf_log(log.verbose);
+    if let Some(root) = &options.pin {
+        probe::pin::ensure_bpffs(root)?;
+        for stale in probe::pin::pinned_configs(root) {
+            if !programs.iter().any(|p| p.config.name == stale) {
+                log.info(&format!("unpinning {stale}: no longer selected"));
+                probe::pin::remove(&root.join(&stale))?;
+            }
+        }
+    }
+
+    let mut probes = Vec::with_capacity(programs.len());
+    let mut failed = Vec::new();
+    for program in &programs {
+        let attached = match &options.pin {
+            Some(root) => Probe::attach_pinned(program, root),
+            None => Probe::attach(program),
+        };
+        match attached {
+            Ok(probe) => probes.push(probe),
+            // Bad input is the user's to fix now, not a partial run.
+            Err(err) if crate::BadInput::is(&err) => return Err(err),
+            Err(err) => failed.push(Failed {
+                config: program.config.name.clone(),
+                error: err,
+            }),
+        }
+    }
+    if probes.is_empty() {
+        if let Some(first) = failed.into_iter().next() {
+            return Err(first.error);
+        }
+        bail!("no program to run");
+    }
+    for failure in &failed {
+        log.error(&format!("{:#}", failure.error));
+    }
+
+    let keep = keep_caps(options, &programs);
+    privilege::drop_capabilities(&keep)?;
+    if keep != KeepCaps::All {
+        // Writing must still work without the dropped capabilities.
+        options
+            .sink
+            .check()
+            .context("after dropping capabilities (see --keep-caps)")?;
+    }
+    let attached: usize = probes.iter().map(Probe::attached).sum();
+    let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
+    let length = options
+        .interval
+        .or(options.window)
+        .unwrap_or(if options.pin.is_some() {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(10)
+        });
+    log.info(&format!(
+        "sampling {} ({attached} BPF link{} attached) {} {}; Ctrl-C ends the window early",
+        names.join(", "),
+        if attached == 1 { "" } else { "s" },
+        if options.interval.is_some() {
+            "every"
+        } else {
+            "for"
+        },
+        humantime::format_duration(length)
+    ));
+
+    let attached_at = SystemTime::now();
+    let mut window_start = attached_at;
+    let mut windows = 0u64;
+    let mut write_failures = 0u64;
+    loop {
+        let started = Instant::now();
+        let signalled = wait(&stop, length, log);
+        let ended_at = SystemTime::now();
+        windows += 1;
+        let window = Window {
+            start: pinned_window_start(&probes).unwrap_or(window_start),
+            end: ended_at,
+            measured: started.elapsed(),
+            attached_at,
+        };
+        let result = snapshot_and_write(options, &mut probes, &failed, &window, write_failures);
+        match result {
+            Ok(()) => {
+                for probe in &mut probes {
+                    if let Some(pinned) = probe.pinned_mut() {
+                        pinned.record_snapshot(unix_seconds(ended_at))?;
+                    }
+                }
+            }
+            // In interval mode a failed write is logged and retried next window.
+            Err(err) if options.interval.is_some() && !signalled => {
+                write_failures += 1;
+                log.error(&format!(
+                    "{err:#} (retrying in {})",
+                    humantime::format_duration(length)
+                ));
+            }
+            Err(err) => return Err(err),
+        }
+        window_start = ended_at;
+        let done =
+            options.interval.is_none() || signalled || options.count.is_some_and(|n| windows >= n);
+        if done {
+            break;
+        }
+    }
+    drop(probes);
+    if let Some(first) = failed.first() {
+        bail!(
+            "{} of {} configs failed (first: {})",
+            failed.len(),
+            programs.len(),
+            first.config
+        );
+    }
+    Ok(())
+}
+
+/// The programs to run, checked for trust, the default set fitted to the kernel.
+fn select(options: &RunOptions) -> Result<Vec<Program>> {
+    let mut programs = program::select(&options.selection).map_err(crate::BadInput::wrap)?;
+    let log = options.log;
+    for program in &programs {
+        for warning in &program.config.warnings {
+            log.warn(&format!("{}: {warning}", program.config.origin));
+        }
+        if !options.allow_untrusted_files {
+            if let ObjectSource::File(object) = &program.object {
+                privilege::check_file_owner(object).map_err(crate::BadInput::wrap)?;
+                privilege::check_file_owner(std::path::Path::new(&program.config.origin))
+                    .map_err(crate::BadInput::wrap)?;
+            }
+        }
+    }
     if options.selection.is_empty() {
         // The default set adapts to the kernel: a built-in that cannot attach
         // here is left out, not fatal.
@@ -57,60 +251,152 @@ pub fn run(options: &RunOptions) -> Result<()> {
         programs.retain(|program| match probe::unavailable(program, &kernel) {
             Ok(None) => true,
             Ok(Some(reason)) => {
-                eprintln!("bpfsnap: warning: built-in {} left out: {reason}", program.config.name);
+                log.warn(&format!(
+                    "built-in {} left out: {reason}",
+                    program.config.name
+                ));
                 false
             }
             Err(err) => {
-                eprintln!("bpfsnap: warning: built-in {} left out: {err:#}", program.config.name);
+                log.warn(&format!(
+                    "built-in {} left out: {err:#}",
+                    program.config.name
+                ));
                 false
             }
         });
     }
-    for program in &programs {
-        for warning in &program.config.warnings {
-            eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);
+    Ok(programs)
+}
+
+/// The lock on the output file (and the pin directory), so overlapping runs
+/// never interleave.
+fn take_lock(options: &RunOptions) -> Result<Vec<lock::Lock>> {
+    let mut targets = Vec::new();
+    if let Sink::Textfile(path) = &options.sink {
+        targets.push(lock::lock_path_for(path));
+    }
+    if let Some(root) = &options.pin {
+        targets.push(lock::lock_path_for(root));
+    }
+    let mut locks = Vec::new();
+    for path in targets {
+        let lock = lock::acquire(&path, options.lock_timeout)?;
+        if lock.waited > Duration::from_millis(100) {
+            eprintln!(
+                "bpfsnap: waited {:.1?} for another bpfsnap to release {}",
+                lock.waited,
+                lock.path.display()
+            );
         }
+        locks.push(lock);
     }
-    options.sink.check()?;
-    probe::check_host()?;
-    probe::capture_libbpf_log(options.verbose);
+    Ok(locks)
+}
 
-    let mut probes = Vec::with_capacity(programs.len());
-    for program in &programs {
-        probes.push(Probe::attach(program)?);
+/// `--keep-caps`, plus CAP_SYSLOG when a ksym/kstack decoder will read
+/// /proc/kallsyms after the drop.
+fn keep_caps(options: &RunOptions, programs: &[Program]) -> KeepCaps {
+    let uses_kallsyms = programs.iter().any(|p| {
+        p.config.metrics().any(|m| {
+            m.labels.iter().any(|l| {
+                l.decoders
+                    .iter()
+                    .any(|d| d.name == "ksym" || d.name == "kstack")
+            })
+        })
+    });
+    if uses_kallsyms && !options.keep_caps.keeps(privilege::CAP_SYSLOG) {
+        options.log.info("keeping CAP_SYSLOG: the ksym/kstack decoders read kernel addresses from /proc/kallsyms");
+        return options.keep_caps.clone().with(privilege::CAP_SYSLOG);
     }
-    let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
-    let attached: usize = probes.iter().map(Probe::attached).sum();
-    say(&format!(
-        "sampling {} ({attached} BPF program{} attached) for {}; Ctrl-C ends the window early",
-        names.join(", "),
-        if attached == 1 { "" } else { "s" },
-        humantime::format_duration(options.window)
-    ));
+    options.keep_caps.clone()
+}
 
-    let started_at = SystemTime::now();
-    let started = Instant::now();
-    if let Ok(signal) = stop.recv_timeout(options.window) {
-        say(&format!("signal {signal}: ending the window early"));
+/// Waits `length` or until SIGINT/SIGTERM (true); on a terminal with a
+/// countdown on stderr.
+fn wait(stop: &mpsc::Receiver<i32>, length: Duration, log: Log) -> bool {
+    let deadline = Instant::now() + length;
+    let countdown = log.countdown() && length >= Duration::from_secs(2);
+    let signalled = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break false;
+        }
+        if countdown {
+            let _ = write!(
+                std::io::stderr(),
+                "\r\x1b[Kbpfsnap: sampling, {}s left",
+                left.as_secs_f64().ceil()
+            );
+        }
+        let step = if countdown {
+            left.min(Duration::from_secs(1))
+        } else {
+            left
+        };
+        match stop.recv_timeout(step) {
+            Ok(signal) => {
+                if countdown {
+                    let _ = write!(std::io::stderr(), "\r\x1b[K");
+                }
+                log.info(&format!("signal {signal}: ending the window early"));
+                break true;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break false,
+        }
+    };
+    if countdown && !signalled {
+        let _ = write!(std::io::stderr(), "\r\x1b[K");
     }
-    let window = started.elapsed();
-    let ended_at = SystemTime::now();
+    signalled
+}
 
+/// What one output covers.
+struct Window {
+    start: SystemTime,
+    end: SystemTime,
+    measured: Duration,
+    attached_at: SystemTime,
+}
+
+/// The last snapshot time of a pinned set: in pinned mode a window is "since
+/// the last run".
+fn pinned_window_start(probes: &[Probe]) -> Option<SystemTime> {
+    let seconds = probes
+        .iter()
+        .filter_map(|p| p.pinned())
+        .map(|p| p.manifest.last_snapshot.unwrap_or(p.manifest.attached_at))
+        .reduce(f64::min)?;
+    Some(UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)))
+}
+
+fn snapshot_and_write(
+    options: &RunOptions,
+    probes: &mut [Probe],
+    failed: &[Failed],
+    window: &Window,
+    write_failures: u64,
+) -> Result<()> {
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
-    for probe in &mut probes {
+    for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
         let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
         expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
         families.extend(exposed.families);
         for (decoder, count) in exposed.decode_errors {
-            decode_errors.push((vec![probe.config().name.clone(), decoder.to_string()], count as f64));
+            decode_errors.push((
+                vec![probe.config().name.clone(), decoder.to_string()],
+                count as f64,
+            ));
         }
         probe.refresh_stats();
     }
-    families.extend(self_metrics(ns, &probes));
+    families.extend(self_metrics(ns, probes, failed, window.attached_at));
     // Encoding is part of the snapshot's cost; only the gauges below are
     // encoded after the measurement.
     let mut exposition = Exposition::default();
@@ -119,27 +405,38 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     let snapshot_duration = snapshot_started.elapsed();
 
-    let run_families = vec![
+    let window_seconds = match probes.iter().any(|p| p.pinned().is_some()) {
+        true => window
+            .end
+            .duration_since(window.start)
+            .unwrap_or_default()
+            .as_secs_f64(),
+        false => window.measured.as_secs_f64(),
+    };
+    let now = unix_seconds(SystemTime::now());
+    let up = failed.is_empty();
+    let mut run_families = vec![
         expose::gauge(
             &metric_name(ns, "window_seconds"),
-            "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it).",
-            window.as_secs_f64(),
+            "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it; since the last run in --pin mode).",
+            window_seconds,
         ),
         expose::gauge(
             &metric_name(ns, "window_start_timestamp_seconds"),
-            "Unix time at which the sampling window started (all programs attached).",
-            unix_seconds(started_at),
+            "Unix time at which the sampling window started.",
+            unix_seconds(window.start),
         ),
         expose::gauge(
             &metric_name(ns, "window_end_timestamp_seconds"),
             "Unix time at which the sampling window ended.",
-            unix_seconds(ended_at),
+            unix_seconds(window.end),
         ),
         expose::gauge(
             &metric_name(ns, "snapshot_duration_seconds"),
             "Time taken to read the BPF maps and encode their metrics.",
             snapshot_duration.as_secs_f64(),
         ),
+        expose::gauge(&metric_name(ns, "up"), "1 if every selected config ran, 0 if some failed.", if up { 1.0 } else { 0.0 }),
         expose::labelled(
             &metric_name(ns, "decoder_errors_total"),
             "Map keys skipped because a label decoder rejected them.",
@@ -148,6 +445,25 @@ pub fn run(options: &RunOptions) -> Result<()> {
             decode_errors,
         ),
     ];
+    if options.interval.is_some() {
+        run_families.push(expose::gauge(
+            &metric_name(ns, "write_failures_total"),
+            "Outputs this process failed to write (interval mode; each is retried the next window).",
+            write_failures as f64,
+        ));
+    }
+    let last_success = if up {
+        Some(now)
+    } else {
+        previous_last_success(&options.sink, ns)
+    };
+    if let Some(last) = last_success {
+        run_families.push(expose::gauge(
+            &metric_name(ns, "last_success_timestamp_seconds"),
+            "Unix time of the last run in which every config ran: alert when it is old.",
+            last,
+        ));
+    }
     let text = match options.format {
         OutputFormat::Text => {
             exposition.add_all(run_families)?;
@@ -160,16 +476,44 @@ pub fn run(options: &RunOptions) -> Result<()> {
     };
     options.sink.write(text.as_bytes())?;
     if let Sink::Textfile(path) = &options.sink {
-        say(&format!("wrote {} metric families to {}", exposition.len(), path.display()));
+        options.log.info(&format!(
+            "wrote {} metric families to {}",
+            exposition.len(),
+            path.display()
+        ));
     }
-    drop(probes);
     Ok(())
 }
 
+/// `last_success_timestamp_seconds` from the file we are about to replace, so
+/// a partly failed run keeps telling when things last fully worked.
+fn previous_last_success(sink: &Sink, ns: &str) -> Option<f64> {
+    let Sink::Textfile(path) = sink else {
+        return None;
+    };
+    let text = std::fs::read_to_string(path).ok()?;
+    let name = metric_name(ns, "last_success_timestamp_seconds");
+    text.lines().find_map(|line| {
+        line.strip_prefix(&name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
 /// ebpf_exporter's self metrics: which configs and programs are loaded, and
-/// (with kernel.bpf_stats_enabled=1) what the programs cost.
-fn self_metrics(ns: &str, probes: &[Probe]) -> Vec<prometheus::proto::MetricFamily> {
+/// (with kernel.bpf_stats_enabled=1) what the programs cost; plus when each
+/// config's counters started and whether it is up.
+fn self_metrics(
+    ns: &str,
+    probes: &[Probe],
+    failed: &[Failed],
+    attached_at: SystemTime,
+) -> Vec<MetricFamily> {
     let mut configs = Vec::new();
+    let mut config_up = Vec::new();
+    let mut started = Vec::new();
     let mut info = Vec::new();
     let mut attached = Vec::new();
     let mut run_time = Vec::new();
@@ -177,6 +521,11 @@ fn self_metrics(ns: &str, probes: &[Probe]) -> Vec<prometheus::proto::MetricFami
     for probe in probes {
         let config = &probe.config().name;
         configs.push((vec![config.clone()], 1.0));
+        config_up.push((vec![config.clone()], 1.0));
+        let since = probe
+            .pinned()
+            .map_or(unix_seconds(attached_at), |p| p.manifest.attached_at);
+        started.push((vec![config.clone()], since));
         for program in probe.programs() {
             let id = program.id.to_string();
             info.push((
@@ -194,6 +543,9 @@ fn self_metrics(ns: &str, probes: &[Probe]) -> Vec<prometheus::proto::MetricFami
             run_count.push((vec![id], program.run_count as f64));
         }
     }
+    for failure in failed {
+        config_up.push((vec![failure.config.clone()], 0.0));
+    }
     let mut families = vec![
         expose::labelled(
             &metric_name(ns, "enabled_configs"),
@@ -201,6 +553,20 @@ fn self_metrics(ns: &str, probes: &[Probe]) -> Vec<prometheus::proto::MetricFami
             MetricType::GAUGE,
             &["name"],
             configs,
+        ),
+        expose::labelled(
+            &metric_name(ns, "config_up"),
+            "1 if the config's programs were loaded and attached, 0 if that failed.",
+            MetricType::GAUGE,
+            &["config"],
+            config_up,
+        ),
+        expose::labelled(
+            &metric_name(ns, "counters_start_timestamp_seconds"),
+            "Unix time from which the config's counters count (attach time; counters are cumulative from it in --interval and --pin modes).",
+            MetricType::GAUGE,
+            &["config"],
+            started,
         ),
         expose::labelled(
             &metric_name(ns, "program_info"),

@@ -7,14 +7,14 @@ use std::fs;
 
 use common::path_str;
 
-/// Runs bpfsnap expecting failure; returns its stderr, checked to be one
-/// `bpfsnap: error:` line.
-fn fails(args: &[&str]) -> String {
+/// Runs bpfsnap expecting failure with exit status `code` (1 run time, 2 bad
+/// input); returns its stderr, checked to be one `bpfsnap: error:` line.
+fn fails(code: i32, args: &[&str]) -> String {
     let output = common::bpfsnap().args(args).output().expect("run bpfsnap");
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(
         output.status.code(),
-        Some(1),
+        Some(code),
         "exit status for {args:?}: {stderr}"
     );
     assert!(
@@ -29,20 +29,20 @@ fn fails(args: &[&str]) -> String {
 fn missing_output_directory_fails_before_loading() {
     let dir = common::output_dir();
     let output = dir.path().join("no/such/dir/bpfsnap.prom");
-    let stderr = fails(&["run", "--for", "1s", "--output", path_str(&output)]);
+    let stderr = fails(1, &["run", "--for", "1s", "--output", path_str(&output)]);
     assert!(stderr.contains("does not exist: create it"), "{stderr}");
 }
 
 #[test]
 fn output_that_is_a_directory_is_refused() {
     let dir = common::output_dir();
-    let stderr = fails(&["run", "--for", "1s", "--output", path_str(dir.path())]);
+    let stderr = fails(1, &["run", "--for", "1s", "--output", path_str(dir.path())]);
     assert!(stderr.contains("is a directory"), "{stderr}");
 }
 
 #[test]
 fn unknown_builtin_lists_the_known_ones() {
-    let stderr = fails(&["run", "--builtin", "nosuch", "--for", "1s"]);
+    let stderr = fails(2, &["run", "--builtin", "nosuch", "--for", "1s"]);
     assert!(
         stderr.contains("no built-in program \"nosuch\": choose from")
             && stderr.contains("syscalls"),

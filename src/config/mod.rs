@@ -498,7 +498,13 @@ metrics:
         let toml = parse(block("```toml\n# getpid_by_comm.toml"), Format::Toml).unwrap();
         let yaml = parse(block("```yaml\n# getpid_by_comm.yaml"), Format::Yaml).unwrap();
         assert_eq!(format!("{:?}", toml.metrics), format!("{:?}", yaml.metrics));
-        assert_eq!(toml.metrics.counters[0].labels[0].decoders[1].regexps.as_ref().unwrap()[0], "^(bpfsnap-.*)$");
+        assert_eq!(
+            toml.metrics.counters[0].labels[0].decoders[1]
+                .regexps
+                .as_ref()
+                .unwrap()[0],
+            "^(bpfsnap-.*)$"
+        );
     }
 
     #[test]

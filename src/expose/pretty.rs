@@ -12,7 +12,10 @@ const MAX_ROWS: usize = 25;
 const BAR_WIDTH: usize = 40;
 
 pub fn render(families: &[MetricFamily]) -> String {
-    let mut families: Vec<&MetricFamily> = families.iter().filter(|f| !f.get_metric().is_empty()).collect();
+    let mut families: Vec<&MetricFamily> = families
+        .iter()
+        .filter(|f| !f.get_metric().is_empty())
+        .collect();
     families.sort_by(|a, b| a.name().cmp(b.name()));
     let mut out = String::new();
     let mut gauges = Vec::new();
@@ -25,10 +28,22 @@ pub fn render(families: &[MetricFamily]) -> String {
     }
     // Unlabelled gauges (the window, the snapshot cost); info-style gauges
     // and raw timestamps are for machines.
-    for family in gauges.iter().filter(|f| !f.name().ends_with("_timestamp_seconds")) {
-        for metric in family.get_metric().iter().filter(|m| m.get_label().is_empty()) {
+    for family in gauges
+        .iter()
+        .filter(|f| !f.name().ends_with("_timestamp_seconds"))
+    {
+        for metric in family
+            .get_metric()
+            .iter()
+            .filter(|m| m.get_label().is_empty())
+        {
             let value = metric.get_gauge().get_value();
-            let _ = writeln!(out, "{} {}", family.name(), human(value, unit_of(family.name())));
+            let _ = writeln!(
+                out,
+                "{} {}",
+                family.name(),
+                human(value, unit_of(family.name()))
+            );
         }
     }
     out
@@ -39,7 +54,11 @@ fn title(out: &mut String, family: &MetricFamily) {
 }
 
 fn labels(metric: &Metric) -> String {
-    let pairs: Vec<String> = metric.get_label().iter().map(|l| format!("{}={}", l.name(), l.value())).collect();
+    let pairs: Vec<String> = metric
+        .get_label()
+        .iter()
+        .map(|l| format!("{}={}", l.name(), l.value()))
+        .collect();
     if pairs.is_empty() {
         String::new()
     } else {
@@ -54,12 +73,28 @@ fn counter(out: &mut String, family: &MetricFamily) {
         .iter()
         .map(|m| {
             let text: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
-            (if text.is_empty() { "(total)".to_string() } else { text.join("  ") }, m.get_counter().get_value())
+            (
+                if text.is_empty() {
+                    "(total)".to_string()
+                } else {
+                    text.join("  ")
+                },
+                m.get_counter().get_value(),
+            )
         })
         .collect();
     rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-    let width = rows.iter().take(MAX_ROWS).map(|(l, _)| l.chars().count()).max().unwrap_or(0);
-    let header: Vec<&str> = family.get_metric()[0].get_label().iter().map(|l| l.name()).collect();
+    let width = rows
+        .iter()
+        .take(MAX_ROWS)
+        .map(|(l, _)| l.chars().count())
+        .max()
+        .unwrap_or(0);
+    let header: Vec<&str> = family.get_metric()[0]
+        .get_label()
+        .iter()
+        .map(|l| l.name())
+        .collect();
     if !header.is_empty() {
         let _ = writeln!(out, "  {:<width$}  {:>12}", header.join("  "), "count");
     }
@@ -81,8 +116,15 @@ fn histogram(out: &mut String, family: &MetricFamily) {
         let _ = writeln!(
             out,
             "  {}count {}, sum {}",
-            labels(metric).trim_start_matches('{').trim_end_matches('}').to_string()
-                + if metric.get_label().is_empty() { "" } else { ": " },
+            labels(metric)
+                .trim_start_matches('{')
+                .trim_end_matches('}')
+                .to_string()
+                + if metric.get_label().is_empty() {
+                    ""
+                } else {
+                    ": "
+                },
             count,
             human(sample.get_sample_sum(), unit)
         );
@@ -144,13 +186,22 @@ fn human(value: f64, unit: Unit) -> String {
         return number(value);
     }
     let scaled = |steps: &[(f64, &str)]| {
-        let (scale, suffix) =
-            steps.iter().rev().find(|(scale, _)| value.abs() >= *scale).copied().unwrap_or(steps[0]);
+        let (scale, suffix) = steps
+            .iter()
+            .rev()
+            .find(|(scale, _)| value.abs() >= *scale)
+            .copied()
+            .unwrap_or(steps[0]);
         format!("{}{suffix}", short(value / scale))
     };
     match unit {
         Unit::Seconds => scaled(&[(1e-9, "ns"), (1e-6, "µs"), (1e-3, "ms"), (1.0, "s")]),
-        Unit::Bytes => scaled(&[(1.0, "B"), (1024.0, "KiB"), (1048576.0, "MiB"), (1073741824.0, "GiB")]),
+        Unit::Bytes => scaled(&[
+            (1.0, "B"),
+            (1024.0, "KiB"),
+            (1048576.0, "MiB"),
+            (1073741824.0, "GiB"),
+        ]),
         Unit::Plain => short(value),
     }
 }

@@ -18,7 +18,9 @@ pub struct KernelTypes {
 
 impl KernelTypes {
     pub fn load() -> KernelTypes {
-        KernelTypes { btf: Btf::from_path(host::BTF_PATH).ok() }
+        KernelTypes {
+            btf: Btf::from_path(host::BTF_PATH).ok(),
+        }
     }
 
     /// Why `section` (parsed as `attach`) cannot attach here, if it cannot.
@@ -28,16 +30,23 @@ impl KernelTypes {
             "tp_btf" | "raw_tp" | "raw_tracepoint" | "tp_btf.s" => {
                 let btf = self.btf.as_ref()?;
                 let name = format!("btf_trace_{target}");
-                btf.type_by_name::<Typedef<'_>>(&name).is_none().then(|| format!("no tracepoint {target} in this kernel"))
+                btf.type_by_name::<Typedef<'_>>(&name)
+                    .is_none()
+                    .then(|| format!("no tracepoint {target} in this kernel"))
             }
             "tracepoint" | "tp" => {
-                let events = ["/sys/kernel/tracing/events", "/sys/kernel/debug/tracing/events"]
-                    .into_iter()
-                    .find(|dir| Path::new(dir).is_dir())?;
-                (!Path::new(events).join(target).is_dir()).then(|| format!("no tracepoint {target} in this kernel"))
+                let events = [
+                    "/sys/kernel/tracing/events",
+                    "/sys/kernel/debug/tracing/events",
+                ]
+                .into_iter()
+                .find(|dir| Path::new(dir).is_dir())?;
+                (!Path::new(events).join(target).is_dir())
+                    .then(|| format!("no tracepoint {target} in this kernel"))
             }
-            _ if attach.is_kprobe() => (!Path::new("/sys/bus/event_source/devices/kprobe").exists())
-                .then(|| "this kernel has no kprobe support".to_string()),
+            _ if attach.is_kprobe() => (!Path::new("/sys/bus/event_source/devices/kprobe")
+                .exists())
+            .then(|| "this kernel has no kprobe support".to_string()),
             _ => None,
         }
     }
@@ -57,7 +66,10 @@ mod tests {
         let check = |s: &str| kernel.missing(s, &section::parse(s).unwrap());
         assert_eq!(check("tp_btf/sys_enter"), None);
         assert_eq!(check("tp_btf/sched_switch"), None);
-        assert_eq!(check("tp_btf/no_such_tracepoint").as_deref(), Some("no tracepoint no_such_tracepoint in this kernel"));
+        assert_eq!(
+            check("tp_btf/no_such_tracepoint").as_deref(),
+            Some("no tracepoint no_such_tracepoint in this kernel")
+        );
         assert_eq!(check("perf_event/type=1,config=0,frequency=99"), None);
     }
 }

@@ -11,6 +11,7 @@ pub mod host;
 mod kaddr;
 mod libbpf_log;
 mod perf;
+pub mod pin;
 pub mod section;
 
 use std::collections::BTreeMap;
@@ -19,7 +20,8 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::{
-    Link, Map, MapCore, MapType, Object, ObjectBuilder, OpenObject, ProgramAttachType, ProgramType,
+    Link, MapCore, MapHandle, MapType, Object, ObjectBuilder, OpenObject, ProgramAttachType,
+    ProgramType,
 };
 
 use crate::config::{self, Config};
@@ -32,9 +34,15 @@ pub use libbpf_log::install as capture_libbpf_log;
 /// the object (fields drop in declaration order).
 pub struct Probe {
     links: Vec<Link>,
-    object: Object,
+    /// The metrics' maps, by name (own descriptors, valid without `object`).
+    maps: BTreeMap<String, MapHandle>,
+    /// Keeps the loaded object (programs, BTF) alive until the links are gone;
+    /// None when the programs were loaded by an earlier run and pinned.
+    _object: Option<Object>,
     config: Config,
     programs: Vec<ProgramInfo>,
+    /// Set when this probe lives on in bpffs after the process (`--pin`).
+    pinned: Option<pin::Pinned>,
 }
 
 /// What the kernel says about one loaded program, for self metrics.
@@ -85,16 +93,17 @@ fn open(program: &Program) -> Result<OpenObject> {
         ObjectSource::File(path) => {
             // libbpf's own message for a missing or unreadable file is terse.
             std::fs::File::open(path)
-                .with_context(|| format!("{name}: cannot read BPF object {}", path.display()))?;
+                .with_context(|| format!("{name}: cannot read BPF object {}", path.display()))
+                .map_err(crate::BadInput::wrap)?;
             builder.open_file(path)
         }
     };
     opened.map_err(|err| {
-        anyhow!(
+        crate::BadInput::wrap(anyhow!(
             "{name}: cannot open the BPF object{}: {err}{}",
             object_path(program),
             last_message(&libbpf_log::take())
-        )
+        ))
     })
 }
 
@@ -124,16 +133,24 @@ fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Att
 /// The section of every program in `program`'s object.
 pub fn sections(program: &Program) -> Result<Vec<String>> {
     let object = open(program)?;
-    Ok(plan(&program.config, &object)?.into_iter().map(|(_, section, _)| section).collect())
+    Ok(plan(&program.config, &object)?
+        .into_iter()
+        .map(|(_, section, _)| section)
+        .collect())
 }
 
 /// Why `program` cannot attach on this kernel, if something says so before
 /// trying (see [`availability`]).
-pub fn unavailable(program: &Program, kernel: &availability::KernelTypes) -> Result<Option<String>> {
+pub fn unavailable(
+    program: &Program,
+    kernel: &availability::KernelTypes,
+) -> Result<Option<String>> {
     let object = open(program)?;
     for (name, section, attach) in plan(&program.config, &object)? {
         if let Some(reason) = kernel.missing(&section, &attach) {
-            return Ok(Some(format!("program {name} (section {section}): {reason}")));
+            return Ok(Some(format!(
+                "program {name} (section {section}): {reason}"
+            )));
         }
     }
     Ok(None)
@@ -144,8 +161,8 @@ pub fn unavailable(program: &Program, kernel: &availability::KernelTypes) -> Res
 /// map exists with the key and value layout the config describes.
 pub fn check(program: &Program) -> Result<()> {
     let object = open(program)?;
-    plan(&program.config, &object)?;
-    check_maps(&program.config, &object)
+    plan(&program.config, &object).map_err(crate::BadInput::wrap)?;
+    check_maps(&program.config, &object).map_err(crate::BadInput::wrap)
 }
 
 impl Probe {
@@ -154,8 +171,8 @@ impl Probe {
         let config = program.config.clone();
         let name = config.name.clone();
         let mut object = open(program)?;
-        let plan = plan(&config, &object)?;
-        check_maps(&config, &object)?;
+        let plan = plan(&config, &object).map_err(crate::BadInput::wrap)?;
+        check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
 
         // Sections libbpf does not know get their type set by hand.
         for mut prog in object.progs_mut() {
@@ -243,12 +260,138 @@ impl Probe {
                 Some(info)
             })
             .collect();
+        let mut maps = BTreeMap::new();
+        for map in object.maps() {
+            let map_name = map.name().to_string_lossy().into_owned();
+            if config.metrics().any(|m| m.name == map_name) {
+                let handle =
+                    MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
+                maps.insert(map_name, handle);
+            }
+        }
         Ok(Probe {
             links,
-            object,
+            maps,
+            _object: Some(object),
             config,
             programs,
+            pinned: None,
         })
+    }
+
+    /// Like [`Probe::attach`], but the programs live on in bpffs under
+    /// `root/NAME` after this process: an earlier run's pinned set is reused
+    /// when its fingerprint matches, else replaced.
+    pub fn attach_pinned(program: &Program, root: &Path) -> Result<Probe> {
+        let config = &program.config;
+        let dir = root.join(&config.name);
+        let object_bytes = match &program.object {
+            ObjectSource::Embedded(bytes) => bytes.to_vec(),
+            ObjectSource::File(path) => std::fs::read(path)
+                .with_context(|| format!("{}: reading {}", config.name, path.display()))?,
+        };
+        let fingerprint = pin::fingerprint(&[
+            env!("CARGO_PKG_VERSION").as_bytes(),
+            format!("{:?}{:?}", config.metrics, config.kaddrs).as_bytes(),
+            &object_bytes,
+        ]);
+        if let Some(manifest) = pin::read_manifest(&dir)? {
+            if manifest.fingerprint == fingerprint {
+                if let Ok(probe) = Probe::from_pins(config, &dir, manifest) {
+                    return Ok(probe);
+                }
+            }
+        }
+        pin::remove(&dir)
+            .with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
+
+        let mut probe = Probe::attach(program)?;
+        let pinned = (|| -> Result<pin::Pinned> {
+            std::fs::create_dir_all(dir.join("links"))?;
+            std::fs::create_dir_all(dir.join("maps"))?;
+            for (i, link) in probe.links.iter_mut().enumerate() {
+                link.pin(dir.join("links").join(format!("{i}")))
+                    .context("pinning a link")?;
+            }
+            for (name, map) in &mut probe.maps {
+                map.pin(dir.join("maps").join(name))
+                    .with_context(|| format!("pinning map {name}"))?;
+            }
+            let manifest = pin::Manifest {
+                fingerprint,
+                attached_at: unix_now(),
+                last_snapshot: None,
+                programs: probe
+                    .programs
+                    .iter()
+                    .map(|p| pin::PinnedProgram {
+                        name: p.name.clone(),
+                        section: p.section.clone(),
+                        attach: p.attach.clone(),
+                        id: p.id,
+                        tag: p.tag.clone(),
+                    })
+                    .collect(),
+            };
+            pin::write_manifest(&dir, &manifest)?;
+            Ok(pin::Pinned {
+                dir: dir.clone(),
+                manifest,
+            })
+        })();
+        match pinned {
+            Ok(pinned) => {
+                probe.pinned = Some(pinned);
+                Ok(probe)
+            }
+            Err(err) => {
+                // Half a pinned set is worse than none.
+                let _ = pin::remove(&dir);
+                Err(err.context(format!("{}: pinning in {}", config.name, dir.display())))
+            }
+        }
+    }
+
+    /// A probe over an earlier run's pinned maps; its programs stay attached
+    /// through their pinned links.
+    fn from_pins(config: &Config, dir: &Path, manifest: pin::Manifest) -> Result<Probe> {
+        let mut maps = BTreeMap::new();
+        for metric in config
+            .metrics()
+            .filter(|m| config.map_counters().any(|c| c.name == m.name) || m.kind == "histogram")
+        {
+            let path = dir.join("maps").join(metric.name);
+            let map = MapHandle::from_pinned_path(&path)
+                .with_context(|| format!("opening {}", path.display()))?;
+            maps.insert(metric.name.to_string(), map);
+        }
+        let programs = manifest
+            .programs
+            .iter()
+            .map(|p| ProgramInfo {
+                name: p.name.clone(),
+                section: p.section.clone(),
+                attach: p.attach.clone(),
+                id: p.id,
+                tag: p.tag.clone(),
+                ..ProgramInfo::default()
+            })
+            .collect();
+        Ok(Probe {
+            links: Vec::new(),
+            maps,
+            _object: None,
+            config: config.clone(),
+            programs,
+            pinned: Some(pin::Pinned {
+                dir: dir.to_path_buf(),
+                manifest,
+            }),
+        })
+    }
+
+    pub fn pinned_mut(&mut self) -> Option<&mut pin::Pinned> {
+        self.pinned.as_mut()
     }
 
     pub fn config(&self) -> &Config {
@@ -264,29 +407,47 @@ impl Probe {
         &self.programs
     }
 
-    /// The object's map called `name`.
-    pub fn map(&self, name: &str) -> Result<Map<'_>> {
-        self.object
-            .maps()
-            .find(|map| map.name() == name)
+    /// The metric map called `name`.
+    pub fn map(&self, name: &str) -> Result<&MapHandle> {
+        self.maps
+            .get(name)
             .with_context(|| format!("{}: no map named {name:?}", self.config.name))
     }
 
     /// Fresh run time and count of every program (bpf_stats).
     pub fn refresh_stats(&mut self) {
         for info in &mut self.programs {
-            if let Some(prog) = self
-                .object
-                .progs()
-                .find(|p| p.name().to_string_lossy() == info.name)
-            {
-                if let Some(fresh) = program_info(prog.as_fd().as_raw_fd()) {
-                    info.run_time_ns = fresh.run_time_ns;
-                    info.run_count = fresh.run_count;
-                }
+            if let Some(fresh) = program_info_by_id(info.id) {
+                info.run_time_ns = fresh.run_time_ns;
+                info.run_count = fresh.run_count;
             }
         }
     }
+
+    /// Whether this probe is pinned (it outlives the process).
+    pub fn pinned(&self) -> Option<&pin::Pinned> {
+        self.pinned.as_ref()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        // Pinned links and maps stay in bpffs; dropping our descriptors is all.
+        self.links.clear();
+    }
+}
+
+/// Program info by kernel id (for pinned programs, which we hold no fd of).
+fn program_info_by_id(id: u32) -> Option<ProgramInfo> {
+    // SAFETY: a plain syscall wrapper; the fd is closed below.
+    let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(id) };
+    if fd < 0 {
+        return None;
+    }
+    let info = program_info(fd);
+    // SAFETY: we own this descriptor.
+    unsafe { libc::close(fd) };
+    info
 }
 
 fn program_info(fd: i32) -> Option<ProgramInfo> {
@@ -305,6 +466,13 @@ fn program_info(fd: i32) -> Option<ProgramInfo> {
         run_count: info.run_cnt,
         ..ProgramInfo::default()
     })
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn ifindex(interface: &str) -> Result<i32> {
@@ -375,9 +543,15 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
         }
         let label_bytes = expected_key_size(metric.labels, map_type.is_percpu());
         if key_size as usize != label_bytes {
+            let cpu_hint = match metric.labels.last() {
+                Some(last) if last.name == "cpu" && !map_type.is_percpu() => {
+                    " (a last label named cpu is left out of the key only on per-CPU maps)"
+                }
+                _ => "",
+            };
             bail!(
                 "{}: the labels take {label_bytes} bytes but the map's keys are {key_size} bytes: \
-                 make the label sizes and paddings add up to the key",
+                 make the label sizes and paddings add up to the key{cpu_hint}",
                 context()
             );
         }
@@ -437,7 +611,14 @@ fn load_error(
         }
     }
     let tail = libbpf_log::useful_tail(&log, 8);
-    let mut message = format!("{name}: loading {what} failed: {err}");
+    let verifier_said = log.contains("-- BEGIN PROG LOAD LOG --");
+    // The kernel answers EACCES when the verifier refuses a program: not a
+    // privilege problem, whatever the errno's name says.
+    let mut message = if verifier_said {
+        format!("{name}: the verifier rejected {what}: {err}")
+    } else {
+        format!("{name}: loading {what} failed: {err}")
+    };
     if !tail.is_empty() {
         message.push_str("; verifier log tail:\n    ");
         message.push_str(&tail.join("\n    "));

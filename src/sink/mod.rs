@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+pub mod lock;
+
 /// Mode of the written file: node_exporter often runs as another user.
 pub const FILE_MODE: u32 = 0o644;
 

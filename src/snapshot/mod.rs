@@ -6,10 +6,10 @@
 //! map, and it refuses per-CPU maps. Kernels or map types without batch
 //! support fall back to key-by-key iteration.
 
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{Map, MapCore, MapFlags, MapType};
+use libbpf_rs::{MapCore, MapFlags, MapType};
 
 use crate::probe::Probe;
 
@@ -67,13 +67,13 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
     let mut maps = Vec::new();
     for name in names {
         let map = probe.map(name)?;
-        maps.push(read_map(&map).with_context(|| format!("{}: reading map {name}", config.name))?);
+        maps.push(read_map(map).with_context(|| format!("{}: reading map {name}", config.name))?);
     }
     Ok(Snapshot { maps })
 }
 
 /// Reads a map of u64 values (per-CPU or not).
-pub fn read_map(map: &Map<'_>) -> Result<MapData> {
+pub fn read_map<M: MapCore>(map: &M) -> Result<MapData> {
     let map_type = map.map_type();
     let per_cpu = map_type.is_percpu();
     let values_per_key = if per_cpu {
@@ -106,7 +106,7 @@ enum Batch {
 }
 
 /// The batch loop; entries land directly in `data`'s buffers.
-fn read_batched(map: &Map<'_>, data: &mut MapData) -> Result<Batch> {
+fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
     let fd = map.as_fd().as_raw_fd();
     let key_size = data.key_size;
     let stride = data.values_per_key;
@@ -174,7 +174,7 @@ fn read_batched(map: &Map<'_>, data: &mut MapData) -> Result<Batch> {
 }
 
 /// Key-by-key iteration for kernels without batch lookups (before 5.6).
-fn read_by_key(map: &Map<'_>, data: &mut MapData) -> Result<()> {
+fn read_by_key<M: MapCore>(map: &M, data: &mut MapData) -> Result<()> {
     for key in map.keys() {
         let values: Vec<Vec<u8>> = if data.values_per_key > 1 || map.map_type().is_percpu() {
             match map.lookup_percpu(&key, MapFlags::ANY).context("lookup")? {

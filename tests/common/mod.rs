@@ -304,3 +304,49 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+/// Every sample of `metric` as (the text between its braces, value): for
+/// `m{a="1",b="x"} 5`, `("a=\"1\",b=\"x\"", 5.0)`; an unlabelled sample has "".
+pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix(metric)?;
+            let (labels, value) = match rest.strip_prefix('{') {
+                Some(labelled) => labelled.rsplit_once("} ")?,
+                None => ("", rest.strip_prefix(' ')?),
+            };
+            Some((labels.to_string(), value.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+/// The compiled example `examples/NAME.bpf.c` (build.rs builds it).
+pub fn example_object(name: &str) -> PathBuf {
+    Path::new(env!("BPFSNAP_EXAMPLE_OBJECTS")).join(format!("{name}.bpf.o"))
+}
+
+/// The compiled fixture `tests/fixtures/NAME.bpf.c` (build.rs builds it).
+pub fn fixture_object(name: &str) -> PathBuf {
+    Path::new(env!("BPFSNAP_FIXTURE_OBJECTS")).join(format!("{name}.bpf.o"))
+}
+
+/// A file of the source tree, e.g. `examples/comm_getpid.toml`.
+pub fn source_file(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// bpfsnap run as nobody (uid and gid 65534), without any capability; needs
+/// root to start.
+pub fn bpfsnap_as_nobody() -> Command {
+    let mut command = Command::new("setpriv");
+    command
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
+        .arg(env!("CARGO_BIN_EXE_bpfsnap"));
+    command
+}

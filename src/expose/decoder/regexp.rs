@@ -23,8 +23,12 @@ impl RegexpFilter {
         let patterns = patterns
             .iter()
             .map(|pattern| {
-                let regex = Regex::new(pattern)
-                    .map_err(|err| anyhow!("decoder regexp: invalid pattern {pattern:?}: {err}"))?;
+                let regex = Regex::new(pattern).map_err(|err| {
+                    anyhow!(
+                        "decoder regexp: invalid pattern {pattern:?}: {}",
+                        one_line(&err)
+                    )
+                })?;
                 // ebpf_exporter never outputs anything for a pattern with two or
                 // more groups (it silently moves on); refuse it instead.
                 if regex.captures_len() > 2 {
@@ -65,6 +69,19 @@ impl Decoder for RegexpFilter {
 }
 
 /// Builds `regexp` for a label of `size` bytes.
+/// The regex crate's error as one line: its message draws the pattern with a
+/// caret over several lines; the last line says what is wrong.
+fn one_line(err: &regex::Error) -> String {
+    let text = err.to_string();
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default()
+        .trim()
+        .trim_start_matches("error: ")
+        .to_string()
+}
+
 pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
     if spec.static_map.is_some() || spec.allow_unknown {
         bail!("decoder regexp takes only regexps (not static_map or allow_unknown)");

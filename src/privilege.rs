@@ -1,0 +1,207 @@
+//! Least privilege: dropping capabilities once the probes are attached, and
+//! refusing config and object files that someone other than root (or the
+//! user running bpfsnap) could have changed — they become kernel code.
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+/// Capabilities by name, as `--keep-caps` spells them.
+const NAMES: &[(&str, u32)] = &[
+    ("chown", 0),
+    ("dac_override", 1),
+    ("dac_read_search", 2),
+    ("net_admin", 12),
+    ("sys_admin", 21),
+    ("sys_resource", 24),
+    ("syslog", 34),
+    ("perfmon", 38),
+    ("bpf", 39),
+];
+
+/// Which capabilities survive the drop after attaching.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepCaps {
+    /// Keep everything (no drop).
+    All,
+    /// Keep only these (capability numbers); empty: drop every one.
+    Only(Vec<u32>),
+}
+
+impl KeepCaps {
+    /// Parses `none`, `all` or a comma-separated list of names
+    /// (`syslog,dac_override`, with or without `cap_`).
+    pub fn parse(text: &str) -> Result<KeepCaps, String> {
+        match text {
+            "all" => return Ok(KeepCaps::All),
+            "none" | "" => return Ok(KeepCaps::Only(Vec::new())),
+            _ => {}
+        }
+        let mut caps = Vec::new();
+        for name in text.split(',') {
+            let bare = name.trim().to_ascii_lowercase();
+            let bare = bare.strip_prefix("cap_").unwrap_or(&bare);
+            let Some((_, number)) = NAMES.iter().find(|(n, _)| *n == bare) else {
+                let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
+                return Err(format!(
+                    "unknown capability {name:?}: use none, all, or some of {}",
+                    known.join(", ")
+                ));
+            };
+            caps.push(*number);
+        }
+        Ok(KeepCaps::Only(caps))
+    }
+
+    pub fn keeps(&self, cap: u32) -> bool {
+        match self {
+            KeepCaps::All => true,
+            KeepCaps::Only(caps) => caps.contains(&cap),
+        }
+    }
+
+    pub fn with(mut self, cap: u32) -> KeepCaps {
+        if let KeepCaps::Only(caps) = &mut self {
+            if !caps.contains(&cap) {
+                caps.push(cap);
+            }
+        }
+        self
+    }
+}
+
+pub const CAP_SYSLOG: u32 = 34;
+
+/// Reduces the effective, permitted and inheritable sets to `keep` (only ever
+/// dropping: a capability not held is not gained).
+pub fn drop_capabilities(keep: &KeepCaps) -> Result<()> {
+    let KeepCaps::Only(caps) = keep else {
+        return Ok(());
+    };
+    let mut mask: u64 = 0;
+    for cap in caps {
+        mask |= 1 << cap;
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut current = [Data::default(); 2];
+    // SAFETY: header and two data structs as capget(2) expects (version 3).
+    if unsafe { libc::syscall(libc::SYS_capget, &mut header, current.as_mut_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("reading capabilities");
+    }
+    let low = mask as u32;
+    let high = (mask >> 32) as u32;
+    let new = [
+        Data {
+            effective: current[0].effective & low,
+            permitted: current[0].permitted & low,
+            inheritable: current[0].inheritable & low,
+        },
+        Data {
+            effective: current[1].effective & high,
+            permitted: current[1].permitted & high,
+            inheritable: current[1].inheritable & high,
+        },
+    ];
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    // SAFETY: as above; capset only ever lowers the sets here.
+    if unsafe { libc::syscall(libc::SYS_capset, &mut header, new.as_ptr()) } != 0 {
+        return Err(std::io::Error::last_os_error()).context("dropping capabilities");
+    }
+    // Ambient capabilities would survive in children; there are none to keep.
+    // SAFETY: a plain prctl.
+    unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    };
+    Ok(())
+}
+
+/// Refuses `path` if it could have been changed by someone other than root
+/// or this user: group- or world-writable, or owned by another user.
+pub fn check_file_owner(path: &Path) -> Result<()> {
+    let meta =
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    // SAFETY: plain getter.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != 0 && meta.uid() != me {
+        bail!(
+            "{} is owned by uid {}, not root or the user running bpfsnap: it would run in the kernel; \
+             chown it, or pass --allow-untrusted-files",
+            path.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        bail!(
+            "{} is writable by group or others (mode {:o}): it would run in the kernel; \
+             chmod go-w it, or pass --allow-untrusted-files",
+            path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn parses_keep_caps() {
+        assert_eq!(KeepCaps::parse("none"), Ok(KeepCaps::Only(vec![])));
+        assert_eq!(KeepCaps::parse("all"), Ok(KeepCaps::All));
+        assert_eq!(
+            KeepCaps::parse("syslog,CAP_DAC_OVERRIDE"),
+            Ok(KeepCaps::Only(vec![34, 1]))
+        );
+        assert!(KeepCaps::parse("flying")
+            .unwrap_err()
+            .contains("unknown capability"));
+        assert!(KeepCaps::parse("none")
+            .unwrap()
+            .with(CAP_SYSLOG)
+            .keeps(CAP_SYSLOG));
+        assert!(KeepCaps::All.keeps(3));
+    }
+
+    #[test]
+    fn refuses_writable_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.toml");
+        std::fs::write(&file, "").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        check_file_owner(&file).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let err = check_file_owner(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("writable by group or others (mode 666)"),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,632 @@
+//! Bad user programs and configs: each mistake ends in exit status 1 and an
+//! error on stderr that says what is wrong and where (the file, the key, the
+//! line, the program), never a panic. Mistakes in a config or its object are
+//! found by `bpfsnap check` (no root needed) and by `bpfsnap run` alike;
+//! those only the kernel can find (the verifier, attach types this kernel
+//! lacks) by `run`, as root. Errors are one line, except a verifier failure,
+//! which appends the end of the verifier's log.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::path_str;
+
+/// A config for examples/comm_getpid.bpf.c's map (16-byte keys), in TOML;
+/// the cases below change one thing in it. Line 4 is the blank one.
+const COMM_TOML: &str = r#"[[metrics.counters]]
+name = "getpid_calls_total"
+help = "getpid() calls."
+
+[[metrics.counters.labels]]
+name = "comm"
+size = 16
+decoders = [{ name = "string" }]
+"#;
+
+/// The same in ebpf_exporter's YAML.
+const COMM_YAML: &str = r#"metrics:
+  counters:
+    - name: getpid_calls_total
+      help: getpid() calls.
+      labels:
+        - name: comm
+          size: 16
+          decoders:
+            - name: string
+"#;
+
+/// A directory holding one case's configs and objects.
+struct Setup {
+    dir: tempfile::TempDir,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup {
+            dir: common::output_dir(),
+        }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn file(self, name: &str, text: &str) -> Setup {
+        fs::write(self.path(name), text).unwrap();
+        self
+    }
+
+    fn copy(self, name: &str, from: &Path) -> Setup {
+        fs::copy(from, self.path(name)).unwrap_or_else(|err| panic!("{}: {err}", from.display()));
+        self
+    }
+
+    /// `NAME.toml` with `text` and examples/comm_getpid.bpf.c's object as NAME.bpf.o.
+    fn comm_config(self, name: &str, text: &str) -> Setup {
+        self.file(&format!("{name}.toml"), text).copy(
+            &format!("{name}.bpf.o"),
+            &common::example_object("comm_getpid"),
+        )
+    }
+
+    fn arg(&self, name: &str) -> String {
+        path_str(&self.path(name)).to_string()
+    }
+}
+
+/// Runs `command`, expecting it to fail as [`assert_failure`] says.
+fn fails_with(mut command: Command, code: i32, expected: &[&str], one_line: bool) -> String {
+    let output = command.output().expect("run bpfsnap");
+    assert_failure(&format!("{command:?}"), &output, code, expected, one_line)
+}
+
+/// Checks that `output` (of `what`) is a failure: exit status `code` (`check`
+/// says 1 for any problem; `run` says 2 for bad input, 1 for a failure at run
+/// time such as the kernel refusing a program), no metrics,
+/// and on stderr a `bpfsnap: error:` that contains every `expected` text and
+/// is one line if `one_line`; returns stderr.
+fn assert_failure(what: &str, output: &Output, code: i32, expected: &[&str], one_line: bool) -> String {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(code),
+        "exit status of {what}\nstdout: {stdout}\nstderr: {stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{what}: {stderr}");
+    assert!(
+        stderr.starts_with("bpfsnap: error: "),
+        "{what}: an error, not a warning first: {stderr:?}"
+    );
+    if one_line {
+        assert_eq!(stderr.lines().count(), 1, "{what}: one line: {stderr:?}");
+    }
+    for text in expected {
+        assert!(
+            stderr.contains(text),
+            "{what}: the error should say {text:?}: {stderr}"
+        );
+    }
+    assert!(
+        !stdout.contains("# TYPE"),
+        "{what}: no metrics written: {stdout}"
+    );
+    stderr
+}
+
+fn bpfsnap(args: &[&str]) -> Command {
+    let mut command = common::bpfsnap();
+    command.args(args);
+    command
+}
+
+/// `bpfsnap check PROGRAMS` fails saying `expected`, in one line.
+fn check_fails(programs: &[&str], expected: &[&str]) -> String {
+    let mut args = vec!["check"];
+    args.extend_from_slice(programs);
+    fails_with(bpfsnap(&args), 1, expected, true)
+}
+
+/// `bpfsnap run PROGRAMS --for 1s --output -` fails saying `expected`, in one line.
+fn run_fails(programs: &[&str], expected: &[&str]) -> String {
+    let mut args = vec!["run"];
+    args.extend_from_slice(programs);
+    args.extend_from_slice(&["--for", "1s", "--output", "-"]);
+    fails_with(bpfsnap(&args), 2, expected, true)
+}
+
+/// Both `check` and `run` fail saying `expected`: for mistakes found while
+/// reading configs, which `run` does before it needs any privilege.
+fn both_fail(programs: &[&str], expected: &[&str]) {
+    check_fails(programs, expected);
+    run_fails(programs, expected);
+}
+
+/// `check` fails saying `expected`, and so does `run` as root (it checks the
+/// object after the privileges; without root, `run` stops at those).
+fn both_fail_run_as_root(test: &str, programs: &[&str], expected: &[&str]) {
+    check_fails(programs, expected);
+    if let Some(_kernel) = common::kernel_test(test) {
+        run_fails(programs, expected);
+    }
+}
+
+// --- the config text --------------------------------------------------------
+
+#[test]
+fn unknown_key_is_named_with_its_line() {
+    let toml = COMM_TOML.replace("\n\n", "\ncolour = \"red\"\n\n");
+    let yaml = COMM_YAML.replace(
+        "          size: 16\n",
+        "          size: 16\n          paddin: 4\n",
+    );
+    let setup = Setup::new()
+        .comm_config("a", &toml)
+        .file("b.yaml", &yaml)
+        .copy("b.bpf.o", &common::example_object("comm_getpid"));
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &["a.toml: line 4: metrics.counters[0].colour: unknown field `colour`"],
+    );
+    both_fail(
+        &[&setup.arg("b.yaml")],
+        &["b.yaml: line 8: metrics.counters[0].labels[0].paddin: unknown field `paddin`"],
+    );
+}
+
+#[test]
+fn wrong_type_is_named_with_its_path() {
+    let setup = Setup::new()
+        .comm_config("a", &COMM_TOML.replace("size = 16", "size = \"sixteen\""))
+        .file("b.yaml", &COMM_YAML.replace("size: 16", "size: [16]"));
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &["line 7: metrics.counters[0].labels[0].size: invalid type: string \"sixteen\""],
+    );
+    both_fail(
+        &[&setup.arg("b.yaml")],
+        &["metrics.counters[0].labels[0].size: invalid type: sequence"],
+    );
+}
+
+#[test]
+fn invalid_yaml_syntax_gives_the_line() {
+    let setup = Setup::new().file(
+        "a.yaml",
+        &COMM_YAML.replace("help: getpid", "help: 'getpid"),
+    );
+    both_fail(&[&setup.arg("a.yaml")], &["a.yaml: line ", "help"]);
+}
+
+#[test]
+fn empty_config_defines_no_metrics() {
+    let setup = Setup::new()
+        .comm_config("a", "")
+        .file("b.yaml", "# nothing yet\n")
+        .file("c.toml", "description = \"only words\"\n");
+    for config in ["a.toml", "b.yaml", "c.toml"] {
+        both_fail(&[&setup.arg(config)], &[config, "defines no metrics"]);
+    }
+}
+
+#[test]
+fn unknown_decoder_lists_the_known_ones() {
+    let setup = Setup::new().comm_config("a", &COMM_TOML.replace("\"string\"", "\"strnig\""));
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &[
+            "label \"comm\"",
+            "unknown decoder \"strnig\": known decoders are",
+            "static_map",
+        ],
+    );
+}
+
+#[test]
+fn static_map_values_must_be_strings() {
+    let toml = COMM_TOML.replace(
+        "decoders = [{ name = \"string\" }]",
+        "decoders = [{ name = \"string\" }, { name = \"static_map\", static_map = { bash = 2 } }]",
+    );
+    let yaml = fs::read_to_string(common::source_file("examples/struct_key.yaml"))
+        .unwrap()
+        .replace("2: dup", "2: [dup]");
+    let setup = Setup::new()
+        .comm_config("a", &toml)
+        .file("struct_key.yaml", &yaml);
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &[
+            "line 8: metrics.counters[0].labels[0].decoders[1].static_map",
+            "expected a string",
+        ],
+    );
+    both_fail(
+        &[&setup.arg("struct_key.yaml")],
+        &[
+            "decoders[1].static_map",
+            "invalid type: sequence, expected a string",
+        ],
+    );
+}
+
+#[test]
+fn invalid_regexp_shows_the_pattern() {
+    let with = |pattern: &str| {
+        COMM_TOML.replace(
+            "decoders = [{ name = \"string\" }]",
+            &format!("decoders = [{{ name = \"string\" }}, {{ name = \"regexp\", regexps = ['^ok$', '{pattern}'] }}]"),
+        )
+    };
+    let setup = Setup::new()
+        .comm_config("a", &with("^(bpfsnap-.*$"))
+        .comm_config("b", &with("^(a)(b)$"));
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &[
+            "label \"comm\"",
+            "invalid pattern \"^(bpfsnap-.*$\"",
+            "unclosed group",
+        ],
+    );
+    both_fail(&[&setup.arg("b.toml")], &["has 2 capture groups"]);
+}
+
+#[test]
+fn label_without_size_or_decoders_is_refused() {
+    let setup = Setup::new()
+        .comm_config("a", &COMM_TOML.replace("size = 16\n", ""))
+        .comm_config(
+            "b",
+            &COMM_TOML.replace("decoders = [{ name = \"string\" }]\n", ""),
+        );
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &["metrics.counters[0].labels[0]", "missing field `size`"],
+    );
+    both_fail(&[&setup.arg("b.toml")], &["label \"comm\" has no decoders"]);
+}
+
+// --- config against its object -----------------------------------------------
+
+#[test]
+fn label_sizes_must_add_up_to_the_key_size() {
+    let yaml = fs::read_to_string(common::source_file("examples/struct_key.yaml")).unwrap();
+    let cpu_label = "\n[[metrics.counters.labels]]\nname = \"cpu\"\nsize = 2\ndecoders = [{ name = \"uint\" }]\n";
+    let setup = Setup::new()
+        .comm_config("a", &COMM_TOML.replace("size = 16", "size = 8"))
+        // The padding after the 1-byte op forgotten.
+        .file("struct_key.yaml", &yaml.replace("padding: 3", "padding: 0"))
+        .copy("struct_key.bpf.o", &common::example_object("struct_key"))
+        // A `cpu` label is only left out of the key on per-CPU maps.
+        .comm_config("c", &format!("{COMM_TOML}{cpu_label}"));
+    let cases: [(String, &[&str]); 3] = [
+        (
+            setup.arg("a.toml"),
+            &["a: counter \"getpid_calls_total\": the labels take 8 bytes but the map's keys are 16 bytes"],
+        ),
+        (
+            setup.arg("struct_key.yaml"),
+            &["the labels take 9 bytes but the map's keys are 12 bytes", "paddings"],
+        ),
+        (
+            setup.arg("c.toml"),
+            &["the labels take 18 bytes but the map's keys are 16 bytes"],
+        ),
+    ];
+    for (config, expected) in &cases {
+        check_fails(&[config], expected);
+    }
+    // `run` checks the object after the privileges.
+    if let Some(_kernel) = common::kernel_test("label_sizes_must_add_up_to_the_key_size") {
+        for (config, expected) in &cases {
+            run_fails(&[config], expected);
+        }
+    }
+}
+
+#[test]
+fn metric_without_a_map_lists_the_maps() {
+    let setup = Setup::new().comm_config(
+        "a",
+        &COMM_TOML.replace("getpid_calls_total", "getpid_total"),
+    );
+    both_fail_run_as_root(
+        "metric_without_a_map_lists_the_maps",
+        &[&setup.arg("a.toml")],
+        &[
+            "a: counter \"getpid_total\": reads the map of the same name, but the object has none",
+            "(its maps: getpid_calls_total)",
+        ],
+    );
+}
+
+#[test]
+fn missing_object_is_named() {
+    let setup = Setup::new()
+        .file("a.toml", COMM_TOML)
+        .file("b.toml", &format!("object = \"build/b.o\"\n{COMM_TOML}"));
+    both_fail(
+        &[&setup.arg("a.toml")],
+        &["BPF object", "a.bpf.o not found"],
+    );
+    both_fail(
+        &[&setup.arg("b.toml")],
+        &["BPF object", "build/b.o not found", "`object`"],
+    );
+}
+
+#[test]
+fn object_that_is_not_bpf_is_refused() {
+    let setup = Setup::new()
+        .file("a.toml", COMM_TOML)
+        .file("a.bpf.o", "#!/bin/sh\necho not an ELF file\n");
+    both_fail_run_as_root(
+        "object_that_is_not_bpf_is_refused",
+        &[&setup.arg("a.toml")],
+        &["a: cannot open the BPF object", "a.bpf.o"],
+    );
+}
+
+// --- selecting configs --------------------------------------------------------
+
+#[test]
+fn duplicate_config_names_are_refused() {
+    let setup = Setup::new()
+        .comm_config("a", COMM_TOML)
+        .comm_config("syscalls", COMM_TOML);
+    let dir = setup.arg("");
+    // The same name twice, as a file and from the directory.
+    both_fail(
+        &[&setup.arg("a.toml"), "--config-dir", &dir, "--configs", "a"],
+        &["two configs are named \"a\"", "each name may appear once"],
+    );
+    // A user config named like a built-in, and that built-in.
+    both_fail(
+        &[
+            "--config-dir",
+            &dir,
+            "--configs",
+            "syscalls",
+            "--builtin",
+            "syscalls",
+        ],
+        &["two configs are named \"syscalls\"", "built-in syscalls"],
+    );
+}
+
+#[test]
+fn yaml_and_toml_of_the_same_name_are_refused() {
+    let setup = Setup::new()
+        .comm_config("a", COMM_TOML)
+        .file("a.yaml", COMM_YAML);
+    both_fail(
+        &["--config-dir", &setup.arg(""), "--configs", "a"],
+        &[
+            "config \"a\" is defined twice",
+            "a.toml",
+            "a.yaml",
+            "keep one",
+        ],
+    );
+}
+
+#[test]
+fn unknown_config_name_says_where_it_looked() {
+    let setup = Setup::new().comm_config("a", COMM_TOML);
+    both_fail(
+        &["--config-dir", &setup.arg(""), "--configs", "a,nosuch"],
+        &[
+            "config \"nosuch\" not found: no nosuch.toml or nosuch.yaml in",
+            "no built-in",
+        ],
+    );
+    both_fail(
+        &[&setup.arg("a.bpf.o")],
+        &["a.bpf.o: a config file must end in .toml or .yaml"],
+    );
+}
+
+#[test]
+fn a_directory_is_not_a_config() {
+    let setup = Setup::new().comm_config("a", COMM_TOML);
+    fs::create_dir(setup.path("dir.toml")).unwrap();
+    both_fail(
+        &[&setup.arg("dir.toml")],
+        &["cannot read config", "dir.toml", "Is a directory"],
+    );
+    both_fail(
+        &["--config-dir", &setup.arg("a.toml"), "--configs", "a"],
+        &["--config-dir", "a.toml is not a directory"],
+    );
+}
+
+#[test]
+fn check_reports_every_bad_config_one_per_line() {
+    let setup = Setup::new()
+        .comm_config("good", COMM_TOML)
+        .comm_config("a", "")
+        .comm_config("b", &COMM_TOML.replace("\"string\"", "\"nosuch\""));
+    let output = bpfsnap(&[
+        "check",
+        &setup.arg("a.toml"),
+        &setup.arg("good.toml"),
+        &setup.arg("b.toml"),
+    ])
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stdout.starts_with("ok good ("), "{stdout}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(
+        lines[0].starts_with("bpfsnap: error: ") && lines[0].contains("a.toml: defines no metrics"),
+        "{stderr}"
+    );
+    assert!(
+        lines[1].starts_with("bpfsnap: error: ") && lines[1].contains("unknown decoder \"nosuch\""),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"));
+}
+
+// --- privileges and unreadable files (as root, dropping to nobody) -----------
+
+#[test]
+fn unreadable_config_says_permission_denied() {
+    let Some(_kernel) = common::kernel_test("unreadable_config_says_permission_denied") else {
+        return;
+    };
+    let setup = Setup::new().comm_config("a", COMM_TOML);
+    fs::set_permissions(setup.path("a.toml"), fs::Permissions::from_mode(0o000)).unwrap();
+    for subcommand in [vec!["check"], vec!["run", "--for", "1s", "--output", "-"]] {
+        let mut command = common::bpfsnap_as_nobody();
+        command.args(&subcommand).arg(setup.path("a.toml"));
+        let code = if subcommand[0] == "check" { 1 } else { 2 };
+        fails_with(
+            command,
+            code,
+            &["cannot read config", "a.toml", "Permission denied"],
+            true,
+        );
+    }
+}
+
+#[test]
+fn unprivileged_run_of_a_user_config_asks_for_capabilities() {
+    let Some(_kernel) =
+        common::kernel_test("unprivileged_run_of_a_user_config_asks_for_capabilities")
+    else {
+        return;
+    };
+    let setup = Setup::new().comm_config("a", COMM_TOML);
+    let mut command = common::bpfsnap_as_nobody();
+    command.args(["run", "--for", "1s", "--output", "-", &setup.arg("a.toml")]);
+    fails_with(command, 1, &["CAP_BPF", "CAP_PERFMON"], true);
+
+    // `check` needs no privileges.
+    let output = common::bpfsnap_as_nobody()
+        .args(["check", &setup.arg("a.toml")])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "check as nobody: {stderr}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("ok a ("));
+}
+
+// --- what only the kernel can refuse (as root) --------------------------------
+
+/// DIR with tests/fixtures/NAME.bpf.o and a config for it (NAME.toml).
+fn fixture(name: &str) -> Setup {
+    Setup::new()
+        .copy(
+            &format!("{name}.toml"),
+            &common::source_file("tests/fixtures/events.toml"),
+        )
+        .copy(&format!("{name}.bpf.o"), &common::fixture_object(name))
+}
+
+#[test]
+fn verifier_failure_names_the_program_and_shows_the_log() {
+    let Some(_kernel) = common::kernel_test("verifier_failure_names_the_program_and_shows_the_log")
+    else {
+        return;
+    };
+    let setup = fixture("bad_verifier");
+    let stderr = fails_with(
+        bpfsnap(&[
+            "run",
+            "--for",
+            "1s",
+            "--output",
+            "-",
+            &setup.arg("bad_verifier.toml"),
+        ]),
+        1,
+        &[
+            "bad_verifier: the verifier rejected program count_unchecked (section tp_btf/sys_enter)",
+            "verifier log",
+            "R0 invalid mem access 'map_value_or_null'",
+        ],
+        false,
+    );
+    let first = stderr.lines().next().unwrap();
+    assert!(
+        first.contains("count_unchecked"),
+        "the first line names the program: {stderr}"
+    );
+    assert!(
+        stderr.lines().count() <= 12,
+        "only the log's tail: {stderr}"
+    );
+}
+
+#[test]
+fn kprobe_on_a_kernel_without_kprobes_says_so() {
+    let Some(_kernel) = common::kernel_test("kprobe_on_a_kernel_without_kprobes_says_so") else {
+        return;
+    };
+    if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        eprintln!("SKIPPED kprobe_on_a_kernel_without_kprobes_says_so: this kernel has kprobes");
+        return;
+    }
+    let setup = fixture("kprobe");
+    fails_with(
+        bpfsnap(&[
+            "run",
+            "--for",
+            "1s",
+            "--output",
+            "-",
+            &setup.arg("kprobe.toml"),
+        ]),
+        1,
+        &[
+            "kprobe: cannot attach program count_openat2 (section kprobe/do_sys_openat2)",
+            "no kprobe support",
+            "tracepoint",
+        ],
+        true,
+    );
+}
+
+#[test]
+fn fentry_refused_by_the_kernel_says_trampolines() {
+    let Some(_kernel) = common::kernel_test("fentry_refused_by_the_kernel_says_trampolines") else {
+        return;
+    };
+    let setup = fixture("fentry");
+    let command = bpfsnap(&[
+        "run",
+        "--for",
+        "1s",
+        "--output",
+        "-",
+        &setup.arg("fentry.toml"),
+    ]);
+    let what = format!("{command:?}");
+    let output = { command }.output().expect("run bpfsnap");
+    if output.status.success() {
+        eprintln!(
+            "SKIPPED fentry_refused_by_the_kernel_says_trampolines: this kernel allows fentry"
+        );
+        return;
+    }
+    assert_failure(
+        &what,
+        &output,
+        1,
+        &[
+            "fentry: the kernel refused to load program count_openat2 (section fentry/do_sys_openat2)",
+            "trampolines",
+            "use tp_btf, raw_tp or a tracepoint instead",
+        ],
+        true,
+    );
+}

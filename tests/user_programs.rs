@@ -1,0 +1,538 @@
+//! User programs end to end on the real kernel: the examples in examples/,
+//! installed the way a user would (config and object in one directory), run
+//! while this test makes load it controls; the labels must be exactly the
+//! ones the load produced and the values must count it, exactly where the
+//! program makes that possible. Each window ends with SIGINT once the load is
+//! done, so no test waits for a timer.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{path_str, Running};
+
+const GETPID_CALLS: u64 = 10_000;
+
+/// A directory holding the example configs `configs` (file names in
+/// examples/) and every compiled example object.
+fn install_examples(configs: &[&str]) -> tempfile::TempDir {
+    let dir = common::output_dir();
+    for config in configs {
+        fs::copy(
+            common::source_file(&format!("examples/{config}")),
+            dir.path().join(config),
+        )
+        .unwrap_or_else(|err| panic!("copy examples/{config}: {err}"));
+    }
+    for entry in fs::read_dir(env!("BPFSNAP_EXAMPLE_OBJECTS")).expect("example objects") {
+        let object = entry.unwrap().path();
+        fs::copy(&object, dir.path().join(object.file_name().unwrap())).unwrap();
+    }
+    dir
+}
+
+/// `bpfsnap run -v ARGS --for 30s --output -`; once it is sampling, runs
+/// `load`, then ends the window with SIGINT. Checks the exit status, that
+/// promtool accepts the output and that every program it loaded is gone
+/// afterwards; returns stdout.
+fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
+    let before = common::loaded_program_ids();
+    let mut argv = vec!["run", "-v"];
+    argv.extend_from_slice(args);
+    argv.extend_from_slice(&["--for", "30s", "--output", "-"]);
+    let mut running = Running::spawn(&argv);
+    running.wait_for("bpfsnap: sampling");
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(
+        !ours.is_empty(),
+        "bpfsnap said it is sampling, but no new BPF program is loaded"
+    );
+    load();
+    running.signal(libc::SIGINT);
+    let (status, stdout, stderr) = running.finish();
+    assert!(status.success(), "bpfsnap {argv:?}: {status}\n{stderr}");
+    assert!(
+        common::sample(&stdout, "bpfsnap_window_seconds")
+            .or_else(|| common::sample(&stdout, "ebpf_exporter_window_seconds"))
+            .is_some_and(|window| window < 30.0),
+        "SIGINT ended the window early:\n{stdout}"
+    );
+    common::promtool_check(&stdout);
+    let left = common::still_loaded_after_exit(&ours);
+    assert!(
+        left.is_empty(),
+        "programs {left:?} still loaded after bpfsnap exited"
+    );
+    stdout
+}
+
+/// `metric`'s samples whose label text contains `needle`, by label text.
+fn series_with(text: &str, metric: &str, needle: &str) -> BTreeMap<String, f64> {
+    common::samples(text, metric)
+        .into_iter()
+        .filter(|(labels, _)| labels.contains(needle))
+        .collect()
+}
+
+fn expected(series: &[(String, f64)]) -> BTreeMap<String, f64> {
+    series.iter().cloned().collect()
+}
+
+// --- comm_getpid -----------------------------------------------------------
+
+/// A thread name no other process has: `PREFIX-TAG` + this process's pid,
+/// within the kernel's 15 bytes.
+fn unique_comm(prefix: &str, tag: char) -> String {
+    let comm = format!("{prefix}-{tag}{}", std::process::id() % 1_000_000);
+    assert!(
+        comm.len() <= 15,
+        "{comm:?} is longer than TASK_COMM_LEN - 1"
+    );
+    comm
+}
+
+/// Makes `n` getpid calls from a new thread that names itself `comm`
+/// (prctl(PR_SET_NAME)); returns once they are done.
+fn getpid_calls_as(comm: &str, n: u64) {
+    let name = CString::new(comm).unwrap();
+    std::thread::spawn(move || {
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+        common::getpid_calls(n);
+    })
+    .join()
+    .expect("getpid thread");
+}
+
+#[test]
+fn comm_getpid_counts_exactly_the_calls_of_matching_comms() {
+    let Some(_kernel) =
+        common::kernel_test("comm_getpid_counts_exactly_the_calls_of_matching_comms")
+    else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml"]);
+    let config = dir.path().join("comm_getpid.toml");
+    let (first, second) = (unique_comm("bpfsnap", 'a'), unique_comm("bpfsnap", 'b'));
+    let other = unique_comm("nomatch", 'c');
+
+    let stdout = run_with_load(&[path_str(&config)], || {
+        getpid_calls_as(&first, GETPID_CALLS);
+        getpid_calls_as(&second, 250);
+        getpid_calls_as(&other, 100);
+    });
+
+    let metric = "bpfsnap_getpid_calls_total";
+    let all = common::samples(&stdout, metric);
+    for (labels, _) in &all {
+        assert!(
+            labels.starts_with("comm=\"bpfsnap-") && !labels.contains(','),
+            "only comm, only values the regexp ^(bpfsnap-.*)$ keeps: {labels}\n{stdout}"
+        );
+    }
+    let ours: BTreeMap<String, f64> = all
+        .iter()
+        .filter(|(labels, _)| {
+            [&first, &second, &other]
+                .iter()
+                .any(|c| labels.contains(c.as_str()))
+        })
+        .cloned()
+        .collect();
+    assert_eq!(
+        ours,
+        expected(&[
+            (format!("comm=\"{first}\""), GETPID_CALLS as f64),
+            (format!("comm=\"{second}\""), 250.0),
+        ]),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(&other), "{other} is dropped\n{stdout}");
+    assert!(
+        common::sample(
+            &stdout,
+            "bpfsnap_decoder_errors_total{config=\"comm_getpid\",decoder=\"regexp\"}"
+        )
+        .is_none(),
+        "a regexp without a match skips the label set, it is not an error\n{stdout}"
+    );
+}
+
+// --- struct_key ------------------------------------------------------------
+
+/// Significant bits of `fd`, as struct_key.bpf.c's `fd_bits`.
+fn fd_bits(fd: i32) -> u32 {
+    32 - (fd as u32).leading_zeros()
+}
+
+/// In a child process: `dups` × (dup(fd), close(the copy)), then `fcntls` ×
+/// fcntl(fd, F_GETFD). Returns the child's pid and the fd number of the copy
+/// (the same every time: the lowest free one).
+fn fd_calls_in_child(fd: i32, dups: u32, fcntls: u32) -> (i32, i32) {
+    // SAFETY: the child only makes async-signal-safe system calls (no
+    // allocation, no locks) until _exit.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        unsafe {
+            let mut copy = 0;
+            for _ in 0..dups {
+                copy = libc::dup(fd);
+                if copy < 0 || libc::close(copy) != 0 {
+                    libc::_exit(255);
+                }
+            }
+            for _ in 0..fcntls {
+                if libc::fcntl(fd, libc::F_GETFD) < 0 {
+                    libc::_exit(255);
+                }
+            }
+            // The copy's number is the exit status (fds are small here).
+            libc::_exit(if copy < 255 { copy } else { 255 });
+        }
+    }
+    let mut status = 0;
+    let rc = unsafe { libc::waitpid(pid, &mut status, 0) };
+    assert_eq!(rc, pid, "waitpid");
+    assert!(libc::WIFEXITED(status), "child status {status:#x}");
+    let copy = libc::WEXITSTATUS(status);
+    assert!(copy < 255, "the child's dup, close or fcntl failed");
+    (pid, copy)
+}
+
+/// /dev/null open at fd 100 or above, so `fd_bits` is 7 or more.
+fn high_fd() -> std::os::fd::OwnedFd {
+    use std::os::fd::FromRawFd;
+    let null = fs::File::open("/dev/null").unwrap();
+    let fd = unsafe { libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 100) };
+    assert!(fd >= 100, "F_DUPFD: {}", std::io::Error::last_os_error());
+    // SAFETY: a new fd nothing else owns.
+    unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }
+}
+
+/// What struct_key must report for [`fd_calls_in_child`].
+fn expected_fd_series(
+    pid: i32,
+    fd: i32,
+    copy: i32,
+    dups: u32,
+    fcntls: u32,
+) -> BTreeMap<String, f64> {
+    let series =
+        |op: &str, fd: i32| format!("op=\"{op}\",pid=\"{pid}\",fd_bits=\"{}\"", fd_bits(fd));
+    let mut expected = BTreeMap::new();
+    *expected.entry(series("dup", fd)).or_default() += dups as f64;
+    *expected.entry(series("close", copy)).or_default() += dups as f64;
+    *expected.entry(series("fcntl", fd)).or_default() += fcntls as f64;
+    expected
+}
+
+#[test]
+fn struct_key_splits_a_padded_key_into_exact_labels() {
+    let Some(_kernel) = common::kernel_test("struct_key_splits_a_padded_key_into_exact_labels")
+    else {
+        return;
+    };
+    let dir = install_examples(&["struct_key.yaml"]);
+    let fd = high_fd();
+    let (dups, fcntls) = (300, 77);
+    let mut child = None;
+    // By name from the directory: the YAML config is found as struct_key.
+    let stdout = run_with_load(
+        &[
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            "struct_key",
+        ],
+        || child = Some(fd_calls_in_child(fd.as_raw_fd(), dups, fcntls)),
+    );
+    let (pid, copy) = child.unwrap();
+
+    let metric = "bpfsnap_fd_syscalls_total";
+    assert_eq!(
+        series_with(&stdout, metric, &format!(",pid=\"{pid}\",")),
+        expected_fd_series(pid, fd.as_raw_fd(), copy, dups, fcntls),
+        "fd {} copy {copy}\n{stdout}",
+        fd.as_raw_fd()
+    );
+    for (labels, _) in common::samples(&stdout, metric) {
+        assert!(
+            ["op=\"close\",", "op=\"dup\",", "op=\"fcntl\","]
+                .iter()
+                .any(|op| labels.starts_with(op)),
+            "op decoded by static_map: {labels}"
+        );
+    }
+}
+
+// --- percpu ----------------------------------------------------------------
+
+/// CPUs this process may run on (at most `max`).
+fn allowed_cpus(max: usize) -> Vec<usize> {
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) };
+    assert_eq!(rc, 0, "sched_getaffinity");
+    (0..libc::CPU_SETSIZE as usize)
+        .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
+        .take(max)
+        .collect()
+}
+
+/// A program that execs with the comm `comm`: a symlink of that name to
+/// /bin/true (the kernel names a new program after the path executed).
+fn program_named(dir: &Path, comm: &str) -> PathBuf {
+    let path = dir.join(comm);
+    std::os::unix::fs::symlink("/bin/true", &path).unwrap();
+    path
+}
+
+/// Runs `program` `n` times from a thread pinned to `cpu` (children inherit
+/// the affinity, so each exec happens on that CPU).
+fn execs_on(cpu: usize, program: &Path, n: u32) {
+    let program = program.to_path_buf();
+    std::thread::spawn(move || {
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe { libc::CPU_SET(cpu, &mut set) };
+        let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) };
+        assert_eq!(rc, 0, "sched_setaffinity to CPU {cpu}");
+        for _ in 0..n {
+            let status = Command::new(&program).status().expect("exec");
+            assert!(status.success(), "{}: {status}", program.display());
+        }
+    })
+    .join()
+    .expect("exec thread");
+}
+
+/// Execs of a uniquely named program on up to two CPUs: (comm, [(cpu, n)]).
+fn execs_on_cpus(dir: &Path, tag: char) -> (String, Vec<(usize, u32)>) {
+    let comm = unique_comm("bpfsnap", tag);
+    let program = program_named(dir, &comm);
+    let plan: Vec<(usize, u32)> = allowed_cpus(2).into_iter().zip([12, 5]).collect();
+    for (cpu, n) in &plan {
+        execs_on(*cpu, &program, *n);
+    }
+    (comm, plan)
+}
+
+#[test]
+fn percpu_with_a_cpu_label_reports_each_cpu() {
+    let Some(_kernel) = common::kernel_test("percpu_with_a_cpu_label_reports_each_cpu") else {
+        return;
+    };
+    // percpu_cpu.toml reads percpu.bpf.o (its `object` key).
+    let dir = install_examples(&["percpu_cpu.toml"]);
+    assert!(!dir.path().join("percpu_cpu.bpf.o").exists());
+    let mut load = None;
+    let stdout = run_with_load(
+        &[
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            "percpu_cpu",
+        ],
+        || load = Some(execs_on_cpus(dir.path(), 'p')),
+    );
+    let (comm, plan) = load.unwrap();
+    let want: Vec<(String, f64)> = plan
+        .iter()
+        .map(|(cpu, n)| (format!("comm=\"{comm}\",cpu=\"{cpu}\""), *n as f64))
+        .collect();
+    assert_eq!(
+        series_with(&stdout, "bpfsnap_execs_total", &format!("comm=\"{comm}\"")),
+        expected(&want),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn percpu_without_a_cpu_label_sums_the_cpus() {
+    let Some(_kernel) = common::kernel_test("percpu_without_a_cpu_label_sums_the_cpus") else {
+        return;
+    };
+    let dir = install_examples(&["percpu.yaml"]);
+    let config = dir.path().join("percpu.yaml");
+    let mut load = None;
+    let stdout = run_with_load(&[path_str(&config)], || {
+        load = Some(execs_on_cpus(dir.path(), 's'))
+    });
+    let (comm, plan) = load.unwrap();
+    let total: u32 = plan.iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        series_with(&stdout, "bpfsnap_execs_total", &format!("\"{comm}\"")),
+        expected(&[(format!("comm=\"{comm}\""), total as f64)]),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("cpu=\""), "no cpu label\n{stdout}");
+}
+
+// --- together, namespace, check ---------------------------------------------
+
+#[test]
+fn two_user_configs_and_a_builtin_run_together() {
+    let Some(_kernel) = common::kernel_test("two_user_configs_and_a_builtin_run_together") else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml", "struct_key.yaml"]);
+    let comm = unique_comm("bpfsnap", 't');
+    let fd = high_fd();
+    let mut child = None;
+    let stdout = run_with_load(
+        &[
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            "comm_getpid,struct_key",
+            "--builtin",
+            "syscalls",
+        ],
+        || {
+            getpid_calls_as(&comm, GETPID_CALLS);
+            child = Some(fd_calls_in_child(fd.as_raw_fd(), 10, 3));
+        },
+    );
+
+    for name in ["comm_getpid", "struct_key", "syscalls"] {
+        assert_eq!(
+            common::sample(
+                &stdout,
+                &format!("bpfsnap_enabled_configs{{name=\"{name}\"}}")
+            ),
+            Some(1.0),
+            "{name} enabled\n{stdout}"
+        );
+        assert!(
+            stdout.contains(&format!("bpfsnap_program_info{{config=\"{name}\",")),
+            "{name}'s programs listed\n{stdout}"
+        );
+    }
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("bpfsnap_getpid_calls_total{{comm=\"{comm}\"}}")
+        ),
+        Some(GETPID_CALLS as f64),
+        "{stdout}"
+    );
+    let getpid = common::sample(&stdout, r#"bpfsnap_syscalls_total{syscall="getpid"}"#);
+    assert!(
+        getpid.is_some_and(|n| n >= GETPID_CALLS as f64),
+        "built-in syscalls saw the getpid calls too: {getpid:?}\n{stdout}"
+    );
+    let (pid, copy) = child.unwrap();
+    assert_eq!(
+        series_with(
+            &stdout,
+            "bpfsnap_fd_syscalls_total",
+            &format!(",pid=\"{pid}\",")
+        ),
+        expected_fd_series(pid, fd.as_raw_fd(), copy, 10, 3),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn namespace_ebpf_exporter_prefixes_every_metric() {
+    let Some(_kernel) = common::kernel_test("namespace_ebpf_exporter_prefixes_every_metric") else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml"]);
+    let config = dir.path().join("comm_getpid.toml");
+    let comm = unique_comm("bpfsnap", 'n');
+    let stdout = run_with_load(&["--namespace", "ebpf_exporter", path_str(&config)], || {
+        getpid_calls_as(&comm, 500)
+    });
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("ebpf_exporter_getpid_calls_total{{comm=\"{comm}\"}}")
+        ),
+        Some(500.0),
+        "{stdout}"
+    );
+    assert_eq!(
+        common::sample(
+            &stdout,
+            "ebpf_exporter_enabled_configs{name=\"comm_getpid\"}"
+        ),
+        Some(1.0),
+        "{stdout}"
+    );
+    for line in stdout.lines() {
+        let name = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+            .unwrap_or(line);
+        assert!(
+            name.starts_with("ebpf_exporter_"),
+            "every metric in the namespace: {line}"
+        );
+    }
+}
+
+/// Every example config: file names in examples/.
+fn example_configs() -> Vec<String> {
+    let mut configs: Vec<String> = fs::read_dir(common::source_file("examples"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".toml") || name.ends_with(".yaml"))
+        .collect();
+    configs.sort();
+    configs
+}
+
+#[test]
+fn check_accepts_every_example_without_warnings() {
+    let configs = example_configs();
+    for required in [
+        "comm_getpid.toml",
+        "struct_key.yaml",
+        "percpu.yaml",
+        "percpu_cpu.toml",
+    ] {
+        assert!(configs.iter().any(|c| c == required), "examples/{required}");
+    }
+    let names: Vec<&str> = configs
+        .iter()
+        .map(|c| c.rsplit_once('.').unwrap().0)
+        .collect();
+    let dir = install_examples(&configs.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // As files, then by name from the directory.
+    let files: Vec<PathBuf> = configs.iter().map(|c| dir.path().join(c)).collect();
+    let by_name = names.join(",");
+    let invocations: [Vec<&str>; 2] = [
+        files.iter().map(|f| path_str(f)).collect(),
+        vec!["--config-dir", path_str(dir.path()), "--configs", &by_name],
+    ];
+    for args in invocations {
+        let output = common::bpfsnap()
+            .arg("check")
+            .args(&args)
+            .output()
+            .expect("run bpfsnap check");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "check {args:?}: {stderr}");
+        assert!(stderr.is_empty(), "no warnings: {stderr}");
+        let oks: Vec<&str> = stdout
+            .lines()
+            .map(|line| {
+                line.strip_prefix("ok ")
+                    .and_then(|rest| rest.split_once(' '))
+                    .map(|(name, _)| name)
+                    .unwrap_or_else(|| panic!("not an `ok NAME (ORIGIN)` line: {line:?}"))
+            })
+            .collect();
+        assert_eq!(oks, names, "{stdout}");
+    }
+}
