@@ -41,4 +41,22 @@ static __always_inline u32 exp2_bucket(u64 v, u32 max)
 	return key > max ? max + 2 : key;
 }
 
+/*
+ * Address families as small stable numbers for map keys (AF_INET = 2 and
+ * AF_INET6 = 10 are uapi): 0 = ipv4, 1 = ipv6, 2 = anything else. Specs
+ * name them with static_map { "0" = "ipv4", "1" = "ipv6", "2" = "other" }.
+ */
+#define INET_FAMILY_IPV4 0
+#define INET_FAMILY_IPV6 1
+#define INET_FAMILY_OTHER 2
+
+static __always_inline u32 inet_family_slot(u16 family)
+{
+	if (family == 2 /* AF_INET */)
+		return INET_FAMILY_IPV4;
+	if (family == 10 /* AF_INET6 */)
+		return INET_FAMILY_IPV6;
+	return INET_FAMILY_OTHER;
+}
+
 #endif

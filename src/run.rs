@@ -155,14 +155,21 @@ pub fn run(options: &RunOptions) -> Result<()> {
     }
     let attached: usize = probes.iter().map(Probe::attached).sum();
     let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
-    let length = options
-        .interval
-        .or(options.window)
-        .unwrap_or(if options.pin.is_some() {
-            Duration::ZERO
-        } else {
-            Duration::from_secs(10)
-        });
+    // With every probe pinned for good, the window is the time since the
+    // last run: no need to wait. Otherwise the probes count only while we do.
+    let all_persist = options.pin.is_some() && probes.iter().all(Probe::outlives_process);
+    if options.pin.is_some() && !all_persist {
+        log.warn(
+            "the kernel refuses to pin BPF links here (a security policy such as a BPF LSM), so the \
+             programs cannot stay attached between runs: the pinned maps carry the counters on, \
+             counting during each run's window only",
+        );
+    }
+    let length = options.interval.or(options.window).unwrap_or(if all_persist {
+        Duration::ZERO
+    } else {
+        Duration::from_secs(10)
+    });
     log.info(&format!(
         "sampling {} ({attached} BPF link{} attached) {} {}; Ctrl-C ends the window early",
         names.join(", "),
@@ -184,8 +191,9 @@ pub fn run(options: &RunOptions) -> Result<()> {
         let signalled = wait(&stop, length, log);
         let ended_at = SystemTime::now();
         windows += 1;
+        let since_last_run = probes.iter().all(Probe::outlives_process);
         let window = Window {
-            start: pinned_window_start(&probes).unwrap_or(window_start),
+            start: if since_last_run { pinned_window_start(&probes).unwrap_or(window_start) } else { window_start },
             end: ended_at,
             measured: started.elapsed(),
             attached_at,
@@ -405,7 +413,7 @@ fn snapshot_and_write(
     }
     let snapshot_duration = snapshot_started.elapsed();
 
-    let window_seconds = match probes.iter().any(|p| p.pinned().is_some()) {
+    let window_seconds = match probes.iter().all(Probe::outlives_process) {
         true => window
             .end
             .duration_since(window.start)
@@ -446,10 +454,12 @@ fn snapshot_and_write(
         ),
     ];
     if options.interval.is_some() {
-        run_families.push(expose::gauge(
+        run_families.push(expose::labelled(
             &metric_name(ns, "write_failures_total"),
             "Outputs this process failed to write (interval mode; each is retried the next window).",
-            write_failures as f64,
+            MetricType::COUNTER,
+            &[],
+            vec![(Vec::new(), write_failures as f64)],
         ));
     }
     let last_success = if up {

@@ -34,6 +34,8 @@ pub use libbpf_log::install as capture_libbpf_log;
 /// the object (fields drop in declaration order).
 pub struct Probe {
     links: Vec<Link>,
+    /// The program each link attaches (same order as `links`).
+    link_programs: Vec<String>,
     /// The metrics' maps, by name (own descriptors, valid without `object`).
     maps: BTreeMap<String, MapHandle>,
     /// Keeps the loaded object (programs, BTF) alive until the links are gone;
@@ -43,6 +45,9 @@ pub struct Probe {
     programs: Vec<ProgramInfo>,
     /// Set when this probe lives on in bpffs after the process (`--pin`).
     pinned: Option<pin::Pinned>,
+    /// A descriptor of every program, taken while privileged, so the run
+    /// statistics can be read after capabilities are dropped.
+    program_fds: BTreeMap<u32, std::os::fd::OwnedFd>,
 }
 
 /// What the kernel says about one loaded program, for self metrics.
@@ -168,11 +173,25 @@ pub fn check(program: &Program) -> Result<()> {
 impl Probe {
     /// Opens, checks, loads and attaches `program`.
     pub fn attach(program: &Program) -> Result<Probe> {
+        Probe::attach_reusing(program, None)
+    }
+
+    /// [`Probe::attach`], with the metric maps pinned under `maps_dir` (if
+    /// any) reused instead of created, so their counts carry on.
+    fn attach_reusing(program: &Program, maps_dir: Option<&Path>) -> Result<Probe> {
         let config = program.config.clone();
         let name = config.name.clone();
         let mut object = open(program)?;
         let plan = plan(&config, &object).map_err(crate::BadInput::wrap)?;
         check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
+        if let Some(dir) = maps_dir {
+            for mut map in object.maps_mut() {
+                let path = dir.join(map.name());
+                if path.exists() {
+                    map.reuse_pinned_map(&path).with_context(|| format!("{name}: reusing {}", path.display()))?;
+                }
+            }
+        }
 
         // Sections libbpf does not know get their type set by hand.
         for mut prog in object.progs_mut() {
@@ -210,6 +229,7 @@ impl Probe {
             .map_err(|err| load_error(&name, &plan, &err))?;
 
         let mut links = Vec::new();
+        let mut link_programs = Vec::new();
         let mut calls_post_attach_mark = false;
         for prog in object.progs_mut() {
             let prog_name = prog.name().to_string_lossy().into_owned();
@@ -240,7 +260,10 @@ impl Probe {
                 }
             };
             match attached {
-                Ok(new) => links.extend(new),
+                Ok(new) => {
+                    link_programs.extend(new.iter().map(|_| prog_name.clone()));
+                    links.extend(new);
+                }
                 Err(err) => return Err(attach_error(&name, &prog_name, section, attach, &err)),
             }
         }
@@ -248,7 +271,7 @@ impl Probe {
             post_attach_mark();
         }
 
-        let programs = object
+        let programs: Vec<ProgramInfo> = object
             .progs()
             .filter_map(|prog| {
                 let prog_name = prog.name().to_string_lossy().into_owned();
@@ -269,13 +292,16 @@ impl Probe {
                 maps.insert(map_name, handle);
             }
         }
+        let program_fds = program_fds(&programs);
         Ok(Probe {
             links,
+            link_programs,
             maps,
             _object: Some(object),
             config,
             programs,
             pinned: None,
+            program_fds,
         })
     }
 
@@ -297,47 +323,37 @@ impl Probe {
         ]);
         if let Some(manifest) = pin::read_manifest(&dir)? {
             if manifest.fingerprint == fingerprint {
-                if let Ok(probe) = Probe::from_pins(config, &dir, manifest) {
+                if manifest.links_pinned {
+                    if let Ok(probe) = Probe::from_pins(program, &dir, manifest) {
+                        return Ok(probe);
+                    }
+                } else {
+                    // Maps only (the kernel would not pin links): attach
+                    // again, counting on in the pinned maps.
+                    let mut probe = Probe::attach_reusing(program, Some(&dir.join("maps")))?;
+                    probe.pinned = Some(pin::Pinned { dir: dir.clone(), manifest });
                     return Ok(probe);
                 }
             }
         }
-        pin::remove(&dir)
-            .with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
+        pin::remove(&dir).with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
 
         let mut probe = Probe::attach(program)?;
         let pinned = (|| -> Result<pin::Pinned> {
-            std::fs::create_dir_all(dir.join("links"))?;
             std::fs::create_dir_all(dir.join("maps"))?;
-            for (i, link) in probe.links.iter_mut().enumerate() {
-                link.pin(dir.join("links").join(format!("{i}")))
-                    .context("pinning a link")?;
-            }
             for (name, map) in &mut probe.maps {
-                map.pin(dir.join("maps").join(name))
-                    .with_context(|| format!("pinning map {name}"))?;
+                map.pin(dir.join("maps").join(name)).with_context(|| format!("pinning map {name}"))?;
             }
+            let links_pinned = pin_links(&mut probe, &dir.join("links"))?;
             let manifest = pin::Manifest {
                 fingerprint,
                 attached_at: unix_now(),
                 last_snapshot: None,
-                programs: probe
-                    .programs
-                    .iter()
-                    .map(|p| pin::PinnedProgram {
-                        name: p.name.clone(),
-                        section: p.section.clone(),
-                        attach: p.attach.clone(),
-                        id: p.id,
-                        tag: p.tag.clone(),
-                    })
-                    .collect(),
+                links_pinned,
+                programs: probe.programs.iter().map(|p| (p.name.clone(), p.id)).collect(),
             };
             pin::write_manifest(&dir, &manifest)?;
-            Ok(pin::Pinned {
-                dir: dir.clone(),
-                manifest,
-            })
+            Ok(pin::Pinned { dir: dir.clone(), manifest })
         })();
         match pinned {
             Ok(pinned) => {
@@ -352,9 +368,17 @@ impl Probe {
         }
     }
 
+    /// Whether every link is attached for good (cron mode): false when this
+    /// run's programs detach when it exits.
+    pub fn outlives_process(&self) -> bool {
+        self.pinned.as_ref().is_some_and(|p| p.manifest.links_pinned)
+    }
+
     /// A probe over an earlier run's pinned maps; its programs stay attached
     /// through their pinned links.
-    fn from_pins(config: &Config, dir: &Path, manifest: pin::Manifest) -> Result<Probe> {
+    fn from_pins(program: &Program, dir: &Path, manifest: pin::Manifest) -> Result<Probe> {
+        let config = &program.config;
+        let plan = plan(config, &open(program)?)?;
         let mut maps = BTreeMap::new();
         for metric in config
             .metrics()
@@ -365,20 +389,24 @@ impl Probe {
                 .with_context(|| format!("opening {}", path.display()))?;
             maps.insert(metric.name.to_string(), map);
         }
-        let programs = manifest
+        let programs: Vec<ProgramInfo> = manifest
             .programs
             .iter()
-            .map(|p| ProgramInfo {
-                name: p.name.clone(),
-                section: p.section.clone(),
-                attach: p.attach.clone(),
-                id: p.id,
-                tag: p.tag.clone(),
-                ..ProgramInfo::default()
+            .map(|(name, id)| {
+                let (section, attach) = plan
+                    .iter()
+                    .find(|(n, _, _)| n == name)
+                    .map(|(_, section, attach)| (section.clone(), attach.kind().to_string()))
+                    .unwrap_or_default();
+                let tag = program_info_by_id(*id).map(|info| info.tag).unwrap_or_default();
+                ProgramInfo { name: name.clone(), section, attach, id: *id, tag, ..ProgramInfo::default() }
             })
             .collect();
+        let program_fds = program_fds(&programs);
         Ok(Probe {
+            program_fds,
             links: Vec::new(),
+            link_programs: Vec::new(),
             maps,
             _object: None,
             config: config.clone(),
@@ -417,7 +445,8 @@ impl Probe {
     /// Fresh run time and count of every program (bpf_stats).
     pub fn refresh_stats(&mut self) {
         for info in &mut self.programs {
-            if let Some(fresh) = program_info_by_id(info.id) {
+            let fresh = self.program_fds.get(&info.id).and_then(|fd| program_info(fd.as_raw_fd()));
+            if let Some(fresh) = fresh {
                 info.run_time_ns = fresh.run_time_ns;
                 info.run_count = fresh.run_count;
             }
@@ -435,6 +464,19 @@ impl Drop for Probe {
         // Pinned links and maps stay in bpffs; dropping our descriptors is all.
         self.links.clear();
     }
+}
+
+/// A descriptor of each program, by id.
+fn program_fds(programs: &[ProgramInfo]) -> BTreeMap<u32, std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    programs
+        .iter()
+        .filter_map(|program| {
+            // SAFETY: a plain syscall wrapper; on success we own the fd.
+            let fd = unsafe { libbpf_sys::bpf_prog_get_fd_by_id(program.id) };
+            (fd >= 0).then(|| (program.id, unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }))
+        })
+        .collect()
 }
 
 /// Program info by kernel id (for pinned programs, which we hold no fd of).
@@ -466,6 +508,25 @@ fn program_info(fd: i32) -> Option<ProgramInfo> {
         run_count: info.run_cnt,
         ..ProgramInfo::default()
     })
+}
+
+/// Pins every link under `dir`; false (and nothing pinned) when the kernel
+/// refuses to pin links, as some security policies (a BPF LSM) do.
+fn pin_links(probe: &mut Probe, dir: &Path) -> Result<bool> {
+    std::fs::create_dir_all(dir)?;
+    for (i, (link, program)) in probe.links.iter_mut().zip(&probe.link_programs).enumerate() {
+        if let Err(err) = link.pin(dir.join(format!("{program}.{i}"))) {
+            if err.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+                for entry in std::fs::read_dir(dir)?.flatten() {
+                    std::fs::remove_file(entry.path())?;
+                }
+                std::fs::remove_dir(dir)?;
+                return Ok(false);
+            }
+            return Err(err).context("pinning a link");
+        }
+    }
+    Ok(true)
 }
 
 fn unix_now() -> f64 {

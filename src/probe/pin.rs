@@ -2,41 +2,48 @@
 //! maps stay pinned in bpffs between runs, so each run only snapshots and
 //! counters stay monotonic instead of restarting every window.
 //!
-//! Layout, one directory per config: `DIR/NAME/manifest.toml` (what is
-//! pinned, a fingerprint of config + object + bpfsnap version, when counting
-//! started, when the last snapshot was taken), `DIR/NAME/maps/MAP` and
-//! `DIR/NAME/links/PROGRAM.N`. A run whose fingerprint differs (changed
-//! config, new object, newer bpfsnap) removes the old set and pins a new one;
-//! `bpfsnap stop --pin DIR` removes everything, which detaches the programs.
+//! bpffs holds only BPF objects and directories, so the pinned set describes
+//! itself with those. Layout, one directory per config:
+//! - `DIR/NAME/fingerprint-HASH/`: an empty directory whose name is a hash of
+//!   config + object + bpfsnap version;
+//! - `DIR/NAME/state`: a small array map: [0] when the programs were attached
+//!   (counters count from there), [1] when the last snapshot was written (the
+//!   start of the next window), in ns since the Unix epoch;
+//! - `DIR/NAME/maps/MAP` and `DIR/NAME/links/PROGRAM.N`.
+//!
+//! Some kernels refuse to pin links (a security policy, e.g. a BPF LSM, says
+//! EPERM). Then only the maps are pinned: each run attaches the programs for
+//! its window and reuses the pinned maps, so counters still carry on across
+//! runs, counting during the windows only.
+//!
+//! A run whose fingerprint differs (changed config, new object, newer
+//! bpfsnap) removes the old set and pins a new one; `bpfsnap stop --pin DIR`
+//! removes everything, which detaches the programs.
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
-const MANIFEST: &str = "manifest.toml";
+const STATE: &str = "state";
+const FINGERPRINT_PREFIX: &str = "fingerprint-";
 /// statfs magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
 
-/// What a pinned config's directory holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// What a pinned config's directory says about itself.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Manifest {
     pub fingerprint: String,
     /// Unix time the programs were attached: counters count from here.
     pub attached_at: f64,
     /// Unix time of the last snapshot written (the start of the next window).
     pub last_snapshot: Option<f64>,
-    pub programs: Vec<PinnedProgram>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PinnedProgram {
-    pub name: String,
-    pub section: String,
-    pub attach: String,
-    pub id: u32,
-    pub tag: String,
+    /// False when the kernel refused to pin the links: then only the maps
+    /// persist, and each run attaches the programs again for its window.
+    pub links_pinned: bool,
+    /// (program name, kernel id) of every pinned link.
+    pub programs: Vec<(String, u32)>,
 }
 
 /// A probe's pin directory and manifest.
@@ -50,7 +57,8 @@ impl Pinned {
     /// Records that a snapshot was written at `time` (the next window's start).
     pub fn record_snapshot(&mut self, time: f64) -> Result<()> {
         self.manifest.last_snapshot = Some(time);
-        write_manifest(&self.dir, &self.manifest)
+        let state = MapHandle::from_pinned_path(self.dir.join(STATE)).context("opening the pinned state")?;
+        set_time(&state, 1, time)
     }
 }
 
@@ -66,20 +74,75 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
     format!("{hash:016x}")
 }
 
-pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
-    let path = dir.join(MANIFEST);
-    let text = match fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(err) => return Err(err).with_context(|| format!("reading {}", path.display())),
-    };
-    // A manifest we cannot read is treated as absent: the set is replaced.
-    Ok(toml::from_str(&text).ok())
+fn set_time(state: &MapHandle, slot: u32, time: f64) -> Result<()> {
+    let nanos = (time * 1e9) as u64;
+    state.update(&slot.to_ne_bytes(), &nanos.to_ne_bytes(), MapFlags::ANY).context("updating the pinned state")
 }
 
+fn get_time(state: &MapHandle, slot: u32) -> Option<f64> {
+    let value = state.lookup(&slot.to_ne_bytes(), MapFlags::ANY).ok()??;
+    let nanos = u64::from_ne_bytes(value.get(..8)?.try_into().ok()?);
+    (nanos != 0).then_some(nanos as f64 / 1e9)
+}
+
+/// The manifest of a pinned config, if `dir` holds a complete one.
+pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
+    let Ok(entries) = fs::read_dir(dir) else { return Ok(None) };
+    let fingerprint = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_prefix(FINGERPRINT_PREFIX).map(str::to_string))
+        .next();
+    let Some(fingerprint) = fingerprint else { return Ok(None) };
+    let Ok(state) = MapHandle::from_pinned_path(dir.join(STATE)) else { return Ok(None) };
+    let Some(attached_at) = get_time(&state, 0) else { return Ok(None) };
+    let mut programs = Vec::new();
+    for entry in fs::read_dir(dir.join("links")).into_iter().flatten().flatten() {
+        let file = entry.file_name().to_string_lossy().into_owned();
+        let name = file.rsplit_once('.').map_or(file.as_str(), |(name, _)| name).to_string();
+        if let Some(id) = linked_program_id(&entry.path()) {
+            if !programs.iter().any(|(n, _)| *n == name) {
+                programs.push((name, id));
+            }
+        }
+    }
+    programs.sort();
+    let links_pinned = dir.join("links").is_dir();
+    Ok(Some(Manifest { fingerprint, attached_at, last_snapshot: get_time(&state, 1), links_pinned, programs }))
+}
+
+/// The id of the program a pinned link attaches.
+fn linked_program_id(path: &Path) -> Option<u32> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: a valid path; the fd is closed below.
+    let fd = unsafe { libbpf_sys::bpf_obj_get(c_path.as_ptr()) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: bpf_link_info is plain data; the kernel fills at most `len` bytes.
+    let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+    let rc = unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len) };
+    // SAFETY: we own fd.
+    unsafe { libc::close(fd) };
+    (rc == 0).then_some(info.prog_id)
+}
+
+/// Writes the self-description of a freshly pinned set.
 pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
-    let text = toml::to_string(manifest).context("encoding the pin manifest")?;
-    crate::sink::write_atomic(&dir.join(MANIFEST), text.as_bytes())
+    fs::create_dir_all(dir.join(format!("{FINGERPRINT_PREFIX}{}", manifest.fingerprint)))
+        .context("creating the fingerprint marker")?;
+    // SAFETY: plain data; all-zero is the documented default.
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..unsafe { std::mem::zeroed() }
+    };
+    let mut state = MapHandle::create(MapType::Array, Some("bpfsnap_state"), 4, 8, 2, &opts)
+        .context("creating the pinned state map")?;
+    set_time(&state, 0, manifest.attached_at)?;
+    if let Some(last) = manifest.last_snapshot {
+        set_time(&state, 1, last)?;
+    }
+    state.pin(dir.join(STATE)).context("pinning the state map")
 }
 
 /// Makes sure `root` is on bpffs, mounting bpffs at /sys/fs/bpf if that is
@@ -127,7 +190,7 @@ pub fn ensure_bpffs(root: &Path) -> Result<()> {
 }
 
 /// Removes a config's pinned set: links first (detaching the programs), then
-/// maps and the manifest.
+/// maps, state and the fingerprint marker.
 pub fn remove(dir: &Path) -> Result<()> {
     if !dir.exists() {
         return Ok(());
@@ -136,19 +199,15 @@ pub fn remove(dir: &Path) -> Result<()> {
         let sub = dir.join(sub);
         if let Ok(entries) = fs::read_dir(&sub) {
             for entry in entries.flatten() {
-                fs::remove_file(entry.path())
-                    .with_context(|| format!("unpinning {}", entry.path().display()))?;
+                fs::remove_file(entry.path()).with_context(|| format!("unpinning {}", entry.path().display()))?;
             }
             fs::remove_dir(&sub).with_context(|| format!("removing {}", sub.display()))?;
         }
     }
-    // Temporary files of an interrupted manifest write go too.
-    for entry in fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .flatten()
-    {
-        fs::remove_file(entry.path())
-            .with_context(|| format!("removing {}", entry.path().display()))?;
+    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+        let path = entry.path();
+        let removed = if path.is_dir() { fs::remove_dir(&path) } else { fs::remove_file(&path) };
+        removed.with_context(|| format!("removing {}", path.display()))?;
     }
     fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
 }
@@ -159,7 +218,7 @@ pub fn pinned_configs(root: &Path) -> Vec<String> {
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| entry.path().join(MANIFEST).exists() || entry.path().join("links").is_dir())
+        .filter(|entry| entry.path().join(STATE).exists() || entry.path().join("links").is_dir())
         .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
         .collect();
     names.sort();
@@ -195,27 +254,5 @@ mod tests {
             "parts are delimited"
         );
         assert_eq!(a.len(), 16);
-    }
-
-    #[test]
-    fn manifest_round_trips() {
-        let dir = tempfile::tempdir().unwrap();
-        let manifest = Manifest {
-            fingerprint: "abc".into(),
-            attached_at: 1.5,
-            last_snapshot: None,
-            programs: vec![PinnedProgram {
-                name: "p".into(),
-                section: "tp_btf/x".into(),
-                attach: "tp_btf".into(),
-                id: 7,
-                tag: "00ff".into(),
-            }],
-        };
-        write_manifest(dir.path(), &manifest).unwrap();
-        assert_eq!(read_manifest(dir.path()).unwrap(), Some(manifest));
-        fs::write(dir.path().join(MANIFEST), "garbage = [").unwrap();
-        assert_eq!(read_manifest(dir.path()).unwrap(), None);
-        assert_eq!(read_manifest(&dir.path().join("none")).unwrap(), None);
     }
 }

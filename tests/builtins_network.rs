@@ -1,0 +1,358 @@
+//! Network built-ins under the load they measure, on the real kernel: each
+//! test starts bpfsnap on one built-in, makes the events happen, ends the
+//! window with SIGINT, and checks the series moved at least as much as the
+//! load it made. promtool must accept every output.
+//!
+//! Traffic goes only to 127.0.0.1 / ::1, or to the loopback device of a
+//! network namespace the test creates itself (and deletes on every exit).
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{Running, PATIENCE};
+
+/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
+fn run_builtin(name: &str, load: impl FnOnce()) -> String {
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--builtin",
+        name,
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("sampling");
+    load();
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
+    common::promtool_check(&text);
+    text
+}
+
+/// The value of `series`, or 0 when bpfsnap left it out (it prints no series
+/// that never moved); the output is in the message when asserting on it.
+fn value(text: &str, series: &str) -> f64 {
+    common::sample(text, series).unwrap_or(0.0)
+}
+
+/// Runs a command that must succeed (iproute2 is a requirement of these tests).
+fn must_run(program: &str, args: &[&str]) {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("run {program} (iproute2 must be installed): {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {}: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// A network namespace of this test's own (`ip netns add`), deleted on drop,
+/// so also when an assertion fails.
+struct NetNs {
+    name: String,
+}
+
+impl NetNs {
+    fn create(tag: &str) -> NetNs {
+        let name = format!("bpfsnap-test-{}-{tag}", std::process::id());
+        // A namespace left behind by a killed earlier run with this pid.
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        must_run("ip", &["netns", "add", &name]);
+        NetNs { name }
+    }
+
+    /// `ip -n NS ARGS...`
+    fn ip(&self, args: &[&str]) {
+        must_run("ip", &[&["-n", self.name.as_str()], args].concat());
+    }
+
+    /// `tc -n NS ARGS...`
+    fn tc(&self, args: &[&str]) {
+        must_run("tc", &[&["-n", self.name.as_str()], args].concat());
+    }
+
+    /// Runs `f` on a thread that has entered the namespace: sockets it
+    /// creates live there (setns(CLONE_NEWNET) affects the calling thread only).
+    fn run_inside<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = File::open(&path).unwrap_or_else(|err| panic!("open {path}: {err}"));
+                    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                    assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+                    f()
+                })
+                .join()
+                .expect("thread inside the namespace")
+        })
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let deleted = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        if !matches!(deleted, Ok(status) if status.success()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "could not delete network namespace {} ({deleted:?}): remove it with `ip netns del {}`",
+                self.name,
+                self.name
+            );
+        }
+    }
+}
+
+/// The kernel's TCP_INFO for a socket.
+fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info
+}
+
+#[test]
+fn tcp_retransmits_counts_retransmissions_of_lost_packets() {
+    let Some(_kernel) =
+        common::kernel_test("tcp_retransmits_counts_retransmissions_of_lost_packets")
+    else {
+        return;
+    };
+    // Loss is made inside a namespace of the test's own. This kernel has no
+    // sch_netem (and no nft/iptables tools are installed), so packets are
+    // dropped with what it has: an ingress u32 filter on the namespace's lo
+    // whose mirred action redirects the server's inbound packets out of a
+    // veth; they arrive on its peer addressed to MAC 00:00:00:00:00:00 and
+    // the IP stack drops them (otherhost). Every packet to the server is
+    // lost while the filter is there, so the client must retransmit.
+    let ns = NetNs::create("rtx");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&[
+        "link", "add", "bsdrop0", "type", "veth", "peer", "name", "bsdrop1",
+    ]);
+    for veth in ["bsdrop0", "bsdrop1"] {
+        // No IPv6 link-local address: no DAD or router solicitations.
+        ns.ip(&["link", "set", veth, "addrgenmode", "none", "up"]);
+    }
+    ns.tc(&["qdisc", "add", "dev", "lo", "ingress"]);
+    let (client, mut server) = ns.run_inside(|| {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen in namespace");
+        let client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+        let (server, _) = listener.accept().expect("accept");
+        (client, server)
+    });
+    let port = client.peer_addr().unwrap().port().to_string();
+    assert_eq!(tcp_info(&client).tcpi_total_retrans, 0);
+
+    let mut retransmitted = 0;
+    let text = run_builtin("tcp_retransmits", || {
+        ns.tc(&[
+            "filter", "add", "dev", "lo", "ingress", "protocol", "ip", "prio", "1", "u32", "match",
+            "ip", "dport", &port, "0xffff", "action", "mirred", "egress", "redirect", "dev",
+            "bsdrop0",
+        ]);
+        (&client)
+            .write_all(b"lost, then retransmitted")
+            .expect("send");
+        // Hang guard only: the retransmission timer fires after ≈ 200 ms.
+        let deadline = Instant::now() + PATIENCE;
+        while tcp_info(&client).tcpi_total_retrans == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "no retransmission in {PATIENCE:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        ns.tc(&["filter", "del", "dev", "lo", "ingress"]);
+        // The next retransmission gets through.
+        let mut received = [0u8; 24];
+        server.set_read_timeout(Some(PATIENCE)).unwrap();
+        server
+            .read_exact(&mut received)
+            .expect("retransmitted data");
+        assert_eq!(&received, b"lost, then retransmitted");
+        retransmitted = tcp_info(&client).tcpi_total_retrans;
+    });
+    drop((client, server));
+    drop(ns);
+
+    let series = r#"bpfsnap_tcp_retransmits_total{state="established",family="ipv4"}"#;
+    let counted = value(&text, series);
+    assert!(
+        counted >= f64::from(retransmitted),
+        "{series} = {counted}, but the client retransmitted {retransmitted} times\n{text}"
+    );
+    assert!(retransmitted >= 1);
+}
+
+/// One connection's whole life, ordered so that every transition asserted
+/// below has happened when this returns (see the test).
+fn tcp_connection(listener: &TcpListener) {
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    client.write_all(b"x").expect("send");
+    let (mut server, _) = listener.accept().expect("accept");
+    server.set_read_timeout(Some(PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    server.read_exact(&mut byte).expect("read the byte");
+    drop(client);
+    assert_eq!(server.read(&mut byte).expect("read EOF"), 0, "EOF");
+    drop(server);
+}
+
+#[test]
+fn tcp_states_counts_the_transitions_of_connections() {
+    let Some(_kernel) = common::kernel_test("tcp_states_counts_the_transitions_of_connections")
+    else {
+        return;
+    };
+    const CONNECTIONS: u32 = 50;
+    const CONNECTIONS_V6: u32 = 10;
+    let mut ipv6 = false;
+    let text = run_builtin("tcp_states", || {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+        for _ in 0..CONNECTIONS {
+            tcp_connection(&listener);
+        }
+        drop(listener);
+        match TcpListener::bind((Ipv6Addr::LOCALHOST, 0)) {
+            Ok(listener) => {
+                ipv6 = true;
+                for _ in 0..CONNECTIONS_V6 {
+                    tcp_connection(&listener);
+                }
+            }
+            Err(err) => {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "tcp_states: no IPv6 loopback here ({err}): family=\"ipv6\" not exercised"
+                );
+            }
+        }
+    });
+    let n = f64::from(CONNECTIONS);
+    let transition = |family: &str, old: &str, new: &str| {
+        format!(
+            r#"bpfsnap_tcp_state_transitions_total{{family="{family}",old_state="{old}",new_state="{new}"}}"#
+        )
+    };
+    // Each is complete when the system call that caused it returns:
+    let expected = [
+        // listen(), and close() of the listener
+        ("close", "listen", 1.0),
+        ("listen", "close", 1.0),
+        // connect() starts in SYN_SENT and returns once ESTABLISHED
+        ("close", "syn_sent", n),
+        ("syn_sent", "established", n),
+        // the server socket read data: its handshake had completed
+        ("syn_recv", "established", n),
+        // close() by the client sends its FIN
+        ("established", "fin_wait1", n),
+        // the server read EOF: the FIN was processed
+        ("established", "close_wait", n),
+        // close() by the server sends its FIN
+        ("close_wait", "last_ack", n),
+    ];
+    for (old, new, at_least) in expected {
+        let series = transition("ipv4", old, new);
+        let counted = value(&text, &series);
+        assert!(
+            counted >= at_least,
+            "{series} = {counted}, expected ≥ {at_least}\n{text}"
+        );
+    }
+    if ipv6 {
+        let series = transition("ipv6", "syn_sent", "established");
+        let counted = value(&text, &series);
+        let at_least = f64::from(CONNECTIONS_V6);
+        assert!(
+            counted >= at_least,
+            "{series} = {counted}, expected ≥ {at_least}\n{text}"
+        );
+    }
+}
+
+/// Pins the calling thread to the CPU it is on; returns the previous mask.
+fn pin_to_current_cpu() -> libc::cpu_set_t {
+    unsafe {
+        let mut old: libc::cpu_set_t = std::mem::zeroed();
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(libc::sched_getaffinity(0, size, &mut old), 0);
+        let cpu = libc::sched_getcpu();
+        assert!(cpu >= 0, "sched_getcpu");
+        let mut one: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu as usize, &mut one);
+        assert_eq!(
+            libc::sched_setaffinity(0, size, &one),
+            0,
+            "sched_setaffinity"
+        );
+        old
+    }
+}
+
+#[test]
+fn skb_drops_counts_datagrams_to_a_closed_port_as_no_socket() {
+    let Some(_kernel) =
+        common::kernel_test("skb_drops_counts_datagrams_to_a_closed_port_as_no_socket")
+    else {
+        return;
+    };
+    const DATAGRAMS: u32 = 200;
+    let text = run_builtin("skb_drops", || {
+        // A port nothing listens on: bound, then closed.
+        let closed = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0))
+            .and_then(|s| s.local_addr())
+            .expect("pick a port");
+        let marker = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("marker socket");
+        marker.set_read_timeout(Some(PATIENCE)).unwrap();
+        let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("sender");
+        // Loopback queues every datagram sent from a CPU on that CPU's
+        // backlog, processed in order: with the thread pinned, the marker's
+        // arrival proves every datagram before it reached UDP and was dropped.
+        let old_mask = pin_to_current_cpu();
+        for _ in 0..DATAGRAMS {
+            sender.send_to(b"nobody listens", closed).expect("send");
+        }
+        sender
+            .send_to(b"marker", marker.local_addr().unwrap())
+            .expect("send marker");
+        let mut buf = [0u8; 16];
+        let (len, from) = marker.recv_from(&mut buf).expect("marker arrives");
+        assert_eq!(
+            (&buf[..len], from),
+            (&b"marker"[..], sender.local_addr().unwrap())
+        );
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        assert_eq!(unsafe { libc::sched_setaffinity(0, size, &old_mask) }, 0);
+    });
+    let series = r#"bpfsnap_skb_drops_total{reason="no_socket",protocol="ipv4"}"#;
+    let counted = value(&text, series);
+    assert!(
+        counted >= f64::from(DATAGRAMS),
+        "{series} = {counted} for {DATAGRAMS} datagrams to a closed port\n{text}"
+    );
+}

@@ -1,0 +1,623 @@
+//! Storage and memory built-ins under the load they measure, on the real
+//! kernel: biolatency and biosize (O_DIRECT I/O on the disk under the
+//! temporary directory), oomkill (a child OOM-killed in a memory cgroup of its
+//! own) and pagefaults (fresh anonymous pages touched one by one). Each test
+//! starts bpfsnap on one built-in, makes the events happen, ends the window
+//! with SIGINT and checks the exact series moved at least as much as the load
+//! made. promtool must accept every output.
+
+mod common;
+
+use std::ffi::CString;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::Running;
+
+/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
+fn run_builtin(name: &str, load: impl FnOnce()) -> String {
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--builtin",
+        name,
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("sampling");
+    load();
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
+    common::promtool_check(&text);
+    text
+}
+
+/// Straight to the stream: libtest captures eprintln! of passing tests.
+fn say(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{text}");
+}
+
+// ---------------------------------------------------------------- block I/O
+
+/// Requests of this size land in the `le="65536"` bucket, not `le="32768"`.
+const IO_SIZE: usize = 64 * 1024;
+/// O_DIRECT writes, then as many O_DIRECT reads, of IO_SIZE each.
+const IO_COUNT: usize = 64;
+
+/// The whole disk (its /proc/partitions name, as the majorminor decoder names
+/// it) under the filesystem holding `path`, or why there is none.
+fn disk_under(path: &Path) -> Result<String, String> {
+    let dev = fs::metadata(path)
+        .map_err(|err| format!("stat {}: {err}", path.display()))?
+        .dev();
+    let (major, minor) = (libc::major(dev), libc::minor(dev));
+    let sys = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).map_err(|err| {
+        format!(
+            "{} is on device {major}:{minor}, which is not a block device \
+             (/sys/dev/block/{major}:{minor}: {err})",
+            path.display()
+        )
+    })?;
+    // A partition's sysfs directory sits inside its disk's; the block
+    // tracepoints name the disk.
+    let disk = if sys.join("partition").exists() {
+        sys.parent().unwrap_or(&sys)
+    } else {
+        &sys
+    };
+    let name = disk
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| format!("no device name in {}", disk.display()))?
+        .to_string();
+    if !disk.join("mq").exists() {
+        return Err(format!(
+            "{} is on {name}, which is not a request-based (blk-mq) disk: \
+             block_rq_* tracepoints do not fire for it",
+            path.display()
+        ));
+    }
+    let partitions = fs::read_to_string("/proc/partitions").unwrap_or_default();
+    if !partitions
+        .lines()
+        .any(|line| line.split_whitespace().nth(3) == Some(name.as_str()))
+    {
+        return Err(format!(
+            "{name} (under {}) is not in /proc/partitions",
+            path.display()
+        ));
+    }
+    Ok(name)
+}
+
+/// A directory on a real disk for the O_DIRECT file, and that disk's name.
+fn disk_backed_dir() -> Result<(PathBuf, String), String> {
+    let mut why = Vec::new();
+    for dir in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
+        match disk_under(&dir) {
+            Ok(disk) => return Ok((dir, disk)),
+            Err(err) => why.push(err),
+        }
+    }
+    Err(why.join("; "))
+}
+
+/// A zeroed, page-aligned buffer for O_DIRECT, freed on drop.
+struct AlignedBuf {
+    ptr: *mut u8,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn new(size: usize) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(size, 4096).expect("layout");
+        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
+        assert!(!ptr.is_null(), "allocate {size} bytes");
+        AlignedBuf { ptr, layout }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
+    }
+}
+
+/// IO_COUNT O_DIRECT writes of IO_SIZE (into preallocated blocks, so each is
+/// one request), an fsync, then IO_COUNT O_DIRECT reads of it back: each
+/// pwrite/pread waits for its own request, so none merge.
+fn direct_io(dir: &Path) {
+    let dir = tempfile::tempdir_in(dir).expect("tempdir on disk");
+    let path = dir.path().join("direct.dat");
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(&path)
+        .expect("open O_DIRECT");
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let total = (IO_SIZE * IO_COUNT) as libc::off_t;
+    assert_eq!(
+        unsafe { libc::fallocate(fd, 0, 0, total) },
+        0,
+        "fallocate: {}",
+        std::io::Error::last_os_error()
+    );
+    let buf = AlignedBuf::new(IO_SIZE);
+    for i in 0..IO_COUNT {
+        unsafe { std::ptr::write_bytes(buf.ptr, i as u8 + 1, IO_SIZE) };
+        let n = unsafe { libc::pwrite(fd, buf.ptr.cast(), IO_SIZE, (i * IO_SIZE) as libc::off_t) };
+        assert_eq!(
+            n,
+            IO_SIZE as isize,
+            "O_DIRECT pwrite: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    file.sync_all().expect("fsync");
+    for i in 0..IO_COUNT {
+        let n = unsafe { libc::pread(fd, buf.ptr.cast(), IO_SIZE, (i * IO_SIZE) as libc::off_t) };
+        assert_eq!(
+            n,
+            IO_SIZE as isize,
+            "O_DIRECT pread: {}",
+            std::io::Error::last_os_error()
+        );
+        assert_eq!(
+            unsafe { *buf.ptr.add(IO_SIZE - 1) },
+            i as u8 + 1,
+            "read back block {i}"
+        );
+    }
+}
+
+/// Whether `disk` has a volatile write cache, so that fsync sends flushes.
+fn write_back_cache(disk: &str) -> bool {
+    fs::read_to_string(format!("/sys/block/{disk}/queue/write_cache"))
+        .is_ok_and(|mode| mode.trim() == "write back")
+}
+
+#[test]
+fn biolatency_times_every_direct_read_and_write() {
+    let Some(_kernel) = common::kernel_test("biolatency_times_every_direct_read_and_write") else {
+        return;
+    };
+    let disk = disk_backed_dir();
+    let text = run_builtin("biolatency", || {
+        if let Ok((dir, _)) = &disk {
+            direct_io(dir);
+        }
+    });
+    let (_, disk) = match disk {
+        Ok(found) => found,
+        Err(why) => {
+            say(&format!(
+                "biolatency: no O_DIRECT load made, no directory on a real disk here: {why}; \
+                 only checked that the output is valid"
+            ));
+            return;
+        }
+    };
+    let metric = "bpfsnap_block_io_latency_seconds";
+    for op in ["write", "read"] {
+        let series = format!(r#"{metric}_count{{device="{disk}",operation="{op}"}}"#);
+        let count = common::sample(&text, &series).unwrap_or_else(|| panic!("no {series}\n{text}"));
+        assert!(
+            count >= IO_COUNT as f64,
+            "{count} {op}s timed for {IO_COUNT} O_DIRECT {op}s\n{text}"
+        );
+        let inf = format!(r#"{metric}_bucket{{device="{disk}",operation="{op}",le="+Inf"}}"#);
+        assert_eq!(common::sample(&text, &inf), Some(count), "{inf}");
+        let sum = format!(r#"{metric}_sum{{device="{disk}",operation="{op}"}}"#);
+        let sum = common::sample(&text, &sum).unwrap_or_default();
+        // Whole microseconds are summed: a disk round trip takes several.
+        assert!(sum > 0.0, "{op} latency sum {sum}\n{text}");
+    }
+    // fsync after the writes flushes the disk's cache when it has one.
+    let flushes = common::sample(
+        &text,
+        &format!(r#"{metric}_count{{device="{disk}",operation="flush"}}"#),
+    );
+    if write_back_cache(&disk) {
+        assert!(
+            flushes.unwrap_or_default() >= 1.0,
+            "fsync on a write-back disk sent no flush\n{text}"
+        );
+    } else {
+        say(&format!(
+            "biolatency: {disk} has no write-back cache: flushes not checked"
+        ));
+    }
+}
+
+#[test]
+fn biosize_sizes_every_direct_read_and_write() {
+    let Some(_kernel) = common::kernel_test("biosize_sizes_every_direct_read_and_write") else {
+        return;
+    };
+    let disk = disk_backed_dir();
+    let text = run_builtin("biosize", || {
+        if let Ok((dir, _)) = &disk {
+            direct_io(dir);
+        }
+    });
+    let (_, disk) = match disk {
+        Ok(found) => found,
+        Err(why) => {
+            say(&format!(
+                "biosize: no O_DIRECT load made, no directory on a real disk here: {why}; \
+                 only checked that the output is valid"
+            ));
+            return;
+        }
+    };
+    let metric = "bpfsnap_block_io_size_bytes";
+    for op in ["write", "read"] {
+        let bucket = |le: &str| {
+            let series =
+                format!(r#"{metric}_bucket{{device="{disk}",operation="{op}",le="{le}"}}"#);
+            common::sample(&text, &series).unwrap_or_else(|| panic!("no {series}\n{text}"))
+        };
+        // Exactly 64 KiB: in (32 KiB, 64 KiB].
+        let in_64k = bucket("65536") - bucket("32768");
+        assert!(
+            in_64k >= IO_COUNT as f64,
+            "{in_64k} {op}s of (32 KiB, 64 KiB] for {IO_COUNT} O_DIRECT {op}s of 64 KiB\n{text}"
+        );
+        assert!(bucket("512") <= bucket("32768"), "buckets are cumulative");
+        let sum = format!(r#"{metric}_sum{{device="{disk}",operation="{op}"}}"#);
+        let sum = common::sample(&text, &sum).unwrap_or_default();
+        assert!(
+            sum >= (IO_COUNT * IO_SIZE) as f64,
+            "{op} bytes {sum} < {}\n{text}",
+            IO_COUNT * IO_SIZE
+        );
+    }
+    // Flushes move no data: not sizes.
+    assert!(
+        !text.contains(r#"operation="flush""#),
+        "biosize counted data-less flushes\n{text}"
+    );
+}
+
+// ---------------------------------------------------------------- OOM kill
+
+/// The comm of the child the test gets OOM-killed (15 bytes: the whole comm).
+const OOM_COMM: &str = "bpfsnap-oomtest";
+/// The memory limit of its cgroup, and how much it tries to touch.
+const OOM_LIMIT: usize = 32 << 20;
+const OOM_TRY: usize = 1 << 30;
+
+/// A memory cgroup (v1) made for the test inside the test's own; removed on
+/// drop, after the child in it (if still there) is killed and reaped.
+struct OomCgroup {
+    dir: PathBuf,
+    child: Option<libc::pid_t>,
+}
+
+impl OomCgroup {
+    /// Creates it with OOM_LIMIT as its limit, or says why it cannot.
+    fn create() -> Result<OomCgroup, String> {
+        let mount = PathBuf::from("/sys/fs/cgroup/memory");
+        if !mount.join("memory.limit_in_bytes").exists() {
+            let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
+            return Err(format!(
+                "no cgroup v1 memory hierarchy at {} (cgroup v2 controllers: {:?}); under cgroup v2 \
+                 the test's own cgroup holds processes, so it cannot delegate the memory controller \
+                 to a child cgroup (no-internal-process rule)",
+                mount.display(),
+                v2.trim()
+            ));
+        }
+        let own = fs::read_to_string("/proc/self/cgroup")
+            .map_err(|err| format!("/proc/self/cgroup: {err}"))?
+            .lines()
+            .find_map(|line| {
+                let mut fields = line.splitn(3, ':');
+                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                controllers
+                    .split(',')
+                    .any(|c| c == "memory")
+                    .then(|| path.trim_start_matches('/').to_string())
+            })
+            .ok_or("this process is in no v1 memory cgroup (/proc/self/cgroup)")?;
+        let dir = mount
+            .join(own)
+            .join(format!("bpfsnap-oomkill-{}", std::process::id()));
+        fs::create_dir(&dir).map_err(|err| format!("mkdir {}: {err}", dir.display()))?;
+        let cgroup = OomCgroup { dir, child: None };
+        cgroup.set("memory.limit_in_bytes", &OOM_LIMIT.to_string())?;
+        // With swap, RAM+swap must be limited too or the child just swaps.
+        if cgroup.dir.join("memory.memsw.limit_in_bytes").exists() {
+            cgroup.set("memory.memsw.limit_in_bytes", &OOM_LIMIT.to_string())?;
+        }
+        if fs::read_to_string(cgroup.dir.join("memory.oom_control"))
+            .is_ok_and(|text| text.contains("oom_kill_disable 1"))
+        {
+            cgroup.set("memory.oom_control", "0")?;
+        }
+        Ok(cgroup)
+    }
+
+    fn set(&self, file: &str, value: &str) -> Result<(), String> {
+        fs::write(self.dir.join(file), value)
+            .map_err(|err| format!("write {value} to {}: {err}", self.dir.join(file).display()))
+    }
+
+    /// Forks a child that names itself OOM_COMM, joins this cgroup and
+    /// touches up to OOM_TRY bytes; returns how it ended (waitpid status).
+    fn run_hog(&mut self) -> i32 {
+        let adj = CString::new("/proc/self/oom_score_adj").unwrap();
+        let comm = CString::new(OOM_COMM).unwrap();
+        let mut pipe = [0; 2];
+        assert_eq!(
+            unsafe { libc::pipe2(pipe.as_mut_ptr(), libc::O_CLOEXEC) },
+            0,
+            "pipe"
+        );
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            // The child of a threaded process: raw system calls only.
+            unsafe { hog(pipe[0], pipe[1], &adj, &comm) }
+        }
+        self.child = Some(pid);
+        unsafe { libc::close(pipe[0]) };
+        let joined = self.set("cgroup.procs", &pid.to_string());
+        // Go (a byte) or give up (EOF: the child exits).
+        if joined.is_ok() {
+            assert_eq!(
+                unsafe { libc::write(pipe[1], b"g".as_ptr().cast(), 1) },
+                1,
+                "start the child"
+            );
+        }
+        unsafe { libc::close(pipe[1]) };
+        let status = self.reap().expect("the memory hog did not end");
+        joined.expect("move the child into the cgroup");
+        status
+    }
+
+    /// Waits (bounded) for the child; kills it when the patience runs out.
+    fn reap(&mut self) -> Option<i32> {
+        let pid = self.child.take()?;
+        let deadline = Instant::now() + common::PATIENCE;
+        loop {
+            let mut status = 0;
+            let rc = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+            if rc == pid {
+                return Some(status);
+            }
+            assert!(rc == 0, "waitpid: {}", std::io::Error::last_os_error());
+            if Instant::now() >= deadline {
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                unsafe { libc::waitpid(pid, &mut status, 0) };
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for OomCgroup {
+    fn drop(&mut self) {
+        if let Some(pid) = self.child.take() {
+            let mut status = 0;
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+        }
+        // Empty once its only task is reaped; retry only while the kernel
+        // still says busy (bounded).
+        let deadline = Instant::now() + common::PATIENCE;
+        while let Err(err) = fs::remove_dir(&self.dir) {
+            if err.raw_os_error() != Some(libc::EBUSY) || Instant::now() >= deadline {
+                say(&format!(
+                    "oomkill: could not remove {}: {err}",
+                    self.dir.display()
+                ));
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// The forked child: waits for the go byte, makes itself the OOM killer's
+/// obvious choice, names itself OOM_COMM and touches memory until killed.
+unsafe fn hog(go: i32, write_end: i32, adj: &CString, comm: &CString) -> ! {
+    libc::close(write_end);
+    let mut byte = 0u8;
+    if libc::read(go, (&mut byte as *mut u8).cast(), 1) != 1 {
+        libc::_exit(2);
+    }
+    // Raising oom_score_adj needs no privilege (an inherited -1000 would
+    // make the child unkillable).
+    let fd = libc::open(adj.as_ptr(), libc::O_WRONLY);
+    if fd >= 0 {
+        libc::write(fd, b"1000".as_ptr().cast(), 4);
+        libc::close(fd);
+    }
+    libc::prctl(libc::PR_SET_NAME, comm.as_ptr() as libc::c_ulong, 0, 0, 0);
+    let chunk = 1 << 20;
+    let mut touched = 0;
+    while touched < OOM_TRY {
+        let area = libc::mmap(
+            std::ptr::null_mut(),
+            chunk,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        );
+        if area == libc::MAP_FAILED {
+            libc::_exit(4);
+        }
+        for page in (0..chunk).step_by(4096) {
+            std::ptr::write_volatile(area.cast::<u8>().add(page), 1);
+        }
+        touched += chunk;
+    }
+    libc::_exit(3)
+}
+
+#[test]
+fn oomkill_names_the_victim_of_a_memory_cgroup_oom() {
+    let Some(_kernel) = common::kernel_test("oomkill_names_the_victim_of_a_memory_cgroup_oom")
+    else {
+        return;
+    };
+    let mut cgroup = OomCgroup::create();
+    let mut status = None;
+    let text = run_builtin("oomkill", || {
+        if let Ok(cgroup) = &mut cgroup {
+            status = Some(cgroup.run_hog());
+        }
+    });
+    let series = format!(r#"bpfsnap_oom_kills_total{{comm="{OOM_COMM}"}}"#);
+    let cgroup = match cgroup {
+        Ok(cgroup) => cgroup,
+        Err(why) => {
+            say(&format!(
+                "oomkill: no OOM kill made, a memory cgroup cannot be set up here: {why}; \
+                 only checked that the output is valid and names no test victim"
+            ));
+            assert!(common::sample(&text, &series).is_none(), "{text}");
+            return;
+        }
+    };
+    let status = status.expect("the hog ran");
+    assert!(
+        libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
+        "the child touching {OOM_TRY} bytes in a {OOM_LIMIT}-byte memory cgroup was not OOM-killed \
+         (wait status {status:#x}; exit 3 = touched it all, 4 = mmap failed) in {}",
+        cgroup.dir.display()
+    );
+    let kills = common::sample(&text, &series).unwrap_or_else(|| panic!("no {series}\n{text}"));
+    assert!(kills >= 1.0, "{kills} OOM kills of {OOM_COMM}\n{text}");
+    drop(cgroup);
+}
+
+// ---------------------------------------------------------------- page faults
+
+/// Fresh anonymous pages touched, per kind of fault.
+const PAGES: usize = 4096;
+
+/// A private anonymous mapping without huge pages (a huge page would serve
+/// 512 touches with one fault); unmapped on drop.
+struct Anon {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl Anon {
+    fn new(pages: usize) -> Anon {
+        let len = pages * page_size();
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(ptr, libc::MAP_FAILED, "mmap");
+        assert_eq!(
+            unsafe { libc::madvise(ptr, len, libc::MADV_NOHUGEPAGE) },
+            0,
+            "madvise"
+        );
+        Anon {
+            ptr: ptr.cast(),
+            len,
+        }
+    }
+
+    fn pages(&self) -> impl Iterator<Item = *mut u8> + '_ {
+        (0..self.len)
+            .step_by(page_size())
+            .map(|off| unsafe { self.ptr.add(off) })
+    }
+}
+
+impl Drop for Anon {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn page_size() -> usize {
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+#[test]
+fn pagefaults_counts_each_fresh_page_by_kind() {
+    let Some(_kernel) = common::kernel_test("pagefaults_counts_each_fresh_page_by_kind") else {
+        return;
+    };
+    if !cfg!(target_arch = "x86_64") {
+        // page_fault_user is an x86 tracepoint: the built-in is unavailable.
+        say(
+            "pagefaults: tp_btf/page_fault_user exists on x86 only: checked `bpfsnap list` says so",
+        );
+        let out = common::bpfsnap()
+            .args(["list", "--long"])
+            .output()
+            .expect("bpfsnap list");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let entry = text
+            .split("\n\n")
+            .find(|e| e.starts_with("pagefaults"))
+            .expect("pagefaults listed");
+        assert!(!entry.contains("available here: yes"), "{entry}");
+        return;
+    }
+    let text = run_builtin("pagefaults", || {
+        // Reads of never-touched anonymous pages map the shared zero page
+        // (not present, read); writes to them then copy it (protection,
+        // write); writes to other fresh pages allocate (not present, write).
+        let zero_mapped = Anon::new(PAGES);
+        let mut sum = 0u64;
+        for page in zero_mapped.pages() {
+            sum += u64::from(unsafe { std::ptr::read_volatile(page) });
+        }
+        assert_eq!(sum, 0);
+        for page in zero_mapped.pages() {
+            unsafe { std::ptr::write_volatile(page, 1) };
+        }
+        let fresh = Anon::new(PAGES);
+        for page in fresh.pages() {
+            unsafe { std::ptr::write_volatile(page, 1) };
+        }
+        // A new program faults its first instructions in.
+        let status = std::process::Command::new("/bin/true")
+            .status()
+            .expect("run /bin/true");
+        assert!(status.success());
+    });
+    let faults = |access: &str, cause: &str| {
+        let series =
+            format!(r#"bpfsnap_user_page_faults_total{{access="{access}",cause="{cause}"}}"#);
+        common::sample(&text, &series).unwrap_or_else(|| panic!("no {series}\n{text}"))
+    };
+    for (access, cause, at_least) in [
+        ("read", "not_present", PAGES),
+        ("write", "protection", PAGES),
+        ("write", "not_present", PAGES),
+        ("exec", "not_present", 1),
+    ] {
+        let count = faults(access, cause);
+        assert!(
+            count >= at_least as f64,
+            "{count} {access}/{cause} faults, expected at least {at_least}\n{text}"
+        );
+    }
+}
