@@ -28,6 +28,9 @@ _bpfsnap() {
             bpfsnap,run)
                 cmd="bpfsnap__subcmd__run"
                 ;;
+            bpfsnap,serve)
+                cmd="bpfsnap__subcmd__serve"
+                ;;
             bpfsnap,stop)
                 cmd="bpfsnap__subcmd__stop"
                 ;;
@@ -43,6 +46,9 @@ _bpfsnap() {
             bpfsnap__subcmd__help,run)
                 cmd="bpfsnap__subcmd__help__subcmd__run"
                 ;;
+            bpfsnap__subcmd__help,serve)
+                cmd="bpfsnap__subcmd__help__subcmd__serve"
+                ;;
             bpfsnap__subcmd__help,stop)
                 cmd="bpfsnap__subcmd__help__subcmd__stop"
                 ;;
@@ -53,7 +59,7 @@ _bpfsnap() {
 
     case "${cmd}" in
         bpfsnap)
-            opts="-v -q -h -V --verbose --quiet --help --version run check list stop help"
+            opts="-v -q -h -V --verbose --quiet --help --version run serve check list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -97,7 +103,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__help)
-            opts="run check list stop help"
+            opts="run serve check list stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -153,6 +159,20 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__help__subcmd__serve)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -255,6 +275,64 @@ _bpfsnap() {
                     ;;
                 --format)
                     COMPREPLY=($(compgen -W "text pretty" -- "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__serve)
+            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --allow-untrusted-files --scrape-delay --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --config-dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --configs)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --builtin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --max-requests)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scrape-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --on-error)
+                    COMPREPLY=($(compgen -W "fail partial" -- "${cur}"))
+                    return 0
+                    ;;
+                --keep-caps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scrape-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 *)

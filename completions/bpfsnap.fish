@@ -29,6 +29,7 @@ complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s q -l quiet -d 'Print on
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s V -l version -d 'Print version'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "serve" -d 'Keep the probes attached and answer Prometheus scrapes over HTTP: each scrape of /metrics takes a fresh snapshot'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "stop" -d 'Detach and unpin everything an earlier `run --pin DIR` left in bpffs'
@@ -50,6 +51,21 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l allow-untrusted-
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l listen -d 'Address to listen on; the default answers this machine only, any other address is an explicit choice' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l namespace -d 'Prefix of every metric name (see `run --namespace`)' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l max-requests -d 'Scrapes answered at once; more get HTTP 503' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-timeout -d 'A scrape that takes longer gets HTTP 503' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l on-error -d 'When gathering fails: `fail` answers HTTP 500 with the error, `partial` serves what was gathered. Both count in bpfsnap_scrape_errors_total' -r -f -a "fail\t''
+partial\t''"
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l keep-caps -d 'Capabilities to keep once attached (see `run --keep-caps`)' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-delay -d 'Testing aid: make every scrape take at least this long, to exercise the in-flight limit and the scrape timeout' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l allow-untrusted-files -d 'Load config and object files even if others could have changed them'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s q -l quiet -d 'Print only errors on stderr'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
@@ -64,8 +80,9 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -l pin -d 'The dir
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s h -l help -d 'Print help'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "stop" -d 'Detach and unpin everything an earlier `run --pin DIR` left in bpffs'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run check list stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "serve" -d 'Keep the probes attached and answer Prometheus scrapes over HTTP: each scrape of /metrics takes a fresh snapshot'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "check" -d 'Validate configs and their BPF objects without loading anything into the kernel (no root needed); lists every problem, one per line'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "list" -d 'List the built-in programs: what they measure, whether they are in the default set, and whether they can attach on this kernel'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "stop" -d 'Detach and unpin everything an earlier `run --pin DIR` left in bpffs'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

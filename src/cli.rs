@@ -62,6 +62,9 @@ pub enum Command {
     /// Attach programs, sample for a window, write the metrics, detach.
     #[command(after_help = EXAMPLES)]
     Run(RunArgs),
+    /// Keep the probes attached and answer Prometheus scrapes over HTTP: each
+    /// scrape of /metrics takes a fresh snapshot.
+    Serve(ServeArgs),
     /// Validate configs and their BPF objects without loading anything into
     /// the kernel (no root needed); lists every problem, one per line.
     Check(ProgramArgs),
@@ -164,6 +167,47 @@ pub struct RunArgs {
     pub format: Option<OutputFormat>,
 }
 
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+
+    /// Address to listen on; the default answers this machine only, any other
+    /// address is an explicit choice.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
+    pub listen: std::net::SocketAddr,
+
+    /// Prefix of every metric name (see `run --namespace`).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
+    pub namespace: String,
+
+    /// Scrapes answered at once; more get HTTP 503.
+    #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub max_requests: u64,
+
+    /// A scrape that takes longer gets HTTP 503.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
+    pub scrape_timeout: Duration,
+
+    /// When gathering fails: `fail` answers HTTP 500 with the error, `partial`
+    /// serves what was gathered. Both count in bpfsnap_scrape_errors_total.
+    #[arg(long, value_name = "MODE", default_value = "fail", value_parser = ["fail", "partial"])]
+    pub on_error: String,
+
+    /// Capabilities to keep once attached (see `run --keep-caps`).
+    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse)]
+    pub keep_caps: KeepCaps,
+
+    /// Load config and object files even if others could have changed them.
+    #[arg(long)]
+    pub allow_untrusted_files: bool,
+
+    /// Testing aid: make every scrape take at least this long, to exercise
+    /// the in-flight limit and the scrape timeout.
+    #[arg(long, value_name = "DURATION", hide = true, value_parser = humantime::parse_duration)]
+    pub scrape_delay: Option<Duration>,
+}
+
 impl ProgramArgs {
     fn selection(&self) -> Selection {
         Selection {
@@ -238,6 +282,18 @@ where
                 },
             })
         }
+        Command::Serve(args) => crate::serve::serve(&crate::serve::ServeOptions {
+            selection: args.programs.selection(),
+            listen: args.listen,
+            namespace: args.namespace,
+            max_requests: args.max_requests as usize,
+            scrape_timeout: args.scrape_timeout,
+            serve_partial: args.on_error == "partial",
+            scrape_delay: args.scrape_delay.unwrap_or_default(),
+            keep_caps: args.keep_caps,
+            allow_untrusted_files: args.allow_untrusted_files,
+            log: Log { verbose: cli.verbose, quiet: cli.quiet },
+        }),
         Command::Check(args) => return check::check(&args.selection(), cli.verbose),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
         Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {

@@ -25,6 +25,7 @@ pub mod privilege;
 pub mod probe;
 pub mod program;
 pub mod run;
+pub mod serve;
 pub mod sink;
 pub mod snapshot;
 

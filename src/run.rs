@@ -10,7 +10,7 @@
 //! pinned is detached when this function returns, on success and on error.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -88,7 +88,7 @@ impl Log {
 
 /// A probe that failed while others ran: the run goes on without it and
 /// reports it in `bpfsnap_config_up` and the exit status.
-struct Failed {
+pub(crate) struct Failed {
     config: String,
     error: anyhow::Error,
 }
@@ -102,7 +102,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
         ));
     }
 
-    let programs = select(options)?;
+    let programs = select(&options.selection, options.allow_untrusted_files, log)?;
     options.sink.check()?;
     let _lock = take_lock(options)?;
     probe::check_host()?;
@@ -117,34 +117,9 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     }
 
-    let mut probes = Vec::with_capacity(programs.len());
-    let mut failed = Vec::new();
-    for program in &programs {
-        let attached = match &options.pin {
-            Some(root) => Probe::attach_pinned(program, root),
-            None => Probe::attach(program),
-        };
-        match attached {
-            Ok(probe) => probes.push(probe),
-            // Bad input is the user's to fix now, not a partial run.
-            Err(err) if crate::BadInput::is(&err) => return Err(err),
-            Err(err) => failed.push(Failed {
-                config: program.config.name.clone(),
-                error: err,
-            }),
-        }
-    }
-    if probes.is_empty() {
-        if let Some(first) = failed.into_iter().next() {
-            return Err(first.error);
-        }
-        bail!("no program to run");
-    }
-    for failure in &failed {
-        log.error(&format!("{:#}", failure.error));
-    }
+    let (mut probes, failed) = attach_all(&programs, options.pin.as_deref(), log)?;
 
-    let keep = keep_caps(options, &programs);
+    let keep = keep_caps(&options.keep_caps, &programs, log);
     privilege::drop_capabilities(&keep)?;
     if keep != KeepCaps::All {
         // Writing must still work without the dropped capabilities.
@@ -236,15 +211,44 @@ pub fn run(options: &RunOptions) -> Result<()> {
     Ok(())
 }
 
+/// Attaches every program (pinned under `pin` if given). A program that
+/// fails at run time is set aside (the others run); bad input fails at once,
+/// and so does a run where nothing could attach.
+pub(crate) fn attach_all(programs: &[Program], pin: Option<&Path>, log: Log) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let mut probes = Vec::with_capacity(programs.len());
+    let mut failed = Vec::new();
+    for program in programs {
+        let attached = match pin {
+            Some(root) => Probe::attach_pinned(program, root),
+            None => Probe::attach(program),
+        };
+        match attached {
+            Ok(probe) => probes.push(probe),
+            // Bad input is the user's to fix now, not a partial run.
+            Err(err) if crate::BadInput::is(&err) => return Err(err),
+            Err(err) => failed.push(Failed { config: program.config.name.clone(), error: err }),
+        }
+    }
+    if probes.is_empty() {
+        if let Some(first) = failed.into_iter().next() {
+            return Err(first.error);
+        }
+        bail!("no program to run");
+    }
+    for failure in &failed {
+        log.error(&format!("{:#}", failure.error));
+    }
+    Ok((probes, failed))
+}
+
 /// The programs to run, checked for trust, the default set fitted to the kernel.
-fn select(options: &RunOptions) -> Result<Vec<Program>> {
-    let mut programs = program::select(&options.selection).map_err(crate::BadInput::wrap)?;
-    let log = options.log;
+pub(crate) fn select(selection: &Selection, allow_untrusted_files: bool, log: Log) -> Result<Vec<Program>> {
+    let mut programs = program::select(selection).map_err(crate::BadInput::wrap)?;
     for program in &programs {
         for warning in &program.config.warnings {
             log.warn(&format!("{}: {warning}", program.config.origin));
         }
-        if !options.allow_untrusted_files {
+        if !allow_untrusted_files {
             if let ObjectSource::File(object) = &program.object {
                 privilege::check_file_owner(object).map_err(crate::BadInput::wrap)?;
                 privilege::check_file_owner(std::path::Path::new(&program.config.origin))
@@ -252,7 +256,7 @@ fn select(options: &RunOptions) -> Result<Vec<Program>> {
             }
         }
     }
-    if options.selection.is_empty() {
+    if selection.is_empty() {
         // The default set adapts to the kernel: a built-in that cannot attach
         // here is left out, not fatal.
         let kernel = probe::availability::KernelTypes::load();
@@ -304,7 +308,7 @@ fn take_lock(options: &RunOptions) -> Result<Vec<lock::Lock>> {
 
 /// `--keep-caps`, plus CAP_SYSLOG when a ksym/kstack decoder will read
 /// /proc/kallsyms after the drop.
-fn keep_caps(options: &RunOptions, programs: &[Program]) -> KeepCaps {
+pub(crate) fn keep_caps(keep: &KeepCaps, programs: &[Program], log: Log) -> KeepCaps {
     let uses_kallsyms = programs.iter().any(|p| {
         p.config.metrics().any(|m| {
             m.labels.iter().any(|l| {
@@ -314,11 +318,11 @@ fn keep_caps(options: &RunOptions, programs: &[Program]) -> KeepCaps {
             })
         })
     });
-    if uses_kallsyms && !options.keep_caps.keeps(privilege::CAP_SYSLOG) {
-        options.log.info("keeping CAP_SYSLOG: the ksym/kstack decoders read kernel addresses from /proc/kallsyms");
-        return options.keep_caps.clone().with(privilege::CAP_SYSLOG);
+    if uses_kallsyms && !keep.keeps(privilege::CAP_SYSLOG) {
+        log.info("keeping CAP_SYSLOG: the ksym/kstack decoders read kernel addresses from /proc/kallsyms");
+        return keep.clone().with(privilege::CAP_SYSLOG);
     }
-    options.keep_caps.clone()
+    keep.clone()
 }
 
 /// Waits `length` or until SIGINT/SIGTERM (true); on a terminal with a
@@ -389,21 +393,7 @@ fn snapshot_and_write(
 ) -> Result<()> {
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
-    let mut families = Vec::new();
-    let mut decode_errors = Vec::new();
-    for probe in probes.iter_mut() {
-        let snapshot = snapshot::take(probe)?;
-        let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
-        expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
-        families.extend(exposed.families);
-        for (decoder, count) in exposed.decode_errors {
-            decode_errors.push((
-                vec![probe.config().name.clone(), decoder.to_string()],
-                count as f64,
-            ));
-        }
-        probe.refresh_stats();
-    }
+    let (mut families, decode_errors) = program_families(probes, ns)?;
     families.extend(self_metrics(ns, probes, failed, window.attached_at));
     // Encoding is part of the snapshot's cost; only the gauges below are
     // encoded after the measurement.
@@ -495,6 +485,24 @@ fn snapshot_and_write(
     Ok(())
 }
 
+/// Snapshots every probe's maps into metric families; also (config, decoder)
+/// → keys skipped by decoders.
+pub(crate) fn program_families(probes: &mut [Probe], ns: &str) -> Result<(Vec<MetricFamily>, Vec<(Vec<String>, f64)>)> {
+    let mut families = Vec::new();
+    let mut decode_errors = Vec::new();
+    for probe in probes.iter_mut() {
+        let snapshot = snapshot::take(probe)?;
+        let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
+        expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
+        families.extend(exposed.families);
+        for (decoder, count) in exposed.decode_errors {
+            decode_errors.push((vec![probe.config().name.clone(), decoder.to_string()], count as f64));
+        }
+        probe.refresh_stats();
+    }
+    Ok((families, decode_errors))
+}
+
 /// `last_success_timestamp_seconds` from the file we are about to replace, so
 /// a partly failed run keeps telling when things last fully worked.
 fn previous_last_success(sink: &Sink, ns: &str) -> Option<f64> {
@@ -515,7 +523,7 @@ fn previous_last_success(sink: &Sink, ns: &str) -> Option<f64> {
 /// ebpf_exporter's self metrics: which configs and programs are loaded, and
 /// (with kernel.bpf_stats_enabled=1) what the programs cost; plus when each
 /// config's counters started and whether it is up.
-fn self_metrics(
+pub(crate) fn self_metrics(
     ns: &str,
     probes: &[Probe],
     failed: &[Failed],
@@ -619,7 +627,7 @@ fn bpf_stats_enabled() -> bool {
 
 /// SIGINT and SIGTERM as messages; once this is set up they no longer kill the
 /// process, they end the window.
-fn stop_signals() -> Result<mpsc::Receiver<i32>> {
+pub(crate) fn stop_signals() -> Result<mpsc::Receiver<i32>> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("installing signal handlers")?;
     let (sender, receiver) = mpsc::channel();
     std::thread::Builder::new()
@@ -635,7 +643,7 @@ fn stop_signals() -> Result<mpsc::Receiver<i32>> {
     Ok(receiver)
 }
 
-fn unix_seconds(time: SystemTime) -> f64 {
+pub(crate) fn unix_seconds(time: SystemTime) -> f64 {
     time.duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)

@@ -12,6 +12,8 @@ packages=(
   prometheus              # promtool check metrics
   prometheus-node-exporter # the textfile collector, in tests
   util-linux              # setpriv, mount (tests)
+  curl                    # tests of `bpfsnap serve`
+  iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
   pci.ids                 # pci_* decoders read /usr/share/misc/pci.ids
 )

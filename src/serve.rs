@@ -1,0 +1,343 @@
+//! `bpfsnap serve`: probes stay attached and every scrape of `/metrics`
+//! snapshots the maps, for Prometheus to scrape bpfsnap directly instead of
+//! through node_exporter's textfile directory.
+//!
+//! The HTTP behaviour is that of the Prometheus client libraries' handler:
+//! text format 0.0.4 by default and OpenMetrics when the scraper asks for it,
+//! gzip when accepted, a limit on scrapes in flight (503 over it), a scrape
+//! timeout, and a choice between failing a scrape on a gathering error (500)
+//! or serving what was gathered — both counted in
+//! `bpfsnap_scrape_errors_total{cause}`. `/` links to `/metrics`; `/healthz`
+//! answers `ok`. SIGTERM/SIGINT: stop accepting, finish scrapes in flight,
+//! detach, exit 0.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{anyhow, Result};
+use prometheus::proto::MetricType;
+use tiny_http::{Header, Request, Response, Server};
+
+use crate::expose::{self, metric_name, Exposition};
+use crate::privilege::{self, KeepCaps};
+use crate::probe::{self, Probe};
+use crate::program::Selection;
+use crate::run::{self, Failed, Log};
+
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub selection: Selection,
+    pub listen: SocketAddr,
+    pub namespace: String,
+    /// Scrapes answered at once; more get 503.
+    pub max_requests: usize,
+    pub scrape_timeout: Duration,
+    /// On a gathering error: serve what was gathered (true) or fail (500).
+    pub serve_partial: bool,
+    /// Testing aid (hidden flag): every scrape takes at least this long.
+    pub scrape_delay: Duration,
+    pub keep_caps: KeepCaps,
+    pub allow_untrusted_files: bool,
+    pub log: Log,
+}
+
+const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// What the scrape handler shares.
+struct State {
+    probes: Mutex<Vec<Probe>>,
+    failed: Vec<Failed>,
+    attached_at: SystemTime,
+    namespace: String,
+    serve_partial: bool,
+    in_flight: AtomicUsize,
+    max_requests: usize,
+    scrape_timeout: Duration,
+    scrape_delay: Duration,
+    /// cause → count, exported as bpfsnap_scrape_errors_total.
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+pub fn serve(options: &ServeOptions) -> Result<()> {
+    let stop = run::stop_signals()?;
+    let log = options.log;
+    let programs = run::select(&options.selection, options.allow_untrusted_files, log)?;
+    probe::check_host()?;
+    probe::capture_libbpf_log(log.verbose);
+    let (probes, failed) = run::attach_all(&programs, None, log)?;
+    let server = Server::http(options.listen)
+        .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
+    privilege::drop_capabilities(&run::keep_caps(&options.keep_caps, &programs, log))?;
+    if !options.listen.ip().is_loopback() {
+        log.warn(&format!("listening on {}, reachable from other machines", options.listen));
+    }
+    log.info(&format!("serving http://{}/metrics", options.listen));
+
+    let state = Arc::new(State {
+        probes: Mutex::new(probes),
+        failed,
+        attached_at: SystemTime::now(),
+        namespace: options.namespace.clone(),
+        serve_partial: options.serve_partial,
+        in_flight: AtomicUsize::new(0),
+        max_requests: options.max_requests.max(1),
+        scrape_timeout: options.scrape_timeout,
+        scrape_delay: options.scrape_delay,
+        errors: Mutex::new(BTreeMap::new()),
+    });
+    let server = Arc::new(server);
+    let mut workers = Vec::new();
+    // Worker threads take requests; one more than the limit, so requests
+    // over it are answered 503 at once instead of queueing.
+    for _ in 0..=state.max_requests {
+        let (server, state) = (server.clone(), state.clone());
+        workers.push(std::thread::spawn(move || {
+            while let Ok(request) = server.recv() {
+                handle(&state, request);
+            }
+        }));
+    }
+    let signal = stop.recv().ok();
+    log.info(&format!("signal {}: finishing scrapes in flight", signal.unwrap_or_default()));
+    // One unblock per worker: each ends its loop once its scrape in flight,
+    // if any, is answered.
+    for _ in &workers {
+        server.unblock();
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+    drop(state);
+    Ok(())
+}
+
+/// Releases an in-flight slot when dropped.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn handle(state: &Arc<State>, request: Request) {
+    let path = request.url().split('?').next().unwrap_or_default().to_string();
+    let response = match path.as_str() {
+        "/metrics" => {
+            let slot = Slot(&state.in_flight);
+            if state.in_flight.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
+                count_error(state, "limit");
+                drop(slot);
+                let body = format!("503 too many scrapes in flight (limit {})\n", state.max_requests);
+                return respond(request, plain(503, body));
+            }
+            let response = metrics(state, &request);
+            drop(slot);
+            response
+        }
+        "/healthz" => plain(200, "ok\n".to_string()),
+        "/" => html(),
+        _ => plain(404, "404 not found: try /metrics\n".to_string()),
+    };
+    respond(request, response);
+}
+
+fn respond(request: Request, response: Response<std::io::Cursor<Vec<u8>>>) {
+    let _ = request.respond(response);
+}
+
+/// A response header; names and values are constants of ours (ASCII).
+fn header(name: &'static str, value: &'static str) -> Header {
+    Header::from_bytes(name.as_bytes(), value.as_bytes()).expect("constant ASCII header")
+}
+
+fn plain(status: u16, body: String) -> Response<std::io::Cursor<Vec<u8>>> {
+    Response::from_data(body.into_bytes())
+        .with_status_code(status)
+        .with_header(header("Content-Type", "text/plain; charset=utf-8"))
+}
+
+fn html() -> Response<std::io::Cursor<Vec<u8>>> {
+    let body = "<!doctype html><html><head><title>bpfsnap</title></head><body>\
+                <h1>bpfsnap</h1><p>eBPF measurements as Prometheus metrics.</p>\
+                <p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
+    Response::from_data(body.as_bytes().to_vec()).with_header(header("Content-Type", "text/html; charset=utf-8"))
+}
+
+fn request_header<'a>(request: &'a Request, name: &str) -> &'a str {
+    request
+        .headers()
+        .iter()
+        .find(|h| h.field.as_str().as_str().eq_ignore_ascii_case(name))
+        .map_or("", |h| h.value.as_str())
+}
+
+fn count_error(state: &State, cause: &'static str) {
+    if let Ok(mut errors) = state.errors.lock() {
+        *errors.entry(cause).or_default() += 1;
+    }
+}
+
+fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Vec<u8>>> {
+    let openmetrics = request_header(request, "Accept").contains("application/openmetrics-text");
+    let gzip = request_header(request, "Accept-Encoding").split(',').any(|e| e.trim().starts_with("gzip"));
+
+    // Gather on a thread of its own, so a slow snapshot cannot hold the
+    // scrape past its timeout.
+    let (sender, receiver) = mpsc::channel();
+    let gatherer = state.clone();
+    std::thread::spawn(move || {
+        let _ = sender.send(gather(&gatherer));
+    });
+    let (text, error) = match receiver.recv_timeout(state.scrape_timeout) {
+        Ok(Ok(text)) => (text, None),
+        Ok(Err((partial, err))) => {
+            count_error(state, "gather");
+            (partial, Some(err))
+        }
+        Err(_) => {
+            count_error(state, "timeout");
+            let body = format!("503 gathering metrics took longer than the scrape timeout ({:?})\n", state.scrape_timeout);
+            return plain(503, body);
+        }
+    };
+    if let Some(err) = error {
+        if !state.serve_partial || text.is_empty() {
+            return plain(500, format!("500 gathering metrics failed: {err:#}\n"));
+        }
+    }
+    let (body, content_type) =
+        if openmetrics { (to_openmetrics(&text), OPENMETRICS) } else { (text, TEXT) };
+    let mut response = Response::from_data(body.clone().into_bytes()).with_header(header("Content-Type", content_type));
+    if gzip {
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        if encoder.write_all(body.as_bytes()).is_ok() {
+            if let Ok(compressed) = encoder.finish() {
+                response = Response::from_data(compressed)
+                    .with_header(header("Content-Type", content_type))
+                    .with_header(header("Content-Encoding", "gzip"));
+            }
+        }
+    }
+    response
+}
+
+/// One scrape's text; on error, what could be gathered and the error.
+fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
+    let ns = state.namespace.as_str();
+    let started = Instant::now();
+    if !state.scrape_delay.is_zero() {
+        std::thread::sleep(state.scrape_delay);
+    }
+    let mut exposition = Exposition::default();
+    let mut failure = None;
+    match state.probes.lock() {
+        Ok(mut probes) => match run::program_families(&mut probes, ns) {
+            Ok((families, decode_errors)) => {
+                let mut all = families;
+                all.extend(run::self_metrics(ns, &probes, &state.failed, state.attached_at));
+                all.push(expose::labelled(
+                    &metric_name(ns, "decoder_errors_total"),
+                    "Map keys skipped because a label decoder rejected them.",
+                    MetricType::COUNTER,
+                    &["config", "decoder"],
+                    decode_errors,
+                ));
+                if let Err(err) = exposition.add_all(all) {
+                    failure = Some(err);
+                }
+            }
+            Err(err) => failure = Some(err),
+        },
+        Err(_) => failure = Some(anyhow!("a previous scrape panicked while reading the maps")),
+    }
+    let errors: Vec<(Vec<String>, f64)> = state
+        .errors
+        .lock()
+        .map(|e| e.iter().map(|(cause, n)| (vec![cause.to_string()], *n as f64)).collect())
+        .unwrap_or_default();
+    let extra = vec![
+        expose::gauge(
+            &metric_name(ns, "snapshot_duration_seconds"),
+            "Time taken to read the BPF maps and encode their metrics.",
+            started.elapsed().as_secs_f64(),
+        ),
+        expose::gauge(&metric_name(ns, "up"), "1 if every selected config ran, 0 if some failed.", if state.failed.is_empty() { 1.0 } else { 0.0 }),
+        expose::labelled(
+            &metric_name(ns, "scrape_errors_total"),
+            "Scrapes that failed or were refused, by cause: gather, timeout, limit.",
+            MetricType::COUNTER,
+            &["cause"],
+            errors,
+        ),
+    ];
+    if let Err(err) = exposition.add_all(extra) {
+        failure.get_or_insert(err);
+    }
+    let text = exposition.text();
+    match failure {
+        None => Ok(text),
+        Some(err) => Err((text, err.context("gathering metrics").context(format!("after {:?}", started.elapsed())))),
+    }
+}
+
+/// Text format 0.0.4 → OpenMetrics 1.0: a counter family is named without
+/// `_total` in HELP/TYPE (its samples keep it, or get it), and `# EOF` ends
+/// the exposition.
+pub fn to_openmetrics(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    // Counter families, and whether their samples already end in _total.
+    let mut counters: BTreeMap<&str, bool> = BTreeMap::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            if let Some(name) = rest.strip_suffix(" counter") {
+                counters.insert(name, name.ends_with("_total"));
+            }
+        }
+    }
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+            let directive = &line[..7];
+            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
+            if counters.contains_key(name) {
+                out.push_str(&format!("{directive}{} {tail}\n", name.strip_suffix("_total").unwrap_or(name)));
+                continue;
+            }
+        } else if !line.starts_with('#') {
+            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
+            let name = &line[..name_end];
+            if counters.get(name) == Some(&false) {
+                out.push_str(&format!("{name}_total{}\n", &line[name_end..]));
+                continue;
+            }
+        }
+        out.push_str(line);
+        out.push('\n');
+    }
+    out.push_str("# EOF\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn converts_to_openmetrics() {
+        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 3\n\
+                    # HELP b B.\n# TYPE b counter\nb 4\n\
+                    # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n";
+        assert_eq!(
+            to_openmetrics(text),
+            "# HELP a A.\n# TYPE a counter\na_total{x=\"1\"} 3\n\
+             # HELP b B.\n# TYPE b counter\nb_total 4\n\
+             # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n# EOF\n"
+        );
+    }
+}
