@@ -487,7 +487,7 @@ fn snapshot_and_write(
 
 /// Snapshots every probe's maps into metric families; also (config, decoder)
 /// → keys skipped by decoders.
-pub(crate) fn program_families(probes: &mut [Probe], ns: &str) -> Result<(Vec<MetricFamily>, Vec<(Vec<String>, f64)>)> {
+pub(crate) fn program_families(probes: &mut [Probe], ns: &str) -> Result<(Vec<MetricFamily>, expose::Samples)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     for probe in probes.iter_mut() {
