@@ -95,6 +95,9 @@ impl<'a> KeyDecoder<'a> {
     }
 }
 
+/// Series of a simple family: (label values, value).
+pub type Samples = Vec<(Vec<String>, f64)>;
+
 /// The metric's full name: `NAMESPACE_NAME`.
 pub fn metric_name(namespace: &str, name: &str) -> String {
     if namespace.is_empty() {
