@@ -59,4 +59,26 @@ static __always_inline u32 inet_family_slot(u16 family)
 	return INET_FAMILY_OTHER;
 }
 
+/*
+ * The number of the system call in progress at tp_btf/sys_enter or sys_exit
+ * (`task` is the current task, `regs` the tracepoint's), or ~0 when it is not
+ * a native 64-bit call: ia32 (int 0x80, sysenter) and aarch32 calls have
+ * their own numbering, which the `syscall` decoder does not know, so e.g. an
+ * ia32 close (6) would otherwise be named lstat. x32 calls (bit 30 set) are
+ * left for the caller's bound on the number to drop. The aarch64 branch is
+ * untested (no aarch64 vmlinux.h here yet).
+ */
+static __always_inline u64 native_syscall_nr(struct task_struct *task, struct pt_regs *regs)
+{
+#if defined(__TARGET_ARCH_arm64)
+	if (task->thread_info.flags & (1UL << 22)) /* TIF_32BIT */
+		return ~0ULL;
+	return (u64)regs->syscallno;
+#else
+	if (task->thread_info.status & 0x0002) /* TS_COMPAT: in_ia32_syscall() */
+		return ~0ULL;
+	return regs->orig_ax;
+#endif
+}
+
 #endif

@@ -10,9 +10,11 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include "bpfsnap.h"
 
 /* Above every syscall number of x86_64 and aarch64 (highest: 470 in Linux
- * 6.18); ids beyond it (x32's bit 30, -1 from ptrace) are not counted. */
+ * 6.18); ids beyond it (x32's bit 30, -1 from ptrace) and 32-bit compat calls
+ * are not counted. */
 #define MAX_SYSCALLS 1024
 
 struct {
@@ -25,10 +27,12 @@ struct {
 SEC("tp_btf/sys_enter")
 int BPF_PROG(syscalls_enter, struct pt_regs *regs, long id)
 {
-	u32 key = (u32)id;
+	/* 32-bit (ia32/compat) calls have other numbers: skip, not misname. */
+	u64 nr = native_syscall_nr(bpf_get_current_task_btf(), regs);
+	u32 key = (u32)nr;
 	u64 *count;
 
-	if (key >= MAX_SYSCALLS)
+	if (nr >= MAX_SYSCALLS)
 		return 0;
 	count = bpf_map_lookup_elem(&syscalls_total, &key);
 	if (count)

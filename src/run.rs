@@ -490,16 +490,28 @@ fn snapshot_and_write(
 pub(crate) fn program_families(probes: &mut [Probe], ns: &str) -> Result<(Vec<MetricFamily>, expose::Samples)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
+    let mut events_lost = Vec::new();
     for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
         let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
         expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
         families.extend(exposed.families);
+        let config = &probe.config().name;
         for (decoder, count) in exposed.decode_errors {
-            decode_errors.push((vec![probe.config().name.clone(), decoder.to_string()], count as f64));
+            decode_errors.push((vec![config.clone(), decoder.to_string()], count as f64));
+        }
+        for (map, lost) in &snapshot.events_lost {
+            events_lost.push((vec![config.clone(), map.clone()], *lost as f64));
         }
         probe.refresh_stats();
     }
+    families.push(expose::labelled(
+        &metric_name(ns, "events_lost_total"),
+        "Events of event-stream counters lost before bpfsnap could count them (buffer full, or shorter than their labels).",
+        MetricType::COUNTER,
+        &["config", "map"],
+        events_lost,
+    ));
     Ok((families, decode_errors))
 }
 

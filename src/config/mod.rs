@@ -96,11 +96,13 @@ pub struct Counter {
     pub help: String,
     #[serde(default)]
     pub labels: Vec<Label>,
-    /// ebpf_exporter's event-stream counters: the map is a perf event array.
+    /// ebpf_exporter's marker of an event-stream counter (the map is a perf
+    /// event array); bpfsnap tells by the map's type, ring buffers included.
     #[serde(default)]
     pub perf_event_array: bool,
+    /// Event streams: drop a series not seen for this long (`30s`, `5m`).
     #[serde(default)]
-    pub flush_interval: Option<IgnoredAny>,
+    pub flush_interval: Option<String>,
 }
 
 /// A histogram: the last label of the key is the bucket, the others the series.
@@ -255,9 +257,15 @@ impl Config {
         counters.chain(histograms)
     }
 
-    /// Counters read from maps (event-stream counters are not).
+    /// Every counter (hash/array maps and event streams alike).
     pub fn map_counters(&self) -> impl Iterator<Item = &Counter> {
-        self.metrics.counters.iter().filter(|c| !c.perf_event_array)
+        self.metrics.counters.iter()
+    }
+
+    /// The flush interval of counter `name`, if it has a valid one.
+    pub fn flush_interval(&self, name: &str) -> Option<std::time::Duration> {
+        let counter = self.metrics.counters.iter().find(|c| c.name == name)?;
+        humantime::parse_duration(counter.flush_interval.as_deref()?).ok()
     }
 
     fn validate(&mut self) -> Result<()> {
@@ -288,16 +296,10 @@ impl Config {
                     counter.name
                 );
             }
-            if counter.perf_event_array {
-                self.warnings.push(format!(
-                    "counter {:?} is a perf_event_array counter, which bpfsnap does not read yet: it is left out",
-                    counter.name
-                ));
-            } else if counter.flush_interval.is_some() {
-                bail!(
-                    "counter {:?}: flush_interval only applies with perf_event_array: true",
-                    counter.name
-                );
+            if let Some(interval) = &counter.flush_interval {
+                humantime::parse_duration(interval).map_err(|err| {
+                    anyhow::anyhow!("counter {:?}: flush_interval {interval:?}: {err} (try 30s or 5m)", counter.name)
+                })?;
             }
             if !counter.name.ends_with("_total") {
                 self.warnings.push(format!(

@@ -216,6 +216,7 @@ decoders = [{{ name = "uint" }}]
     /// A per-CPU map (2 CPUs) of (op, bucket) → count.
     fn map(entries: &[(u32, u32, [u64; 2])]) -> Snapshot {
         Snapshot {
+            events_lost: Vec::new(),
             maps: vec![MapData {
                 name: "latency_seconds".into(),
                 key_size: 8,
@@ -367,6 +368,7 @@ decoders = [{{ name = "uint" }}]
             values: vec![2, 1, 40, 9, 3],
         };
         let maps = Snapshot {
+            events_lost: Vec::new(),
             maps: vec![snapshot("test_values_exp2"), snapshot("test_values_linear")],
         };
         let render = |text: &str, format: Format| {

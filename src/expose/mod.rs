@@ -10,9 +10,11 @@
 pub mod decoder;
 mod histogram;
 pub mod pretty;
+pub mod text;
 
 pub use histogram::histograms;
 
+use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use anyhow::{bail, Context, Result};
@@ -248,16 +250,14 @@ impl Exposition {
                 family.name()
             );
         }
-        let mut metrics = family.take_metric();
-        metrics.sort_by_cached_key(|m| {
-            m.get_label()
-                .iter()
-                .map(|l| (l.name().to_string(), l.value().to_string()))
-                .collect::<Vec<_>>()
-        });
-        family.set_metric(metrics);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(std::slice::from_ref(&family))
+        // Series in label order; as the families built here already are,
+        // which a comparison without copies confirms.
+        let in_order = |a: &Metric, b: &Metric| label_order(a, b) != Ordering::Greater;
+        if !family.get_metric().is_sorted_by(in_order) {
+            family.mut_metric().sort_by(label_order);
+        }
+        let mut text = String::new();
+        text::encode_family(&family, &mut text)
             .with_context(|| format!("encoding {}", family.name()))?;
         self.families.insert(family.name().to_string(), text);
         Ok(())
@@ -277,8 +277,20 @@ impl Exposition {
     }
 
     pub fn text(&self) -> String {
-        self.families.values().map(String::as_str).collect()
+        let mut text = String::with_capacity(self.families.values().map(String::len).sum());
+        for family in self.families.values() {
+            text.push_str(family);
+        }
+        text
     }
+}
+
+/// Series order: by label (name, value) pairs, lexicographically.
+fn label_order(a: &Metric, b: &Metric) -> Ordering {
+    let (a, b) = (a.get_label(), b.get_label());
+    a.iter()
+        .map(|l| (l.name(), l.value()))
+        .cmp(b.iter().map(|l| (l.name(), l.value())))
 }
 
 /// Encodes `families` in one go (see [`Exposition`]).
@@ -314,6 +326,7 @@ decoders = [{ name = "string" }]
 
     fn snapshot(entries: &[(Vec<u8>, [u64; 2])], is_array: bool) -> Snapshot {
         Snapshot {
+            events_lost: Vec::new(),
             maps: vec![MapData {
                 name: "events_total".into(),
                 key_size: 8,

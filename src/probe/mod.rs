@@ -10,6 +10,7 @@ pub mod availability;
 pub mod host;
 mod kaddr;
 mod libbpf_log;
+mod events;
 mod perf;
 pub mod pin;
 pub mod section;
@@ -28,11 +29,14 @@ use crate::config::{self, Config};
 use crate::program::{ObjectSource, Program};
 use section::Attach;
 
+pub use events::StreamSnapshot;
 pub use libbpf_log::install as capture_libbpf_log;
 
 /// A loaded, attached program. Dropping it detaches its links, then unloads
 /// the object (fields drop in declaration order).
 pub struct Probe {
+    /// Event-stream consumers; first, so they stop before anything else goes.
+    events: Vec<events::EventStream>,
     links: Vec<Link>,
     /// The program each link attaches (same order as `links`).
     link_programs: Vec<String>,
@@ -284,16 +288,28 @@ impl Probe {
             })
             .collect();
         let mut maps = BTreeMap::new();
+        let mut streams = Vec::new();
         for map in object.maps() {
             let map_name = map.name().to_string_lossy().into_owned();
-            if config.metrics().any(|m| m.name == map_name) {
-                let handle =
-                    MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
+            let Some(metric) = config.metrics().find(|m| m.name == map_name) else { continue };
+            let handle = MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
+            if events::is_stream(map.map_type()) {
+                let lost_name = format!("{map_name}_lost");
+                let lost = object
+                    .maps()
+                    .find(|m| m.name().to_string_lossy() == lost_name)
+                    .and_then(|m| MapHandle::try_from(&m).ok());
+                let key_size = config::key_size(metric.labels);
+                let stream = events::EventStream::start(&map_name, handle, key_size, config.flush_interval(&map_name), lost)
+                    .with_context(|| name.clone())?;
+                streams.push(stream);
+            } else {
                 maps.insert(map_name, handle);
             }
         }
         let program_fds = program_fds(&programs);
         Ok(Probe {
+            events: streams,
             links,
             link_programs,
             maps,
@@ -339,6 +355,13 @@ impl Probe {
         pin::remove(&dir).with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
 
         let mut probe = Probe::attach(program)?;
+        if !probe.events.is_empty() {
+            return Err(crate::BadInput::wrap(anyhow!(
+                "{}: event-stream counters are counted by the bpfsnap process itself, so they cannot \
+                 be pinned: use --interval or `bpfsnap serve` for this config",
+                config.name
+            )));
+        }
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;
             for (name, map) in &mut probe.maps {
@@ -404,6 +427,7 @@ impl Probe {
             .collect();
         let program_fds = program_fds(&programs);
         Ok(Probe {
+            events: Vec::new(),
             program_fds,
             links: Vec::new(),
             link_programs: Vec::new(),
@@ -433,6 +457,11 @@ impl Probe {
 
     pub fn programs(&self) -> &[ProgramInfo] {
         &self.programs
+    }
+
+    /// The event stream feeding counter `name`, if it is one.
+    pub fn event_stream(&self, name: &str) -> Option<&events::EventStream> {
+        self.events.iter().find(|stream| stream.map == name)
     }
 
     /// The metric map called `name`.
@@ -572,17 +601,7 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
             )
         })
         .collect();
-    let event_streams: Vec<&str> = config
-        .metrics
-        .counters
-        .iter()
-        .filter(|c| c.perf_event_array)
-        .map(|c| c.name.as_str())
-        .collect();
-    for metric in config
-        .metrics()
-        .filter(|m| !event_streams.contains(&m.name))
-    {
+    for metric in config.metrics() {
         let context = || format!("{}: {} {:?}", config.name, metric.kind, metric.name);
         let Some(&(map_type, key_size, value_size)) = maps.get(metric.name) else {
             let names: Vec<&str> = maps
@@ -596,10 +615,23 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
                 names.join(", ")
             );
         };
+        let counter = config.metrics.counters.iter().find(|c| c.name == metric.name);
+        if events::is_stream(map_type) && metric.kind == "counter" {
+            // Events are counted by their leading label bytes; their size is
+            // only known per event (short ones count as lost).
+            continue;
+        }
+        if counter.is_some_and(|c| c.perf_event_array) {
+            bail!("{}: perf_event_array is set but the map is a {map_type:?}, not a perf event array", context());
+        }
+        if counter.is_some_and(|c| c.flush_interval.is_some()) {
+            bail!("{}: flush_interval applies only to event streams (ring buffers, perf event arrays)", context());
+        }
         if !readable(map_type) {
             bail!(
-                "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map",
-                context()
+                "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map{}",
+                context(),
+                if events::is_stream(map_type) { " (event streams can back counters, not histograms)" } else { "" }
             );
         }
         let label_bytes = expected_key_size(metric.labels, map_type.is_percpu());

@@ -49,6 +49,8 @@ impl MapData {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub maps: Vec<MapData>,
+    /// (map, events lost so far) of every event-stream counter.
+    pub events_lost: Vec<(String, u64)>,
 }
 
 impl Snapshot {
@@ -57,19 +59,34 @@ impl Snapshot {
     }
 }
 
-/// Reads every map the probe's metrics refer to.
+/// Reads every map the probe's metrics refer to; event-stream counters come
+/// as the counts their consumer thread has made so far, shaped like a map.
 pub fn take(probe: &Probe) -> Result<Snapshot> {
     let config = probe.config();
-    let names = config
-        .map_counters()
-        .map(|c| &c.name)
-        .chain(config.metrics.histograms.iter().map(|h| &h.name));
-    let mut maps = Vec::new();
-    for name in names {
-        let map = probe.map(name)?;
-        maps.push(read_map(map).with_context(|| format!("{}: reading map {name}", config.name))?);
+    let mut snapshot = Snapshot::default();
+    for counter in config.map_counters() {
+        if let Some(stream) = probe.event_stream(&counter.name) {
+            let counts = stream.snapshot();
+            snapshot.events_lost.push((counter.name.clone(), counts.lost));
+            snapshot.maps.push(MapData {
+                name: counter.name.clone(),
+                key_size: stream.key_size(),
+                values_per_key: 1,
+                is_array: false,
+                per_cpu: false,
+                keys: counts.keys,
+                values: counts.counts,
+            });
+            continue;
+        }
+        let map = probe.map(&counter.name)?;
+        snapshot.maps.push(read_map(map).with_context(|| format!("{}: reading map {}", config.name, counter.name))?);
     }
-    Ok(Snapshot { maps })
+    for histogram in &config.metrics.histograms {
+        let map = probe.map(&histogram.name)?;
+        snapshot.maps.push(read_map(map).with_context(|| format!("{}: reading map {}", config.name, histogram.name))?);
+    }
+    Ok(snapshot)
 }
 
 /// Reads a map of u64 values (per-CPU or not).

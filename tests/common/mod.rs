@@ -110,12 +110,18 @@ impl Running {
     }
 
     /// Waits for exit; returns the status, stdout and the whole stderr.
+    /// Stdout is drained on a thread meanwhile: output larger than a pipe
+    /// buffer would otherwise block bpfsnap forever.
     pub fn finish(mut self) -> (ExitStatus, String, String) {
+        let reader = self.child.stdout.take().map(|mut out| {
+            std::thread::spawn(move || {
+                let mut stdout = String::new();
+                let _ = out.read_to_string(&mut stdout);
+                stdout
+            })
+        });
         let status = wait_bounded(&mut self.child, PATIENCE).expect("bpfsnap did not exit");
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            out.read_to_string(&mut stdout).expect("read stdout");
-        }
+        let stdout = reader.map(|r| r.join().expect("stdout reader")).unwrap_or_default();
         self.stderr.extend(self.lines.iter());
         (status, stdout, self.stderr.join("\n"))
     }

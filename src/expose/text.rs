@@ -1,0 +1,515 @@
+//! The text exposition format 0.0.4, streamed straight into a `String`.
+//!
+//! Byte for byte what `prometheus::TextEncoder` writes for the same family
+//! (`# HELP` only when there is help, `\\` and newline escaped in it, `\\`,
+//! newline and `"` escaped in label values, values printed as Rust's `f64`
+//! `Display` does, `+Inf` added to histograms), without its intermediate
+//! strings: no `to_string()` per value, no escaped copy per label, and the
+//! label text of a histogram series written once for all its bucket lines.
+
+use std::fmt::Write as _;
+
+use anyhow::{bail, Result};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+
+/// Appends `family` in the text format to `out`. Families without a name or
+/// without series are errors, as for `TextEncoder`; so are untyped families
+/// (which `TextEncoder` does not implement).
+pub fn encode_family(family: &MetricFamily, out: &mut String) -> Result<()> {
+    let name = family.name();
+    if name.is_empty() {
+        bail!("a metric family has no name");
+    }
+    let metrics = family.get_metric();
+    if metrics.is_empty() {
+        bail!("metric family {name} has no series");
+    }
+    let kind = family.get_field_type();
+    let help = family.help();
+    if !help.is_empty() {
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        push_escaped(out, help, false);
+        out.push('\n');
+    }
+    out.push_str("# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(match kind {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => bail!("metric family {name}: untyped families cannot be encoded"),
+    });
+    out.push('\n');
+
+    // Reserve for the whole family once the first series shows its size.
+    let start = out.len();
+    let mut labels = String::new();
+    let mut bounds = BoundCache::default();
+    for (i, metric) in metrics.iter().enumerate() {
+        labels.clear();
+        push_labels(&mut labels, metric.get_label());
+        match kind {
+            MetricType::COUNTER => sample(
+                out,
+                name,
+                "",
+                &labels,
+                metric,
+                metric.get_counter().get_value(),
+            ),
+            MetricType::GAUGE => sample(
+                out,
+                name,
+                "",
+                &labels,
+                metric,
+                metric.get_gauge().get_value(),
+            ),
+            MetricType::HISTOGRAM => {
+                let histogram = metric.get_histogram();
+                let mut inf_seen = false;
+                for (slot, bucket) in histogram.get_bucket().iter().enumerate() {
+                    let bound = bucket.upper_bound();
+                    let le = bounds.text(slot, bound);
+                    extra_sample(
+                        out,
+                        name,
+                        "_bucket",
+                        &labels,
+                        ("le", le),
+                        metric,
+                        bucket.cumulative_count() as f64,
+                    );
+                    if bound.is_sign_positive() && bound.is_infinite() {
+                        inf_seen = true;
+                    }
+                }
+                let count = histogram.get_sample_count() as f64;
+                if !inf_seen {
+                    extra_sample(out, name, "_bucket", &labels, ("le", "+Inf"), metric, count);
+                }
+                sample(
+                    out,
+                    name,
+                    "_sum",
+                    &labels,
+                    metric,
+                    histogram.get_sample_sum(),
+                );
+                sample(out, name, "_count", &labels, metric, count);
+            }
+            MetricType::SUMMARY => {
+                let summary = metric.get_summary();
+                for quantile in summary.get_quantile() {
+                    let q = float_text(quantile.quantile());
+                    extra_sample(
+                        out,
+                        name,
+                        "",
+                        &labels,
+                        ("quantile", &q),
+                        metric,
+                        quantile.value(),
+                    );
+                }
+                sample(out, name, "_sum", &labels, metric, summary.sample_sum());
+                let count = summary.sample_count() as f64;
+                sample(out, name, "_count", &labels, metric, count);
+            }
+            MetricType::UNTYPED => unreachable!("refused above"),
+        }
+        if i == 0 && metrics.len() > 1 {
+            out.reserve((out.len() - start) * (metrics.len() - 1));
+        }
+    }
+    Ok(())
+}
+
+/// `name_postfix{labels} value[ timestamp]\n`; `labels` is the escaped
+/// `a="x",b="y"` text of the series (empty: no braces).
+fn sample(out: &mut String, name: &str, postfix: &str, labels: &str, metric: &Metric, value: f64) {
+    out.push_str(name);
+    out.push_str(postfix);
+    if !labels.is_empty() {
+        out.push('{');
+        out.push_str(labels);
+        out.push('}');
+    }
+    end_sample(out, metric, value);
+}
+
+/// A sample with one more label after the series' own (`le`, `quantile`).
+fn extra_sample(
+    out: &mut String,
+    name: &str,
+    postfix: &str,
+    labels: &str,
+    (extra_name, extra_value): (&str, &str),
+    metric: &Metric,
+    value: f64,
+) {
+    out.push_str(name);
+    out.push_str(postfix);
+    out.push('{');
+    if !labels.is_empty() {
+        out.push_str(labels);
+        out.push(',');
+    }
+    out.push_str(extra_name);
+    out.push_str("=\"");
+    push_escaped(out, extra_value, true);
+    out.push_str("\"}");
+    end_sample(out, metric, value);
+}
+
+fn end_sample(out: &mut String, metric: &Metric, value: f64) {
+    out.push(' ');
+    push_float(out, value);
+    let timestamp = metric.timestamp_ms();
+    if timestamp != 0 {
+        out.push(' ');
+        push_integer(out, timestamp);
+    }
+    out.push('\n');
+}
+
+/// `a="x",b="y"`, values escaped.
+fn push_labels(out: &mut String, pairs: &[LabelPair]) {
+    for (i, pair) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(pair.name());
+        out.push_str("=\"");
+        push_escaped(out, pair.value(), true);
+        out.push('"');
+    }
+}
+
+/// Appends `text` with `\` → `\\`, newline → `\n` and, for label values,
+/// `"` → `\"`.
+pub fn push_escaped(out: &mut String, text: &str, quotes: bool) {
+    let needs = |b: u8| b == b'\\' || b == b'\n' || (quotes && b == b'"');
+    let bytes = text.as_bytes();
+    if !bytes.iter().any(|&b| needs(b)) {
+        out.push_str(text);
+        return;
+    }
+    let mut from = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if needs(b) {
+            // Every byte escaped is ASCII, so `from..i` lies on char boundaries.
+            out.push_str(&text[from..i]);
+            out.push_str(match b {
+                b'\\' => "\\\\",
+                b'\n' => "\\n",
+                _ => "\\\"",
+            });
+            from = i + 1;
+        }
+    }
+    out.push_str(&text[from..]);
+}
+
+/// `value` as `f64`'s `Display` writes it (`1`, `0.25`, `-0`, `NaN`, `inf`),
+/// with integers (the usual counter value) printed without the float
+/// formatting machinery.
+pub fn push_float(out: &mut String, value: f64) {
+    // Below 2^53 an integral f64 is an exact integer and Display prints its
+    // digits (never an exponent); -0 keeps its sign.
+    if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 && value != 0.0 {
+        push_integer(out, value as i64);
+    } else if value == 0.0 && value.is_sign_positive() {
+        out.push('0');
+    } else {
+        let _ = write!(out, "{value}");
+    }
+}
+
+fn float_text(value: f64) -> String {
+    let mut text = String::new();
+    push_float(&mut text, value);
+    text
+}
+
+fn push_integer(out: &mut String, value: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = value.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        out.push('-');
+    }
+    // Only ASCII digits were written.
+    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+}
+
+/// The `le` text of each bucket slot, kept from one series to the next: the
+/// series of a histogram family nearly always share their bounds.
+#[derive(Default)]
+struct BoundCache {
+    slots: Vec<(u64, String)>,
+}
+
+impl BoundCache {
+    fn text(&mut self, slot: usize, bound: f64) -> &str {
+        let bits = bound.to_bits();
+        if slot >= self.slots.len() {
+            self.slots.resize_with(slot + 1, || (!bits, String::new()));
+        }
+        let (cached, text) = &mut self.slots[slot];
+        if *cached != bits || text.is_empty() {
+            *cached = bits;
+            text.clear();
+            push_float(text, bound);
+        }
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Quantile, Summary};
+
+    fn pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
+        labels
+            .iter()
+            .map(|(name, value)| {
+                let mut pair = LabelPair::default();
+                pair.set_name(name.to_string());
+                pair.set_value(value.to_string());
+                pair
+            })
+            .collect()
+    }
+
+    fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
+        let mut family = MetricFamily::default();
+        family.set_name(name.into());
+        family.set_help(help.into());
+        family.set_field_type(kind);
+        family.set_metric(metrics);
+        family
+    }
+
+    fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
+        let mut metric = Metric::from_label(pairs(labels));
+        let mut sample = Counter::default();
+        sample.set_value(value);
+        metric.set_counter(sample);
+        metric
+    }
+
+    fn gauge(labels: &[(&str, &str)], value: f64, timestamp: i64) -> Metric {
+        let mut metric = Metric::from_label(pairs(labels));
+        let mut sample = Gauge::default();
+        sample.set_value(value);
+        metric.set_gauge(sample);
+        metric.set_timestamp_ms(timestamp);
+        metric
+    }
+
+    fn histogram(labels: &[(&str, &str)], bounds: &[f64], count: u64, sum: f64) -> Metric {
+        let mut metric = Metric::from_label(pairs(labels));
+        let mut sample = Histogram::default();
+        sample.set_bucket(
+            bounds
+                .iter()
+                .enumerate()
+                .map(|(i, bound)| {
+                    let mut bucket = Bucket::default();
+                    bucket.set_upper_bound(*bound);
+                    bucket.set_cumulative_count(i as u64 * 3);
+                    bucket
+                })
+                .collect(),
+        );
+        sample.set_sample_count(count);
+        sample.set_sample_sum(sum);
+        metric.set_histogram(sample);
+        metric
+    }
+
+    fn summary(labels: &[(&str, &str)]) -> Metric {
+        let mut metric = Metric::from_label(pairs(labels));
+        let mut sample = Summary::default();
+        sample.set_quantile(
+            [(0.5, 1.25), (0.99, 7.0)]
+                .iter()
+                .map(|(q, v)| {
+                    let mut quantile = Quantile::default();
+                    quantile.set_quantile(*q);
+                    quantile.set_value(*v);
+                    quantile
+                })
+                .collect(),
+        );
+        sample.set_sample_count(12);
+        sample.set_sample_sum(33.5);
+        metric.set_summary(sample);
+        metric
+    }
+
+    /// Families covering every path of the encoder: help escaping, no help,
+    /// label escaping (and non-ASCII), no labels, odd values, timestamps,
+    /// histograms with and without labels, shared and differing bounds, an
+    /// explicit +Inf bucket, a summary.
+    fn varied() -> Vec<MetricFamily> {
+        let odd_values = [
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1 + 0.2,
+            1e-7,
+            123456789.125,
+            1e15,
+            9_007_199_254_740_992.0,
+            1e21,
+            -3e300,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            u64::MAX as f64,
+        ];
+        vec![
+            family(
+                "a_total",
+                "Help with \\ backslash,\nnewline and \"quotes\".",
+                MetricType::COUNTER,
+                odd_values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| counter(&[("i", &i.to_string()), ("kind", "x")], *v))
+                    .collect(),
+            ),
+            family(
+                "b_total",
+                "",
+                MetricType::COUNTER,
+                vec![
+                    counter(&[], 7.0),
+                    counter(&[("v", "a\"b\\c\nd")], 1.0),
+                    counter(&[("v", "\\\\\"\"\n\n")], 2.0),
+                    counter(&[("v", "ünïcödé \u{fffd} ✓")], 3.0),
+                    counter(&[("v", "")], 4.0),
+                ],
+            ),
+            family(
+                "c",
+                "Gauges.",
+                MetricType::GAUGE,
+                vec![
+                    gauge(&[], 0.5, 0),
+                    gauge(&[("at", "t")], -2.5, 1_700_000_000_123),
+                ],
+            ),
+            family(
+                "d_seconds",
+                "Histograms.",
+                MetricType::HISTOGRAM,
+                vec![
+                    histogram(
+                        &[("op", "read")],
+                        &[0.000001, 0.000002, 0.3, 1.0, 1e20],
+                        40,
+                        0.75,
+                    ),
+                    histogram(
+                        &[("op", "wr\"ite")],
+                        &[0.000001, 0.000002, 0.3, 1.0, 1e20],
+                        41,
+                        0.0,
+                    ),
+                    histogram(&[("op", "x")], &[0.0, 5.0], 2, 1e-9),
+                    histogram(&[], &[1.0, f64::INFINITY], 3, 2.0),
+                    histogram(&[("op", "none")], &[], 0, 0.0),
+                ],
+            ),
+            family(
+                "e",
+                "A summary.",
+                MetricType::SUMMARY,
+                vec![summary(&[("q", "1")]), summary(&[])],
+            ),
+        ]
+    }
+
+    #[test]
+    fn matches_the_prometheus_text_encoder_byte_for_byte() {
+        for family in varied() {
+            let mut ours = String::new();
+            encode_family(&family, &mut ours).unwrap();
+            let theirs = prometheus::TextEncoder::new()
+                .encode_to_string(std::slice::from_ref(&family))
+                .unwrap();
+            assert_eq!(ours, theirs, "family {}", family.name());
+        }
+    }
+
+    #[test]
+    fn floats_print_as_display_does() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            0.5,
+            3.0,
+            -7.0,
+            1e15,
+            1e16,
+            2e53,
+            4503599627370497.0,
+        ];
+        values.extend((0..2000).map(|i| (i as f64 - 1000.0) * 1.37e11));
+        values.extend((0..64).map(|i| 2f64.powi(i) - 1.0));
+        values.extend((0..64).map(|i| -(2f64.powi(i))));
+        for value in values {
+            let mut text = String::new();
+            push_float(&mut text, value);
+            assert_eq!(text, value.to_string(), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn escaping() {
+        let escaped = |text: &str, quotes: bool| {
+            let mut out = String::new();
+            push_escaped(&mut out, text, quotes);
+            out
+        };
+        assert_eq!(escaped("plain", true), "plain");
+        assert_eq!(escaped("a\\b\nc\"d", true), "a\\\\b\\nc\\\"d");
+        assert_eq!(escaped("a\\b\nc\"d", false), "a\\\\b\\nc\"d");
+        assert_eq!(escaped("é\"é", true), "é\\\"é");
+    }
+
+    #[test]
+    fn refuses_what_text_encoder_refuses() {
+        let mut out = String::new();
+        assert!(encode_family(
+            &family("", "h", MetricType::GAUGE, vec![gauge(&[], 1.0, 0)]),
+            &mut out
+        )
+        .is_err());
+        assert!(encode_family(&family("x", "h", MetricType::GAUGE, vec![]), &mut out).is_err());
+        assert!(encode_family(
+            &family("x", "h", MetricType::UNTYPED, vec![gauge(&[], 1.0, 0)]),
+            &mut out
+        )
+        .is_err());
+    }
+}
