@@ -23,8 +23,9 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, PerfBufferBuilder, RingBufferBuilder};
 
-/// How often the consumer thread checks whether to stop.
-const POLL: Duration = Duration::from_millis(100);
+/// How often the consumer thread checks for a stop or a drain request: a
+/// snapshot waits at most this long for the events already in the buffer.
+const POLL: Duration = Duration::from_millis(25);
 
 struct Seen {
     count: u64,
@@ -42,6 +43,8 @@ pub struct EventStream {
     lost: Arc<AtomicU64>,
     lost_map: Option<MapHandle>,
     stop: Arc<AtomicBool>,
+    /// Asks the consumer to drain the buffer now; it answers when done.
+    drain: Mutex<mpsc::Sender<mpsc::Sender<()>>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -66,26 +69,42 @@ impl EventStream {
         let lost = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (ready, started) = mpsc::channel::<Result<()>>();
+        let (drain, drains) = mpsc::channel::<mpsc::Sender<()>>();
         let thread = {
             let (counts, lost, stop) = (counts.clone(), lost.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("events-{name}"))
-                .spawn(move || consume(&map, key_size, &counts, &lost, &stop, &ready))
+                .spawn(move || consume(&map, key_size, &counts, &lost, &stop, &ready, &drains))
                 .context("starting an event consumer thread")?
         };
         started
             .recv()
             .map_err(|_| anyhow!("the event consumer for map {name} stopped before starting"))?
             .with_context(|| format!("consuming events from map {name}"))?;
-        Ok(EventStream { map: name.to_string(), key_size, flush, counts, lost, lost_map, stop, thread: Some(thread) })
+        Ok(EventStream {
+            map: name.to_string(),
+            key_size,
+            flush,
+            counts,
+            lost,
+            lost_map,
+            stop,
+            drain: Mutex::new(drain),
+            thread: Some(thread),
+        })
     }
 
     pub fn key_size(&self) -> usize {
         self.key_size
     }
 
-    /// The counts so far (series idle longer than the flush interval dropped).
+    /// The counts so far, including every event already in the buffer
+    /// (series idle longer than the flush interval dropped).
     pub fn snapshot(&self) -> StreamSnapshot {
+        let (done, drained) = mpsc::channel();
+        if self.drain.lock().is_ok_and(|drain| drain.send(done).is_ok()) {
+            let _ = drained.recv_timeout(Duration::from_secs(1));
+        }
         let mut keys = Vec::new();
         let mut counts = Vec::new();
         if let Ok(mut seen) = self.counts.lock() {
@@ -148,7 +167,8 @@ fn record(data: &[u8], key_size: usize, counts: &Counts, lost: &AtomicU64) {
     }
 }
 
-/// The consumer thread: set up, say so on `ready`, poll until `stop`.
+/// The consumer thread: set up, say so on `ready`, poll until `stop`, drain
+/// on request.
 fn consume(
     map: &MapHandle,
     key_size: usize,
@@ -156,8 +176,11 @@ fn consume(
     lost: &Arc<AtomicU64>,
     stop: &AtomicBool,
     ready: &mpsc::Sender<Result<()>>,
+    drains: &mpsc::Receiver<mpsc::Sender<()>>,
 ) {
-    let poll: Box<dyn Fn() -> Result<()>> = match map.map_type() {
+    // (poll with timeout, consume what is there now)
+    type Poll<'a> = (Box<dyn Fn() -> Result<()> + 'a>, Box<dyn Fn() -> Result<()> + 'a>);
+    let (poll, drain): Poll<'_> = match map.map_type() {
         MapType::RingBuf => {
             let mut builder = RingBufferBuilder::new();
             let added = builder
@@ -168,7 +191,14 @@ fn consume(
                 .map(|_| ())
                 .map_err(anyhow::Error::from);
             match added.and_then(|()| builder.build().map_err(anyhow::Error::from)) {
-                Ok(ring) => Box::new(move || ring.poll(POLL).map_err(anyhow::Error::from)),
+                Ok(ring) => {
+                    let ring = std::rc::Rc::new(ring);
+                    let again = ring.clone();
+                    (
+                        Box::new(move || ring.poll(POLL).map_err(anyhow::Error::from)),
+                        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+                    )
+                }
                 Err(err) => {
                     let _ = ready.send(Err(err));
                     return;
@@ -184,7 +214,14 @@ fn consume(
                 })
                 .build();
             match built {
-                Ok(perf) => Box::new(move || perf.poll(POLL).map_err(anyhow::Error::from)),
+                Ok(perf) => {
+                    let perf = std::rc::Rc::new(perf);
+                    let again = perf.clone();
+                    (
+                        Box::new(move || perf.poll(POLL).map_err(anyhow::Error::from)),
+                        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+                    )
+                }
                 Err(err) => {
                     let _ = ready.send(Err(err.into()));
                     return;
@@ -196,6 +233,10 @@ fn consume(
     while !stop.load(Ordering::Relaxed) {
         // EINTR from a signal is not an error worth stopping for.
         let _ = poll();
+        while let Ok(done) = drains.try_recv() {
+            let _ = drain();
+            let _ = done.send(());
+        }
     }
 }
 
