@@ -52,3 +52,27 @@ fn runqlat_sees_every_wakeup_of_a_ping_pong() {
     assert_eq!(inf, count);
     assert!(common::sample(&text, "bpfsnap_runqueue_latency_seconds_sum").unwrap() > 0.0);
 }
+
+/// Every built-in is also in examples/ as a user config (NAME.toml +
+/// NAME.bpf.c, links to bpf/), for users to copy and change; `make examples`
+/// builds them. Each must check out as a user program too.
+#[test]
+fn every_builtin_has_a_working_example_copy() {
+    let examples = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
+    let dir = common::output_dir();
+    let mut args = vec!["check".to_string()];
+    for builtin in bpfsnap::builtin::BUILTINS {
+        let name = builtin.name;
+        for file in [format!("{name}.toml"), format!("{name}.bpf.c")] {
+            assert!(examples.join(&file).exists(), "examples/{file} is missing: link it to ../bpf/{file}");
+        }
+        std::fs::copy(examples.join(format!("{name}.toml")), dir.path().join(format!("{name}.toml"))).unwrap();
+        let object = format!("{}/{name}.bpf.o", env!("BPFSNAP_EXAMPLE_OBJECTS"));
+        std::fs::copy(object, dir.path().join(format!("{name}.bpf.o"))).unwrap();
+        args.push(dir.path().join(format!("{name}.toml")).display().to_string());
+    }
+    let output = common::bpfsnap().args(&args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), bpfsnap::builtin::BUILTINS.len());
+}

@@ -1,0 +1,1 @@
+../bpf/biolatency.bpf.c

@@ -1,0 +1,1 @@
+../bpf/biosize.bpf.c

@@ -1,0 +1,1 @@
+../bpf/execs.bpf.c

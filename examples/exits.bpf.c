@@ -1,0 +1,1 @@
+../bpf/exits.bpf.c

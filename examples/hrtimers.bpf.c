@@ -1,0 +1,1 @@
+../bpf/hrtimers.bpf.c

@@ -1,0 +1,1 @@
+../bpf/pagefaults.bpf.c

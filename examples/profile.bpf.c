@@ -1,0 +1,1 @@
+../bpf/profile.bpf.c

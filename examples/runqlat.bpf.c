@@ -1,0 +1,1 @@
+../bpf/runqlat.bpf.c

@@ -1,0 +1,1 @@
+../bpf/signals.bpf.c

@@ -1,0 +1,1 @@
+../bpf/skb_drops.bpf.c

@@ -1,0 +1,1 @@
+../bpf/softirqs.bpf.c

@@ -1,0 +1,1 @@
+../bpf/syscall_latency.bpf.c

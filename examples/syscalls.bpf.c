@@ -1,0 +1,1 @@
+../bpf/syscalls.bpf.c

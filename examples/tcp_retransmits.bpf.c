@@ -1,0 +1,1 @@
+../bpf/tcp_retransmits.bpf.c

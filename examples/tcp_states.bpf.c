@@ -1,0 +1,1 @@
+../bpf/tcp_states.bpf.c
