@@ -38,6 +38,15 @@ pub fn find(name: &str) -> Option<&'static BuiltinSource> {
 mod tests {
     use super::*;
 
+    /// The README's table of built-ins names every one of them.
+    #[test]
+    fn readme_lists_every_builtin() {
+        let readme = include_str!("../README.md");
+        for builtin in BUILTINS {
+            assert!(readme.contains(&format!("| `{}` |", builtin.name)), "README lacks built-in {}", builtin.name);
+        }
+    }
+
     #[test]
     fn every_builtin_spec_is_valid() {
         assert!(!BUILTINS.is_empty());
