@@ -43,7 +43,11 @@ mod tests {
     fn readme_lists_every_builtin() {
         let readme = include_str!("../README.md");
         for builtin in BUILTINS {
-            assert!(readme.contains(&format!("| `{}` |", builtin.name)), "README lacks built-in {}", builtin.name);
+            assert!(
+                readme.contains(&format!("| `{}` |", builtin.name)),
+                "README lacks built-in {}",
+                builtin.name
+            );
         }
     }
 

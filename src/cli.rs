@@ -292,7 +292,10 @@ where
             scrape_delay: args.scrape_delay.unwrap_or_default(),
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
-            log: Log { verbose: cli.verbose, quiet: cli.quiet },
+            log: Log {
+                verbose: cli.verbose,
+                quiet: cli.quiet,
+            },
         }),
         Command::Check(args) => return check::check(&args.selection(), cli.verbose),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),

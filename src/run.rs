@@ -140,11 +140,14 @@ pub fn run(options: &RunOptions) -> Result<()> {
              counting during each run's window only",
         );
     }
-    let length = options.interval.or(options.window).unwrap_or(if all_persist {
-        Duration::ZERO
-    } else {
-        Duration::from_secs(10)
-    });
+    let length = options
+        .interval
+        .or(options.window)
+        .unwrap_or(if all_persist {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(10)
+        });
     log.info(&format!(
         "sampling {} ({attached} BPF link{} attached) {} {}; Ctrl-C ends the window early",
         names.join(", "),
@@ -168,7 +171,11 @@ pub fn run(options: &RunOptions) -> Result<()> {
         windows += 1;
         let since_last_run = probes.iter().all(Probe::outlives_process);
         let window = Window {
-            start: if since_last_run { pinned_window_start(&probes).unwrap_or(window_start) } else { window_start },
+            start: if since_last_run {
+                pinned_window_start(&probes).unwrap_or(window_start)
+            } else {
+                window_start
+            },
             end: ended_at,
             measured: started.elapsed(),
             attached_at,
@@ -214,7 +221,11 @@ pub fn run(options: &RunOptions) -> Result<()> {
 /// Attaches every program (pinned under `pin` if given). A program that
 /// fails at run time is set aside (the others run); bad input fails at once,
 /// and so does a run where nothing could attach.
-pub(crate) fn attach_all(programs: &[Program], pin: Option<&Path>, log: Log) -> Result<(Vec<Probe>, Vec<Failed>)> {
+pub(crate) fn attach_all(
+    programs: &[Program],
+    pin: Option<&Path>,
+    log: Log,
+) -> Result<(Vec<Probe>, Vec<Failed>)> {
     let mut probes = Vec::with_capacity(programs.len());
     let mut failed = Vec::new();
     for program in programs {
@@ -226,7 +237,10 @@ pub(crate) fn attach_all(programs: &[Program], pin: Option<&Path>, log: Log) -> 
             Ok(probe) => probes.push(probe),
             // Bad input is the user's to fix now, not a partial run.
             Err(err) if crate::BadInput::is(&err) => return Err(err),
-            Err(err) => failed.push(Failed { config: program.config.name.clone(), error: err }),
+            Err(err) => failed.push(Failed {
+                config: program.config.name.clone(),
+                error: err,
+            }),
         }
     }
     if probes.is_empty() {
@@ -242,7 +256,11 @@ pub(crate) fn attach_all(programs: &[Program], pin: Option<&Path>, log: Log) -> 
 }
 
 /// The programs to run, checked for trust, the default set fitted to the kernel.
-pub(crate) fn select(selection: &Selection, allow_untrusted_files: bool, log: Log) -> Result<Vec<Program>> {
+pub(crate) fn select(
+    selection: &Selection,
+    allow_untrusted_files: bool,
+    log: Log,
+) -> Result<Vec<Program>> {
     let mut programs = program::select(selection).map_err(crate::BadInput::wrap)?;
     for program in &programs {
         for warning in &program.config.warnings {
@@ -487,7 +505,10 @@ fn snapshot_and_write(
 
 /// Snapshots every probe's maps into metric families; also (config, decoder)
 /// → keys skipped by decoders.
-pub(crate) fn program_families(probes: &mut [Probe], ns: &str) -> Result<(Vec<MetricFamily>, expose::Samples)> {
+pub(crate) fn program_families(
+    probes: &mut [Probe],
+    ns: &str,
+) -> Result<(Vec<MetricFamily>, expose::Samples)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     let mut events_lost = Vec::new();

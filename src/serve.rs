@@ -75,7 +75,10 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
     privilege::drop_capabilities(&run::keep_caps(&options.keep_caps, &programs, log))?;
     if !options.listen.ip().is_loopback() {
-        log.warn(&format!("listening on {}, reachable from other machines", options.listen));
+        log.warn(&format!(
+            "listening on {}, reachable from other machines",
+            options.listen
+        ));
     }
     log.info(&format!("serving http://{}/metrics", options.listen));
 
@@ -104,7 +107,10 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         }));
     }
     let signal = stop.recv().ok();
-    log.info(&format!("signal {}: finishing scrapes in flight", signal.unwrap_or_default()));
+    log.info(&format!(
+        "signal {}: finishing scrapes in flight",
+        signal.unwrap_or_default()
+    ));
     // One unblock per worker: each ends its loop once its scrape in flight,
     // if any, is answered.
     for _ in &workers {
@@ -127,14 +133,22 @@ impl Drop for Slot<'_> {
 }
 
 fn handle(state: &Arc<State>, request: Request) {
-    let path = request.url().split('?').next().unwrap_or_default().to_string();
+    let path = request
+        .url()
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .to_string();
     let response = match path.as_str() {
         "/metrics" => {
             let slot = Slot(&state.in_flight);
             if state.in_flight.fetch_add(1, Ordering::SeqCst) >= state.max_requests {
                 count_error(state, "limit");
                 drop(slot);
-                let body = format!("503 too many scrapes in flight (limit {})\n", state.max_requests);
+                let body = format!(
+                    "503 too many scrapes in flight (limit {})\n",
+                    state.max_requests
+                );
                 return respond(request, plain(503, body));
             }
             let response = metrics(state, &request);
@@ -167,7 +181,8 @@ fn html() -> Response<std::io::Cursor<Vec<u8>>> {
     let body = "<!doctype html><html><head><title>bpfsnap</title></head><body>\
                 <h1>bpfsnap</h1><p>eBPF measurements as Prometheus metrics.</p>\
                 <p><a href=\"/metrics\">Metrics</a></p></body></html>\n";
-    Response::from_data(body.as_bytes().to_vec()).with_header(header("Content-Type", "text/html; charset=utf-8"))
+    Response::from_data(body.as_bytes().to_vec())
+        .with_header(header("Content-Type", "text/html; charset=utf-8"))
 }
 
 fn request_header<'a>(request: &'a Request, name: &str) -> &'a str {
@@ -186,7 +201,9 @@ fn count_error(state: &State, cause: &'static str) {
 
 fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Vec<u8>>> {
     let openmetrics = request_header(request, "Accept").contains("application/openmetrics-text");
-    let gzip = request_header(request, "Accept-Encoding").split(',').any(|e| e.trim().starts_with("gzip"));
+    let gzip = request_header(request, "Accept-Encoding")
+        .split(',')
+        .any(|e| e.trim().starts_with("gzip"));
 
     // Gather on a thread of its own, so a slow snapshot cannot hold the
     // scrape past its timeout.
@@ -203,7 +220,10 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
         }
         Err(_) => {
             count_error(state, "timeout");
-            let body = format!("503 gathering metrics took longer than the scrape timeout ({:?})\n", state.scrape_timeout);
+            let body = format!(
+                "503 gathering metrics took longer than the scrape timeout ({:?})\n",
+                state.scrape_timeout
+            );
             return plain(503, body);
         }
     };
@@ -212,9 +232,13 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
             return plain(500, format!("500 gathering metrics failed: {err:#}\n"));
         }
     }
-    let (body, content_type) =
-        if openmetrics { (to_openmetrics(&text), OPENMETRICS) } else { (text, TEXT) };
-    let mut response = Response::from_data(body.clone().into_bytes()).with_header(header("Content-Type", content_type));
+    let (body, content_type) = if openmetrics {
+        (to_openmetrics(&text), OPENMETRICS)
+    } else {
+        (text, TEXT)
+    };
+    let mut response = Response::from_data(body.clone().into_bytes())
+        .with_header(header("Content-Type", content_type));
     if gzip {
         let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         if encoder.write_all(body.as_bytes()).is_ok() {
@@ -241,7 +265,12 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
         Ok(mut probes) => match run::program_families(&mut probes, ns) {
             Ok((families, decode_errors)) => {
                 let mut all = families;
-                all.extend(run::self_metrics(ns, &probes, &state.failed, state.attached_at));
+                all.extend(run::self_metrics(
+                    ns,
+                    &probes,
+                    &state.failed,
+                    state.attached_at,
+                ));
                 all.push(expose::labelled(
                     &metric_name(ns, "decoder_errors_total"),
                     "Map keys skipped because a label decoder rejected them.",
@@ -260,7 +289,11 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
     let errors: Vec<(Vec<String>, f64)> = state
         .errors
         .lock()
-        .map(|e| e.iter().map(|(cause, n)| (vec![cause.to_string()], *n as f64)).collect())
+        .map(|e| {
+            e.iter()
+                .map(|(cause, n)| (vec![cause.to_string()], *n as f64))
+                .collect()
+        })
         .unwrap_or_default();
     let extra = vec![
         expose::gauge(
@@ -268,7 +301,11 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
             "Time taken to read the BPF maps and encode their metrics.",
             started.elapsed().as_secs_f64(),
         ),
-        expose::gauge(&metric_name(ns, "up"), "1 if every selected config ran, 0 if some failed.", if state.failed.is_empty() { 1.0 } else { 0.0 }),
+        expose::gauge(
+            &metric_name(ns, "up"),
+            "1 if every selected config ran, 0 if some failed.",
+            if state.failed.is_empty() { 1.0 } else { 0.0 },
+        ),
         expose::labelled(
             &metric_name(ns, "scrape_errors_total"),
             "Scrapes that failed or were refused, by cause: gather, timeout, limit.",
@@ -283,7 +320,11 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
     let text = exposition.text();
     match failure {
         None => Ok(text),
-        Some(err) => Err((text, err.context("gathering metrics").context(format!("after {:?}", started.elapsed())))),
+        Some(err) => Err((
+            text,
+            err.context("gathering metrics")
+                .context(format!("after {:?}", started.elapsed())),
+        )),
     }
 }
 
@@ -302,11 +343,17 @@ pub fn to_openmetrics(text: &str) -> String {
         }
     }
     for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# HELP ").or_else(|| line.strip_prefix("# TYPE ")) {
+        if let Some(rest) = line
+            .strip_prefix("# HELP ")
+            .or_else(|| line.strip_prefix("# TYPE "))
+        {
             let directive = &line[..7];
             let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
             if counters.contains_key(name) {
-                out.push_str(&format!("{directive}{} {tail}\n", name.strip_suffix("_total").unwrap_or(name)));
+                out.push_str(&format!(
+                    "{directive}{} {tail}\n",
+                    name.strip_suffix("_total").unwrap_or(name)
+                ));
                 continue;
             }
         } else if !line.starts_with('#') {

@@ -89,7 +89,13 @@ fn fails_with(mut command: Command, code: i32, expected: &[&str], one_line: bool
 /// time such as the kernel refusing a program), no metrics,
 /// and on stderr a `bpfsnap: error:` that contains every `expected` text and
 /// is one line if `one_line`; returns stderr.
-fn assert_failure(what: &str, output: &Output, code: i32, expected: &[&str], one_line: bool) -> String {
+fn assert_failure(
+    what: &str,
+    output: &Output,
+    code: i32,
+    expected: &[&str],
+    one_line: bool,
+) -> String {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(

@@ -11,7 +11,16 @@ use common::Running;
 
 /// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
 fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&["run", "-v", "--builtin", name, "--for", "60s", "--output", "-"]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--builtin",
+        name,
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
     running.wait_for("sampling");
     load();
     running.signal(libc::SIGINT);
@@ -46,9 +55,17 @@ fn runqlat_sees_every_wakeup_of_a_ping_pong() {
         drop(to_peer);
         peer.join().unwrap();
     });
-    let count = common::sample(&text, "bpfsnap_runqueue_latency_seconds_count").expect("runqlat histogram");
-    assert!(count >= f64::from(ROUNDS), "{count} run-queue waits for {ROUNDS} ping-pong rounds\n{text}");
-    let inf = common::sample(&text, r#"bpfsnap_runqueue_latency_seconds_bucket{le="+Inf"}"#).unwrap();
+    let count =
+        common::sample(&text, "bpfsnap_runqueue_latency_seconds_count").expect("runqlat histogram");
+    assert!(
+        count >= f64::from(ROUNDS),
+        "{count} run-queue waits for {ROUNDS} ping-pong rounds\n{text}"
+    );
+    let inf = common::sample(
+        &text,
+        r#"bpfsnap_runqueue_latency_seconds_bucket{le="+Inf"}"#,
+    )
+    .unwrap();
     assert_eq!(inf, count);
     assert!(common::sample(&text, "bpfsnap_runqueue_latency_seconds_sum").unwrap() > 0.0);
 }
@@ -64,15 +81,34 @@ fn every_builtin_has_a_working_example_copy() {
     for builtin in bpfsnap::builtin::BUILTINS {
         let name = builtin.name;
         for file in [format!("{name}.toml"), format!("{name}.bpf.c")] {
-            assert!(examples.join(&file).exists(), "examples/{file} is missing: link it to ../bpf/{file}");
+            assert!(
+                examples.join(&file).exists(),
+                "examples/{file} is missing: link it to ../bpf/{file}"
+            );
         }
-        std::fs::copy(examples.join(format!("{name}.toml")), dir.path().join(format!("{name}.toml"))).unwrap();
+        std::fs::copy(
+            examples.join(format!("{name}.toml")),
+            dir.path().join(format!("{name}.toml")),
+        )
+        .unwrap();
         let object = format!("{}/{name}.bpf.o", env!("BPFSNAP_EXAMPLE_OBJECTS"));
         std::fs::copy(object, dir.path().join(format!("{name}.bpf.o"))).unwrap();
-        args.push(dir.path().join(format!("{name}.toml")).display().to_string());
+        args.push(
+            dir.path()
+                .join(format!("{name}.toml"))
+                .display()
+                .to_string(),
+        );
     }
     let output = common::bpfsnap().args(&args).output().unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
-    assert_eq!(stdout.lines().filter(|l| l.starts_with("ok ")).count(), bpfsnap::builtin::BUILTINS.len());
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("ok ")).count(),
+        bpfsnap::builtin::BUILTINS.len()
+    );
 }

@@ -22,7 +22,11 @@ fn command_lines(text: &str) -> Vec<Vec<String>> {
 #[test]
 fn every_command_line_in_the_examples_parses() {
     let mut checked = 0;
-    for file in ["bpfsnap.cron", "bpfsnap.service", "bpfsnap-interval.service"] {
+    for file in [
+        "bpfsnap.cron",
+        "bpfsnap.service",
+        "bpfsnap-interval.service",
+    ] {
         let text = fs::read_to_string(Path::new(DEPLOY).join(file)).unwrap();
         let lines = command_lines(&text);
         assert!(!lines.is_empty(), "{file} runs bpfsnap");
@@ -43,7 +47,12 @@ fn alert_rules_pass_promtool() {
         .arg(Path::new(DEPLOY).join("bpfsnap.rules.yml"))
         .output()
         .expect("run promtool (make deps installs the prometheus package)");
-    assert!(output.status.success(), "{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 #[test]

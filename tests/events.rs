@@ -9,7 +9,10 @@ use std::fs;
 
 use common::{path_str, Running};
 
-fn named_thread<T: Send + 'static>(name: &'static str, work: impl FnOnce() -> T + Send + 'static) -> T {
+fn named_thread<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
     std::thread::spawn(move || {
         let name = std::ffi::CString::new(name).unwrap();
         unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
@@ -21,10 +24,26 @@ fn named_thread<T: Send + 'static>(name: &'static str, work: impl FnOnce() -> T 
 
 fn run_events(load: impl FnOnce()) -> String {
     let dir = common::output_dir();
-    fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events.toml"), dir.path().join("events.toml")).unwrap();
-    fs::copy(concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/events.bpf.o"), dir.path().join("events.bpf.o")).unwrap();
+    fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events.toml"),
+        dir.path().join("events.toml"),
+    )
+    .unwrap();
+    fs::copy(
+        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/events.bpf.o"),
+        dir.path().join("events.bpf.o"),
+    )
+    .unwrap();
     let config = dir.path().join("events.toml");
-    let mut running = Running::spawn(&["run", "-v", path_str(&config), "--for", "60s", "--output", "-"]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        path_str(&config),
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
     running.wait_for("sampling");
     load();
     running.signal(libc::SIGINT);
@@ -36,7 +55,9 @@ fn run_events(load: impl FnOnce()) -> String {
 
 #[test]
 fn ring_buffer_and_perf_array_events_are_counted_exactly() {
-    let Some(_kernel) = common::kernel_test("ring_buffer_and_perf_array_events_are_counted_exactly") else {
+    let Some(_kernel) =
+        common::kernel_test("ring_buffer_and_perf_array_events_are_counted_exactly")
+    else {
         return;
     };
     let text = run_events(|| {
@@ -50,24 +71,54 @@ fn ring_buffer_and_perf_array_events_are_counted_exactly() {
             }
         });
     });
-    assert_eq!(common::sample(&text, r#"bpfsnap_getpid_events_total{comm="bpfsnap-ev-a"}"#), Some(50.0), "{text}");
-    assert_eq!(common::sample(&text, r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-a"}"#), Some(70.0), "{text}");
-    assert_eq!(common::sample(&text, r#"bpfsnap_events_lost_total{config="events",map="getpid_events_total"}"#), Some(0.0));
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_getpid_events_total{comm="bpfsnap-ev-a"}"#),
+        Some(50.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-a"}"#
+        ),
+        Some(70.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_events_lost_total{config="events",map="getpid_events_total"}"#
+        ),
+        Some(0.0)
+    );
 }
 
 #[test]
 fn an_overflowing_burst_is_counted_or_counted_lost() {
-    let Some(_kernel) = common::kernel_test("an_overflowing_burst_is_counted_or_counted_lost") else {
+    let Some(_kernel) = common::kernel_test("an_overflowing_burst_is_counted_or_counted_lost")
+    else {
         return;
     };
     const BURST: u64 = 200_000;
     let text = run_events(|| {
         named_thread("bpfsnap-ev-b", || common::getpid_calls(BURST));
     });
-    let counted = common::sample(&text, r#"bpfsnap_getpid_events_total{comm="bpfsnap-ev-b"}"#).unwrap_or(0.0);
-    let lost = common::sample(&text, r#"bpfsnap_events_lost_total{config="events",map="getpid_events_total"}"#).unwrap();
-    assert!(lost > 0.0, "a 4 KiB ring buffer cannot keep up with {BURST} events in a tight loop");
-    assert_eq!(counted + lost, BURST as f64, "every event counted or counted as lost ({counted} + {lost})");
+    let counted =
+        common::sample(&text, r#"bpfsnap_getpid_events_total{comm="bpfsnap-ev-b"}"#).unwrap_or(0.0);
+    let lost = common::sample(
+        &text,
+        r#"bpfsnap_events_lost_total{config="events",map="getpid_events_total"}"#,
+    )
+    .unwrap();
+    assert!(
+        lost > 0.0,
+        "a 4 KiB ring buffer cannot keep up with {BURST} events in a tight loop"
+    );
+    assert_eq!(
+        counted + lost,
+        BURST as f64,
+        "every event counted or counted as lost ({counted} + {lost})"
+    );
 }
 
 #[test]
@@ -75,7 +126,8 @@ fn exits_builtin_counts_each_exit_and_kill() {
     let Some(_kernel) = common::kernel_test("exits_builtin_counts_each_exit_and_kill") else {
         return;
     };
-    let mut running = Running::spawn(&["run", "-v", "-b", "exits", "--for", "60s", "--output", "-"]);
+    let mut running =
+        Running::spawn(&["run", "-v", "-b", "exits", "--for", "60s", "--output", "-"]);
     running.wait_for("sampling");
     for (count, killed) in [(25, false), (7, true)] {
         for _ in 0..count {
@@ -98,7 +150,21 @@ fn exits_builtin_counts_each_exit_and_kill() {
     running.signal(libc::SIGINT);
     let (status, text, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
-    assert_eq!(common::sample(&text, r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="exited",code="3"}"#), Some(25.0), "{text}");
-    assert_eq!(common::sample(&text, r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="killed",code="9"}"#), Some(7.0), "{text}");
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="exited",code="3"}"#
+        ),
+        Some(25.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="killed",code="9"}"#
+        ),
+        Some(7.0),
+        "{text}"
+    );
     common::promtool_check(&text);
 }

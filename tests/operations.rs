@@ -39,46 +39,93 @@ fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<B
 
 #[test]
 fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
-    let Some(_kernel) = common::kernel_test("interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial") else {
+    let Some(_kernel) = common::kernel_test(
+        "interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial",
+    ) else {
         return;
     };
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let done = Arc::new(AtomicBool::new(false));
     let reader = watch_file(output.clone(), done.clone());
-    let running = Running::spawn(&["run", "-v", "-b", "syscalls", "--interval", "300ms", "--count", "3", "--output", path_str(&output)]);
+    let running = Running::spawn(&[
+        "run",
+        "-v",
+        "-b",
+        "syscalls",
+        "--interval",
+        "300ms",
+        "--count",
+        "3",
+        "--output",
+        path_str(&output),
+    ]);
     let (status, _, stderr) = running.finish();
     done.store(true, Ordering::Relaxed);
     let seen = reader.join().expect("reader");
     assert!(status.success(), "{stderr}");
-    assert_eq!(stderr.matches("wrote ").count(), 3, "three windows written: {stderr}");
+    assert_eq!(
+        stderr.matches("wrote ").count(),
+        3,
+        "three windows written: {stderr}"
+    );
 
     let ends: BTreeSet<String> = seen
         .iter()
-        .filter_map(|text| common::sample(text, "bpfsnap_window_end_timestamp_seconds").map(|v| v.to_string()))
+        .filter_map(|text| {
+            common::sample(text, "bpfsnap_window_end_timestamp_seconds").map(|v| v.to_string())
+        })
         .collect();
-    assert!(ends.len() >= 2, "the reader saw the file change between windows ({} versions)", ends.len());
+    assert!(
+        ends.len() >= 2,
+        "the reader saw the file change between windows ({} versions)",
+        ends.len()
+    );
     let text = fs::read_to_string(&output).unwrap();
     let window = common::sample(&text, "bpfsnap_window_seconds").unwrap();
-    assert!((0.3..5.0).contains(&window), "each file covers one interval: {window}");
-    let since = common::sample(&text, r#"bpfsnap_counters_start_timestamp_seconds{config="syscalls"}"#).unwrap();
+    assert!(
+        (0.3..5.0).contains(&window),
+        "each file covers one interval: {window}"
+    );
+    let since = common::sample(
+        &text,
+        r#"bpfsnap_counters_start_timestamp_seconds{config="syscalls"}"#,
+    )
+    .unwrap();
     let start = common::sample(&text, "bpfsnap_window_start_timestamp_seconds").unwrap();
-    assert!(since < start, "counters are cumulative from the first attach, before the last window");
+    assert!(
+        since < start,
+        "counters are cumulative from the first attach, before the last window"
+    );
     assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0));
     common::promtool_check(&text);
 }
 
 #[test]
 fn sigterm_in_interval_mode_writes_the_last_window_and_detaches() {
-    let Some(_kernel) = common::kernel_test("sigterm_in_interval_mode_writes_the_last_window_and_detaches") else {
+    let Some(_kernel) =
+        common::kernel_test("sigterm_in_interval_mode_writes_the_last_window_and_detaches")
+    else {
         return;
     };
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
-    let mut running = Running::spawn(&["run", "-v", "-b", "syscalls", "--interval", "60s", "--output", path_str(&output)]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "-b",
+        "syscalls",
+        "--interval",
+        "60s",
+        "--output",
+        path_str(&output),
+    ]);
     running.wait_for("sampling");
-    let ours: BTreeSet<u64> = common::loaded_program_ids().difference(&before).copied().collect();
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
     common::getpid_calls(500);
     running.signal(libc::SIGTERM);
     let (status, _, stderr) = running.finish();
@@ -86,7 +133,10 @@ fn sigterm_in_interval_mode_writes_the_last_window_and_detaches() {
     let text = fs::read_to_string(&output).expect("last window written");
     assert!(common::sample(&text, "bpfsnap_window_seconds").unwrap() < 60.0);
     assert!(common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap() >= 500.0);
-    assert!(common::still_loaded_after_exit(&ours).is_empty(), "programs left loaded");
+    assert!(
+        common::still_loaded_after_exit(&ours).is_empty(),
+        "programs left loaded"
+    );
 }
 
 /// A pin directory on bpffs, removed (with `bpfsnap stop`) when dropped.
@@ -94,29 +144,59 @@ struct PinDir(PathBuf);
 
 impl PinDir {
     fn new() -> PinDir {
-        PinDir(PathBuf::from(format!("/sys/fs/bpf/bpfsnap-test-{}", std::process::id())))
+        PinDir(PathBuf::from(format!(
+            "/sys/fs/bpf/bpfsnap-test-{}",
+            std::process::id()
+        )))
     }
 }
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = common::bpfsnap().args(["stop", "--pin", path_str(&self.0)]).output();
+        let _ = common::bpfsnap()
+            .args(["stop", "--pin", path_str(&self.0)])
+            .output();
     }
 }
 
 fn pinned_run(pin: &Path, output: &Path) -> String {
     let output_arg = path_str(output);
     let result = common::bpfsnap()
-        .args(["run", "-b", "syscalls", "--for", "100ms", "--pin", path_str(pin), "--output", output_arg])
+        .args([
+            "run",
+            "-b",
+            "syscalls",
+            "--for",
+            "100ms",
+            "--pin",
+            path_str(pin),
+            "--output",
+            output_arg,
+        ])
         .output()
         .expect("run bpfsnap");
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
     fs::read_to_string(output).expect("output")
 }
 
 /// A pinned run during whose window the test makes `calls` getpid calls.
 fn pinned_run_with_load(pin: &Path, output: &Path, calls: u64) {
-    let mut running = Running::spawn(&["run", "-v", "-b", "syscalls", "--for", "60s", "--pin", path_str(pin), "--output", path_str(output)]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "-b",
+        "syscalls",
+        "--for",
+        "60s",
+        "--pin",
+        path_str(pin),
+        "--output",
+        path_str(output),
+    ]);
     running.wait_for("sampling");
     common::getpid_calls(calls);
     running.signal(libc::SIGINT);
@@ -126,33 +206,64 @@ fn pinned_run_with_load(pin: &Path, output: &Path, calls: u64) {
 
 #[test]
 fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
-    let Some(_kernel) = common::kernel_test("pinned_probes_keep_counting_across_runs_and_stop_removes_them") else {
+    let Some(_kernel) =
+        common::kernel_test("pinned_probes_keep_counting_across_runs_and_stop_removes_them")
+    else {
         return;
     };
     let pin = PinDir::new();
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
-    let getpid = |text: &str| common::sample(text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap_or(0.0);
-    let since = |text: &str| common::sample(text, r#"bpfsnap_counters_start_timestamp_seconds{config="syscalls"}"#);
+    let getpid = |text: &str| {
+        common::sample(text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap_or(0.0)
+    };
+    let since = |text: &str| {
+        common::sample(
+            text,
+            r#"bpfsnap_counters_start_timestamp_seconds{config="syscalls"}"#,
+        )
+    };
 
     pinned_run_with_load(&pin.0, &output, 1000);
     let first = fs::read_to_string(&output).unwrap();
     assert!(getpid(&first) >= 1000.0);
-    assert!(pin.0.join("syscalls/state").exists() && pin.0.join("syscalls/maps/syscalls_total").exists());
+    assert!(
+        pin.0.join("syscalls/state").exists()
+            && pin.0.join("syscalls/maps/syscalls_total").exists()
+    );
     let links_pinned = pin.0.join("syscalls/links").is_dir();
-    let ours: BTreeSet<u64> = common::loaded_program_ids().difference(&before).copied().collect();
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
 
     if links_pinned {
         // Fully persistent: the programs count while no bpfsnap runs.
-        assert!(!ours.is_empty(), "the programs stay loaded after the first run exits");
+        assert!(
+            !ours.is_empty(),
+            "the programs stay loaded after the first run exits"
+        );
         common::getpid_calls(10_000);
         let second = pinned_run(&pin.0, &output);
-        assert!(getpid(&second) >= getpid(&first) + 10_000.0, "monotonic: {} then {}", getpid(&first), getpid(&second));
-        let window_start = common::sample(&second, "bpfsnap_window_start_timestamp_seconds").unwrap();
+        assert!(
+            getpid(&second) >= getpid(&first) + 10_000.0,
+            "monotonic: {} then {}",
+            getpid(&first),
+            getpid(&second)
+        );
+        let window_start =
+            common::sample(&second, "bpfsnap_window_start_timestamp_seconds").unwrap();
         let first_end = common::sample(&first, "bpfsnap_window_end_timestamp_seconds").unwrap();
-        assert!((window_start - first_end).abs() < 0.01, "a pinned window starts at the last run's snapshot");
-        assert_eq!(since(&first), since(&second), "the same pinned set, counting since the first run");
+        assert!(
+            (window_start - first_end).abs() < 0.01,
+            "a pinned window starts at the last run's snapshot"
+        );
+        assert_eq!(
+            since(&first),
+            since(&second),
+            "the same pinned set, counting since the first run"
+        );
         common::promtool_check(&second);
     } else {
         // This kernel refuses to pin links (seen on the sandboxed kernels
@@ -162,18 +273,40 @@ fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
             std::io::stderr(),
             "NOTE pinned_probes_keep_counting_across_runs_and_stop_removes_them: the kernel refuses to pin BPF links; testing maps-only persistence"
         );
-        assert!(common::still_loaded_after_exit(&ours).is_empty(), "without pinned links nothing stays loaded");
+        assert!(
+            common::still_loaded_after_exit(&ours).is_empty(),
+            "without pinned links nothing stays loaded"
+        );
         pinned_run_with_load(&pin.0, &output, 2000);
         let second = fs::read_to_string(&output).unwrap();
-        assert!(getpid(&second) >= getpid(&first) + 2000.0, "monotonic: {} then {}", getpid(&first), getpid(&second));
-        assert_eq!(since(&first), since(&second), "the same pinned maps, counting since the first run");
+        assert!(
+            getpid(&second) >= getpid(&first) + 2000.0,
+            "monotonic: {} then {}",
+            getpid(&first),
+            getpid(&second)
+        );
+        assert_eq!(
+            since(&first),
+            since(&second),
+            "the same pinned maps, counting since the first run"
+        );
         common::promtool_check(&second);
     }
 
-    let stopped = common::bpfsnap().args(["stop", "--pin", path_str(&pin.0)]).output().unwrap();
-    assert!(stopped.status.success(), "{}", String::from_utf8_lossy(&stopped.stderr));
+    let stopped = common::bpfsnap()
+        .args(["stop", "--pin", path_str(&pin.0)])
+        .output()
+        .unwrap();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
     assert!(!pin.0.exists(), "stop removes the pin directory");
-    assert!(common::still_loaded_after_exit(&ours).is_empty(), "stop detaches the programs");
+    assert!(
+        common::still_loaded_after_exit(&ours).is_empty(),
+        "stop detaches the programs"
+    );
 }
 
 #[test]
@@ -186,20 +319,44 @@ fn a_changed_selection_replaces_the_pinned_set() {
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
     pinned_run(&pin.0, &output);
-    let syscalls: BTreeSet<u64> = common::loaded_program_ids().difference(&before).copied().collect();
+    let syscalls: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
     let result = common::bpfsnap()
-        .args(["run", "-b", "runqlat", "--for", "100ms", "--pin", path_str(&pin.0), "--output", path_str(&output)])
+        .args([
+            "run",
+            "-b",
+            "runqlat",
+            "--for",
+            "100ms",
+            "--pin",
+            path_str(&pin.0),
+            "--output",
+            path_str(&output),
+        ])
         .output()
         .unwrap();
-    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
-    assert!(!pin.0.join("syscalls").exists(), "the unselected config is unpinned");
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    assert!(
+        !pin.0.join("syscalls").exists(),
+        "the unselected config is unpinned"
+    );
     assert!(pin.0.join("runqlat/state").exists());
-    assert!(common::still_loaded_after_exit(&syscalls).is_empty(), "its programs are detached");
+    assert!(
+        common::still_loaded_after_exit(&syscalls).is_empty(),
+        "its programs are detached"
+    );
 }
 
 #[test]
 fn a_second_run_on_the_same_output_waits_for_the_lock() {
-    let Some(_kernel) = common::kernel_test("a_second_run_on_the_same_output_waits_for_the_lock") else {
+    let Some(_kernel) = common::kernel_test("a_second_run_on_the_same_output_waits_for_the_lock")
+    else {
         return;
     };
     let dir = common::output_dir();
@@ -210,7 +367,17 @@ fn a_second_run_on_the_same_output_waits_for_the_lock() {
 
     // A run that gives up quickly fails cleanly and writes nothing.
     let quick = common::bpfsnap()
-        .args(["run", "-b", "syscalls", "--for", "100ms", "--lock-timeout", "200ms", "--output", path_str(&output)])
+        .args([
+            "run",
+            "-b",
+            "syscalls",
+            "--for",
+            "100ms",
+            "--lock-timeout",
+            "200ms",
+            "--output",
+            path_str(&output),
+        ])
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&quick.stderr);
@@ -219,18 +386,33 @@ fn a_second_run_on_the_same_output_waits_for_the_lock() {
     assert!(!output.exists());
 
     // A patient run waits: once it has the lock file open it is polling.
-    let waiting = Running::spawn(&["run", "-b", "syscalls", "--for", "100ms", "--output", path_str(&output)]);
+    let waiting = Running::spawn(&[
+        "run",
+        "-b",
+        "syscalls",
+        "--for",
+        "100ms",
+        "--output",
+        path_str(&output),
+    ]);
     let pid = waiting.child.id();
     let deadline = Instant::now() + common::PATIENCE;
     while !has_open(pid, &lock_path) {
-        assert!(Instant::now() < deadline, "bpfsnap never opened {}", lock_path.display());
+        assert!(
+            Instant::now() < deadline,
+            "bpfsnap never opened {}",
+            lock_path.display()
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     std::thread::sleep(Duration::from_millis(300)); // let it wait measurably (what it reports)
     drop(held);
     let (status, _, stderr) = waiting.finish();
     assert!(status.success(), "{stderr}");
-    assert!(stderr.contains("waited"), "the second run reports the wait: {stderr}");
+    assert!(
+        stderr.contains("waited"),
+        "the second run reports the wait: {stderr}"
+    );
     common::promtool_check(&fs::read_to_string(&output).unwrap());
 }
 
@@ -244,18 +426,40 @@ fn has_open(pid: u32, path: &Path) -> bool {
 
 #[test]
 fn capabilities_are_dropped_once_probes_are_attached() {
-    let Some(_kernel) = common::kernel_test("capabilities_are_dropped_once_probes_are_attached") else {
+    let Some(_kernel) = common::kernel_test("capabilities_are_dropped_once_probes_are_attached")
+    else {
         return;
     };
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
-    let mut running = Running::spawn(&["run", "-v", "-b", "syscalls", "--for", "60s", "--keep-caps", "none", "--output", path_str(&output)]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "-b",
+        "syscalls",
+        "--for",
+        "60s",
+        "--keep-caps",
+        "none",
+        "--output",
+        path_str(&output),
+    ]);
     running.wait_for("sampling");
     let status = fs::read_to_string(format!("/proc/{}/status", running.child.id())).unwrap();
-    let cap_eff = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim().to_string();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .unwrap()
+        .trim()
+        .to_string();
     assert_eq!(cap_eff, "0000000000000000", "CapEff after attach");
     running.signal(libc::SIGINT);
     let (exit, _, stderr) = running.finish();
-    assert!(exit.success(), "still writes without capabilities: {stderr}");
-    assert!(fs::read_to_string(&output).unwrap().contains("bpfsnap_syscalls_total"));
+    assert!(
+        exit.success(),
+        "still writes without capabilities: {stderr}"
+    );
+    assert!(fs::read_to_string(&output)
+        .unwrap()
+        .contains("bpfsnap_syscalls_total"));
 }

@@ -298,7 +298,10 @@ impl Config {
             }
             if let Some(interval) = &counter.flush_interval {
                 humantime::parse_duration(interval).map_err(|err| {
-                    anyhow::anyhow!("counter {:?}: flush_interval {interval:?}: {err} (try 30s or 5m)", counter.name)
+                    anyhow::anyhow!(
+                        "counter {:?}: flush_interval {interval:?}: {err} (try 30s or 5m)",
+                        counter.name
+                    )
                 })?;
             }
             if !counter.name.ends_with("_total") {

@@ -64,7 +64,13 @@ pub fn is_stream(map_type: MapType) -> bool {
 impl EventStream {
     /// Starts consuming `map`; `key_size` leading bytes of each event are
     /// its labels.
-    pub fn start(name: &str, map: MapHandle, key_size: usize, flush: Option<Duration>, lost_map: Option<MapHandle>) -> Result<EventStream> {
+    pub fn start(
+        name: &str,
+        map: MapHandle,
+        key_size: usize,
+        flush: Option<Duration>,
+        lost_map: Option<MapHandle>,
+    ) -> Result<EventStream> {
         let counts: Counts = Arc::new(Mutex::new(HashMap::new()));
         let lost = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
@@ -102,7 +108,11 @@ impl EventStream {
     /// (series idle longer than the flush interval dropped).
     pub fn snapshot(&self) -> StreamSnapshot {
         let (done, drained) = mpsc::channel();
-        if self.drain.lock().is_ok_and(|drain| drain.send(done).is_ok()) {
+        if self
+            .drain
+            .lock()
+            .is_ok_and(|drain| drain.send(done).is_ok())
+        {
             let _ = drained.recv_timeout(Duration::from_secs(1));
         }
         let mut keys = Vec::new();
@@ -117,7 +127,11 @@ impl EventStream {
             }
         }
         let in_kernel = self.lost_map.as_ref().map_or(0, lost_in_map);
-        StreamSnapshot { keys, counts, lost: self.lost.load(Ordering::Relaxed) + in_kernel }
+        StreamSnapshot {
+            keys,
+            counts,
+            lost: self.lost.load(Ordering::Relaxed) + in_kernel,
+        }
     }
 }
 
@@ -135,9 +149,16 @@ fn lost_in_map(map: &MapHandle) -> u64 {
     let mut total = 0u64;
     for key in map.keys() {
         let values = if map.map_type().is_percpu() {
-            map.lookup_percpu(&key, MapFlags::ANY).ok().flatten().unwrap_or_default()
+            map.lookup_percpu(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
         } else {
-            map.lookup(&key, MapFlags::ANY).ok().flatten().into_iter().collect()
+            map.lookup(&key, MapFlags::ANY)
+                .ok()
+                .flatten()
+                .into_iter()
+                .collect()
         };
         for value in values {
             if let Some(bytes) = value.get(..8).and_then(|b| <[u8; 8]>::try_from(b).ok()) {
@@ -161,7 +182,13 @@ fn record(data: &[u8], key_size: usize, counts: &Counts, lost: &AtomicU64) {
                 entry.last = now;
             }
             None => {
-                seen.insert(key.to_vec(), Seen { count: 1, last: now });
+                seen.insert(
+                    key.to_vec(),
+                    Seen {
+                        count: 1,
+                        last: now,
+                    },
+                );
             }
         }
     }
@@ -179,7 +206,10 @@ fn consume(
     drains: &mpsc::Receiver<mpsc::Sender<()>>,
 ) {
     // (poll with timeout, consume what is there now)
-    type Poll<'a> = (Box<dyn Fn() -> Result<()> + 'a>, Box<dyn Fn() -> Result<()> + 'a>);
+    type Poll<'a> = (
+        Box<dyn Fn() -> Result<()> + 'a>,
+        Box<dyn Fn() -> Result<()> + 'a>,
+    );
     let (poll, drain): Poll<'_> = match map.map_type() {
         MapType::RingBuf => {
             let mut builder = RingBufferBuilder::new();

@@ -7,10 +7,10 @@
 //! words: libbpf's own hints (RLIMIT_MEMLOCK) are wrong on current kernels.
 
 pub mod availability;
+mod events;
 pub mod host;
 mod kaddr;
 mod libbpf_log;
-mod events;
 mod perf;
 pub mod pin;
 pub mod section;
@@ -192,7 +192,8 @@ impl Probe {
             for mut map in object.maps_mut() {
                 let path = dir.join(map.name());
                 if path.exists() {
-                    map.reuse_pinned_map(&path).with_context(|| format!("{name}: reusing {}", path.display()))?;
+                    map.reuse_pinned_map(&path)
+                        .with_context(|| format!("{name}: reusing {}", path.display()))?;
                 }
             }
         }
@@ -291,8 +292,11 @@ impl Probe {
         let mut streams = Vec::new();
         for map in object.maps() {
             let map_name = map.name().to_string_lossy().into_owned();
-            let Some(metric) = config.metrics().find(|m| m.name == map_name) else { continue };
-            let handle = MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
+            let Some(metric) = config.metrics().find(|m| m.name == map_name) else {
+                continue;
+            };
+            let handle =
+                MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
             if events::is_stream(map.map_type()) {
                 let lost_name = format!("{map_name}_lost");
                 let lost = object
@@ -300,8 +304,14 @@ impl Probe {
                     .find(|m| m.name().to_string_lossy() == lost_name)
                     .and_then(|m| MapHandle::try_from(&m).ok());
                 let key_size = config::key_size(metric.labels);
-                let stream = events::EventStream::start(&map_name, handle, key_size, config.flush_interval(&map_name), lost)
-                    .with_context(|| name.clone())?;
+                let stream = events::EventStream::start(
+                    &map_name,
+                    handle,
+                    key_size,
+                    config.flush_interval(&map_name),
+                    lost,
+                )
+                .with_context(|| name.clone())?;
                 streams.push(stream);
             } else {
                 maps.insert(map_name, handle);
@@ -347,12 +357,16 @@ impl Probe {
                     // Maps only (the kernel would not pin links): attach
                     // again, counting on in the pinned maps.
                     let mut probe = Probe::attach_reusing(program, Some(&dir.join("maps")))?;
-                    probe.pinned = Some(pin::Pinned { dir: dir.clone(), manifest });
+                    probe.pinned = Some(pin::Pinned {
+                        dir: dir.clone(),
+                        manifest,
+                    });
                     return Ok(probe);
                 }
             }
         }
-        pin::remove(&dir).with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
+        pin::remove(&dir)
+            .with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
 
         let mut probe = Probe::attach(program)?;
         if !probe.events.is_empty() {
@@ -365,7 +379,8 @@ impl Probe {
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;
             for (name, map) in &mut probe.maps {
-                map.pin(dir.join("maps").join(name)).with_context(|| format!("pinning map {name}"))?;
+                map.pin(dir.join("maps").join(name))
+                    .with_context(|| format!("pinning map {name}"))?;
             }
             let links_pinned = pin_links(&mut probe, &dir.join("links"))?;
             let manifest = pin::Manifest {
@@ -373,10 +388,17 @@ impl Probe {
                 attached_at: unix_now(),
                 last_snapshot: None,
                 links_pinned,
-                programs: probe.programs.iter().map(|p| (p.name.clone(), p.id)).collect(),
+                programs: probe
+                    .programs
+                    .iter()
+                    .map(|p| (p.name.clone(), p.id))
+                    .collect(),
             };
             pin::write_manifest(&dir, &manifest)?;
-            Ok(pin::Pinned { dir: dir.clone(), manifest })
+            Ok(pin::Pinned {
+                dir: dir.clone(),
+                manifest,
+            })
         })();
         match pinned {
             Ok(pinned) => {
@@ -394,7 +416,9 @@ impl Probe {
     /// Whether every link is attached for good (cron mode): false when this
     /// run's programs detach when it exits.
     pub fn outlives_process(&self) -> bool {
-        self.pinned.as_ref().is_some_and(|p| p.manifest.links_pinned)
+        self.pinned
+            .as_ref()
+            .is_some_and(|p| p.manifest.links_pinned)
     }
 
     /// A probe over an earlier run's pinned maps; its programs stay attached
@@ -421,8 +445,17 @@ impl Probe {
                     .find(|(n, _, _)| n == name)
                     .map(|(_, section, attach)| (section.clone(), attach.kind().to_string()))
                     .unwrap_or_default();
-                let tag = program_info_by_id(*id).map(|info| info.tag).unwrap_or_default();
-                ProgramInfo { name: name.clone(), section, attach, id: *id, tag, ..ProgramInfo::default() }
+                let tag = program_info_by_id(*id)
+                    .map(|info| info.tag)
+                    .unwrap_or_default();
+                ProgramInfo {
+                    name: name.clone(),
+                    section,
+                    attach,
+                    id: *id,
+                    tag,
+                    ..ProgramInfo::default()
+                }
             })
             .collect();
         let program_fds = program_fds(&programs);
@@ -474,7 +507,10 @@ impl Probe {
     /// Fresh run time and count of every program (bpf_stats).
     pub fn refresh_stats(&mut self) {
         for info in &mut self.programs {
-            let fresh = self.program_fds.get(&info.id).and_then(|fd| program_info(fd.as_raw_fd()));
+            let fresh = self
+                .program_fds
+                .get(&info.id)
+                .and_then(|fd| program_info(fd.as_raw_fd()));
             if let Some(fresh) = fresh {
                 info.run_time_ns = fresh.run_time_ns;
                 info.run_count = fresh.run_count;
@@ -615,14 +651,21 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
                 names.join(", ")
             );
         };
-        let counter = config.metrics.counters.iter().find(|c| c.name == metric.name);
+        let counter = config
+            .metrics
+            .counters
+            .iter()
+            .find(|c| c.name == metric.name);
         if events::is_stream(map_type) && metric.kind == "counter" {
             // Events are counted by their leading label bytes; their size is
             // only known per event (short ones count as lost).
             continue;
         }
         if counter.is_some_and(|c| c.perf_event_array) {
-            bail!("{}: perf_event_array is set but the map is a {map_type:?}, not a perf event array", context());
+            bail!(
+                "{}: perf_event_array is set but the map is a {map_type:?}, not a perf event array",
+                context()
+            );
         }
         if counter.is_some_and(|c| c.flush_interval.is_some()) {
             bail!("{}: flush_interval applies only to event streams (ring buffers, perf event arrays)", context());
@@ -631,7 +674,11 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
             bail!(
                 "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map{}",
                 context(),
-                if events::is_stream(map_type) { " (event streams can back counters, not histograms)" } else { "" }
+                if events::is_stream(map_type) {
+                    " (event streams can back counters, not histograms)"
+                } else {
+                    ""
+                }
             );
         }
         let label_bytes = expected_key_size(metric.labels, map_type.is_percpu());

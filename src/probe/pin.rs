@@ -57,7 +57,8 @@ impl Pinned {
     /// Records that a snapshot was written at `time` (the next window's start).
     pub fn record_snapshot(&mut self, time: f64) -> Result<()> {
         self.manifest.last_snapshot = Some(time);
-        let state = MapHandle::from_pinned_path(self.dir.join(STATE)).context("opening the pinned state")?;
+        let state = MapHandle::from_pinned_path(self.dir.join(STATE))
+            .context("opening the pinned state")?;
         set_time(&state, 1, time)
     }
 }
@@ -76,7 +77,9 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
 
 fn set_time(state: &MapHandle, slot: u32, time: f64) -> Result<()> {
     let nanos = (time * 1e9) as u64;
-    state.update(&slot.to_ne_bytes(), &nanos.to_ne_bytes(), MapFlags::ANY).context("updating the pinned state")
+    state
+        .update(&slot.to_ne_bytes(), &nanos.to_ne_bytes(), MapFlags::ANY)
+        .context("updating the pinned state")
 }
 
 fn get_time(state: &MapHandle, slot: u32) -> Option<f64> {
@@ -87,18 +90,38 @@ fn get_time(state: &MapHandle, slot: u32) -> Option<f64> {
 
 /// The manifest of a pinned config, if `dir` holds a complete one.
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
-    let Ok(entries) = fs::read_dir(dir) else { return Ok(None) };
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(None);
+    };
     let fingerprint = entries
         .flatten()
-        .filter_map(|e| e.file_name().to_str()?.strip_prefix(FINGERPRINT_PREFIX).map(str::to_string))
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix(FINGERPRINT_PREFIX)
+                .map(str::to_string)
+        })
         .next();
-    let Some(fingerprint) = fingerprint else { return Ok(None) };
-    let Ok(state) = MapHandle::from_pinned_path(dir.join(STATE)) else { return Ok(None) };
-    let Some(attached_at) = get_time(&state, 0) else { return Ok(None) };
+    let Some(fingerprint) = fingerprint else {
+        return Ok(None);
+    };
+    let Ok(state) = MapHandle::from_pinned_path(dir.join(STATE)) else {
+        return Ok(None);
+    };
+    let Some(attached_at) = get_time(&state, 0) else {
+        return Ok(None);
+    };
     let mut programs = Vec::new();
-    for entry in fs::read_dir(dir.join("links")).into_iter().flatten().flatten() {
+    for entry in fs::read_dir(dir.join("links"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let name = file.rsplit_once('.').map_or(file.as_str(), |(name, _)| name).to_string();
+        let name = file
+            .rsplit_once('.')
+            .map_or(file.as_str(), |(name, _)| name)
+            .to_string();
         if let Some(id) = linked_program_id(&entry.path()) {
             if !programs.iter().any(|(n, _)| *n == name) {
                 programs.push((name, id));
@@ -107,7 +130,13 @@ pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     }
     programs.sort();
     let links_pinned = dir.join("links").is_dir();
-    Ok(Some(Manifest { fingerprint, attached_at, last_snapshot: get_time(&state, 1), links_pinned, programs }))
+    Ok(Some(Manifest {
+        fingerprint,
+        attached_at,
+        last_snapshot: get_time(&state, 1),
+        links_pinned,
+        programs,
+    }))
 }
 
 /// The id of the program a pinned link attaches.
@@ -199,14 +228,22 @@ pub fn remove(dir: &Path) -> Result<()> {
         let sub = dir.join(sub);
         if let Ok(entries) = fs::read_dir(&sub) {
             for entry in entries.flatten() {
-                fs::remove_file(entry.path()).with_context(|| format!("unpinning {}", entry.path().display()))?;
+                fs::remove_file(entry.path())
+                    .with_context(|| format!("unpinning {}", entry.path().display()))?;
             }
             fs::remove_dir(&sub).with_context(|| format!("removing {}", sub.display()))?;
         }
     }
-    for entry in fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+    for entry in fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .flatten()
+    {
         let path = entry.path();
-        let removed = if path.is_dir() { fs::remove_dir(&path) } else { fs::remove_file(&path) };
+        let removed = if path.is_dir() {
+            fs::remove_dir(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         removed.with_context(|| format!("removing {}", path.display()))?;
     }
     fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))

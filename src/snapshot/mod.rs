@@ -67,7 +67,9 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
     for counter in config.map_counters() {
         if let Some(stream) = probe.event_stream(&counter.name) {
             let counts = stream.snapshot();
-            snapshot.events_lost.push((counter.name.clone(), counts.lost));
+            snapshot
+                .events_lost
+                .push((counter.name.clone(), counts.lost));
             snapshot.maps.push(MapData {
                 name: counter.name.clone(),
                 key_size: stream.key_size(),
@@ -80,11 +82,17 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
             continue;
         }
         let map = probe.map(&counter.name)?;
-        snapshot.maps.push(read_map(map).with_context(|| format!("{}: reading map {}", config.name, counter.name))?);
+        snapshot.maps.push(
+            read_map(map)
+                .with_context(|| format!("{}: reading map {}", config.name, counter.name))?,
+        );
     }
     for histogram in &config.metrics.histograms {
         let map = probe.map(&histogram.name)?;
-        snapshot.maps.push(read_map(map).with_context(|| format!("{}: reading map {}", config.name, histogram.name))?);
+        snapshot.maps.push(
+            read_map(map)
+                .with_context(|| format!("{}: reading map {}", config.name, histogram.name))?,
+        );
     }
     Ok(snapshot)
 }

@@ -121,7 +121,9 @@ impl Running {
             })
         });
         let status = wait_bounded(&mut self.child, PATIENCE).expect("bpfsnap did not exit");
-        let stdout = reader.map(|r| r.join().expect("stdout reader")).unwrap_or_default();
+        let stdout = reader
+            .map(|r| r.join().expect("stdout reader"))
+            .unwrap_or_default();
         self.stderr.extend(self.lines.iter());
         (status, stdout, self.stderr.join("\n"))
     }
