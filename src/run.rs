@@ -104,6 +104,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
 
     let programs = select(&options.selection, options.allow_untrusted_files, log)?;
     options.sink.check()?;
+    options.sink.check_families(&[&metric_name(&options.namespace, "up")])?;
     let _lock = take_lock(options)?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.verbose);

@@ -95,3 +95,21 @@ fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
     assert_eq!(fs::read_to_string(&output).unwrap(), "old 1\n");
     assert_eq!(common::files_in(dir.path()), [output], "no temp file left");
 }
+
+#[test]
+fn a_second_output_with_the_same_namespace_in_one_directory_is_refused() {
+    let dir = common::output_dir();
+    // Another bpfsnap output already in the directory defines bpfsnap_up.
+    std::fs::write(
+        dir.path().join("fast.prom"),
+        "# HELP bpfsnap_up Up.\n# TYPE bpfsnap_up gauge\nbpfsnap_up 1\n",
+    )
+    .unwrap();
+    let output = dir.path().join("bpfsnap.prom");
+    let stderr = fails(1, &["run", "--for", "1s", "--output", path_str(&output)]);
+    assert!(
+        stderr.contains("fast.prom already defines bpfsnap_up") && stderr.contains("--namespace"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+}

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+mod collide;
 pub mod lock;
 
 /// Mode of the written file: node_exporter often runs as another user.
@@ -63,10 +64,24 @@ impl Sink {
         }
     }
 
+    /// Fails early if another `*.prom` file beside a textfile output defines
+    /// one of `families` (see [`collide`]).
+    pub fn check_families(&self, families: &[&str]) -> Result<()> {
+        match self {
+            Sink::Stdout => Ok(()),
+            Sink::Textfile(path) => collide::check(path, &families.iter().copied().collect()),
+        }
+    }
+
     pub fn write(&self, text: &[u8]) -> Result<()> {
         match self {
             Sink::Stdout => write_stdout(text),
-            Sink::Textfile(path) => write_atomic(path, text),
+            Sink::Textfile(path) => {
+                // Before touching anything: a collision means node_exporter
+                // would silently drop data.
+                collide::check(path, &collide::families(&String::from_utf8_lossy(text)))?;
+                write_atomic(path, text)
+            }
         }
     }
 }
