@@ -5,30 +5,9 @@
 
 mod common;
 
+use common::run_builtin;
+
 use std::sync::mpsc;
-
-use common::Running;
-
-/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
-fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "--builtin",
-        name,
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
-    common::promtool_check(&text);
-    text
-}
 
 #[test]
 fn runqlat_sees_every_wakeup_of_a_ping_pong() {

@@ -6,33 +6,12 @@
 
 mod common;
 
+use common::run_builtin;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-use common::Running;
-
-/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
-fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "--builtin",
-        name,
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
-    common::promtool_check(&text);
-    text
-}
 
 /// The value of `series`, which must be in `text`.
 fn value(text: &str, series: &str) -> f64 {

@@ -8,6 +8,8 @@
 
 mod common;
 
+use common::run_builtin;
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
@@ -15,28 +17,7 @@ use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Running, PATIENCE};
-
-/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
-fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "--builtin",
-        name,
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
-    common::promtool_check(&text);
-    text
-}
+use common::PATIENCE;
 
 /// The value of `series`, or 0 when bpfsnap left it out (it prints no series
 /// that never moved); the output is in the message when asserting on it.

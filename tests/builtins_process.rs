@@ -6,43 +6,12 @@
 
 mod common;
 
+use common::run_builtin;
+
 use std::ffi::CString;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-use common::Running;
-
-/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
-fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "--builtin",
-        name,
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    // Read stdout while bpfsnap runs: Running::finish reads it only after
-    // exit, and an output larger than the pipe buffer (syscall_latency's is
-    // ~300 KB) would block bpfsnap's write until finish gives up.
-    let mut stdout = running.child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut text = String::new();
-        stdout.read_to_string(&mut text).expect("read stdout");
-        text
-    });
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, _, stderr) = running.finish();
-    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
-    let text = reader.join().expect("stdout reader");
-    common::promtool_check(&text);
-    text
-}
 
 /// The value of `series`, which must be in `text`.
 fn value(text: &str, series: &str) -> f64 {

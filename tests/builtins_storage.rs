@@ -8,35 +8,14 @@
 
 mod common;
 
+use common::run_builtin;
+
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-use common::Running;
-
-/// Runs `bpfsnap run -b NAME` around `load`; returns the text output.
-fn run_builtin(name: &str, load: impl FnOnce()) -> String {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "--builtin",
-        name,
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "bpfsnap -b {name}: {stderr}");
-    common::promtool_check(&text);
-    text
-}
 
 /// Straight to the stream: libtest captures eprintln! of passing tests.
 fn say(text: &str) {
