@@ -1,0 +1,80 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * Block-layer helpers shared by biolatency and biosize: a request's disk as
+ * a userspace dev_t (what the majorminor decoder, stat(2) and
+ * /proc/partitions use) and its operation as a stable small number.
+ */
+#ifndef BPFSNAP_BLOCK_H
+#define BPFSNAP_BLOCK_H
+
+#include <bpf/bpf_core_read.h>
+
+#define REQ_OP_MASK ((1U << 8) - 1) /* REQ_OP_BITS = 8 since Linux 4.10 */
+
+/* Stable operation numbers, named by the spec's static_map. */
+enum bio_op {
+	BIO_OP_READ,
+	BIO_OP_WRITE,
+	BIO_OP_FLUSH,
+	BIO_OP_DISCARD,
+	BIO_OP_WRITE_ZEROES,
+	BIO_OP_OTHER,
+};
+
+/* Kernels before 5.17 kept the disk in the request itself. */
+struct request___old {
+	struct gendisk *rq_disk;
+} __attribute__((preserve_access_index));
+
+static __always_inline u32 request_dev(struct request *rq)
+{
+	struct gendisk *disk;
+	u32 major, minor;
+
+	/* tp_btf arguments are BTF pointers: plain loads, no probe_read calls. */
+	if (bpf_core_field_exists(((struct request___old *)0)->rq_disk))
+		disk = ((struct request___old *)rq)->rq_disk;
+	else
+		disk = rq->q->disk;
+	if (!disk)
+		return 0;
+	major = disk->major;
+	minor = disk->first_minor;
+	/* new_encode_dev(): what stat(2) and /proc/partitions say. */
+	return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);
+}
+
+static __always_inline u32 request_op(struct request *rq)
+{
+	u32 op = rq->cmd_flags & REQ_OP_MASK;
+
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_READ))
+		return BIO_OP_READ;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE))
+		return BIO_OP_WRITE;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_FLUSH))
+		return BIO_OP_FLUSH;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_DISCARD))
+		return BIO_OP_DISCARD;
+	if (op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE_ZEROES))
+		return BIO_OP_WRITE_ZEROES;
+	return BIO_OP_OTHER;
+}
+
+/* Adds n to a hash map's u64 at key, creating the entry (BPF_F_NO_PREALLOC
+ * hashes start empty). */
+static __always_inline void hash_add(void *map, void *key, u64 n)
+{
+	u64 zero = 0;
+	u64 *slot = bpf_map_lookup_elem(map, key);
+
+	if (!slot) {
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		slot = bpf_map_lookup_elem(map, key);
+		if (!slot)
+			return;
+	}
+	*slot += n;
+}
+
+#endif
