@@ -513,12 +513,21 @@ pub(crate) fn program_families(
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     let mut events_lost = Vec::new();
+    let mut series_dropped = Vec::new();
     for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
         let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
         expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
-        families.extend(exposed.families);
         let config = &probe.config().name;
+        for mut family in exposed.families {
+            let metric = family.name().strip_prefix(ns).map_or(family.name(), |n| n.trim_start_matches('_'));
+            let metric = metric.to_string();
+            let dropped = cap_series(&mut family, probe.config().max_series(&metric));
+            if dropped > 0 {
+                series_dropped.push((vec![config.clone(), metric], dropped as f64));
+            }
+            families.push(family);
+        }
         for (decoder, count) in exposed.decode_errors {
             decode_errors.push((vec![config.clone(), decoder.to_string()], count as f64));
         }
@@ -528,6 +537,13 @@ pub(crate) fn program_families(
         probe.refresh_stats();
     }
     families.push(expose::labelled(
+        &metric_name(ns, "series_dropped_total"),
+        "Series left out of this output because the metric has more than its max_series.",
+        MetricType::COUNTER,
+        &["config", "metric"],
+        series_dropped,
+    ));
+    families.push(expose::labelled(
         &metric_name(ns, "events_lost_total"),
         "Events of event-stream counters lost before bpfsnap could count them (buffer full, or shorter than their labels).",
         MetricType::COUNTER,
@@ -535,6 +551,28 @@ pub(crate) fn program_families(
         events_lost,
     ));
     Ok((families, decode_errors))
+}
+
+/// Keeps the `cap` series with the largest values (counts for histograms):
+/// node_exporter and the disk are protected, and what is kept is what
+/// matters most. Returns how many were dropped.
+fn cap_series(family: &mut MetricFamily, cap: usize) -> usize {
+    let total = family.get_metric().len();
+    if total <= cap {
+        return 0;
+    }
+    let kind = family.get_field_type();
+    let weight = |m: &prometheus::proto::Metric| match kind {
+        MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+        MetricType::GAUGE => m.get_gauge().get_value(),
+        _ => m.get_counter().get_value(),
+    };
+    let mut metrics = family.take_metric();
+    // Largest first; select_nth avoids sorting a million series.
+    metrics.select_nth_unstable_by(cap - 1, |a, b| weight(b).total_cmp(&weight(a)));
+    metrics.truncate(cap);
+    family.set_metric(metrics);
+    total - cap
 }
 
 /// `last_success_timestamp_seconds` from the file we are about to replace, so

@@ -24,6 +24,11 @@ use crate::expose::decoder;
 
 pub use parse::Format;
 
+/// Series per metric unless its `max_series` says otherwise: node_exporter
+/// reads every file at every scrape, and a runaway label (a pid, an address)
+/// must not turn one metric into millions of series.
+pub const DEFAULT_MAX_SERIES: usize = 10_000;
+
 /// Namespace of every metric unless `--namespace` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "bpfsnap";
 
@@ -103,6 +108,10 @@ pub struct Counter {
     /// Event streams: drop a series not seen for this long (`30s`, `5m`).
     #[serde(default)]
     pub flush_interval: Option<String>,
+    /// Most series written; the rest are counted in
+    /// `bpfsnap_series_dropped_total` (default [`DEFAULT_MAX_SERIES`]).
+    #[serde(default)]
+    pub max_series: Option<usize>,
 }
 
 /// A histogram: the last label of the key is the bucket, the others the series.
@@ -124,6 +133,9 @@ pub struct Histogram {
     pub bucket_multiplier: f64,
     #[serde(default)]
     pub labels: Vec<Label>,
+    /// Most histogram series written (see [`Counter::max_series`]).
+    #[serde(default)]
+    pub max_series: Option<usize>,
 }
 
 fn one() -> f64 {
@@ -262,6 +274,13 @@ impl Config {
         self.metrics.counters.iter()
     }
 
+    /// The series cap of metric `name`.
+    pub fn max_series(&self, name: &str) -> usize {
+        let counter = self.metrics.counters.iter().find(|c| c.name == name).and_then(|c| c.max_series);
+        let histogram = self.metrics.histograms.iter().find(|h| h.name == name).and_then(|h| h.max_series);
+        counter.or(histogram).unwrap_or(DEFAULT_MAX_SERIES)
+    }
+
     /// The flush interval of counter `name`, if it has a valid one.
     pub fn flush_interval(&self, name: &str) -> Option<std::time::Duration> {
         let counter = self.metrics.counters.iter().find(|c| c.name == name)?;
@@ -288,6 +307,17 @@ impl Config {
                 bail!("metric {:?} is defined twice", metric.name);
             }
             check_labels(metric.name, metric.labels)?;
+        }
+        for (name, cap) in self
+            .metrics
+            .counters
+            .iter()
+            .map(|c| (&c.name, c.max_series))
+            .chain(self.metrics.histograms.iter().map(|h| (&h.name, h.max_series)))
+        {
+            if cap == Some(0) {
+                bail!("metric {name:?}: max_series must be at least 1");
+            }
         }
         for counter in &self.metrics.counters {
             if counter.help.trim().is_empty() {

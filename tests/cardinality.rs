@@ -1,0 +1,60 @@
+//! The cardinality cap: a metric with more series than its `max_series`
+//! keeps the largest ones and counts the rest in
+//! `bpfsnap_series_dropped_total{config,metric}`.
+
+mod common;
+
+use std::fs;
+
+#[test]
+fn series_beyond_max_series_are_dropped_and_counted() {
+    let Some(_kernel) = common::kernel_test("series_beyond_max_series_are_dropped_and_counted")
+    else {
+        return;
+    };
+    let dir = common::output_dir();
+    let config = fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/comm_getpid.toml"
+    ))
+    .unwrap()
+    .replacen(
+        "[[metrics.counters]]\n",
+        "[[metrics.counters]]\nmax_series = 3\n",
+        1,
+    );
+    assert!(
+        config.contains("max_series = 3"),
+        "the example still has a counter"
+    );
+    fs::write(dir.path().join("capped.toml"), config).unwrap();
+    fs::copy(
+        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/comm_getpid.bpf.o"),
+        dir.path().join("capped.bpf.o"),
+    )
+    .unwrap();
+    let path = dir.path().join("capped.toml");
+    let text = common::run_with_load(&[common::path_str(&path)], || {
+        // Five threads, five comms, 100..500 calls: the three busiest stay.
+        for i in 1..=5u64 {
+            std::thread::spawn(move || {
+                let name = std::ffi::CString::new(format!("bpfsnap-cap{i}")).unwrap();
+                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+                common::getpid_calls(i * 100);
+            })
+            .join()
+            .unwrap();
+        }
+    });
+    let kept = common::samples(&text, "bpfsnap_getpid_calls_total");
+    let names: Vec<&str> = kept.iter().map(|(labels, _)| labels.as_str()).collect();
+    assert_eq!(kept.len(), 3, "{text}");
+    for busiest in ["bpfsnap-cap3", "bpfsnap-cap4", "bpfsnap-cap5"] {
+        assert!(
+            names.iter().any(|l| l.contains(busiest)),
+            "{busiest} kept: {names:?}"
+        );
+    }
+    let dropped = r#"bpfsnap_series_dropped_total{config="capped",metric="getpid_calls_total"}"#;
+    assert_eq!(common::sample(&text, dropped), Some(2.0), "{text}");
+}
