@@ -6,7 +6,8 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run test lint fmt docs examples vmlinux syscall-table errno-table clean
+.PHONY: all deps build run test lint fmt docs examples vmlinux syscall-table errno-table clean \
+	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
 
@@ -22,8 +23,13 @@ run: build
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root).
-test: deps lint
+test: deps lint fuzz-smoke
 	$(CARGO) test --locked
+
+# bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
+# side by side in one run; prints the table (bench/README.md). As root.
+bench: deps
+	CARGO="$(CARGO)" python3 bench/bench.py
 
 lint:
 	$(CARGO) fmt --check
@@ -69,3 +75,58 @@ errno-table:
 
 clean:
 	$(CARGO) clean
+
+# --- Reliability (RELIABILITY.md) -------------------------------------------
+
+# Fuzzing: fuzz/ is a cargo-fuzz project of its own (libFuzzer, coverage-
+# guided). No sanitizer: the targets are safe Rust (the C code of libbpf is
+# not reached), so instrumentation for coverage and debug assertions
+# (overflow checks) suffice, and it builds with the stable toolchain.
+FUZZ_TARGETS := config_parse decode_keys histograms encode
+FUZZ_FLAGS := --sanitizer none --debug-assertions
+# `make fuzz`: executions per target (and an optional bound in seconds, 0: none).
+FUZZ_RUNS ?= 10000000
+FUZZ_TIME ?= 0
+# `make fuzz-smoke` (part of `make test`): seconds per target.
+FUZZ_SMOKE_TIME ?= 5
+# Inputs up to 4 KiB for configs, 1 KiB for the others (the map is made of
+# the input: longer ones only slow each execution down).
+FUZZ_OPTIONS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 \
+	-max_len=$$(if [ $$t = config_parse ]; then echo 4096; else echo 1024; fi)
+
+fuzz fuzz-smoke: SHELL := /bin/bash
+
+cargo-fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked --version 0.13.2
+
+# Each target for a few seconds over the kept corpus (new inputs go to a
+# scratch directory, the tree stays clean); a crash fails the build.
+fuzz-smoke: cargo-fuzz
+	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
+	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/target/smoke-corpus/$$t fuzz/corpus/$$t; \
+	  (cd fuzz && $(CARGO) fuzz run $(FUZZ_FLAGS) $$t target/smoke-corpus/$$t corpus/$$t -- \
+	    $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SMOKE_TIME)) 2>&1 \
+	    | grep -E '^(Done|stat::number_of_executed_units)|panicked|ERROR|SUMMARY|artifact'; \
+	done
+
+# Each target for FUZZ_RUNS executions (FUZZ_TIME seconds at most, if set),
+# growing fuzz/corpus; then `make fuzz-cmin` keeps it small.
+fuzz: cargo-fuzz
+	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
+	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  (cd fuzz && $(CARGO) fuzz run $(FUZZ_FLAGS) $$t corpus/$$t -- \
+	    $(FUZZ_OPTIONS) -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_TIME)) 2>&1 \
+	    | grep -E '^(Done|stat::)|panicked|ERROR|SUMMARY|artifact'; \
+	done
+
+fuzz-cmin: cargo-fuzz
+	for t in $(FUZZ_TARGETS); do (cd fuzz && $(CARGO) fuzz cmin $(FUZZ_FLAGS) $$t corpus/$$t); done
+
+# Soak: interval mode for SOAK_WINDOWS windows of SOAK_INTERVAL with the
+# default set under load; RSS, open fds and loaded programs flat, every
+# window written (soak/soak.sh). Not part of `make test`.
+SOAK_WINDOWS ?= 1000
+SOAK_INTERVAL ?= 100ms
+soak: build
+	SOAK_WINDOWS=$(SOAK_WINDOWS) SOAK_INTERVAL=$(SOAK_INTERVAL) soak/soak.sh $(BIN)

@@ -104,7 +104,9 @@ pub fn run(options: &RunOptions) -> Result<()> {
 
     let programs = select(&options.selection, options.allow_untrusted_files, log)?;
     options.sink.check()?;
-    options.sink.check_families(&[&metric_name(&options.namespace, "up")])?;
+    options
+        .sink
+        .check_families(&[&metric_name(&options.namespace, "up")])?;
     let _lock = take_lock(options)?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.verbose);
@@ -520,7 +522,10 @@ pub(crate) fn program_families(
         expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
         let config = &probe.config().name;
         for mut family in exposed.families {
-            let metric = family.name().strip_prefix(ns).map_or(family.name(), |n| n.trim_start_matches('_'));
+            let metric = family
+                .name()
+                .strip_prefix(ns)
+                .map_or(family.name(), |n| n.trim_start_matches('_'));
             let metric = metric.to_string();
             let dropped = cap_series(&mut family, probe.config().max_series(&metric));
             if dropped > 0 {

@@ -12,16 +12,31 @@ use common::{path_str, Running};
 
 #[test]
 fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
-    let Some(_kernel) = common::kernel_test("uprobe_post_attach_hook_raw_tp_and_kaddrs_work") else {
+    let Some(_kernel) = common::kernel_test("uprobe_post_attach_hook_raw_tp_and_kaddrs_work")
+    else {
         return;
     };
     let dir = common::output_dir();
-    fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/attach_kinds.yaml"), dir.path().join("attach_kinds.yaml"))
-        .unwrap();
-    fs::copy(concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/attach_kinds.bpf.o"), dir.path().join("attach_kinds.bpf.o"))
-        .unwrap();
+    fs::copy(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/attach_kinds.yaml"),
+        dir.path().join("attach_kinds.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/attach_kinds.bpf.o"),
+        dir.path().join("attach_kinds.bpf.o"),
+    )
+    .unwrap();
     let config = dir.path().join("attach_kinds.yaml");
-    let mut running = Running::spawn(&["run", "-v", path_str(&config), "--for", "60s", "--output", "-"]);
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        path_str(&config),
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
     running.wait_for("sampling");
     std::thread::spawn(|| {
         unsafe { libc::prctl(libc::PR_SET_NAME, c"bpfsnap-kind".as_ptr()) };
@@ -38,14 +53,34 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
     running.signal(libc::SIGINT);
     let (status, text, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
-    let hits = |kind: &str| common::sample(&text, &format!("bpfsnap_attach_kind_hits_total{{kind=\"{kind}\"}}"));
-    assert_eq!(hits("post_attach_uprobe"), Some(1.0), "the hook runs once, after attach\n{text}");
+    let hits = |kind: &str| {
+        common::sample(
+            &text,
+            &format!("bpfsnap_attach_kind_hits_total{{kind=\"{kind}\"}}"),
+        )
+    };
+    assert_eq!(
+        hits("post_attach_uprobe"),
+        Some(1.0),
+        "the hook runs once, after attach\n{text}"
+    );
     assert_eq!(hits("post_attach_uretprobe"), Some(1.0), "{text}");
     assert_eq!(hits("raw_tp"), Some(300.0), "{text}");
-    assert!(hits("kaddr").is_some_and(|n| n >= 20.0), "kaddr_hrtimer_wakeup was set: {text}");
-    let kinds: Vec<&str> = text.lines().filter(|l| l.starts_with("bpfsnap_program_info")).collect();
+    assert!(
+        hits("kaddr").is_some_and(|n| n >= 20.0),
+        "kaddr_hrtimer_wakeup was set: {text}"
+    );
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("bpfsnap_program_info"))
+        .collect();
     for attach in ["uprobe", "uretprobe", "raw_tp", "tp_btf"] {
-        assert!(kinds.iter().any(|l| l.contains(&format!("attach=\"{attach}\""))), "program_info for {attach}: {kinds:?}");
+        assert!(
+            kinds
+                .iter()
+                .any(|l| l.contains(&format!("attach=\"{attach}\""))),
+            "program_info for {attach}: {kinds:?}"
+        );
     }
     common::promtool_check(&text);
 }

@@ -276,8 +276,18 @@ impl Config {
 
     /// The series cap of metric `name`.
     pub fn max_series(&self, name: &str) -> usize {
-        let counter = self.metrics.counters.iter().find(|c| c.name == name).and_then(|c| c.max_series);
-        let histogram = self.metrics.histograms.iter().find(|h| h.name == name).and_then(|h| h.max_series);
+        let counter = self
+            .metrics
+            .counters
+            .iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.max_series);
+        let histogram = self
+            .metrics
+            .histograms
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| h.max_series);
         counter.or(histogram).unwrap_or(DEFAULT_MAX_SERIES)
     }
 
@@ -313,7 +323,12 @@ impl Config {
             .counters
             .iter()
             .map(|c| (&c.name, c.max_series))
-            .chain(self.metrics.histograms.iter().map(|h| (&h.name, h.max_series)))
+            .chain(
+                self.metrics
+                    .histograms
+                    .iter()
+                    .map(|h| (&h.name, h.max_series)),
+            )
         {
             if cap == Some(0) {
                 bail!("metric {name:?}: max_series must be at least 1");

@@ -10,6 +10,7 @@
 pub mod decoder;
 mod histogram;
 pub mod pretty;
+mod series;
 pub mod text;
 
 pub use histogram::histograms;
@@ -82,19 +83,6 @@ impl<'a> KeyDecoder<'a> {
         }
         Some(values)
     }
-
-    /// `key` followed by `cpu` in the cpu label's size, host-endian.
-    pub fn key_with_cpu(key: &[u8], cpu: usize, size: usize) -> Vec<u8> {
-        let mut full = key.to_vec();
-        let cpu = cpu as u64;
-        match size {
-            1 => full.push(cpu as u8),
-            2 => full.extend_from_slice(&(cpu as u16).to_ne_bytes()),
-            4 => full.extend_from_slice(&(cpu as u32).to_ne_bytes()),
-            _ => full.extend_from_slice(&cpu.to_ne_bytes()[..size.min(8)]),
-        }
-        full
-    }
 }
 
 /// Series of a simple family: (label values, value).
@@ -113,44 +101,57 @@ pub fn metric_name(namespace: &str, name: &str) -> String {
 pub fn counters(config: &Config, snapshot: &Snapshot, namespace: &str) -> Result<Exposed> {
     let mut exposed = Exposed::default();
     for counter in config.map_counters() {
-        let map = snapshot
-            .map(&counter.name)
-            .with_context(|| format!("{}: no snapshot of map {}", config.name, counter.name))?;
-        if map.key_size != probe::expected_key_size(&counter.labels, map.per_cpu) {
-            bail!(
-                "{}: metric {}: label sizes do not match the map's key size",
-                config.name,
-                counter.name
-            );
-        }
-        let keys = KeyDecoder::new(&counter.labels, map)?;
-        let mut series: BTreeMap<Vec<String>, f64> = BTreeMap::new();
-        for (key, values) in map.entries() {
-            if let Some(size) = keys.cpu_label {
-                for (cpu, value) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
-                    let full = KeyDecoder::key_with_cpu(key, cpu, size);
-                    if let Some(labels) = keys.decode(&full, &mut exposed.decode_errors) {
-                        *series.entry(labels).or_default() += *value as f64;
-                    }
-                }
-                continue;
-            }
-            let total: u64 = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
-            if map.is_array && total == 0 {
-                continue;
-            }
-            if let Some(labels) = keys.decode(key, &mut exposed.decode_errors) {
-                *series.entry(labels).or_default() += total as f64;
-            }
-        }
-        exposed.families.push(labelled_counter(
+        let (keys, table) = counter_table(config, counter, snapshot, &mut exposed.decode_errors)?;
+        let names = keys.names();
+        let mut metrics = Vec::new();
+        table.for_each_series(|row, value| {
+            let pairs = names
+                .iter()
+                .zip(row)
+                .enumerate()
+                .map(|(label, (name, &index))| {
+                    let mut pair = LabelPair::default();
+                    pair.set_name(name.to_string());
+                    pair.set_value(table.values[label][index as usize].clone());
+                    pair
+                })
+                .collect();
+            let mut metric = Metric::from_label(pairs);
+            let mut sample = Counter::default();
+            sample.set_value(value);
+            metric.set_counter(sample);
+            metrics.push(metric);
+        });
+        exposed.families.push(family(
             &metric_name(namespace, &counter.name),
             &counter.help,
-            &keys.names(),
-            series.into_iter().collect(),
+            MetricType::COUNTER,
+            metrics,
         ));
     }
     Ok(exposed)
+}
+
+/// The decoded, sorted, merged series of one counter's map.
+fn counter_table<'c>(
+    config: &Config,
+    counter: &'c crate::config::Counter,
+    snapshot: &Snapshot,
+    errors: &mut BTreeMap<&'static str, u64>,
+) -> Result<(KeyDecoder<'c>, series::Table)> {
+    let map = snapshot
+        .map(&counter.name)
+        .with_context(|| format!("{}: no snapshot of map {}", config.name, counter.name))?;
+    if map.key_size != probe::expected_key_size(&counter.labels, map.per_cpu) {
+        bail!(
+            "{}: metric {}: label sizes do not match the map's key size",
+            config.name,
+            counter.name
+        );
+    }
+    let keys = KeyDecoder::new(&counter.labels, map)?;
+    let table = series::counter_table(&keys.labels, keys.cpu_label, map, errors);
+    Ok((keys, table))
 }
 
 pub(crate) fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {
@@ -240,8 +241,19 @@ pub struct Exposition {
 }
 
 impl Exposition {
-    pub fn add(&mut self, mut family: MetricFamily) -> Result<()> {
-        if family.get_metric().is_empty() {
+    pub fn add(&mut self, family: MetricFamily) -> Result<()> {
+        self.add_ref(&family)
+    }
+
+    pub fn add_all(&mut self, families: Vec<MetricFamily>) -> Result<()> {
+        families.iter().try_for_each(|family| self.add_ref(family))
+    }
+
+    /// [`Exposition::add`] without taking the family: nothing is copied or
+    /// freed, so a caller that keeps its families need not clone them.
+    pub fn add_ref(&mut self, family: &MetricFamily) -> Result<()> {
+        let metrics = family.get_metric();
+        if metrics.is_empty() {
             return Ok(());
         }
         if self.families.contains_key(family.name()) {
@@ -250,21 +262,64 @@ impl Exposition {
                 family.name()
             );
         }
-        // Series in label order; as the families built here already are,
-        // which a comparison without copies confirms.
-        let in_order = |a: &Metric, b: &Metric| label_order(a, b) != Ordering::Greater;
-        if !family.get_metric().is_sorted_by(in_order) {
-            family.mut_metric().sort_by(label_order);
-        }
+        // Series in label order. The families built here already are, which
+        // a comparison without copies confirms; others are put in order by
+        // reference (a stable sort, as before).
         let mut text = String::new();
-        text::encode_family(&family, &mut text)
-            .with_context(|| format!("encoding {}", family.name()))?;
+        let in_order = |a: &Metric, b: &Metric| label_order(a, b) != Ordering::Greater;
+        let encoded = if metrics.is_sorted_by(in_order) {
+            text::encode_metrics(family, metrics.iter(), &mut text)
+        } else {
+            let mut sorted: Vec<&Metric> = metrics.iter().collect();
+            sorted.sort_by(|a, b| label_order(a, b));
+            text::encode_metrics(family, sorted.into_iter(), &mut text)
+        };
+        encoded.with_context(|| format!("encoding {}", family.name()))?;
         self.families.insert(family.name().to_string(), text);
         Ok(())
     }
 
-    pub fn add_all(&mut self, families: Vec<MetricFamily>) -> Result<()> {
-        families.into_iter().try_for_each(|family| self.add(family))
+    /// Decodes and encodes every family `config` defines from `snapshot`
+    /// straight into text: what [`counters`] + [`histograms`] +
+    /// [`Exposition::add`] give, without a `MetricFamily` per counter map
+    /// (a proto struct and four strings per series, which for a large map
+    /// cost more than reading it). Returns (decoder, count) of keys skipped
+    /// because a decoder rejected them.
+    pub fn add_snapshot(
+        &mut self,
+        config: &Config,
+        snapshot: &Snapshot,
+        namespace: &str,
+    ) -> Result<BTreeMap<&'static str, u64>> {
+        let mut exposed = Exposed::default();
+        for counter in config.map_counters() {
+            let (keys, table) =
+                counter_table(config, counter, snapshot, &mut exposed.decode_errors)?;
+            if table.is_empty() {
+                continue;
+            }
+            let name = metric_name(namespace, &counter.name);
+            if self.families.contains_key(&name) {
+                bail!("metric {name} is defined twice: rename one of them");
+            }
+            let mut text = String::new();
+            text::push_header(&mut text, &name, &counter.help, MetricType::COUNTER)?;
+            table.encode_samples(&name, &keys.names(), &mut text);
+            self.families.insert(name, text);
+        }
+        histograms(config, snapshot, namespace, &mut exposed)?;
+        self.add_all_ref(&exposed.families)?;
+        Ok(exposed.decode_errors)
+    }
+
+    /// [`Exposition::add_all`] by reference (see [`Exposition::add_ref`]).
+    pub fn add_all_ref<'f>(
+        &mut self,
+        families: impl IntoIterator<Item = &'f MetricFamily>,
+    ) -> Result<()> {
+        families
+            .into_iter()
+            .try_for_each(|family| self.add_ref(family))
     }
 
     /// Number of families with at least one series.
@@ -274,6 +329,34 @@ impl Exposition {
 
     pub fn is_empty(&self) -> bool {
         self.families.is_empty()
+    }
+
+    /// The text, without copying the largest family's (for a big map,
+    /// nearly all of it): the others are put around it in place.
+    pub fn into_text(self) -> String {
+        let Some(largest) = self
+            .families
+            .iter()
+            .max_by_key(|(_, text)| text.len())
+            .map(|(name, _)| name.clone())
+        else {
+            return String::new();
+        };
+        let total = self.families.values().map(String::len).sum::<usize>();
+        let (mut before, mut text, mut after) = (String::new(), String::new(), Vec::new());
+        for (name, family) in self.families {
+            match name.cmp(&largest) {
+                Ordering::Less => before.push_str(&family),
+                Ordering::Equal => text = family,
+                Ordering::Greater => after.push(family),
+            }
+        }
+        text.reserve(total - text.len());
+        text.insert_str(0, &before);
+        for family in after {
+            text.push_str(&family);
+        }
+        text
     }
 
     pub fn text(&self) -> String {
@@ -422,5 +505,306 @@ decoders = [{ name = "string" }]
             .unwrap_err()
             .to_string();
         assert!(err.contains("metric x is defined twice"), "{err}");
+    }
+
+    /// The series the original algorithm gives: every key decoded on its
+    /// own into a `BTreeMap<Vec<String>, f64>`.
+    fn reference(
+        config: &Config,
+        snapshot: &Snapshot,
+        namespace: &str,
+    ) -> (Vec<MetricFamily>, BTreeMap<&'static str, u64>) {
+        let mut errors = BTreeMap::new();
+        let mut families = Vec::new();
+        for counter in config.map_counters() {
+            let map = snapshot.map(&counter.name).unwrap();
+            let keys = KeyDecoder::new(&counter.labels, map).unwrap();
+            let mut series: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+            for (key, values) in map.entries() {
+                if let Some(size) = keys.cpu_label {
+                    for (cpu, value) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
+                        let mut full = key.to_vec();
+                        full.extend_from_slice(&(cpu as u64).to_ne_bytes()[..size.min(8)]);
+                        if let Some(labels) = keys.decode(&full, &mut errors) {
+                            *series.entry(labels).or_default() += *value as f64;
+                        }
+                    }
+                    continue;
+                }
+                let total: u64 = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+                if map.is_array && total == 0 {
+                    continue;
+                }
+                if let Some(labels) = keys.decode(key, &mut errors) {
+                    *series.entry(labels).or_default() += total as f64;
+                }
+            }
+            families.push(labelled_counter(
+                &metric_name(namespace, &counter.name),
+                &counter.help,
+                &keys.names(),
+                series.into_iter().collect(),
+            ));
+        }
+        (families, errors)
+    }
+
+    /// xorshift64*: deterministic test data without a crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Specs and maps exercising the fast path: per-CPU sums and the `cpu`
+    /// label, array zeros, labels over 8 bytes, padding, decode errors and
+    /// skips, keys merging into one series, escaping, many labels (rows
+    /// too wide to pack into 64 bits).
+    fn cases() -> Vec<(String, MapData)> {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut cases = Vec::new();
+        // {u32 kind, char comm[12]} per-CPU hash; comm through regexp (skips)
+        // and syscall (errors on non-numbers).
+        // kind: numbers below 300 are mapped to names, which `syscall` then
+        // rejects (decode errors); the others pass through to `syscall`.
+        let names: Vec<String> = (0..300)
+            .map(|k| match k {
+                7 => format!("\"{k}\" = 'a\\\"b\\\\c\\nd'"),
+                _ => format!("\"{k}\" = \"v{}\"", k / 2),
+            })
+            .collect();
+        let spec = format!(
+            r#"
+[[metrics.counters]]
+name = "m_total"
+help = "M."
+[[metrics.counters.labels]]
+name = "kind"
+size = 2
+padding = 2
+decoders = [{{ name = "uint" }}, {{ name = "static_map", allow_unknown = true, static_map = {{ {} }} }}, {{ name = "syscall" }}]
+[[metrics.counters.labels]]
+name = "comm"
+size = 12
+decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)$"] }}]
+"#,
+            names.join(", ")
+        );
+        let spec = spec.as_str();
+        let words: [&[u8]; 7] = [
+            b"x\"q\\",
+            b"xa\nb",
+            b"12",
+            b"x",
+            b"nope",
+            b"x\xff\xfe",
+            b"123456789012",
+        ];
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for _ in 0..3000 {
+            let kind = rng.below(600) as u16;
+            keys.extend_from_slice(&kind.to_ne_bytes());
+            keys.extend_from_slice(&[rng.below(256) as u8, 0]); // padding: ignored
+            let mut comm = [0u8; 12];
+            let word = words[rng.below(words.len() as u64) as usize];
+            comm[..word.len()].copy_from_slice(word);
+            if rng.below(4) == 0 {
+                comm[11] = b'z'; // junk after the NUL, or a longer word
+            }
+            keys.extend_from_slice(&comm);
+            values.extend([rng.below(1 << 60), rng.below(3)]);
+        }
+        cases.push((
+            spec.to_string(),
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: false,
+                per_cpu: true,
+                keys: keys.clone(),
+                values: values.clone(),
+            },
+        ));
+        // The same keys split by CPU (last label `cpu`), as an array with zeros.
+        let cpu_spec = spec.to_string()
+            + "[[metrics.counters.labels]]\nname = \"cpu\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n";
+        let zeroed: Vec<u64> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 5 == 0 { 0 } else { *v })
+            .collect();
+        cases.push((
+            cpu_spec,
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: true,
+                per_cpu: true,
+                keys: keys.clone(),
+                values: zeroed.clone(),
+            },
+        ));
+        // Array zeros without the cpu label.
+        cases.push((
+            spec.to_string(),
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: true,
+                per_cpu: true,
+                keys,
+                values: zeroed,
+            },
+        ));
+        // 1-byte labels of ~200 values each: 7 of them (56 bits) pack into
+        // a u64 but not with the key's index; 9 (72 bits) do not pack.
+        for width in [7usize, 9] {
+            let mut wide =
+                String::from("[[metrics.counters]]\nname = \"w_total\"\nhelp = \"W.\"\n");
+            for i in 0..width {
+                wide += &format!(
+                    "[[metrics.counters.labels]]\nname = \"l{i}\"\nsize = 1\ndecoders = [{{ name = \"uint\" }}]\n"
+                );
+            }
+            let keys: Vec<u8> = (0..width * 4000).map(|_| rng.below(200) as u8).collect();
+            // Some duplicate keys, to merge.
+            let keys = [keys.clone(), keys[..width * 500].to_vec()].concat();
+            let values = (0..4500).map(|_| rng.below(1000)).collect();
+            cases.push((
+                wide,
+                MapData {
+                    name: "w_total".into(),
+                    key_size: width,
+                    values_per_key: 1,
+                    is_array: false,
+                    per_cpu: false,
+                    keys,
+                    values,
+                },
+            ));
+        }
+        cases
+    }
+
+    #[test]
+    fn fast_series_match_the_original_algorithm() {
+        for (spec, map) in cases() {
+            let config = Config::parse("t", "t", &spec, crate::config::Format::Toml).unwrap();
+            let snapshot = Snapshot {
+                maps: vec![map],
+                ..Snapshot::default()
+            };
+            let (want, want_errors) = reference(&config, &snapshot, "ns");
+            let exposed = counters(&config, &snapshot, "ns").unwrap();
+            assert!(
+                want[0].get_metric().len() > 10,
+                "{spec}: too few series to mean much"
+            );
+            assert_eq!(exposed.families, want, "{spec}");
+            assert_eq!(exposed.decode_errors, want_errors, "{spec}");
+            assert!(!want_errors.is_empty() || spec.contains("w_total"));
+
+            // add_snapshot: the same text, straight from the table.
+            let mut streamed = Exposition::default();
+            let errors = streamed.add_snapshot(&config, &snapshot, "ns").unwrap();
+            assert_eq!(errors, want_errors);
+            assert_eq!(streamed.text(), encode(want).unwrap(), "{spec}");
+        }
+    }
+
+    #[test]
+    fn add_snapshot_matches_counters_and_histograms_encoded() {
+        let spec = format!(
+            "{SPEC}{}",
+            r#"
+[[metrics.histograms]]
+name = "latency_seconds"
+help = "Latency."
+bucket_type = "exp2"
+bucket_min = 0
+bucket_max = 3
+[[metrics.histograms.labels]]
+name = "op"
+size = 4
+decoders = [{ name = "uint" }]
+[[metrics.histograms.labels]]
+name = "bucket"
+size = 4
+decoders = [{ name = "uint" }]
+"#
+        );
+        let config = Config::parse("t", "t", &spec, crate::config::Format::Toml).unwrap();
+        let mut snap = snapshot(
+            &[
+                (key(2, b"sh\0\0"), [1, 2]),
+                (key(1, b"zsh\0"), [5, 0]),
+                (key(1, b"bash"), [0, 7]),
+                (key(1, b"bash"), [1, 0]),
+            ],
+            false,
+        );
+        snap.maps.push(MapData {
+            name: "latency_seconds".into(),
+            key_size: 8,
+            values_per_key: 1,
+            is_array: false,
+            per_cpu: false,
+            keys: [(1u32, 0u32), (1, 2), (2, 4)]
+                .iter()
+                .flat_map(|(op, b)| [op.to_ne_bytes(), b.to_ne_bytes()].concat())
+                .collect(),
+            values: vec![3, 4, 5],
+        });
+        let mut exposed = counters(&config, &snap, "bpfsnap").unwrap();
+        histograms(&config, &snap, "bpfsnap", &mut exposed).unwrap();
+        let mut streamed = Exposition::default();
+        streamed.add_snapshot(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(streamed.len(), 2);
+        assert_eq!(streamed.text(), encode(exposed.families).unwrap());
+        // A name already added is refused, as by `add`.
+        let err = streamed
+            .add_snapshot(&config, &snap, "bpfsnap")
+            .unwrap_err();
+        assert!(err.to_string().contains("defined twice"), "{err}");
+    }
+
+    #[test]
+    fn unsorted_families_are_sorted_by_labels_as_before() {
+        let family = labelled_counter(
+            "x_total",
+            "X.",
+            &["a", "b"],
+            vec![
+                (vec!["2".into(), "a".into()], 1.0),
+                (vec!["10".into(), "b".into()], 2.0),
+                (vec!["2".into(), "".into()], 3.0),
+                (vec!["10".into(), "b".into()], 4.0), // equal labels: kept in order
+            ],
+        );
+        let mut by_key = family.clone();
+        let mut metrics = by_key.take_metric();
+        metrics.sort_by_cached_key(|m| {
+            m.get_label()
+                .iter()
+                .map(|l| (l.name().to_string(), l.value().to_string()))
+                .collect::<Vec<_>>()
+        });
+        by_key.set_metric(metrics);
+        let want = prometheus::TextEncoder::new()
+            .encode_to_string(&[by_key])
+            .unwrap();
+        assert_eq!(encode(vec![family]).unwrap(), want);
+        assert!(want.find("b=\"b\"} 2").unwrap() < want.find("b=\"b\"} 4").unwrap());
     }
 }

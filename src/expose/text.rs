@@ -16,60 +16,51 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 /// without series are errors, as for `TextEncoder`; so are untyped families
 /// (which `TextEncoder` does not implement).
 pub fn encode_family(family: &MetricFamily, out: &mut String) -> Result<()> {
+    encode_metrics(family, family.get_metric().iter(), out)
+}
+
+/// Appends `family`'s header and then `metrics` (the family's series, in the
+/// order to write them) to `out`.
+pub fn encode_metrics<'m>(
+    family: &MetricFamily,
+    metrics: impl ExactSizeIterator<Item = &'m Metric>,
+    out: &mut String,
+) -> Result<()> {
     let name = family.name();
     if name.is_empty() {
         bail!("a metric family has no name");
     }
-    let metrics = family.get_metric();
-    if metrics.is_empty() {
+    let total = metrics.len();
+    if total == 0 {
         bail!("metric family {name} has no series");
     }
     let kind = family.get_field_type();
-    let help = family.help();
-    if !help.is_empty() {
-        out.push_str("# HELP ");
-        out.push_str(name);
-        out.push(' ');
-        push_escaped(out, help, false);
-        out.push('\n');
-    }
-    out.push_str("# TYPE ");
-    out.push_str(name);
-    out.push(' ');
-    out.push_str(match kind {
-        MetricType::COUNTER => "counter",
-        MetricType::GAUGE => "gauge",
-        MetricType::HISTOGRAM => "histogram",
-        MetricType::SUMMARY => "summary",
-        MetricType::UNTYPED => bail!("metric family {name}: untyped families cannot be encoded"),
-    });
-    out.push('\n');
+    push_header(out, name, family.help(), kind)?;
 
     // Reserve for the whole family once the first series shows its size.
     let start = out.len();
     let mut labels = String::new();
     let mut bounds = BoundCache::default();
-    for (i, metric) in metrics.iter().enumerate() {
-        labels.clear();
-        push_labels(&mut labels, metric.get_label());
+    for (i, metric) in metrics.enumerate() {
         match kind {
-            MetricType::COUNTER => sample(
-                out,
-                name,
-                "",
-                &labels,
-                metric,
-                metric.get_counter().get_value(),
-            ),
-            MetricType::GAUGE => sample(
-                out,
-                name,
-                "",
-                &labels,
-                metric,
-                metric.get_gauge().get_value(),
-            ),
+            // One line per series: labels straight into the output.
+            MetricType::COUNTER | MetricType::GAUGE => {
+                out.push_str(name);
+                let pairs = metric.get_label();
+                if !pairs.is_empty() {
+                    out.push('{');
+                    push_labels(out, pairs);
+                    out.push('}');
+                }
+                let value = match kind {
+                    MetricType::COUNTER => metric.get_counter().get_value(),
+                    _ => metric.get_gauge().get_value(),
+                };
+                end_sample(out, metric, value);
+            }
             MetricType::HISTOGRAM => {
+                labels.clear();
+                push_labels(&mut labels, metric.get_label());
                 let histogram = metric.get_histogram();
                 let mut inf_seen = false;
                 for (slot, bucket) in histogram.get_bucket().iter().enumerate() {
@@ -103,6 +94,8 @@ pub fn encode_family(family: &MetricFamily, out: &mut String) -> Result<()> {
                 sample(out, name, "_count", &labels, metric, count);
             }
             MetricType::SUMMARY => {
+                labels.clear();
+                push_labels(&mut labels, metric.get_label());
                 let summary = metric.get_summary();
                 for quantile in summary.get_quantile() {
                     let q = float_text(quantile.quantile());
@@ -122,10 +115,33 @@ pub fn encode_family(family: &MetricFamily, out: &mut String) -> Result<()> {
             }
             MetricType::UNTYPED => unreachable!("refused above"),
         }
-        if i == 0 && metrics.len() > 1 {
-            out.reserve((out.len() - start) * (metrics.len() - 1));
+        if i == 0 && total > 1 {
+            out.reserve((out.len() - start) * (total - 1) + (total - 1) / 8);
         }
     }
+    Ok(())
+}
+
+/// `# HELP` (when there is help) and `# TYPE` lines.
+pub fn push_header(out: &mut String, name: &str, help: &str, kind: MetricType) -> Result<()> {
+    if !help.is_empty() {
+        out.push_str("# HELP ");
+        out.push_str(name);
+        out.push(' ');
+        push_escaped(out, help, false);
+        out.push('\n');
+    }
+    out.push_str("# TYPE ");
+    out.push_str(name);
+    out.push(' ');
+    out.push_str(match kind {
+        MetricType::COUNTER => "counter",
+        MetricType::GAUGE => "gauge",
+        MetricType::HISTOGRAM => "histogram",
+        MetricType::SUMMARY => "summary",
+        MetricType::UNTYPED => bail!("metric family {name}: untyped families cannot be encoded"),
+    });
+    out.push('\n');
     Ok(())
 }
 

@@ -142,6 +142,12 @@ fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
     let mut out_token = vec![0u8; token_size];
     let mut chunk = max_entries.clamp(1, 8192);
     let mut filled = 0usize;
+    // Room for a full map (up to 256 MiB of it) up front: the buffers never
+    // move while growing, and pages past what the map holds are never
+    // touched, so they cost address space, not memory.
+    let room = max_entries.min((256 << 20) / (key_size + 8 * stride).max(1));
+    data.keys.reserve_exact(room * key_size);
+    data.values.reserve_exact(room * stride);
     let mut first = true;
     let opts = libbpf_sys::bpf_map_batch_opts {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,

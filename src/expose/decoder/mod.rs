@@ -144,12 +144,19 @@ impl Chain {
     /// Decodes a label's bytes into its value. Bytes that are not UTF-8 (kernel
     /// strings can be anything) become U+FFFD so the output is always valid.
     pub fn decode(&self, input: &[u8]) -> Result<String, DecodeError> {
-        let mut current = input.to_vec();
-        let mut next = Vec::new();
-        for decoder in &self.decoders {
-            next.clear();
-            decoder.decode(&current, &mut next)?;
-            std::mem::swap(&mut current, &mut next);
+        let mut current = Vec::new();
+        match self.decoders.split_first() {
+            None => current.extend_from_slice(input),
+            Some((first, rest)) => {
+                // The first decoder reads the key's bytes in place.
+                first.decode(input, &mut current)?;
+                let mut next = Vec::new();
+                for decoder in rest {
+                    next.clear();
+                    decoder.decode(&current, &mut next)?;
+                    std::mem::swap(&mut current, &mut next);
+                }
+            }
         }
         Ok(match String::from_utf8(current) {
             Ok(text) => text,

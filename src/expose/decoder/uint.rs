@@ -36,9 +36,24 @@ impl Decoder for Uint {
                 ))
             }
         };
-        out.extend_from_slice(value.to_string().as_bytes());
+        push_decimal(out, value);
         Ok(())
     }
+}
+
+/// Appends `value` in decimal (what `to_string` gives, without its string).
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
 }
 
 /// Builds `uint` for a label of `size` bytes.

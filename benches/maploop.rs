@@ -1,0 +1,105 @@
+//! The floor of a map snapshot: `BPF_MAP_LOOKUP_BATCH` in a loop into
+//! buffers allocated (and touched) beforehand, nothing else. bench/bench.py
+//! runs it on the map of a running bpfsnap (by map id) beside bpfsnap's own
+//! snapshot of the same map.
+//!
+//! Before each run a 64 MiB buffer is written, evicting the map from the CPU
+//! caches: a snapshot reads a map that sat idle through a sampling window.
+//! benches/snapshot.rs does the same before each of its runs.
+//!
+//! Usage: maploop MAP_ID RUNS — prints `ENTRIES NANOSECONDS` per run.
+
+use std::time::Instant;
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else is an option here.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    if args.is_empty() {
+        // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
+        // without bench/bench.py's map and files.
+        eprintln!("usage: maploop MAP_ID RUNS (run by `make bench`)");
+        return;
+    }
+    let (Some(id), Some(runs)) = (
+        args.first().and_then(|a| a.parse::<u32>().ok()),
+        args.get(1).and_then(|a| a.parse::<usize>().ok()),
+    ) else {
+        eprintln!("usage: maploop MAP_ID RUNS");
+        std::process::exit(2);
+    };
+    // SAFETY: plain libbpf calls on an fd we own; the info struct is sized
+    // by `len`.
+    let fd = unsafe { libbpf_sys::bpf_map_get_fd_by_id(id) };
+    if fd < 0 {
+        eprintln!("maploop: map id {id}: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let mut info: libbpf_sys::bpf_map_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_map_info>() as u32;
+    if unsafe { libbpf_sys::bpf_map_get_info_by_fd(fd, &mut info, &mut len) } != 0 {
+        eprintln!("maploop: map info: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    let max = info.max_entries as usize;
+    let (key_size, value_size) = (info.key_size as usize, info.value_size as usize);
+    // Written once, so no page is faulted in during a measured run.
+    let mut keys = vec![1u8; max * key_size];
+    let mut values = vec![1u8; max * value_size];
+    let token_size = key_size.max(8);
+    let (mut token_in, mut token_out) = (vec![0u8; token_size], vec![0u8; token_size]);
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let chunk = max.clamp(1, 8192);
+    let mut evict = vec![0u8; 64 << 20];
+    for run in 0..runs {
+        evict.iter_mut().step_by(64).for_each(|b| *b = run as u8);
+        std::hint::black_box(&evict);
+        let started = Instant::now();
+        let mut filled = 0usize;
+        let mut first = true;
+        loop {
+            let mut count = chunk.min(max - filled) as u32;
+            if count == 0 {
+                break;
+            }
+            // SAFETY: both buffers have room for `count` entries past `filled`.
+            let rc = unsafe {
+                libbpf_sys::bpf_map_lookup_batch(
+                    fd,
+                    if first {
+                        std::ptr::null_mut()
+                    } else {
+                        token_in.as_mut_ptr().cast()
+                    },
+                    token_out.as_mut_ptr().cast(),
+                    keys.as_mut_ptr().add(filled * key_size).cast(),
+                    values.as_mut_ptr().add(filled * value_size).cast(),
+                    &mut count,
+                    &opts,
+                )
+            };
+            let errno = if rc < 0 { -rc } else { 0 };
+            if errno != 0 && errno != libc::ENOENT {
+                eprintln!(
+                    "maploop: BPF_MAP_LOOKUP_BATCH: {}",
+                    std::io::Error::from_raw_os_error(errno)
+                );
+                std::process::exit(1);
+            }
+            filled += count as usize;
+            if errno == libc::ENOENT {
+                break;
+            }
+            first = false;
+            std::mem::swap(&mut token_in, &mut token_out);
+        }
+        let elapsed = started.elapsed();
+        println!("{filled} {}", elapsed.as_nanos());
+    }
+}

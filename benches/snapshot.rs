@@ -1,0 +1,104 @@
+//! A snapshot through bpfsnap's library, in process, on the map of a running
+//! bpfsnap (by map id): `snapshot::read_map`, then `Exposition::add_snapshot`
+//! (decode + encode straight into text, no `MetricFamily` per series), then
+//! the atomic textfile write — the path `bpfsnap run` takes once run.rs
+//! feeds snapshots to `add_snapshot` (see bench/README.md). bench/bench.py
+//! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
+//!
+//! Before each run a 64 MiB buffer is written, evicting the map from the CPU
+//! caches, as benches/maploop.rs (the floor) does.
+//!
+//! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS — prints one JSON object:
+//! medians in ns of `read`, `expose` (decode + encode + join), `write` and
+//! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
+//! the first run).
+
+use std::path::Path;
+use std::time::Instant;
+
+use bpfsnap::config::{Config, Format};
+use bpfsnap::expose::Exposition;
+use bpfsnap::snapshot::{self, Snapshot};
+use libbpf_rs::MapHandle;
+
+/// This process's peak RSS (VmHWM: of this program only, unlike getrusage's
+/// ru_maxrss, which starts at the peak of the process that forked it).
+fn max_rss_kib() -> i64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut samples: Vec<u128>) -> u128 {
+    samples.sort_unstable();
+    samples[samples.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with("--"))
+        .collect();
+    if args.is_empty() {
+        // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
+        // without bench/bench.py's map and files.
+        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS (run by `make bench`)");
+        return;
+    }
+    let [config_path, id, output, runs] = &args[..] else {
+        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS");
+        std::process::exit(2);
+    };
+    let (id, runs): (u32, usize) = (id.parse().expect("MAP_ID"), runs.parse().expect("RUNS"));
+    let text = std::fs::read_to_string(config_path).expect("reading the config");
+    let config = Config::parse("bench", config_path, &text, Format::Toml).expect("config");
+    // The kernel keeps 15 characters of a map's name; the config has it whole.
+    let name = config.metrics.counters[0].name.clone();
+    let map = MapHandle::from_map_id(id).expect("map id");
+
+    let mut evict = vec![1u8; 64 << 20];
+    let before = max_rss_kib();
+    let mut rss_growth = 0;
+    let (mut read, mut expose, mut write, mut total) = (vec![], vec![], vec![], vec![]);
+    let mut bytes = 0;
+    for run in 0..runs.max(1) {
+        evict.iter_mut().step_by(64).for_each(|b| *b = run as u8);
+        std::hint::black_box(&evict);
+        let started = Instant::now();
+        let mut data = snapshot::read_map(&map).expect("reading the map");
+        data.name = name.clone();
+        let snapshot = Snapshot {
+            maps: vec![data],
+            ..Snapshot::default()
+        };
+        let read_at = Instant::now();
+        let mut exposition = Exposition::default();
+        exposition
+            .add_snapshot(&config, &snapshot, "bpfsnap")
+            .expect("exposing");
+        drop(snapshot);
+        let text = exposition.into_text();
+        let exposed_at = Instant::now();
+        bpfsnap::sink::write_atomic(Path::new(output), text.as_bytes()).expect("writing");
+        let done = Instant::now();
+        bytes = text.len();
+        drop(text);
+        read.push((read_at - started).as_nanos());
+        expose.push((exposed_at - read_at).as_nanos());
+        write.push((done - exposed_at).as_nanos());
+        total.push((done - started).as_nanos());
+        if run == 0 {
+            rss_growth = max_rss_kib() - before;
+        }
+    }
+    println!(
+        "{{\"read\": {}, \"expose\": {}, \"write\": {}, \"total\": {}, \"bytes\": {bytes}, \"rss_growth_kib\": {rss_growth}}}",
+        median(read),
+        median(expose),
+        median(write),
+        median(total),
+    );
+}

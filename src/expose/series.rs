@@ -1,0 +1,525 @@
+//! Decoding a whole map into series, fast: what `counters` and the text
+//! encoder share.
+//!
+//! Each label's decoder chain runs once per distinct label bytes, not once
+//! per key (a map of a million `{pid, syscall}` keys has a few hundred
+//! distinct syscalls): the label bytes are looked up in a per-label cache
+//! that holds the decoded value's index. A series is then a row of small
+//! integers, one per label, ranked so that integer order is the order of the
+//! label values as strings; rows are sorted (packed into one `u64` when they
+//! fit) and rows with equal values merged, their values added in map order —
+//! exactly the series, order and sums a `BTreeMap<Vec<String>, f64>` over
+//! the decoded keys gives, without a string or a vector per key.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::config::Label;
+use crate::snapshot::MapData;
+
+use super::decoder::Chain;
+use super::text::push_escaped;
+
+/// Decoded series of one map, in label-value order; keys with equal label
+/// values are merged as the series are read.
+pub(crate) struct Table {
+    /// Per label: its distinct values, sorted.
+    pub values: Vec<Vec<String>>,
+    labels: usize,
+    sorted: Sorted,
+}
+
+enum Sorted {
+    /// Each key's label ranks packed into one u64 (the first label in the
+    /// highest bits, `bits` each), with the key's value; sorted by the
+    /// packed ranks, keys with equal ranks in map order.
+    Packed {
+        keys: Vec<(u64, f64)>,
+        bits: Vec<u32>,
+    },
+    /// Too many labels to pack: rows of ranks (`labels` per key) and values
+    /// in map order, and the order of the keys.
+    Rows {
+        rows: Vec<u32>,
+        totals: Vec<f64>,
+        order: Vec<u32>,
+    },
+}
+
+impl Table {
+    /// Whether there is no series.
+    pub fn is_empty(&self) -> bool {
+        self.keys() == 0
+    }
+
+    /// Number of keys (series before merging).
+    fn keys(&self) -> usize {
+        match &self.sorted {
+            Sorted::Packed { keys, .. } => keys.len(),
+            Sorted::Rows { order, .. } => order.len(),
+        }
+    }
+
+    /// Calls `f` with (label value indices, value) of every series, in
+    /// order; the values of keys with equal labels added in map order.
+    pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
+        let width = self.labels;
+        match &self.sorted {
+            Sorted::Packed { keys, bits } => {
+                let mut row = vec![0u32; width];
+                let mut at = 0;
+                while at < keys.len() {
+                    let (packed, value) = keys[at];
+                    let mut total = 0.0 + value;
+                    at += 1;
+                    while at < keys.len() && keys[at].0 == packed {
+                        total += keys[at].1;
+                        at += 1;
+                    }
+                    let mut rest = packed;
+                    for (rank, &b) in row.iter_mut().zip(bits).rev() {
+                        *rank = (rest & ((1u64 << b) - 1)) as u32;
+                        rest = rest.checked_shr(b).unwrap_or(0);
+                    }
+                    f(&row, total);
+                }
+            }
+            Sorted::Rows {
+                rows,
+                totals,
+                order,
+            } => {
+                let row_of = |key: u32| &rows[key as usize * width..(key as usize + 1) * width];
+                let mut at = 0;
+                while at < order.len() {
+                    let first = order[at];
+                    let row = row_of(first);
+                    let mut total = 0.0 + totals[first as usize];
+                    at += 1;
+                    while at < order.len() && row_of(order[at]) == row {
+                        total += totals[order[at] as usize];
+                        at += 1;
+                    }
+                    f(row, total);
+                }
+            }
+        }
+    }
+
+    /// Appends the samples in the text format: `name{a="x",b="y"} value`
+    /// per series. Label values are escaped once per distinct value, and
+    /// the line up to the last label is kept from one series to the next
+    /// (sorted series share it in runs).
+    pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
+        let width = self.labels;
+        let escaped: Vec<Vec<String>> = self
+            .values
+            .iter()
+            .map(|values| {
+                values
+                    .iter()
+                    .map(|value| {
+                        let mut text = String::with_capacity(value.len());
+                        push_escaped(&mut text, value, true);
+                        text
+                    })
+                    .collect()
+            })
+            .collect();
+        let prefixes: Vec<String> = label_names
+            .iter()
+            .enumerate()
+            .map(|(i, label)| match i {
+                0 => format!("{{{label}=\""),
+                _ => format!("\",{label}=\""),
+            })
+            .collect();
+        // The last label's text with the line's end, per value.
+        let tails: Vec<String> = match (prefixes.last(), escaped.last()) {
+            (Some(prefix), Some(values)) => values
+                .iter()
+                .map(|value| format!("{prefix}{value}\"}} "))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // `line`: the name and every label but the last; `marks[l]`: its
+        // length before label l.
+        let mut line = String::from(name);
+        let mut marks = vec![name.len(); width];
+        let mut previous: Vec<Option<u32>> = vec![None; width];
+        let start = out.len();
+        let keys = self.keys();
+        let mut first = true;
+        self.for_each_series(|row, value| {
+            if let Some((last, leading)) = row.split_last() {
+                if let Some(changed) = (0..leading.len()).find(|&l| previous[l] != Some(row[l])) {
+                    line.truncate(marks[changed]);
+                    for l in changed..leading.len() {
+                        marks[l] = line.len();
+                        line.push_str(&prefixes[l]);
+                        line.push_str(&escaped[l][row[l] as usize]);
+                        previous[l] = Some(row[l]);
+                    }
+                }
+                out.push_str(&line);
+                out.push_str(&tails[*last as usize]);
+            } else {
+                out.push_str(name);
+                out.push(' ');
+            }
+            super::text::push_float(out, value);
+            out.push('\n');
+            // Room for every key's line (merged keys only leave some over).
+            if first && keys > 1 {
+                out.reserve((out.len() - start + 2) * (keys - 1));
+            }
+            first = false;
+        });
+    }
+}
+
+/// FxHash (rustc's): label bytes are short and not adversarial enough to
+/// need SipHash's protection for one snapshot.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct FxHasher(u64);
+
+impl FxHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+}
+
+impl Hasher for FxHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.add(word);
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.add(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The decoded value of a label's bytes: its value, or the decoder that
+/// rejected it (and whether that was a skip rather than an error).
+type Decoded = Result<String, (&'static str, bool)>;
+
+/// Marks the id of a value a decoder rejected.
+const REJECTED: u32 = 1 << 31;
+
+/// One label's decoder chain with the values it has decoded so far.
+pub(crate) struct LabelCache<'c> {
+    chain: &'c Chain,
+    /// Labels of up to 8 bytes are keyed by their bytes as a number.
+    small: FxMap<u64, u32>,
+    large: FxMap<Box<[u8]>, u32>,
+    pub decoded: Vec<Decoded>,
+}
+
+impl<'c> LabelCache<'c> {
+    pub fn new(chain: &'c Chain) -> Self {
+        LabelCache {
+            chain,
+            small: FxMap::default(),
+            large: FxMap::default(),
+            decoded: Vec::new(),
+        }
+    }
+
+    /// The index in `decoded` of the value of `bytes`, with [`REJECTED`]
+    /// set when a decoder rejected it.
+    pub fn id(&mut self, bytes: &[u8]) -> u32 {
+        let next = self.decoded.len() as u32;
+        let (id, new) = if bytes.len() <= 8 {
+            let mut word = [0u8; 8];
+            word[..bytes.len()].copy_from_slice(bytes);
+            let word = u64::from_le_bytes(word);
+            match self.small.get(&word) {
+                Some(id) => (*id, false),
+                None => {
+                    self.small.insert(word, next);
+                    (next, true)
+                }
+            }
+        } else {
+            match self.large.get(bytes) {
+                Some(id) => (*id, false),
+                None => {
+                    self.large.insert(bytes.into(), next);
+                    (next, true)
+                }
+            }
+        };
+        if !new {
+            return id;
+        }
+        let decoded = self
+            .chain
+            .decode(bytes)
+            .map_err(|err| (err.decoder, err.skip));
+        let rejected = decoded.is_err();
+        self.decoded.push(decoded);
+        if rejected {
+            // Looked up again by later keys with these bytes: flag it there too.
+            if bytes.len() <= 8 {
+                let mut word = [0u8; 8];
+                word[..bytes.len()].copy_from_slice(bytes);
+                self.small.insert(u64::from_le_bytes(word), id | REJECTED);
+            } else {
+                self.large.insert(bytes.into(), id | REJECTED);
+            }
+            return id | REJECTED;
+        }
+        id
+    }
+
+    /// Sorts the distinct values: (rank of each id — equal values share a
+    /// rank —, the values in rank order). Ids of rejected values get rank 0
+    /// (they are never used).
+    pub fn ranks(self) -> (Vec<u32>, Vec<String>) {
+        let mut order: Vec<u32> = (0..self.decoded.len() as u32)
+            .filter(|&id| self.decoded[id as usize].is_ok())
+            .collect();
+        let text = |id: u32| self.decoded[id as usize].as_deref().unwrap_or("");
+        order.sort_unstable_by(|&a, &b| text(a).cmp(text(b)));
+        let mut ranks = vec![0u32; self.decoded.len()];
+        let mut sorted: Vec<String> = Vec::new();
+        for &id in &order {
+            let value = text(id);
+            if sorted.last().map(String::as_str) != Some(value) {
+                sorted.push(value.to_string());
+            }
+            ranks[id as usize] = (sorted.len() - 1) as u32;
+        }
+        drop(order);
+        (ranks, sorted)
+    }
+}
+
+/// Bytes of CPU number `cpu` as a label of `size` bytes (host-endian), as
+/// `KeyDecoder::key_with_cpu` appends them; None when no such label can be
+/// read (more than 8 bytes: the key would be too short).
+fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
+    let cpu = cpu as u64;
+    let mut bytes = [0u8; 8];
+    match size {
+        1 => bytes[0] = cpu as u8,
+        2 => bytes[..2].copy_from_slice(&(cpu as u16).to_ne_bytes()),
+        4 => bytes[..4].copy_from_slice(&(cpu as u32).to_ne_bytes()),
+        size if size <= 8 => bytes[..size].copy_from_slice(&cpu.to_ne_bytes()[..size]),
+        _ => return None,
+    }
+    Some((bytes, size))
+}
+
+/// Decodes every counter series of `map`: values summed over CPUs (or split
+/// by CPU into the last label `cpu`), zero entries of arrays left out, keys
+/// a decoder rejects skipped and counted in `errors`.
+pub(crate) fn counter_table(
+    labels: &[(&Label, Chain)],
+    cpu_label: Option<usize>,
+    map: &MapData,
+    errors: &mut BTreeMap<&'static str, u64>,
+) -> Table {
+    let width = labels.len();
+    let mut caches: Vec<LabelCache> = labels
+        .iter()
+        .map(|(_, chain)| LabelCache::new(chain))
+        .collect();
+    // Rows of decoded-value ids and their values, in map order.
+    let mut rows: Vec<u32> = Vec::with_capacity(map.len() * width);
+    let mut totals: Vec<f64> = Vec::with_capacity(map.len());
+    let mut add = |key: &[u8], cpu: Option<usize>, value: u64| {
+        let mut offset = 0;
+        for (i, (label, _)) in labels.iter().enumerate() {
+            let cpu_field;
+            let bytes = match (cpu, cpu_label) {
+                (Some(cpu), Some(size)) if i + 1 == width => match cpu_bytes(cpu, size) {
+                    Some((bytes, size)) => {
+                        cpu_field = bytes;
+                        &cpu_field[..size]
+                    }
+                    None => {
+                        rows.truncate(totals.len() * width);
+                        return;
+                    }
+                },
+                _ => match key.get(offset..offset + label.size) {
+                    Some(bytes) => bytes,
+                    None => {
+                        rows.truncate(totals.len() * width);
+                        return;
+                    }
+                },
+            };
+            let id = caches[i].id(bytes);
+            if id & REJECTED != 0 {
+                if let Err((decoder, false)) = caches[i].decoded[(id & !REJECTED) as usize] {
+                    *errors.entry(decoder).or_default() += 1;
+                }
+                rows.truncate(totals.len() * width);
+                return;
+            }
+            rows.push(id);
+            offset += label.span();
+        }
+        totals.push(value as f64);
+    };
+    for (key, per_cpu) in map.entries() {
+        if cpu_label.is_some() {
+            for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
+                add(key, Some(cpu), *value);
+            }
+            continue;
+        }
+        let total: u64 = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+        if map.is_array && total == 0 {
+            continue;
+        }
+        add(key, None, total);
+    }
+
+    // Ids → ranks, so that integer order is string order.
+    let mut values = Vec::with_capacity(width);
+    for (label, cache) in caches.into_iter().enumerate() {
+        let (ranks, sorted) = cache.ranks();
+        for id in rows.iter_mut().skip(label).step_by(width.max(1)) {
+            *id = ranks[*id as usize];
+        }
+        values.push(sorted);
+    }
+    let sorted = sort(rows, totals, width, &values);
+    Table {
+        values,
+        labels: width,
+        sorted,
+    }
+}
+
+/// Sorts the keys by their rows of ranks, keeping keys with equal rows in
+/// map order.
+fn sort(rows: Vec<u32>, totals: Vec<f64>, width: usize, values: &[Vec<String>]) -> Sorted {
+    // Bits each label's rank needs: when they fit in 64, one u64 per key is
+    // the whole sort key, sorted by a (stable) radix sort.
+    let bits: Vec<u32> = values.iter().map(|v| bits_for(v.len())).collect();
+    let label_bits: u32 = bits.iter().sum();
+    if label_bits <= 64 {
+        let mut keys: Vec<(u64, f64)> = totals
+            .iter()
+            .enumerate()
+            .map(|(i, &total)| {
+                let packed = bits.iter().zip(&rows[i * width..(i + 1) * width]).fold(
+                    0u64,
+                    |key, (&b, &rank)| match b {
+                        0 => key,
+                        b => key.checked_shl(b).unwrap_or(0) | u64::from(rank),
+                    },
+                );
+                (packed, total)
+            })
+            .collect();
+        drop(rows);
+        drop(totals);
+        radix_sort(&mut keys, label_bits);
+        return Sorted::Packed { keys, bits };
+    }
+    let mut order: Vec<u32> = (0..totals.len() as u32).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (a as usize, b as usize);
+        rows[a * width..(a + 1) * width].cmp(&rows[b * width..(b + 1) * width])
+    });
+    Sorted::Rows {
+        rows,
+        totals,
+        order,
+    }
+}
+
+/// Bits that numbers below `n` need.
+fn bits_for(n: usize) -> u32 {
+    usize::BITS - n.saturating_sub(1).leading_zeros()
+}
+
+/// Sorts `keys` by their first field, whose values are below 2^`bits`,
+/// stably: LSD radix sort, 11 bits a pass (a merge sort for short inputs).
+fn radix_sort<T: Copy + Default>(keys: &mut Vec<(u64, T)>, bits: u32) {
+    const DIGIT: u32 = 11;
+    if keys.len() < 1024 {
+        keys.sort_by_key(|(key, _)| *key);
+        return;
+    }
+    let mut scratch = vec![(0u64, T::default()); keys.len()];
+    let mut shift = 0;
+    while shift < bits {
+        let mut starts = vec![0usize; 1 << DIGIT];
+        let digit = |key: u64| ((key >> shift) & ((1 << DIGIT) - 1)) as usize;
+        for &(key, _) in keys.iter() {
+            starts[digit(key)] += 1;
+        }
+        let mut sum = 0;
+        for start in starts.iter_mut() {
+            let n = *start;
+            *start = sum;
+            sum += n;
+        }
+        for &entry in keys.iter() {
+            let slot = &mut starts[digit(entry.0)];
+            scratch[*slot] = entry;
+            *slot += 1;
+        }
+        std::mem::swap(keys, &mut scratch);
+        shift += DIGIT;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn radix_sort_sorts_stably() {
+        let mut state = 0x1234_5678_9abc_def0u64;
+        for (count, bits) in [(10, 8), (5000, 13), (5000, 40), (3000, 64)] {
+            let mut keys: Vec<(u64, usize)> = (0..count)
+                .map(|i| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    // Few distinct keys at 13 bits: stability shows.
+                    let key = match bits {
+                        64 => state,
+                        13 => state % 100,
+                        _ => state % (1 << bits),
+                    };
+                    (key, i)
+                })
+                .collect();
+            let mut want = keys.clone();
+            want.sort_by_key(|(key, _)| *key);
+            radix_sort(&mut keys, bits);
+            assert_eq!(keys, want, "{count} keys of {bits} bits");
+        }
+    }
+
+    #[test]
+    fn bits_for_counts() {
+        assert_eq!(bits_for(0), 0);
+        assert_eq!(bits_for(1), 0);
+        assert_eq!(bits_for(2), 1);
+        assert_eq!(bits_for(256), 8);
+        assert_eq!(bits_for(257), 9);
+    }
+}
