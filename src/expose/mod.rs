@@ -280,18 +280,18 @@ impl Exposition {
     }
 
     /// Decodes and encodes every family `config` defines from `snapshot`
-    /// straight into text: what [`counters`] + [`histograms`] +
-    /// [`Exposition::add`] give, without a `MetricFamily` per counter map
-    /// (a proto struct and four strings per series, which for a large map
-    /// cost more than reading it). Returns (decoder, count) of keys skipped
-    /// because a decoder rejected them.
+    /// straight into text: what [`counters`] + [`histograms`] + capping
+    /// each metric at its `max_series` + [`Exposition::add`] give, without
+    /// a `MetricFamily` per counter map (a proto struct and four strings per
+    /// series, which for a large map cost more than reading it).
     pub fn add_snapshot(
         &mut self,
         config: &Config,
         snapshot: &Snapshot,
         namespace: &str,
-    ) -> Result<BTreeMap<&'static str, u64>> {
+    ) -> Result<Added> {
         let mut exposed = Exposed::default();
+        let mut added = Added::default();
         for counter in config.map_counters() {
             let (keys, table) =
                 counter_table(config, counter, snapshot, &mut exposed.decode_errors)?;
@@ -304,12 +304,27 @@ impl Exposition {
             }
             let mut text = String::new();
             text::push_header(&mut text, &name, &counter.help, MetricType::COUNTER)?;
-            table.encode_samples(&name, &keys.names(), &mut text);
+            let cap = config.max_series(&counter.name);
+            let dropped = table.encode_samples(&name, &keys.names(), cap, &mut text);
+            if dropped > 0 {
+                added
+                    .series_dropped
+                    .push((counter.name.clone(), dropped as u64));
+            }
             self.families.insert(name, text);
         }
         histograms(config, snapshot, namespace, &mut exposed)?;
+        for (histogram, family) in config.metrics.histograms.iter().zip(&mut exposed.families) {
+            let dropped = cap_series(family, config.max_series(&histogram.name));
+            if dropped > 0 {
+                added
+                    .series_dropped
+                    .push((histogram.name.clone(), dropped as u64));
+            }
+        }
         self.add_all_ref(&exposed.families)?;
-        Ok(exposed.decode_errors)
+        added.decode_errors = exposed.decode_errors;
+        Ok(added)
     }
 
     /// [`Exposition::add_all`] by reference (see [`Exposition::add_ref`]).
@@ -366,6 +381,39 @@ impl Exposition {
         }
         text
     }
+}
+
+/// What [`Exposition::add_snapshot`] reports besides the text.
+#[derive(Debug, Default, PartialEq)]
+pub struct Added {
+    /// (decoder, count) of keys skipped because a decoder rejected them.
+    pub decode_errors: BTreeMap<&'static str, u64>,
+    /// (metric without namespace, count) of series left out over `max_series`.
+    pub series_dropped: Vec<(String, u64)>,
+}
+
+/// Keeps the `cap` series of a histogram family with the largest counts (on
+/// equal counts, the first in label order); returns how many were dropped.
+fn cap_series(family: &mut MetricFamily, cap: usize) -> usize {
+    let total = family.get_metric().len();
+    if total <= cap {
+        return 0;
+    }
+    let cap = cap.max(1);
+    let count = |m: &Metric| m.get_histogram().get_sample_count();
+    let mut order: Vec<usize> = (0..total).collect();
+    let metrics = family.get_metric();
+    order.sort_by(|&a, &b| count(&metrics[b]).cmp(&count(&metrics[a])).then(a.cmp(&b)));
+    let mut kept = vec![false; total];
+    for &i in &order[..cap] {
+        kept[i] = true;
+    }
+    let mut index = 0;
+    family.mut_metric().retain(|_| {
+        index += 1;
+        kept[index - 1]
+    });
+    total - cap
 }
 
 /// Series order: by label (name, value) pairs, lexicographically.
@@ -717,8 +765,9 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
 
             // add_snapshot: the same text, straight from the table.
             let mut streamed = Exposition::default();
-            let errors = streamed.add_snapshot(&config, &snapshot, "ns").unwrap();
-            assert_eq!(errors, want_errors);
+            let added = streamed.add_snapshot(&config, &snapshot, "ns").unwrap();
+            assert_eq!(added.decode_errors, want_errors);
+            assert!(added.series_dropped.is_empty());
             assert_eq!(streamed.text(), encode(want).unwrap(), "{spec}");
         }
     }
@@ -806,5 +855,77 @@ decoders = [{ name = "uint" }]
             .unwrap();
         assert_eq!(encode(vec![family]).unwrap(), want);
         assert!(want.find("b=\"b\"} 2").unwrap() < want.find("b=\"b\"} 4").unwrap());
+    }
+
+    #[test]
+    fn add_snapshot_keeps_the_largest_series_up_to_max_series() {
+        let spec = SPEC.replace("help = \"Events.\"", "help = \"Events.\"\nmax_series = 2");
+        let config = Config::parse("t", "t", &spec, crate::config::Format::Toml).unwrap();
+        let snap = snapshot(
+            &[
+                (key(1, b"a\0\0\0"), [1, 0]),
+                (key(4, b"d\0\0\0"), [5, 0]), // ties with c, which comes first
+                (key(2, b"b\0\0\0"), [9, 0]),
+                (key(3, b"c\0\0\0"), [5, 0]),
+                (key(5, b"e\0\0\0"), [2, 0]),
+            ],
+            false,
+        );
+        let mut streamed = Exposition::default();
+        let added = streamed.add_snapshot(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(added.series_dropped, [("events_total".to_string(), 3)]);
+        assert_eq!(
+            streamed.into_text(),
+            "# HELP bpfsnap_events_total Events.\n\
+             # TYPE bpfsnap_events_total counter\n\
+             bpfsnap_events_total{kind=\"2\",comm=\"b\"} 9\n\
+             bpfsnap_events_total{kind=\"3\",comm=\"c\"} 5\n"
+        );
+    }
+
+    #[test]
+    fn add_snapshot_caps_histograms_by_count() {
+        let spec = r#"
+[[metrics.histograms]]
+name = "latency_seconds"
+help = "Latency."
+max_series = 1
+bucket_type = "exp2"
+bucket_min = 0
+bucket_max = 1
+[[metrics.histograms.labels]]
+name = "op"
+size = 4
+decoders = [{ name = "uint" }]
+[[metrics.histograms.labels]]
+name = "bucket"
+size = 4
+decoders = [{ name = "uint" }]
+"#;
+        let config = Config::parse("t", "t", spec, crate::config::Format::Toml).unwrap();
+        let snap = Snapshot {
+            maps: vec![MapData {
+                name: "latency_seconds".into(),
+                key_size: 8,
+                values_per_key: 1,
+                is_array: false,
+                per_cpu: false,
+                keys: [(1u32, 0u32), (2, 1), (3, 0)]
+                    .iter()
+                    .flat_map(|(op, b)| [op.to_ne_bytes(), b.to_ne_bytes()].concat())
+                    .collect(),
+                values: vec![3, 7, 1],
+            }],
+            ..Snapshot::default()
+        };
+        let mut streamed = Exposition::default();
+        let added = streamed.add_snapshot(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(added.series_dropped, [("latency_seconds".to_string(), 2)]);
+        let text = streamed.into_text();
+        assert!(text.contains("_count{op=\"2\"} 7\n"), "{text}");
+        assert!(
+            !text.contains("op=\"1\"") && !text.contains("op=\"3\""),
+            "{text}"
+        );
     }
 }

@@ -110,8 +110,41 @@ impl Table {
     /// per series. Label values are escaped once per distinct value, and
     /// the line up to the last label is kept from one series to the next
     /// (sorted series share it in runs).
-    pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
+    ///
+    /// At most `cap` series are written: those with the largest values (on
+    /// equal values, the first in label order). Returns how many were left
+    /// out.
+    pub fn encode_samples(
+        &self,
+        name: &str,
+        label_names: &[&str],
+        cap: usize,
+        out: &mut String,
+    ) -> usize {
         let width = self.labels;
+        // The smallest value kept, and how many series of that value fit.
+        let mut totals = Vec::new();
+        self.for_each_series(|_, value| totals.push(value));
+        let series = totals.len();
+        let mut threshold = None;
+        if series > cap {
+            let cap = cap.max(1);
+            let (_, nth, _) = totals.select_nth_unstable_by(cap - 1, |a, b| b.total_cmp(a));
+            let nth = *nth;
+            let above = totals.iter().filter(|v| v.total_cmp(&nth).is_gt()).count();
+            threshold = Some((nth, cap - above));
+        }
+        drop(totals);
+        let mut keep = |value: f64| match &mut threshold {
+            None => true,
+            Some((nth, _)) if value.total_cmp(nth).is_gt() => true,
+            Some((nth, room)) if value.total_cmp(nth).is_eq() && *room > 0 => {
+                *room -= 1;
+                true
+            }
+            Some(_) => false,
+        };
+        let mut written = 0;
         let escaped: Vec<Vec<String>> = self
             .values
             .iter()
@@ -151,6 +184,10 @@ impl Table {
         let keys = self.keys();
         let mut first = true;
         self.for_each_series(|row, value| {
+            if !keep(value) {
+                return;
+            }
+            written += 1;
             if let Some((last, leading)) = row.split_last() {
                 if let Some(changed) = (0..leading.len()).find(|&l| previous[l] != Some(row[l])) {
                     line.truncate(marks[changed]);
@@ -171,10 +208,11 @@ impl Table {
             out.push('\n');
             // Room for every key's line (merged keys only leave some over).
             if first && keys > 1 {
-                out.reserve((out.len() - start + 2) * (keys - 1));
+                out.reserve((out.len() - start + 2) * (keys.min(cap) - 1));
             }
             first = false;
         });
+        series - written
     }
 }
 
