@@ -385,7 +385,7 @@ impl Probe {
             let links_pinned = pin_links(&mut probe, &dir.join("links"))?;
             let manifest = pin::Manifest {
                 fingerprint,
-                attached_at: unix_now(),
+                attached_at: pin::stored_time(unix_now()),
                 last_snapshot: None,
                 links_pinned,
                 programs: probe

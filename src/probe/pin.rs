@@ -75,6 +75,12 @@ pub fn fingerprint(parts: &[&[u8]]) -> String {
     format!("{hash:016x}")
 }
 
+/// `time` as it reads back from the state map (whole nanoseconds), so a run
+/// and the next report the same value.
+pub fn stored_time(time: f64) -> f64 {
+    ((time * 1e9) as u64) as f64 / 1e9
+}
+
 fn set_time(state: &MapHandle, slot: u32, time: f64) -> Result<()> {
     let nanos = (time * 1e9) as u64;
     state
