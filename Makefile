@@ -115,6 +115,7 @@ fuzz-smoke: cargo-fuzz
 fuzz: cargo-fuzz
 	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
 	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p fuzz/corpus/$$t; \
 	  (cd fuzz && $(CARGO) fuzz run $(FUZZ_FLAGS) $$t corpus/$$t -- \
 	    $(FUZZ_OPTIONS) -runs=$(FUZZ_RUNS) -max_total_time=$(FUZZ_TIME)) 2>&1 \
 	    | grep -E '^(Done|stat::)|panicked|ERROR|SUMMARY|artifact'; \
