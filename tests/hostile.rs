@@ -397,7 +397,6 @@ fn an_object_swapped_after_the_trust_check_is_not_loaded() {
 /// tries to lay out every bucket key: ~16 TB, an abort. Validation should
 /// bound the number of buckets.
 #[test]
-#[ignore = "reason: waiting for fix of unbounded linear/fixed bucket ranges (see RELIABILITY.md)"]
 fn a_histogram_with_a_huge_bucket_range_is_refused() {
     let text = "metrics:\n  histograms:\n    - name: h_seconds\n      help: H.\n      bucket_type: linear\n      bucket_min: 0\n      bucket_max: 1000000000000\n      labels:\n        - name: bucket\n          size: 8\n          decoders:\n            - name: uint\n";
     let parsed = bpfsnap::config::Config::parse("h", "h.yaml", text, bpfsnap::config::Format::Yaml);
@@ -411,7 +410,6 @@ fn a_histogram_with_a_huge_bucket_range_is_refused() {
 /// the error's key path: the one-line error becomes two lines. Found by the
 /// config_parse fuzz target.
 #[test]
-#[ignore = "reason: waiting for fix of raw newlines in config error key paths (see RELIABILITY.md)"]
 fn config_errors_stay_one_line_for_keys_with_newlines() {
     let text = "? \"ge\\n .)\"\n: 1\n";
     let err = bpfsnap::config::Config::parse("x", "x.yaml", text, bpfsnap::config::Format::Yaml)
@@ -461,7 +459,6 @@ fn bounds(family: &prometheus::proto::MetricFamily) -> Vec<f64> {
 /// Bounds beyond ~10^15 round to 15 significant digits and collide: two
 /// buckets with the same `le`, a duplicate series.
 #[test]
-#[ignore = "reason: waiting for fix of histogram bounds colliding after rounding (see RELIABILITY.md, bug 5)"]
 fn histogram_bounds_stay_distinct() {
     let family = histogram_of(
         "      bucket_type: linear\n      bucket_min: 10000000000000000\n      bucket_max: 10000000000000003\n",
@@ -475,7 +472,6 @@ fn histogram_bounds_stay_distinct() {
 /// overflows (a panic here, with overflow checks; in release, key 0 is taken
 /// as the sum and its count leaves the buckets).
 #[test]
-#[ignore = "reason: waiting for fix of the sum key overflowing for bucket_max = u64::MAX (see RELIABILITY.md, bug 6)"]
 fn histogram_sum_key_does_not_overflow() {
     let family = histogram_of(
         "      bucket_type: linear\n      bucket_min: 18446744073709551610\n      bucket_max: 18446744073709551615\n",
@@ -488,7 +484,6 @@ fn histogram_sum_key_does_not_overflow() {
 /// A bound that overflows to infinity (2^40 × 1e300) prints as `le="inf"`
 /// beside the `le="+Inf"` bucket.
 #[test]
-#[ignore = "reason: waiting for fix of infinite histogram bounds (see RELIABILITY.md, bug 7)"]
 fn histogram_bounds_are_finite() {
     let family = histogram_of(
         "      bucket_type: exp2\n      bucket_min: 0\n      bucket_max: 40\n      bucket_multiplier: 1e300\n",
@@ -502,7 +497,6 @@ fn histogram_bounds_are_finite() {
 /// overflow handling: a panic with overflow checks, wrapped (and buckets no
 /// longer cumulative) without. They should saturate.
 #[test]
-#[ignore = "reason: waiting for fix of histogram count overflow (see RELIABILITY.md, bug 8)"]
 fn histogram_counts_do_not_overflow() {
     // Keys 5 and 6 are both below bucket_min 7: both land in the first bucket.
     let family = histogram_of(

@@ -9,7 +9,7 @@ use bpfsnap_fuzz::{valid_label_name, valid_metric_name};
 use libfuzzer_sys::fuzz_target;
 
 /// Set to false once the known bugs noted below are fixed.
-const TOLERATE_KNOWN_BUGS: bool = true;
+const TOLERATE_KNOWN_BUGS: bool = false;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {

@@ -13,7 +13,7 @@ use bpfsnap_fuzz::{check_exposition, Bytes};
 use libfuzzer_sys::fuzz_target;
 
 /// Set to false once the known bugs noted below are fixed.
-const TOLERATE_KNOWN_BUGS: bool = true;
+const TOLERATE_KNOWN_BUGS: bool = false;
 
 const MULTIPLIERS: [&str; 8] = [
     "1",

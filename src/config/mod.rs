@@ -29,6 +29,10 @@ pub use parse::Format;
 /// must not turn one metric into millions of series.
 pub const DEFAULT_MAX_SERIES: usize = 10_000;
 
+/// Buckets one histogram may have: every one is laid out at each snapshot,
+/// so a typo in `bucket_max` must not become terabytes.
+pub const MAX_BUCKETS: usize = 4096;
+
 /// Namespace of every metric unless `--namespace` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "bpfsnap";
 
@@ -380,6 +384,12 @@ fn check_histogram(histogram: &Histogram) -> Result<()> {
         if keys.is_empty() {
             bail!("bucket_type fixed needs bucket_keys");
         }
+        if keys.len() > MAX_BUCKETS {
+            bail!(
+                "{} bucket_keys: at most {MAX_BUCKETS} buckets per histogram",
+                keys.len()
+            );
+        }
         if keys
             .iter()
             .any(|k| !(k.is_finite() && *k >= 0.0 && k.fract() == 0.0))
@@ -400,6 +410,12 @@ fn check_histogram(histogram: &Histogram) -> Result<()> {
     let min = histogram.bucket_min;
     if max <= min {
         bail!("bucket_min {min} .. bucket_max {max} is an empty range: bucket_max must be greater than bucket_min");
+    }
+    if max - min >= MAX_BUCKETS as u64 {
+        bail!(
+            "bucket_min {min} .. bucket_max {max} is {} buckets: at most {MAX_BUCKETS} per histogram",
+            u128::from(max - min) + 1
+        );
     }
     if matches!(
         histogram.bucket_type,
@@ -669,6 +685,13 @@ metrics:
                 &GOOD_YAML.replace("bucket_max: 26", "bucket_max: 100"),
                 Format::Yaml,
                 "too large",
+            ),
+            (
+                &GOOD_YAML
+                    .replace("bucket_type: exp2", "bucket_type: linear")
+                    .replace("bucket_max: 26", "bucket_max: 1000000000000"),
+                Format::Yaml,
+                "at most 4096 per histogram",
             ),
             (
                 &GOOD_YAML.replace("latency_seconds", "things_total"),

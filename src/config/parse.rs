@@ -65,6 +65,19 @@ fn describe(line: Option<usize>, path: &str, message: &str) -> String {
         out.push_str(&format!("line {line}: "));
     }
     if !path.is_empty() && path != "." {
+        // Keys are the user's text and may hold any character: escape
+        // control characters so the error stays one line.
+        let path: String = path
+            .chars()
+            .flat_map(|c| {
+                let escaped: Vec<char> = if c.is_control() {
+                    c.escape_debug().collect()
+                } else {
+                    vec![c]
+                };
+                escaped
+            })
+            .collect();
         out.push_str(&format!("{path}: "));
     }
     // One line: TOML messages can carry newlines.

@@ -69,7 +69,7 @@ fn build(
     )?;
     let mut series = Series::new();
     for (key, values) in map.entries() {
-        let count = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+        let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
         if count == 0 {
             continue;
         }
@@ -81,7 +81,8 @@ fn build(
             *errors.entry("bucket").or_default() += 1;
             continue;
         };
-        *series.entry(labels).or_default().entry(bucket).or_default() += count;
+        let cell = series.entry(labels).or_default().entry(bucket).or_default();
+        *cell = cell.saturating_add(count);
     }
 
     let names = keys.names();
@@ -104,10 +105,11 @@ fn build(
 }
 
 /// The configured buckets of one histogram: (bucket key, upper bound), in
-/// ascending order, plus the sum key and the multiplier.
+/// ascending order of both, plus the sum key (none when the last key is
+/// u64::MAX) and the multiplier.
 pub struct Layout {
     buckets: Vec<(u64, f64)>,
-    sum_key: u64,
+    sum_key: Option<u64>,
     multiplier: f64,
 }
 
@@ -131,9 +133,24 @@ impl Layout {
             BucketType::Fixed => histogram.bucket_keys.iter().map(|k| *k as u64).collect(),
             _ => (min..=max).collect(),
         };
-        let sum_key = keys.last().map_or(0, |last| last + 1);
+        let sum_key = keys.last().and_then(|last| last.checked_add(1));
+        // Bounds rise with the keys. Keys whose bounds meet after rounding
+        // (beyond ~10^15) share one bucket, the last of them holding it; keys
+        // whose bound overflows to infinity are +Inf's, like keys above the
+        // range. So every `le` is distinct and finite.
+        let mut buckets: Vec<(u64, f64)> = Vec::with_capacity(keys.len());
+        for key in keys {
+            let le = bound(key);
+            if !le.is_finite() {
+                break;
+            }
+            match buckets.last_mut() {
+                Some(last) if last.1 >= le => last.0 = key,
+                _ => buckets.push((key, le)),
+            }
+        }
         Layout {
-            buckets: keys.into_iter().map(|k| (k, bound(k))).collect(),
+            buckets,
             sum_key,
             multiplier,
         }
@@ -144,15 +161,16 @@ impl Layout {
         let mut per_bucket = vec![0u64; self.buckets.len()];
         let mut total = 0u64;
         for (&key, &count) in counts {
-            if key == self.sum_key {
+            if Some(key) == self.sum_key {
                 continue;
             }
-            total = total.wrapping_add(count);
+            // Saturating: wrapped counts would break the buckets' order.
+            total = total.saturating_add(count);
             // The first configured bucket whose key is ≥ this key holds it;
             // above the last bucket it is in +Inf only.
             let slot = self.buckets.partition_point(|(bucket, _)| *bucket < key);
             if let Some(cell) = per_bucket.get_mut(slot) {
-                *cell += count;
+                *cell = cell.saturating_add(count);
             }
         }
         let mut cumulative = 0u64;
@@ -161,7 +179,7 @@ impl Layout {
             .iter()
             .zip(per_bucket)
             .map(|((_, le), count)| {
-                cumulative += count;
+                cumulative = cumulative.saturating_add(count);
                 let mut bucket = Bucket::default();
                 bucket.set_upper_bound(*le);
                 bucket.set_cumulative_count(cumulative);
@@ -171,7 +189,11 @@ impl Layout {
         let mut sample = HistogramSample::default();
         sample.set_bucket(buckets);
         sample.set_sample_count(total);
-        let sum = counts.get(&self.sum_key).copied().unwrap_or(0);
+        let sum = self
+            .sum_key
+            .and_then(|key| counts.get(&key))
+            .copied()
+            .unwrap_or(0);
         sample.set_sample_sum(without_float_noise(sum as f64 * self.multiplier));
         sample
     }
