@@ -108,6 +108,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
         .sink
         .check_families(&[&metric_name(&options.namespace, "up")])?;
     let _lock = take_lock(options)?;
+    options.sink.remove_leftovers()?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.verbose);
     if let Some(root) = &options.pin {

@@ -1072,7 +1072,6 @@ fn signals_during_the_write() {
 /// holds the output's lock and so knows no other writer is active, should
 /// remove it.
 #[test]
-#[ignore = "reason: waiting for fix of temp files left by a SIGKILL in the write never being cleaned up (see RELIABILITY.md)"]
 fn the_next_run_removes_a_temp_file_left_by_sigkill() {
     let Some(_kernel) = common::kernel_test("the_next_run_removes_a_temp_file_left_by_sigkill")
     else {

@@ -73,6 +73,22 @@ impl Sink {
         }
     }
 
+    /// Removes temporary files a killed earlier run left beside a textfile
+    /// output. Only call this holding the output's lock: then no other
+    /// writer's temporary file can be among them.
+    pub fn remove_leftovers(&self) -> Result<()> {
+        let Sink::Textfile(path) = self else {
+            return Ok(());
+        };
+        let (dir, name) = split(path)?;
+        for leftover in leftover_temp_files(dir, &name.to_string_lossy()) {
+            fs::remove_file(&leftover).with_context(|| {
+                format!("removing {}, left by an earlier run", leftover.display())
+            })?;
+        }
+        Ok(())
+    }
+
     pub fn write(&self, text: &[u8]) -> Result<()> {
         match self {
             Sink::Stdout => write_stdout(text),
@@ -144,8 +160,7 @@ pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Temporary files of ours left in `dir` (by a killed process); for tests and
-/// cleanup.
+/// Temporary files of ours left in `dir` (by a killed process).
 pub fn leftover_temp_files(dir: &Path, target_name: &str) -> Vec<PathBuf> {
     let prefix = format!(".{target_name}.");
     fs::read_dir(dir)
