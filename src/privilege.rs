@@ -142,10 +142,38 @@ pub fn drop_capabilities(keep: &KeepCaps) -> Result<()> {
 }
 
 /// Refuses `path` if it could have been changed by someone other than root
-/// or this user: group- or world-writable, or owned by another user.
+/// or this user: group- or world-writable, owned by another user, or in a
+/// directory (its own or, through a symlink, its target's) where others could
+/// replace it.
 pub fn check_file_owner(path: &Path) -> Result<()> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    check_trusted(path, &meta)?;
+    check_directory(path)?;
+    if let Ok(target) = std::fs::canonicalize(path) {
+        check_directory(&target)?;
+    }
+    Ok(())
+}
+
+/// Reads `path` through one descriptor whose own metadata is checked, so
+/// what was checked is what is read, even if the file is swapped meanwhile.
+pub fn read_trusted(path: &Path) -> Result<Vec<u8>> {
+    let mut file =
+        std::fs::File::open(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    check_trusted(path, &meta)?;
+    check_directory(path)?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(bytes)
+}
+
+/// The owner and mode of a file about to run in the kernel.
+fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
     // SAFETY: plain getter.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != 0 && meta.uid() != me {
@@ -161,6 +189,29 @@ pub fn check_file_owner(path: &Path) -> Result<()> {
             "{} is writable by group or others (mode {:o}): it would run in the kernel; \
              chmod go-w it, or pass --allow-untrusted-files",
             path.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// Others may replace files in a directory they can write, unless it is
+/// sticky (only owners rename or delete) and owned by root or this user.
+fn check_directory(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot read {}", dir.display()))?;
+    // SAFETY: plain getter.
+    let me = unsafe { libc::geteuid() };
+    let sticky_and_ours = meta.mode() & 0o1000 != 0 && (meta.uid() == 0 || meta.uid() == me);
+    if meta.mode() & 0o022 != 0 && !sticky_and_ours {
+        bail!(
+            "{} is in {}, which group or others can write (mode {:o}): they could replace it with \
+             code that runs in the kernel; chmod go-w the directory, or pass --allow-untrusted-files",
+            path.display(),
+            dir.display(),
             meta.mode() & 0o7777
         );
     }
@@ -197,6 +248,16 @@ mod tests {
         std::fs::write(&file, "").unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
         check_file_owner(&file).unwrap();
+        assert_eq!(read_trusted(&file).unwrap(), b"");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_file_owner(&file).unwrap_err().to_string();
+        assert!(
+            err.contains("which group or others can write (mode 777)"),
+            "{err}"
+        );
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        check_file_owner(&file).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         let err = check_file_owner(&file).unwrap_err().to_string();
         assert!(

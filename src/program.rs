@@ -16,6 +16,11 @@ use crate::config::{Config, Format};
 pub enum ObjectSource {
     Embedded(&'static [u8]),
     File(PathBuf),
+    /// A file already read (after its trust check, through one descriptor).
+    Read {
+        path: PathBuf,
+        bytes: Vec<u8>,
+    },
 }
 
 /// A config with its object: what the probe stage loads.

@@ -266,15 +266,21 @@ pub(crate) fn select(
     log: Log,
 ) -> Result<Vec<Program>> {
     let mut programs = program::select(selection).map_err(crate::BadInput::wrap)?;
-    for program in &programs {
+    for program in &mut programs {
         for warning in &program.config.warnings {
             log.warn(&format!("{}: {warning}", program.config.origin));
         }
         if !allow_untrusted_files {
             if let ObjectSource::File(object) = &program.object {
-                privilege::check_file_owner(object).map_err(crate::BadInput::wrap)?;
+                // Checked and read through one descriptor: what was checked is
+                // what gets loaded.
+                let bytes = privilege::read_trusted(object).map_err(crate::BadInput::wrap)?;
                 privilege::check_file_owner(std::path::Path::new(&program.config.origin))
                     .map_err(crate::BadInput::wrap)?;
+                program.object = ObjectSource::Read {
+                    path: object.clone(),
+                    bytes,
+                };
             }
         }
     }

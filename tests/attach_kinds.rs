@@ -16,7 +16,7 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
     else {
         return;
     };
-    let dir = common::output_dir();
+    let dir = common::config_dir();
     fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/attach_kinds.yaml"),
         dir.path().join("attach_kinds.yaml"),

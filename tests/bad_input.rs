@@ -47,7 +47,7 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         Setup {
-            dir: common::output_dir(),
+            dir: common::config_dir(),
         }
     }
 

@@ -55,7 +55,7 @@ fn runqlat_sees_every_wakeup_of_a_ping_pong() {
 #[test]
 fn every_builtin_has_a_working_example_copy() {
     let examples = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/examples"));
-    let dir = common::output_dir();
+    let dir = common::config_dir();
     let mut args = vec!["check".to_string()];
     for builtin in bpfsnap::builtin::BUILTINS {
         let name = builtin.name;

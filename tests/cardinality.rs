@@ -12,7 +12,7 @@ fn series_beyond_max_series_are_dropped_and_counted() {
     else {
         return;
     };
-    let dir = common::output_dir();
+    let dir = common::config_dir();
     let config = fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/examples/comm_getpid.toml"

@@ -23,7 +23,7 @@ fn named_thread<T: Send + 'static>(
 }
 
 fn run_events(load: impl FnOnce()) -> String {
-    let dir = common::output_dir();
+    let dir = common::config_dir();
     fs::copy(
         concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events.toml"),
         dir.path().join("events.toml"),

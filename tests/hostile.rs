@@ -347,7 +347,6 @@ fn untrusted_config_and_object_files_are_refused() {
 /// object checked and read through one descriptor (fstat, then load from
 /// those bytes) so what was checked is what is loaded.
 #[test]
-#[ignore = "reason: waiting for fix of the trust check ignoring the directory (a swapped object is loaded; see RELIABILITY.md)"]
 fn an_object_swapped_after_the_trust_check_is_not_loaded() {
     let Some(_kernel) =
         common::kernel_test("an_object_swapped_after_the_trust_check_is_not_loaded")

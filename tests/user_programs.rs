@@ -21,7 +21,7 @@ const GETPID_CALLS: u64 = 10_000;
 /// A directory holding the example configs `configs` (file names in
 /// examples/) and every compiled example object.
 fn install_examples(configs: &[&str]) -> tempfile::TempDir {
-    let dir = common::output_dir();
+    let dir = common::config_dir();
     for config in configs {
         fs::copy(
             common::source_file(&format!("examples/{config}")),

@@ -129,7 +129,9 @@ fuzz_target!(|data: &[u8]| {
         for metric in family.get_metric() {
             let histogram = metric.get_histogram();
             let buckets = histogram.get_bucket();
-            assert!(!buckets.is_empty(), "{yaml}");
+            // No finite bucket at all is right when every bound overflows
+            // (a huge multiplier): the series is its `+Inf` bucket, which
+            // the text check below requires.
             for bucket in buckets {
                 // KNOWN BUG (RELIABILITY.md, "found by fuzzing" 3): a bound
                 // overflows to infinity (2^k × a huge multiplier) and prints

@@ -99,6 +99,7 @@ fn open(program: &Program) -> Result<OpenObject> {
     libbpf_log::take();
     let opened = match &program.object {
         ObjectSource::Embedded(bytes) => builder.open_memory(bytes),
+        ObjectSource::Read { bytes, .. } => builder.open_memory(bytes),
         ObjectSource::File(path) => {
             // libbpf's own message for a missing or unreadable file is terse.
             std::fs::File::open(path)
@@ -118,7 +119,9 @@ fn open(program: &Program) -> Result<OpenObject> {
 
 fn object_path(program: &Program) -> String {
     match &program.object {
-        ObjectSource::File(path) => format!(" {}", path.display()),
+        ObjectSource::File(path) | ObjectSource::Read { path, .. } => {
+            format!(" {}", path.display())
+        }
         ObjectSource::Embedded(_) => String::new(),
     }
 }
@@ -339,6 +342,7 @@ impl Probe {
         let dir = root.join(&config.name);
         let object_bytes = match &program.object {
             ObjectSource::Embedded(bytes) => bytes.to_vec(),
+            ObjectSource::Read { bytes, .. } => bytes.clone(),
             ObjectSource::File(path) => std::fs::read(path)
                 .with_context(|| format!("{}: reading {}", config.name, path.display()))?,
         };

@@ -81,7 +81,18 @@ impl Sink {
             return Ok(());
         };
         let (dir, name) = split(path)?;
-        for leftover in leftover_temp_files(dir, &name.to_string_lossy()) {
+        // Only regular files of ours: a symlink or someone else's file with
+        // a matching name is not a leftover of ours, and is left alone.
+        // SAFETY: plain getter.
+        let me = unsafe { libc::geteuid() };
+        let ours = |path: &PathBuf| {
+            use std::os::unix::fs::MetadataExt;
+            fs::symlink_metadata(path).is_ok_and(|meta| meta.is_file() && meta.uid() == me)
+        };
+        for leftover in leftover_temp_files(dir, &name.to_string_lossy())
+            .into_iter()
+            .filter(ours)
+        {
             fs::remove_file(&leftover).with_context(|| {
                 format!("removing {}, left by an earlier run", leftover.display())
             })?;

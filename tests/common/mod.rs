@@ -292,6 +292,15 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A fresh directory for configs and objects: writable by its owner only, as
+/// bpfsnap requires of directories holding code it loads into the kernel.
+pub fn config_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    dir
+}
+
 /// A fresh directory for outputs; world-writable so unprivileged runs can use it.
 pub fn output_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
