@@ -57,7 +57,8 @@ fn build(
     namespace: &str,
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Result<MetricFamily> {
-    if map.key_size != crate::config::key_size(&histogram.labels) {
+    let cpu_label = crate::config::cpu_label_index(&histogram.labels, true).filter(|_| map.per_cpu);
+    if map.key_size != crate::config::map_key_size(&histogram.labels, map.per_cpu, true) {
         bail!("label sizes do not match the map's key size");
     }
     let keys = KeyDecoder::new(
@@ -68,21 +69,48 @@ fn build(
         },
     )?;
     let mut series = Series::new();
-    for (key, values) in map.entries() {
-        let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
-        if count == 0 {
-            continue;
-        }
+    let mut add = |key: &[u8], count: u64, errors: &mut BTreeMap<&'static str, u64>| {
         let Some(mut labels) = keys.decode(key, errors) else {
-            continue;
+            return;
         };
-        let Some(bucket) = labels.pop() else { continue };
+        let Some(bucket) = labels.pop() else { return };
         let Ok(bucket) = bucket.parse::<u64>() else {
             *errors.entry("bucket").or_default() += 1;
-            continue;
+            return;
         };
         let cell = series.entry(labels).or_default().entry(bucket).or_default();
         *cell = cell.saturating_add(count);
+    };
+    match cpu_label {
+        // Each CPU's count is a series of its own: the CPU number goes into
+        // the key where the `cpu` label sits (before the bucket).
+        Some(index) => {
+            let cpu = &histogram.labels[index];
+            let offset = crate::config::key_size(&histogram.labels[..index]);
+            let mut full = Vec::with_capacity(map.key_size + cpu.span());
+            for (key, values) in map.entries() {
+                for (number, &count) in values.iter().enumerate().filter(|(_, c)| **c != 0) {
+                    let Some((bytes, size)) = super::series::cpu_bytes(number, cpu.size) else {
+                        *errors.entry("cpu").or_default() += 1;
+                        continue;
+                    };
+                    full.clear();
+                    full.extend_from_slice(&key[..offset]);
+                    full.extend_from_slice(&bytes[..size]);
+                    full.resize(full.len() + cpu.padding, 0);
+                    full.extend_from_slice(&key[offset..]);
+                    add(&full, count, errors);
+                }
+            }
+        }
+        None => {
+            for (key, values) in map.entries() {
+                let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
+                if count != 0 {
+                    add(key, count, errors);
+                }
+            }
+        }
     }
 
     let names = keys.names();
@@ -288,6 +316,43 @@ decoders = [{{ name = "uint" }}]
     }
 
     #[test]
+    fn a_cpu_label_before_the_bucket_splits_per_cpu_maps_by_cpu() {
+        // op, cpu (2 bytes + 2 padding: not in the key), bucket.
+        let text_config = "[[metrics.histograms]]\nname = \"latency_seconds\"\nhelp = \"Latency.\"\n\
+            bucket_type = \"linear\"\nbucket_min = 1\nbucket_max = 2\n\
+            [[metrics.histograms.labels]]\nname = \"op\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n\
+            [[metrics.histograms.labels]]\nname = \"cpu\"\nsize = 2\npadding = 2\ndecoders = [{ name = \"uint\" }]\n\
+            [[metrics.histograms.labels]]\nname = \"bucket\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n";
+        let config = Config::parse("t", "t.toml", text_config, Format::Toml).unwrap();
+        // CPU 0 saw one value in bucket 1; CPU 1 two in bucket 2 (sum 4).
+        let snapshot = map(&[(5, 1, [1, 0]), (5, 2, [0, 2]), (5, 3, [0, 4])]);
+        let mut exposed = Exposed::default();
+        histograms(&config, &snapshot, "bpfsnap", &mut exposed).unwrap();
+        let want = format!(
+            "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"1\"}} 1\n\
+             bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"2\"}} 1\n\
+             bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"+Inf\"}} 1\n\
+             bpfsnap_latency_seconds_sum{{op=\"5\",cpu=\"0\"}} 0\n\
+             bpfsnap_latency_seconds_count{{op=\"5\",cpu=\"0\"}} 1\n\
+             bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"1\",le=\"1\"}} 0\n\
+             bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"1\",le=\"2\"}} 2\n\
+             bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"1\",le=\"+Inf\"}} 2\n\
+             bpfsnap_latency_seconds_sum{{op=\"5\",cpu=\"1\"}} 4\n\
+             bpfsnap_latency_seconds_count{{op=\"5\",cpu=\"1\"}} 2\n"
+        );
+        assert_eq!(encode(exposed.families).unwrap(), want);
+        // The same map without per-CPU values has no CPU to fill in: its
+        // keys are 4 bytes short of what the labels describe.
+        let mut whole = snapshot;
+        whole.maps[0].per_cpu = false;
+        let err = histograms(&config, &whole, "bpfsnap", &mut Exposed::default()).unwrap_err();
+        assert!(
+            format!("{err:#}").contains("label sizes do not match the map's key size"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
     fn exp2zero_has_a_zero_bucket_and_multiplier_without_noise() {
         let got = text(
             "bucket_type = \"exp2zero\"\nbucket_min = 0\nbucket_max = 3\nbucket_multiplier = 0.000001",
@@ -389,9 +454,19 @@ decoders = [{{ name = "uint" }}]
                 .collect(),
             values: vec![2, 1, 40, 9, 3],
         };
+        let per_cpu = MapData {
+            values_per_key: 2,
+            per_cpu: true,
+            values: vec![2, 0, 0, 1, 40, 0, 9, 9, 0, 3],
+            ..snapshot("test_values_per_cpu")
+        };
         let maps = Snapshot {
             events_lost: Vec::new(),
-            maps: vec![snapshot("test_values_exp2"), snapshot("test_values_linear")],
+            maps: vec![
+                snapshot("test_values_exp2"),
+                snapshot("test_values_linear"),
+                per_cpu,
+            ],
         };
         let render = |text: &str, format: Format| {
             let config = Config::parse("histograms", "h", text, format).unwrap();
@@ -403,6 +478,12 @@ decoders = [{{ name = "uint" }}]
         assert_eq!(from_toml, render(yaml, Format::Yaml));
         assert!(
             from_toml.contains("bpfsnap_test_values_exp2_bucket{whence=\"set\",le=\"8\"} 2\n"),
+            "{from_toml}"
+        );
+        assert!(
+            from_toml.contains(
+                "bpfsnap_test_values_per_cpu_bucket{whence=\"cur\",cpu=\"1\",le=\"1\"} 1\n"
+            ),
             "{from_toml}"
         );
     }

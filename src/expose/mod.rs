@@ -22,7 +22,6 @@ use anyhow::{bail, Context, Result};
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::config::{Config, Label};
-use crate::probe;
 use crate::snapshot::{MapData, Snapshot};
 
 /// Families built from one config's snapshot, plus keys that failed to decode.
@@ -142,7 +141,7 @@ fn counter_table<'c>(
     let map = snapshot
         .map(&counter.name)
         .with_context(|| format!("{}: no snapshot of map {}", config.name, counter.name))?;
-    if map.key_size != probe::expected_key_size(&counter.labels, map.per_cpu) {
+    if map.key_size != crate::config::map_key_size(&counter.labels, map.per_cpu, false) {
         bail!(
             "{}: metric {}: label sizes do not match the map's key size",
             config.name,

@@ -350,7 +350,7 @@ impl<'c> LabelCache<'c> {
 /// Bytes of CPU number `cpu` as a label of `size` bytes (host-endian), as
 /// `KeyDecoder::key_with_cpu` appends them; None when no such label can be
 /// read (more than 8 bytes: the key would be too short).
-fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
+pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
     let cpu = cpu as u64;
     let mut bytes = [0u8; 8];
     match size {

@@ -685,11 +685,12 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
                 }
             );
         }
-        let label_bytes = expected_key_size(metric.labels, map_type.is_percpu());
+        let histogram = metric.kind == "histogram";
+        let label_bytes = config::map_key_size(metric.labels, map_type.is_percpu(), histogram);
         if key_size as usize != label_bytes {
-            let cpu_hint = match metric.labels.last() {
-                Some(last) if last.name == "cpu" && !map_type.is_percpu() => {
-                    " (a last label named cpu is left out of the key only on per-CPU maps)"
+            let cpu_hint = match config::cpu_label_index(metric.labels, histogram) {
+                Some(_) if !map_type.is_percpu() => {
+                    " (a label named cpu is left out of the key only on per-CPU maps)"
                 }
                 _ => "",
             };
@@ -707,15 +708,6 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// Key bytes the labels describe; on per-CPU maps a last label named `cpu`
-/// is not in the key (bpfsnap fills it with the CPU number).
-pub fn expected_key_size(labels: &[config::Label], per_cpu: bool) -> usize {
-    match labels.split_last() {
-        Some((last, rest)) if per_cpu && last.name == "cpu" => config::key_size(rest),
-        _ => config::key_size(labels),
-    }
 }
 
 /// Explains a failed load: privileges, a trampoline refused by the kernel, or
@@ -793,27 +785,4 @@ fn last_message(log: &str) -> String {
         .find(|line| !line.trim().is_empty())
         .map(|line| format!(" (libbpf: {})", line.trim_start_matches("libbpf: ").trim()))
         .unwrap_or_default()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::Label;
-
-    fn label(name: &str, size: usize) -> Label {
-        Label {
-            name: name.into(),
-            size,
-            padding: 0,
-            decoders: vec![],
-        }
-    }
-
-    #[test]
-    fn cpu_label_is_not_in_per_cpu_keys() {
-        let labels = [label("comm", 16), label("cpu", 2)];
-        assert_eq!(expected_key_size(&labels, true), 16);
-        assert_eq!(expected_key_size(&labels, false), 18);
-        assert_eq!(expected_key_size(&labels[..1], true), 16);
-    }
 }
