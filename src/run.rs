@@ -421,13 +421,15 @@ fn snapshot_and_write(
 ) -> Result<()> {
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
-    let (mut families, decode_errors) = program_families(probes, ns)?;
-    families.extend(self_metrics(ns, probes, failed, window.attached_at));
     // Encoding is part of the snapshot's cost; only the gauges below are
     // encoded after the measurement.
     let mut exposition = Exposition::default();
-    if options.format == OutputFormat::Text {
-        exposition.add_all(families.clone())?;
+    let text_format = options.format == OutputFormat::Text;
+    let (mut families, decode_errors) =
+        program_families(probes, ns, text_format.then_some(&mut exposition))?;
+    families.extend(self_metrics(ns, probes, failed, window.attached_at));
+    if text_format {
+        exposition.add_all_ref(&families)?;
     }
     let snapshot_duration = snapshot_started.elapsed();
 
@@ -492,32 +494,38 @@ fn snapshot_and_write(
             last,
         ));
     }
-    let text = match options.format {
+    let (text, written) = match options.format {
         OutputFormat::Text => {
             exposition.add_all(run_families)?;
-            exposition.text()
+            let written = exposition.len();
+            // Joined without copying the largest family (most of a big map).
+            (exposition.into_text(), written)
         }
         OutputFormat::Pretty => {
             families.extend(run_families);
-            expose::pretty::render(&families)
+            (expose::pretty::render(&families), families.len())
         }
     };
     options.sink.write(text.as_bytes())?;
     if let Sink::Textfile(path) = &options.sink {
         options.log.info(&format!(
-            "wrote {} metric families to {}",
-            exposition.len(),
+            "wrote {written} metric families to {}",
             path.display()
         ));
     }
     Ok(())
 }
 
-/// Snapshots every probe's maps into metric families; also (config, decoder)
+/// Snapshots every probe's maps. With `text` (the text format) their metrics
+/// go straight into it, decoded and encoded without a `MetricFamily` per
+/// series (for a large map that costs more than reading it); otherwise they
+/// are returned as families (the terminal view). Returned either way: the
+/// bookkeeping families (series dropped, events lost) and (config, decoder)
 /// → keys skipped by decoders.
 pub(crate) fn program_families(
     probes: &mut [Probe],
     ns: &str,
+    mut text: Option<&mut Exposition>,
 ) -> Result<(Vec<MetricFamily>, expose::Samples)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
@@ -525,26 +533,24 @@ pub(crate) fn program_families(
     let mut series_dropped = Vec::new();
     for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
-        let mut exposed = expose::counters(probe.config(), &snapshot, ns)?;
-        expose::histograms(probe.config(), &snapshot, ns, &mut exposed)?;
-        let config = &probe.config().name;
-        for mut family in exposed.families {
-            let metric = family
-                .name()
-                .strip_prefix(ns)
-                .map_or(family.name(), |n| n.trim_start_matches('_'));
-            let metric = metric.to_string();
-            let dropped = cap_series(&mut family, probe.config().max_series(&metric));
-            if dropped > 0 {
-                series_dropped.push((vec![config.clone(), metric], dropped as f64));
+        let config = probe.config();
+        let added = match text.as_deref_mut() {
+            Some(exposition) => exposition.add_snapshot(config, &snapshot, ns)?,
+            None => {
+                let (built, added) = expose::families(config, &snapshot, ns)?;
+                families.extend(built);
+                added
             }
-            families.push(family);
+        };
+        let name = &config.name;
+        for (metric, dropped) in added.series_dropped {
+            series_dropped.push((vec![name.clone(), metric], dropped as f64));
         }
-        for (decoder, count) in exposed.decode_errors {
-            decode_errors.push((vec![config.clone(), decoder.to_string()], count as f64));
+        for (decoder, count) in added.decode_errors {
+            decode_errors.push((vec![name.clone(), decoder.to_string()], count as f64));
         }
         for (map, lost) in &snapshot.events_lost {
-            events_lost.push((vec![config.clone(), map.clone()], *lost as f64));
+            events_lost.push((vec![name.clone(), map.clone()], *lost as f64));
         }
         probe.refresh_stats();
     }
@@ -563,28 +569,6 @@ pub(crate) fn program_families(
         events_lost,
     ));
     Ok((families, decode_errors))
-}
-
-/// Keeps the `cap` series with the largest values (counts for histograms):
-/// node_exporter and the disk are protected, and what is kept is what
-/// matters most. Returns how many were dropped.
-fn cap_series(family: &mut MetricFamily, cap: usize) -> usize {
-    let total = family.get_metric().len();
-    if total <= cap {
-        return 0;
-    }
-    let kind = family.get_field_type();
-    let weight = |m: &prometheus::proto::Metric| match kind {
-        MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
-        MetricType::GAUGE => m.get_gauge().get_value(),
-        _ => m.get_counter().get_value(),
-    };
-    let mut metrics = family.take_metric();
-    // Largest first; select_nth avoids sorting a million series.
-    metrics.select_nth_unstable_by(cap - 1, |a, b| weight(b).total_cmp(&weight(a)));
-    metrics.truncate(cap);
-    family.set_metric(metrics);
-    total - cap
 }
 
 /// `last_success_timestamp_seconds` from the file we are about to replace, so

@@ -262,7 +262,7 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
     let mut exposition = Exposition::default();
     let mut failure = None;
     match state.probes.lock() {
-        Ok(mut probes) => match run::program_families(&mut probes, ns) {
+        Ok(mut probes) => match run::program_families(&mut probes, ns, Some(&mut exposition)) {
             Ok((families, decode_errors)) => {
                 let mut all = families;
                 all.extend(run::self_metrics(
@@ -317,7 +317,7 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
     if let Err(err) = exposition.add_all(extra) {
         failure.get_or_insert(err);
     }
-    let text = exposition.text();
+    let text = exposition.into_text();
     match failure {
         None => Ok(text),
         Some(err) => Err((

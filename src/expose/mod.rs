@@ -391,18 +391,29 @@ pub struct Added {
     pub series_dropped: Vec<(String, u64)>,
 }
 
-/// Keeps the `cap` series of a histogram family with the largest counts (on
-/// equal counts, the first in label order); returns how many were dropped.
+/// Keeps the `cap` series of a family with the largest values (counts for
+/// histograms; on equal values, the first in label order): node_exporter and
+/// the disk are protected, and what is kept is what matters most. Returns
+/// how many were dropped.
 fn cap_series(family: &mut MetricFamily, cap: usize) -> usize {
     let total = family.get_metric().len();
     if total <= cap {
         return 0;
     }
     let cap = cap.max(1);
-    let count = |m: &Metric| m.get_histogram().get_sample_count();
+    let kind = family.get_field_type();
+    let weight = |m: &Metric| match kind {
+        MetricType::HISTOGRAM => m.get_histogram().get_sample_count() as f64,
+        MetricType::GAUGE => m.get_gauge().get_value(),
+        _ => m.get_counter().get_value(),
+    };
     let mut order: Vec<usize> = (0..total).collect();
     let metrics = family.get_metric();
-    order.sort_by(|&a, &b| count(&metrics[b]).cmp(&count(&metrics[a])).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        weight(&metrics[b])
+            .total_cmp(&weight(&metrics[a]))
+            .then(a.cmp(&b))
+    });
     let mut kept = vec![false; total];
     for &i in &order[..cap] {
         kept[i] = true;
@@ -413,6 +424,31 @@ fn cap_series(family: &mut MetricFamily, cap: usize) -> usize {
         kept[index - 1]
     });
     total - cap
+}
+
+/// Every family `config` defines from `snapshot`, each capped at its
+/// `max_series`: what [`Exposition::add_snapshot`] encodes, as
+/// `MetricFamily`s for views that need the structure (the terminal view).
+pub fn families(
+    config: &Config,
+    snapshot: &Snapshot,
+    namespace: &str,
+) -> Result<(Vec<MetricFamily>, Added)> {
+    let mut exposed = counters(config, snapshot, namespace)?;
+    histograms(config, snapshot, namespace, &mut exposed)?;
+    let mut added = Added::default();
+    let metrics = config
+        .map_counters()
+        .map(|c| &c.name)
+        .chain(config.metrics.histograms.iter().map(|h| &h.name));
+    for (metric, family) in metrics.zip(&mut exposed.families) {
+        let dropped = cap_series(family, config.max_series(metric));
+        if dropped > 0 {
+            added.series_dropped.push((metric.clone(), dropped as u64));
+        }
+    }
+    added.decode_errors = exposed.decode_errors;
+    Ok((exposed.families, added))
 }
 
 /// Series order: by label (name, value) pairs, lexicographically.
@@ -873,6 +909,10 @@ decoders = [{ name = "uint" }]
         let mut streamed = Exposition::default();
         let added = streamed.add_snapshot(&config, &snap, "bpfsnap").unwrap();
         assert_eq!(added.series_dropped, [("events_total".to_string(), 3)]);
+        // The families of the terminal view keep the same series.
+        let (built, built_added) = families(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(built_added, added);
+        assert_eq!(encode(built).unwrap(), streamed.text());
         assert_eq!(
             streamed.into_text(),
             "# HELP bpfsnap_events_total Events.\n\
@@ -920,6 +960,9 @@ decoders = [{ name = "uint" }]
         let mut streamed = Exposition::default();
         let added = streamed.add_snapshot(&config, &snap, "bpfsnap").unwrap();
         assert_eq!(added.series_dropped, [("latency_seconds".to_string(), 2)]);
+        let (built, built_added) = families(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(built_added, added);
+        assert_eq!(encode(built).unwrap(), streamed.text());
         let text = streamed.into_text();
         assert!(text.contains("_count{op=\"2\"} 7\n"), "{text}");
         assert!(
