@@ -2,14 +2,19 @@
 //! the useful tail of the verifier log in its error, and a healthy run stays
 //! quiet (cron mails every line on stderr). `-v` echoes them as they come.
 
+use std::cell::RefCell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
 
 use libbpf_rs::PrintLevel;
 
-static CAPTURED: Mutex<String> = Mutex::new(String::new());
 static ECHO: AtomicBool = AtomicBool::new(false);
+
+thread_local! {
+    /// Per thread: libbpf calls back on the thread that loads the object, so
+    /// objects loaded in parallel keep their messages apart.
+    static CAPTURED: RefCell<String> = const { RefCell::new(String::new()) };
+}
 
 fn capture(level: PrintLevel, message: String) {
     if ECHO.load(Ordering::Relaxed) {
@@ -18,13 +23,13 @@ fn capture(level: PrintLevel, message: String) {
     if level == PrintLevel::Debug {
         return;
     }
-    if let Ok(mut captured) = CAPTURED.lock() {
+    CAPTURED.with_borrow_mut(|captured| {
         // Bounded: only the tail is ever shown.
         if captured.len() > 1 << 20 {
             captured.clear();
         }
         captured.push_str(&message);
-    }
+    });
 }
 
 /// Routes libbpf's messages here; `echo` also prints them (verbose mode).
@@ -38,12 +43,9 @@ pub fn install(echo: bool) {
     libbpf_rs::set_print(Some((level, capture)));
 }
 
-/// Takes what libbpf said since the last call.
+/// Takes what libbpf said on this thread since the last call.
 pub fn take() -> String {
-    CAPTURED
-        .lock()
-        .map(|mut captured| std::mem::take(&mut *captured))
-        .unwrap_or_default()
+    CAPTURED.with_borrow_mut(std::mem::take)
 }
 
 /// The part of libbpf's output worth showing with a load error: the last lines
