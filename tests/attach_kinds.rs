@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::fs;
 
 use common::{path_str, Running};
 
@@ -16,18 +15,7 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
     else {
         return;
     };
-    let dir = common::config_dir();
-    fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/attach_kinds.yaml"),
-        dir.path().join("attach_kinds.yaml"),
-    )
-    .unwrap();
-    fs::copy(
-        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/attach_kinds.bpf.o"),
-        dir.path().join("attach_kinds.bpf.o"),
-    )
-    .unwrap();
-    let config = dir.path().join("attach_kinds.yaml");
+    let (_dir, config) = common::example_config("attach_kinds.yaml");
     let mut running = Running::spawn(&[
         "run",
         "-v",

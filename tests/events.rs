@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::fs;
 
 use common::{path_str, Running};
 
@@ -23,18 +22,7 @@ fn named_thread<T: Send + 'static>(
 }
 
 fn run_events(load: impl FnOnce()) -> String {
-    let dir = common::config_dir();
-    fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/events.toml"),
-        dir.path().join("events.toml"),
-    )
-    .unwrap();
-    fs::copy(
-        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/events.bpf.o"),
-        dir.path().join("events.bpf.o"),
-    )
-    .unwrap();
-    let config = dir.path().join("events.toml");
+    let (_dir, config) = common::example_config("events.toml");
     let mut running = Running::spawn(&[
         "run",
         "-v",

@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::fs;
 
 use common::{path_str, Running};
 
@@ -91,18 +90,7 @@ fn exp2_and_linear_histograms_hold_exactly_the_recorded_values() {
     else {
         return;
     };
-    let dir = common::config_dir();
-    fs::copy(
-        concat!(env!("CARGO_MANIFEST_DIR"), "/examples/histograms.toml"),
-        dir.path().join("histograms.toml"),
-    )
-    .unwrap();
-    fs::copy(
-        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/histograms.bpf.o"),
-        dir.path().join("histograms.bpf.o"),
-    )
-    .unwrap();
-    let config = dir.path().join("histograms.toml");
+    let (_dir, config) = common::example_config("histograms.toml");
 
     let mut running = Running::spawn(&[
         "run",

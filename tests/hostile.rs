@@ -337,15 +337,12 @@ fn untrusted_config_and_object_files_are_refused() {
     note(&format!("FIGURES untrusted_files_refused={refused}"));
 }
 
-/// The trust check looks at the files' owner and mode, not at who can
-/// replace them: in a directory anyone may write (here 0777), an attacker
-/// swaps the checked object for their own (owned by nobody, mode 0666)
-/// between the check and the load — the stopped `openat` of the object is
-/// the exact moment — and bpfsnap loads the attacker's file into the
-/// kernel. A config or object in a directory writable by others (not
-/// sticky-and-owned-by-root) should be refused like a writable file, and the
-/// object checked and read through one descriptor (fstat, then load from
-/// those bytes) so what was checked is what is loaded.
+/// In a directory anyone may write (here 0777), an attacker swaps the
+/// checked object for their own (owned by nobody, mode 0666) at the exact
+/// moment bpfsnap opens it (the stopped `openat`). It must never be loaded:
+/// such a directory is refused, and the object is checked and read through
+/// one descriptor, so what was checked is what is loaded. (Bug 2 in
+/// RELIABILITY.md: the check once looked at the file's owner and mode only.)
 #[test]
 fn an_object_swapped_after_the_trust_check_is_not_loaded() {
     let Some(_kernel) =
@@ -392,9 +389,8 @@ fn an_object_swapped_after_the_trust_check_is_not_loaded() {
 }
 
 /// A histogram whose bucket range is huge (a typo: bucket_max 10^12 with
-/// linear buckets) is accepted by validation, and the first snapshot then
-/// tries to lay out every bucket key: ~16 TB, an abort. Validation should
-/// bound the number of buckets.
+/// linear buckets) is refused by validation; it once passed, and the first
+/// snapshot tried to lay out every bucket key: ~16 TB, an abort (bug 3).
 #[test]
 fn a_histogram_with_a_huge_bucket_range_is_refused() {
     let text = "metrics:\n  histograms:\n    - name: h_seconds\n      help: H.\n      bucket_type: linear\n      bucket_min: 0\n      bucket_max: 1000000000000\n      labels:\n        - name: bucket\n          size: 8\n          decoders:\n            - name: uint\n";
@@ -405,9 +401,9 @@ fn a_histogram_with_a_huge_bucket_range_is_refused() {
     );
 }
 
-/// An unknown key containing a newline (YAML `? "a\nb"`) is printed raw in
-/// the error's key path: the one-line error becomes two lines. Found by the
-/// config_parse fuzz target.
+/// An unknown key containing a newline (YAML `? "a\nb"`) is escaped in the
+/// error's key path, so the error stays one line (bug 4, found by the
+/// config_parse fuzz target).
 #[test]
 fn config_errors_stay_one_line_for_keys_with_newlines() {
     let text = "? \"ge\\n .)\"\n: 1\n";
@@ -455,8 +451,8 @@ fn bounds(family: &prometheus::proto::MetricFamily) -> Vec<f64> {
         .collect()
 }
 
-/// Bounds beyond ~10^15 round to 15 significant digits and collide: two
-/// buckets with the same `le`, a duplicate series.
+/// Bounds beyond ~10^15 round to 15 significant digits; keys whose bounds
+/// meet share one bucket instead of giving two with the same `le` (bug 5).
 #[test]
 fn histogram_bounds_stay_distinct() {
     let family = histogram_of(
@@ -467,9 +463,9 @@ fn histogram_bounds_stay_distinct() {
     assert!(bounds.windows(2).all(|p| p[0] < p[1]), "bounds {bounds:?}");
 }
 
-/// The sum key is the last bucket key + 1: for a last key of u64::MAX it
-/// overflows (a panic here, with overflow checks; in release, key 0 is taken
-/// as the sum and its count leaves the buckets).
+/// The sum key is the last bucket key + 1: for a last key of u64::MAX there
+/// is none, rather than an overflow (a panic with overflow checks; in
+/// release, key 0 taken as the sum, its count leaving the buckets: bug 6).
 #[test]
 fn histogram_sum_key_does_not_overflow() {
     let family = histogram_of(
@@ -480,8 +476,8 @@ fn histogram_sum_key_does_not_overflow() {
     assert_eq!(histogram.get_sample_count(), 6, "every observation counted");
 }
 
-/// A bound that overflows to infinity (2^40 × 1e300) prints as `le="inf"`
-/// beside the `le="+Inf"` bucket.
+/// A bound that overflows to infinity (2^40 × 1e300) is part of `+Inf`,
+/// never a bucket `le="inf"` beside it (bug 7).
 #[test]
 fn histogram_bounds_are_finite() {
     let family = histogram_of(
@@ -492,9 +488,9 @@ fn histogram_bounds_are_finite() {
     assert!(bounds.iter().all(|b| b.is_finite()), "bounds {bounds:?}");
 }
 
-/// Counts of keys landing in the same series and bucket are added without
-/// overflow handling: a panic with overflow checks, wrapped (and buckets no
-/// longer cumulative) without. They should saturate.
+/// Counts of keys landing in the same series and bucket saturate instead of
+/// overflowing (a panic with overflow checks; wrapped, buckets no longer
+/// cumulative, without: bug 8).
 #[test]
 fn histogram_counts_do_not_overflow() {
     // Keys 5 and 6 are both below bucket_min 7: both land in the first bucket.

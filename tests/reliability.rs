@@ -1068,9 +1068,9 @@ fn signals_during_the_write() {
 
 /// A SIGKILL in the write leaves the complete but unpublished temporary file
 /// behind (nothing can remove it); node_exporter ignores it (not `.prom`),
-/// but each such kill adds one. The next run on the same output, which
-/// holds the output's lock and so knows no other writer is active, should
-/// remove it.
+/// but each such kill would add one. The next run on the same output, which
+/// holds the output's lock and so knows no other writer is active, removes
+/// it.
 #[test]
 fn the_next_run_removes_a_temp_file_left_by_sigkill() {
     let Some(_kernel) = common::kernel_test("the_next_run_removes_a_temp_file_left_by_sigkill")

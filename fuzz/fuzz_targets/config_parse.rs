@@ -8,9 +8,6 @@ use bpfsnap::config::{Config, Format};
 use bpfsnap_fuzz::{valid_label_name, valid_metric_name};
 use libfuzzer_sys::fuzz_target;
 
-/// Set to false once the known bugs noted below are fixed.
-const TOLERATE_KNOWN_BUGS: bool = false;
-
 fuzz_target!(|data: &[u8]| {
     let Some((&selector, rest)) = data.split_first() else {
         return;
@@ -40,15 +37,10 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(err) => {
             let message = format!("{err:#}");
-            // KNOWN BUG (RELIABILITY.md, "found by fuzzing" 1): a key with a
-            // newline in it (YAML `? "a\nb"`) is printed raw in the error's
-            // key path. Tolerated while it waits for its fix, so the fuzzer
-            // goes on looking for others: newlines only before the last ": ".
-            let known = message
-                .rsplit_once(": ")
-                .is_some_and(|(_, last)| !last.contains('\n'));
+            // Keys are escaped in the error's key path too (bug 4 in
+            // RELIABILITY.md: a YAML key `? "a\nb"` once broke the line).
             assert!(
-                !message.contains('\n') || (TOLERATE_KNOWN_BUGS && known),
+                !message.contains('\n'),
                 "a multi-line error: {message:?}"
             );
         }

@@ -301,6 +301,27 @@ pub fn config_dir() -> tempfile::TempDir {
     dir
 }
 
+/// examples/`config` and its object (`NAME.bpf.o` for `NAME.toml` or
+/// `NAME.yaml`) copied into a fresh [`config_dir`]; returns it and the
+/// config's path there.
+pub fn example_config(config: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = config_dir();
+    let name = config.rsplit_once('.').map_or(config, |(name, _)| name);
+    let object = format!("{name}.bpf.o");
+    std::fs::copy(
+        source_file(&format!("examples/{config}")),
+        dir.path().join(config),
+    )
+    .unwrap_or_else(|err| panic!("copy examples/{config}: {err}"));
+    std::fs::copy(
+        Path::new(env!("BPFSNAP_EXAMPLE_OBJECTS")).join(&object),
+        dir.path().join(&object),
+    )
+    .unwrap_or_else(|err| panic!("copy {object}: {err}"));
+    let path = dir.path().join(config);
+    (dir, path)
+}
+
 /// A fresh directory for outputs; world-writable so unprivileged runs can use it.
 pub fn output_dir() -> tempfile::TempDir {
     use std::os::unix::fs::PermissionsExt;
