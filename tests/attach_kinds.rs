@@ -6,7 +6,6 @@
 
 mod common;
 
-
 use common::{path_str, Running};
 
 #[test]

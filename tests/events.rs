@@ -5,7 +5,6 @@
 
 mod common;
 
-
 use common::{path_str, Running};
 
 fn named_thread<T: Send + 'static>(

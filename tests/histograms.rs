@@ -7,7 +7,6 @@
 
 mod common;
 
-
 use common::{path_str, Running};
 
 const SET: &[u64] = &[1, 2, 3, 4, 5, 8, 100, 1000, 2_000_000];
