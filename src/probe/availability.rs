@@ -3,6 +3,8 @@
 //! targets in the kernel's BTF, classic tracepoints in tracefs, kprobe and
 //! perf event support in sysfs.
 
+use std::cell::OnceCell;
+use std::collections::HashSet;
 use std::path::Path;
 
 use libbpf_rs::btf::types::Typedef;
@@ -11,16 +13,54 @@ use libbpf_rs::btf::Btf;
 use super::host;
 use super::section::Attach;
 
-/// Looks up attach points in the kernel's type information.
+/// Where tracefs may be mounted, the usual place first.
+const TRACEFS_EVENTS: [&str; 2] = [
+    "/sys/kernel/tracing/events",
+    "/sys/kernel/debug/tracing/events",
+];
+
+/// Looks up attach points in tracefs and the kernel's type information,
+/// each read only if needed.
+#[derive(Default)]
 pub struct KernelTypes {
-    btf: Option<Btf<'static>>,
+    btf: OnceCell<Option<Btf<'static>>>,
+    events: OnceCell<Option<HashSet<String>>>,
 }
 
 impl KernelTypes {
     pub fn load() -> KernelTypes {
-        KernelTypes {
-            btf: Btf::from_path(host::BTF_PATH).ok(),
-        }
+        KernelTypes::default()
+    }
+
+    /// The kernel's BTF (≈ 8 ms to read and parse).
+    fn btf(&self) -> Option<&Btf<'static>> {
+        self.btf
+            .get_or_init(|| Btf::from_path(host::BTF_PATH).ok())
+            .as_ref()
+    }
+
+    /// Names of the tracepoints tracefs lists (≈ 1 ms: one directory read
+    /// per subsystem); None without tracefs.
+    fn events(&self) -> Option<&HashSet<String>> {
+        self.events
+            .get_or_init(|| {
+                let root = TRACEFS_EVENTS
+                    .into_iter()
+                    .find(|dir| Path::new(dir).is_dir())?;
+                let mut names = HashSet::new();
+                for system in std::fs::read_dir(root).ok()?.flatten() {
+                    let Ok(events) = std::fs::read_dir(system.path()) else {
+                        continue; // a file (enable, header_page, ...)
+                    };
+                    names.extend(
+                        events
+                            .flatten()
+                            .map(|e| e.file_name().to_string_lossy().into_owned()),
+                    );
+                }
+                Some(names)
+            })
+            .as_ref()
     }
 
     /// Why `section` (parsed as `attach`) cannot attach here, if it cannot.
@@ -28,19 +68,22 @@ impl KernelTypes {
         let target = section.split_once('/').map_or("", |(_, rest)| rest);
         match attach.kind() {
             "tp_btf" | "raw_tp" | "raw_tracepoint" | "tp_btf.s" => {
-                let btf = self.btf.as_ref()?;
+                // A tracepoint with an event in tracefs has its raw
+                // tracepoint and btf_trace_ type: no need to parse the BTF.
+                // Only tracepoints without an event need the BTF.
+                if self.events().is_some_and(|events| events.contains(target)) {
+                    return None;
+                }
+                let btf = self.btf()?;
                 let name = format!("btf_trace_{target}");
                 btf.type_by_name::<Typedef<'_>>(&name)
                     .is_none()
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
             "tracepoint" | "tp" => {
-                let events = [
-                    "/sys/kernel/tracing/events",
-                    "/sys/kernel/debug/tracing/events",
-                ]
-                .into_iter()
-                .find(|dir| Path::new(dir).is_dir())?;
+                let events = TRACEFS_EVENTS
+                    .into_iter()
+                    .find(|dir| Path::new(dir).is_dir())?;
                 (!Path::new(events).join(target).is_dir())
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
@@ -66,6 +109,8 @@ mod tests {
         let check = |s: &str| kernel.missing(s, &section::parse(s).unwrap());
         assert_eq!(check("tp_btf/sys_enter"), None);
         assert_eq!(check("tp_btf/sched_switch"), None);
+        // A bare tracepoint (no tracefs event): found in the BTF.
+        assert_eq!(check("tp_btf/sched_update_nr_running_tp"), None);
         assert_eq!(
             check("tp_btf/no_such_tracepoint").as_deref(),
             Some("no tracepoint no_such_tracepoint in this kernel")
