@@ -27,7 +27,7 @@ test: deps lint fuzz-smoke
 	$(CARGO) test --locked
 
 # bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
-# side by side in one run; prints the table (bench/README.md). As root.
+# side by side in one run; prints the table (BENCHMARKS.md). As root.
 bench: deps
 	CARGO="$(CARGO)" python3 bench/bench.py
 

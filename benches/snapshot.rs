@@ -1,8 +1,8 @@
 //! A snapshot through bpfsnap's library, in process, on the map of a running
 //! bpfsnap (by map id): `snapshot::read_map`, then `Exposition::add_snapshot`
 //! (decode + encode straight into text, no `MetricFamily` per series), then
-//! the atomic textfile write — the path `bpfsnap run` takes once run.rs
-//! feeds snapshots to `add_snapshot` (see bench/README.md). bench/bench.py
+//! the atomic textfile write — the path `bpfsnap run` takes, timed part by
+//! part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
 //!
 //! Before each run a 64 MiB buffer is written, evicting the map from the CPU
