@@ -222,9 +222,9 @@ fn dir_with_old_output() -> (tempfile::TempDir, PathBuf) {
 
 // --- readers during many rewrites ---------------------------------------------
 
-const REWRITES: usize = 200;
+const REWRITES: usize = 1000;
 
-/// 200 rewrites 50 ms apart of the default set's file, read in a tight loop
+/// 1,000 rewrites 10 ms apart of the default set's file, read in a tight loop
 /// by one thread and scraped through node_exporter by another: the reader
 /// never finds the file missing, empty or cut short (every version is a
 /// complete exposition with the last family present), and every scrape says
@@ -296,7 +296,7 @@ fn readers_and_node_exporter_never_see_a_missing_empty_or_partial_file() {
         "run",
         "-v",
         "--interval",
-        "50ms",
+        "10ms",
         "--count",
         &count,
         "--output",
