@@ -82,7 +82,10 @@ fn main() {
         drop(snapshot);
         let text = exposition.into_text();
         let exposed_at = Instant::now();
-        bpfsnap::sink::write_atomic(Path::new(output), text.as_bytes()).expect("writing");
+        // As `bpfsnap run` writes: the collision check, then the atomic write.
+        bpfsnap::sink::Sink::Textfile(Path::new(output).to_path_buf())
+            .write(&text)
+            .expect("writing");
         let done = Instant::now();
         bytes = text.len();
         drop(text);

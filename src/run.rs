@@ -546,7 +546,7 @@ fn snapshot_and_write(
             (expose::pretty::render(&families), families.len())
         }
     };
-    options.sink.write(text.as_bytes())?;
+    options.sink.write(&text)?;
     if let Sink::Textfile(path) = &options.sink {
         options.log.info(&format!(
             "wrote {written} metric families to {}",

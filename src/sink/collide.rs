@@ -15,8 +15,17 @@ use anyhow::{bail, Result};
 
 /// Family names a text exposition defines (its `# TYPE` lines).
 pub fn families(text: &str) -> BTreeSet<&str> {
-    text.lines()
-        .filter_map(|line| line.strip_prefix("# TYPE ")?.split(' ').next())
+    // Found by substring search, not line by line: the text can be tens of
+    // MB of samples. A label value never holds a raw newline (it is
+    // escaped), so "\n# TYPE " always starts a line.
+    let first = text.strip_prefix("# TYPE ");
+    let rest = text
+        .match_indices("\n# TYPE ")
+        .map(|(at, marker)| &text[at + marker.len()..]);
+    first
+        .into_iter()
+        .chain(rest)
+        .filter_map(|line| line.split([' ', '\n']).next())
         .collect()
 }
 
@@ -74,6 +83,12 @@ mod tests {
         let text = "# HELP bpfsnap_up Up.\n# TYPE bpfsnap_up gauge\nbpfsnap_up 1\n";
         let ours = families(text);
         assert_eq!(ours, BTreeSet::from(["bpfsnap_up"]));
+        // At the start, at the end without a newline, and never inside a
+        // label value (where a newline is escaped).
+        assert_eq!(
+            families("# TYPE a counter\nx{v=\"\\n# TYPE b gauge\"} 1\n# TYPE c gauge"),
+            BTreeSet::from(["a", "c"])
+        );
         check(&target, &ours).unwrap();
         fs::write(&target, text).unwrap(); // our own previous file is fine
         fs::write(dir.path().join("other.prom.tmp"), text).unwrap(); // not read by node_exporter

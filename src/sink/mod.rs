@@ -100,14 +100,14 @@ impl Sink {
         Ok(())
     }
 
-    pub fn write(&self, text: &[u8]) -> Result<()> {
+    pub fn write(&self, text: &str) -> Result<()> {
         match self {
-            Sink::Stdout => write_stdout(text),
+            Sink::Stdout => write_stdout(text.as_bytes()),
             Sink::Textfile(path) => {
                 // Before touching anything: a collision means node_exporter
                 // would silently drop data.
-                collide::check(path, &collide::families(&String::from_utf8_lossy(text)))?;
-                write_atomic(path, text)
+                collide::check(path, &collide::families(text))?;
+                write_atomic(path, text.as_bytes())
             }
         }
     }
