@@ -41,15 +41,17 @@ pub(crate) struct KeyDecoder<'a> {
 
 impl<'a> KeyDecoder<'a> {
     pub fn new(labels: &'a [Label], map: &MapData) -> Result<Self> {
-        let labels = labels
+        let chains = labels
             .iter()
             .map(|label| Ok((label, decoder::Chain::build(&label.decoders, label.size)?)))
             .collect::<Result<Vec<_>>>()?;
-        let cpu_label = match labels.last() {
-            Some((last, _)) if map.per_cpu && last.name == "cpu" => Some(last.size),
-            _ => None,
-        };
-        Ok(KeyDecoder { labels, cpu_label })
+        let cpu_label = crate::config::cpu_label_index(labels, false)
+            .filter(|_| map.per_cpu)
+            .map(|index| labels[index].size);
+        Ok(KeyDecoder {
+            labels: chains,
+            cpu_label,
+        })
     }
 
     pub fn names(&self) -> Vec<&'a str> {

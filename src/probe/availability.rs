@@ -13,11 +13,15 @@ use libbpf_rs::btf::Btf;
 use super::host;
 use super::section::Attach;
 
-/// Where tracefs may be mounted, the usual place first.
-const TRACEFS_EVENTS: [&str; 2] = [
-    "/sys/kernel/tracing/events",
-    "/sys/kernel/debug/tracing/events",
-];
+/// tracefs's events directory, where it is mounted (the usual place first).
+fn tracefs_events() -> Option<&'static str> {
+    [
+        "/sys/kernel/tracing/events",
+        "/sys/kernel/debug/tracing/events",
+    ]
+    .into_iter()
+    .find(|dir| Path::new(dir).is_dir())
+}
 
 /// Looks up attach points in tracefs and the kernel's type information,
 /// each read only if needed.
@@ -44,9 +48,7 @@ impl KernelTypes {
     fn events(&self) -> Option<&HashSet<String>> {
         self.events
             .get_or_init(|| {
-                let root = TRACEFS_EVENTS
-                    .into_iter()
-                    .find(|dir| Path::new(dir).is_dir())?;
+                let root = tracefs_events()?;
                 let mut names = HashSet::new();
                 for system in std::fs::read_dir(root).ok()?.flatten() {
                     let Ok(events) = std::fs::read_dir(system.path()) else {
@@ -81,9 +83,7 @@ impl KernelTypes {
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
             "tracepoint" | "tp" => {
-                let events = TRACEFS_EVENTS
-                    .into_iter()
-                    .find(|dir| Path::new(dir).is_dir())?;
+                let events = tracefs_events()?;
                 (!Path::new(events).join(target).is_dir())
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
