@@ -149,11 +149,7 @@ pub fn check_file_owner(path: &Path) -> Result<()> {
     let meta =
         std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
     check_trusted(path, &meta)?;
-    check_directory(path)?;
-    if let Ok(target) = std::fs::canonicalize(path) {
-        check_directory(&target)?;
-    }
-    Ok(())
+    check_directories(path)
 }
 
 /// Reads `path` through one descriptor whose own metadata is checked, so
@@ -165,7 +161,7 @@ pub fn read_trusted(path: &Path) -> Result<Vec<u8>> {
         .metadata()
         .with_context(|| format!("cannot read {}", path.display()))?;
     check_trusted(path, &meta)?;
-    check_directory(path)?;
+    check_directories(path)?;
     let mut bytes = Vec::with_capacity(meta.len() as usize);
     std::io::Read::read_to_end(&mut file, &mut bytes)
         .with_context(|| format!("cannot read {}", path.display()))?;
@@ -191,6 +187,15 @@ fn check_trusted(path: &Path, meta: &std::fs::Metadata) -> Result<()> {
             path.display(),
             meta.mode() & 0o7777
         );
+    }
+    Ok(())
+}
+
+/// The directory of `path` and, through a symlink, its target's.
+fn check_directories(path: &Path) -> Result<()> {
+    check_directory(path)?;
+    if let Ok(target) = std::fs::canonicalize(path) {
+        check_directory(&target)?;
     }
     Ok(())
 }
@@ -257,6 +262,21 @@ mod tests {
         );
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
         check_file_owner(&file).unwrap();
+        // A link from a safe directory into an open one: refused both ways.
+        let safe = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(safe.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let link = safe.path().join("x.toml");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        for err in [
+            check_file_owner(&link).unwrap_err(),
+            read_trusted(&link).unwrap_err(),
+        ] {
+            assert!(
+                err.to_string().contains("which group or others can write"),
+                "{err}"
+            );
+        }
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
         let err = check_file_owner(&file).unwrap_err().to_string();
