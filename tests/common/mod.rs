@@ -62,26 +62,9 @@ pub struct Running {
 
 impl Running {
     pub fn spawn(args: &[&str]) -> Running {
-        let mut child = bpfsnap()
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start bpfsnap");
-        let stderr = child.stderr.take().expect("stderr");
-        let (sender, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if sender.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        Running {
-            child,
-            lines,
-            stderr: Vec::new(),
-        }
+        let mut command = bpfsnap();
+        command.args(args);
+        Running::spawn_command(command)
     }
 
     /// Waits for a stderr line containing `needle` (bpfsnap -v says "sampling"
@@ -131,6 +114,17 @@ impl Running {
     pub fn signal(&self, signal: i32) {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill");
+    }
+}
+
+/// A test that fails while bpfsnap runs must not leave it running with its
+/// programs attached: killed and reaped unless it has already been.
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
