@@ -128,7 +128,9 @@ pub struct RunArgs {
     pub interval: Option<Duration>,
 
     /// With --interval: stop after N windows.
-    #[arg(long, value_name = "N", requires = "interval", value_parser = clap::value_parser!(u64).range(1..))]
+    // `requires` alone is not enough: clap skips it when `--for` is given,
+    // because `--interval` conflicts with `--for`; say it is a usage error.
+    #[arg(long, value_name = "N", requires = "interval", conflicts_with = "window", value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
 
     /// Where to write the metrics: a file, replaced atomically (for node_exporter's

@@ -362,12 +362,14 @@ fn take_lock(options: &RunOptions) -> Result<Vec<lock::Lock>> {
     let mut locks = Vec::new();
     for path in targets {
         let lock = lock::acquire(&path, options.lock_timeout)?;
+        // Overlapping runs mean the schedule is tighter than a run: worth a
+        // warning (so cron mails it), unless -q asked for errors only.
         if lock.waited > Duration::from_millis(100) {
-            eprintln!(
-                "bpfsnap: waited {:.1?} for another bpfsnap to release {}",
+            options.log.warn(&format!(
+                "waited {:.1?} for another bpfsnap to release {}",
                 lock.waited,
                 lock.path.display()
-            );
+            ));
         }
         locks.push(lock);
     }

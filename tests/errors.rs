@@ -64,6 +64,19 @@ fn bad_window_is_a_usage_error() {
 }
 
 #[test]
+fn count_without_interval_is_a_usage_error() {
+    for args in [
+        &["run", "--count", "3"][..],
+        &["run", "--count", "3", "--for", "200ms"][..],
+    ] {
+        let output = common::bpfsnap().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--count"), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
     let Some(_kernel) =
         common::kernel_test("unprivileged_run_says_which_capabilities_and_keeps_the_old_file")

@@ -9,18 +9,31 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{path_str, Running};
 
-/// Reads `path` as fast as it can until `done`; returns every distinct
-/// content seen, and panics at once if the file is ever missing (after it
-/// first appeared) or not a complete exposition.
-fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<String>> {
+/// What a reader polling the output saw: every distinct content and every
+/// distinct modification time.
+#[derive(Default)]
+struct Seen {
+    texts: BTreeSet<String>,
+    mtimes: BTreeSet<SystemTime>,
+}
+
+/// Reads `path` as fast as it can until `done`, and panics at once if the
+/// file is ever missing (after it first appeared) or not a complete
+/// exposition.
+fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<Seen> {
     std::thread::spawn(move || {
-        let mut seen = BTreeSet::new();
+        let mut seen = Seen::default();
         let mut appeared = false;
         while !done.load(Ordering::Relaxed) {
+            // The mtime first: a rename between the two reads then shows as
+            // a newer text, never as a text with an older mtime missing.
+            if let Ok(modified) = fs::metadata(&path).and_then(|m| m.modified()) {
+                seen.mtimes.insert(modified);
+            }
             match fs::read_to_string(&path) {
                 Ok(text) => {
                     appeared = true;
@@ -28,7 +41,7 @@ fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<B
                         text.ends_with('\n') && text.contains("\nbpfsnap_window_seconds "),
                         "a reader saw a partial file:\n{text}"
                     );
-                    seen.insert(text);
+                    seen.texts.insert(text);
                 }
                 Err(err) => assert!(!appeared, "the file vanished between rewrites: {err}"),
             }
@@ -54,7 +67,7 @@ fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
         "-b",
         "syscalls",
         "--interval",
-        "300ms",
+        "1s",
         "--count",
         "3",
         "--output",
@@ -70,21 +83,25 @@ fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
         "three windows written: {stderr}"
     );
 
+    // Each version stays for a whole second: the reader sees all three.
     let ends: BTreeSet<String> = seen
+        .texts
         .iter()
         .filter_map(|text| {
             common::sample(text, "bpfsnap_window_end_timestamp_seconds").map(|v| v.to_string())
         })
         .collect();
-    assert!(
-        ends.len() >= 2,
-        "the reader saw the file change between windows ({} versions)",
-        ends.len()
+    assert_eq!(ends.len(), 3, "one window end per rewrite: {ends:?}");
+    assert_eq!(
+        seen.mtimes.len(),
+        3,
+        "the file's mtime moved with each rewrite: {:?}",
+        seen.mtimes
     );
     let text = fs::read_to_string(&output).unwrap();
     let window = common::sample(&text, "bpfsnap_window_seconds").unwrap();
     assert!(
-        (0.3..5.0).contains(&window),
+        (1.0..5.0).contains(&window),
         "each file covers one interval: {window}"
     );
     let since = common::sample(
@@ -102,41 +119,50 @@ fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
 }
 
 #[test]
-fn sigterm_in_interval_mode_writes_the_last_window_and_detaches() {
+fn sigterm_and_sigint_in_interval_mode_write_the_last_window_and_detach() {
     let Some(_kernel) =
-        common::kernel_test("sigterm_in_interval_mode_writes_the_last_window_and_detaches")
+        common::kernel_test("sigterm_and_sigint_in_interval_mode_write_the_last_window_and_detach")
     else {
         return;
     };
-    let dir = common::output_dir();
-    let output = dir.path().join("bpfsnap.prom");
-    let before = common::loaded_program_ids();
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "-b",
-        "syscalls",
-        "--interval",
-        "60s",
-        "--output",
-        path_str(&output),
-    ]);
-    running.wait_for("sampling");
-    let ours: BTreeSet<u64> = common::loaded_program_ids()
-        .difference(&before)
-        .copied()
-        .collect();
-    common::getpid_calls(500);
-    running.signal(libc::SIGTERM);
-    let (status, _, stderr) = running.finish();
-    assert!(status.success(), "{stderr}");
-    let text = fs::read_to_string(&output).expect("last window written");
-    assert!(common::sample(&text, "bpfsnap_window_seconds").unwrap() < 60.0);
-    assert!(common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap() >= 500.0);
-    assert!(
-        common::still_loaded_after_exit(&ours).is_empty(),
-        "programs left loaded"
-    );
+    for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
+        let dir = common::output_dir();
+        let output = dir.path().join("bpfsnap.prom");
+        let before = common::loaded_program_ids();
+        let mut running = Running::spawn(&[
+            "run",
+            "-v",
+            "-b",
+            "syscalls",
+            "--interval",
+            "60s",
+            "--output",
+            path_str(&output),
+        ]);
+        running.wait_for("sampling");
+        let ours: BTreeSet<u64> = common::loaded_program_ids()
+            .difference(&before)
+            .copied()
+            .collect();
+        assert!(!ours.is_empty(), "{name}: no program of ours was loaded");
+        common::getpid_calls(500);
+        running.signal(signal);
+        let (status, _, stderr) = running.finish();
+        assert!(status.success(), "{name}: {stderr}");
+        let text = fs::read_to_string(&output).expect("last window written");
+        assert!(
+            common::sample(&text, "bpfsnap_window_seconds").unwrap() < 60.0,
+            "{name}"
+        );
+        assert!(
+            common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap() >= 500.0,
+            "{name}"
+        );
+        assert!(
+            common::still_loaded_after_exit(&ours).is_empty(),
+            "{name}: programs left loaded"
+        );
+    }
 }
 
 /// A pin directory on bpffs, removed (with `bpfsnap stop`) when dropped.
@@ -413,6 +439,51 @@ fn a_second_run_on_the_same_output_waits_for_the_lock() {
         stderr.contains("waited"),
         "the second run reports the wait: {stderr}"
     );
+    common::promtool_check(&fs::read_to_string(&output).unwrap());
+}
+
+#[test]
+fn two_runs_at_once_on_one_output_take_turns() {
+    let Some(_kernel) = common::kernel_test("two_runs_at_once_on_one_output_take_turns") else {
+        return;
+    };
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let done = Arc::new(AtomicBool::new(false));
+    let reader = watch_file(output.clone(), done.clone());
+    let args = [
+        "run",
+        "-b",
+        "syscalls",
+        "--for",
+        "1s",
+        "--output",
+        path_str(&output),
+    ];
+    let runs = [Running::spawn(&args), Running::spawn(&args)];
+    let results: Vec<_> = runs.into_iter().map(Running::finish).collect();
+    done.store(true, Ordering::Relaxed);
+    let seen = reader.join().expect("reader");
+    for (status, _, stderr) in &results {
+        assert!(status.success(), "{stderr}");
+    }
+    let waited: Vec<&String> = results
+        .iter()
+        .map(|(_, _, stderr)| stderr)
+        .filter(|stderr| stderr.contains("waited"))
+        .collect();
+    assert_eq!(
+        waited.len(),
+        1,
+        "exactly one run reports waiting for the other: {results:?}"
+    );
+    assert!(
+        waited[0].contains("warning: waited") && waited[0].contains(".lock"),
+        "{}",
+        waited[0]
+    );
+    // Both wrote, one after the other: two whole versions, never a mix.
+    assert_eq!(seen.texts.len(), 2, "one version per run");
     common::promtool_check(&fs::read_to_string(&output).unwrap());
 }
 
