@@ -121,7 +121,29 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     }
 
-    let (mut probes, failed) = attach_all(&programs, options.pin.as_deref(), log)?;
+    let (mut probes, failed) = attach_each(&programs, options.pin.as_deref())?;
+    if probes.is_empty() {
+        // Nothing to measure, but the file can still say so: an alert on
+        // `up` fires now rather than when last_success has aged. (On stdout
+        // the error says it.)
+        if matches!(options.sink, Sink::Textfile(_)) && options.format == OutputFormat::Text {
+            let now = SystemTime::now();
+            let window = Window {
+                start: now,
+                end: now,
+                measured: Duration::ZERO,
+                attached_at: now,
+            };
+            if let Err(err) = snapshot_and_write(options, &mut [], &failed, &window, 0) {
+                log.warn(&format!(
+                    "could not record the failure in the output: {err:#}"
+                ));
+            }
+        }
+        log_failures(failed.get(1..).unwrap_or_default(), log);
+        return Err(first_error(failed));
+    }
+    log_failures(&failed, log);
 
     let keep = keep_caps(&options.keep_caps, &programs, log);
     privilege::drop_capabilities(&keep)?;
@@ -230,6 +252,17 @@ pub(crate) fn attach_all(
     pin: Option<&Path>,
     log: Log,
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let (probes, failed) = attach_each(programs, pin)?;
+    if probes.is_empty() {
+        return Err(first_error(failed));
+    }
+    log_failures(&failed, log);
+    Ok((probes, failed))
+}
+
+/// Attaches what it can: bad input fails at once, a run-time failure of one
+/// program is returned beside the probes that did attach.
+fn attach_each(programs: &[Program], pin: Option<&Path>) -> Result<(Vec<Probe>, Vec<Failed>)> {
     let attach = |program: &Program| match pin {
         Some(root) => Probe::attach_pinned(program, root),
         None => Probe::attach(program),
@@ -247,16 +280,23 @@ pub(crate) fn attach_all(
             }),
         }
     }
-    if probes.is_empty() {
-        if let Some(first) = failed.into_iter().next() {
-            return Err(first.error);
-        }
-        bail!("no program to run");
-    }
-    for failure in &failed {
+    Ok((probes, failed))
+}
+
+fn log_failures(failed: &[Failed], log: Log) {
+    for failure in failed {
         log.error(&format!("{:#}", failure.error));
     }
-    Ok((probes, failed))
+}
+
+/// The error a run where nothing attached ends with: the first failure (the
+/// others are logged).
+fn first_error(failed: Vec<Failed>) -> anyhow::Error {
+    let mut failures = failed.into_iter();
+    match failures.next() {
+        Some(first) => first.error,
+        None => anyhow::anyhow!("no program to run"),
+    }
 }
 
 /// `f` of every item, in order, computed on up to one thread per CPU. Loading

@@ -573,6 +573,77 @@ fn verifier_failure_names_the_program_and_shows_the_log() {
     );
 }
 
+/// Staleness is visible: a run where a config fails still writes what it
+/// can, with `up` 0 and the last full success carried over.
+#[test]
+fn a_failing_config_marks_the_file_down_and_keeps_the_last_success() {
+    let Some(_kernel) =
+        common::kernel_test("a_failing_config_marks_the_file_down_and_keeps_the_last_success")
+    else {
+        return;
+    };
+    let setup = fixture("bad_verifier");
+    let out_dir = common::output_dir();
+    let output = out_dir.path().join("bpfsnap.prom");
+    let run = |configs: &[&str]| {
+        let mut args = vec!["run", "--for", "200ms", "--output", path_str(&output)];
+        args.extend_from_slice(configs);
+        let result = bpfsnap(&args).output().expect("run bpfsnap");
+        let text = fs::read_to_string(&output).expect("the output is written");
+        common::promtool_check(&text);
+        (result, text)
+    };
+    let bad = setup.arg("bad_verifier.toml");
+
+    let (first, text) = run(&["--builtin", "syscalls"]);
+    assert!(first.status.success(), "{first:?}");
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0));
+    let success = common::sample(&text, "bpfsnap_last_success_timestamp_seconds")
+        .expect("a successful run records its time");
+
+    // One config fails: the others' metrics are there, `up` says 0.
+    let (partial, text) = run(&["--builtin", "syscalls", &bad]);
+    assert_eq!(partial.status.code(), Some(1), "{partial:?}");
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(0.0));
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="bad_verifier"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="syscalls"}"#),
+        Some(1.0)
+    );
+    assert!(text.contains("\nbpfsnap_syscalls_total{"), "{text}");
+    assert_eq!(
+        common::sample(&text, "bpfsnap_last_success_timestamp_seconds"),
+        Some(success)
+    );
+
+    // Nothing attaches: the file (healthy again first) still turns `up` to 0.
+    let (again, text) = run(&["--builtin", "syscalls"]);
+    assert!(again.status.success(), "{again:?}");
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0));
+    let success = common::sample(&text, "bpfsnap_last_success_timestamp_seconds").unwrap();
+    let (total, text) = run(&[&bad]);
+    assert_eq!(total.status.code(), Some(1), "{total:?}");
+    let stderr = String::from_utf8_lossy(&total.stderr);
+    // One error (the verifier's log tail follows it), nothing else.
+    assert!(
+        stderr.starts_with("bpfsnap: error: bad_verifier: ")
+            && stderr.matches("bpfsnap:").count() == 1,
+        "{stderr}"
+    );
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(0.0));
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="bad_verifier"}"#),
+        Some(0.0)
+    );
+    assert_eq!(
+        common::sample(&text, "bpfsnap_last_success_timestamp_seconds"),
+        Some(success)
+    );
+}
+
 #[test]
 fn kprobe_on_a_kernel_without_kprobes_says_so() {
     let Some(_kernel) = common::kernel_test("kprobe_on_a_kernel_without_kprobes_says_so") else {
