@@ -6,7 +6,7 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run test lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps build run install test lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
@@ -17,9 +17,21 @@ deps:
 build: deps
 	$(CARGO) build --release --locked
 
-# A 5 s snapshot of the default programs, to stdout.
+# A 5 s snapshot of the default programs, to stdout, in the text format
+# node_exporter reads (`bpfsnap run` alone shows tables on a terminal).
 run: build
-	$(BIN) run --for 5s --output -
+	$(BIN) run --for 5s --output - --format text
+
+PREFIX ?= /usr/local
+# The binary, its man pages and shell completions (cron and the systemd units
+# in examples/deploy use /usr/local/bin/bpfsnap).
+install: build
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/bpfsnap
+	install -d $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0644 man/*.1 $(DESTDIR)$(PREFIX)/share/man/man1/
+	install -D -m 0644 completions/bpfsnap.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/bpfsnap
+	install -D -m 0644 completions/_bpfsnap $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_bpfsnap
+	install -D -m 0644 completions/bpfsnap.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/bpfsnap.fish
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root).
@@ -58,11 +70,19 @@ examples: deps
 	  print("examples/:", *objects)'
 
 # Regenerate the kernel type header from this machine's BTF.
-vmlinux:
-	mkdir -p bpf/vmlinux/$$(uname -m)
-	{ sed -n '1,/\*\//p' bpf/vmlinux/x86_64/vmlinux.h; \
-	  bpftool btf dump file /sys/kernel/btf/vmlinux format c; } > bpf/vmlinux/$$(uname -m)/vmlinux.h.new
-	mv bpf/vmlinux/$$(uname -m)/vmlinux.h.new bpf/vmlinux/$$(uname -m)/vmlinux.h
+# Kernel types for CO-RE, from this machine's BTF, for its architecture.
+vmlinux: deps
+	arch=$$(uname -m); dir=bpf/vmlinux/$$arch; mkdir -p $$dir && \
+	{ printf '%s\n' "/* vmlinux.h for $$arch: kernel type definitions for CO-RE BPF programs." \
+	    ' *' \
+	    " * Generated from the BTF of Linux $$(uname -r) ($$arch); regenerate on a machine" \
+	    ' * of the target architecture with:' \
+	    ' *     make vmlinux      (= bpftool btf dump file /sys/kernel/btf/vmlinux format c)' \
+	    ' * It is the whole dump; CO-RE relocations make the compiled programs work on' \
+	    ' * other kernel versions, where the types they use may differ in layout.' \
+	    ' */'; \
+	  bpftool btf dump file /sys/kernel/btf/vmlinux format c; } > $$dir/vmlinux.h.new && \
+	mv $$dir/vmlinux.h.new $$dir/vmlinux.h
 
 # Regenerate the syscall number → name table from the Linux UAPI headers.
 syscall-table:

@@ -15,7 +15,9 @@ use crate::program::Selection;
 use crate::run::{self, Log, OutputFormat, RunOptions};
 use crate::sink::Sink;
 
-const EXAMPLES: &str = "\
+// The text after --help; tests/docs.rs turns each "Heading:" paragraph into
+// a man page section (EXAMPLES, EXIT STATUS).
+const RUN_HELP: &str = "\
 Examples:
   bpfsnap run --for 30s                       print a 30 s snapshot of the default programs
   bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
@@ -24,9 +26,8 @@ Examples:
   bpfsnap run --config-dir /etc/bpfsnap --configs biolatency,syscalls --for 30s
   bpfsnap check --config-dir /etc/bpfsnap --configs biolatency
 
-From cron (node_exporter reads the file at every scrape):
-  */5 * * * * root bpfsnap run --for 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
-  */5 * * * * root bpfsnap run --pin /sys/fs/bpf/bpfsnap --output /var/lib/prometheus/node-exporter/bpfsnap.prom
+From cron (cron's PATH lacks /usr/local/bin; pinned mode: examples/deploy/bpfsnap.cron):
+  */5 * * * * root /usr/local/bin/bpfsnap run -q --for 30s -o /var/lib/prometheus/node-exporter/bpfsnap.prom
 As a service, rewriting the file every 30 s:
   bpfsnap run --interval 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
 
@@ -34,6 +35,33 @@ Exit status:
   0  success (also when a signal ended the window early)
   1  failure at run time: the kernel refused a program, the output could not be written, ...
   2  bad usage or bad input: unknown flag, invalid config, object not matching its config";
+
+const SERVE_HELP: &str = "\
+Examples:
+  bpfsnap serve                               the default programs on 127.0.0.1:9435
+  bpfsnap serve --listen 127.0.0.1:9435 --builtin syscalls,runqlat
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM (in-flight scrapes finished, probes detached)
+  1  failure at run time: the address is taken, the kernel refused a program, ...
+  2  bad usage or bad input: unknown flag, invalid config, object not matching its config";
+
+const CHECK_HELP: &str = "\
+Exit status:
+  0  every config and object is valid
+  1  problems were found: each is listed on stderr, one per line
+  2  bad usage: an unknown flag";
+
+const LIST_HELP: &str = "\
+Exit status:
+  0  the list was printed
+  2  bad usage";
+
+const STOP_HELP: &str = "\
+Exit status:
+  0  nothing of bpfsnap is left under DIR (also when nothing was there)
+  1  something could not be detached or unpinned (the message says what)
+  2  bad usage";
 
 /// Turn eBPF measurements into Prometheus metrics.
 ///
@@ -43,7 +71,7 @@ Exit status:
 /// built-ins embedded in bpfsnap, or configs of your own (TOML, or
 /// ebpf_exporter's YAML unchanged) with their compiled BPF objects.
 #[derive(Debug, Parser)]
-#[command(name = "bpfsnap", version, after_help = EXAMPLES)]
+#[command(name = "bpfsnap", version, after_help = RUN_HELP)]
 pub struct Cli {
     /// Say what is happening on stderr, including libbpf's messages.
     #[arg(short, long, global = true, conflicts_with = "quiet")]
@@ -60,22 +88,26 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Attach programs, sample for a window, write the metrics, detach.
-    #[command(after_help = EXAMPLES)]
+    #[command(after_help = RUN_HELP)]
     Run(RunArgs),
     /// Keep the probes attached and answer Prometheus scrapes over HTTP: each
     /// scrape of /metrics takes a fresh snapshot.
+    #[command(after_help = SERVE_HELP)]
     Serve(ServeArgs),
     /// Validate configs and their BPF objects without loading anything into
     /// the kernel (no root needed); lists every problem, one per line.
+    #[command(after_help = CHECK_HELP)]
     Check(ProgramArgs),
     /// List the built-in programs: what they measure, whether they are in the
     /// default set, and whether they can attach on this kernel.
+    #[command(after_help = LIST_HELP)]
     List {
         /// Also show metrics, attach points, cardinality and cost.
         #[arg(short, long)]
         long: bool,
     },
     /// Detach and unpin everything an earlier `run --pin DIR` left in bpffs.
+    #[command(after_help = STOP_HELP)]
     Stop {
         /// The directory given to `run --pin`.
         #[arg(long, value_name = "DIR")]

@@ -22,7 +22,7 @@ fn rendered() -> Vec<(String, Vec<u8>)> {
     let man = |cmd: clap::Command| {
         let mut out = Vec::new();
         // No `.date(..)`: it defaults to empty, which keeps the pages reproducible.
-        let examples = cmd.get_after_help().map(|text| text.to_string());
+        let after_help = cmd.get_after_help().map(|text| text.to_string());
         let has_subcommands = cmd.has_subcommands();
         let has_version = cmd.get_version().is_some();
         let page = Man::new(cmd).source(&source);
@@ -35,14 +35,8 @@ fn rendered() -> Vec<(String, Vec<u8>)> {
             if has_subcommands {
                 page.render_subcommands_section(&mut out)?;
             }
-            // clap_mangen would print the examples as one filled paragraph.
-            if let Some(text) = &examples {
-                out.extend_from_slice(b".SH EXAMPLES\n.nf\n");
-                for line in text.lines().skip_while(|line| line.starts_with("Examples")) {
-                    out.extend_from_slice(roff_line(line).as_bytes());
-                    out.push(b'\n');
-                }
-                out.extend_from_slice(b".fi\n");
+            if let Some(text) = &after_help {
+                out.extend_from_slice(after_help_sections(text).as_bytes());
             }
             if has_version {
                 page.render_version_section(&mut out)?;
@@ -69,6 +63,53 @@ fn rendered() -> Vec<(String, Vec<u8>)> {
     files
 }
 
+/// The text after --help as man page sections: each "Examples:" or "Exit
+/// status:" paragraph becomes its section, kept line for line (clap_mangen
+/// would print it as one filled paragraph).
+fn after_help_sections(text: &str) -> String {
+    let mut out = String::new();
+    let mut open = false;
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let section = match line {
+            "Examples:" => Some(".SH EXAMPLES"),
+            "Exit status:" => Some(".SH \"EXIT STATUS\""),
+            _ => None,
+        };
+        if let Some(heading) = section {
+            if open {
+                out.push_str(".fi\n");
+            }
+            out.push_str(heading);
+            out.push_str("\n.nf\n");
+            open = true;
+            continue;
+        }
+        // The blank line before a heading only separated it in --help.
+        let before_heading = lines
+            .peek()
+            .is_some_and(|next| *next == "Examples:" || *next == "Exit status:");
+        if line.is_empty() && before_heading {
+            continue;
+        }
+        out.push_str(&roff_line(line));
+        out.push('\n');
+    }
+    if open {
+        out.push_str(".fi\n");
+    }
+    out
+}
+
+#[test]
+fn after_help_headings_become_sections() {
+    let text = "Examples:\n  bpfsnap run\n\nExit status:\n  0  ok";
+    assert_eq!(
+        after_help_sections(text),
+        ".SH EXAMPLES\n.nf\n  bpfsnap run\n.fi\n.SH \"EXIT STATUS\"\n.nf\n  0  ok\n.fi\n"
+    );
+}
+
 /// A line of literal text for roff's no-fill mode.
 fn roff_line(line: &str) -> String {
     let escaped = line.replace('\\', "\\e").replace('-', "\\-");
@@ -85,6 +126,13 @@ fn generated_docs_are_up_to_date() {
     let update = std::env::var_os("BPFSNAP_UPDATE_DOCS").is_some_and(|v| v == "1");
     let mut stale = Vec::new();
     for (path, contents) in rendered() {
+        if path.starts_with("man/") {
+            let page = String::from_utf8_lossy(&contents);
+            assert!(
+                page.contains(".SH \"EXIT STATUS\""),
+                "{path} documents no exit status"
+            );
+        }
         let file = root.join(&path);
         if update {
             fs::create_dir_all(file.parent().unwrap()).expect("create directory");

@@ -126,3 +126,80 @@ fn a_second_output_with_the_same_namespace_in_one_directory_is_refused() {
     );
     assert!(!output.exists());
 }
+
+/// `sh -c SCRIPT` in a mount namespace of its own (so unmounting tracefs or
+/// hiding the kernel's BTF there leaves the machine alone), with `$BPFSNAP`
+/// and `$CONFIG` set; returns its output.
+fn in_own_mount_namespace(script: &str, config: &std::path::Path) -> std::process::Output {
+    std::process::Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", script])
+        .env("BPFSNAP", env!("CARGO_BIN_EXE_bpfsnap"))
+        .env("CONFIG", config)
+        .output()
+        .expect("run unshare (util-linux)")
+}
+
+#[test]
+fn unmounted_tracefs_is_mounted_or_explained() {
+    let Some(_kernel) = common::kernel_test("unmounted_tracefs_is_mounted_or_explained") else {
+        return;
+    };
+    // comm_getpid attaches a classic tracepoint, which needs tracefs.
+    let (_dir, config) = common::example_config("comm_getpid.toml");
+    let unmount =
+        "umount -l /sys/kernel/tracing 2>/dev/null; umount -l /sys/kernel/debug 2>/dev/null; \
+                   test ! -d /sys/kernel/tracing/events || exit 99";
+
+    // With the right to mount, bpfsnap mounts it itself and runs.
+    let output = in_own_mount_namespace(
+        &format!("{unmount}; \"$BPFSNAP\" run \"$CONFIG\" --for 100ms --output - && test -d /sys/kernel/tracing/events"),
+        &config,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{:?}: {stderr}", output.status);
+    assert!(
+        String::from_utf8_lossy(&output.stdout).contains("bpfsnap_window_seconds "),
+        "{stderr}"
+    );
+
+    // Without CAP_SYS_ADMIN it cannot: it says how, in one line, exit 1.
+    let output = in_own_mount_namespace(
+        &format!(
+            "{unmount}; exec setpriv --bounding-set -sys_admin --inh-caps -sys_admin \
+             \"$BPFSNAP\" run \"$CONFIG\" --for 100ms --output -"
+        ),
+        &config,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("bpfsnap: error: ")
+            && stderr.lines().count() == 1
+            && stderr.contains("tracefs is not mounted")
+            && stderr.contains("mount -t tracefs nodev /sys/kernel/tracing"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn missing_kernel_btf_is_explained() {
+    let Some(_kernel) = common::kernel_test("missing_kernel_btf_is_explained") else {
+        return;
+    };
+    let (_dir, config) = common::example_config("comm_getpid.toml");
+    // An empty tmpfs over /sys/kernel/btf: as on a kernel built without BTF.
+    let output = in_own_mount_namespace(
+        "mount -t tmpfs none /sys/kernel/btf && exec \"$BPFSNAP\" run --builtin syscalls --for 100ms --output -",
+        &config,
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("bpfsnap: error: ")
+            && stderr.lines().count() == 1
+            && stderr.contains("kernel BTF not found at /sys/kernel/btf/vmlinux")
+            && stderr.contains("CONFIG_DEBUG_INFO_BTF"),
+        "{stderr}"
+    );
+    assert!(output.stdout.is_empty());
+}

@@ -1,10 +1,10 @@
 /* vmlinux.h for x86_64: kernel type definitions for CO-RE BPF programs.
  *
- * Generated from the BTF of Linux 6.18 (x86_64); regenerate on a machine
+ * Generated from the BTF of Linux 6.18.44-fc-v657 (x86_64); regenerate on a machine
  * of the target architecture with:
  *     make vmlinux      (= bpftool btf dump file /sys/kernel/btf/vmlinux format c)
- * CO-RE relocations make the compiled programs work on other kernel versions,
- * so this file only needs to contain the types the programs use.
+ * It is the whole dump; CO-RE relocations make the compiled programs work on
+ * other kernel versions, where the types they use may differ in layout.
  */
 #ifndef __VMLINUX_H__
 #define __VMLINUX_H__
