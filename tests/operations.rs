@@ -534,3 +534,83 @@ fn capabilities_are_dropped_once_probes_are_attached() {
         .unwrap()
         .contains("bpfsnap_syscalls_total"));
 }
+
+/// `bpfsnap ARGS` on a pseudo-terminal (util-linux's `script`); returns its
+/// exit status and everything it printed there.
+fn on_terminal(args: &[String]) -> (std::process::ExitStatus, String) {
+    let command: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_bpfsnap"))
+        .chain(args.iter().map(String::as_str))
+        .map(|arg| format!("'{arg}'"))
+        .collect();
+    let output = std::process::Command::new("script")
+        .args([
+            "--quiet",
+            "--return",
+            "--command",
+            &command.join(" "),
+            "/dev/null",
+        ])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run script (util-linux)");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn progress_on_a_terminal_only_and_quiet_and_verbose_do_what_they_say() {
+    let Some(_kernel) =
+        common::kernel_test("progress_on_a_terminal_only_and_quiet_and_verbose_do_what_they_say")
+    else {
+        return;
+    };
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let run = |extra: &[&'static str]| -> Vec<String> {
+        ["run", "-b", "syscalls", "--output", path_str(&output)]
+            .iter()
+            .chain(extra)
+            .map(|arg| arg.to_string())
+            .collect()
+    };
+
+    // A terminal gets the countdown, rewritten in place, then cleared.
+    let (status, shown) = on_terminal(&run(&["--for", "2s"]));
+    assert!(status.success(), "{shown}");
+    assert!(
+        shown.contains("\r\x1b[Kbpfsnap: sampling, 2s left") && shown.contains("sampling, 1s left"),
+        "countdown on a terminal: {shown:?}"
+    );
+    // -q: nothing but errors, even on a terminal.
+    let (status, shown) = on_terminal(&run(&["--for", "2s", "-q"]));
+    assert!(status.success(), "{shown}");
+    assert!(shown.trim().is_empty(), "quiet on a terminal: {shown:?}");
+
+    // In a pipe (cron): silent when all is well, no countdown even with -v.
+    let piped = common::bpfsnap()
+        .args(run(&["--for", "100ms"]))
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    let verbose = common::bpfsnap()
+        .args(run(&["--for", "2s", "-v"]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&verbose.stderr);
+    assert!(verbose.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("bpfsnap: sampling syscalls")
+            && stderr.contains("bpfsnap: wrote ")
+            && !stderr.contains("left")
+            && !stderr.contains('\x1b'),
+        "{stderr}"
+    );
+    common::promtool_check(&fs::read_to_string(&output).unwrap());
+}

@@ -11,7 +11,8 @@ packages=(
   bpftool                 # make vmlinux; tests list loaded programs
   prometheus              # promtool check metrics
   prometheus-node-exporter # the textfile collector, in tests
-  util-linux              # setpriv, mount (tests)
+  util-linux              # setpriv, mount, unshare, script (tests)
+  systemd                 # systemd-analyze verify of examples/deploy (tests)
   curl                    # tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
