@@ -209,13 +209,12 @@ fn pinned_run(pin: &Path, output: &Path) -> String {
     fs::read_to_string(output).expect("output")
 }
 
-/// A pinned run during whose window the test makes `calls` getpid calls.
-fn pinned_run_with_load(pin: &Path, output: &Path, calls: u64) {
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        "-b",
-        "syscalls",
+/// A pinned run of `programs` during whose window the test makes `calls`
+/// getpid calls.
+fn pinned_run_with_load(programs: &[&str], pin: &Path, output: &Path, calls: u64) {
+    let mut args = vec!["run", "-v"];
+    args.extend_from_slice(programs);
+    args.extend_from_slice(&[
         "--for",
         "60s",
         "--pin",
@@ -223,6 +222,7 @@ fn pinned_run_with_load(pin: &Path, output: &Path, calls: u64) {
         "--output",
         path_str(output),
     ]);
+    let mut running = Running::spawn(&args);
     running.wait_for("sampling");
     common::getpid_calls(calls);
     running.signal(libc::SIGINT);
@@ -251,7 +251,7 @@ fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
         )
     };
 
-    pinned_run_with_load(&pin.0, &output, 1000);
+    pinned_run_with_load(&["-b", "syscalls"], &pin.0, &output, 1000);
     let first = fs::read_to_string(&output).unwrap();
     assert!(getpid(&first) >= 1000.0);
     assert!(
@@ -303,7 +303,7 @@ fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
             common::still_loaded_after_exit(&ours).is_empty(),
             "without pinned links nothing stays loaded"
         );
-        pinned_run_with_load(&pin.0, &output, 2000);
+        pinned_run_with_load(&["-b", "syscalls"], &pin.0, &output, 2000);
         let second = fs::read_to_string(&output).unwrap();
         assert!(
             getpid(&second) >= getpid(&first) + 2000.0,
@@ -377,6 +377,74 @@ fn a_changed_selection_replaces_the_pinned_set() {
         common::still_loaded_after_exit(&syscalls).is_empty(),
         "its programs are detached"
     );
+}
+
+/// The fingerprint marker of a pinned config: `fingerprint-HASH`.
+fn pinned_fingerprint(config_dir: &Path) -> String {
+    fs::read_dir(config_dir)
+        .expect("pinned config directory")
+        .flatten()
+        .map(|entry| entry.file_name().to_string_lossy().into_owned())
+        .find(|name| name.starts_with("fingerprint-"))
+        .expect("a fingerprint marker")
+}
+
+#[test]
+fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
+    let Some(_kernel) = common::kernel_test(
+        "a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on",
+    ) else {
+        return;
+    };
+    let pin = PinDir::new();
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    // comm_getpid without its comm filter: every getpid counts.
+    let (_configs, config) = common::example_config("comm_getpid.toml");
+    let original = fs::read_to_string(&config).unwrap();
+    let unfiltered = original.replace(
+        r#"    { name = "regexp", regexps = ["^(bpfsnap-.*)$"] },
+"#,
+        "",
+    );
+    assert_ne!(unfiltered, original, "the example's regexp line moved");
+    fs::write(&config, &unfiltered).unwrap();
+    let total = || -> f64 {
+        let text = fs::read_to_string(&output).unwrap();
+        common::samples(&text, "bpfsnap_getpid_calls_total")
+            .iter()
+            .map(|(_, value)| value)
+            .sum()
+    };
+    let programs = [path_str(&config)];
+    const CALLS: u64 = 5000;
+
+    pinned_run_with_load(&programs, &pin.0, &output, CALLS);
+    let first = total();
+    let marker = pinned_fingerprint(&pin.0.join("comm_getpid"));
+    assert!(first >= CALLS as f64, "{first}");
+    pinned_run_with_load(&programs, &pin.0, &output, CALLS);
+    let second = total();
+    assert!(
+        second >= first + CALLS as f64,
+        "unchanged: counters carry on ({first} then {second})"
+    );
+    assert_eq!(pinned_fingerprint(&pin.0.join("comm_getpid")), marker);
+
+    // Another help text is another config: its pinned set is replaced, so
+    // its counters start again.
+    fs::write(
+        &config,
+        unfiltered.replace("help = \"getpid() calls", "help = \"Calls of getpid()"),
+    )
+    .unwrap();
+    pinned_run_with_load(&programs, &pin.0, &output, CALLS);
+    let third = total();
+    assert!(
+        (CALLS as f64..second).contains(&third),
+        "changed: counters restart ({second} then {third})"
+    );
+    assert_ne!(pinned_fingerprint(&pin.0.join("comm_getpid")), marker);
 }
 
 #[test]
