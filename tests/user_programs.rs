@@ -536,3 +536,200 @@ fn check_accepts_every_example_without_warnings() {
         assert_eq!(oks, names, "{stdout}");
     }
 }
+
+// --- an ebpf_exporter config directory, unchanged ----------------------------
+
+/// The configs of tests/fixtures/ebpf_exporter/ (ebpf_exporter's YAML, keys it
+/// has and bpfsnap ignores included) with their objects, built against
+/// ebpf_exporter-style headers: a directory as an ebpf_exporter user has it.
+const EBPF_EXPORTER_CONFIGS: [&str; 2] = ["getpid_comm", "write_sizes"];
+
+fn install_ebpf_exporter_dir() -> tempfile::TempDir {
+    let dir = common::config_dir();
+    for name in EBPF_EXPORTER_CONFIGS {
+        let yaml = format!("{name}.yaml");
+        fs::copy(
+            common::source_file(&format!("tests/fixtures/ebpf_exporter/{yaml}")),
+            dir.path().join(&yaml),
+        )
+        .unwrap_or_else(|err| panic!("copy {yaml}: {err}"));
+        let object = format!("{name}.bpf.o");
+        fs::copy(
+            Path::new(env!("BPFSNAP_EBPF_EXPORTER_OBJECTS")).join(&object),
+            dir.path().join(&object),
+        )
+        .unwrap_or_else(|err| panic!("copy {object}: {err}"));
+    }
+    dir
+}
+
+/// From a thread named `comm`: `n` write() calls of `bytes` bytes each to
+/// /dev/null, for each (bytes, n) of `writes`.
+fn writes_as(comm: &str, writes: &[(usize, u32)]) {
+    let name = CString::new(comm).unwrap();
+    let writes = writes.to_vec();
+    std::thread::spawn(move || {
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+        let null = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let buffer = vec![0u8; writes.iter().map(|(bytes, _)| *bytes).max().unwrap_or(0)];
+        for (bytes, n) in writes {
+            for _ in 0..n {
+                let written =
+                    unsafe { libc::write(null.as_raw_fd(), buffer.as_ptr().cast(), bytes) };
+                assert_eq!(written, bytes as isize, "write to /dev/null");
+            }
+        }
+    })
+    .join()
+    .expect("write thread");
+}
+
+#[test]
+fn check_accepts_an_ebpf_exporter_directory_and_warns_of_ignored_keys() {
+    let dir = install_ebpf_exporter_dir();
+    let output = common::bpfsnap()
+        .args(["check", "--config-dir", path_str(dir.path()), "--configs"])
+        .arg(EBPF_EXPORTER_CONFIGS.join(","))
+        .output()
+        .expect("run bpfsnap check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for name in EBPF_EXPORTER_CONFIGS {
+        assert!(stdout.contains(&format!("ok {name} (")), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "bpfsnap: warning: {}: metric",
+                dir.path().join(format!("{name}.yaml")).display()
+            )) && stderr.contains("key `skip_cache_size` ignored"),
+            "{name}: the ignored key is named\n{stderr}"
+        );
+    }
+}
+
+/// ebpf_exporter's done-when: its config directory runs through
+/// `bpfsnap run --config-dir DIR --configs NAMES` unchanged, with the names
+/// ebpf_exporter gives the metrics (its own self metrics included).
+#[test]
+fn an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names() {
+    let Some(_kernel) =
+        common::kernel_test("an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names")
+    else {
+        return;
+    };
+    let dir = install_ebpf_exporter_dir();
+    let (getpid_comm, write_comm) = (unique_comm("eexp", 'g'), unique_comm("eexp", 'w'));
+    let writes = [(1, 5), (100, 7), (5000, 3)];
+    let configs = EBPF_EXPORTER_CONFIGS.join(",");
+    let stdout = run_with_load(
+        &[
+            "--namespace",
+            "ebpf_exporter",
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            &configs,
+        ],
+        || {
+            getpid_calls_as(&getpid_comm, 321);
+            getpid_calls_as(&unique_comm("other", 'g'), 50);
+            writes_as(&write_comm, &writes);
+        },
+    );
+
+    assert_eq!(
+        series_with(&stdout, "ebpf_exporter_getpid_calls_total", "eexp-"),
+        expected(&[(format!("comm=\"{getpid_comm}\""), 321.0)]),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("comm=\"other-"),
+        "regexp drops it\n{stdout}"
+    );
+
+    // 1 byte in le=1, 100 in le=128, 5000 in le=8192; cumulative.
+    let comm = format!("comm=\"{write_comm}\"");
+    let buckets = series_with(&stdout, "ebpf_exporter_write_size_bytes_bucket", &comm);
+    for (le, count) in [
+        ("1", 5.0),
+        ("64", 5.0),
+        ("128", 12.0),
+        ("4096", 12.0),
+        ("8192", 15.0),
+        ("1048576", 15.0),
+        ("+Inf", 15.0),
+    ] {
+        assert_eq!(
+            buckets.get(&format!("{comm},le=\"{le}\"")),
+            Some(&count),
+            "le={le}\n{stdout}"
+        );
+    }
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("ebpf_exporter_write_size_bytes_count{{{comm}}}")
+        ),
+        Some(15.0),
+        "{stdout}"
+    );
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("ebpf_exporter_write_size_bytes_sum{{{comm}}}")
+        ),
+        Some((5 + 7 * 100 + 3 * 5000) as f64),
+        "{stdout}"
+    );
+
+    // ebpf_exporter's self metrics, by its names and labels.
+    for (config, program) in [
+        ("getpid_comm", "getpid_enter"),
+        ("write_sizes", "write_enter"),
+    ] {
+        assert_eq!(
+            common::sample(
+                &stdout,
+                &format!("ebpf_exporter_enabled_configs{{name=\"{config}\"}}")
+            ),
+            Some(1.0),
+            "{stdout}"
+        );
+        let info = common::samples(&stdout, "ebpf_exporter_ebpf_program_info");
+        let (labels, _) = info
+            .iter()
+            .find(|(labels, _)| labels.starts_with(&format!("config=\"{config}\",")))
+            .unwrap_or_else(|| panic!("{config}'s program info\n{stdout}"));
+        let names: Vec<&str> = labels
+            .split(',')
+            .map(|pair| pair.split_once('=').unwrap().0)
+            .collect();
+        assert_eq!(names, ["config", "id", "program", "tag"], "{labels}");
+        assert!(
+            labels.contains(&format!("program=\"{program}\"")),
+            "{labels}"
+        );
+        let id = labels
+            .split(",program=")
+            .next()
+            .and_then(|head| head.split_once("id="))
+            .map(|(_, id)| id.to_string())
+            .unwrap();
+        assert_eq!(
+            common::sample(
+                &stdout,
+                &format!("ebpf_exporter_ebpf_program_attached{{id={id}}}")
+            ),
+            Some(1.0),
+            "{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("ebpf_exporter_program_info"),
+        "bpfsnap's own name is not used in this namespace\n{stdout}"
+    );
+}
