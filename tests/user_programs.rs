@@ -733,3 +733,112 @@ fn an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names() {
         "bpfsnap's own name is not used in this namespace\n{stdout}"
     );
 }
+
+// --- program run statistics ---------------------------------------------------
+
+const BPF_STATS_ENABLED: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// kernel.bpf_stats_enabled=1 while it lives; the old value back on drop,
+/// panics included.
+struct BpfStats {
+    old: String,
+}
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let old = fs::read_to_string(BPF_STATS_ENABLED).expect(BPF_STATS_ENABLED);
+        fs::write(BPF_STATS_ENABLED, "1").expect("enable kernel.bpf_stats_enabled");
+        BpfStats { old }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(err) = fs::write(BPF_STATS_ENABLED, self.old.trim()) {
+            eprintln!(
+                "restoring kernel.bpf_stats_enabled={}: {err}",
+                self.old.trim()
+            );
+        }
+    }
+}
+
+/// The id label (with its quotes) of `config`'s one program in `info`'s samples.
+fn program_id(text: &str, info: &str, config: &str) -> String {
+    common::samples(text, info)
+        .into_iter()
+        .find_map(|(labels, _)| {
+            let rest = labels.strip_prefix(&format!("config=\"{config}\",id="))?;
+            Some(rest.split(',').next()?.to_string())
+        })
+        .unwrap_or_else(|| panic!("{info} of {config}\n{text}"))
+}
+
+#[test]
+fn run_time_and_count_follow_kernel_bpf_stats() {
+    let Some(_kernel) = common::kernel_test("run_time_and_count_follow_kernel_bpf_stats") else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml"]);
+    let config = dir.path().join("comm_getpid.toml");
+
+    // Off (unless someone else turned it on): no run statistics.
+    if fs::read_to_string(BPF_STATS_ENABLED).is_ok_and(|v| v.trim() == "0") {
+        let stdout = run_with_load(&[path_str(&config)], || {});
+        assert!(!stdout.contains("_program_run_"), "{stdout}");
+    }
+
+    let _stats = BpfStats::enable();
+    let comm = unique_comm("bpfsnap", 's');
+    let stdout = run_with_load(&[path_str(&config)], || {
+        getpid_calls_as(&comm, GETPID_CALLS)
+    });
+    let id = program_id(&stdout, "bpfsnap_program_info", "comm_getpid");
+    let count = common::sample(
+        &stdout,
+        &format!("bpfsnap_program_run_count_total{{id={id}}}"),
+    );
+    assert!(
+        count.is_some_and(|n| n >= GETPID_CALLS as f64),
+        "the program ran once per getpid call at least: {count:?}\n{stdout}"
+    );
+    let time = common::sample(
+        &stdout,
+        &format!("bpfsnap_program_run_time_seconds_total{{id={id}}}"),
+    );
+    assert!(time.is_some_and(|t| t > 0.0), "{time:?}\n{stdout}");
+
+    // ebpf_exporter's names; its run time counter lacks `_total`, so no
+    // promtool here.
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--namespace",
+        "ebpf_exporter",
+        path_str(&config),
+        "--for",
+        "30s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("bpfsnap: sampling");
+    getpid_calls_as(&comm, 100);
+    running.signal(libc::SIGINT);
+    let (status, stdout, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    let id = program_id(&stdout, "ebpf_exporter_ebpf_program_info", "comm_getpid");
+    let count = common::sample(
+        &stdout,
+        &format!("ebpf_exporter_ebpf_program_run_count_total{{id={id}}}"),
+    );
+    assert!(count.is_some_and(|n| n >= 100.0), "{count:?}\n{stdout}");
+    assert!(
+        stdout.contains("# TYPE ebpf_exporter_ebpf_program_run_time_seconds counter\n")
+            && common::sample(
+                &stdout,
+                &format!("ebpf_exporter_ebpf_program_run_time_seconds{{id={id}}}")
+            )
+            .is_some_and(|t| t > 0.0),
+        "{stdout}"
+    );
+}
