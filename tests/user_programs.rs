@@ -842,3 +842,90 @@ fn run_time_and_count_follow_kernel_bpf_stats() {
         "{stdout}"
     );
 }
+
+// --- xdp/IFNAME and a library uprobe --------------------------------------------
+
+/// Whether an XDP program is attached to lo (`ip link` shows `xdp...`).
+fn xdp_on_lo() -> bool {
+    let output = Command::new("ip")
+        .args(["-details", "link", "show", "dev", "lo"])
+        .output()
+        .expect("run ip link");
+    assert!(output.status.success(), "ip link show dev lo");
+    String::from_utf8_lossy(&output.stdout).contains("xdp")
+}
+
+/// tests/fixtures/xdp_uprobe: `xdp/lo` counts the UDP datagrams this test
+/// sends to a port of its own over loopback, `uprobe/libc.so.6:getpid` the
+/// libc getpid() calls of a thread of its own; both exactly, and the XDP
+/// program is gone from lo afterwards.
+#[test]
+fn xdp_on_lo_and_a_libc_uprobe_count_exactly() {
+    let Some(_kernel) = common::kernel_test("xdp_on_lo_and_a_libc_uprobe_count_exactly") else {
+        return;
+    };
+    assert!(!xdp_on_lo(), "lo has an XDP program before the test");
+    let dir = common::config_dir();
+    fs::copy(
+        common::source_file("tests/fixtures/xdp_uprobe.yaml"),
+        dir.path().join("xdp_uprobe.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("xdp_uprobe"),
+        dir.path().join("xdp_uprobe.bpf.o"),
+    )
+    .unwrap();
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let comm = unique_comm("bpfsnap", 'u');
+    let (datagrams, calls) = (37, 211);
+
+    let stdout = run_with_load(
+        &[
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            "xdp_uprobe",
+        ],
+        || {
+            assert!(xdp_on_lo(), "attached to lo while running");
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buffer = [0u8; 16];
+            for n in 0..datagrams {
+                sender.send_to(&[n as u8; 8], ("127.0.0.1", port)).unwrap();
+                // Received: it went through lo's XDP hook.
+                receiver.recv(&mut buffer).expect("datagram over lo");
+            }
+            let name = CString::new(comm.as_str()).unwrap();
+            std::thread::spawn(move || {
+                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+                for _ in 0..calls {
+                    // The libc function itself, which the uprobe is on.
+                    std::hint::black_box(unsafe { libc::getpid() });
+                }
+            })
+            .join()
+            .unwrap();
+        },
+    );
+
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("bpfsnap_xdp_udp_packets_total{{port=\"{port}\"}}")
+        ),
+        Some(datagrams as f64),
+        "{stdout}"
+    );
+    assert_eq!(
+        series_with(&stdout, "bpfsnap_libc_getpid_calls_total", &comm),
+        expected(&[(format!("comm=\"{comm}\""), calls as f64)]),
+        "{stdout}"
+    );
+    assert!(
+        !xdp_on_lo(),
+        "the XDP program is detached from lo after exit"
+    );
+}
