@@ -2,8 +2,10 @@
 //! - built-ins `bpf/NAME.bpf.c`, embedded with their metric spec `bpf/NAME.toml`
 //!   (this script writes `$OUT_DIR/builtins.rs`, a table the library includes,
 //!   so adding a built-in means adding two files under `bpf/`);
-//! - `examples/*.bpf.c` and `tests/fixtures/*.bpf.c` into `$OUT_DIR/examples`
-//!   and `$OUT_DIR/fixtures`, for the tests and `make examples`.
+//! - `examples/*.bpf.c`, `tests/fixtures/*.bpf.c` and
+//!   `tests/fixtures/ebpf_exporter/*.bpf.c` into `$OUT_DIR/examples`,
+//!   `$OUT_DIR/fixtures` and `$OUT_DIR/ebpf_exporter`, for the tests and
+//!   `make examples`.
 //!
 //! The BPF headers (bpf_helpers.h, ...) are those of the libbpf source pinned
 //! by libbpf-sys, and kernel types come from the committed
@@ -56,6 +58,11 @@ fn main() -> Result<()> {
     for (dir, env_name) in [
         ("examples", "BPFSNAP_EXAMPLE_OBJECTS"),
         ("tests/fixtures", "BPFSNAP_FIXTURE_OBJECTS"),
+        // Programs written against ebpf_exporter-style headers beside them.
+        (
+            "tests/fixtures/ebpf_exporter",
+            "BPFSNAP_EBPF_EXPORTER_OBJECTS",
+        ),
     ] {
         let objects = out_dir.join(Path::new(dir).file_name().unwrap_or_default());
         fs::create_dir_all(&objects)?;
@@ -155,6 +162,9 @@ fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>> {
         let path = entry?.path();
         if path.to_str().is_some_and(|p| p.ends_with(".bpf.c")) {
             sources.push(path);
+        } else if path.extension().is_some_and(|e| e == "h") {
+            // Headers beside the sources, included as "NAME.h".
+            println!("cargo:rerun-if-changed={}", path.display());
         }
     }
     sources.sort();

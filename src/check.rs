@@ -4,6 +4,7 @@
 
 use std::process::ExitCode;
 
+use crate::config;
 use crate::probe::{self, availability::KernelTypes};
 use crate::program::{self, Selection};
 
@@ -31,7 +32,9 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
             }
             Err(err) => {
                 problems += 1;
-                eprintln!("bpfsnap: error: {err:#}");
+                for line in config::problem_lines(&err) {
+                    eprintln!("bpfsnap: error: {line}");
+                }
             }
         }
     }

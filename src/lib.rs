@@ -39,6 +39,11 @@ impl BadInput {
         BadInput(anyhow::anyhow!("{message}"))
     }
 
+    /// The error it marks.
+    pub fn inner(&self) -> &anyhow::Error {
+        &self.0
+    }
+
     /// Marks `err` as bad input.
     pub fn wrap(err: anyhow::Error) -> anyhow::Error {
         if err.chain().any(|e| e.is::<BadInput>()) {

@@ -679,6 +679,12 @@ pub(crate) fn self_metrics(
     failed: &[Failed],
     attached_at: SystemTime,
 ) -> Vec<MetricFamily> {
+    // ebpf_exporter's own names under its namespace, so its dashboards work.
+    let names = if ns == EBPF_EXPORTER_NAMESPACE {
+        ProgramMetricNames::EBPF_EXPORTER
+    } else {
+        ProgramMetricNames::BPFSNAP
+    };
     let mut configs = Vec::new();
     let mut config_up = Vec::new();
     let mut started = Vec::new();
@@ -696,16 +702,16 @@ pub(crate) fn self_metrics(
         started.push((vec![config.clone()], since));
         for program in probe.programs() {
             let id = program.id.to_string();
-            info.push((
-                vec![
-                    config.clone(),
-                    id.clone(),
-                    program.name.clone(),
-                    program.tag.clone(),
-                    program.attach.clone(),
-                ],
-                1.0,
-            ));
+            let mut labels = vec![
+                config.clone(),
+                id.clone(),
+                program.name.clone(),
+                program.tag.clone(),
+            ];
+            if names.attach_label {
+                labels.push(program.attach.clone());
+            }
+            info.push((labels, 1.0));
             attached.push((vec![id.clone()], 1.0));
             run_time.push((vec![id.clone()], program.run_time_ns as f64 / 1e9));
             run_count.push((vec![id], program.run_count as f64));
@@ -737,14 +743,14 @@ pub(crate) fn self_metrics(
             started,
         ),
         expose::labelled(
-            &metric_name(ns, "program_info"),
-            "Every loaded BPF program: its config, kernel id, name, tag and attach type.",
+            &metric_name(ns, names.info),
+            "Every loaded BPF program: its config, kernel id, name, tag (and attach type).",
             MetricType::GAUGE,
-            &["config", "id", "program", "tag", "attach"],
+            &["config", "id", "program", "tag", "attach"][..if names.attach_label { 5 } else { 4 }],
             info,
         ),
         expose::labelled(
-            &metric_name(ns, "program_attached"),
+            &metric_name(ns, names.attached),
             "Whether the BPF program with this id was attached.",
             MetricType::GAUGE,
             &["id"],
@@ -753,14 +759,14 @@ pub(crate) fn self_metrics(
     ];
     if bpf_stats_enabled() {
         families.push(expose::labelled(
-            &metric_name(ns, "program_run_time_seconds_total"),
+            &metric_name(ns, names.run_time),
             "Time the BPF program has run in the kernel (kernel.bpf_stats_enabled=1).",
             MetricType::COUNTER,
             &["id"],
             run_time,
         ));
         families.push(expose::labelled(
-            &metric_name(ns, "program_run_count_total"),
+            &metric_name(ns, names.run_count),
             "Times the BPF program has run (kernel.bpf_stats_enabled=1).",
             MetricType::COUNTER,
             &["id"],
@@ -768,6 +774,38 @@ pub(crate) fn self_metrics(
         ));
     }
     families
+}
+
+/// The namespace that asks for ebpf_exporter's metric names.
+pub(crate) const EBPF_EXPORTER_NAMESPACE: &str = "ebpf_exporter";
+
+/// Names of the per-program self metrics (without the namespace).
+struct ProgramMetricNames {
+    info: &'static str,
+    /// `program_info` has an `attach` label (ebpf_exporter's has none).
+    attach_label: bool,
+    attached: &'static str,
+    run_time: &'static str,
+    run_count: &'static str,
+}
+
+impl ProgramMetricNames {
+    const BPFSNAP: ProgramMetricNames = ProgramMetricNames {
+        info: "program_info",
+        attach_label: true,
+        attached: "program_attached",
+        run_time: "program_run_time_seconds_total",
+        run_count: "program_run_count_total",
+    };
+    /// As ebpf_exporter's exporter.go names them; its run time is a counter
+    /// without `_total`, which promtool flags, kept for its dashboards.
+    const EBPF_EXPORTER: ProgramMetricNames = ProgramMetricNames {
+        info: "ebpf_program_info",
+        attach_label: false,
+        attached: "ebpf_program_attached",
+        run_time: "ebpf_program_run_time_seconds",
+        run_count: "ebpf_program_run_count_total",
+    };
 }
 
 fn bpf_stats_enabled() -> bool {

@@ -482,6 +482,75 @@ fn check_reports_every_bad_config_one_per_line() {
     assert!(!stderr.contains("panicked"));
 }
 
+/// `check` lists every independent problem of one config, each on its own
+/// line: those in the config text, and (for a config whose text is valid)
+/// those between the config and its object.
+#[test]
+fn check_lists_every_problem_of_a_config_one_per_line() {
+    let second_counter = "\n[[metrics.counters]]\nname = \"other_total\"\nhelp = \"Other.\"\n\n[[metrics.counters.labels]]\nname = \"comm\"\nsize = 16\n";
+    let text_faults = format!(
+        "{}{second_counter}decoders = [{{ name = \"regexp\", regexps = [\"(\"] }}]\n",
+        COMM_TOML
+            .replace("\"string\"", "\"nosuch\"")
+            .replace("help = \"getpid() calls.\"", "help = \"\"")
+    );
+    let object_faults = format!(
+        "{}{second_counter}decoders = [{{ name = \"string\" }}]\n",
+        COMM_TOML.replace("size = 16", "size = 8")
+    );
+    let setup = Setup::new()
+        .comm_config("text", &text_faults)
+        .comm_config("object", &object_faults);
+    let cases: [(&str, &[&str]); 2] = [
+        (
+            "text.toml",
+            &[
+                "text.toml: metric \"getpid_calls_total\": label \"comm\": unknown decoder \"nosuch\"",
+                "text.toml: metric \"other_total\": label \"comm\": decoder regexp: invalid pattern",
+                "text.toml: counter \"getpid_calls_total\" has no help text",
+            ],
+        ),
+        (
+            "object.toml",
+            &[
+                "object: counter \"getpid_calls_total\": the labels take 8 bytes but the map's keys are 16 bytes",
+                "object: counter \"other_total\": reads the map of the same name, but the object has none",
+            ],
+        ),
+    ];
+    for (config, expected) in cases {
+        let output = bpfsnap(&["check", &setup.arg(config)]).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{config}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        let lines: Vec<&str> = stderr.lines().collect();
+        assert_eq!(lines.len(), expected.len(), "{config}: {stderr}");
+        for (line, expected) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with("bpfsnap: error: ") && line.contains(expected),
+                "{config}: {line:?} should say {expected:?}\n{stderr}"
+            );
+        }
+    }
+    // `run` reports the same problems in one line.
+    let mut run = bpfsnap(&[
+        "run",
+        &setup.arg("text.toml"),
+        "--for",
+        "1s",
+        "--output",
+        "-",
+    ]);
+    let output = run.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("nosuch") && stderr.contains("no help text"),
+        "{stderr}"
+    );
+}
+
 // --- privileges and unreadable files (as root, dropping to nobody) -----------
 
 #[test]

@@ -536,3 +536,396 @@ fn check_accepts_every_example_without_warnings() {
         assert_eq!(oks, names, "{stdout}");
     }
 }
+
+// --- an ebpf_exporter config directory, unchanged ----------------------------
+
+/// The configs of tests/fixtures/ebpf_exporter/ (ebpf_exporter's YAML, keys it
+/// has and bpfsnap ignores included) with their objects, built against
+/// ebpf_exporter-style headers: a directory as an ebpf_exporter user has it.
+const EBPF_EXPORTER_CONFIGS: [&str; 2] = ["getpid_comm", "write_sizes"];
+
+fn install_ebpf_exporter_dir() -> tempfile::TempDir {
+    let dir = common::config_dir();
+    for name in EBPF_EXPORTER_CONFIGS {
+        let yaml = format!("{name}.yaml");
+        fs::copy(
+            common::source_file(&format!("tests/fixtures/ebpf_exporter/{yaml}")),
+            dir.path().join(&yaml),
+        )
+        .unwrap_or_else(|err| panic!("copy {yaml}: {err}"));
+        let object = format!("{name}.bpf.o");
+        fs::copy(
+            Path::new(env!("BPFSNAP_EBPF_EXPORTER_OBJECTS")).join(&object),
+            dir.path().join(&object),
+        )
+        .unwrap_or_else(|err| panic!("copy {object}: {err}"));
+    }
+    dir
+}
+
+/// From a thread named `comm`: `n` write() calls of `bytes` bytes each to
+/// /dev/null, for each (bytes, n) of `writes`.
+fn writes_as(comm: &str, writes: &[(usize, u32)]) {
+    let name = CString::new(comm).unwrap();
+    let writes = writes.to_vec();
+    std::thread::spawn(move || {
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+        let null = fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .unwrap();
+        let buffer = vec![0u8; writes.iter().map(|(bytes, _)| *bytes).max().unwrap_or(0)];
+        for (bytes, n) in writes {
+            for _ in 0..n {
+                let written =
+                    unsafe { libc::write(null.as_raw_fd(), buffer.as_ptr().cast(), bytes) };
+                assert_eq!(written, bytes as isize, "write to /dev/null");
+            }
+        }
+    })
+    .join()
+    .expect("write thread");
+}
+
+#[test]
+fn check_accepts_an_ebpf_exporter_directory_and_warns_of_ignored_keys() {
+    let dir = install_ebpf_exporter_dir();
+    let output = common::bpfsnap()
+        .args(["check", "--config-dir", path_str(dir.path()), "--configs"])
+        .arg(EBPF_EXPORTER_CONFIGS.join(","))
+        .output()
+        .expect("run bpfsnap check");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    for name in EBPF_EXPORTER_CONFIGS {
+        assert!(stdout.contains(&format!("ok {name} (")), "{stdout}");
+        assert!(
+            stderr.contains(&format!(
+                "bpfsnap: warning: {}: metric",
+                dir.path().join(format!("{name}.yaml")).display()
+            )) && stderr.contains("key `skip_cache_size` ignored"),
+            "{name}: the ignored key is named\n{stderr}"
+        );
+    }
+}
+
+/// ebpf_exporter's done-when: its config directory runs through
+/// `bpfsnap run --config-dir DIR --configs NAMES` unchanged, with the names
+/// ebpf_exporter gives the metrics (its own self metrics included).
+#[test]
+fn an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names() {
+    let Some(_kernel) =
+        common::kernel_test("an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names")
+    else {
+        return;
+    };
+    let dir = install_ebpf_exporter_dir();
+    let (getpid_comm, write_comm) = (unique_comm("eexp", 'g'), unique_comm("eexp", 'w'));
+    let writes = [(1, 5), (100, 7), (5000, 3)];
+    let configs = EBPF_EXPORTER_CONFIGS.join(",");
+    let stdout = run_with_load(
+        &[
+            "--namespace",
+            "ebpf_exporter",
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            &configs,
+        ],
+        || {
+            getpid_calls_as(&getpid_comm, 321);
+            getpid_calls_as(&unique_comm("other", 'g'), 50);
+            writes_as(&write_comm, &writes);
+        },
+    );
+
+    assert_eq!(
+        series_with(&stdout, "ebpf_exporter_getpid_calls_total", "eexp-"),
+        expected(&[(format!("comm=\"{getpid_comm}\""), 321.0)]),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("comm=\"other-"),
+        "regexp drops it\n{stdout}"
+    );
+
+    // 1 byte in le=1, 100 in le=128, 5000 in le=8192; cumulative.
+    let comm = format!("comm=\"{write_comm}\"");
+    let buckets = series_with(&stdout, "ebpf_exporter_write_size_bytes_bucket", &comm);
+    for (le, count) in [
+        ("1", 5.0),
+        ("64", 5.0),
+        ("128", 12.0),
+        ("4096", 12.0),
+        ("8192", 15.0),
+        ("1048576", 15.0),
+        ("+Inf", 15.0),
+    ] {
+        assert_eq!(
+            buckets.get(&format!("{comm},le=\"{le}\"")),
+            Some(&count),
+            "le={le}\n{stdout}"
+        );
+    }
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("ebpf_exporter_write_size_bytes_count{{{comm}}}")
+        ),
+        Some(15.0),
+        "{stdout}"
+    );
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("ebpf_exporter_write_size_bytes_sum{{{comm}}}")
+        ),
+        Some((5 + 7 * 100 + 3 * 5000) as f64),
+        "{stdout}"
+    );
+
+    // ebpf_exporter's self metrics, by its names and labels.
+    for (config, program) in [
+        ("getpid_comm", "getpid_enter"),
+        ("write_sizes", "write_enter"),
+    ] {
+        assert_eq!(
+            common::sample(
+                &stdout,
+                &format!("ebpf_exporter_enabled_configs{{name=\"{config}\"}}")
+            ),
+            Some(1.0),
+            "{stdout}"
+        );
+        let info = common::samples(&stdout, "ebpf_exporter_ebpf_program_info");
+        let (labels, _) = info
+            .iter()
+            .find(|(labels, _)| labels.starts_with(&format!("config=\"{config}\",")))
+            .unwrap_or_else(|| panic!("{config}'s program info\n{stdout}"));
+        let names: Vec<&str> = labels
+            .split(',')
+            .map(|pair| pair.split_once('=').unwrap().0)
+            .collect();
+        assert_eq!(names, ["config", "id", "program", "tag"], "{labels}");
+        assert!(
+            labels.contains(&format!("program=\"{program}\"")),
+            "{labels}"
+        );
+        let id = labels
+            .split(",program=")
+            .next()
+            .and_then(|head| head.split_once("id="))
+            .map(|(_, id)| id.to_string())
+            .unwrap();
+        assert_eq!(
+            common::sample(
+                &stdout,
+                &format!("ebpf_exporter_ebpf_program_attached{{id={id}}}")
+            ),
+            Some(1.0),
+            "{stdout}"
+        );
+    }
+    assert!(
+        !stdout.contains("ebpf_exporter_program_info"),
+        "bpfsnap's own name is not used in this namespace\n{stdout}"
+    );
+}
+
+// --- program run statistics ---------------------------------------------------
+
+const BPF_STATS_ENABLED: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+/// kernel.bpf_stats_enabled=1 while it lives; the old value back on drop,
+/// panics included.
+struct BpfStats {
+    old: String,
+}
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let old = fs::read_to_string(BPF_STATS_ENABLED).expect(BPF_STATS_ENABLED);
+        fs::write(BPF_STATS_ENABLED, "1").expect("enable kernel.bpf_stats_enabled");
+        BpfStats { old }
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        if let Err(err) = fs::write(BPF_STATS_ENABLED, self.old.trim()) {
+            eprintln!(
+                "restoring kernel.bpf_stats_enabled={}: {err}",
+                self.old.trim()
+            );
+        }
+    }
+}
+
+/// The id label (with its quotes) of `config`'s one program in `info`'s samples.
+fn program_id(text: &str, info: &str, config: &str) -> String {
+    common::samples(text, info)
+        .into_iter()
+        .find_map(|(labels, _)| {
+            let rest = labels.strip_prefix(&format!("config=\"{config}\",id="))?;
+            Some(rest.split(',').next()?.to_string())
+        })
+        .unwrap_or_else(|| panic!("{info} of {config}\n{text}"))
+}
+
+#[test]
+fn run_time_and_count_follow_kernel_bpf_stats() {
+    let Some(_kernel) = common::kernel_test("run_time_and_count_follow_kernel_bpf_stats") else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml"]);
+    let config = dir.path().join("comm_getpid.toml");
+
+    // Off (unless someone else turned it on): no run statistics.
+    if fs::read_to_string(BPF_STATS_ENABLED).is_ok_and(|v| v.trim() == "0") {
+        let stdout = run_with_load(&[path_str(&config)], || {});
+        assert!(!stdout.contains("_program_run_"), "{stdout}");
+    }
+
+    let _stats = BpfStats::enable();
+    let comm = unique_comm("bpfsnap", 's');
+    let stdout = run_with_load(&[path_str(&config)], || {
+        getpid_calls_as(&comm, GETPID_CALLS)
+    });
+    let id = program_id(&stdout, "bpfsnap_program_info", "comm_getpid");
+    let count = common::sample(
+        &stdout,
+        &format!("bpfsnap_program_run_count_total{{id={id}}}"),
+    );
+    assert!(
+        count.is_some_and(|n| n >= GETPID_CALLS as f64),
+        "the program ran once per getpid call at least: {count:?}\n{stdout}"
+    );
+    let time = common::sample(
+        &stdout,
+        &format!("bpfsnap_program_run_time_seconds_total{{id={id}}}"),
+    );
+    assert!(time.is_some_and(|t| t > 0.0), "{time:?}\n{stdout}");
+
+    // ebpf_exporter's names; its run time counter lacks `_total`, so no
+    // promtool here.
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--namespace",
+        "ebpf_exporter",
+        path_str(&config),
+        "--for",
+        "30s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("bpfsnap: sampling");
+    getpid_calls_as(&comm, 100);
+    running.signal(libc::SIGINT);
+    let (status, stdout, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    let id = program_id(&stdout, "ebpf_exporter_ebpf_program_info", "comm_getpid");
+    let count = common::sample(
+        &stdout,
+        &format!("ebpf_exporter_ebpf_program_run_count_total{{id={id}}}"),
+    );
+    assert!(count.is_some_and(|n| n >= 100.0), "{count:?}\n{stdout}");
+    assert!(
+        stdout.contains("# TYPE ebpf_exporter_ebpf_program_run_time_seconds counter\n")
+            && common::sample(
+                &stdout,
+                &format!("ebpf_exporter_ebpf_program_run_time_seconds{{id={id}}}")
+            )
+            .is_some_and(|t| t > 0.0),
+        "{stdout}"
+    );
+}
+
+// --- xdp/IFNAME and a library uprobe --------------------------------------------
+
+/// Whether an XDP program is attached to lo (`ip link` shows `xdp...`).
+fn xdp_on_lo() -> bool {
+    let output = Command::new("ip")
+        .args(["-details", "link", "show", "dev", "lo"])
+        .output()
+        .expect("run ip link");
+    assert!(output.status.success(), "ip link show dev lo");
+    String::from_utf8_lossy(&output.stdout).contains("xdp")
+}
+
+/// tests/fixtures/xdp_uprobe: `xdp/lo` counts the UDP datagrams this test
+/// sends to a port of its own over loopback, `uprobe/libc.so.6:getpid` the
+/// libc getpid() calls of a thread of its own; both exactly, and the XDP
+/// program is gone from lo afterwards.
+#[test]
+fn xdp_on_lo_and_a_libc_uprobe_count_exactly() {
+    let Some(_kernel) = common::kernel_test("xdp_on_lo_and_a_libc_uprobe_count_exactly") else {
+        return;
+    };
+    assert!(!xdp_on_lo(), "lo has an XDP program before the test");
+    let dir = common::config_dir();
+    fs::copy(
+        common::source_file("tests/fixtures/xdp_uprobe.yaml"),
+        dir.path().join("xdp_uprobe.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("xdp_uprobe"),
+        dir.path().join("xdp_uprobe.bpf.o"),
+    )
+    .unwrap();
+    let receiver = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    receiver.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let comm = unique_comm("bpfsnap", 'u');
+    let (datagrams, calls) = (37, 211);
+
+    let stdout = run_with_load(
+        &[
+            "--config-dir",
+            path_str(dir.path()),
+            "--configs",
+            "xdp_uprobe",
+        ],
+        || {
+            assert!(xdp_on_lo(), "attached to lo while running");
+            let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let mut buffer = [0u8; 16];
+            for n in 0..datagrams {
+                sender.send_to(&[n as u8; 8], ("127.0.0.1", port)).unwrap();
+                // Received: it went through lo's XDP hook.
+                receiver.recv(&mut buffer).expect("datagram over lo");
+            }
+            let name = CString::new(comm.as_str()).unwrap();
+            std::thread::spawn(move || {
+                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+                for _ in 0..calls {
+                    // The libc function itself, which the uprobe is on.
+                    std::hint::black_box(unsafe { libc::getpid() });
+                }
+            })
+            .join()
+            .unwrap();
+        },
+    );
+
+    assert_eq!(
+        common::sample(
+            &stdout,
+            &format!("bpfsnap_xdp_udp_packets_total{{port=\"{port}\"}}")
+        ),
+        Some(datagrams as f64),
+        "{stdout}"
+    );
+    assert_eq!(
+        series_with(&stdout, "bpfsnap_libc_getpid_calls_total", &comm),
+        expected(&[(format!("comm=\"{comm}\""), calls as f64)]),
+        "{stdout}"
+    );
+    assert!(
+        !xdp_on_lo(),
+        "the XDP program is detached from lo after exit"
+    );
+}

@@ -70,6 +70,9 @@ pub struct Config {
     tracing: Option<IgnoredAny>,
     #[serde(default)]
     cgroup_id_map: Option<IgnoredAny>,
+    /// ebpf_exporter's `name`, which it too replaces by the file's name.
+    #[serde(default, rename = "name")]
+    name_key: Option<IgnoredAny>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -116,6 +119,10 @@ pub struct Counter {
     /// `bpfsnap_series_dropped_total` (default [`DEFAULT_MAX_SERIES`]).
     #[serde(default)]
     pub max_series: Option<usize>,
+    /// ebpf_exporter's multi-value counters (a struct of u64s per key, one
+    /// metric per field): not supported, the counter is left out.
+    #[serde(default)]
+    values: Option<IgnoredAny>,
 }
 
 /// A histogram: the last label of the key is the bucket, the others the series.
@@ -194,6 +201,10 @@ pub struct DecoderSpec {
     /// `static_map`: pass values missing from the map through unchanged.
     #[serde(default)]
     pub allow_unknown: bool,
+    /// ebpf_exporter's regexp skip cache size (it appears in its examples,
+    /// its own flag is --config.skip-cache-size): nothing to tune here.
+    #[serde(default)]
+    pub skip_cache_size: Option<IgnoredAny>,
 }
 
 impl DecoderSpec {
@@ -246,15 +257,66 @@ impl<'de> Deserialize<'de> for KeyText {
     }
 }
 
+/// Every problem found in one config, so `bpfsnap check` can list them all;
+/// shown on one line (`ORIGIN: first; second`) everywhere else.
+#[derive(Debug)]
+pub struct Problems {
+    /// Where the config came from (a path or `built-in NAME`).
+    pub origin: String,
+    pub problems: Vec<String>,
+}
+
+impl Problems {
+    /// One line per problem, each starting with the origin.
+    pub fn lines(&self) -> Vec<String> {
+        self.problems
+            .iter()
+            .map(|problem| format!("{}: {problem}", self.origin))
+            .collect()
+    }
+}
+
+impl std::fmt::Display for Problems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.origin, self.problems.join("; "))
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// The lines `bpfsnap check` prints for `err`: one per problem of a
+/// [`Problems`] anywhere in it, else the error itself.
+pub fn problem_lines(err: &anyhow::Error) -> Vec<String> {
+    let inner = err
+        .chain()
+        .find_map(|e| e.downcast_ref::<crate::BadInput>())
+        .map(crate::BadInput::inner);
+    let problems = err
+        .chain()
+        .chain(inner.into_iter().flat_map(|inner| inner.chain()))
+        .find_map(|e| e.downcast_ref::<Problems>());
+    match problems {
+        Some(problems) => problems.lines(),
+        None => vec![format!("{err:#}")],
+    }
+}
+
 impl Config {
     /// Parses and validates a config; `origin` names it in errors (a path or
-    /// `built-in NAME`).
+    /// `built-in NAME`). Validation problems come as one [`Problems`].
     pub fn parse(name: &str, origin: &str, text: &str, format: Format) -> Result<Config> {
         let mut config: Config =
             parse::deserialize(text, format).map_err(|err| anyhow::anyhow!("{origin}: {err}"))?;
         config.name = name.to_string();
         config.origin = origin.to_string();
-        config.validate().with_context(|| origin.to_string())?;
+        let problems = config.validate();
+        if !problems.is_empty() {
+            return Err(Problems {
+                origin: origin.to_string(),
+                problems,
+            }
+            .into());
+        }
         Ok(config)
     }
 
@@ -301,7 +363,9 @@ impl Config {
         humantime::parse_duration(counter.flush_interval.as_deref()?).ok()
     }
 
-    fn validate(&mut self) -> Result<()> {
+    /// Records warnings for accepted-but-ignored keys, drops what cannot be
+    /// run, and returns every problem found (none: the config is valid).
+    fn validate(&mut self) -> Vec<String> {
         if self.tracing.is_some() {
             self.warnings
                 .push("key `tracing` ignored: bpfsnap exports metrics, not traces".into());
@@ -311,16 +375,50 @@ impl Config {
                 "key `cgroup_id_map` ignored: bpfsnap does not maintain cgroup id maps".into(),
             );
         }
+        if self.name_key.is_some() {
+            self.warnings
+                .push("key `name` ignored: a config's name is its file name".into());
+        }
+        let warnings = &mut self.warnings;
+        self.metrics.counters.retain(|counter| {
+            if counter.values.is_some() {
+                warnings.push(format!(
+                    "counter {:?} left out: multi-value counters (`values`) are not supported",
+                    counter.name
+                ));
+            }
+            counter.values.is_none()
+        });
+        let mut ignored = Vec::new();
+        for metric in self.metrics() {
+            for label in metric.labels {
+                for decoder in &label.decoders {
+                    if decoder.skip_cache_size.is_some() {
+                        ignored.push(format!(
+                            "metric {:?}: label {:?}: decoder {:?}: key `skip_cache_size` ignored: bpfsnap keeps no decoder skip cache",
+                            metric.name, label.name, decoder.name
+                        ));
+                    }
+                }
+            }
+        }
+        self.warnings.extend(ignored);
+        let mut problems = Vec::new();
         if self.metrics.counters.is_empty() && self.metrics.histograms.is_empty() {
-            bail!("defines no metrics: add a metrics.counters or metrics.histograms entry");
+            problems.push(
+                "defines no metrics: add a metrics.counters or metrics.histograms entry".into(),
+            );
+            return problems;
         }
         let mut names = HashSet::new();
-        for metric in self.metrics().collect::<Vec<_>>() {
-            check_metric_name(metric.name)?;
-            if !names.insert(metric.name.to_string()) {
-                bail!("metric {:?} is defined twice", metric.name);
+        for metric in self.metrics() {
+            if let Err(err) = check_metric_name(metric.name) {
+                problems.push(format!("{err:#}"));
             }
-            check_labels(metric.name, metric.labels)?;
+            if !names.insert(metric.name.to_string()) {
+                problems.push(format!("metric {:?} is defined twice", metric.name));
+            }
+            check_labels(metric.name, metric.labels, &mut problems);
         }
         for (name, cap) in self
             .metrics
@@ -335,23 +433,23 @@ impl Config {
             )
         {
             if cap == Some(0) {
-                bail!("metric {name:?}: max_series must be at least 1");
+                problems.push(format!("metric {name:?}: max_series must be at least 1"));
             }
         }
         for counter in &self.metrics.counters {
             if counter.help.trim().is_empty() {
-                bail!(
+                problems.push(format!(
                     "counter {:?} has no help text: say what it counts",
                     counter.name
-                );
+                ));
             }
             if let Some(interval) = &counter.flush_interval {
-                humantime::parse_duration(interval).map_err(|err| {
-                    anyhow::anyhow!(
+                if let Err(err) = humantime::parse_duration(interval) {
+                    problems.push(format!(
                         "counter {:?}: flush_interval {interval:?}: {err} (try 30s or 5m)",
                         counter.name
-                    )
-                })?;
+                    ));
+                }
             }
             if !counter.name.ends_with("_total") {
                 self.warnings.push(format!(
@@ -361,10 +459,11 @@ impl Config {
             }
         }
         for histogram in &self.metrics.histograms {
-            check_histogram(histogram)
-                .with_context(|| format!("histogram {:?}", histogram.name))?;
+            if let Err(err) = check_histogram(histogram) {
+                problems.push(format!("histogram {:?}: {err:#}", histogram.name));
+            }
         }
-        Ok(())
+        problems
     }
 }
 
@@ -465,39 +564,46 @@ fn check_metric_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-fn check_labels(metric: &str, labels: &[Label]) -> Result<()> {
+/// Pushes one problem per faulty label (its first) onto `problems`.
+fn check_labels(metric: &str, labels: &[Label], problems: &mut Vec<String>) {
     let mut names = HashSet::new();
     for label in labels {
-        let valid = label
-            .name
-            .chars()
-            .enumerate()
-            .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()));
-        if label.name.is_empty() || !valid || label.name.starts_with("__") {
-            bail!(
-                "metric {metric:?}: label name {:?} is not valid: use letters, digits and '_', \
-                 not starting with a digit or '__'",
-                label.name
-            );
+        if let Err(err) = check_label(label, &mut names) {
+            problems.push(format!("metric {metric:?}: {err:#}"));
         }
-        if !names.insert(&label.name) {
-            bail!("metric {metric:?}: label {:?} appears twice", label.name);
-        }
-        if label.size == 0 {
-            bail!(
-                "metric {metric:?}: label {:?} has size 0: give the bytes it takes in the key",
-                label.name
-            );
-        }
-        if label.decoders.is_empty() {
-            bail!(
-                "metric {metric:?}: label {:?} has no decoders: add some, e.g. decoders = [{{ name = \"uint\" }}]",
-                label.name
-            );
-        }
-        decoder::Chain::build(&label.decoders, label.size)
-            .with_context(|| format!("metric {metric:?}: label {:?}", label.name))?;
     }
+}
+
+fn check_label<'a>(label: &'a Label, names: &mut HashSet<&'a str>) -> Result<()> {
+    let valid = label
+        .name
+        .chars()
+        .enumerate()
+        .all(|(i, c)| c.is_ascii_alphabetic() || c == '_' || (i > 0 && c.is_ascii_digit()));
+    if label.name.is_empty() || !valid || label.name.starts_with("__") {
+        bail!(
+            "label name {:?} is not valid: use letters, digits and '_', \
+             not starting with a digit or '__'",
+            label.name
+        );
+    }
+    if !names.insert(&label.name) {
+        bail!("label {:?} appears twice", label.name);
+    }
+    if label.size == 0 {
+        bail!(
+            "label {:?} has size 0: give the bytes it takes in the key",
+            label.name
+        );
+    }
+    if label.decoders.is_empty() {
+        bail!(
+            "label {:?} has no decoders: add some, e.g. decoders = [{{ name = \"uint\" }}]",
+            label.name
+        );
+    }
+    decoder::Chain::build(&label.decoders, label.size)
+        .with_context(|| format!("label {:?}", label.name))?;
     Ok(())
 }
 
@@ -635,6 +741,93 @@ metrics:
             "{:?}",
             config.warnings
         );
+    }
+
+    /// Every key of ebpf_exporter's config schema bpfsnap does not act on
+    /// (its config.go, and its examples: regexp.yaml's `skip_cache_size`,
+    /// complex-value.yaml's `values`) is accepted with a warning naming it;
+    /// the rest of the config still parses as before.
+    #[test]
+    fn ebpf_exporter_keys_bpfsnap_ignores_warn_and_go_on() {
+        let regexp = "            - name: uint\n";
+        let cases: &[(&str, &str, &str)] = &[
+            ("top level name", "name: renamed\n", "key `name` ignored"),
+            (
+                "tracing",
+                "tracing:\n  spans:\n    - name: x\n      ringbuf: events\n",
+                "key `tracing` ignored",
+            ),
+            (
+                "cgroup_id_map",
+                "cgroup_id_map:\n  name: cgroups\n  type: hash\n  regexps:\n    - ^.*$\n",
+                "key `cgroup_id_map` ignored",
+            ),
+            (
+                "decoder skip_cache_size",
+                "            - name: uint\n              skip_cache_size: 100\n",
+                "decoder \"uint\": key `skip_cache_size` ignored",
+            ),
+            (
+                "counter values",
+                "",
+                "counter \"multi_total\" left out: multi-value counters (`values`)",
+            ),
+        ];
+        for (what, snippet, warning) in cases {
+            let mut text = GOOD_YAML.to_string();
+            if snippet.starts_with("            ") {
+                text = text.replacen(regexp, snippet, 1);
+            } else if snippet.is_empty() {
+                text = text.replace(
+                    "  histograms:",
+                    "    - name: multi_total\n      help: Two values.\n      labels: []\n      values:\n        - name: a_total\n          help: A.\n  histograms:",
+                );
+            } else {
+                text.push_str(snippet);
+            }
+            let config =
+                parse(&text, Format::Yaml).unwrap_or_else(|err| panic!("{what}: {err:#}\n{text}"));
+            assert_eq!(config.warnings.len(), 1, "{what}: {:?}", config.warnings);
+            assert!(
+                config.warnings[0].contains(warning),
+                "{what}: {:?} should contain {warning:?}",
+                config.warnings
+            );
+            assert_eq!(config.name, "t", "{what}");
+            let names: Vec<&str> = config.metrics().map(|m| m.name).collect();
+            assert_eq!(names, ["things_total", "latency_seconds"], "{what}");
+            let decoders = &config.metrics.counters[0].labels[0].decoders;
+            assert_eq!(decoders.len(), 2, "{what}");
+        }
+    }
+
+    /// Independent problems of one config are all reported, one line each.
+    #[test]
+    fn every_independent_problem_is_reported() {
+        let text = GOOD_YAML
+            .replace("name: kind", "name: 9kind")
+            .replace("help: Latency.", "help: ''")
+            .replace("name: bucket", "name: bucket\n          padding: 0")
+            .replace("            - name: uint\n", "            - name: nosuch\n")
+            + "        - name: second\n          size: 4\n          decoders:\n            - name: regexp\n              regexps: ['(']\n";
+        let err = parse(&text, Format::Yaml).unwrap_err();
+        let lines = problem_lines(&err);
+        let expected = [
+            "t.cfg: metric \"things_total\": label name \"9kind\" is not valid",
+            "t.cfg: metric \"latency_seconds\": label \"bucket\": unknown decoder \"nosuch\"",
+            "t.cfg: metric \"latency_seconds\": label \"second\":",
+            "t.cfg: histogram \"latency_seconds\": no help text",
+        ];
+        assert_eq!(lines.len(), expected.len(), "{lines:#?}");
+        for (line, expected) in lines.iter().zip(expected) {
+            assert!(
+                line.starts_with(expected),
+                "{line:?} should start with {expected:?}"
+            );
+        }
+        assert!(lines[2].contains("regex"), "{lines:#?}");
+        // Elsewhere it is one line.
+        assert!(!format!("{err:#}").contains('\n'), "{err:#}");
     }
 
     #[test]

@@ -234,6 +234,99 @@ fn read_by_key<M: MapCore>(map: &M, data: &mut MapData) -> Result<()> {
 mod tests {
     use super::*;
 
+    use std::collections::BTreeMap;
+
+    use libbpf_rs::MapHandle;
+
+    /// Creating kernel maps needs root. Without it this test is skipped,
+    /// loudly, unless kernel tests are required (CI,
+    /// BPFSNAP_REQUIRE_KERNEL_TESTS=1, as tests/common says), then it fails.
+    fn may_create_maps(test: &str) -> bool {
+        if unsafe { libc::geteuid() } == 0 {
+            return true;
+        }
+        let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+            || std::env::var_os("BPFSNAP_REQUIRE_KERNEL_TESTS").is_some_and(|v| v == "1");
+        assert!(!required, "{test}: kernel tests are required but need root");
+        eprintln!("SKIPPED {test}: needs root to create BPF maps");
+        false
+    }
+
+    /// A `map_type` map of u32 keys `0..entries` (room for `max_entries`);
+    /// key n holds n × 7 + 1, plus the CPU number on a per-CPU map.
+    fn filled_map(map_type: MapType, entries: u32, max_entries: u32, cpus: usize) -> MapHandle {
+        let opts = libbpf_sys::bpf_map_create_opts {
+            sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+            ..Default::default()
+        };
+        let map = MapHandle::create(map_type, Some("batch_test"), 4, 8, max_entries, &opts)
+            .expect("create map");
+        for n in 0..entries {
+            let value = |cpu: usize| (u64::from(n) * 7 + 1 + cpu as u64).to_ne_bytes().to_vec();
+            if map_type.is_percpu() {
+                let values: Vec<Vec<u8>> = (0..cpus).map(value).collect();
+                map.update_percpu(&n.to_ne_bytes(), &values, MapFlags::ANY)
+            } else {
+                map.update(&n.to_ne_bytes(), &value(0), MapFlags::ANY)
+            }
+            .expect("fill map");
+        }
+        map
+    }
+
+    fn by_key(data: &MapData) -> BTreeMap<Vec<u8>, Vec<u64>> {
+        data.entries()
+            .map(|(key, values)| (key.to_vec(), values.to_vec()))
+            .collect()
+    }
+
+    /// Maps far larger than one batch (8192 entries) are read whole and
+    /// exactly by the batch loop, and key by key alike.
+    #[test]
+    fn batch_and_key_by_key_reads_return_every_entry_exactly() {
+        if !may_create_maps("batch_and_key_by_key_reads_return_every_entry_exactly") {
+            return;
+        }
+        let cpus = libbpf_rs::num_possible_cpus().unwrap();
+        for (map_type, entries, max_entries) in [
+            (MapType::Hash, 50_000, 65_536),
+            (MapType::Hash, 20_000, 20_000),
+            (MapType::PercpuHash, 20_000, 32_768),
+        ] {
+            let what = format!("{map_type:?} of {entries} in {max_entries}");
+            let map = filled_map(map_type, entries, max_entries, cpus);
+            let batched = read_map(&map).expect("read_map");
+            let stride = if map_type.is_percpu() { cpus } else { 1 };
+            assert_eq!(batched.values_per_key, stride, "{what}");
+            assert_eq!(batched.len(), entries as usize, "{what}");
+            let batched_entries = by_key(&batched);
+            assert_eq!(
+                batched_entries.len(),
+                entries as usize,
+                "{what}: no key twice"
+            );
+            for n in 0..entries {
+                let want: Vec<u64> = (0..stride)
+                    .map(|cpu| u64::from(n) * 7 + 1 + cpu as u64)
+                    .collect();
+                assert_eq!(
+                    batched_entries.get(n.to_ne_bytes().as_slice()),
+                    Some(&want),
+                    "{what}: key {n}"
+                );
+            }
+
+            let mut iterated = MapData {
+                keys: Vec::new(),
+                values: Vec::new(),
+                ..batched.clone()
+            };
+            read_by_key(&map, &mut iterated).expect("read_by_key");
+            assert_eq!(iterated.len(), entries as usize, "{what}");
+            assert_eq!(by_key(&iterated), batched_entries, "{what}");
+        }
+    }
+
     #[test]
     fn iterates_entries_with_their_values() {
         let data = MapData {

@@ -37,7 +37,23 @@ mod tests {
                 (&[], Ok("")),
                 (&[0x00, 0xff, 0x1a], Ok("00ff1a")),
                 (b"AB", Ok("4142")),
+                // Edge: all zero, all ones; every byte shown, none dropped.
+                (&[0; 4], Ok("00000000")),
+                (&[0xff; 3], Ok("ffffff")),
+                // Not UTF-8 (a lone continuation byte, a bad sequence): hex
+                // never fails, the output is plain ASCII.
+                (&[0x80, 0xc3, 0x28], Ok("80c328")),
             ],
         );
+    }
+
+    #[test]
+    fn takes_no_options() {
+        let spec = DecoderSpec {
+            regexps: Some(vec!["x".into()]),
+            ..DecoderSpec::named("hex")
+        };
+        let err = build(&spec, 4).err().expect("options refused");
+        assert!(err.to_string().contains("takes no options"), "{err}");
     }
 }

@@ -35,7 +35,26 @@ mod tests {
                 (b"full", Ok("full")),
                 (b"\0junk", Ok("")),
                 (b"a\"b\\c\0", Ok("a\"b\\c")),
+                // Edge: empty, all zero.
+                (b"", Ok("")),
+                (&[0; 16], Ok("")),
+                // Not UTF-8: the bytes pass through (shown lossily here).
+                (b"\xff\xfeab\0cd", Ok("\u{fffd}\u{fffd}ab")),
             ],
         );
+    }
+
+    /// Bytes that are not UTF-8 (kernel strings can hold anything) become
+    /// U+FFFD in the label value, never an error or invalid text.
+    #[test]
+    fn invalid_utf8_becomes_replacement_characters() {
+        let chain = super::super::Chain::build(&[DecoderSpec::named("string")], 8).unwrap();
+        assert_eq!(chain.decode(b"a\xc3\x28b\0\0\0\0").unwrap(), "a\u{fffd}(b");
+        let spec = DecoderSpec {
+            allow_unknown: true,
+            ..DecoderSpec::named("string")
+        };
+        let err = build(&spec, 8).err().expect("options refused");
+        assert!(err.to_string().contains("takes no options"), "{err}");
     }
 }
