@@ -5,20 +5,7 @@
 
 mod common;
 
-use common::{path_str, Running};
-
-fn named_thread<T: Send + 'static>(
-    name: &'static str,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
-    std::thread::spawn(move || {
-        let name = std::ffi::CString::new(name).unwrap();
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
-        work()
-    })
-    .join()
-    .unwrap()
-}
+use common::{named_thread, path_str, Running};
 
 fn run_events(load: impl FnOnce()) -> String {
     let (_dir, config) = common::example_config("events.toml");
