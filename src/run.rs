@@ -256,6 +256,11 @@ pub(crate) fn attach_all(
     for failure in &failed {
         log.error(&format!("{:#}", failure.error));
     }
+    for probe in &probes {
+        for warning in probe.warnings() {
+            log.warn(&format!("{}: {warning}", probe.config().name));
+        }
+    }
     Ok((probes, failed))
 }
 
@@ -570,6 +575,7 @@ pub(crate) fn program_families(
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     let mut events_lost = Vec::new();
+    let mut events_dropped = Vec::new();
     let mut series_dropped = Vec::new();
     for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
@@ -589,8 +595,10 @@ pub(crate) fn program_families(
         for (decoder, count) in added.decode_errors {
             decode_errors.push((vec![name.clone(), decoder.to_string()], count as f64));
         }
-        for (map, lost) in &snapshot.events_lost {
-            events_lost.push((vec![name.clone(), map.clone()], *lost as f64));
+        for stream in &snapshot.events_lost {
+            let labels = vec![name.clone(), stream.map.clone()];
+            events_lost.push((labels.clone(), stream.lost as f64));
+            events_dropped.push((labels, stream.dropped as f64));
         }
         probe.refresh_stats();
     }
@@ -607,6 +615,13 @@ pub(crate) fn program_families(
         MetricType::COUNTER,
         &["config", "map"],
         events_lost,
+    ));
+    families.push(expose::labelled(
+        &metric_name(ns, "events_dropped_total"),
+        "Events of event-stream counters not counted because their label set was new while the counter already counted max_series label sets.",
+        MetricType::COUNTER,
+        &["config", "map"],
+        events_dropped,
     ));
     Ok((families, decode_errors))
 }

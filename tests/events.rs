@@ -142,3 +142,42 @@ fn exits_builtin_counts_each_exit_and_kill() {
     );
     common::promtool_check(&text);
 }
+
+#[test]
+fn a_ring_buffer_without_a_lost_map_is_warned_about_at_load() {
+    let Some(_kernel) =
+        common::kernel_test("a_ring_buffer_without_a_lost_map_is_warned_about_at_load")
+    else {
+        return;
+    };
+    let dir = common::config_dir();
+    let config = dir.path().join("ringbuf_no_lost.toml");
+    std::fs::copy(common::source_file("tests/fixtures/events.toml"), &config).unwrap();
+    std::fs::copy(
+        common::fixture_object("ringbuf_no_lost"),
+        dir.path().join("ringbuf_no_lost.bpf.o"),
+    )
+    .unwrap();
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        path_str(&config),
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("sampling");
+    named_thread("bpfsnap-ev-u", || common::getpid_calls(5));
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    let warning = "ringbuf_no_lost: ring buffer events_total has no events_total_lost map: \
+                   events dropped in the kernel when it is full are not counted";
+    assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_events_total{key="0"}"#),
+        Some(5.0),
+        "{text}"
+    );
+}
