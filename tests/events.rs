@@ -8,7 +8,13 @@ mod common;
 use common::{named_thread, path_str, Running};
 
 fn run_events(load: impl FnOnce()) -> String {
+    run_events_config(|toml| toml, load)
+}
+
+/// [`run_events`] of examples/events.toml as changed by `edit`.
+fn run_events_config(edit: impl FnOnce(String) -> String, load: impl FnOnce()) -> String {
     let (_dir, config) = common::example_config("events.toml");
+    std::fs::write(&config, edit(std::fs::read_to_string(&config).unwrap())).unwrap();
     let mut running = Running::spawn(&[
         "run",
         "-v",
@@ -92,6 +98,69 @@ fn an_overflowing_burst_is_counted_or_counted_lost() {
         counted + lost,
         BURST as f64,
         "every event counted or counted as lost ({counted} + {lost})"
+    );
+}
+
+#[test]
+fn label_sets_beyond_max_series_are_counted_as_dropped_events() {
+    let Some(_kernel) =
+        common::kernel_test("label_sets_beyond_max_series_are_counted_as_dropped_events")
+    else {
+        return;
+    };
+    let text = run_events_config(
+        |toml| {
+            let capped = toml.replace(
+                "perf_event_array = true\n",
+                "perf_event_array = true\nmax_series = 1\n",
+            );
+            assert_ne!(capped, toml);
+            capped
+        },
+        || {
+            named_thread("bpfsnap-ev-m1", || {
+                for _ in 0..4 {
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+            });
+            named_thread("bpfsnap-ev-m2", || {
+                for _ in 0..3 {
+                    unsafe { libc::syscall(libc::SYS_getppid) };
+                }
+            });
+        },
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-m1"}"#
+        ),
+        Some(4.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-m2"}"#
+        ),
+        None,
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_events_dropped_total{config="events",map="getppid_events_total"}"#
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_series_dropped_total{config="events",metric="getppid_events_total"}"#
+        ),
+        None,
+        "the table's cap keeps the output within max_series: {text}"
     );
 }
 
