@@ -1,7 +1,10 @@
 //! Event-stream counters on the real kernel: exact counts for a known number
-//! of events (ring buffer, perf event array, and the `exits` built-in), and a
+//! of events (ring buffer, perf event array, and the `exits` built-in); a
 //! burst that overflows a small ring buffer is fully accounted for — every
-//! event counted or counted as lost — while the run still exits 0.
+//! event counted or counted as lost — while the run still exits 0; label sets
+//! beyond `max_series` are counted as dropped events; a ring buffer without a
+//! `MAP_lost` map is warned about. (Perf-array losses and `flush_interval`
+//! need scrapes over time: tests/serve.rs.)
 
 mod common;
 
