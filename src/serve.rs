@@ -147,6 +147,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     ));
     // New connections are refused from here on (a listening socket shut down
     // closes; tiny_http's accept thread ends on the error).
+    // SAFETY: shutdown(2) on a descriptor `accepting` owns and keeps open.
     unsafe { libc::shutdown(accepting.as_raw_fd(), libc::SHUT_RDWR) };
     // One unblock per worker: each ends its loop once its scrape in flight,
     // if any, is answered.
