@@ -285,7 +285,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --allow-untrusted-files --scrape-delay --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -332,6 +332,10 @@ _bpfsnap() {
                     return 0
                     ;;
                 --scrape-delay)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --faulty-scrapes)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

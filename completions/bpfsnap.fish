@@ -62,7 +62,9 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l on-error -d 'W
 partial\t''"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l keep-caps -d 'Capabilities to keep once attached (see `run --keep-caps`)' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-delay -d 'Testing aid: make every scrape take at least this long, to exercise the in-flight limit and the scrape timeout' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l faulty-scrapes -d 'Testing aid: --scrape-delay and --scrape-error apply to the first N scrapes only, so later scrapes show what they counted' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l allow-untrusted-files -d 'Load config and object files even if others could have changed them'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-error -d 'Testing aid: make gathering fail as if reading the maps had failed, to exercise --on-error'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d 'Print help'

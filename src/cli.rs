@@ -240,6 +240,16 @@ pub struct ServeArgs {
     /// the in-flight limit and the scrape timeout.
     #[arg(long, value_name = "DURATION", hide = true, value_parser = humantime::parse_duration)]
     pub scrape_delay: Option<Duration>,
+
+    /// Testing aid: make gathering fail as if reading the maps had failed, to
+    /// exercise --on-error.
+    #[arg(long, hide = true)]
+    pub scrape_error: bool,
+
+    /// Testing aid: --scrape-delay and --scrape-error apply to the first N
+    /// scrapes only, so later scrapes show what they counted.
+    #[arg(long, value_name = "N", hide = true)]
+    pub faulty_scrapes: Option<usize>,
 }
 
 impl ProgramArgs {
@@ -324,6 +334,8 @@ where
             scrape_timeout: args.scrape_timeout,
             serve_partial: args.on_error == "partial",
             scrape_delay: args.scrape_delay.unwrap_or_default(),
+            scrape_error: args.scrape_error,
+            faulty_scrapes: args.faulty_scrapes,
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
             log: Log {

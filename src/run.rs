@@ -140,10 +140,10 @@ pub fn run(options: &RunOptions) -> Result<()> {
                 ));
             }
         }
-        log_failures(failed.get(1..).unwrap_or_default(), log);
+        log_problems(&[], failed.get(1..).unwrap_or_default(), log);
         return Err(first_error(failed));
     }
-    log_failures(&failed, log);
+    log_problems(&probes, &failed, log);
 
     let keep = keep_caps(&options.keep_caps, &programs, log);
     privilege::drop_capabilities(&keep)?;
@@ -256,7 +256,7 @@ pub(crate) fn attach_all(
     if probes.is_empty() {
         return Err(first_error(failed));
     }
-    log_failures(&failed, log);
+    log_problems(&probes, &failed, log);
     Ok((probes, failed))
 }
 
@@ -283,9 +283,16 @@ fn attach_each(programs: &[Program], pin: Option<&Path>) -> Result<(Vec<Probe>, 
     Ok((probes, failed))
 }
 
-fn log_failures(failed: &[Failed], log: Log) {
+/// Says what failed, and what the attached probes warn about (e.g. a ring
+/// buffer whose drops in the kernel are not counted).
+fn log_problems(probes: &[Probe], failed: &[Failed], log: Log) {
     for failure in failed {
         log.error(&format!("{:#}", failure.error));
+    }
+    for probe in probes {
+        for warning in probe.warnings() {
+            log.warn(&format!("{}: {warning}", probe.config().name));
+        }
     }
 }
 
@@ -612,6 +619,7 @@ pub(crate) fn program_families(
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     let mut events_lost = Vec::new();
+    let mut events_dropped = Vec::new();
     let mut series_dropped = Vec::new();
     for probe in probes.iter_mut() {
         let snapshot = snapshot::take(probe)?;
@@ -631,8 +639,10 @@ pub(crate) fn program_families(
         for (decoder, count) in added.decode_errors {
             decode_errors.push((vec![name.clone(), decoder.to_string()], count as f64));
         }
-        for (map, lost) in &snapshot.events_lost {
-            events_lost.push((vec![name.clone(), map.clone()], *lost as f64));
+        for stream in &snapshot.events_lost {
+            let labels = vec![name.clone(), stream.map.clone()];
+            events_lost.push((labels.clone(), stream.lost as f64));
+            events_dropped.push((labels, stream.dropped as f64));
         }
         probe.refresh_stats();
     }
@@ -649,6 +659,13 @@ pub(crate) fn program_families(
         MetricType::COUNTER,
         &["config", "map"],
         events_lost,
+    ));
+    families.push(expose::labelled(
+        &metric_name(ns, "events_dropped_total"),
+        "Events of event-stream counters not counted because their label set was new while the counter already counted max_series label sets.",
+        MetricType::COUNTER,
+        &["config", "map"],
+        events_dropped,
     ));
     Ok((families, decode_errors))
 }

@@ -10,11 +10,16 @@
 //! `bpfsnap_scrape_errors_total{cause}`. `/` links to `/metrics`; `/healthz`
 //! answers `ok`. SIGTERM/SIGINT: stop accepting, finish scrapes in flight,
 //! detach, exit 0.
+//!
+//! A gathering that outlives its scrape's timeout cannot be cancelled (it may
+//! be stuck in the kernel): while one still runs, scrapes are answered 503 at
+//! once instead of starting another, so stuck gatherings cannot pile up.
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,8 +44,13 @@ pub struct ServeOptions {
     pub scrape_timeout: Duration,
     /// On a gathering error: serve what was gathered (true) or fail (500).
     pub serve_partial: bool,
-    /// Testing aid (hidden flag): every scrape takes at least this long.
+    /// Testing aid (hidden flag): a scrape takes at least this long.
     pub scrape_delay: Duration,
+    /// Testing aid (hidden flag): gathering fails as if reading the maps had.
+    pub scrape_error: bool,
+    /// Testing aid (hidden flag): the delay and error apply to the first N
+    /// scrapes only (all if None).
+    pub faulty_scrapes: Option<usize>,
     pub keep_caps: KeepCaps,
     pub allow_untrusted_files: bool,
     pub log: Log,
@@ -60,8 +70,21 @@ struct State {
     max_requests: usize,
     scrape_timeout: Duration,
     scrape_delay: Duration,
+    scrape_error: bool,
+    faulty_scrapes: Option<usize>,
+    /// Gatherings started so far (for `faulty_scrapes`).
+    gatherings: AtomicUsize,
+    /// Gatherings still running whose scrape gave up on them (timed out).
+    abandoned: AtomicUsize,
     /// cause → count, exported as bpfsnap_scrape_errors_total.
     errors: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// What a test asked one gathering to suffer.
+#[derive(Clone, Copy)]
+struct Faults {
+    delay: Duration,
+    error: bool,
 }
 
 pub fn serve(options: &ServeOptions) -> Result<()> {
@@ -71,7 +94,14 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     probe::check_host()?;
     probe::capture_libbpf_log(log.verbose);
     let (probes, failed) = run::attach_all(&programs, None, log)?;
-    let server = Server::http(options.listen)
+    let listener = TcpListener::bind(options.listen)
+        .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
+    // The same socket, to shut down on SIGTERM: tiny_http keeps accepting
+    // until it is dropped, after the scrapes in flight.
+    let accepting = listener
+        .try_clone()
+        .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
+    let server = Server::from_listener(listener, None)
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
     privilege::drop_capabilities(&run::keep_caps(&options.keep_caps, &programs, log))?;
     if !options.listen.ip().is_loopback() {
@@ -92,6 +122,10 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         max_requests: options.max_requests.max(1),
         scrape_timeout: options.scrape_timeout,
         scrape_delay: options.scrape_delay,
+        scrape_error: options.scrape_error,
+        faulty_scrapes: options.faulty_scrapes,
+        gatherings: AtomicUsize::new(0),
+        abandoned: AtomicUsize::new(0),
         errors: Mutex::new(BTreeMap::new()),
     });
     let server = Arc::new(server);
@@ -111,6 +145,10 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         "signal {}: finishing scrapes in flight",
         signal.unwrap_or_default()
     ));
+    // New connections are refused from here on (a listening socket shut down
+    // closes; tiny_http's accept thread ends on the error).
+    // SAFETY: shutdown(2) on a descriptor `accepting` owns and keeps open.
+    unsafe { libc::shutdown(accepting.as_raw_fd(), libc::SHUT_RDWR) };
     // One unblock per worker: each ends its loop once its scrape in flight,
     // if any, is answered.
     for _ in &workers {
@@ -193,6 +231,59 @@ fn request_header<'a>(request: &'a Request, name: &str) -> &'a str {
         .map_or("", |h| h.value.as_str())
 }
 
+/// The elements of a header list (`Accept`, `Accept-Encoding`), lowercased,
+/// each with its q-value (1 if not given; an unreadable one makes the element
+/// unacceptable). Parameters other than q are dropped.
+fn weighted(header: &str) -> Vec<(String, f32)> {
+    header
+        .split(',')
+        .filter_map(|element| {
+            let mut parts = element.split(';');
+            let value = parts.next()?.trim().to_ascii_lowercase();
+            if value.is_empty() {
+                return None;
+            }
+            let q = parts
+                .filter_map(|param| {
+                    let (name, q) = param.split_once('=')?;
+                    name.trim().eq_ignore_ascii_case("q").then(|| q.trim())
+                })
+                .next_back()
+                .map_or(Some(1.0), |q| q.parse::<f32>().ok())
+                .filter(|q| (0.0..=1.0).contains(q))
+                .unwrap_or(0.0);
+            Some((value, q))
+        })
+        .collect()
+}
+
+/// The highest q of the elements that are one of `names`, if any is.
+fn quality(elements: &[(String, f32)], names: &[&str]) -> Option<f32> {
+    elements
+        .iter()
+        .filter(|(value, _)| names.contains(&value.as_str()))
+        .map(|(_, q)| *q)
+        .reduce(f32::max)
+}
+
+/// OpenMetrics only when the scraper names it, acceptable (q > 0) and liked
+/// at least as much as the text format (`text/plain`, `text/*`, `*/*`);
+/// otherwise the default, text 0.0.4.
+fn wants_openmetrics(accept: &str) -> bool {
+    let elements = weighted(accept);
+    let openmetrics = quality(&elements, &["application/openmetrics-text"]).unwrap_or(0.0);
+    let text = quality(&elements, &["text/plain", "text/*", "*/*"]).unwrap_or(0.0);
+    openmetrics > 0.0 && openmetrics >= text
+}
+
+/// gzip when acceptable: named with q > 0, or not named and `*` is.
+fn accepts_gzip(accept_encoding: &str) -> bool {
+    let elements = weighted(accept_encoding);
+    quality(&elements, &["gzip"])
+        .or_else(|| quality(&elements, &["*"]))
+        .is_some_and(|q| q > 0.0)
+}
+
 fn count_error(state: &State, cause: &'static str) {
     if let Ok(mut errors) = state.errors.lock() {
         *errors.entry(cause).or_default() += 1;
@@ -200,18 +291,50 @@ fn count_error(state: &State, cause: &'static str) {
 }
 
 fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Vec<u8>>> {
-    let openmetrics = request_header(request, "Accept").contains("application/openmetrics-text");
-    let gzip = request_header(request, "Accept-Encoding")
-        .split(',')
-        .any(|e| e.trim().starts_with("gzip"));
+    let openmetrics = wants_openmetrics(request_header(request, "Accept"));
+    let gzip = accepts_gzip(request_header(request, "Accept-Encoding"));
+
+    if state.abandoned.load(Ordering::SeqCst) > 0 {
+        count_error(state, "stuck");
+        let body = format!(
+            "503 an earlier scrape's gathering is still running past the scrape timeout ({:?}); \
+             not starting another until it ends\n",
+            state.scrape_timeout
+        );
+        return plain(503, body);
+    }
+    let started = state.gatherings.fetch_add(1, Ordering::SeqCst);
+    let faults = if state.faulty_scrapes.is_none_or(|n| started < n) {
+        Faults {
+            delay: state.scrape_delay,
+            error: state.scrape_error,
+        }
+    } else {
+        Faults {
+            delay: Duration::ZERO,
+            error: false,
+        }
+    };
 
     // Gather on a thread of its own, so a slow snapshot cannot hold the
     // scrape past its timeout.
     let (sender, receiver) = mpsc::channel();
     let gatherer = state.clone();
-    std::thread::spawn(move || {
-        let _ = sender.send(gather(&gatherer));
-    });
+    let progress = Arc::new(AtomicU8::new(RUNNING));
+    let finished = progress.clone();
+    let spawned = std::thread::Builder::new()
+        .name("gather".into())
+        .spawn(move || {
+            let result = gather(&gatherer, faults);
+            if finished.swap(DONE, Ordering::SeqCst) == ABANDONED {
+                gatherer.abandoned.fetch_sub(1, Ordering::SeqCst);
+            }
+            let _ = sender.send(result);
+        });
+    if let Err(err) = spawned {
+        count_error(state, "gather");
+        return plain(500, format!("500 cannot start gathering metrics: {err}\n"));
+    }
     let (text, error) = match receiver.recv_timeout(state.scrape_timeout) {
         Ok(Ok(text)) => (text, None),
         Ok(Err((partial, err))) => {
@@ -219,6 +342,15 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
             (partial, Some(err))
         }
         Err(_) => {
+            // Counted before it is marked, so the gathering thread's
+            // decrement (it sees the mark) always comes after.
+            state.abandoned.fetch_add(1, Ordering::SeqCst);
+            if progress
+                .compare_exchange(RUNNING, ABANDONED, Ordering::SeqCst, Ordering::SeqCst)
+                .is_err()
+            {
+                state.abandoned.fetch_sub(1, Ordering::SeqCst);
+            }
             count_error(state, "timeout");
             let body = format!(
                 "503 gathering metrics took longer than the scrape timeout ({:?})\n",
@@ -252,17 +384,29 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
     response
 }
 
+/// A gathering's progress, as its scrape and its thread see it.
+const RUNNING: u8 = 0;
+const DONE: u8 = 1;
+/// Its scrape timed out; the thread ends the `abandoned` count when done.
+const ABANDONED: u8 = 2;
+
 /// One scrape's text; on error, what could be gathered and the error.
-fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
+fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Error)> {
     let ns = state.namespace.as_str();
     let started = Instant::now();
-    if !state.scrape_delay.is_zero() {
-        std::thread::sleep(state.scrape_delay);
+    if !faults.delay.is_zero() {
+        std::thread::sleep(faults.delay);
     }
     let mut exposition = Exposition::default();
     let mut failure = None;
     match state.probes.lock() {
-        Ok(mut probes) => match run::program_families(&mut probes, ns, Some(&mut exposition)) {
+        Ok(mut probes) => match if faults.error {
+            Err(anyhow!(
+                "reading the maps failed (forced by --scrape-error)"
+            ))
+        } else {
+            run::program_families(&mut probes, ns, Some(&mut exposition))
+        } {
             Ok((families, decode_errors)) => {
                 let mut all = families;
                 all.extend(run::self_metrics(
@@ -308,7 +452,8 @@ fn gather(state: &State) -> Result<String, (String, anyhow::Error)> {
         ),
         expose::labelled(
             &metric_name(ns, "scrape_errors_total"),
-            "Scrapes that failed or were refused, by cause: gather, timeout, limit.",
+            "Scrapes that failed or were refused, by cause: gather (gathering failed), timeout, \
+             limit (too many in flight), stuck (a timed-out gathering still runs).",
             MetricType::COUNTER,
             &["cause"],
             errors,
@@ -386,5 +531,52 @@ mod tests {
              # HELP b B.\n# TYPE b counter\nb_total 4\n\
              # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n# EOF\n"
         );
+    }
+
+    #[test]
+    fn negotiation_honours_q_values() {
+        for (accept, openmetrics) in [
+            ("", false),
+            ("*/*", false),
+            ("text/plain", false),
+            ("application/openmetrics-text", true),
+            ("application/openmetrics-text; version=1.0.0", true),
+            ("Application/OpenMetrics-Text;Version=1.0.0", true),
+            ("application/openmetrics-text;q=0, text/plain", false),
+            ("application/openmetrics-text; q=0", false),
+            (
+                "application/openmetrics-text;q=0.5, text/plain;q=0.9",
+                false,
+            ),
+            ("application/openmetrics-text;q=0.9, text/plain;q=0.5", true),
+            ("application/openmetrics-text;q=0.5, */*", false),
+            ("application/openmetrics-text, text/plain", true),
+            ("application/openmetrics-text;q=zero", false),
+            ("application/openmetrics-text;q=2", false),
+            // What Prometheus sends.
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;\
+                 version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                true,
+            ),
+            ("text/plain;version=0.0.4;q=1,*/*;q=0.1", false),
+        ] {
+            assert_eq!(wants_openmetrics(accept), openmetrics, "Accept: {accept}");
+        }
+        for (encoding, gzip) in [
+            ("", false),
+            ("gzip", true),
+            ("GZIP", true),
+            ("deflate, gzip;q=0.5", true),
+            ("gzip;q=0", false),
+            ("gzip; q=0.0, identity", false),
+            ("*", true),
+            ("*;q=0", false),
+            ("gzip;q=0, *", false),
+            ("identity", false),
+            ("gzipped", false),
+        ] {
+            assert_eq!(accepts_gzip(encoding), gzip, "Accept-Encoding: {encoding}");
+        }
     }
 }

@@ -1,15 +1,18 @@
 //! `bpfsnap serve` against real peers on loopback: a Prometheus server
-//! scrapes it and its HTTP API returns the value; curl checks negotiation,
-//! gzip, the in-flight limit and the scrape timeout; SIGTERM detaches.
+//! scrapes it and its HTTP API returns the exact value; curl checks
+//! negotiation, gzip, the in-flight limit, the scrape timeout, a timed-out
+//! gathering still running, gathering errors (`--on-error`), SIGTERM with a
+//! scrape in flight; and event-stream counters served over time
+//! (`flush_interval`, perf-array lost events).
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::TcpListener;
+use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::Running;
+use common::{named_thread, path_str, Running};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -52,6 +55,57 @@ fn curl(port: u16, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
     (status, head, raw[split + 4..].to_vec())
+}
+
+/// Threads of process `pid` gathering metrics for a scrape (serve names
+/// them "gather").
+fn gather_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim() == "gather")
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Polls `what` until it returns Some, for at most [`common::PATIENCE`].
+fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + common::PATIENCE;
+    loop {
+        if let Some(found) = check() {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `n` getppid calls from a thread named `name` pinned to CPU 0 (so that
+/// every event goes through the same per-CPU perf buffer).
+fn getppid_calls_on_cpu0(name: &'static str, n: u64) {
+    named_thread(name, move || {
+        let mut cpus: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        unsafe {
+            libc::CPU_SET(0, &mut cpus);
+            assert_eq!(
+                libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &cpus),
+                0
+            );
+        }
+        for _ in 0..n {
+            unsafe { libc::syscall(libc::SYS_getppid) };
+        }
+    });
+}
+
+/// The body of a scrape that must succeed.
+fn scrape(port: u16) -> String {
+    let (status, _, body) = curl(port, "/metrics", &[]);
+    let body = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{body}");
+    body
 }
 
 #[test]
@@ -191,6 +245,259 @@ fn over_the_in_flight_limit_and_past_the_timeout_answers_503() {
     assert!(server.finish().0.success());
 }
 
+#[test]
+fn a_timed_out_gathering_still_running_refuses_new_ones_until_it_ends() {
+    let Some(_kernel) =
+        common::kernel_test("a_timed_out_gathering_still_running_refuses_new_ones_until_it_ends")
+    else {
+        return;
+    };
+    let port = free_port();
+    // Only the first gathering is slow (as if stuck in the kernel).
+    let server = serve(
+        port,
+        &[
+            "-b",
+            "syscalls",
+            "--scrape-delay",
+            "5s",
+            "--scrape-timeout",
+            "200ms",
+            "--faulty-scrapes",
+            "1",
+        ],
+    );
+    let pid = server.child.id();
+    let (status, _, body) = curl(port, "/metrics", &[]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("longer than the scrape timeout"), "{body}");
+    // Its gathering runs on: scrapes now are refused at once instead of
+    // starting gatherings of their own (these would be quick, and served).
+    const REFUSED: usize = 4;
+    for _ in 0..REFUSED {
+        let (status, _, body) = curl(port, "/metrics", &[]);
+        let body = String::from_utf8_lossy(&body);
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("still running past the scrape timeout"),
+            "{body}"
+        );
+    }
+    assert_eq!(gather_threads(pid), 1, "one gathering at a time");
+    // Once it has ended, scrapes are served again and the errors counted.
+    poll("the slow gathering ended", || {
+        (gather_threads(pid) == 0).then_some(())
+    });
+    let text = scrape(port);
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_scrape_errors_total{cause="timeout"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_scrape_errors_total{cause="stuck"}"#),
+        Some(REFUSED as f64),
+        "{text}"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+}
+
+#[test]
+fn a_gathering_error_fails_the_scrape_or_serves_what_was_gathered() {
+    let Some(_kernel) =
+        common::kernel_test("a_gathering_error_fails_the_scrape_or_serves_what_was_gathered")
+    else {
+        return;
+    };
+    // Any syscall series (curl's own calls make some).
+    let syscalls = "bpfsnap_syscalls_total{";
+    let gather_errors = r#"bpfsnap_scrape_errors_total{cause="gather"}"#;
+
+    // --on-error fail (the default): HTTP 500 with the error.
+    let port = free_port();
+    let server = serve(
+        port,
+        &["-b", "syscalls", "--scrape-error", "--faulty-scrapes", "1"],
+    );
+    let (status, _, body) = curl(port, "/metrics", &[]);
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.starts_with("500 gathering metrics failed")
+            && body.contains("reading the maps failed (forced by --scrape-error)"),
+        "{body}"
+    );
+    let text = scrape(port);
+    assert_eq!(common::sample(&text, gather_errors), Some(1.0), "{text}");
+    assert!(text.contains(syscalls), "{text}");
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+
+    // --on-error partial: 200 with what was gathered (bpfsnap's own
+    // families, not the program's that failed).
+    let port = free_port();
+    let server = serve(
+        port,
+        &[
+            "-b",
+            "syscalls",
+            "--on-error",
+            "partial",
+            "--scrape-error",
+            "--faulty-scrapes",
+            "1",
+        ],
+    );
+    let partial = scrape(port);
+    assert_eq!(
+        common::sample(&partial, "bpfsnap_up"),
+        Some(1.0),
+        "{partial}"
+    );
+    assert!(!partial.contains(syscalls), "{partial}");
+    common::promtool_check(&partial);
+    let text = scrape(port);
+    assert_eq!(common::sample(&text, gather_errors), Some(1.0), "{text}");
+    assert!(text.contains(syscalls), "{text}");
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+}
+
+#[test]
+fn sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections() {
+    let Some(_kernel) =
+        common::kernel_test("sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections")
+    else {
+        return;
+    };
+    let port = free_port();
+    let before = common::loaded_program_ids();
+    let server = serve(port, &["-b", "syscalls", "--scrape-delay", "5s"]);
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(!ours.is_empty());
+    let pid = server.child.id();
+    let in_flight = std::thread::spawn(move || curl(port, "/metrics", &[]));
+    poll("the scrape is being gathered", || {
+        (gather_threads(pid) == 1).then_some(())
+    });
+    server.signal(libc::SIGTERM);
+    poll("connections refused after SIGTERM", || {
+        TcpStream::connect(("127.0.0.1", port))
+            .err()
+            .filter(|err| err.kind() == std::io::ErrorKind::ConnectionRefused)
+    });
+    assert!(
+        !in_flight.is_finished(),
+        "new connections are refused while the scrape is still in flight"
+    );
+    let (status, _, body) = in_flight.join().unwrap();
+    let text = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("bpfsnap_syscalls_total{"), "{text}");
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        common::still_loaded_after_exit(&ours).is_empty(),
+        "SIGTERM detaches everything"
+    );
+}
+
+/// `bpfsnap serve` of examples/events.toml, its `getppid_events_total`
+/// (a perf event array) flushed after `flush_interval`.
+fn serve_events(port: u16, flush_interval: &str) -> (tempfile::TempDir, Running) {
+    let (dir, config) = common::example_config("events.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    let toml = toml.replace(
+        "flush_interval = \"1h\"",
+        &format!("flush_interval = \"{flush_interval}\""),
+    );
+    assert!(toml.contains(flush_interval), "{toml}");
+    std::fs::write(&config, toml).unwrap();
+    let server = serve(port, &[path_str(&config)]);
+    (dir, server)
+}
+
+#[test]
+fn a_series_not_seen_for_the_flush_interval_is_dropped_and_restarts_from_zero() {
+    let Some(_kernel) = common::kernel_test(
+        "a_series_not_seen_for_the_flush_interval_is_dropped_and_restarts_from_zero",
+    ) else {
+        return;
+    };
+    const FLUSH: Duration = Duration::from_secs(3);
+    let series = r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-f"}"#;
+    let port = free_port();
+    let (_dir, server) = serve_events(port, "3s");
+    let loaded = Instant::now();
+    getppid_calls_on_cpu0("bpfsnap-ev-f", 3);
+    let text = scrape(port);
+    assert_eq!(common::sample(&text, series), Some(3.0), "{text}");
+    // Not seen again: dropped at the first scrape FLUSH after its last event.
+    poll("the idle series dropped", || {
+        common::sample(&scrape(port), series)
+            .is_none()
+            .then_some(())
+    });
+    assert!(
+        loaded.elapsed() >= FLUSH,
+        "dropped before the flush interval"
+    );
+    // Seen again: a new series, counting from zero (a counter reset).
+    getppid_calls_on_cpu0("bpfsnap-ev-f", 2);
+    let text = scrape(port);
+    assert_eq!(common::sample(&text, series), Some(2.0), "{text}");
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+}
+
+#[test]
+fn an_overflowing_perf_array_counts_lost_events_and_exits_0() {
+    let Some(_kernel) =
+        common::kernel_test("an_overflowing_perf_array_counts_lost_events_and_exits_0")
+    else {
+        return;
+    };
+    // Far more than a per-CPU perf buffer holds (64 pages).
+    const BURST: u64 = 100_000;
+    let port = free_port();
+    let (_dir, server) = serve_events(port, "1h");
+    // bpfsnap stopped, nothing reads the buffer: once it is full the kernel
+    // counts the rest as lost.
+    server.signal(libc::SIGSTOP);
+    getppid_calls_on_cpu0("bpfsnap-ev-c", BURST);
+    server.signal(libc::SIGCONT);
+    // The kernel reports the loss with the next event it can write to that
+    // CPU's buffer: a few more events once bpfsnap reads again.
+    let mut more = 0;
+    let text = poll("lost events reported", || {
+        getppid_calls_on_cpu0("bpfsnap-ev-d", 1);
+        more += 1;
+        let text = scrape(port);
+        let lost = common::sample(
+            &text,
+            r#"bpfsnap_events_lost_total{config="events",map="getppid_events_total"}"#,
+        )?;
+        (lost > 0.0).then_some(text)
+    });
+    let value = |series| common::sample(&text, series).unwrap_or(0.0);
+    let counted = value(r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-c"}"#)
+        + value(r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-d"}"#);
+    let lost = value(r#"bpfsnap_events_lost_total{config="events",map="getppid_events_total"}"#);
+    assert_eq!(
+        counted + lost,
+        (BURST + more) as f64,
+        "every event counted or counted as lost ({counted} + {lost})"
+    );
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+}
+
 /// A Prometheus server on loopback scraping `target` every second.
 struct Prometheus {
     child: Child,
@@ -253,22 +560,18 @@ fn a_real_prometheus_ingests_the_series() {
     let Some(_kernel) = common::kernel_test("a_real_prometheus_ingests_the_series") else {
         return;
     };
+    // A series only this test moves: perf-array events of one thread.
+    const EVENTS: u64 = 1234;
+    let series = r#"bpfsnap_getppid_events_total{comm="bpfsnap-ev-p"}"#;
     let port = free_port();
-    let server = serve(port, &["-b", "syscalls"]);
-    common::getpid_calls(5000);
+    let (_dir, server) = serve_events(port, "1h");
+    getppid_calls_on_cpu0("bpfsnap-ev-p", EVENTS);
+    // Started after the load: every sample it takes is of the final count.
     let prometheus = Prometheus::start(port);
-    let deadline = Instant::now() + common::PATIENCE;
-    let value = loop {
-        if let Some(value) = prometheus.query(r#"bpfsnap_syscalls_total{syscall="getpid"}"#) {
-            break value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "Prometheus never ingested bpfsnap_syscalls_total"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    assert!(value >= 5000.0, "ingested getpid count {value}");
+    let value = poll("Prometheus ingested the series", || {
+        prometheus.query(series)
+    });
+    assert_eq!(value, EVENTS as f64, "ingested {series}");
     assert_eq!(prometheus.query(r#"up{job="bpfsnap"}"#), Some(1.0));
     server.signal(libc::SIGTERM);
     assert!(server.finish().0.success());

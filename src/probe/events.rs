@@ -5,14 +5,23 @@
 //! snapshot stage sees the counts as if they came from a hash map.
 //!
 //! Lost events never block the probe: perf event arrays report them to the
-//! consumer; for a ring buffer the BPF program counts failed reservations in
-//! an array map named `MAP_lost` (bpfsnap reads it if present). Both end up
+//! consumer (the kernel does so with the next event it can write to that
+//! CPU's buffer); for a ring buffer the BPF program counts failed
+//! reservations in an array map named `MAP_lost` (bpfsnap reads it if
+//! present, and warns at load if not: such drops go uncounted). Both end up
 //! in `bpfsnap_events_lost_total{config,map}`. Events shorter than the labels
 //! are counted there too.
 //!
-//! `flush_interval`: a series not seen for that long is dropped from the
-//! output (ebpf_exporter reset such counters; dropping keeps them monotonic
-//! while they live and bounds memory).
+//! The counts table holds at most the counter's `max_series` label sets: an
+//! event with a new label set once it is full is not counted but counted in
+//! `bpfsnap_events_dropped_total{config,map}`, so no stream of new labels can
+//! grow bpfsnap's memory without bound.
+//!
+//! `flush_interval`: at each snapshot, a series whose last event was counted
+//! that long ago or longer is dropped from the table and the output
+//! (ebpf_exporter reset such counters; dropping keeps them monotonic while
+//! they live and bounds memory). If its label set comes back it starts again
+//! from its first event, as a new series: a counter reset.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,13 +44,27 @@ struct Seen {
 /// Counts per label bytes, shared with the consumer thread.
 type Counts = Arc<Mutex<HashMap<Vec<u8>, Seen>>>;
 
+/// What the consumer thread counts into.
+#[derive(Clone)]
+struct Tally {
+    /// Leading bytes of an event that are its labels.
+    key_size: usize,
+    /// Most label sets in `counts`.
+    max_series: usize,
+    counts: Counts,
+    /// Events lost (perf arrays) or shorter than the labels.
+    lost: Arc<AtomicU64>,
+    /// Events not counted: a new label set with `counts` full.
+    dropped: Arc<AtomicU64>,
+}
+
 pub struct EventStream {
     pub map: String,
-    key_size: usize,
     flush: Option<Duration>,
-    counts: Counts,
-    lost: Arc<AtomicU64>,
+    tally: Tally,
     lost_map: Option<MapHandle>,
+    /// Set for a ring buffer without a `MAP_lost` companion.
+    uncounted_drops: bool,
     stop: Arc<AtomicBool>,
     /// Asks the consumer to drain the buffer now; it answers when done.
     drain: Mutex<mpsc::Sender<mpsc::Sender<()>>>,
@@ -54,6 +77,8 @@ pub struct StreamSnapshot {
     pub keys: Vec<u8>,
     pub counts: Vec<u64>,
     pub lost: u64,
+    /// Events not counted because the table was full (see `max_series`).
+    pub dropped: u64,
 }
 
 /// Whether a map of this type is consumed as an event stream.
@@ -63,24 +88,31 @@ pub fn is_stream(map_type: MapType) -> bool {
 
 impl EventStream {
     /// Starts consuming `map`; `key_size` leading bytes of each event are
-    /// its labels.
+    /// its labels, counted for at most `max_series` label sets.
     pub fn start(
         name: &str,
         map: MapHandle,
         key_size: usize,
+        max_series: usize,
         flush: Option<Duration>,
         lost_map: Option<MapHandle>,
     ) -> Result<EventStream> {
-        let counts: Counts = Arc::new(Mutex::new(HashMap::new()));
-        let lost = Arc::new(AtomicU64::new(0));
+        let tally = Tally {
+            key_size,
+            max_series,
+            counts: Arc::new(Mutex::new(HashMap::new())),
+            lost: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let uncounted_drops = lost_map.is_none() && map.map_type() == MapType::RingBuf;
         let stop = Arc::new(AtomicBool::new(false));
         let (ready, started) = mpsc::channel::<Result<()>>();
         let (drain, drains) = mpsc::channel::<mpsc::Sender<()>>();
         let thread = {
-            let (counts, lost, stop) = (counts.clone(), lost.clone(), stop.clone());
+            let (tally, stop) = (tally.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("events-{name}"))
-                .spawn(move || consume(&map, key_size, &counts, &lost, &stop, &ready, &drains))
+                .spawn(move || consume(&map, &tally, &stop, &ready, &drains))
                 .context("starting an event consumer thread")?
         };
         started
@@ -89,11 +121,10 @@ impl EventStream {
             .with_context(|| format!("consuming events from map {name}"))?;
         Ok(EventStream {
             map: name.to_string(),
-            key_size,
             flush,
-            counts,
-            lost,
+            tally,
             lost_map,
+            uncounted_drops,
             stop,
             drain: Mutex::new(drain),
             thread: Some(thread),
@@ -101,7 +132,19 @@ impl EventStream {
     }
 
     pub fn key_size(&self) -> usize {
-        self.key_size
+        self.tally.key_size
+    }
+
+    /// What a user should know at load: drops this stream cannot count.
+    pub fn warning(&self) -> Option<String> {
+        self.uncounted_drops.then(|| {
+            format!(
+                "ring buffer {map} has no {map}_lost map: events dropped in the kernel when it is \
+                 full are not counted (bpfsnap_events_lost_total shows only events too short for \
+                 the labels); see examples/events.bpf.c",
+                map = self.map
+            )
+        })
     }
 
     /// The counts so far, including every event already in the buffer
@@ -117,7 +160,7 @@ impl EventStream {
         }
         let mut keys = Vec::new();
         let mut counts = Vec::new();
-        if let Ok(mut seen) = self.counts.lock() {
+        if let Ok(mut seen) = self.tally.counts.lock() {
             if let Some(flush) = self.flush {
                 seen.retain(|_, entry| entry.last.elapsed() < flush);
             }
@@ -130,7 +173,8 @@ impl EventStream {
         StreamSnapshot {
             keys,
             counts,
-            lost: self.lost.load(Ordering::Relaxed) + in_kernel,
+            lost: self.tally.lost.load(Ordering::Relaxed) + in_kernel,
+            dropped: self.tally.dropped.load(Ordering::Relaxed),
         }
     }
 }
@@ -169,17 +213,21 @@ fn lost_in_map(map: &MapHandle) -> u64 {
     total
 }
 
-fn record(data: &[u8], key_size: usize, counts: &Counts, lost: &AtomicU64) {
-    let Some(key) = data.get(..key_size) else {
-        lost.fetch_add(1, Ordering::Relaxed);
+fn record(data: &[u8], tally: &Tally) {
+    let Some(key) = data.get(..tally.key_size) else {
+        tally.lost.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    if let Ok(mut seen) = counts.lock() {
+    if let Ok(mut seen) = tally.counts.lock() {
         let now = Instant::now();
+        let full = seen.len() >= tally.max_series;
         match seen.get_mut(key) {
             Some(entry) => {
                 entry.count += 1;
                 entry.last = now;
+            }
+            None if full => {
+                tally.dropped.fetch_add(1, Ordering::Relaxed);
             }
             None => {
                 seen.insert(
@@ -198,9 +246,7 @@ fn record(data: &[u8], key_size: usize, counts: &Counts, lost: &AtomicU64) {
 /// on request.
 fn consume(
     map: &MapHandle,
-    key_size: usize,
-    counts: &Counts,
-    lost: &Arc<AtomicU64>,
+    tally: &Tally,
     stop: &AtomicBool,
     ready: &mpsc::Sender<Result<()>>,
     drains: &mpsc::Receiver<mpsc::Sender<()>>,
@@ -215,7 +261,7 @@ fn consume(
             let mut builder = RingBufferBuilder::new();
             let added = builder
                 .add(map, |data| {
-                    record(data, key_size, counts, lost);
+                    record(data, tally);
                     0
                 })
                 .map(|_| ())
@@ -236,9 +282,9 @@ fn consume(
             }
         }
         _ => {
-            let lost_events = lost.clone();
+            let lost_events = tally.lost.clone();
             let built = PerfBufferBuilder::new(map)
-                .sample_cb(|_cpu, data: &[u8]| record(data, key_size, counts, lost))
+                .sample_cb(|_cpu, data: &[u8]| record(data, tally))
                 .lost_cb(move |_cpu, n| {
                     lost_events.fetch_add(n, Ordering::Relaxed);
                 })
@@ -274,17 +320,42 @@ fn consume(
 mod tests {
     use super::*;
 
+    fn tally(key_size: usize, max_series: usize) -> Tally {
+        Tally {
+            key_size,
+            max_series,
+            counts: Arc::new(Mutex::new(HashMap::new())),
+            lost: Arc::new(AtomicU64::new(0)),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     #[test]
     fn records_leading_bytes_and_counts_short_events_as_lost() {
-        let counts: Counts = Arc::new(Mutex::new(HashMap::new()));
-        let lost = AtomicU64::new(0);
-        record(b"abcdXX", 4, &counts, &lost);
-        record(b"abcdYY", 4, &counts, &lost);
-        record(b"efgh", 4, &counts, &lost);
-        record(b"ab", 4, &counts, &lost);
-        let seen = counts.lock().unwrap();
+        let tally = tally(4, 10);
+        record(b"abcdXX", &tally);
+        record(b"abcdYY", &tally);
+        record(b"efgh", &tally);
+        record(b"ab", &tally);
+        let seen = tally.counts.lock().unwrap();
         assert_eq!(seen[&b"abcd"[..]].count, 2);
         assert_eq!(seen[&b"efgh"[..]].count, 1);
-        assert_eq!(lost.load(Ordering::Relaxed), 1);
+        assert_eq!(tally.lost.load(Ordering::Relaxed), 1);
+        assert_eq!(tally.dropped.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_full_table_counts_known_label_sets_and_drops_new_ones() {
+        let tally = tally(1, 2);
+        for event in [&b"a"[..], b"b", b"c", b"a", b"d", b"b", b"c"] {
+            record(event, &tally);
+        }
+        let seen = tally.counts.lock().unwrap();
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[&b"a"[..]].count, 2);
+        assert_eq!(seen[&b"b"[..]].count, 2);
+        // c, d, c: new label sets while full.
+        assert_eq!(tally.dropped.load(Ordering::Relaxed), 3);
+        assert_eq!(tally.lost.load(Ordering::Relaxed), 0);
     }
 }

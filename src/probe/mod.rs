@@ -311,6 +311,7 @@ impl Probe {
                     &map_name,
                     handle,
                     key_size,
+                    config.max_series(&map_name),
                     config.flush_interval(&map_name),
                     lost,
                 )
@@ -494,6 +495,11 @@ impl Probe {
 
     pub fn programs(&self) -> &[ProgramInfo] {
         &self.programs
+    }
+
+    /// What the user should know about this probe once it is attached.
+    pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.events.iter().filter_map(|stream| stream.warning())
     }
 
     /// The event stream feeding counter `name`, if it is one.

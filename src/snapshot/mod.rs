@@ -49,8 +49,18 @@ impl MapData {
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub maps: Vec<MapData>,
-    /// (map, events lost so far) of every event-stream counter.
-    pub events_lost: Vec<(String, u64)>,
+    /// What each event-stream counter could not count so far.
+    pub events_lost: Vec<StreamLoss>,
+}
+
+/// Events of one event-stream counter's map not counted, so far.
+#[derive(Debug, Clone)]
+pub struct StreamLoss {
+    pub map: String,
+    /// Lost before bpfsnap could count them (buffer full, or too short).
+    pub lost: u64,
+    /// Not counted: a new label set with the counter's table full.
+    pub dropped: u64,
 }
 
 impl Snapshot {
@@ -67,9 +77,11 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
     for counter in config.map_counters() {
         if let Some(stream) = probe.event_stream(&counter.name) {
             let counts = stream.snapshot();
-            snapshot
-                .events_lost
-                .push((counter.name.clone(), counts.lost));
+            snapshot.events_lost.push(StreamLoss {
+                map: counter.name.clone(),
+                lost: counts.lost,
+                dropped: counts.dropped,
+            });
             snapshot.maps.push(MapData {
                 name: counter.name.clone(),
                 key_size: stream.key_size(),

@@ -150,6 +150,21 @@ pub fn getpid_calls(n: u64) {
     }
 }
 
+/// `work`'s result, run on a thread named `name` (the comm BPF programs see;
+/// examples/events.bpf.c counts threads named bpfsnap-ev*).
+pub fn named_thread<T: Send + 'static>(
+    name: &'static str,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        let name = std::ffi::CString::new(name).unwrap();
+        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        work()
+    })
+    .join()
+    .unwrap()
+}
+
 /// Ids of every BPF program loaded in the kernel.
 pub fn loaded_program_ids() -> BTreeSet<u64> {
     let output = Command::new("bpftool")
