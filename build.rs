@@ -13,8 +13,10 @@
 //! machine's kernel or libbpf headers.
 
 use std::env;
+use std::ffi::{CStr, CString};
 use std::fmt::Write as _;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -33,6 +35,7 @@ fn main() -> Result<()> {
 
     let bpf_dir = root.join("bpf");
     let mut table = String::from("&[\n");
+    let mut objects = Vec::new();
     for source in bpf_sources(&bpf_dir)? {
         let name = stem(&source)?;
         let spec = bpf_dir.join(format!("{name}.toml"));
@@ -45,15 +48,18 @@ fn main() -> Result<()> {
         }
         println!("cargo:rerun-if-changed={}", spec.display());
         let object = compiler.compile(&source, &out_dir)?;
+        let (programs, maps) = object_symbols(&object)?;
         writeln!(
             table,
-            "    BuiltinSource {{ name: {name:?}, object: include_bytes!({:?}), spec: include_str!({:?}) }},",
+            "    BuiltinSource {{ name: {name:?}, object: include_bytes!({:?}), spec: include_str!({:?}), programs: &{programs:?}, maps: &{maps:?} }},",
             object.display().to_string(),
             spec.display().to_string(),
         )?;
+        objects.push(object);
     }
     table.push_str("]\n");
     fs::write(out_dir.join("builtins.rs"), table)?;
+    link(&objects, &out_dir.join("builtins.bpf.o"))?;
 
     for (dir, env_name) in [
         ("examples", "BPFSNAP_EXAMPLE_OBJECTS"),
@@ -141,6 +147,77 @@ impl Compiler {
         }
         Ok(object)
     }
+}
+
+/// Links the built-ins into one object, which bpfsnap loads in one go when
+/// it runs several of them: libbpf then parses the kernel's BTF and resolves
+/// CO-RE relocations once, not once per built-in (most of the start-up time).
+/// Program, map and global names must therefore be unique across bpf/.
+fn link(objects: &[PathBuf], output: &Path) -> Result<()> {
+    let c_path =
+        |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(anyhow::Error::from);
+    let output_c = c_path(output)?;
+    // SAFETY: the paths are NUL-terminated and outlive the calls; the linker
+    // is freed on every path.
+    unsafe {
+        let linker = libbpf_sys::bpf_linker__new(output_c.as_ptr(), std::ptr::null_mut());
+        if linker.is_null() {
+            bail!("cannot create the BPF linker for {}", output.display());
+        }
+        for object in objects {
+            let object_c = c_path(object)?;
+            if libbpf_sys::bpf_linker__add_file(linker, object_c.as_ptr(), std::ptr::null()) != 0 {
+                libbpf_sys::bpf_linker__free(linker);
+                bail!(
+                    "linking {} with the other built-ins failed (libbpf says why above): \
+                     program, map and global variable names must be unique across bpf/",
+                    object.display()
+                );
+            }
+        }
+        let finalized = libbpf_sys::bpf_linker__finalize(linker);
+        libbpf_sys::bpf_linker__free(linker);
+        if finalized != 0 {
+            bail!("linking the built-ins into {} failed", output.display());
+        }
+    }
+    Ok(())
+}
+
+/// The names of the programs and of the declared maps (not .rodata/.bss)
+/// in `object`: which parts of the linked object belong to a built-in.
+fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>)> {
+    let path = CString::new(object.as_os_str().as_bytes())?;
+    let name = |ptr: *const std::os::raw::c_char| {
+        // SAFETY: libbpf returns NUL-terminated names owned by the object.
+        unsafe { CStr::from_ptr(ptr) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    let (mut programs, mut maps) = (Vec::new(), Vec::new());
+    // SAFETY: the object is closed before returning; the iterators are
+    // libbpf's own, on that object.
+    unsafe {
+        let opened = libbpf_sys::bpf_object__open_file(path.as_ptr(), std::ptr::null());
+        if opened.is_null() || libbpf_sys::libbpf_get_error(opened as *const _) != 0 {
+            bail!("libbpf cannot open {}", object.display());
+        }
+        let mut prog = libbpf_sys::bpf_object__next_program(opened, std::ptr::null_mut());
+        while !prog.is_null() {
+            programs.push(name(libbpf_sys::bpf_program__name(prog)));
+            prog = libbpf_sys::bpf_object__next_program(opened, prog);
+        }
+        let mut map = libbpf_sys::bpf_object__next_map(opened, std::ptr::null());
+        while !map.is_null() {
+            let map_name = name(libbpf_sys::bpf_map__name(map));
+            if !map_name.contains('.') {
+                maps.push(map_name);
+            }
+            map = libbpf_sys::bpf_object__next_map(opened, map);
+        }
+        libbpf_sys::bpf_object__close(opened);
+    }
+    Ok((programs, maps))
 }
 
 fn stem(source: &Path) -> Result<&str> {

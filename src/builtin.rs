@@ -12,10 +12,17 @@ pub struct BuiltinSource {
     pub object: &'static [u8],
     /// The metric spec (TOML, the user config format).
     pub spec: &'static str,
+    /// Its programs' names, and its declared maps' names, in [`LINKED`].
+    pub programs: &'static [&'static str],
+    pub maps: &'static [&'static str],
 }
 
 /// Every built-in, sorted by name.
 pub static BUILTINS: &[BuiltinSource] = include!(concat!(env!("OUT_DIR"), "/builtins.rs"));
+
+/// Every built-in linked into one object (build.rs), so that a run of several
+/// built-ins loads them in one go (see `probe::Probe::attach_linked`).
+pub static LINKED: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/builtins.bpf.o"));
 
 impl BuiltinSource {
     /// The parsed spec; a failure here is a bug in bpfsnap, caught by its tests.
@@ -61,6 +68,24 @@ mod tests {
                 "{} is an ELF object",
                 builtin.name
             );
+            assert!(
+                !builtin.programs.is_empty(),
+                "{} has programs",
+                builtin.name
+            );
+        }
+        assert!(LINKED.starts_with(b"\x7fELF"));
+    }
+
+    /// Loading a built-in from the linked object leaves out the others'
+    /// maps by name: no two built-ins may declare the same one.
+    #[test]
+    fn builtins_declare_distinct_maps() {
+        let mut seen = std::collections::BTreeSet::new();
+        for builtin in BUILTINS {
+            for map in builtin.maps {
+                assert!(seen.insert(*map), "map {map} is declared twice");
+            }
         }
     }
 }

@@ -30,6 +30,21 @@ pub struct Program {
     pub object: ObjectSource,
 }
 
+impl Program {
+    /// Whether this is a built-in as embedded, so that it can be loaded from
+    /// the object all built-ins are linked into ([`builtin::LINKED`]).
+    pub fn is_linked_builtin(&self) -> bool {
+        match self.object {
+            ObjectSource::Embedded(bytes) => {
+                builtin::find(&self.config.name)
+                    .is_some_and(|source| std::ptr::eq(source.object, bytes))
+                    && self.config.kaddrs.is_empty()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// What the command line selected.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {

@@ -121,7 +121,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     }
 
-    let (mut probes, failed) = attach_each(&programs, options.pin.as_deref())?;
+    let (mut probes, failed) = attach_each(&programs, options.pin.as_deref(), log)?;
     if probes.is_empty() {
         // Nothing to measure, but the file can still say so: an alert on
         // `up` fires now rather than when last_success has aged. (On stdout
@@ -252,7 +252,7 @@ pub(crate) fn attach_all(
     pin: Option<&Path>,
     log: Log,
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
-    let (probes, failed) = attach_each(programs, pin)?;
+    let (probes, failed) = attach_each(programs, pin, log)?;
     if probes.is_empty() {
         return Err(first_error(failed));
     }
@@ -262,25 +262,74 @@ pub(crate) fn attach_all(
 
 /// Attaches what it can: bad input fails at once, a run-time failure of one
 /// program is returned beside the probes that did attach.
-fn attach_each(programs: &[Program], pin: Option<&Path>) -> Result<(Vec<Probe>, Vec<Failed>)> {
+fn attach_each(
+    programs: &[Program],
+    pin: Option<&Path>,
+    log: Log,
+) -> Result<(Vec<Probe>, Vec<Failed>)> {
     let attach = |program: &Program| match pin {
         Some(root) => Probe::attach_pinned(program, root),
         None => Probe::attach(program),
     };
+    let groups = load_groups(programs, pin);
+    let mut attached: Vec<(usize, Result<Probe>)> = in_parallel(&groups, |group| {
+        if group.len() > 1 {
+            let members: Vec<&Program> = group.iter().map(|&i| &programs[i]).collect();
+            match Probe::attach_linked(&members) {
+                Ok(probes) => {
+                    return group
+                        .iter()
+                        .copied()
+                        .zip(probes.into_iter().map(Ok))
+                        .collect()
+                }
+                Err(err) => log.info(&format!(
+                    "loading built-ins together failed ({err:#}): loading each on its own"
+                )),
+            }
+        }
+        group
+            .iter()
+            .map(|&i| (i, attach(&programs[i])))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    attached.sort_by_key(|(index, _)| *index);
+
     let mut probes = Vec::with_capacity(programs.len());
     let mut failed = Vec::new();
-    for (program, attached) in programs.iter().zip(in_parallel(programs, attach)) {
-        match attached {
+    for (index, result) in attached {
+        match result {
             Ok(probe) => probes.push(probe),
             // Bad input is the user's to fix now, not a partial run.
             Err(err) if crate::BadInput::is(&err) => return Err(err),
             Err(err) => failed.push(Failed {
-                config: program.config.name.clone(),
+                config: programs[index].config.name.clone(),
                 error: err,
             }),
         }
     }
     Ok((probes, failed))
+}
+
+/// Which programs load together. Built-ins load from the object they are
+/// linked into, in one group per CPU: each load parses the kernel's BTF
+/// once, and the groups load in parallel. Anything else (user programs, and
+/// everything in --pin mode, whose sets are pinned per config) loads alone.
+fn load_groups(programs: &[Program], pin: Option<&Path>) -> Vec<Vec<usize>> {
+    let (linked, alone): (Vec<usize>, Vec<usize>) = (0..programs.len())
+        .partition(|&index| pin.is_none() && programs[index].is_linked_builtin());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let count = cpus.min(linked.len() / 2).max(1);
+    let mut groups = vec![Vec::new(); count];
+    for (position, index) in linked.into_iter().enumerate() {
+        groups[position % count].push(index);
+    }
+    groups.retain(|group| !group.is_empty());
+    groups.extend(alone.into_iter().map(|index| vec![index]));
+    groups
 }
 
 /// Says what failed, and what the attached probes warn about (e.g. a ring

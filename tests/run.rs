@@ -182,3 +182,86 @@ fn sigint_works_like_sigterm() {
         "{stdout}"
     );
 }
+
+/// Several built-ins load from the object they are linked into (one libbpf
+/// load per CPU instead of one per built-in): only their own programs are
+/// loaded, each counts what it should, and all are gone after exit.
+#[test]
+fn builtins_loaded_together_load_only_their_programs_and_count() {
+    let Some(_kernel) =
+        common::kernel_test("builtins_loaded_together_load_only_their_programs_and_count")
+    else {
+        return;
+    };
+    let selected = ["syscalls", "execs", "signals", "syscall_errors"];
+    let expected: BTreeSet<String> = selected
+        .iter()
+        .flat_map(|name| bpfsnap::builtin::find(name).expect("built-in").programs)
+        .map(|program| program.to_string())
+        .collect();
+    let before = common::loaded_program_ids();
+    let mut running = Running::spawn(&[
+        "run",
+        "-v",
+        "--builtin",
+        &selected.join(","),
+        "--for",
+        "60s",
+        "--output",
+        "-",
+    ]);
+    running.wait_for("sampling");
+    let held = common::programs_held_by(running.child.id());
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    common::getpid_calls(1000);
+    for _ in 0..3 {
+        let status = std::process::Command::new("true").status().unwrap();
+        assert!(status.success());
+    }
+    // A failing system call: close(-1) is EBADF.
+    for _ in 0..5 {
+        assert_eq!(unsafe { libc::close(-1) }, -1);
+    }
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("loading each on its own"),
+        "the linked load fell back: {stderr}"
+    );
+    common::promtool_check(&text);
+
+    let loaded: BTreeSet<String> = common::samples(&text, "bpfsnap_program_info")
+        .iter()
+        .filter_map(|(labels, _)| {
+            let program = labels.split("program=\"").nth(1)?;
+            Some(program.split('"').next()?.to_string())
+        })
+        .collect();
+    assert_eq!(loaded, expected, "exactly the selected built-ins' programs");
+    assert_eq!(held.len(), expected.len(), "programs held: {held:?}");
+    assert!(held.is_subset(&ours));
+    assert!(
+        common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap() >= 1000.0
+    );
+    assert!(common::sample(&text, r#"bpfsnap_execs_total{comm="true"}"#).unwrap() >= 3.0);
+    assert!(
+        common::sample(
+            &text,
+            r#"bpfsnap_syscall_errors_total{syscall="close",errno="EBADF"}"#
+        )
+        .unwrap()
+            >= 5.0,
+        "{text}"
+    );
+    assert!(common::samples(&text, "bpfsnap_signals_total")
+        .iter()
+        .any(|(_, v)| *v >= 1.0));
+    assert!(
+        common::still_loaded_after_exit(&ours).is_empty(),
+        "programs left loaded"
+    );
+}

@@ -25,6 +25,7 @@ use libbpf_rs::{
     ProgramType,
 };
 
+use crate::builtin::BuiltinSource;
 use crate::config::{self, Config};
 use crate::program::{ObjectSource, Program};
 use section::Attach;
@@ -142,6 +143,33 @@ fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Att
     Ok(plan)
 }
 
+/// What loading needs done by hand: sections libbpf does not know get their
+/// program type set; classic tracepoints need tracefs mounted.
+fn prepare(object: &mut OpenObject, plan: &[(String, String, Attach)]) -> Result<()> {
+    for mut prog in object.progs_mut() {
+        let prog_name = prog.name().to_string_lossy().into_owned();
+        match plan
+            .iter()
+            .find(|(n, _, _)| *n == prog_name)
+            .map(|(_, _, a)| a)
+        {
+            Some(Attach::PerfEvent(_)) => prog.set_prog_type(ProgramType::PerfEvent),
+            Some(Attach::Xdp { .. }) => {
+                prog.set_prog_type(ProgramType::Xdp);
+                prog.set_attach_type(ProgramAttachType::Xdp);
+            }
+            _ => {}
+        }
+    }
+    if plan
+        .iter()
+        .any(|(_, section, _)| host::section_needs_tracefs(section))
+    {
+        host::ensure_tracefs()?;
+    }
+    Ok(())
+}
+
 /// The section of every program in `program`'s object.
 pub fn sections(program: &Program) -> Result<Vec<String>> {
     let object = open(program)?;
@@ -201,28 +229,7 @@ impl Probe {
             }
         }
 
-        // Sections libbpf does not know get their type set by hand.
-        for mut prog in object.progs_mut() {
-            let prog_name = prog.name().to_string_lossy().into_owned();
-            match plan
-                .iter()
-                .find(|(n, _, _)| *n == prog_name)
-                .map(|(_, _, a)| a)
-            {
-                Some(Attach::PerfEvent(_)) => prog.set_prog_type(ProgramType::PerfEvent),
-                Some(Attach::Xdp { .. }) => {
-                    prog.set_prog_type(ProgramType::Xdp);
-                    prog.set_attach_type(ProgramAttachType::Xdp);
-                }
-                _ => {}
-            }
-        }
-        if plan
-            .iter()
-            .any(|(_, section, _)| host::section_needs_tracefs(section))
-        {
-            host::ensure_tracefs()?;
-        }
+        prepare(&mut object, &plan)?;
         if !config.kaddrs.is_empty() {
             let kallsyms =
                 std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
@@ -235,7 +242,76 @@ impl Probe {
         let object = object
             .load()
             .map_err(|err| load_error(&name, &plan, &err))?;
+        let mut probe = Probe::attach_loaded(config, &object, &plan)?;
+        probe._object = Some(object);
+        Ok(probe)
+    }
 
+    /// Several built-ins at once, from the object build.rs linked them into:
+    /// one load, so libbpf parses the kernel's BTF and resolves CO-RE
+    /// relocations once instead of once per built-in (most of the start-up
+    /// time). The other built-ins' programs and maps are left out. Any
+    /// failure fails them all: the caller then attaches each on its own,
+    /// which says which one failed and why.
+    pub fn attach_linked(programs: &[&Program]) -> Result<Vec<Probe>> {
+        let mut sources = Vec::with_capacity(programs.len());
+        for program in programs {
+            match crate::builtin::find(&program.config.name) {
+                Some(source) if program.config.kaddrs.is_empty() => sources.push(source),
+                _ => bail!("{} is not a linked built-in", program.config.name),
+            }
+        }
+        let mut builder = ObjectBuilder::default();
+        builder.name("bpfsnap")?;
+        libbpf_log::take();
+        let mut object = builder.open_memory(crate::builtin::LINKED)?;
+        let wanted = |name: &str, of: fn(&BuiltinSource) -> &[&str]| {
+            sources.iter().any(|source| of(source).contains(&name))
+        };
+        let others_maps: Vec<&str> = crate::builtin::BUILTINS
+            .iter()
+            .flat_map(|source| source.maps.iter().copied())
+            .filter(|map| !wanted(map, |source| source.maps))
+            .collect();
+        for mut prog in object.progs_mut() {
+            let name = prog.name().to_string_lossy().into_owned();
+            prog.set_autoload(wanted(&name, |source| source.programs));
+        }
+        for mut map in object.maps_mut() {
+            if others_maps.contains(&&*map.name().to_string_lossy()) {
+                map.set_autocreate(false)?;
+            }
+        }
+        let mut plans = Vec::with_capacity(programs.len());
+        for (program, source) in programs.iter().zip(&sources) {
+            let mut plan = plan(&program.config, &object)?;
+            plan.retain(|(name, _, _)| source.programs.contains(&name.as_str()));
+            check_maps(&program.config, &object)?;
+            plans.push(plan);
+        }
+        let whole_plan = plans.concat();
+        prepare(&mut object, &whole_plan)?;
+        libbpf_log::take();
+        let object = object
+            .load()
+            .map_err(|err| load_error("built-ins", &whole_plan, &err))?;
+        // The object itself may go once attached: links and map handles
+        // hold what keeps running.
+        programs
+            .iter()
+            .zip(&plans)
+            .map(|(program, plan)| Probe::attach_loaded(program.config.clone(), &object, plan))
+            .collect()
+    }
+
+    /// Attaches the programs of `plan` in the loaded `object`, and takes
+    /// handles of `config`'s metric maps.
+    fn attach_loaded(
+        config: Config,
+        object: &Object,
+        plan: &[(String, String, Attach)],
+    ) -> Result<Probe> {
+        let name = config.name.clone();
         let mut links = Vec::new();
         let mut link_programs = Vec::new();
         let mut calls_post_attach_mark = false;
@@ -327,7 +403,7 @@ impl Probe {
             links,
             link_programs,
             maps,
-            _object: Some(object),
+            _object: None,
             config,
             programs,
             pinned: None,
