@@ -550,6 +550,8 @@ def startup(table, raw, probe_startup, bt_missing, quick):
         ("start-up to attached: `syscalls` vs the bpftrace count one-liner (ms)",
          med(probe_startup.get("syscalls", [])), med(probe_startup.get("bpftrace count", []))),
     ):
+        if a is None:  # --only startup: the probe runs did not measure it
+            continue
         table.add(figure, fmt(a * 1e3), fmt(b * 1e3) if b else f"n/a: {bt_missing}",
                   fmt(a / b, "×", 3) if b else "—", "≤ 0.1×", verdict(a / b <= 0.1) if b else "—")
     table.add("stop: SIGINT → exit, default set (snapshot, write, detach) vs bpftrace (ms; info)",
