@@ -11,11 +11,17 @@ use common::path_str;
 /// input); returns its stderr, checked to be one `bpfsnap: error:` line.
 fn fails(code: i32, args: &[&str]) -> String {
     let output = common::bpfsnap().args(args).output().expect("run bpfsnap");
+    failure(&output, code, &format!("{args:?}"))
+}
+
+/// Checks that `output` (of `what`) is a failure with exit status `code` and
+/// one `bpfsnap: error:` line; returns that line.
+fn failure(output: &std::process::Output, code: i32, what: &str) -> String {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(
         output.status.code(),
         Some(code),
-        "exit status for {args:?}: {stderr}"
+        "exit status for {what}: {stderr}"
     );
     assert!(
         stderr.starts_with("bpfsnap: error: ") && stderr.lines().count() == 1,
@@ -170,12 +176,13 @@ fn unmounted_tracefs_is_mounted_or_explained() {
         ),
         &config,
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = failure(
+        &output,
+        1,
+        "bpfsnap without CAP_SYS_ADMIN, tracefs unmounted",
+    );
     assert!(
-        stderr.starts_with("bpfsnap: error: ")
-            && stderr.lines().count() == 1
-            && stderr.contains("tracefs is not mounted")
+        stderr.contains("tracefs is not mounted")
             && stderr.contains("mount -t tracefs nodev /sys/kernel/tracing"),
         "{stderr}"
     );
@@ -192,12 +199,9 @@ fn missing_kernel_btf_is_explained() {
         "mount -t tmpfs none /sys/kernel/btf && exec \"$BPFSNAP\" run --builtin syscalls --for 100ms --output -",
         &config,
     );
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let stderr = failure(&output, 1, "bpfsnap with /sys/kernel/btf empty");
     assert!(
-        stderr.starts_with("bpfsnap: error: ")
-            && stderr.lines().count() == 1
-            && stderr.contains("kernel BTF not found at /sys/kernel/btf/vmlinux")
+        stderr.contains("kernel BTF not found at /sys/kernel/btf/vmlinux")
             && stderr.contains("CONFIG_DEBUG_INFO_BTF"),
         "{stderr}"
     );
