@@ -1,6 +1,6 @@
 //! Storage and memory built-ins under the load they measure, on the real
-//! kernel: biolatency and biosize (O_DIRECT I/O on the disk under the
-//! temporary directory), oomkill (a child OOM-killed in a memory cgroup of its
+//! kernel: biolatency and biosize (O_DIRECT I/O on a loop device the test
+//! sets up), oomkill (a child OOM-killed in a memory cgroup of its
 //! own) and pagefaults (fresh anonymous pages touched one by one). Each test
 //! starts bpfsnap on one built-in, makes the events happen, ends the window
 //! with SIGINT and checks the exact series moved at least as much as the load
@@ -13,8 +13,9 @@ use common::run_builtin;
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Straight to the stream: libtest captures eprintln! of passing tests.
@@ -29,62 +30,74 @@ const IO_SIZE: usize = 64 * 1024;
 /// O_DIRECT writes, then as many O_DIRECT reads, of IO_SIZE each.
 const IO_COUNT: usize = 64;
 
-/// The whole disk (its /proc/partitions name, as the majorminor decoder names
-/// it) under the filesystem holding `path`, or why there is none.
-fn disk_under(path: &Path) -> Result<String, String> {
-    let dev = fs::metadata(path)
-        .map_err(|err| format!("stat {}: {err}", path.display()))?
-        .dev();
-    let (major, minor) = (libc::major(dev), libc::minor(dev));
-    let sys = fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).map_err(|err| {
-        format!(
-            "{} is on device {major}:{minor}, which is not a block device \
-             (/sys/dev/block/{major}:{minor}: {err})",
-            path.display()
-        )
-    })?;
-    // A partition's sysfs directory sits inside its disk's; the block
-    // tracepoints name the disk.
-    let disk = if sys.join("partition").exists() {
-        sys.parent().unwrap_or(&sys)
-    } else {
-        &sys
-    };
-    let name = disk
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| format!("no device name in {}", disk.display()))?
-        .to_string();
-    if !disk.join("mq").exists() {
-        return Err(format!(
-            "{} is on {name}, which is not a request-based (blk-mq) disk: \
-             block_rq_* tracepoints do not fire for it",
-            path.display()
-        ));
-    }
-    let partitions = fs::read_to_string("/proc/partitions").unwrap_or_default();
-    if !partitions
-        .lines()
-        .any(|line| line.split_whitespace().nth(3) == Some(name.as_str()))
-    {
-        return Err(format!(
-            "{name} (under {}) is not in /proc/partitions",
-            path.display()
-        ));
-    }
-    Ok(name)
+/// A loop device over an image file of its own, attached with direct I/O to
+/// its backing file: block requests the test alone makes, on a disk it names
+/// (`loopN`), on any machine with the loop driver. Detached on drop, before
+/// its image's directory goes.
+struct LoopDevice {
+    /// /dev/loopN.
+    path: PathBuf,
+    /// loopN: the disk label the majorminor decoder gives it.
+    name: String,
+    _image_dir: tempfile::TempDir,
 }
 
-/// A directory on a real disk for the O_DIRECT file, and that disk's name.
-fn disk_backed_dir() -> Result<(PathBuf, String), String> {
-    let mut why = Vec::new();
-    for dir in [std::env::temp_dir(), PathBuf::from("/var/tmp")] {
-        match disk_under(&dir) {
-            Ok(disk) => return Ok((dir, disk)),
-            Err(err) => why.push(err),
+impl LoopDevice {
+    /// Attaches a fresh image of twice the I/O the tests make, or says why
+    /// it cannot.
+    fn attach() -> Result<LoopDevice, String> {
+        let image_dir = tempfile::tempdir().map_err(|err| format!("temporary directory: {err}"))?;
+        let image = image_dir.path().join("disk.img");
+        fs::File::create(&image)
+            .and_then(|file| file.set_len(2 * (IO_SIZE * IO_COUNT) as u64))
+            .map_err(|err| format!("create {}: {err}", image.display()))?;
+        let output = Command::new("losetup")
+            .args(["--find", "--show", "--direct-io=on"])
+            .arg(&image)
+            .output()
+            .map_err(|err| format!("run losetup (`make deps` installs it): {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "losetup --find --show --direct-io=on {}: {}",
+                image.display(),
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
+        // Guarded from here on: a failed check below still detaches it.
+        let device = LoopDevice {
+            path,
+            name,
+            _image_dir: image_dir,
+        };
+        if !device.name.starts_with("loop") {
+            return Err(format!(
+                "losetup printed {:?}, not a loop device",
+                device.path
+            ));
+        }
+        Ok(device)
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let detached = Command::new("losetup")
+            .arg("--detach")
+            .arg(&self.path)
+            .status();
+        if !detached.as_ref().is_ok_and(|status| status.success()) {
+            say(&format!(
+                "block I/O tests: could not detach {} ({detached:?})",
+                self.path.display()
+            ));
         }
     }
-    Err(why.join("; "))
 }
 
 /// A zeroed, page-aligned buffer for O_DIRECT, freed on drop.
@@ -108,27 +121,17 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// IO_COUNT O_DIRECT writes of IO_SIZE (into preallocated blocks, so each is
-/// one request), an fsync, then IO_COUNT O_DIRECT reads of it back: each
-/// pwrite/pread waits for its own request, so none merge.
-fn direct_io(dir: &Path) {
-    let dir = tempfile::tempdir_in(dir).expect("tempdir on disk");
-    let path = dir.path().join("direct.dat");
+/// IO_COUNT O_DIRECT writes of IO_SIZE to `device`, an fsync, then IO_COUNT
+/// O_DIRECT reads of it back: each pwrite/pread waits for its own request,
+/// so none merge.
+fn direct_io(device: &Path) {
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .create_new(true)
         .custom_flags(libc::O_DIRECT)
-        .open(&path)
-        .expect("open O_DIRECT");
+        .open(device)
+        .unwrap_or_else(|err| panic!("open {} O_DIRECT: {err}", device.display()));
     let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let total = (IO_SIZE * IO_COUNT) as libc::off_t;
-    assert_eq!(
-        unsafe { libc::fallocate(fd, 0, 0, total) },
-        0,
-        "fallocate: {}",
-        std::io::Error::last_os_error()
-    );
     let buf = AlignedBuf::new(IO_SIZE);
     for i in 0..IO_COUNT {
         unsafe { std::ptr::write_bytes(buf.ptr, i as u8 + 1, IO_SIZE) };
@@ -157,6 +160,25 @@ fn direct_io(dir: &Path) {
     }
 }
 
+/// A loop device for `test`; without one (only allowed when kernel tests
+/// are not required) says so and checks `builtin`'s output is valid anyway.
+fn loop_device(test: &str, builtin: &str) -> Option<LoopDevice> {
+    match LoopDevice::attach() {
+        Ok(device) => Some(device),
+        Err(why) => {
+            common::not_exercised(
+                test,
+                &format!("no loop device for the O_DIRECT load: {why}"),
+            );
+            say(&format!(
+                "{test}: checking only that {builtin}'s output is valid"
+            ));
+            run_builtin(builtin, || {});
+            None
+        }
+    }
+}
+
 /// Whether `disk` has a volatile write cache, so that fsync sends flushes.
 fn write_back_cache(disk: &str) -> bool {
     fs::read_to_string(format!("/sys/block/{disk}/queue/write_cache"))
@@ -168,22 +190,12 @@ fn biolatency_times_every_direct_read_and_write() {
     let Some(_kernel) = common::kernel_test("biolatency_times_every_direct_read_and_write") else {
         return;
     };
-    let disk = disk_backed_dir();
-    let text = run_builtin("biolatency", || {
-        if let Ok((dir, _)) = &disk {
-            direct_io(dir);
-        }
-    });
-    let (_, disk) = match disk {
-        Ok(found) => found,
-        Err(why) => {
-            say(&format!(
-                "biolatency: no O_DIRECT load made, no directory on a real disk here: {why}; \
-                 only checked that the output is valid"
-            ));
-            return;
-        }
+    let Some(device) = loop_device("biolatency_times_every_direct_read_and_write", "biolatency")
+    else {
+        return;
     };
+    let text = run_builtin("biolatency", || direct_io(&device.path));
+    let disk = &device.name;
     let metric = "bpfsnap_block_io_latency_seconds";
     for op in ["write", "read"] {
         let series = format!(r#"{metric}_count{{device="{disk}",operation="{op}"}}"#);
@@ -204,7 +216,7 @@ fn biolatency_times_every_direct_read_and_write() {
         &text,
         &format!(r#"{metric}_count{{device="{disk}",operation="flush"}}"#),
     );
-    if write_back_cache(&disk) {
+    if write_back_cache(disk) {
         assert!(
             flushes.unwrap_or_default() >= 1.0,
             "fsync on a write-back disk sent no flush\n{text}"
@@ -221,22 +233,11 @@ fn biosize_sizes_every_direct_read_and_write() {
     let Some(_kernel) = common::kernel_test("biosize_sizes_every_direct_read_and_write") else {
         return;
     };
-    let disk = disk_backed_dir();
-    let text = run_builtin("biosize", || {
-        if let Ok((dir, _)) = &disk {
-            direct_io(dir);
-        }
-    });
-    let (_, disk) = match disk {
-        Ok(found) => found,
-        Err(why) => {
-            say(&format!(
-                "biosize: no O_DIRECT load made, no directory on a real disk here: {why}; \
-                 only checked that the output is valid"
-            ));
-            return;
-        }
+    let Some(device) = loop_device("biosize_sizes_every_direct_read_and_write", "biosize") else {
+        return;
     };
+    let text = run_builtin("biosize", || direct_io(&device.path));
+    let disk = &device.name;
     let metric = "bpfsnap_block_io_size_bytes";
     for op in ["write", "read"] {
         let bucket = |le: &str| {
