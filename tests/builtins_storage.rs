@@ -275,39 +275,46 @@ const OOM_COMM: &str = "bpfsnap-oomtest";
 const OOM_LIMIT: usize = 32 << 20;
 const OOM_TRY: usize = 1 << 30;
 
-/// A memory cgroup (v1) made for the test inside the test's own; removed on
-/// drop, after the child in it (if still there) is killed and reaped.
+/// A memory cgroup made for the test (cgroup v1 or v2, whichever holds the
+/// memory controller here); removed on drop, after the child in it (if still
+/// there) is killed and reaped.
 struct OomCgroup {
     dir: PathBuf,
     child: Option<libc::pid_t>,
 }
 
 impl OomCgroup {
-    /// Creates it with OOM_LIMIT as its limit, or says why it cannot.
+    /// Creates it with OOM_LIMIT as its limit (swap included), or says why
+    /// it cannot. The memory controller is in one hierarchy only: v1 when
+    /// /proc/self/cgroup has a `memory` line, else v2 (the `0::` line).
     fn create() -> Result<OomCgroup, String> {
-        let mount = PathBuf::from("/sys/fs/cgroup/memory");
-        if !mount.join("memory.limit_in_bytes").exists() {
-            let v2 = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers").unwrap_or_default();
-            return Err(format!(
-                "no cgroup v1 memory hierarchy at {} (cgroup v2 controllers: {:?}); under cgroup v2 \
-                 the test's own cgroup holds processes, so it cannot delegate the memory controller \
-                 to a child cgroup (no-internal-process rule)",
-                mount.display(),
-                v2.trim()
-            ));
-        }
         let own = fs::read_to_string("/proc/self/cgroup")
-            .map_err(|err| format!("/proc/self/cgroup: {err}"))?
-            .lines()
-            .find_map(|line| {
+            .map_err(|err| format!("/proc/self/cgroup: {err}"))?;
+        let path_of = |wanted: &dyn Fn(&str, &str) -> bool| {
+            own.lines().find_map(|line| {
                 let mut fields = line.splitn(3, ':');
-                let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
-                controllers
-                    .split(',')
-                    .any(|c| c == "memory")
-                    .then(|| path.trim_start_matches('/').to_string())
+                let (id, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+                wanted(id, controllers).then(|| path.trim_start_matches('/').to_string())
             })
-            .ok_or("this process is in no v1 memory cgroup (/proc/self/cgroup)")?;
+        };
+        if let Some(path) = path_of(&|_, controllers| controllers.split(',').any(|c| c == "memory"))
+        {
+            return OomCgroup::create_v1(&path);
+        }
+        if let Some(path) = path_of(&|id, controllers| id == "0" && controllers.is_empty()) {
+            return OomCgroup::create_v2(&path);
+        }
+        Err(format!(
+            "this process is in no memory cgroup, v1 or v2 (/proc/self/cgroup: {:?})",
+            own.trim()
+        ))
+    }
+
+    /// A child of the test's own v1 memory cgroup (v1 cgroups may hold both
+    /// processes and children).
+    fn create_v1(own: &str) -> Result<OomCgroup, String> {
+        let mount = cgroup_mount("cgroup", "memory")
+            .ok_or("no cgroup v1 memory hierarchy in /proc/self/mounts")?;
         let dir = mount
             .join(own)
             .join(format!("bpfsnap-oomkill-{}", std::process::id()));
@@ -322,6 +329,51 @@ impl OomCgroup {
             .is_ok_and(|text| text.contains("oom_kill_disable 1"))
         {
             cgroup.set("memory.oom_control", "0")?;
+        }
+        Ok(cgroup)
+    }
+
+    /// A v2 cgroup beside the test's own (under the root when the test is
+    /// in the root, which is exempt): a v2 cgroup holding processes cannot
+    /// give controllers to children (the no-internal-process rule), its
+    /// parent can.
+    fn create_v2(own: &str) -> Result<OomCgroup, String> {
+        let mount =
+            cgroup_mount("cgroup2", "").ok_or("no cgroup v2 hierarchy in /proc/self/mounts")?;
+        let own_dir = mount.join(own);
+        let parent = match own_dir.parent() {
+            Some(parent) if !own.is_empty() => parent.to_path_buf(),
+            _ => mount,
+        };
+        let read = |file: &str| fs::read_to_string(parent.join(file)).unwrap_or_default();
+        let has_memory = |list: String| list.split_whitespace().any(|c| c == "memory");
+        if !has_memory(read("cgroup.controllers")) {
+            return Err(format!(
+                "the cgroup v2 memory controller is not available in {} (cgroup.controllers: {:?})",
+                parent.display(),
+                read("cgroup.controllers").trim()
+            ));
+        }
+        if !has_memory(read("cgroup.subtree_control")) {
+            // Left enabled afterwards: disabling it could take it from
+            // cgroups others made meanwhile (systemd enables it anyway).
+            let control = parent.join("cgroup.subtree_control");
+            fs::write(&control, "+memory").map_err(|err| {
+                format!(
+                    "enable the memory controller in {}: {err} (a v2 cgroup holding processes \
+                     cannot delegate it: run the tests in a cgroup whose parent does)",
+                    control.display()
+                )
+            })?;
+        }
+        let dir = parent.join(format!("bpfsnap-oomkill-{}", std::process::id()));
+        fs::create_dir(&dir).map_err(|err| format!("mkdir {}: {err}", dir.display()))?;
+        let cgroup = OomCgroup { dir, child: None };
+        cgroup.set("memory.max", &OOM_LIMIT.to_string())?;
+        // Without swap accounting there is no memory.swap.max, and no swap
+        // to escape to through this cgroup's limit either.
+        if cgroup.dir.join("memory.swap.max").exists() {
+            cgroup.set("memory.swap.max", "0")?;
         }
         Ok(cgroup)
     }
@@ -409,6 +461,21 @@ impl Drop for OomCgroup {
     }
 }
 
+/// Where a cgroup hierarchy of `fstype` ("cgroup" for v1, "cgroup2") is
+/// mounted; for v1, the one with `option` (its controller) among its mount
+/// options.
+fn cgroup_mount(fstype: &str, option: &str) -> Option<PathBuf> {
+    fs::read_to_string("/proc/self/mounts")
+        .ok()?
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (dir, kind, options) = (fields.get(1)?, fields.get(2)?, fields.get(3)?);
+            (*kind == fstype && (option.is_empty() || options.split(',').any(|o| o == option)))
+                .then(|| PathBuf::from(dir))
+        })
+}
+
 /// The forked child: waits for the go byte, makes itself the OOM killer's
 /// obvious choice, names itself OOM_COMM and touches memory until killed.
 unsafe fn hog(go: i32, write_end: i32, adj: &CString, comm: &CString) -> ! {
@@ -453,25 +520,23 @@ fn oomkill_names_the_victim_of_a_memory_cgroup_oom() {
     else {
         return;
     };
-    let mut cgroup = OomCgroup::create();
-    let mut status = None;
-    let text = run_builtin("oomkill", || {
-        if let Ok(cgroup) = &mut cgroup {
-            status = Some(cgroup.run_hog());
-        }
-    });
-    let series = format!(r#"bpfsnap_oom_kills_total{{comm="{OOM_COMM}"}}"#);
-    let cgroup = match cgroup {
+    let mut cgroup = match OomCgroup::create() {
         Ok(cgroup) => cgroup,
         Err(why) => {
-            say(&format!(
-                "oomkill: no OOM kill made, a memory cgroup cannot be set up here: {why}; \
-                 only checked that the output is valid and names no test victim"
-            ));
+            common::not_exercised(
+                "oomkill_names_the_victim_of_a_memory_cgroup_oom",
+                &format!("no memory cgroup for an OOM kill: {why}"),
+            );
+            say("oomkill: checking only that the output is valid and names no test victim");
+            let text = run_builtin("oomkill", || {});
+            let series = format!(r#"bpfsnap_oom_kills_total{{comm="{OOM_COMM}"}}"#);
             assert!(common::sample(&text, &series).is_none(), "{text}");
             return;
         }
     };
+    let mut status = None;
+    let text = run_builtin("oomkill", || status = Some(cgroup.run_hog()));
+    let series = format!(r#"bpfsnap_oom_kills_total{{comm="{OOM_COMM}"}}"#);
     let status = status.expect("the hog ran");
     assert!(
         libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGKILL,
