@@ -98,11 +98,14 @@ pub enum Command {
     /// the kernel (no root needed); lists every problem, one per line.
     #[command(after_help = CHECK_HELP)]
     Check(ProgramArgs),
-    /// List the built-in programs: what they measure, whether they are in the
-    /// default set, and whether they can attach on this kernel.
+    /// List the built-in programs: for each, whether it is in the default set,
+    /// whether it can attach on this kernel, its metrics with their labels, and
+    /// what it measures (the description names its attach points); within 100
+    /// columns.
     #[command(after_help = LIST_HELP)]
     List {
-        /// Also show metrics, attach points, cardinality and cost.
+        /// Also show the exact attach points, why a program is unavailable, the
+        /// cardinality bound of its labels and its cost.
         #[arg(short, long)]
         long: bool,
     },

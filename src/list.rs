@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::builtin;
+use crate::config::MetricRef;
 use crate::probe::{self, availability::KernelTypes};
 use crate::program::{ObjectSource, Program};
 
@@ -28,27 +29,7 @@ pub fn list(long: bool) -> Result<String> {
     }
     let mut out = String::new();
     if !long {
-        let width = rows
-            .iter()
-            .map(|(p, _)| p.config.name.len())
-            .max()
-            .unwrap_or(4)
-            .max(4);
-        writeln!(out, "{:<width$}  DEFAULT  HERE  DESCRIPTION", "NAME")?;
-        for (program, here) in &rows {
-            let config = &program.config;
-            let default = if config.builtin.default { "yes" } else { "" };
-            let here = if here == "yes" { "yes" } else { "no" };
-            writeln!(
-                out,
-                "{:<width$}  {default:<7}  {here:<4}  {}",
-                config.name, config.description
-            )?;
-        }
-        writeln!(
-            out,
-            "\n`bpfsnap list --long` shows metrics, attach points, cardinality and cost."
-        )?;
+        short_table(&mut out, &rows)?;
         return Ok(out);
     }
     for (program, here) in &rows {
@@ -61,19 +42,7 @@ pub fn list(long: bool) -> Result<String> {
         )?;
         writeln!(out, "  available here: {here}")?;
         for metric in config.metrics() {
-            let labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
-            let labels = if metric.kind == "histogram" {
-                &labels[..labels.len().saturating_sub(1)]
-            } else {
-                &labels
-            };
-            writeln!(
-                out,
-                "  {} bpfsnap_{}{{{}}}",
-                metric.kind,
-                metric.name,
-                labels.join(",")
-            )?;
+            writeln!(out, "  {} {}", metric.kind, series(&metric))?;
         }
         if let ObjectSource::Embedded(_) = program.object {
             for section in sections(program) {
@@ -91,6 +60,107 @@ pub fn list(long: bool) -> Result<String> {
     Ok(out)
 }
 
+/// Columns the short listing keeps within (descriptions are wrapped to fit).
+const WIDTH: usize = 100;
+
+/// One entry per built-in: a row with its name, whether it is in the default
+/// set, whether it can attach here and its metrics (one per line, with their
+/// labels), then its description (which names its attach points) indented
+/// below, wrapped to [`WIDTH`] columns.
+fn short_table(out: &mut String, rows: &[(Program, String)]) -> Result<()> {
+    let width = rows
+        .iter()
+        .map(|(p, _)| p.config.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let metrics_column = width + "  DEFAULT  HERE  ".len();
+    writeln!(out, "{:<width$}  DEFAULT  HERE  METRICS", "NAME")?;
+    for (program, here) in rows {
+        let config = &program.config;
+        let default = if config.builtin.default { "yes" } else { "" };
+        let here = if here == "yes" { "yes" } else { "no" };
+        write!(out, "{:<width$}  {default:<7}  {here:<4}", config.name)?;
+        let mut metrics = config.metrics().peekable();
+        if metrics.peek().is_none() {
+            writeln!(out)?;
+        }
+        for (i, metric) in metrics.enumerate() {
+            let indent = if i == 0 { 2 } else { metrics_column };
+            writeln!(out, "{:indent$}{}", "", series(&metric))?;
+        }
+        for line in wrap(&config.description, WIDTH - 2) {
+            writeln!(out, "  {line}")?;
+        }
+    }
+    writeln!(
+        out,
+        "\nDEFAULT: in the set `bpfsnap run` uses when no program is named. HERE: whether it can \
+         attach on\nthis kernel. `bpfsnap list --long` adds the exact attach points, why a program \
+         is unavailable,\nthe cardinality bound of its labels and its cost."
+    )?;
+    Ok(())
+}
+
+/// A metric's name as exported and its series' labels, e.g.
+/// `bpfsnap_execs_total{comm}`; a histogram's bucket label becomes `le`, so
+/// it is left out.
+fn series(metric: &MetricRef) -> String {
+    let mut labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
+    if metric.kind == "histogram" {
+        labels.pop();
+    }
+    if labels.is_empty() {
+        format!("bpfsnap_{}", metric.name)
+    } else {
+        format!("bpfsnap_{}{{{}}}", metric.name, labels.join(","))
+    }
+}
+
+/// `text` in lines of at most `width` characters, broken at spaces (a word
+/// longer than that gets a line of its own).
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines: Vec<String> = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+            lines.push(std::mem::take(&mut line));
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(line);
+    }
+    lines
+}
+
 fn sections(program: &Program) -> Vec<String> {
     probe::sections(program).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_breaks_at_spaces_within_the_width() {
+        assert_eq!(wrap("aa bb cc", 5), ["aa bb", "cc"]);
+        assert_eq!(wrap("a verylongword b", 4), ["a", "verylongword", "b"]);
+        assert!(wrap("  ", 10).is_empty());
+    }
+
+    #[test]
+    fn short_listing_fits_in_its_width() {
+        let text = list(false).unwrap();
+        for line in text.lines() {
+            assert!(
+                line.chars().count() <= WIDTH,
+                "{} columns: {line}",
+                line.len()
+            );
+        }
+    }
 }

@@ -91,3 +91,207 @@ fn every_builtin_has_a_working_example_copy() {
         bpfsnap::builtin::BUILTINS.len()
     );
 }
+
+/// `bpfsnap list` (needs no privileges): every built-in, at least 12, with
+/// the default set marked, HERE "yes" for each on this machine, its metrics
+/// and (in the description) its attach points; `--long` adds for each its
+/// exact attach points, labels, cardinality bound and cost.
+#[test]
+fn list_shows_every_builtin_with_its_metrics_attach_points_and_cost() {
+    let run = |args: &[&str]| {
+        let output = common::bpfsnap().args(args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "bpfsnap {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let short = run(&["list"]);
+    let long = run(&["list", "--long"]);
+    let header = short.lines().next().unwrap();
+    let column = |title: &str| {
+        header
+            .find(title)
+            .unwrap_or_else(|| panic!("no {title} column: {header}"))
+    };
+    let (default_at, here_at, metrics_at) = (column("DEFAULT"), column("HERE"), column("METRICS"));
+    // Entries: a row at column 0, then its indented lines; a blank line ends
+    // the table.
+    let mut entries: Vec<Vec<&str>> = Vec::new();
+    for line in short.lines().skip(1).take_while(|l| !l.is_empty()) {
+        assert!(line.len() <= 100, "wider than 100 columns: {line}");
+        if line.starts_with(' ') {
+            entries.last_mut().expect("a row first").push(line);
+        } else {
+            entries.push(vec![line]);
+        }
+    }
+    assert!(
+        entries.len() >= 12 && entries.len() == bpfsnap::builtin::BUILTINS.len(),
+        "{} entries for {} built-ins\n{short}",
+        entries.len(),
+        bpfsnap::builtin::BUILTINS.len()
+    );
+    let mut defaults = 0;
+    for (builtin, entry) in bpfsnap::builtin::BUILTINS.iter().zip(&entries) {
+        let config = builtin.config().unwrap();
+        let row = entry[0];
+        let field = |from: usize, to: usize| row.get(from..to).unwrap_or("").trim();
+        assert_eq!(field(0, default_at), builtin.name, "{short}");
+        let marked = field(default_at, here_at);
+        assert_eq!(
+            marked,
+            if config.builtin.default { "yes" } else { "" },
+            "DEFAULT of {}\n{short}",
+            builtin.name
+        );
+        defaults += usize::from(config.builtin.default);
+        let here = field(here_at, metrics_at);
+        assert!(
+            here == "yes" || here == "no",
+            "HERE of {}: {row}",
+            builtin.name
+        );
+        // pagefaults' tracepoint exists on x86 only.
+        let expected_here = builtin.name != "pagefaults" || cfg!(target_arch = "x86_64");
+        if expected_here && here != "yes" {
+            common::not_exercised(
+                "list_shows_every_builtin_with_its_metrics_attach_points_and_cost",
+                &format!(
+                    "{} is not available here, so HERE is not checked",
+                    builtin.name
+                ),
+            );
+        }
+        let text = entry.join("\n");
+        assert!(
+            entry[1..]
+                .iter()
+                .any(|l| l.trim_start().starts_with(&config.description[..20])),
+            "no description under {}\n{text}",
+            builtin.name
+        );
+        let long_entry = long
+            .split("\n\n")
+            .find(|e| e.starts_with(&format!("{} — ", builtin.name)))
+            .unwrap_or_else(|| panic!("{} missing from list --long\n{long}", builtin.name));
+        // Every line of it ends in a newline, the last one too.
+        let long_entry = format!("{}\n", long_entry.trim_end());
+        for metric in config.metrics() {
+            let name = format!("bpfsnap_{}", metric.name);
+            let mut labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
+            if metric.kind == "histogram" {
+                labels.pop();
+            }
+            let series = if labels.is_empty() {
+                name
+            } else {
+                format!("{name}{{{}}}", labels.join(","))
+            };
+            assert!(text.contains(&series), "{series} not listed\n{text}");
+            assert!(
+                long_entry.contains(&format!("  {} {series}\n", metric.kind)),
+                "{} {series} not in list --long\n{long_entry}",
+                metric.kind
+            );
+        }
+        let attach: Vec<&str> = long_entry
+            .lines()
+            .filter_map(|l| l.strip_prefix("  attaches to: "))
+            .collect();
+        assert!(!attach.is_empty(), "no attach point\n{long_entry}");
+        for section in attach {
+            // The description names the attach points, by kind at least.
+            let kind = section.split('/').next().unwrap();
+            assert!(
+                config.description.contains(kind),
+                "{}'s description does not say it attaches to {section}\n{text}",
+                builtin.name
+            );
+        }
+        for (what, value) in [
+            ("cardinality", &config.builtin.cardinality),
+            ("overhead", &config.builtin.overhead),
+        ] {
+            assert!(!value.is_empty(), "{} has no {what}", builtin.name);
+            assert!(
+                long_entry.contains(&format!("  {what}: {value}\n")),
+                "no {what} in list --long\n{long_entry}"
+            );
+        }
+        let default_line = if config.builtin.default {
+            "  default set: yes"
+        } else {
+            "  default set: no"
+        };
+        assert!(long_entry.contains(default_line), "{long_entry}");
+        assert!(
+            long_entry.contains(&format!("  available here: {here}")),
+            "{long_entry}"
+        );
+    }
+    assert!(
+        defaults > 0 && defaults < entries.len(),
+        "the default set is a proper, non-empty subset: {defaults} of {}",
+        entries.len()
+    );
+}
+
+/// examples/README.md's hand-build command compiles a copy of every built-in
+/// source taken out of the tree (the links followed), which includes
+/// bpf/'s headers ("bpfsnap.h", "block.h").
+#[test]
+fn readme_hand_build_compiles_copied_builtin_sources() {
+    if !cfg!(target_arch = "x86_64") {
+        // The documented command targets x86_64 (its vmlinux.h and arch).
+        println!("readme_hand_build: the documented command is for x86_64: not run here");
+        return;
+    }
+    let readme = std::fs::read_to_string(common::source_file("examples/README.md")).unwrap();
+    let block = readme
+        .split("```sh\n")
+        .skip(1)
+        .filter_map(|b| b.split_once("```").map(|(code, _)| code))
+        .find(|code| code.contains("clang "))
+        .expect("a sh block with the clang command in examples/README.md");
+    let clang: String = block
+        .lines()
+        .skip_while(|l| !l.starts_with("clang "))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let documented = "examples/comm_getpid.bpf.c -o examples/comm_getpid.bpf.o";
+    assert!(clang.contains(documented), "{clang}");
+    // libbpf's headers, where build.rs put them for this build (the
+    // README's `inc=` finds them under target/).
+    let include = std::path::Path::new(env!("BPFSNAP_EXAMPLE_OBJECTS"))
+        .parent()
+        .unwrap()
+        .join("include");
+    let copies = tempfile::tempdir().unwrap();
+    for builtin in bpfsnap::builtin::BUILTINS {
+        let name = builtin.name;
+        let copy = copies.path().join(format!("{name}.bpf.c"));
+        std::fs::copy(
+            common::source_file(&format!("examples/{name}.bpf.c")),
+            &copy,
+        )
+        .unwrap();
+        let object = copies.path().join(format!("{name}.bpf.o"));
+        let command = clang.replace(
+            documented,
+            &format!("{} -o {}", copy.display(), object.display()),
+        );
+        let output = std::process::Command::new("bash")
+            .args(["-ec", &command])
+            .env("inc", &include)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success() && object.exists(),
+            "the README's command does not build a copy of examples/{name}.bpf.c: {}\n{command}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}

@@ -12,6 +12,7 @@ packages=(
   prometheus              # promtool check metrics
   prometheus-node-exporter # the textfile collector, in tests
   util-linux              # setpriv, mount, unshare, script (tests)
+  mount                   # losetup: a loop device for the block I/O tests
   systemd                 # systemd-analyze verify of examples/deploy (tests)
   curl                    # tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)

@@ -882,3 +882,23 @@ pub fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
 pub fn run_builtin(name: &str, load: impl FnOnce()) -> String {
     run_with_load(&["--builtin", name], load)
 }
+
+// --- Appended for the built-in tests: whether kernel tests must run, and a
+// loud record of a load that cannot be made here.
+
+/// Whether kernel tests are required here (CI, BPFSNAP_REQUIRE_KERNEL_TESTS=1):
+/// then nothing may be skipped.
+pub fn kernel_tests_must_run() -> bool {
+    kernel_tests_required()
+}
+
+/// For a kernel test that cannot make its load on this machine (no loop
+/// device, no memory cgroup): fails when kernel tests are required, else says
+/// on stderr what was not exercised and why, so a run never passes silently.
+pub fn not_exercised(name: &str, why: &str) {
+    assert!(
+        !kernel_tests_required(),
+        "{name}: kernel tests are required here (CI or BPFSNAP_REQUIRE_KERNEL_TESTS=1) but its load cannot be made: {why}"
+    );
+    let _ = writeln!(std::io::stderr(), "NOT EXERCISED {name}: {why}");
+}
