@@ -43,11 +43,15 @@ int BPF_PROG(biosize_issue, struct request *rq)
 	struct hist_key hist;
 	u32 bucket;
 
+	/* The request's fields first, before any branch: the verifier checks
+	 * each load through a BTF pointer with a search of the kernel's BTF,
+	 * once per path that reaches it (after the branches below it took
+	 * 8 ms of the load instead of 2). */
+	hist.dev = request_dev(rq);
+	hist.op = request_op(rq);
 	if (!bytes)
 		return 0;
 	bucket = exp2_bucket(bytes, MAX_BUCKET);
-	hist.dev = request_dev(rq);
-	hist.op = request_op(rq);
 	hist.bucket = bucket < MIN_BUCKET ? MIN_BUCKET : bucket;
 	hash_add(&block_io_size_bytes, &hist, 1);
 	hist.bucket = MAX_BUCKET + 1;

@@ -61,20 +61,4 @@ static __always_inline u32 request_op(struct request *rq)
 	return BIO_OP_OTHER;
 }
 
-/* Adds n to a hash map's u64 at key, creating the entry (BPF_F_NO_PREALLOC
- * hashes start empty). */
-static __always_inline void hash_add(void *map, void *key, u64 n)
-{
-	u64 zero = 0;
-	u64 *slot = bpf_map_lookup_elem(map, key);
-
-	if (!slot) {
-		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
-		slot = bpf_map_lookup_elem(map, key);
-		if (!slot)
-			return;
-	}
-	*slot += n;
-}
-
 #endif

@@ -41,6 +41,22 @@ static __always_inline u32 exp2_bucket(u64 v, u32 max)
 	return key > max ? max + 2 : key;
 }
 
+/* Adds n to a hash map's u64 at key, creating the entry (hashes start
+ * empty, preallocated or not). */
+static __always_inline void hash_add(void *map, void *key, u64 n)
+{
+	u64 zero = 0;
+	u64 *slot = bpf_map_lookup_elem(map, key);
+
+	if (!slot) {
+		bpf_map_update_elem(map, key, &zero, BPF_NOEXIST);
+		slot = bpf_map_lookup_elem(map, key);
+		if (!slot)
+			return;
+	}
+	*slot += n;
+}
+
 /*
  * Address families as small stable numbers for map keys (AF_INET = 2 and
  * AF_INET6 = 10 are uapi): 0 = ipv4, 1 = ipv6, 2 = anything else. Specs

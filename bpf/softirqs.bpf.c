@@ -6,9 +6,11 @@
  *
  * A softirq vector's handler runs to completion on one CPU and softirqs do
  * not nest, so the entry timestamp lives in a one-slot per-CPU array. The
- * histogram is a per-CPU array too, indexed by vector | bucket << 8 (the key's
- * first byte is the vector label, its second the bucket label): both
- * tracepoints cost an inlined array lookup, no hash and no atomic.
+ * histogram is a preallocated per-CPU hash keyed by vector | bucket << 8 (the
+ * key's first byte is the vector label, its second the bucket label), no
+ * atomic needed. (A per-CPU array indexed by that key would spare a hash
+ * lookup, about 20 ns per run, but needs 7,690 slots for the 310 used, and
+ * the kernel allocates a per-CPU array slot by slot: 4.4 ms of every start.)
  *
  * Vector numbers are the kernel's anonymous softirq enum (HI_SOFTIRQ = 0 ...
  * RCU_SOFTIRQ = 9). It has no type name CO-RE could match, but its order is
@@ -35,18 +37,15 @@ struct {
 /* Per vector: buckets 0..MAX_BUCKET count runs, MAX_BUCKET + 1 sums their
  * nanoseconds, MAX_BUCKET + 2 counts runs above the range. */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, SLOT(NR_VECTORS, MAX_BUCKET + 2));
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NR_VECTORS * (MAX_BUCKET + 3));
 	__type(key, u32);
 	__type(value, u64);
 } softirq_duration_seconds SEC(".maps");
 
 static __always_inline void add(u32 slot, u64 n)
 {
-	u64 *value = bpf_map_lookup_elem(&softirq_duration_seconds, &slot);
-
-	if (value)
-		*value += n;
+	hash_add(&softirq_duration_seconds, &slot, n);
 }
 
 SEC("tp_btf/softirq_entry")
