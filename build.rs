@@ -48,10 +48,10 @@ fn main() -> Result<()> {
         }
         println!("cargo:rerun-if-changed={}", spec.display());
         let object = compiler.compile(&source, &out_dir)?;
-        let (programs, maps) = object_symbols(&object)?;
+        let (programs, maps, types) = object_symbols(&object)?;
         writeln!(
             table,
-            "    BuiltinSource {{ name: {name:?}, object: include_bytes!({:?}), spec: include_str!({:?}), programs: &{programs:?}, maps: &{maps:?} }},",
+            "    BuiltinSource {{ name: {name:?}, object: include_bytes!({:?}), spec: include_str!({:?}), programs: &{programs:?}, maps: &{maps:?}, types: &{types:?} }},",
             object.display().to_string(),
             spec.display().to_string(),
         )?;
@@ -185,8 +185,10 @@ fn link(objects: &[PathBuf], output: &Path) -> Result<()> {
 }
 
 /// The names of the programs and of the declared maps (not .rodata/.bss)
-/// in `object`: which parts of the linked object belong to a built-in.
-fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>)> {
+/// in `object` (which parts of the linked object belong to a built-in), and
+/// of the structs, unions and enums its BTF describes (the kernel types its
+/// CO-RE relocations may look up).
+fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
     let path = CString::new(object.as_os_str().as_bytes())?;
     let name = |ptr: *const std::os::raw::c_char| {
         // SAFETY: libbpf returns NUL-terminated names owned by the object.
@@ -194,7 +196,7 @@ fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>)> {
             .to_string_lossy()
             .into_owned()
     };
-    let (mut programs, mut maps) = (Vec::new(), Vec::new());
+    let (mut programs, mut maps, mut types) = (Vec::new(), Vec::new(), Vec::new());
     // SAFETY: the object is closed before returning; the iterators are
     // libbpf's own, on that object.
     unsafe {
@@ -215,9 +217,32 @@ fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>)> {
             }
             map = libbpf_sys::bpf_object__next_map(opened, map);
         }
+        let btf = libbpf_sys::bpf_object__btf(opened);
+        if !btf.is_null() {
+            for id in 1..libbpf_sys::btf__type_cnt(btf) {
+                let ty = libbpf_sys::btf__type_by_id(btf, id);
+                if ty.is_null() {
+                    continue;
+                }
+                let kind = ((*ty).info >> 24) & 0x1f;
+                let named_type = [
+                    libbpf_sys::BTF_KIND_STRUCT,
+                    libbpf_sys::BTF_KIND_UNION,
+                    libbpf_sys::BTF_KIND_ENUM,
+                    libbpf_sys::BTF_KIND_ENUM64,
+                ]
+                .contains(&kind);
+                let type_name = name(libbpf_sys::btf__name_by_offset(btf, (*ty).name_off));
+                if named_type && !type_name.is_empty() {
+                    types.push(type_name);
+                }
+            }
+        }
         libbpf_sys::bpf_object__close(opened);
     }
-    Ok((programs, maps))
+    types.sort();
+    types.dedup();
+    Ok((programs, maps, types))
 }
 
 fn stem(source: &Path) -> Result<&str> {

@@ -24,7 +24,7 @@ function __fish_bpfsnap_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -s V -l version -d 'Print version'
@@ -48,7 +48,7 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l lock-timeout -d 
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l format -d 'Output format [default: pretty when writing to a terminal, else text]' -r -f -a "text\t'Prometheus text exposition format 0.0.4 (for files, pipes, node_exporter)'
 pretty\t'Tables and histogram bars for a person at a terminal'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l allow-untrusted-files -d 'Load config and object files even if they are writable by others or owned by another user'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
@@ -65,21 +65,21 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-delay -
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l faulty-scrapes -d 'Testing aid: --scrape-delay and --scrape-error apply to the first N scrapes only, so later scrapes show what they counted' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l allow-untrusted-files -d 'Load config and object files even if others could have changed them'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-error -d 'Testing aid: make gathering fail as if reading the maps had failed, to exercise --on-error'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s l -l long -d 'Also show the exact attach points, why a program is unavailable, the cardinality bound of its labels and its cost'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -l pin -d 'The directory given to `run --pin`' -r -F
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s v -l verbose -d 'Say what is happening on stderr, including libbpf\'s messages'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s q -l quiet -d 'Print only errors on stderr'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand help; and not __fish_seen_subcommand_from run serve check list stop help" -f -a "run" -d 'Attach programs, sample for a window, write the metrics, detach'

@@ -15,6 +15,10 @@ pub struct BuiltinSource {
     /// Its programs' names, and its declared maps' names, in [`LINKED`].
     pub programs: &'static [&'static str],
     pub maps: &'static [&'static str],
+    /// The struct, union and enum names of its BTF: built-ins that share
+    /// kernel types are best loaded together (libbpf looks each type up in
+    /// the kernel's BTF once per load).
+    pub types: &'static [&'static str],
 }
 
 /// Every built-in, sorted by name.

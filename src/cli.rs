@@ -73,9 +73,10 @@ Exit status:
 #[derive(Debug, Parser)]
 #[command(name = "bpfsnap", version, after_help = RUN_HELP)]
 pub struct Cli {
-    /// Say what is happening on stderr, including libbpf's messages.
-    #[arg(short, long, global = true, conflicts_with = "quiet")]
-    pub verbose: bool,
+    /// Say what is happening on stderr; twice (-vv) also libbpf's own
+    /// messages (CO-RE relocations, the verifier's logs: long).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    pub verbose: u8,
 
     /// Print only errors on stderr.
     #[arg(short, long, global = true)]
@@ -323,10 +324,7 @@ where
                 keep_caps: args.keep_caps,
                 lock_timeout: args.lock_timeout,
                 allow_untrusted_files: args.allow_untrusted_files,
-                log: Log {
-                    verbose: cli.verbose,
-                    quiet: cli.quiet,
-                },
+                log: Log::new(cli.verbose, cli.quiet),
             })
         }
         Command::Serve(args) => crate::serve::serve(&crate::serve::ServeOptions {
@@ -341,12 +339,9 @@ where
             faulty_scrapes: args.faulty_scrapes,
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
-            log: Log {
-                verbose: cli.verbose,
-                quiet: cli.quiet,
-            },
+            log: Log::new(cli.verbose, cli.quiet),
         }),
-        Command::Check(args) => return check::check(&args.selection(), cli.verbose),
+        Command::Check(args) => return check::check(&args.selection(), cli.verbose >= 2),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
         Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
             if !cli.quiet {

@@ -57,14 +57,26 @@ pub enum OutputFormat {
 }
 
 /// Messages on stderr: errors always, warnings unless quiet, progress with
-/// `-v` or on a terminal.
+/// `-v` or on a terminal, libbpf's own messages with `-vv`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Log {
     pub verbose: bool,
     pub quiet: bool,
+    /// Echo libbpf's debug messages (thousands of lines for the default set:
+    /// formatting them costs a third of the start-up).
+    pub libbpf: bool,
 }
 
 impl Log {
+    /// From the number of `-v` given and `-q`.
+    pub fn new(verbosity: u8, quiet: bool) -> Log {
+        Log {
+            verbose: verbosity >= 1,
+            quiet,
+            libbpf: verbosity >= 2,
+        }
+    }
+
     pub fn info(&self, message: &str) {
         if !self.quiet && (self.verbose || std::io::stderr().is_terminal()) {
             eprintln!("bpfsnap: {message}");
@@ -110,7 +122,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let _lock = take_lock(options)?;
     options.sink.remove_leftovers()?;
     probe::check_host()?;
-    probe::capture_libbpf_log(log.verbose);
+    probe::capture_libbpf_log(log.libbpf);
     if let Some(root) = &options.pin {
         probe::pin::ensure_bpffs(root)?;
         for stale in probe::pin::pinned_configs(root) {
@@ -315,20 +327,62 @@ fn attach_each(
 }
 
 /// Which programs load together. Built-ins load from the object they are
-/// linked into, in one group per CPU: each load parses the kernel's BTF
-/// once, and the groups load in parallel. Anything else (user programs, and
-/// everything in --pin mode, whose sets are pinned per config) loads alone.
+/// linked into, in one group per CPU: the groups load in parallel, and each
+/// load parses the kernel's BTF once and looks each kernel type its
+/// programs relocate against up once, so built-ins that share kernel types
+/// go together. Anything else (user programs, and everything in --pin mode,
+/// whose sets are pinned per config) loads alone.
 fn load_groups(programs: &[Program], pin: Option<&Path>) -> Vec<Vec<usize>> {
     let (linked, alone): (Vec<usize>, Vec<usize>) = (0..programs.len())
         .partition(|&index| pin.is_none() && programs[index].is_linked_builtin());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let count = cpus.min(linked.len() / 2).max(1);
-    let mut groups = vec![Vec::new(); count];
-    for (position, index) in linked.into_iter().enumerate() {
-        groups[position % count].push(index);
-    }
+    let types = |index: usize| {
+        crate::builtin::find(&programs[index].config.name).map_or(&[][..], |source| source.types)
+    };
+    let mut groups = group_by_shared_types(&linked, cpus.min(linked.len() / 2).max(1), types);
     groups.retain(|group| !group.is_empty());
     groups.extend(alone.into_iter().map(|index| vec![index]));
+    groups
+}
+
+/// `items` in `count` groups of at most ⌈n / count⌉, greedily: the items
+/// with the most types first, each into the group whose types it shares
+/// most (the smaller group on a tie).
+fn group_by_shared_types<'a>(
+    items: &[usize],
+    count: usize,
+    types: impl Fn(usize) -> &'a [&'a str],
+) -> Vec<Vec<usize>> {
+    let capacity = items.len().div_ceil(count.max(1));
+    let mut order = items.to_vec();
+    order.sort_by_key(|&item| std::cmp::Reverse(types(item).len()));
+    let mut groups: Vec<(Vec<usize>, std::collections::BTreeSet<&str>)> =
+        vec![Default::default(); count.max(1)];
+    for item in order {
+        let shared = |known: &std::collections::BTreeSet<&str>| {
+            types(item)
+                .iter()
+                .filter(|name| known.contains(*name))
+                .count()
+        };
+        let Some((members, known)) = groups
+            .iter_mut()
+            .filter(|(members, _)| members.len() < capacity)
+            .max_by_key(|(members, known)| (shared(known), std::cmp::Reverse(members.len())))
+        else {
+            break; // unreachable: the capacities add up to at least n
+        };
+        members.push(item);
+        known.extend(types(item).iter().copied());
+    }
+    let mut groups: Vec<Vec<usize>> = groups
+        .into_iter()
+        .map(|(mut members, _)| {
+            members.sort_unstable();
+            members
+        })
+        .collect();
+    groups.sort_by_key(|members| members.first().copied());
     groups
 }
 
@@ -905,6 +959,30 @@ pub(crate) fn unix_seconds(time: SystemTime) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use super::group_by_shared_types;
+
+    #[test]
+    fn groups_share_types_and_stay_balanced() {
+        let types: [&[&str]; 6] = [
+            &["task_struct", "pt_regs"],
+            &["request", "gendisk"],
+            &["task_struct"],
+            &["request"],
+            &["task_struct", "pt_regs", "sigpending"],
+            &[],
+        ];
+        let groups = group_by_shared_types(&[0, 1, 2, 3, 4, 5], 2, |i| types[i]);
+        assert_eq!(groups, vec![vec![0, 2, 4], vec![1, 3, 5]]);
+        // Balance wins over sharing: never more than ⌈6 / 4⌉ = 2 in a group.
+        let groups = group_by_shared_types(&[0, 1, 2, 3, 4, 5], 4, |i| types[i]);
+        assert!(groups.iter().all(|group| group.len() <= 2), "{groups:?}");
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 6);
+        assert_eq!(
+            group_by_shared_types(&[], 2, |i| types[i]),
+            vec![Vec::<usize>::new(), vec![]]
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -92,7 +92,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     let log = options.log;
     let programs = run::select(&options.selection, options.allow_untrusted_files, log)?;
     probe::check_host()?;
-    probe::capture_libbpf_log(log.verbose);
+    probe::capture_libbpf_log(log.libbpf);
     let (probes, failed) = run::attach_all(&programs, None, log)?;
     let listener = TcpListener::bind(options.listen)
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
