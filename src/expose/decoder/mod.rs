@@ -23,6 +23,7 @@ mod syscall;
 #[allow(dead_code)] // one table per architecture; each build uses one
 mod syscall_table;
 mod uint;
+mod uint64;
 
 use std::fmt;
 
@@ -96,6 +97,7 @@ const DECODERS: &[(&str, Builder)] = &[
     ("string", string::build),
     ("syscall", syscall::build),
     ("uint", uint::build),
+    ("uint64", uint64::build),
 ];
 
 /// Names of every decoder, for error messages and docs.

@@ -42,7 +42,7 @@ impl Decoder for Uint {
 }
 
 /// Appends `value` in decimal (what `to_string` gives, without its string).
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+pub(super) fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
     loop {
