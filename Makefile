@@ -132,9 +132,12 @@ fuzz-smoke: cargo-fuzz
 	cd fuzz && $(CARGO) fuzz build $(FUZZ_FLAGS)
 	set -eo pipefail; for t in $(FUZZ_TARGETS); do \
 	  mkdir -p fuzz/target/smoke-corpus/$$t fuzz/corpus/$$t; \
-	  (cd fuzz && $(CARGO) fuzz run $(FUZZ_FLAGS) $$t target/smoke-corpus/$$t corpus/$$t -- \
-	    $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SMOKE_TIME)) 2>&1 \
-	    | grep -E '^(Done|stat::number_of_executed_units)|panicked|ERROR|SUMMARY|artifact'; \
+	  log=fuzz/target/smoke-$$t.log; \
+	  if ! (cd fuzz && $(CARGO) fuzz run $(FUZZ_FLAGS) $$t target/smoke-corpus/$$t corpus/$$t -- \
+	    $(FUZZ_OPTIONS) -max_total_time=$(FUZZ_SMOKE_TIME)) > $$log 2>&1; then \
+	    tail -40 $$log; echo "fuzz-smoke: $$t failed (whole output: $$log)"; exit 1; \
+	  fi; \
+	  grep -E '^(Done|stat::number_of_executed_units)|panicked|ERROR|SUMMARY|artifact' $$log; \
 	done
 
 # Each target for FUZZ_RUNS executions (FUZZ_TIME seconds at most, if set),

@@ -170,7 +170,8 @@ pub struct RunArgs {
     pub count: Option<u64>,
 
     /// Where to write the metrics: a file, replaced atomically (for node_exporter's
-    /// textfile collector use a name ending in .prom), or - for standard output.
+    /// textfile collector use a name ending in .prom), - for standard output, or
+    /// an existing character device or FIFO, written in place.
     #[arg(short, long, value_name = "PATH", default_value = "-")]
     pub output: PathBuf,
 

@@ -265,3 +265,49 @@ fn builtins_loaded_together_load_only_their_programs_and_count() {
         "programs left loaded"
     );
 }
+
+/// `--output /dev/null` (or any device or FIFO) is written in place: the
+/// atomic rename a textfile gets would replace the device with a file.
+#[test]
+fn output_to_dev_null_leaves_it_a_device() {
+    use std::os::unix::fs::FileTypeExt;
+    let Some(_kernel) = common::kernel_test("output_to_dev_null_leaves_it_a_device") else {
+        return;
+    };
+    /// Puts /dev/null back if a regression replaced it, so the failure
+    /// does not spread to everything after (cargo reads it as stdin).
+    struct RestoreDevNull;
+    impl Drop for RestoreDevNull {
+        fn drop(&mut self) {
+            if !fs::metadata("/dev/null").is_ok_and(|m| m.file_type().is_char_device()) {
+                let _ = fs::remove_file("/dev/null");
+                let path = c"/dev/null";
+                unsafe { libc::mknod(path.as_ptr(), libc::S_IFCHR | 0o666, libc::makedev(1, 3)) };
+                // mknod's mode passes through the umask.
+                use std::os::unix::fs::PermissionsExt;
+                let _ = fs::set_permissions("/dev/null", fs::Permissions::from_mode(0o666));
+            }
+        }
+    }
+    let _restore = RestoreDevNull;
+    let result = common::bpfsnap()
+        .args([
+            "run",
+            "-b",
+            "syscalls",
+            "--for",
+            "100ms",
+            "--output",
+            "/dev/null",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        result.status.success(),
+        "{}",
+        String::from_utf8_lossy(&result.stderr)
+    );
+    let null = fs::metadata("/dev/null").unwrap();
+    assert!(null.file_type().is_char_device(), "/dev/null was replaced");
+    assert_eq!(null.rdev(), libc::makedev(1, 3));
+}

@@ -24,15 +24,24 @@ pub const FILE_MODE: u32 = 0o644;
 pub enum Sink {
     Stdout,
     Textfile(PathBuf),
+    /// An existing character device or FIFO (`/dev/null`, `/dev/stderr`, a
+    /// named pipe): written in place like standard output. Replacing it by
+    /// rename, as a textfile is, would put a regular file where the device
+    /// was (as root, /dev/null itself).
+    Stream(PathBuf),
 }
 
 impl Sink {
-    /// `-` is standard output, anything else a file path.
+    /// `-` is standard output, an existing character device or FIFO is
+    /// written in place, anything else is a textfile.
     pub fn from_arg(arg: &Path) -> Sink {
+        use std::os::unix::fs::FileTypeExt;
         if arg == Path::new("-") {
-            Sink::Stdout
-        } else {
-            Sink::Textfile(arg.to_path_buf())
+            return Sink::Stdout;
+        }
+        match fs::metadata(arg).map(|meta| meta.file_type()) {
+            Ok(kind) if kind.is_char_device() || kind.is_fifo() => Sink::Stream(arg.to_path_buf()),
+            _ => Sink::Textfile(arg.to_path_buf()),
         }
     }
 
@@ -41,8 +50,18 @@ impl Sink {
     pub fn check(&self) -> Result<()> {
         match self {
             Sink::Stdout => Ok(()),
+            Sink::Stream(path) => check_writable(path),
             Sink::Textfile(path) => {
+                use std::os::unix::fs::FileTypeExt;
                 let (dir, _) = split(path)?;
+                if fs::metadata(path).is_ok_and(|meta| {
+                    meta.file_type().is_block_device() || meta.file_type().is_socket()
+                }) {
+                    bail!(
+                        "--output {} is a block device or a socket: give a file name (or - for standard output)",
+                        path.display()
+                    );
+                }
                 if path.is_dir() {
                     bail!(
                         "--output {} is a directory: give a file name such as {}/bpfsnap.prom",
@@ -68,7 +87,7 @@ impl Sink {
     /// one of `families` (see [`collide`]).
     pub fn check_families(&self, families: &[&str]) -> Result<()> {
         match self {
-            Sink::Stdout => Ok(()),
+            Sink::Stdout | Sink::Stream(_) => Ok(()),
             Sink::Textfile(path) => collide::check(path, &families.iter().copied().collect()),
         }
     }
@@ -103,6 +122,7 @@ impl Sink {
     pub fn write(&self, text: &str) -> Result<()> {
         match self {
             Sink::Stdout => write_stdout(text.as_bytes()),
+            Sink::Stream(path) => write_stream(path, text.as_bytes()),
             Sink::Textfile(path) => {
                 // Before touching anything: a collision means node_exporter
                 // would silently drop data.
@@ -120,6 +140,34 @@ fn write_stdout(text: &[u8]) -> Result<()> {
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to standard output"),
     }
+}
+
+/// A device or FIFO, opened for writing (not created, not truncated) and
+/// written like standard output.
+fn write_stream(path: &Path, text: &[u8]) -> Result<()> {
+    let written = fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|mut out| out.write_all(text));
+    match written {
+        // A reader that went away, as with a pipe on standard output.
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.with_context(|| format!("writing to {}", path.display())),
+    }
+}
+
+/// Whether this process may write `path` (without opening it: opening a
+/// FIFO for writing waits for a reader).
+fn check_writable(path: &Path) -> Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("--output {}: a NUL in the path", path.display()))?;
+    // SAFETY: a NUL-terminated path; access() only reads it.
+    if unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } != 0 {
+        let err = io::Error::last_os_error();
+        bail!("cannot write to {}: {err}", path.display());
+    }
+    Ok(())
 }
 
 /// (directory, file name) of an output path; a bare name is in `.`.
@@ -153,6 +201,13 @@ pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
     let (dir, _) = split(path)?;
     if path.is_dir() {
         bail!("cannot write {}: it is a directory", path.display());
+    }
+    // Renaming over a device or FIFO would put a file in its place.
+    if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        bail!(
+            "cannot replace {}: it is not a regular file",
+            path.display()
+        );
     }
     let mut temp = temp_file(dir, path)?;
     let written = (|| -> io::Result<()> {
@@ -243,6 +298,43 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// A device or FIFO given as the output is written in place: renaming
+    /// a file over it (as over a textfile) would replace /dev/null itself.
+    #[test]
+    fn devices_and_fifos_are_written_in_place_never_replaced() {
+        use std::os::unix::fs::FileTypeExt;
+        let null = Path::new("/dev/null");
+        let sink = Sink::from_arg(null);
+        assert_eq!(sink, Sink::Stream(null.to_path_buf()));
+        sink.check().unwrap();
+        sink.write("a 1\n").unwrap();
+        assert!(fs::metadata(null).unwrap().file_type().is_char_device());
+        let err = write_atomic(null, b"a 1\n").unwrap_err();
+        assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
+        assert!(fs::metadata(null).unwrap().file_type().is_char_device());
+
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("metrics.fifo");
+        let c_fifo = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(c_fifo.as_ptr(), 0o600) }, 0);
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || fs::read_to_string(fifo).unwrap())
+        };
+        let sink = Sink::from_arg(&fifo);
+        assert_eq!(sink, Sink::Stream(fifo.clone()));
+        sink.write("b 2\n").unwrap();
+        assert_eq!(reader.join().unwrap(), "b 2\n");
+        assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
+        assert_eq!(entries(dir.path()), ["metrics.fifo"], "no temporary file");
+
+        // A regular file and a path yet to be made stay textfiles.
+        let file = dir.path().join("bpfsnap.prom");
+        assert_eq!(Sink::from_arg(&file), Sink::Textfile(file.clone()));
+        fs::write(&file, "").unwrap();
+        assert_eq!(Sink::from_arg(&file), Sink::Textfile(file));
     }
 
     #[test]
