@@ -5,11 +5,6 @@ CARGO ?= cargo
 BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
-# Cargo caches what rustc says about the target in target/.rustc_info.json.
-# Twice a clean CI clone failed with a cached entry holding another rustc
-# run's input (a build script's probe and a c++ error) after the clippy run
-# shared the cache; asking rustc again costs ~0.1 s per cargo command.
-export CARGO_CACHE_RUSTC_INFO := 0
 
 .PHONY: all deps build run install test lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
