@@ -31,17 +31,14 @@ pub struct Program {
 }
 
 impl Program {
-    /// Whether this is a built-in as embedded, so that it can be loaded from
-    /// the object all built-ins are linked into ([`builtin::LINKED`]).
-    pub fn is_linked_builtin(&self) -> bool {
-        match self.object {
-            ObjectSource::Embedded(bytes) => {
-                builtin::find(&self.config.name)
-                    .is_some_and(|source| std::ptr::eq(source.object, bytes))
-                    && self.config.kaddrs.is_empty()
-            }
-            _ => false,
-        }
+    /// The built-in this is, as embedded, if it can be loaded from the object
+    /// all built-ins are linked into ([`builtin::LINKED`]).
+    pub fn linked_builtin(&self) -> Option<&'static BuiltinSource> {
+        let ObjectSource::Embedded(bytes) = self.object else {
+            return None;
+        };
+        builtin::find(&self.config.name)
+            .filter(|source| std::ptr::eq(source.object, bytes) && self.config.kaddrs.is_empty())
     }
 }
 

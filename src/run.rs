@@ -334,10 +334,12 @@ fn attach_each(
 /// whose sets are pinned per config) loads alone.
 fn load_groups(programs: &[Program], pin: Option<&Path>) -> Vec<Vec<usize>> {
     let (linked, alone): (Vec<usize>, Vec<usize>) = (0..programs.len())
-        .partition(|&index| pin.is_none() && programs[index].is_linked_builtin());
+        .partition(|&index| pin.is_none() && programs[index].linked_builtin().is_some());
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let types = |index: usize| {
-        crate::builtin::find(&programs[index].config.name).map_or(&[][..], |source| source.types)
+        programs[index]
+            .linked_builtin()
+            .map_or(&[][..], |source| source.types)
     };
     let mut groups = group_by_shared_types(&linked, cpus.min(linked.len() / 2).max(1), types);
     groups.retain(|group| !group.is_empty());
@@ -959,7 +961,7 @@ pub(crate) fn unix_seconds(time: SystemTime) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use super::group_by_shared_types;
+    use super::*;
 
     #[test]
     fn groups_share_types_and_stay_balanced() {
@@ -982,8 +984,6 @@ mod tests {
             vec![Vec::<usize>::new(), vec![]]
         );
     }
-
-    use super::*;
 
     #[test]
     fn in_parallel_keeps_the_order_and_runs_each_item_once() {

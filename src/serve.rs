@@ -80,8 +80,8 @@ struct State {
     errors: Mutex<BTreeMap<&'static str, u64>>,
 }
 
-/// What a test asked one gathering to suffer.
-#[derive(Clone, Copy)]
+/// What a test asked one gathering to suffer (by default, nothing).
+#[derive(Clone, Copy, Default)]
 struct Faults {
     delay: Duration,
     error: bool,
@@ -310,10 +310,7 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
             error: state.scrape_error,
         }
     } else {
-        Faults {
-            delay: Duration::ZERO,
-            error: false,
-        }
+        Faults::default()
     };
 
     // Gather on a thread of its own, so a slow snapshot cannot hold the

@@ -256,9 +256,9 @@ impl Probe {
     pub fn attach_linked(programs: &[&Program]) -> Result<Vec<Probe>> {
         let mut sources = Vec::with_capacity(programs.len());
         for program in programs {
-            match crate::builtin::find(&program.config.name) {
-                Some(source) if program.config.kaddrs.is_empty() => sources.push(source),
-                _ => bail!("{} is not a linked built-in", program.config.name),
+            match program.linked_builtin() {
+                Some(source) => sources.push(source),
+                None => bail!("{} is not a linked built-in", program.config.name),
             }
         }
         let mut builder = ObjectBuilder::default();
