@@ -18,22 +18,7 @@ fn run_events(load: impl FnOnce()) -> String {
 fn run_events_config(edit: impl FnOnce(String) -> String, load: impl FnOnce()) -> String {
     let (_dir, config) = common::example_config("events.toml");
     std::fs::write(&config, edit(std::fs::read_to_string(&config).unwrap())).unwrap();
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        path_str(&config),
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    load();
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "{stderr}");
-    common::promtool_check(&text);
-    text
+    common::run_with_load(&[path_str(&config)], load)
 }
 
 #[test]
@@ -230,20 +215,9 @@ fn a_ring_buffer_without_a_lost_map_is_warned_about_at_load() {
         dir.path().join("ringbuf_no_lost.bpf.o"),
     )
     .unwrap();
-    let mut running = Running::spawn(&[
-        "run",
-        "-v",
-        path_str(&config),
-        "--for",
-        "60s",
-        "--output",
-        "-",
-    ]);
-    running.wait_for("sampling");
-    named_thread("bpfsnap-ev-u", || common::getpid_calls(5));
-    running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
-    assert!(status.success(), "{stderr}");
+    let (text, stderr) = common::run_with_load_and_stderr(&[path_str(&config)], || {
+        named_thread("bpfsnap-ev-u", || common::getpid_calls(5));
+    });
     let warning = "ringbuf_no_lost: ring buffer events_total has no events_total_lost map: \
                    events dropped in the kernel when it is full are not counted";
     assert_eq!(stderr.matches(warning).count(), 1, "{stderr}");

@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -102,14 +101,7 @@ fn unique_comm(prefix: &str, tag: char) -> String {
 /// Makes `n` getpid calls from a new thread that names itself `comm`
 /// (prctl(PR_SET_NAME)); returns once they are done.
 fn getpid_calls_as(comm: &str, n: u64) {
-    let name = CString::new(comm).unwrap();
-    std::thread::spawn(move || {
-        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
-        common::getpid_calls(n);
-    })
-    .join()
-    .expect("getpid thread");
+    common::named_thread(comm, move || common::getpid_calls(n));
 }
 
 #[test]
@@ -566,11 +558,8 @@ fn install_ebpf_exporter_dir() -> tempfile::TempDir {
 /// From a thread named `comm`: `n` write() calls of `bytes` bytes each to
 /// /dev/null, for each (bytes, n) of `writes`.
 fn writes_as(comm: &str, writes: &[(usize, u32)]) {
-    let name = CString::new(comm).unwrap();
     let writes = writes.to_vec();
-    std::thread::spawn(move || {
-        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
-        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+    common::named_thread(comm, move || {
         let null = fs::OpenOptions::new()
             .write(true)
             .open("/dev/null")
@@ -583,9 +572,7 @@ fn writes_as(comm: &str, writes: &[(usize, u32)]) {
                 assert_eq!(written, bytes as isize, "write to /dev/null");
             }
         }
-    })
-    .join()
-    .expect("write thread");
+    });
 }
 
 #[test]
@@ -898,16 +885,12 @@ fn xdp_on_lo_and_a_libc_uprobe_count_exactly() {
                 // Received: it went through lo's XDP hook.
                 receiver.recv(&mut buffer).expect("datagram over lo");
             }
-            let name = CString::new(comm.as_str()).unwrap();
-            std::thread::spawn(move || {
-                unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr() as libc::c_ulong, 0, 0, 0) };
+            common::named_thread(&comm, move || {
                 for _ in 0..calls {
                     // The libc function itself, which the uprobe is on.
                     std::hint::black_box(unsafe { libc::getpid() });
                 }
-            })
-            .join()
-            .unwrap();
+            });
         },
     );
 

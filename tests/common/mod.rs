@@ -152,17 +152,15 @@ pub fn getpid_calls(n: u64) {
 
 /// `work`'s result, run on a thread named `name` (the comm BPF programs see;
 /// examples/events.bpf.c counts threads named bpfsnap-ev*).
-pub fn named_thread<T: Send + 'static>(
-    name: &'static str,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> T {
+pub fn named_thread<T: Send + 'static>(name: &str, work: impl FnOnce() -> T + Send + 'static) -> T {
+    let name = std::ffi::CString::new(name).expect("a thread name without NUL");
     std::thread::spawn(move || {
-        let name = std::ffi::CString::new(name).unwrap();
-        unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
         work()
     })
     .join()
-    .unwrap()
+    .expect("named thread")
 }
 
 /// Ids of every BPF program loaded in the kernel.
@@ -865,6 +863,11 @@ pub fn parse_sample(line: &str) -> Result<(), String> {
 /// every probe is attached, runs `load`, ends the window with SIGINT, checks
 /// the exit status and that promtool accepts the output; returns the output.
 pub fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
+    run_with_load_and_stderr(args, load).0
+}
+
+/// [`run_with_load`], also returning what bpfsnap said on stderr.
+pub fn run_with_load_and_stderr(args: &[&str], load: impl FnOnce()) -> (String, String) {
     let mut argv = vec!["run", "-v"];
     argv.extend_from_slice(args);
     argv.extend_from_slice(&["--for", "60s", "--output", "-"]);
@@ -875,21 +878,12 @@ pub fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
     let (status, text, stderr) = running.finish();
     assert!(status.success(), "bpfsnap {args:?}: {stderr}");
     promtool_check(&text);
-    text
+    (text, stderr)
 }
 
 /// [`run_with_load`] on one built-in.
 pub fn run_builtin(name: &str, load: impl FnOnce()) -> String {
     run_with_load(&["--builtin", name], load)
-}
-
-// --- Appended for the built-in tests: whether kernel tests must run, and a
-// loud record of a load that cannot be made here.
-
-/// Whether kernel tests are required here (CI, BPFSNAP_REQUIRE_KERNEL_TESTS=1):
-/// then nothing may be skipped.
-pub fn kernel_tests_must_run() -> bool {
-    kernel_tests_required()
 }
 
 /// For a kernel test that cannot make its load on this machine (no loop
