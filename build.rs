@@ -154,8 +154,6 @@ impl Compiler {
 /// CO-RE relocations once, not once per built-in (most of the start-up time).
 /// Program, map and global names must therefore be unique across bpf/.
 fn link(objects: &[PathBuf], output: &Path) -> Result<()> {
-    let c_path =
-        |path: &Path| CString::new(path.as_os_str().as_bytes()).map_err(anyhow::Error::from);
     let output_c = c_path(output)?;
     // SAFETY: the paths are NUL-terminated and outlive the calls; the linker
     // is freed on every path.
@@ -189,7 +187,7 @@ fn link(objects: &[PathBuf], output: &Path) -> Result<()> {
 /// of the structs, unions and enums its BTF describes (the kernel types its
 /// CO-RE relocations may look up).
 fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
-    let path = CString::new(object.as_os_str().as_bytes())?;
+    let path = c_path(object)?;
     let name = |ptr: *const std::os::raw::c_char| {
         // SAFETY: libbpf returns NUL-terminated names owned by the object.
         unsafe { CStr::from_ptr(ptr) }
@@ -243,6 +241,12 @@ fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>, Vec<String
     types.sort();
     types.dedup();
     Ok((programs, maps, types))
+}
+
+/// `path` for libbpf's C API.
+fn c_path(path: &Path) -> Result<CString> {
+    CString::new(path.as_os_str().as_bytes())
+        .with_context(|| format!("a NUL in the path {}", path.display()))
 }
 
 fn stem(source: &Path) -> Result<&str> {
