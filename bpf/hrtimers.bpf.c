@@ -7,6 +7,10 @@
  * The key is the timer's function pointer, named by the ksym decoder. Counts
  * are per-CPU values (the tick timer fires on every CPU: a shared counter
  * would bounce between them) in an LRU hash whose bound caps the series.
+ *
+ * A hard timer that expires while this program runs for a soft one on the
+ * same CPU is not counted (the kernel does not nest a program): it shows as
+ * bpfsnap_program_recursion_misses_total, a few per million under load.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>

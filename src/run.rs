@@ -814,6 +814,7 @@ pub(crate) fn self_metrics(
     let mut attached = Vec::new();
     let mut run_time = Vec::new();
     let mut run_count = Vec::new();
+    let mut recursion_misses = Vec::new();
     for probe in probes {
         let config = &probe.config().name;
         configs.push((vec![config.clone()], 1.0));
@@ -836,7 +837,8 @@ pub(crate) fn self_metrics(
             info.push((labels, 1.0));
             attached.push((vec![id.clone()], 1.0));
             run_time.push((vec![id.clone()], program.run_time_ns as f64 / 1e9));
-            run_count.push((vec![id], program.run_count as f64));
+            run_count.push((vec![id.clone()], program.run_count as f64));
+            recursion_misses.push((vec![id], program.recursion_misses as f64));
         }
     }
     for failure in failed {
@@ -877,6 +879,13 @@ pub(crate) fn self_metrics(
             MetricType::GAUGE,
             &["id"],
             attached,
+        ),
+        expose::labelled(
+            &metric_name(ns, "program_recursion_misses_total"),
+            "Events the BPF program missed because it was already running on that CPU (e.g. interrupted by a hardirq hitting the same hook): its counts fall short by this much.",
+            MetricType::COUNTER,
+            &["id"],
+            recursion_misses,
         ),
     ];
     if bpf_stats_enabled() {

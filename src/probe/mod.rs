@@ -66,6 +66,9 @@ pub struct ProgramInfo {
     /// Run time and count, maintained while kernel.bpf_stats_enabled=1.
     pub run_time_ns: u64,
     pub run_count: u64,
+    /// Events the kernel did not run the program for because it was already
+    /// running on that CPU (a hardirq interrupting it, say): counted always.
+    pub recursion_misses: u64,
 }
 
 impl std::fmt::Debug for Probe {
@@ -590,7 +593,8 @@ impl Probe {
             .with_context(|| format!("{}: no map named {name:?}", self.config.name))
     }
 
-    /// Fresh run time and count of every program (bpf_stats).
+    /// Fresh run statistics of every program (run time and count with
+    /// bpf_stats, recursion misses always).
     pub fn refresh_stats(&mut self) {
         for info in &mut self.programs {
             let fresh = self
@@ -600,6 +604,7 @@ impl Probe {
             if let Some(fresh) = fresh {
                 info.run_time_ns = fresh.run_time_ns;
                 info.run_count = fresh.run_count;
+                info.recursion_misses = fresh.recursion_misses;
             }
         }
     }
@@ -657,6 +662,7 @@ fn program_info(fd: i32) -> Option<ProgramInfo> {
         tag: info.tag.iter().map(|b| format!("{b:02x}")).collect(),
         run_time_ns: info.run_time_ns,
         run_count: info.run_cnt,
+        recursion_misses: info.recursion_misses,
         ..ProgramInfo::default()
     })
 }
