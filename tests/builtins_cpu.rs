@@ -184,10 +184,7 @@ fn hrtimers_counts_every_nanosleep_wakeup() {
     // A sleep's (hardirq) expiry that interrupts the program while it counts a
     // softirq timer on the same CPU is not run: the kernel counts it as the
     // program's recursion miss, which bpfsnap exposes. Every other one counts.
-    let missed: f64 = common::samples(&text, "bpfsnap_program_recursion_misses_total")
-        .iter()
-        .map(|(_, count)| count)
-        .sum();
+    let missed = common::recursion_misses(&text);
     assert!(
         wakeups + missed >= f64::from(SLEEPS),
         "{wakeups} hrtimer_wakeup expirations and {missed} recursion misses for {SLEEPS} nanosleeps\n{text}"

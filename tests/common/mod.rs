@@ -365,6 +365,16 @@ pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
         .collect()
 }
 
+/// Events the run's programs missed because one was already running on that
+/// CPU (a hardirq hitting the hook it ran for in softirq, say): the kernel
+/// skips the nested run, so a count may fall short of the load by this much.
+pub fn recursion_misses(text: &str) -> f64 {
+    samples(text, "bpfsnap_program_recursion_misses_total")
+        .iter()
+        .map(|(_, count)| count)
+        .sum()
+}
+
 /// The compiled example `examples/NAME.bpf.c` (build.rs builds it).
 pub fn example_object(name: &str) -> PathBuf {
     Path::new(env!("BPFSNAP_EXAMPLE_OBJECTS")).join(format!("{name}.bpf.o"))
