@@ -65,3 +65,19 @@ impl std::fmt::Display for BadInput {
 }
 
 impl std::error::Error for BadInput {}
+
+/// For unit tests that need the kernel (root, to create maps or load
+/// programs): whether to go on. Without root the test is skipped, loudly,
+/// unless kernel tests are required (CI, BPFSNAP_REQUIRE_KERNEL_TESTS=1, as
+/// tests/common says): then it fails.
+#[cfg(test)]
+pub(crate) fn kernel_unit_test(test: &str) -> bool {
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
+        || std::env::var_os("BPFSNAP_REQUIRE_KERNEL_TESTS").is_some_and(|v| v == "1");
+    assert!(!required, "{test}: kernel tests are required but need root");
+    eprintln!("SKIPPED {test}: needs root for BPF");
+    false
+}

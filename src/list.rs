@@ -19,6 +19,7 @@ pub fn list(long: bool) -> Result<String> {
         let program = Program {
             config,
             object: ObjectSource::Embedded(source.object),
+            optional: false,
         };
         let here = match probe::unavailable(&program, &kernel) {
             Ok(None) => "yes".to_string(),

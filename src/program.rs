@@ -28,6 +28,10 @@ pub enum ObjectSource {
 pub struct Program {
     pub config: Config,
     pub object: ObjectSource,
+    /// A member of the default set: when this kernel lacks one of its attach
+    /// points it is left out with a warning rather than failing the run.
+    /// (Checked only when it fails to load, to keep start-up fast.)
+    pub optional: bool,
 }
 
 impl Program {
@@ -72,7 +76,10 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
         return builtin::BUILTINS
             .iter()
             .filter_map(|source| match source.config() {
-                Ok(config) if config.builtin.default => Some(Ok(from_builtin(source, config))),
+                Ok(config) if config.builtin.default => Some(Ok(Program {
+                    optional: true,
+                    ..from_builtin(source, config)
+                })),
                 Ok(_) => None,
                 Err(err) => Some(Err(err)),
             })
@@ -117,6 +124,7 @@ fn from_builtin(source: &'static BuiltinSource, config: Config) -> Program {
     Program {
         config,
         object: ObjectSource::Embedded(source.object),
+        optional: false,
     }
 }
 
@@ -193,6 +201,7 @@ pub fn load_file(path: &Path) -> Result<Program> {
     Ok(Program {
         config,
         object: ObjectSource::File(object),
+        optional: false,
     })
 }
 

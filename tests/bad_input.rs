@@ -743,6 +743,33 @@ fn kprobe_on_a_kernel_without_kprobes_says_so() {
 }
 
 #[test]
+fn a_tracepoint_the_kernel_lacks_is_named_with_where_to_look() {
+    let Some(_kernel) =
+        common::kernel_test("a_tracepoint_the_kernel_lacks_is_named_with_where_to_look")
+    else {
+        return;
+    };
+    let setup = fixture("missing_tracepoint");
+    fails_with(
+        bpfsnap(&[
+            "run",
+            "--for",
+            "1s",
+            "--output",
+            "-",
+            &setup.arg("missing_tracepoint.toml"),
+        ]),
+        1,
+        &[
+            "missing_tracepoint: program count_nothing (section tp_btf/bpfsnap_no_such_tracepoint): \
+             this kernel has no bpfsnap_no_such_tracepoint to attach to",
+            "/sys/kernel/tracing/available_events",
+        ],
+        true,
+    );
+}
+
+#[test]
 fn fentry_refused_by_the_kernel_says_trampolines() {
     let Some(_kernel) = common::kernel_test("fentry_refused_by_the_kernel_says_trampolines") else {
         return;

@@ -835,6 +835,22 @@ fn load_error(
             host::PRIVILEGE_ADVICE
         );
     }
+    // libbpf resolves a tp_btf/fentry target by name before any load.
+    let missing_target = log.lines().find_map(|line| {
+        let (prog, rest) = line.split_once("prog '")?.1.split_once("': ")?;
+        let target = rest
+            .strip_prefix("failed to find kernel BTF type ID of '")?
+            .split_once('\'')?
+            .0;
+        Some((plan.iter().find(|(n, _, _)| n == prog)?, target))
+    });
+    if let Some(((prog, section, _), target)) = missing_target {
+        return anyhow!(
+            "{name}: program {prog} (section {section}): this kernel has no {target} to attach to: \
+             check the name against /sys/kernel/tracing/available_events (tracepoints) or \
+             available_filter_functions (functions)"
+        );
+    }
     let failed = log
         .lines()
         .find_map(|line| {

@@ -250,20 +250,6 @@ mod tests {
 
     use libbpf_rs::MapHandle;
 
-    /// Creating kernel maps needs root. Without it this test is skipped,
-    /// loudly, unless kernel tests are required (CI,
-    /// BPFSNAP_REQUIRE_KERNEL_TESTS=1, as tests/common says), then it fails.
-    fn may_create_maps(test: &str) -> bool {
-        if unsafe { libc::geteuid() } == 0 {
-            return true;
-        }
-        let required = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false")
-            || std::env::var_os("BPFSNAP_REQUIRE_KERNEL_TESTS").is_some_and(|v| v == "1");
-        assert!(!required, "{test}: kernel tests are required but need root");
-        eprintln!("SKIPPED {test}: needs root to create BPF maps");
-        false
-    }
-
     /// A `map_type` map of u32 keys `0..entries` (room for `max_entries`);
     /// key n holds n × 7 + 1, plus the CPU number on a per-CPU map.
     fn filled_map(map_type: MapType, entries: u32, max_entries: u32, cpus: usize) -> MapHandle {
@@ -296,7 +282,7 @@ mod tests {
     /// exactly by the batch loop, and key by key alike.
     #[test]
     fn batch_and_key_by_key_reads_return_every_entry_exactly() {
-        if !may_create_maps("batch_and_key_by_key_reads_return_every_entry_exactly") {
+        if !crate::kernel_unit_test("batch_and_key_by_key_reads_return_every_entry_exactly") {
             return;
         }
         let cpus = libbpf_rs::num_possible_cpus().unwrap();
