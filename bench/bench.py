@@ -540,7 +540,9 @@ def default_probes_bt():
 
 
 def startup(table, raw, probe_startup, bt_missing, quick):
-    runs = 1 if quick else 3
+    # Five alternating runs: a start takes tens of ms on a shared machine
+    # whose neighbours move single runs by ±10 ms.
+    runs = 1 if quick else 5
     ours, ours_stop, theirs, theirs_stop = [], [], [], []
     for attempt in range(runs):
         log(f"start-up: default set (run {attempt + 1}/{runs})")

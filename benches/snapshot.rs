@@ -9,7 +9,7 @@
 //! caches, as benches/maploop.rs (the floor) does.
 //!
 //! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS — prints one JSON object:
-//! medians in ns of `read`, `expose` (decode + encode + join), `write` and
+//! medians in ns of `read`, `expose` (decode + encode), `write` and
 //! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
 //! the first run).
 
@@ -80,15 +80,20 @@ fn main() {
             .add_snapshot(&config, &snapshot, "bpfsnap")
             .expect("exposing");
         drop(snapshot);
-        let text = exposition.into_text();
         let exposed_at = Instant::now();
-        // As `bpfsnap run` writes: the collision check, then the atomic write.
+        // As `bpfsnap run` writes: the collision check, then the atomic
+        // write of the families one after another.
+        let text = bpfsnap::sink::Text {
+            parts: exposition.parts().collect(),
+            families: exposition.names().collect(),
+        };
         bpfsnap::sink::Sink::Textfile(Path::new(output).to_path_buf())
-            .write(&text)
+            .write_parts(&text)
             .expect("writing");
         let done = Instant::now();
-        bytes = text.len();
+        bytes = text.parts.iter().map(|part| part.len()).sum();
         drop(text);
+        drop(exposition);
         read.push((read_at - started).as_nanos());
         expose.push((exposed_at - read_at).as_nanos());
         write.push((done - exposed_at).as_nanos());

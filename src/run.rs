@@ -23,7 +23,7 @@ use crate::expose::{self, metric_name, Exposition};
 use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
 use crate::program::{self, ObjectSource, Program, Selection};
-use crate::sink::{lock, Sink};
+use crate::sink::{self, lock, Sink};
 use crate::snapshot;
 
 #[derive(Debug, Clone)]
@@ -687,19 +687,25 @@ fn snapshot_and_write(
             last,
         ));
     }
+    let pretty;
     let (text, written) = match options.format {
         OutputFormat::Text => {
             exposition.add_all(run_families)?;
-            let written = exposition.len();
-            // Joined without copying the largest family (most of a big map).
-            (exposition.into_text(), written)
+            // Written family by family, never joined: a big map's family is
+            // most of the text, and joining would copy it.
+            let text = sink::Text {
+                parts: exposition.parts().collect(),
+                families: exposition.names().collect(),
+            };
+            (text, exposition.len())
         }
         OutputFormat::Pretty => {
             families.extend(run_families);
-            (expose::pretty::render(&families), families.len())
+            pretty = expose::pretty::render(&families);
+            (sink::Text::whole(&pretty), families.len())
         }
     };
-    options.sink.write(&text)?;
+    options.sink.write_parts(&text)?;
     if let Sink::Textfile(path) = &options.sink {
         options.log.info(&format!(
             "wrote {written} metric families to {}",

@@ -347,6 +347,17 @@ impl Exposition {
         self.families.is_empty()
     }
 
+    /// The text in parts, one per family, in order: for a sink that writes
+    /// them one after another instead of joining them.
+    pub fn parts(&self) -> impl Iterator<Item = &str> {
+        self.families.values().map(String::as_str)
+    }
+
+    /// The names of the families, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.families.keys().map(String::as_str)
+    }
+
     /// The text, without copying the largest family's (for a big map,
     /// nearly all of it): the others are put around it in place.
     pub fn into_text(self) -> String {
@@ -368,7 +379,10 @@ impl Exposition {
             }
         }
         text.reserve(total - text.len());
-        text.insert_str(0, &before);
+        if !before.is_empty() {
+            // (Inserting even "" moves every byte after the insertion point.)
+            text.insert_str(0, &before);
+        }
         for family in after {
             text.push_str(&family);
         }

@@ -18,10 +18,10 @@ pub fn families(text: &str) -> BTreeSet<&str> {
     // Found by substring search, not line by line: the text can be tens of
     // MB of samples. A label value never holds a raw newline (it is
     // escaped), so "\n# TYPE " always starts a line.
+    const MARKER: &str = "\n# TYPE ";
     let first = text.strip_prefix("# TYPE ");
-    let rest = text
-        .match_indices("\n# TYPE ")
-        .map(|(at, marker)| &text[at + marker.len()..]);
+    let rest =
+        memchr::memmem::find_iter(text.as_bytes(), MARKER).map(|at| &text[at + MARKER.len()..]);
     first
         .into_iter()
         .chain(rest)

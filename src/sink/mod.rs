@@ -120,22 +120,55 @@ impl Sink {
     }
 
     pub fn write(&self, text: &str) -> Result<()> {
+        self.write_parts(&Text::whole(text))
+    }
+
+    /// Writes `text`'s parts one after another, never joined: a million-key
+    /// map's family is most of a 60 MB text, which joining would copy.
+    pub fn write_parts(&self, text: &Text<'_>) -> Result<()> {
+        let parts = text.parts.iter().map(|part| part.as_bytes());
         match self {
-            Sink::Stdout => write_stdout(text.as_bytes()),
-            Sink::Stream(path) => write_stream(path, text.as_bytes()),
+            Sink::Stdout => write_stdout(parts),
+            Sink::Stream(path) => write_stream(path, parts),
             Sink::Textfile(path) => {
                 // Before touching anything: a collision means node_exporter
                 // would silently drop data.
-                collide::check(path, &collide::families(text))?;
-                write_atomic(path, text.as_bytes())
+                collide::check(path, &text.families)?;
+                write_atomic_parts(path, parts)
             }
         }
     }
 }
 
-fn write_stdout(text: &[u8]) -> Result<()> {
+/// Text to write: its parts, in order, and the metric families it defines
+/// (the names of its `# TYPE` lines, for the collision check).
+#[derive(Debug, Default)]
+pub struct Text<'a> {
+    pub parts: Vec<&'a str>,
+    pub families: std::collections::BTreeSet<&'a str>,
+}
+
+impl<'a> Text<'a> {
+    /// One text in one piece, its families found by reading it.
+    pub fn whole(text: &'a str) -> Text<'a> {
+        Text {
+            parts: vec![text],
+            families: collide::families(text),
+        }
+    }
+}
+
+/// Writes every part, in order, to `out`.
+fn write_all_parts<'p>(
+    out: &mut impl Write,
+    parts: impl IntoIterator<Item = &'p [u8]>,
+) -> io::Result<()> {
+    parts.into_iter().try_for_each(|part| out.write_all(part))
+}
+
+fn write_stdout<'p>(parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
     let mut out = io::stdout().lock();
-    match out.write_all(text).and_then(|()| out.flush()) {
+    match write_all_parts(&mut out, parts).and_then(|()| out.flush()) {
         // `bpfsnap run | head` is not an error.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
         other => other.context("writing to standard output"),
@@ -144,11 +177,11 @@ fn write_stdout(text: &[u8]) -> Result<()> {
 
 /// A device or FIFO, opened for writing (not created, not truncated) and
 /// written like standard output.
-fn write_stream(path: &Path, text: &[u8]) -> Result<()> {
+fn write_stream<'p>(path: &Path, parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
     let written = fs::OpenOptions::new()
         .write(true)
         .open(path)
-        .and_then(|mut out| out.write_all(text));
+        .and_then(|mut out| write_all_parts(&mut out, parts));
     match written {
         // A reader that went away, as with a pipe on standard output.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
@@ -198,6 +231,14 @@ fn temp_file(dir: &Path, target: &Path) -> Result<tempfile::NamedTempFile> {
 
 /// Replaces `path` with `text` atomically (see the module docs).
 pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
+    write_atomic_parts(path, [text])
+}
+
+/// [`write_atomic`] of the parts one after another.
+pub fn write_atomic_parts<'p>(
+    path: &Path,
+    parts: impl IntoIterator<Item = &'p [u8]>,
+) -> Result<()> {
     let (dir, _) = split(path)?;
     if path.is_dir() {
         bail!("cannot write {}: it is a directory", path.display());
@@ -211,7 +252,7 @@ pub fn write_atomic(path: &Path, text: &[u8]) -> Result<()> {
     }
     let mut temp = temp_file(dir, path)?;
     let written = (|| -> io::Result<()> {
-        temp.write_all(text)?;
+        write_all_parts(&mut temp, parts)?;
         temp.as_file()
             .set_permissions(Permissions::from_mode(FILE_MODE))?;
         temp.as_file().sync_all()
@@ -298,6 +339,28 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    /// Parts are written one after another, and the collision check goes by
+    /// the families the text says it defines.
+    #[test]
+    fn parts_are_written_in_order_and_their_families_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("ours.prom");
+        let sink = Sink::Textfile(target.clone());
+        let parts = ["# TYPE a counter\na 1\n", "# TYPE b gauge\nb 2\n"];
+        let text = Text {
+            parts: parts.to_vec(),
+            families: ["a", "b"].into_iter().collect(),
+        };
+        sink.write_parts(&text).unwrap();
+        assert_eq!(fs::read_to_string(&target).unwrap(), parts.concat());
+
+        fs::write(dir.path().join("other.prom"), "# TYPE b gauge\nb 3\n").unwrap();
+        let err = sink.write_parts(&text).unwrap_err();
+        assert!(format!("{err:#}").contains("other.prom"), "{err:#}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), parts.concat());
+        assert_eq!(entries(dir.path()), ["other.prom", "ours.prom"]);
     }
 
     /// A device or FIFO given as the output is written in place: renaming
