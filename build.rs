@@ -184,17 +184,10 @@ fn link(objects: &[PathBuf], output: &Path) -> Result<()> {
 
 /// The names of the programs and of the declared maps (not .rodata/.bss)
 /// in `object` (which parts of the linked object belong to a built-in), and
-/// of the structs, unions and enums its BTF describes (the kernel types its
-/// CO-RE relocations may look up).
+/// of the types its CO-RE relocations look up in the kernel's BTF.
 fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>, Vec<String>)> {
     let path = c_path(object)?;
-    let name = |ptr: *const std::os::raw::c_char| {
-        // SAFETY: libbpf returns NUL-terminated names owned by the object.
-        unsafe { CStr::from_ptr(ptr) }
-            .to_string_lossy()
-            .into_owned()
-    };
-    let (mut programs, mut maps, mut types) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut programs, mut maps) = (Vec::new(), Vec::new());
     // SAFETY: the object is closed before returning; the iterators are
     // libbpf's own, on that object.
     unsafe {
@@ -204,43 +197,110 @@ fn object_symbols(object: &Path) -> Result<(Vec<String>, Vec<String>, Vec<String
         }
         let mut prog = libbpf_sys::bpf_object__next_program(opened, std::ptr::null_mut());
         while !prog.is_null() {
-            programs.push(name(libbpf_sys::bpf_program__name(prog)));
+            programs.push(c_name(libbpf_sys::bpf_program__name(prog)));
             prog = libbpf_sys::bpf_object__next_program(opened, prog);
         }
         let mut map = libbpf_sys::bpf_object__next_map(opened, std::ptr::null());
         while !map.is_null() {
-            let map_name = name(libbpf_sys::bpf_map__name(map));
+            let map_name = c_name(libbpf_sys::bpf_map__name(map));
             if !map_name.contains('.') {
                 maps.push(map_name);
             }
             map = libbpf_sys::bpf_object__next_map(opened, map);
         }
-        let btf = libbpf_sys::bpf_object__btf(opened);
-        if !btf.is_null() {
-            for id in 1..libbpf_sys::btf__type_cnt(btf) {
-                let ty = libbpf_sys::btf__type_by_id(btf, id);
-                if ty.is_null() {
-                    continue;
+        libbpf_sys::bpf_object__close(opened);
+    }
+    Ok((programs, maps, core_relocated_types(object)?))
+}
+
+/// A name libbpf returns (NUL-terminated, owned by the object).
+///
+/// # Safety
+/// `ptr` must point to a NUL-terminated string.
+unsafe fn c_name(ptr: *const std::os::raw::c_char) -> String {
+    CStr::from_ptr(ptr).to_string_lossy().into_owned()
+}
+
+/// The names of the types the CO-RE relocations of `object` are against,
+/// read from the relocation records of its .BTF.ext. libbpf looks each up
+/// in the kernel's BTF by scanning all of it (≈ 1 ms) once per load: what a
+/// load group costs beyond its programs, and what its members can share.
+fn core_relocated_types(object: &Path) -> Result<Vec<String>> {
+    let path = c_path(object)?;
+    let mut types = Vec::new();
+    // SAFETY: btf and ext are freed before returning; the raw data is
+    // borrowed from ext and read within its bounds.
+    unsafe {
+        let mut ext: *mut libbpf_sys::btf_ext = std::ptr::null_mut();
+        let btf = libbpf_sys::btf__parse_elf(path.as_ptr(), &mut ext);
+        if btf.is_null() || libbpf_sys::libbpf_get_error(btf as *const _) != 0 {
+            bail!("libbpf cannot read the BTF of {}", object.display());
+        }
+        if !ext.is_null() && libbpf_sys::libbpf_get_error(ext as *const _) == 0 {
+            let mut size = 0u32;
+            let data = libbpf_sys::btf_ext__raw_data(ext, &mut size) as *const u8;
+            let raw = std::slice::from_raw_parts(data, size as usize);
+            for (type_id, kind) in core_relocations(raw) {
+                if kind == libbpf_sys::BPF_CORE_TYPE_ID_LOCAL {
+                    continue; // resolved in the object's own BTF
                 }
-                let kind = ((*ty).info >> 24) & 0x1f;
-                let named_type = [
-                    libbpf_sys::BTF_KIND_STRUCT,
-                    libbpf_sys::BTF_KIND_UNION,
-                    libbpf_sys::BTF_KIND_ENUM,
-                    libbpf_sys::BTF_KIND_ENUM64,
-                ]
-                .contains(&kind);
-                let type_name = name(libbpf_sys::btf__name_by_offset(btf, (*ty).name_off));
-                if named_type && !type_name.is_empty() {
-                    types.push(type_name);
+                let ty = libbpf_sys::btf__type_by_id(btf, type_id);
+                if !ty.is_null() {
+                    types.push(c_name(libbpf_sys::btf__name_by_offset(btf, (*ty).name_off)));
                 }
             }
+            libbpf_sys::btf_ext__free(ext);
         }
-        libbpf_sys::bpf_object__close(opened);
+        libbpf_sys::btf__free(btf);
     }
     types.sort();
     types.dedup();
-    Ok((programs, maps, types))
+    Ok(types)
+}
+
+/// (type id, kind) of every CO-RE relocation record in raw .BTF.ext data
+/// (the layout of struct btf_ext_header and bpf_core_relo in the kernel's
+/// uapi/linux/btf.h and libbpf's libbpf_internal.h), in the byte order of
+/// the machine that built it; nothing if it has no CO-RE section.
+fn core_relocations(raw: &[u8]) -> Vec<(u32, u32)> {
+    let word = |at: usize| -> Option<u32> {
+        Some(u32::from_ne_bytes(raw.get(at..at + 4)?.try_into().ok()?))
+    };
+    let mut found = Vec::new();
+    // Header: magic (u16), version, flags (u8 each), hdr_len, then
+    // func_info off/len, line_info off/len and, in headers long enough,
+    // core_relo off/len; offsets count from the header's end.
+    let Some(header_len) = word(4).map(|len| len as usize) else {
+        return found;
+    };
+    if header_len < 32 {
+        return found;
+    }
+    let (Some(offset), Some(len)) = (word(24), word(28)) else {
+        return found;
+    };
+    let start = header_len + offset as usize;
+    let end = start + len as usize;
+    let Some(record_size) = word(start).map(|size| size as usize) else {
+        return found;
+    };
+    if record_size < 16 {
+        return found;
+    }
+    // Per section: its name's offset, its record count, then the records
+    // {insn_off, type_id, access_str_off, kind}.
+    let mut at = start + 4;
+    while at + 8 <= end {
+        let Some(count) = word(at + 4) else { break };
+        at += 8;
+        for _ in 0..count {
+            if let (Some(type_id), Some(kind)) = (word(at + 4), word(at + 12)) {
+                found.push((type_id, kind));
+            }
+            at += record_size;
+        }
+    }
+    found
 }
 
 /// `path` for libbpf's C API.

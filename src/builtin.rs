@@ -15,9 +15,9 @@ pub struct BuiltinSource {
     /// Its programs' names, and its declared maps' names, in [`LINKED`].
     pub programs: &'static [&'static str],
     pub maps: &'static [&'static str],
-    /// The struct, union and enum names of its BTF: built-ins that share
-    /// kernel types are best loaded together (libbpf looks each type up in
-    /// the kernel's BTF once per load).
+    /// The kernel types its CO-RE relocations look up: libbpf scans the
+    /// kernel's BTF for each once per load, so built-ins that share them are
+    /// best loaded together.
     pub types: &'static [&'static str],
 }
 
