@@ -607,6 +607,18 @@ fn fixture(name: &str) -> Setup {
         .copy(&format!("{name}.bpf.o"), &common::fixture_object(name))
 }
 
+/// `bpfsnap run --for 1s --output - NAME.toml` of a fixture set up by [`fixture`].
+fn run_fixture(setup: &Setup, name: &str) -> Command {
+    bpfsnap(&[
+        "run",
+        "--for",
+        "1s",
+        "--output",
+        "-",
+        &setup.arg(&format!("{name}.toml")),
+    ])
+}
+
 #[test]
 fn verifier_failure_names_the_program_and_shows_the_log() {
     let Some(_kernel) = common::kernel_test("verifier_failure_names_the_program_and_shows_the_log")
@@ -615,14 +627,7 @@ fn verifier_failure_names_the_program_and_shows_the_log() {
     };
     let setup = fixture("bad_verifier");
     let stderr = fails_with(
-        bpfsnap(&[
-            "run",
-            "--for",
-            "1s",
-            "--output",
-            "-",
-            &setup.arg("bad_verifier.toml"),
-        ]),
+        run_fixture(&setup, "bad_verifier"),
         1,
         &[
             "bad_verifier: the verifier rejected program count_unchecked (section tp_btf/sys_enter)",
@@ -724,14 +729,7 @@ fn kprobe_on_a_kernel_without_kprobes_says_so() {
     }
     let setup = fixture("kprobe");
     fails_with(
-        bpfsnap(&[
-            "run",
-            "--for",
-            "1s",
-            "--output",
-            "-",
-            &setup.arg("kprobe.toml"),
-        ]),
+        run_fixture(&setup, "kprobe"),
         1,
         &[
             "kprobe: cannot attach program count_openat2 (section kprobe/do_sys_openat2)",
@@ -751,14 +749,7 @@ fn a_tracepoint_the_kernel_lacks_is_named_with_where_to_look() {
     };
     let setup = fixture("missing_tracepoint");
     fails_with(
-        bpfsnap(&[
-            "run",
-            "--for",
-            "1s",
-            "--output",
-            "-",
-            &setup.arg("missing_tracepoint.toml"),
-        ]),
+        run_fixture(&setup, "missing_tracepoint"),
         1,
         &[
             "missing_tracepoint: program count_nothing (section tp_btf/bpfsnap_no_such_tracepoint): \
@@ -775,14 +766,7 @@ fn fentry_refused_by_the_kernel_says_trampolines() {
         return;
     };
     let setup = fixture("fentry");
-    let command = bpfsnap(&[
-        "run",
-        "--for",
-        "1s",
-        "--output",
-        "-",
-        &setup.arg("fentry.toml"),
-    ]);
+    let command = run_fixture(&setup, "fentry");
     let what = format!("{command:?}");
     let output = { command }.output().expect("run bpfsnap");
     if output.status.success() {
