@@ -83,16 +83,26 @@ static __always_inline u32 inet_family_slot(u16 family)
  * ia32 close (6) would otherwise be named lstat. x32 calls (bit 30 set) are
  * left for the caller's bound on the number to drop. The aarch64 branch is
  * untested (no aarch64 vmlinux.h here yet).
+ *
+ * native_syscall() is the test alone, for a program that has the number
+ * already (sys_enter's `id` argument).
  */
-static __always_inline u64 native_syscall_nr(struct task_struct *task, struct pt_regs *regs)
+static __always_inline bool native_syscall(struct task_struct *task)
 {
 #if defined(__TARGET_ARCH_arm64)
-	if (task->thread_info.flags & (1UL << 22)) /* TIF_32BIT */
+	return !(task->thread_info.flags & (1UL << 22)); /* TIF_32BIT */
+#else
+	return !(task->thread_info.status & 0x0002); /* TS_COMPAT: in_ia32_syscall() */
+#endif
+}
+
+static __always_inline u64 native_syscall_nr(struct task_struct *task, struct pt_regs *regs)
+{
+	if (!native_syscall(task))
 		return ~0ULL;
+#if defined(__TARGET_ARCH_arm64)
 	return (u64)regs->syscallno;
 #else
-	if (task->thread_info.status & 0x0002) /* TS_COMPAT: in_ia32_syscall() */
-		return ~0ULL;
 	return regs->orig_ax;
 #endif
 }

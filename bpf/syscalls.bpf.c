@@ -27,12 +27,13 @@ struct {
 SEC("tp_btf/sys_enter")
 int BPF_PROG(syscalls_enter, struct pt_regs *regs, long id)
 {
-	/* 32-bit (ia32/compat) calls have other numbers: skip, not misname. */
-	u64 nr = native_syscall_nr(bpf_get_current_task_btf(), regs);
-	u32 key = (u32)nr;
+	/* The tracepoint's id is the number (no load through regs: this runs
+	 * on every system call). 32-bit (ia32/compat) calls have other
+	 * numbers: skip, not misname. */
+	u32 key = (u32)id;
 	u64 *count;
 
-	if (nr >= MAX_SYSCALLS)
+	if ((u64)id >= MAX_SYSCALLS || !native_syscall(bpf_get_current_task_btf()))
 		return 0;
 	count = bpf_map_lookup_elem(&syscalls_total, &key);
 	if (count)

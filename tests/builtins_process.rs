@@ -207,6 +207,32 @@ fn syscall_errors_counts_each_failure_by_syscall_and_errno() {
 }
 
 #[test]
+fn syscalls_counts_native_calls_by_name_and_leaves_ia32_calls_out() {
+    let Some(_kernel) =
+        common::kernel_test("syscalls_counts_native_calls_by_name_and_leaves_ia32_calls_out")
+    else {
+        return;
+    };
+    const N: u64 = 2000;
+    let mut compat = false;
+    let text = run_builtin("syscalls", || {
+        common::getpid_calls(N);
+        compat = ia32_close_bad_fd(N);
+    });
+    let getpid = value(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#);
+    assert!(
+        getpid >= N as f64,
+        "{getpid} getpid calls counted, made {N}\n{text}"
+    );
+    // An ia32 close is number 6, lstat's number on x86_64: counted, it
+    // would add N lstat calls (the machine's own make a few at most).
+    if compat {
+        let lstat = common::sample(&text, r#"bpfsnap_syscalls_total{syscall="lstat"}"#);
+        assert!(lstat.unwrap_or(0.0) < N as f64 / 2.0, "{text}");
+    }
+}
+
+#[test]
 fn syscall_latency_puts_1ms_sleeps_at_or_above_1ms() {
     let Some(_kernel) = common::kernel_test("syscall_latency_puts_1ms_sleeps_at_or_above_1ms")
     else {
