@@ -260,12 +260,15 @@ fn tcp_states_counts_the_transitions_of_connections() {
         // close() by the server sends its FIN
         ("close_wait", "last_ack", n),
     ];
+    // Transitions in softirq (incoming segments) that interrupt the program
+    // running for one in task context are skipped and reported as misses.
+    let missed = common::recursion_misses(&text);
     for (old, new, at_least) in expected {
         let series = transition("ipv4", old, new);
         let counted = value(&text, &series);
         assert!(
-            counted >= at_least,
-            "{series} = {counted}, expected ≥ {at_least}\n{text}"
+            counted + missed >= at_least,
+            "{series} = {counted} ({missed} recursion misses), expected ≥ {at_least}\n{text}"
         );
     }
     if ipv6 {
@@ -273,8 +276,8 @@ fn tcp_states_counts_the_transitions_of_connections() {
         let counted = value(&text, &series);
         let at_least = f64::from(CONNECTIONS_V6);
         assert!(
-            counted >= at_least,
-            "{series} = {counted}, expected ≥ {at_least}\n{text}"
+            counted + missed >= at_least,
+            "{series} = {counted} ({missed} recursion misses), expected ≥ {at_least}\n{text}"
         );
     }
 }
@@ -335,8 +338,11 @@ fn skb_drops_counts_datagrams_to_a_closed_port_as_no_socket() {
     });
     let series = r#"bpfsnap_skb_drops_total{reason="no_socket",protocol="ipv4"}"#;
     let counted = value(&text, series);
+    // A drop in softirq that interrupts the program running for another in
+    // task context is skipped by the kernel and reported as a miss.
+    let missed = common::recursion_misses(&text);
     assert!(
-        counted >= f64::from(DATAGRAMS),
-        "{series} = {counted} for {DATAGRAMS} datagrams to a closed port\n{text}"
+        counted + missed >= f64::from(DATAGRAMS),
+        "{series} = {counted} ({missed} recursion misses) for {DATAGRAMS} datagrams to a closed port\n{text}"
     );
 }
