@@ -836,14 +836,8 @@ fn load_error(
         );
     }
     // libbpf resolves a tp_btf/fentry target by name before any load.
-    let missing_target = log.lines().find_map(|line| {
-        let (prog, rest) = line.split_once("prog '")?.1.split_once("': ")?;
-        let target = rest
-            .strip_prefix("failed to find kernel BTF type ID of '")?
-            .split_once('\'')?
-            .0;
-        Some((plan.iter().find(|(n, _, _)| n == prog)?, target))
-    });
+    let missing_target = libbpf_said_of(&log, plan, "failed to find kernel BTF type ID of '")
+        .and_then(|(program, rest)| Some((program, rest.split_once('\'')?.0)));
     if let Some(((prog, section, _), target)) = missing_target {
         return anyhow!(
             "{name}: program {prog} (section {section}): this kernel has no {target} to attach to: \
@@ -851,14 +845,7 @@ fn load_error(
              available_filter_functions (functions)"
         );
     }
-    let failed = log
-        .lines()
-        .find_map(|line| {
-            line.split_once("prog '")?
-                .1
-                .split_once("': BPF program load failed")
-        })
-        .and_then(|(prog, _)| plan.iter().find(|(n, _, _)| n == prog));
+    let failed = libbpf_said_of(&log, plan, "BPF program load failed").map(|(program, _)| program);
     let what = match failed {
         Some((prog, section, _)) => format!("program {prog} (section {section})"),
         None => "the object".to_string(),
@@ -886,6 +873,20 @@ fn load_error(
         message.push_str(&tail.join("\n    "));
     }
     anyhow!(message)
+}
+
+/// The first line of libbpf's `log` of the form `prog 'NAME': MESSAGE…`:
+/// the plan entry of program NAME and what follows MESSAGE.
+fn libbpf_said_of<'p, 'l>(
+    log: &'l str,
+    plan: &'p [(String, String, Attach)],
+    message: &str,
+) -> Option<(&'p (String, String, Attach), &'l str)> {
+    let (prog, rest) = log.lines().find_map(|line| {
+        let (prog, said) = line.split_once("prog '")?.1.split_once("': ")?;
+        Some((prog, said.strip_prefix(message)?))
+    })?;
+    Some((plan.iter().find(|(n, _, _)| n == prog)?, rest))
 }
 
 fn attach_error(

@@ -119,10 +119,6 @@ impl Sink {
         Ok(())
     }
 
-    pub fn write(&self, text: &str) -> Result<()> {
-        self.write_parts(&Text::whole(text))
-    }
-
     /// Writes `text`'s parts one after another, never joined: a million-key
     /// map's family is most of a 60 MB text, which joining would copy.
     pub fn write_parts(&self, text: &Text<'_>) -> Result<()> {
@@ -167,25 +163,30 @@ fn write_all_parts<'p>(
 }
 
 fn write_stdout<'p>(parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
-    let mut out = io::stdout().lock();
-    match write_all_parts(&mut out, parts).and_then(|()| out.flush()) {
-        // `bpfsnap run | head` is not an error.
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.context("writing to standard output"),
-    }
+    write_in_place(Ok(io::stdout().lock()), parts, || {
+        "writing to standard output".to_string()
+    })
 }
 
 /// A device or FIFO, opened for writing (not created, not truncated) and
 /// written like standard output.
 fn write_stream<'p>(path: &Path, parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
-    let written = fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .and_then(|mut out| write_all_parts(&mut out, parts));
+    let out = fs::OpenOptions::new().write(true).open(path);
+    write_in_place(out, parts, || format!("writing to {}", path.display()))
+}
+
+/// Writes the parts to `out` as they come (no temporary file, no rename);
+/// a reader that went away, as with `bpfsnap run | head`, is not an error.
+fn write_in_place<'p>(
+    out: io::Result<impl Write>,
+    parts: impl IntoIterator<Item = &'p [u8]>,
+    what: impl FnOnce() -> String,
+) -> Result<()> {
+    let written =
+        out.and_then(|mut out| write_all_parts(&mut out, parts).and_then(|()| out.flush()));
     match written {
-        // A reader that went away, as with a pipe on standard output.
         Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other.with_context(|| format!("writing to {}", path.display())),
+        other => other.with_context(what),
     }
 }
 
@@ -372,7 +373,7 @@ mod tests {
         let sink = Sink::from_arg(null);
         assert_eq!(sink, Sink::Stream(null.to_path_buf()));
         sink.check().unwrap();
-        sink.write("a 1\n").unwrap();
+        sink.write_parts(&Text::whole("a 1\n")).unwrap();
         assert!(fs::metadata(null).unwrap().file_type().is_char_device());
         let err = write_atomic(null, b"a 1\n").unwrap_err();
         assert!(format!("{err:#}").contains("not a regular file"), "{err:#}");
@@ -388,7 +389,7 @@ mod tests {
         };
         let sink = Sink::from_arg(&fifo);
         assert_eq!(sink, Sink::Stream(fifo.clone()));
-        sink.write("b 2\n").unwrap();
+        sink.write_parts(&Text::whole("b 2\n")).unwrap();
         assert_eq!(reader.join().unwrap(), "b 2\n");
         assert!(fs::metadata(&fifo).unwrap().file_type().is_fifo());
         assert_eq!(entries(dir.path()), ["metrics.fifo"], "no temporary file");
