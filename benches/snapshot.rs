@@ -83,10 +83,7 @@ fn main() {
         let exposed_at = Instant::now();
         // As `bpfsnap run` writes: the collision check, then the atomic
         // write of the families one after another.
-        let text = bpfsnap::sink::Text {
-            parts: exposition.parts().collect(),
-            families: exposition.names().collect(),
-        };
+        let text: bpfsnap::sink::Text = exposition.parts().collect();
         bpfsnap::sink::Sink::Textfile(Path::new(output).to_path_buf())
             .write_parts(&text)
             .expect("writing");

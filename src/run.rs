@@ -705,16 +705,12 @@ fn snapshot_and_write(
         ));
     }
     let pretty;
-    let (text, written) = match options.format {
+    let (text, written): (sink::Text, usize) = match options.format {
         OutputFormat::Text => {
             exposition.add_all(run_families)?;
             // Written family by family, never joined: a big map's family is
             // most of the text, and joining would copy it.
-            let text = sink::Text {
-                parts: exposition.parts().collect(),
-                families: exposition.names().collect(),
-            };
-            (text, exposition.len())
+            (exposition.parts().collect(), exposition.len())
         }
         OutputFormat::Pretty => {
             families.extend(run_families);

@@ -347,15 +347,12 @@ impl Exposition {
         self.families.is_empty()
     }
 
-    /// The text in parts, one per family, in order: for a sink that writes
-    /// them one after another instead of joining them.
-    pub fn parts(&self) -> impl Iterator<Item = &str> {
-        self.families.values().map(String::as_str)
-    }
-
-    /// The names of the families, in order.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.families.keys().map(String::as_str)
+    /// Each family's name and text, in order: for a sink that writes them
+    /// one after another instead of joining them.
+    pub fn parts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.families
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
     }
 
     /// The text, without copying the largest family's (for a big map,

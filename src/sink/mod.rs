@@ -144,6 +144,18 @@ pub struct Text<'a> {
     pub families: std::collections::BTreeSet<&'a str>,
 }
 
+/// From (family name, family text) pairs, in order.
+impl<'a> FromIterator<(&'a str, &'a str)> for Text<'a> {
+    fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(families: I) -> Self {
+        let mut text = Text::default();
+        for (name, part) in families {
+            text.families.insert(name);
+            text.parts.push(part);
+        }
+        text
+    }
+}
+
 impl<'a> Text<'a> {
     /// One text in one piece, its families found by reading it.
     pub fn whole(text: &'a str) -> Text<'a> {
