@@ -700,10 +700,9 @@ fn symlinks_planted_at_the_temp_names_are_never_followed() {
     }
     let (status, _, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
-    assert!(
-        hits >= 6,
-        "the check, the check after the capability drop and the write were each hit twice: {hits}"
-    );
+    // The writability checks create unnamed files (O_TMPFILE): nothing to
+    // plant at. The write's temporary file is named, and was hit twice.
+    assert!(hits >= 2, "the write's temporary file was hit twice: {hits}");
     assert_eq!(
         fs::read(&victim).unwrap(),
         OLD,

@@ -78,7 +78,11 @@ impl Sink {
                 }
                 // Creating (and dropping) a temporary file is the only honest test:
                 // permissions, read-only mounts, ACLs and quotas all show here.
-                temp_file(dir, path).map(drop)
+                // An unnamed one (O_TMPFILE where the file system has it): a
+                // SIGKILL during the test then leaves nothing in the directory.
+                tempfile::tempfile_in(dir)
+                    .map(drop)
+                    .with_context(|| format!("cannot create a file in {}", dir.display()))
             }
         }
     }
