@@ -702,7 +702,10 @@ fn symlinks_planted_at_the_temp_names_are_never_followed() {
     assert!(status.success(), "{stderr}");
     // The writability checks create unnamed files (O_TMPFILE): nothing to
     // plant at. The write's temporary file is named, and was hit twice.
-    assert!(hits >= 2, "the write's temporary file was hit twice: {hits}");
+    assert!(
+        hits >= 2,
+        "the write's temporary file was hit twice: {hits}"
+    );
     assert_eq!(
         fs::read(&victim).unwrap(),
         OLD,
