@@ -47,19 +47,35 @@ static __always_inline u32 request_dev(struct request *rq)
 	return (minor & 0xff) | (major << 8) | ((minor & ~0xffU) << 12);
 }
 
+/* The operation enum was `enum req_opf` before Linux 6.0 named it
+ * `enum req_op`; its values are looked up by name in whichever the kernel
+ * has (the other branch is dead code after CO-RE relocation). */
+enum req_opf___before_6_0 {
+	REQ_OP_READ___before_6_0,
+	REQ_OP_WRITE___before_6_0,
+	REQ_OP_FLUSH___before_6_0,
+	REQ_OP_DISCARD___before_6_0,
+	REQ_OP_WRITE_ZEROES___before_6_0,
+};
+
+#define REQ_OP_VALUE(op)                                                        \
+	(bpf_core_type_exists(enum req_op) ? bpf_core_enum_value(enum req_op, REQ_OP_##op) \
+					   : bpf_core_enum_value(enum req_opf___before_6_0, \
+								 REQ_OP_##op##___before_6_0))
+
 static __always_inline u32 request_op(struct request *rq)
 {
 	u32 op = rq->cmd_flags & REQ_OP_MASK;
 
-	if (op == bpf_core_enum_value(enum req_op, REQ_OP_READ))
+	if (op == REQ_OP_VALUE(READ))
 		return BIO_OP_READ;
-	if (op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE))
+	if (op == REQ_OP_VALUE(WRITE))
 		return BIO_OP_WRITE;
-	if (op == bpf_core_enum_value(enum req_op, REQ_OP_FLUSH))
+	if (op == REQ_OP_VALUE(FLUSH))
 		return BIO_OP_FLUSH;
-	if (op == bpf_core_enum_value(enum req_op, REQ_OP_DISCARD))
+	if (op == REQ_OP_VALUE(DISCARD))
 		return BIO_OP_DISCARD;
-	if (op == bpf_core_enum_value(enum req_op, REQ_OP_WRITE_ZEROES))
+	if (op == REQ_OP_VALUE(WRITE_ZEROES))
 		return BIO_OP_WRITE_ZEROES;
 	return BIO_OP_OTHER;
 }

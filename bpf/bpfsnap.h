@@ -5,6 +5,8 @@
 #ifndef BPFSNAP_H
 #define BPFSNAP_H
 
+#include <bpf/bpf_core_read.h>
+
 /* floor(log2(v)) for v > 0, in six branch-free steps (BPF has no clz). */
 static __always_inline u32 log2_floor(u64 v)
 {
@@ -76,29 +78,46 @@ static __always_inline u32 inet_family_slot(u16 family)
 }
 
 /*
- * The number of the system call in progress at tp_btf/sys_enter or sys_exit
- * (`task` is the current task, `regs` the tracepoint's), or ~0 when it is not
- * a native 64-bit call: ia32 (int 0x80, sysenter) and aarch32 calls have
- * their own numbering, which the `syscall` decoder does not know, so e.g. an
- * ia32 close (6) would otherwise be named lstat. x32 calls (bit 30 set) are
- * left for the caller's bound on the number to drop. The aarch64 branch is
- * untested (no aarch64 vmlinux.h here yet).
+ * Whether the current task is in a native 64-bit system call: ia32 (int
+ * 0x80, sysenter) and aarch32 calls have their own numbering, which the
+ * `syscall` decoder does not know, so e.g. an ia32 close (6) would otherwise
+ * be named lstat. x32 calls (bit 30 set) are left for the caller's bound on
+ * the number to drop. The aarch64 branch is untested (no aarch64 vmlinux.h
+ * here yet).
  *
- * native_syscall() is the test alone, for a program that has the number
- * already (sys_enter's `id` argument).
+ * bpf_get_current_task_btf() (Linux 5.11+) returns a pointer the verifier
+ * lets programs load through; older kernels only have bpf_get_current_task(),
+ * whose task must be read with BPF_CORE_READ. Which one the kernel has is a
+ * fact of its BTF (enum bpf_func_id), resolved by libbpf at load time: the
+ * other branch is dead code the verifier never checks.
  */
-static __always_inline bool native_syscall(struct task_struct *task)
+static __always_inline bool current_in_native_syscall(void)
 {
+	struct task_struct *task;
+
+	if (bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_get_current_task_btf)) {
+		task = bpf_get_current_task_btf();
 #if defined(__TARGET_ARCH_arm64)
-	return !(task->thread_info.flags & (1UL << 22)); /* TIF_32BIT */
+		return !(task->thread_info.flags & (1UL << 22)); /* TIF_32BIT */
 #else
-	return !(task->thread_info.status & 0x0002); /* TS_COMPAT: in_ia32_syscall() */
+		return !(task->thread_info.status & 0x0002); /* TS_COMPAT: in_ia32_syscall() */
+#endif
+	}
+	task = (struct task_struct *)bpf_get_current_task();
+#if defined(__TARGET_ARCH_arm64)
+	return !(BPF_CORE_READ(task, thread_info.flags) & (1UL << 22));
+#else
+	return !(BPF_CORE_READ(task, thread_info.status) & 0x0002);
 #endif
 }
 
-static __always_inline u64 native_syscall_nr(struct task_struct *task, struct pt_regs *regs)
+/* The number of the native system call in progress at tp_btf/sys_enter or
+ * sys_exit (`regs` is the tracepoint's), or ~0 for a 32-bit one. A program
+ * that has the number already (sys_enter's `id`) tests
+ * current_in_native_syscall() alone. */
+static __always_inline u64 native_syscall_nr(struct pt_regs *regs)
 {
-	if (!native_syscall(task))
+	if (!current_in_native_syscall())
 		return ~0ULL;
 #if defined(__TARGET_ARCH_arm64)
 	return (u64)regs->syscallno;

@@ -8,6 +8,7 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
 
 struct exit_event {
 	char comm[16];
@@ -29,17 +30,13 @@ struct {
 	__type(value, u64);
 } process_exits_total_lost SEC(".maps");
 
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(exits_exit, struct task_struct *task, bool group_dead)
+static __always_inline int record_exit(struct task_struct *task)
 {
 	struct exit_event *event;
 	u32 zero = 0;
 	u64 *lost;
 	int status;
 
-	/* One event per process, when its last thread goes. */
-	if (!group_dead)
-		return 0;
 	event = bpf_ringbuf_reserve(&process_exits_total, sizeof(*event), 0);
 	if (!event) {
 		lost = bpf_map_lookup_elem(&process_exits_total_lost, &zero);
@@ -60,6 +57,31 @@ int BPF_PROG(exits_exit, struct task_struct *task, bool group_dead)
 	event->pad[1] = 0;
 	bpf_ringbuf_submit(event, 0);
 	return 0;
+}
+
+/* One event per process, when its last thread goes: kernels that pass
+ * group_dead say so. */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exits_exit, struct task_struct *task, bool group_dead)
+{
+	if (!group_dead)
+		return 0;
+	return record_exit(task);
+}
+
+/*
+ * Kernels whose tracepoint passes only the task (group_dead came later): do_exit()
+ * has taken the thread off signal->live before this tracepoint, so the
+ * process's last thread sees 0. (Two of its threads exiting at the very same
+ * time may both see 0 and count the process twice.) exits.toml's
+ * [[builtin.variants]] choose between the two from the kernel's BTF.
+ */
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(exits_exit_legacy, struct task_struct *task)
+{
+	if (BPF_CORE_READ(task, signal, live.counter) != 0)
+		return 0;
+	return record_exit(task);
 }
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

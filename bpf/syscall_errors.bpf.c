@@ -44,7 +44,7 @@ int BPF_PROG(syscall_errors_exit, struct pt_regs *regs, long ret)
 	if (ret >= 0 || ret < -MAX_ERRNO)
 		return 0;
 	/* ia32 compat calls (other numbers) come back as ~0: not counted. */
-	nr = native_syscall_nr(bpf_get_current_task_btf(), regs);
+	nr = native_syscall_nr(regs);
 	if (nr >= MAX_SYSCALLS)
 		return 0;
 	key.syscall = nr;

@@ -11,6 +11,10 @@
  * cannot be split into syscall and bucket labels at a byte boundary
  * without a 2-million-entry array. (Measured: an array indexed by
  * syscall * 32 + bucket would save ≈ 30 ns of the ≈ 155 ns per call.)
+ *
+ * Kernels whose tracing programs have no task storage (before 5.11) load the
+ * *_by_pid programs instead, which keep the entry time in an LRU hash keyed
+ * by the thread id (syscall_latency.toml's [[builtin.variants]]).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -34,6 +38,17 @@ struct {
 	__type(key, int);
 	__type(value, u64);
 } entered_at SEC(".maps");
+
+/* Threads inside a system call at once, with the by-pid variant; an LRU
+ * hash, so threads that exit inside a call cannot fill it. */
+#define MAX_IN_CALLS 16384
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, MAX_IN_CALLS);
+	__type(key, u32);
+	__type(value, u64);
+} entered_at_by_pid SEC(".maps");
 
 /* Keys {nr, MIN_BUCKET..MAX_BUCKET}: counts; {nr, MAX_BUCKET + 1}: sum of ns;
  * {nr, MAX_BUCKET + 2}: above range. */
@@ -64,6 +79,29 @@ static __always_inline void add(u16 syscall, u16 bucket, u64 n)
 	}
 }
 
+/* Counts the call entered at *at (cleared, so it counts once). */
+static __always_inline void exited(u64 *at, struct pt_regs *regs)
+{
+	u64 nr, ns;
+	u32 bucket;
+
+	/* No entry time: the call was entered before the program was attached
+	 * (or never traced as entered, e.g. skipped by seccomp). */
+	if (!at || !*at)
+		return;
+	ns = bpf_ktime_get_ns() - *at;
+	*at = 0;
+	/* ia32 compat calls (other numbers) come back as ~0: not counted. */
+	nr = native_syscall_nr(regs);
+	if (nr >= MAX_SYSCALLS)
+		return;
+	bucket = exp2_bucket(ns, MAX_BUCKET);
+	if (bucket < MIN_BUCKET)
+		bucket = MIN_BUCKET;
+	add(nr, bucket, 1);
+	add(nr, MAX_BUCKET + 1, ns);
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(syscall_latency_enter, struct pt_regs *regs, long id)
 {
@@ -78,26 +116,26 @@ int BPF_PROG(syscall_latency_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sys_exit")
 int BPF_PROG(syscall_latency_exit, struct pt_regs *regs, long ret)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
-	u64 *at, nr, ns;
-	u32 bucket;
+	exited(bpf_task_storage_get(&entered_at, bpf_get_current_task_btf(), 0, 0), regs);
+	return 0;
+}
 
-	at = bpf_task_storage_get(&entered_at, task, 0, 0);
-	/* No entry time: the call was entered before the program was attached
-	 * (or never traced as entered, e.g. skipped by seccomp). */
-	if (!at || !*at)
-		return 0;
-	ns = bpf_ktime_get_ns() - *at;
-	*at = 0;
-	/* ia32 compat calls (other numbers) come back as ~0: not counted. */
-	nr = native_syscall_nr(task, regs);
-	if (nr >= MAX_SYSCALLS)
-		return 0;
-	bucket = exp2_bucket(ns, MAX_BUCKET);
-	if (bucket < MIN_BUCKET)
-		bucket = MIN_BUCKET;
-	add(nr, bucket, 1);
-	add(nr, MAX_BUCKET + 1, ns);
+SEC("tp_btf/sys_enter")
+int BPF_PROG(syscall_latency_enter_by_pid, struct pt_regs *regs, long id)
+{
+	u32 pid = (u32)bpf_get_current_pid_tgid();
+	u64 now = bpf_ktime_get_ns();
+
+	bpf_map_update_elem(&entered_at_by_pid, &pid, &now, BPF_ANY);
+	return 0;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(syscall_latency_exit_by_pid, struct pt_regs *regs, long ret)
+{
+	u32 pid = (u32)bpf_get_current_pid_tgid();
+
+	exited(bpf_map_lookup_elem(&entered_at_by_pid, &pid), regs);
 	return 0;
 }
 

@@ -33,7 +33,7 @@ int BPF_PROG(syscalls_enter, struct pt_regs *regs, long id)
 	u32 key = (u32)id;
 	u64 *count;
 
-	if ((u64)id >= MAX_SYSCALLS || !native_syscall(bpf_get_current_task_btf()))
+	if ((u64)id >= MAX_SYSCALLS || !current_in_native_syscall())
 		return 0;
 	count = bpf_map_lookup_elem(&syscalls_total, &key);
 	if (count)

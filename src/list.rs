@@ -8,23 +8,25 @@ use anyhow::Result;
 
 use crate::builtin;
 use crate::config::MetricRef;
-use crate::probe::{self, availability::KernelTypes};
-use crate::program::{ObjectSource, Program};
+use crate::probe::{self, availability::KernelTypes, variants};
+use crate::program::{LeftOut, ObjectSource, Program};
 
 pub fn list(long: bool) -> Result<String> {
     let kernel = KernelTypes::load();
     let mut rows = Vec::new();
     for source in builtin::BUILTINS {
         let config = source.config()?;
+        let fit = variants::fit(&config, &kernel);
         let program = Program {
             config,
             object: ObjectSource::Embedded(source.object),
             optional: false,
+            left_out: LeftOut::default(),
         };
-        let here = match probe::unavailable(&program, &kernel) {
-            Ok(None) => "yes".to_string(),
-            Ok(Some(reason)) => format!("no: {reason}"),
-            Err(err) => format!("no: {err:#}"),
+        let here = match fit.map(|_| probe::unavailable(&program, &kernel)) {
+            Ok(Ok(None)) => "yes".to_string(),
+            Ok(Ok(Some(reason))) | Err(reason) => format!("no: {reason}"),
+            Ok(Err(err)) => format!("no: {err:#}"),
         };
         rows.push((program, here));
     }

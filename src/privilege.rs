@@ -71,7 +71,78 @@ impl KeepCaps {
     }
 }
 
+pub const CAP_SYS_ADMIN: u32 = 21;
 pub const CAP_SYSLOG: u32 = 34;
+pub const CAP_BPF: u32 = 39;
+
+/// The calling thread's capability sets, as capget(2)/capset(2) (version 3)
+/// exchange them: bit n of the 64-bit sets is capability n.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapSets([CapData; 2]);
+
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+impl CapSets {
+    /// The calling thread's sets.
+    fn get() -> Result<CapSets> {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        let mut sets = CapSets::default();
+        // SAFETY: a header and two data structs, as capget(2) expects for
+        // version 3.
+        if unsafe { libc::syscall(libc::SYS_capget, &mut header, sets.0.as_mut_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("reading capabilities");
+        }
+        Ok(sets)
+    }
+
+    /// Makes these the calling thread's sets (capabilities are per thread).
+    fn set(&self) -> Result<()> {
+        let mut header = CapHeader {
+            version: CAP_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: as in `get`; the kernel only reads the data.
+        if unsafe { libc::syscall(libc::SYS_capset, &mut header, self.0.as_ptr()) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("setting capabilities");
+        }
+        Ok(())
+    }
+
+    /// These sets reduced to `mask` (effective only, or all three).
+    fn masked(&self, mask: u64, effective_only: bool) -> CapSets {
+        let mut sets = *self;
+        for (data, half) in sets.0.iter_mut().zip([mask as u32, (mask >> 32) as u32]) {
+            data.effective &= half;
+            if !effective_only {
+                data.permitted &= half;
+                data.inheritable &= half;
+            }
+        }
+        sets
+    }
+
+    fn has_effective(&self, cap: u32) -> bool {
+        self.0[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
+    }
+}
 
 /// Reduces the effective, permitted and inheritable sets to `keep` (only ever
 /// dropping: a capability not held is not gained).
@@ -79,54 +150,11 @@ pub fn drop_capabilities(keep: &KeepCaps) -> Result<()> {
     let KeepCaps::Only(caps) = keep else {
         return Ok(());
     };
-    let mut mask: u64 = 0;
-    for cap in caps {
-        mask |= 1 << cap;
-    }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Default, Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const VERSION_3: u32 = 0x2008_0522;
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    let mut current = [Data::default(); 2];
-    // SAFETY: header and two data structs as capget(2) expects (version 3).
-    if unsafe { libc::syscall(libc::SYS_capget, &mut header, current.as_mut_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("reading capabilities");
-    }
-    let low = mask as u32;
-    let high = (mask >> 32) as u32;
-    let new = [
-        Data {
-            effective: current[0].effective & low,
-            permitted: current[0].permitted & low,
-            inheritable: current[0].inheritable & low,
-        },
-        Data {
-            effective: current[1].effective & high,
-            permitted: current[1].permitted & high,
-            inheritable: current[1].inheritable & high,
-        },
-    ];
-    let mut header = Header {
-        version: VERSION_3,
-        pid: 0,
-    };
-    // SAFETY: as above; capset only ever lowers the sets here.
-    if unsafe { libc::syscall(libc::SYS_capset, &mut header, new.as_ptr()) } != 0 {
-        return Err(std::io::Error::last_os_error()).context("dropping capabilities");
-    }
+    let mask = caps.iter().fold(0u64, |mask, cap| mask | 1 << cap);
+    CapSets::get()?
+        .masked(mask, false)
+        .set()
+        .context("dropping capabilities")?;
     // Ambient capabilities would survive in children; there are none to keep.
     // SAFETY: a plain prctl.
     unsafe {
@@ -139,6 +167,47 @@ pub fn drop_capabilities(keep: &KeepCaps) -> Result<()> {
         )
     };
     Ok(())
+}
+
+/// The capability this kernel wants for every bpf() command, reading a map
+/// through a descriptor already open included, or None if reads need none.
+/// Some kernels check `kernel.unprivileged_bpf_disabled` at the top of
+/// bpf(2) for every command (Debian's 5.10 does; later kernels check it only
+/// where a map or program is made), so dropping that capability after attach
+/// would lose every window's reads. Found by trying: a thread of our own
+/// lowers its effective set (capabilities are per thread; the rest of the
+/// process keeps its own) and reads a one-entry map made for the purpose,
+/// with no capability, then with CAP_BPF alone, then CAP_SYS_ADMIN alone.
+pub fn capability_for_map_reads() -> Result<Option<u32>> {
+    use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+    let opts = libbpf_sys::bpf_map_create_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
+        ..Default::default()
+    };
+    let map = MapHandle::create(MapType::Array, Some("bpfsnap_caps"), 4, 8, 1, &opts)
+        .context("creating a map to test reads with")?;
+    let held = CapSets::get()?;
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| -> Result<Option<u32>> {
+                let readable = |mask: u64| -> Result<bool> {
+                    held.masked(mask, true).set()?;
+                    Ok(map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).is_ok())
+                };
+                if readable(0)? {
+                    return Ok(None);
+                }
+                for cap in [CAP_BPF, CAP_SYS_ADMIN] {
+                    if held.has_effective(cap) && readable(1 << cap)? {
+                        return Ok(Some(cap));
+                    }
+                }
+                anyhow::bail!("map reads fail even with CAP_BPF or CAP_SYS_ADMIN alone")
+            })
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the capability test thread panicked")))
+    })
 }
 
 /// Refuses `path` if it could have been changed by someone other than root

@@ -32,6 +32,17 @@ pub struct Program {
     /// points it is left out with a warning rather than failing the run.
     /// (Checked only when it fails to load, to keep start-up fast.)
     pub optional: bool,
+    /// What of the object not to load on this kernel: the programs and maps
+    /// of the config's variants that were not chosen (set by the probe
+    /// stage's `variants::fit`; nothing by default).
+    pub left_out: LeftOut,
+}
+
+/// Programs not to load and maps not to create.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LeftOut {
+    pub programs: Vec<String>,
+    pub maps: Vec<String>,
 }
 
 impl Program {
@@ -125,6 +136,7 @@ fn from_builtin(source: &'static BuiltinSource, config: Config) -> Program {
         config,
         object: ObjectSource::Embedded(source.object),
         optional: false,
+        left_out: LeftOut::default(),
     }
 }
 
@@ -202,6 +214,7 @@ pub fn load_file(path: &Path) -> Result<Program> {
         config,
         object: ObjectSource::File(object),
         optional: false,
+        left_out: LeftOut::default(),
     })
 }
 

@@ -101,8 +101,8 @@ impl Log {
 /// A probe that failed while others ran: the run goes on without it and
 /// reports it in `bpfsnap_config_up` and the exit status.
 pub(crate) struct Failed {
-    config: String,
-    error: anyhow::Error,
+    pub(crate) config: String,
+    pub(crate) error: anyhow::Error,
 }
 
 pub fn run(options: &RunOptions) -> Result<()> {
@@ -202,6 +202,8 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let mut window_start = attached_at;
     let mut windows = 0u64;
     let mut write_failures = 0u64;
+    // Configs whose maps could not be read in some window.
+    let mut unread: Vec<String> = Vec::new();
     loop {
         let started = Instant::now();
         let signalled = wait(&stop, length, log);
@@ -220,7 +222,13 @@ pub fn run(options: &RunOptions) -> Result<()> {
         };
         let result = snapshot_and_write(options, &mut probes, &failed, &window, write_failures);
         match result {
-            Ok(()) => {
+            Ok(unread_now) => {
+                for failure in unread_now {
+                    log.error(&format!("{:#}", failure.error));
+                    if !unread.contains(&failure.config) {
+                        unread.push(failure.config);
+                    }
+                }
                 for probe in &mut probes {
                     if let Some(pinned) = probe.pinned_mut() {
                         pinned.record_snapshot(unix_seconds(ended_at))?;
@@ -245,12 +253,16 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     }
     drop(probes);
-    if let Some(first) = failed.first() {
+    let down: Vec<&str> = failed
+        .iter()
+        .map(|f| f.config.as_str())
+        .chain(unread.iter().map(String::as_str))
+        .collect();
+    if let Some(first) = down.first() {
         bail!(
-            "{} of {} configs failed (first: {})",
-            failed.len(),
+            "{} of {} configs failed (first: {first})",
+            down.len(),
             programs.len(),
-            first.config
         );
     }
     Ok(())
@@ -279,6 +291,9 @@ fn attach_each(
     pin: Option<&Path>,
     log: Log,
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let kernel = probe::availability::KernelTypes::load();
+    let (programs, mut failed) = fit_to_kernel(programs, &kernel, log);
+    let programs = programs.as_slice();
     let attach = |program: &Program| match pin {
         Some(root) => Probe::attach_pinned(program, root),
         None => Probe::attach(program),
@@ -311,40 +326,85 @@ fn attach_each(
     attached.sort_by_key(|(index, _)| *index);
 
     let mut probes = Vec::with_capacity(programs.len());
-    let mut failed = Vec::new();
-    let kernel = probe::availability::KernelTypes::load();
     for (index, result) in attached {
         let program = &programs[index];
         match result {
             Ok(probe) => probes.push(probe),
             // Bad input is the user's to fix now, not a partial run.
             Err(err) if crate::BadInput::is(&err) => return Err(err),
-            // The default set adapts to the kernel: a built-in whose attach
-            // point this kernel lacks is left out, not a failure.
-            Err(_) if program.optional && leave_out(program, &kernel, log) => {}
-            Err(err) => failed.push(Failed {
-                config: program.config.name.clone(),
-                error: err,
-            }),
+            Err(err) => {
+                let name = &program.config.name;
+                match unavailable_builtin(program, &kernel) {
+                    // The default set adapts to the kernel: a built-in whose
+                    // attach point this kernel lacks is left out.
+                    Some(reason) if program.optional => {
+                        log.info(&format!("built-in {name} left out: {reason}"));
+                    }
+                    // Named, it fails with that reason rather than libbpf's.
+                    Some(reason) => failed.push(Failed {
+                        config: name.clone(),
+                        error: anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
+                    }),
+                    None => failed.push(Failed {
+                        config: name.clone(),
+                        error: err,
+                    }),
+                }
+            }
         }
     }
     Ok((probes, failed))
 }
 
-/// Whether `program`, which failed to load, cannot attach on this kernel at
-/// all (said as a warning). Asked only after a failure: reading tracefs and
-/// opening every object up front cost every run ≈ 3 ms of start-up.
-fn leave_out(program: &Program, kernel: &probe::availability::KernelTypes, log: Log) -> bool {
-    let reason = match probe::unavailable(program, kernel) {
-        Ok(None) => return false,
-        Ok(Some(reason)) => reason,
-        Err(err) => format!("{err:#}"),
-    };
-    log.warn(&format!(
-        "built-in {} left out: {reason}",
-        program.config.name
-    ));
-    true
+/// Each program with the variant this kernel runs (see `probe::variants`).
+/// A member of the default set none of whose variants can run here is left
+/// out (said with -v); one selected by name fails with the reason.
+fn fit_to_kernel(
+    programs: &[Program],
+    kernel: &probe::availability::KernelTypes,
+    log: Log,
+) -> (Vec<Program>, Vec<Failed>) {
+    let mut fitted = Vec::with_capacity(programs.len());
+    let mut failed = Vec::new();
+    for program in programs {
+        let name = &program.config.name;
+        match probe::variants::fit(&program.config, kernel) {
+            Ok(fit) => {
+                for reason in &fit.passed_over {
+                    log.info(&format!("{name}: {reason}: loading the next variant"));
+                }
+                fitted.push(Program {
+                    left_out: fit.left_out,
+                    ..program.clone()
+                });
+            }
+            Err(reason) if program.optional => {
+                log.info(&format!("built-in {name} left out: {reason}"));
+            }
+            Err(reason) => failed.push(Failed {
+                config: name.clone(),
+                error: anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
+            }),
+        }
+    }
+    (fitted, failed)
+}
+
+/// Why `program`, a built-in or a member of the default set that failed to
+/// load, cannot attach on this kernel at all, if that is why. Asked only
+/// after a failure: reading tracefs and opening every object up front cost
+/// every run ≈ 3 ms of start-up.
+fn unavailable_builtin(
+    program: &Program,
+    kernel: &probe::availability::KernelTypes,
+) -> Option<String> {
+    if !program.optional && !matches!(program.object, ObjectSource::Embedded(_)) {
+        return None; // a user program's own error says more
+    }
+    match probe::unavailable(program, kernel) {
+        Ok(reason) => reason,
+        Err(err) => Some(format!("{err:#}")),
+    }
 }
 
 /// Which programs load together. Built-ins load from the object they are
@@ -544,9 +604,14 @@ fn take_lock(options: &RunOptions) -> Result<Vec<lock::Lock>> {
     Ok(locks)
 }
 
-/// `--keep-caps`, plus CAP_SYSLOG when a ksym/kstack decoder will read
-/// /proc/kallsyms after the drop.
+/// `--keep-caps`, plus what reading the maps after the drop needs: the
+/// capability this kernel checks on every bpf() call, if it does, and
+/// CAP_SYSLOG when a ksym/kstack decoder will read /proc/kallsyms.
 pub(crate) fn keep_caps(keep: &KeepCaps, programs: &[Program], log: Log) -> KeepCaps {
+    if *keep == KeepCaps::All {
+        return KeepCaps::All;
+    }
+    let mut keep = keep_for_map_reads(keep.clone(), log);
     let uses_kallsyms = programs.iter().any(|p| {
         p.config.metrics().any(|m| {
             m.labels.iter().any(|l| {
@@ -558,9 +623,36 @@ pub(crate) fn keep_caps(keep: &KeepCaps, programs: &[Program], log: Log) -> Keep
     });
     if uses_kallsyms && !keep.keeps(privilege::CAP_SYSLOG) {
         log.info("keeping CAP_SYSLOG: the ksym/kstack decoders read kernel addresses from /proc/kallsyms");
-        return keep.clone().with(privilege::CAP_SYSLOG);
+        keep = keep.with(privilege::CAP_SYSLOG);
     }
-    keep.clone()
+    keep
+}
+
+/// `keep` plus the capability reading maps needs on this kernel, if any.
+fn keep_for_map_reads(keep: KeepCaps, log: Log) -> KeepCaps {
+    match privilege::capability_for_map_reads() {
+        Ok(Some(cap)) if !keep.keeps(cap) => {
+            let name = if cap == privilege::CAP_BPF {
+                "CAP_BPF"
+            } else {
+                "CAP_SYS_ADMIN"
+            };
+            let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
+                .map(|value| format!(" (kernel.unprivileged_bpf_disabled={})", value.trim()))
+                .unwrap_or_default();
+            log.info(&format!(
+                "keeping {name}: this kernel checks it on every bpf() call{sysctl}, reading the maps included"
+            ));
+            keep.with(cap)
+        }
+        Ok(_) => keep,
+        Err(err) => {
+            log.warn(&format!(
+                "cannot tell which capability reading maps needs here ({err:#}): keeping CAP_BPF and CAP_SYS_ADMIN"
+            ));
+            keep.with(privilege::CAP_BPF).with(privilege::CAP_SYS_ADMIN)
+        }
+    }
 }
 
 /// Waits `length` or until SIGINT/SIGTERM (true); on a terminal with a
@@ -622,22 +714,29 @@ fn pinned_window_start(probes: &[Probe]) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)))
 }
 
+/// Snapshots the probes and writes the output; returns the configs whose
+/// maps could not be read (written as down, the others as usual).
 fn snapshot_and_write(
     options: &RunOptions,
     probes: &mut [Probe],
     failed: &[Failed],
     window: &Window,
     write_failures: u64,
-) -> Result<()> {
+) -> Result<Vec<Failed>> {
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
     // Encoding is part of the snapshot's cost; only the gauges below are
     // encoded after the measurement.
     let mut exposition = Exposition::default();
     let text_format = options.format == OutputFormat::Text;
-    let (mut families, decode_errors) =
+    let (mut families, decode_errors, unread) =
         program_families(probes, ns, text_format.then_some(&mut exposition))?;
-    families.extend(self_metrics(ns, probes, failed, window.attached_at));
+    let down: Vec<&str> = failed
+        .iter()
+        .chain(&unread)
+        .map(|f| f.config.as_str())
+        .collect();
+    families.extend(self_metrics(ns, probes, &down, window.attached_at));
     if text_format {
         exposition.add_all_ref(&families)?;
     }
@@ -652,7 +751,7 @@ fn snapshot_and_write(
         false => window.measured.as_secs_f64(),
     };
     let now = unix_seconds(SystemTime::now());
-    let up = failed.is_empty();
+    let up = down.is_empty();
     let mut run_families = vec![
         expose::gauge(
             &metric_name(ns, "window_seconds"),
@@ -725,27 +824,38 @@ fn snapshot_and_write(
             path.display()
         ));
     }
-    Ok(())
+    Ok(unread)
 }
 
 /// Snapshots every probe's maps. With `text` (the text format) their metrics
 /// go straight into it, decoded and encoded without a `MetricFamily` per
 /// series (for a large map that costs more than reading it); otherwise they
 /// are returned as families (the terminal view). Returned either way: the
-/// bookkeeping families (series dropped, events lost) and (config, decoder)
-/// → keys skipped by decoders.
+/// bookkeeping families (series dropped, events lost), (config, decoder) →
+/// keys skipped by decoders, and the configs whose maps could not be read
+/// (the others' metrics are there all the same).
 pub(crate) fn program_families(
     probes: &mut [Probe],
     ns: &str,
     mut text: Option<&mut Exposition>,
-) -> Result<(Vec<MetricFamily>, expose::Samples)> {
+) -> Result<(Vec<MetricFamily>, expose::Samples, Vec<Failed>)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
     let mut events_lost = Vec::new();
     let mut events_dropped = Vec::new();
     let mut series_dropped = Vec::new();
+    let mut unread = Vec::new();
     for probe in probes.iter_mut() {
-        let snapshot = snapshot::take(probe)?;
+        let snapshot = match snapshot::take(probe) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                unread.push(Failed {
+                    config: probe.config().name.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
         let config = probe.config();
         let added = match text.as_deref_mut() {
             Some(exposition) => exposition.add_snapshot(config, &snapshot, ns)?,
@@ -790,7 +900,7 @@ pub(crate) fn program_families(
         &["config", "map"],
         events_dropped,
     ));
-    Ok((families, decode_errors))
+    Ok((families, decode_errors, unread))
 }
 
 /// `last_success_timestamp_seconds` from the file we are about to replace, so
@@ -816,7 +926,7 @@ fn previous_last_success(sink: &Sink, ns: &str) -> Option<f64> {
 pub(crate) fn self_metrics(
     ns: &str,
     probes: &[Probe],
-    failed: &[Failed],
+    down: &[&str],
     attached_at: SystemTime,
 ) -> Vec<MetricFamily> {
     // ebpf_exporter's own names under its namespace, so its dashboards work.
@@ -836,7 +946,9 @@ pub(crate) fn self_metrics(
     for probe in probes {
         let config = &probe.config().name;
         configs.push((vec![config.clone()], 1.0));
-        config_up.push((vec![config.clone()], 1.0));
+        if !down.contains(&config.as_str()) {
+            config_up.push((vec![config.clone()], 1.0));
+        }
         let since = probe
             .pinned()
             .map_or(unix_seconds(attached_at), |p| p.manifest.attached_at);
@@ -859,8 +971,8 @@ pub(crate) fn self_metrics(
             recursion_misses.push((vec![id], program.recursion_misses as f64));
         }
     }
-    for failure in failed {
-        config_up.push((vec![failure.config.clone()], 0.0));
+    for config in down {
+        config_up.push((vec![config.to_string()], 0.0));
     }
     let mut families = vec![
         expose::labelled(
@@ -1073,6 +1185,7 @@ mod tests {
             config,
             object: ObjectSource::File(object),
             optional: true,
+            left_out: Default::default(),
         });
         for program in &mut programs {
             program.optional = true;

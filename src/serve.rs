@@ -404,14 +404,15 @@ fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Erro
         } else {
             run::program_families(&mut probes, ns, Some(&mut exposition))
         } {
-            Ok((families, decode_errors)) => {
+            Ok((families, decode_errors, unread)) => {
+                let down: Vec<&str> = state
+                    .failed
+                    .iter()
+                    .chain(&unread)
+                    .map(|f| f.config.as_str())
+                    .collect();
                 let mut all = families;
-                all.extend(run::self_metrics(
-                    ns,
-                    &probes,
-                    &state.failed,
-                    state.attached_at,
-                ));
+                all.extend(run::self_metrics(ns, &probes, &down, state.attached_at));
                 all.push(expose::labelled(
                     &metric_name(ns, "decoder_errors_total"),
                     "Map keys skipped because a label decoder rejected them.",
@@ -421,6 +422,9 @@ fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Erro
                 ));
                 if let Err(err) = exposition.add_all(all) {
                     failure = Some(err);
+                }
+                if let Some(first) = unread.into_iter().next() {
+                    failure = Some(first.error);
                 }
             }
             Err(err) => failure = Some(err),

@@ -12,6 +12,7 @@
 //! against the object's maps belong to the probe stage.
 
 mod parse;
+mod variant;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use serde::Deserialize;
 use crate::expose::decoder;
 
 pub use parse::Format;
+pub use variant::{normalise_type, TracepointNeed, Variant};
 
 /// Series per metric unless its `max_series` says otherwise: node_exporter
 /// reads every file at every scrape, and a runaway label (a pid, an address)
@@ -87,6 +89,10 @@ pub struct BuiltinInfo {
     /// The cost per event, in words and numbers.
     #[serde(default)]
     pub overhead: String,
+    /// Alternative programs for kernels that differ: the first variant whose
+    /// needs the kernel meets is loaded (see [`Variant`]).
+    #[serde(default)]
+    pub variants: Vec<Variant>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -410,6 +416,7 @@ impl Config {
             );
             return problems;
         }
+        problems.extend(variant::problems(&self.builtin.variants));
         let mut names = HashSet::new();
         for metric in self.metrics() {
             if let Err(err) = check_metric_name(metric.name) {

@@ -1,14 +1,18 @@
-//! Whether a program's attach points exist on this kernel, found without
-//! loading anything (so `bpfsnap list` needs no privileges): tp_btf and raw_tp
-//! targets in the kernel's BTF, classic tracepoints in tracefs, kprobe and
-//! perf event support in sysfs.
+//! What this kernel has, found without loading anything (so `bpfsnap list`
+//! needs no privileges): whether a program's attach points exist (tp_btf and
+//! raw_tp targets in the kernel's BTF, classic tracepoints in tracefs, kprobe
+//! and perf event support in sysfs), the arguments its tracepoints pass and
+//! the map types it can create (what [`super::variants`] chooses by).
 
 use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::path::Path;
 
-use libbpf_rs::btf::types::Typedef;
-use libbpf_rs::btf::Btf;
+use libbpf_rs::btf::types::{Enum, FuncProto, Typedef};
+use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
+use libbpf_rs::MapType;
+
+use crate::config::normalise_type;
 
 use super::host;
 use super::section::Attach;
@@ -93,6 +97,85 @@ impl KernelTypes {
             _ => None,
         }
     }
+
+    /// The argument types of tracepoint `name` as the kernel's BTF declares
+    /// them (`btf_trace_NAME`: a pointer to a function whose first argument,
+    /// the tracepoint's own `void *`, is left out), in C spelling normalised
+    /// like a variant's needs; None without BTF or without the tracepoint.
+    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+        let btf = self.btf()?;
+        let typedef = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))?;
+        let proto = typedef.referenced_type().next_type()?;
+        let proto = FuncProto::try_from(proto).ok()?;
+        Some(
+            proto
+                .iter()
+                .skip(1)
+                .map(|param| normalise_type(&c_type(btf.type_by_id(param.ty), 0)))
+                .collect(),
+        )
+    }
+
+    /// Whether this kernel can create maps of type `name` (libbpf's names:
+    /// `task_storage`): libbpf's feature probe, which creates one; without
+    /// the privileges for that, whether the kernel's BTF knows the type.
+    pub fn can_create_map(&self, name: &str) -> Result<bool, String> {
+        let map_type =
+            map_type_named(name).ok_or_else(|| format!("libbpf knows no map type {name:?}"))?;
+        if let Ok(supported) = map_type.is_supported() {
+            return Ok(supported);
+        }
+        let btf = self.btf().ok_or("cannot read the kernel's BTF")?;
+        let wanted = format!("BPF_MAP_TYPE_{}", name.to_ascii_uppercase());
+        let types = btf
+            .type_by_name::<Enum<'_>>("bpf_map_type")
+            .ok_or("the kernel's BTF has no enum bpf_map_type")?;
+        let known = types
+            .iter()
+            .any(|value| value.name.and_then(|n| n.to_str()) == Some(wanted.as_str()));
+        Ok(known)
+    }
+}
+
+/// The map type libbpf calls `name`.
+fn map_type_named(name: &str) -> Option<MapType> {
+    // libbpf names every type it knows and returns NULL past the last.
+    (1..256u32).find_map(|number| {
+        // SAFETY: returns a static string or NULL.
+        let text = unsafe { libbpf_sys::libbpf_bpf_map_type_str(number) };
+        if text.is_null() {
+            return None;
+        }
+        // SAFETY: libbpf's names are NUL-terminated static strings.
+        let known = unsafe { std::ffi::CStr::from_ptr(text) };
+        (known.to_str() == Ok(name)).then(|| MapType::from(number))
+    })
+}
+
+/// A BTF type in C spelling, as bpftool prints it (`const struct sock *`);
+/// `depth` bounds the walk through pointers and modifiers.
+fn c_type(ty: Option<BtfType<'_>>, depth: usize) -> String {
+    let Some(ty) = ty.filter(|_| depth < 16) else {
+        return "void".into();
+    };
+    let name = || {
+        ty.name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let inner = || c_type(ty.next_type(), depth + 1);
+    match ty.kind() {
+        BtfKind::Void => "void".into(),
+        BtfKind::Ptr => format!("{} *", inner()),
+        BtfKind::Const => format!("const {}", inner()),
+        BtfKind::Volatile => format!("volatile {}", inner()),
+        BtfKind::Restrict | BtfKind::TypeTag => inner(),
+        BtfKind::Struct | BtfKind::Fwd => format!("struct {}", name()),
+        BtfKind::Union => format!("union {}", name()),
+        BtfKind::Enum | BtfKind::Enum64 => format!("enum {}", name()),
+        BtfKind::FuncProto => "function".into(),
+        _ => name(),
+    }
 }
 
 #[cfg(test)]
@@ -109,8 +192,14 @@ mod tests {
         let check = |s: &str| kernel.missing(s, &section::parse(s).unwrap());
         assert_eq!(check("tp_btf/sys_enter"), None);
         assert_eq!(check("tp_btf/sched_switch"), None);
-        // A bare tracepoint (no tracefs event): found in the BTF.
-        assert_eq!(check("tp_btf/sched_update_nr_running_tp"), None);
+        // A bare tracepoint (no tracefs event): found in the BTF, on kernels
+        // whose BTF has it (5.10's has no bare tracepoints).
+        if kernel
+            .tracepoint_args("sched_update_nr_running_tp")
+            .is_some()
+        {
+            assert_eq!(check("tp_btf/sched_update_nr_running_tp"), None);
+        }
         assert_eq!(
             check("tp_btf/no_such_tracepoint").as_deref(),
             Some("no tracepoint no_such_tracepoint in this kernel")

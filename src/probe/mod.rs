@@ -14,6 +14,7 @@ mod libbpf_log;
 mod perf;
 pub mod pin;
 pub mod section;
+pub mod variants;
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
@@ -27,7 +28,7 @@ use libbpf_rs::{
 
 use crate::builtin::BuiltinSource;
 use crate::config::{self, Config};
-use crate::program::{ObjectSource, Program};
+use crate::program::{LeftOut, ObjectSource, Program};
 use section::Attach;
 
 pub use events::StreamSnapshot;
@@ -42,7 +43,7 @@ pub struct Probe {
     /// The program each link attaches (same order as `links`).
     link_programs: Vec<String>,
     /// The metrics' maps, by name (own descriptors, valid without `object`).
-    maps: BTreeMap<String, MapHandle>,
+    maps: BTreeMap<String, MetricMap>,
     /// Keeps the loaded object (programs, BTF) alive until the links are gone;
     /// None when the programs were loaded by an earlier run and pinned.
     _object: Option<Object>,
@@ -53,6 +54,23 @@ pub struct Probe {
     /// A descriptor of every program, taken while privileged, so the run
     /// statistics can be read after capabilities are dropped.
     program_fds: BTreeMap<u32, std::os::fd::OwnedFd>,
+}
+
+/// A metric's map: its handle, and whether the kernel reads it in batches,
+/// learned at its first read and kept, so each map is read one way (see
+/// `snapshot::read_map_as`).
+pub struct MetricMap {
+    pub handle: MapHandle,
+    pub batched: std::sync::OnceLock<bool>,
+}
+
+impl MetricMap {
+    fn new(handle: MapHandle) -> MetricMap {
+        MetricMap {
+            handle,
+            batched: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// What the kernel says about one loaded program, for self metrics.
@@ -130,10 +148,10 @@ fn object_path(program: &Program) -> String {
     }
 }
 
-/// Every program's name, section and how it attaches.
+/// Every program's name, section and how it attaches (those set to load).
 fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Attach)>> {
     let mut plan = Vec::new();
-    for prog in object.progs() {
+    for prog in object.progs().filter(|prog| prog.autoload()) {
         let name = prog.name().to_string_lossy().into_owned();
         let section = prog.section().to_string_lossy().into_owned();
         let attach =
@@ -144,6 +162,22 @@ fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Att
         bail!("{}: the BPF object has no programs", config.name);
     }
     Ok(plan)
+}
+
+/// Leaves out what `left_out` names: those programs are not loaded, those
+/// maps not created (the variants of the config not chosen for this kernel).
+fn leave_out(object: &mut OpenObject, left_out: &LeftOut) -> Result<()> {
+    for mut prog in object.progs_mut() {
+        if left_out.programs.iter().any(|p| prog.name() == p.as_str()) {
+            prog.set_autoload(false);
+        }
+    }
+    for mut map in object.maps_mut() {
+        if left_out.maps.iter().any(|m| map.name() == m.as_str()) {
+            map.set_autocreate(false)?;
+        }
+    }
+    Ok(())
 }
 
 /// What loading needs done by hand: sections libbpf does not know get their
@@ -220,6 +254,7 @@ impl Probe {
         let config = program.config.clone();
         let name = config.name.clone();
         let mut object = open(program)?;
+        leave_out(&mut object, &program.left_out)?;
         let plan = plan(&config, &object).map_err(crate::BadInput::wrap)?;
         check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
         if let Some(dir) = maps_dir {
@@ -284,6 +319,9 @@ impl Probe {
             if others_maps.contains(&&*map.name().to_string_lossy()) {
                 map.set_autocreate(false)?;
             }
+        }
+        for program in programs {
+            leave_out(&mut object, &program.left_out)?;
         }
         let mut plans = Vec::with_capacity(programs.len());
         for (program, source) in programs.iter().zip(&sources) {
@@ -397,7 +435,7 @@ impl Probe {
                 .with_context(|| name.clone())?;
                 streams.push(stream);
             } else {
-                maps.insert(map_name, handle);
+                maps.insert(map_name, MetricMap::new(handle));
             }
         }
         let program_fds = program_fds(&programs);
@@ -463,7 +501,8 @@ impl Probe {
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;
             for (name, map) in &mut probe.maps {
-                map.pin(dir.join("maps").join(name))
+                map.handle
+                    .pin(dir.join("maps").join(name))
                     .with_context(|| format!("pinning map {name}"))?;
             }
             let links_pinned = pin_links(&mut probe, &dir.join("links"))?;
@@ -518,7 +557,7 @@ impl Probe {
             let path = dir.join("maps").join(metric.name);
             let map = MapHandle::from_pinned_path(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
-            maps.insert(metric.name.to_string(), map);
+            maps.insert(metric.name.to_string(), MetricMap::new(map));
         }
         let programs: Vec<ProgramInfo> = manifest
             .programs
@@ -587,7 +626,7 @@ impl Probe {
     }
 
     /// The metric map called `name`.
-    pub fn map(&self, name: &str) -> Result<&MapHandle> {
+    pub fn map(&self, name: &str) -> Result<&MetricMap> {
         self.maps
             .get(name)
             .with_context(|| format!("{}: no map named {name:?}", self.config.name))

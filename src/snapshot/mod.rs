@@ -4,9 +4,11 @@
 //! ENOENT. libbpf-rs's own `lookup_batch` is not used: its iterator stops at the
 //! first short batch and swallows errors, silently returning part of a large
 //! map, and it refuses per-CPU maps. Kernels or map types without batch
-//! support fall back to key-by-key iteration.
+//! support fall back to key-by-key iteration, chosen once per map: its first
+//! read finds out which works, later ones use only that.
 
 use std::os::fd::AsRawFd;
+use std::sync::OnceLock;
 
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapType};
@@ -95,14 +97,14 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
         }
         let map = probe.map(&counter.name)?;
         snapshot.maps.push(
-            read_map(map)
+            read_map_as(&map.handle, &map.batched)
                 .with_context(|| format!("{}: reading map {}", config.name, counter.name))?,
         );
     }
     for histogram in &config.metrics.histograms {
         let map = probe.map(&histogram.name)?;
         snapshot.maps.push(
-            read_map(map)
+            read_map_as(&map.handle, &map.batched)
                 .with_context(|| format!("{}: reading map {}", config.name, histogram.name))?,
         );
     }
@@ -111,6 +113,13 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
 
 /// Reads a map of u64 values (per-CPU or not).
 pub fn read_map<M: MapCore>(map: &M) -> Result<MapData> {
+    read_map_as(map, &OnceLock::new())
+}
+
+/// [`read_map`], the way `batched` says: batch lookups if true, key by key if
+/// false; unset, batch lookups are tried and `batched` records whether the
+/// kernel did them (it refuses a map type it has none for at the first call).
+pub fn read_map_as<M: MapCore>(map: &M, batched: &OnceLock<bool>) -> Result<MapData> {
     let map_type = map.map_type();
     let per_cpu = map_type.is_percpu();
     let values_per_key = if per_cpu {
@@ -130,12 +139,20 @@ pub fn read_map<M: MapCore>(map: &M) -> Result<MapData> {
         keys: Vec::new(),
         values: Vec::new(),
     };
-    match read_batched(map, &mut data)? {
-        Batch::Done => {}
-        Batch::Unsupported => read_by_key(map, &mut data)?,
+    let batch_done = match batched.get() {
+        Some(false) => false,
+        _ => matches!(read_batched(map, &mut data)?, Batch::Done),
+    };
+    let _ = batched.set(batch_done);
+    if !batch_done {
+        read_by_key(map, &mut data)?;
     }
     Ok(data)
 }
+
+/// The kernel's own "not supported" errno, which leaks to user space from
+/// some bpf() commands (include/linux/errno.h; no libc name).
+const ENOTSUPP: i32 = 524;
 
 enum Batch {
     Done,
@@ -200,7 +217,9 @@ fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
             libc::ENOENT => break,
             // One hash bucket holds more entries than fit: retry larger.
             libc::ENOSPC if chunk < (1 << 24) => chunk *= 2,
-            libc::EINVAL | libc::ENOTSUP | libc::EOPNOTSUPP if first => {
+            // ENOTSUPP (524, kernel-internal) is what e.g. 5.10 answers for
+            // per-CPU arrays.
+            libc::EINVAL | libc::ENOTSUP | libc::EOPNOTSUPP | ENOTSUPP if first => {
                 data.keys.clear();
                 data.values.clear();
                 return Ok(Batch::Unsupported);
@@ -279,7 +298,10 @@ mod tests {
     }
 
     /// Maps far larger than one batch (8192 entries) are read whole and
-    /// exactly by the batch loop, and key by key alike.
+    /// exactly by the batch loop, and key by key alike; a map's first read
+    /// records that the kernel does batch lookups on it (every kernel of the
+    /// matrix does, for these types), and a map recorded as without them is
+    /// read key by key.
     #[test]
     fn batch_and_key_by_key_reads_return_every_entry_exactly() {
         if !crate::kernel_unit_test("batch_and_key_by_key_reads_return_every_entry_exactly") {
@@ -293,7 +315,9 @@ mod tests {
         ] {
             let what = format!("{map_type:?} of {entries} in {max_entries}");
             let map = filled_map(map_type, entries, max_entries, cpus);
-            let batched = read_map(&map).expect("read_map");
+            let method = OnceLock::new();
+            let batched = read_map_as(&map, &method).expect("read_map");
+            assert_eq!(method.get(), Some(&true), "{what}: read in batches");
             let stride = if map_type.is_percpu() { cpus } else { 1 };
             assert_eq!(batched.values_per_key, stride, "{what}");
             assert_eq!(batched.len(), entries as usize, "{what}");
@@ -314,12 +338,7 @@ mod tests {
                 );
             }
 
-            let mut iterated = MapData {
-                keys: Vec::new(),
-                values: Vec::new(),
-                ..batched.clone()
-            };
-            read_by_key(&map, &mut iterated).expect("read_by_key");
+            let iterated = read_map_as(&map, &OnceLock::from(false)).expect("read_by_key");
             assert_eq!(iterated.len(), entries as usize, "{what}");
             assert_eq!(by_key(&iterated), batched_entries, "{what}");
         }
