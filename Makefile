@@ -6,7 +6,7 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run install test lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps build run install test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
@@ -34,9 +34,18 @@ install: build
 	install -D -m 0644 completions/bpfsnap.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/bpfsnap.fish
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
-# integration tests (as root).
+# integration tests (as root) on this machine's kernel, where every built-in
+# must run, then the kernel matrix.
 test: deps lint fuzz-smoke
-	$(CARGO) test --locked
+	BPFSNAP_MIN_BUILTINS=all $(CARGO) test --locked
+	$(MAKE) vm-test
+
+# The kernel matrix: Debian's 5.10, 6.1 and 6.12 kernels (pinned in
+# tools/vm/kernels.conf, fetched from Debian's package registry) booted in
+# QEMU over this machine's root, running tools/vm/suite.txt in each.
+# `make vm-test KERNELS=6.12` runs one.
+vm-test: deps
+	CARGO="$(CARGO)" tools/vm/matrix.sh $(KERNELS)
 
 # bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
 # side by side in one run; prints the table (BENCHMARKS.md). As root.

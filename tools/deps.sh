@@ -18,6 +18,11 @@ packages=(
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
   pci.ids                 # pci_* decoders read /usr/share/misc/pci.ids
+  # The kernel matrix (tools/vm): Debian's kernels booted in QEMU by
+  # virtme-ng (installed from PyPI into a venv under target/vm), with
+  # busybox for its initramfs and kmod for modules in the guest.
+  qemu-system-x86 busybox-static kmod python3-venv
+  debian-archive-keyring  # verifies the kernel packages' suites
 )
 
 say() { echo "deps: $*" >&2; }

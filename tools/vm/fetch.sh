@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Fetches the kernels pinned in tools/vm/kernels.conf from Debian's package
+# registry and unpacks each into $BPFSNAP_VM_DIR/kernels/NAME (default
+# target/vm), ready for tools/vm/boot.sh. Cached: a kernel already unpacked
+# at its pinned version is not fetched again.
+#
+# apt runs with a private configuration under $BPFSNAP_VM_DIR/apt (its own
+# sources list, lists and cache), so the machine's own apt sources and state
+# are untouched. The packages are unpacked, not installed: no initramfs, no
+# boot loader. The mirror is the one the machine's apt sources name.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+vm_dir=${BPFSNAP_VM_DIR:-$root/target/vm}
+conf=$root/tools/vm/kernels.conf
+say() { echo "vm-fetch: $*" >&2; }
+
+# The machine's Debian mirror (deb822 .sources or one-line lists).
+mirror() {
+  local uri
+  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    awk '{print $2}' | grep -v security | head -1 || true)
+  if [[ -z $uri ]]; then
+    uri=$(grep -hoE '^deb +(\[[^]]*\] +)?[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      awk '{print $NF}' | grep -v security | head -1 || true)
+  fi
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+# name suite package version, one line per kernel.
+kernels() { grep -vE '^\s*(#|$)' "$conf" | awk '{print $1, $2, $3, $4}'; }
+
+needed=()
+while read -r name suite package version; do
+  if [[ $(cat "$vm_dir/kernels/$name/.pinned" 2>/dev/null) != "$package=$version" ]]; then
+    needed+=("$name $suite $package $version")
+  fi
+done < <(kernels)
+((${#needed[@]})) || exit 0
+
+apt_dir=$vm_dir/apt
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$vm_dir/debs"
+keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+kernels | awk '{print $2}' | sort -u | while read -r suite; do
+  echo "deb [signed-by=$keyring] $(mirror) $suite main"
+done > "$apt_dir/sources.list"
+apt_opts=(
+  -o "Dir::Etc::sourcelist=$apt_dir/sources.list" -o Dir::Etc::sourceparts=/dev/null
+  -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache"
+  -o Dir::State::status=/dev/null -o APT::Sandbox::User=root
+)
+say "updating the package lists of $(awk '{print $3}' "$apt_dir/sources.list" | sort -u | xargs) ($apt_dir)"
+apt-get "${apt_opts[@]}" -qq update
+
+for entry in "${needed[@]}"; do
+  read -r name suite package version <<< "$entry"
+  if ! apt-cache "${apt_opts[@]}" show "$package=$version" > /dev/null 2>&1; then
+    say "$package $version is not in Debian's $suite any more: pin the current one in tools/vm/kernels.conf" \
+      "(apt-cache ${apt_opts[*]} policy '$package' lists what there is)"
+    exit 1
+  fi
+  say "fetching $package $version ($suite)"
+  (cd "$vm_dir/debs" && apt-get "${apt_opts[@]}" -qq download "$package=$version")
+  deb=$(ls "$vm_dir/debs/${package}_${version//:/%3a}"_*.deb)
+  tree=$vm_dir/kernels/$name
+  rm -rf "$tree"
+  mkdir -p "$tree"
+  dpkg-deb -x "$deb" "$tree"
+  # Module dependencies, so the guest can modprobe from this tree (merged
+  # /usr kernels keep their modules under usr/).
+  release=$(basename "$(ls -d "$tree"/boot/vmlinuz-* )" | sed 's/^vmlinuz-//')
+  modules_base=$tree
+  [[ -d $tree/lib/modules/$release ]] || modules_base=$tree/usr
+  depmod -b "$modules_base" "$release"
+  echo "$release" > "$tree/.release"
+  echo "$package=$version" > "$tree/.pinned"
+  rm -f "$deb"
+done

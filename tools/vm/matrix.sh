@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# The kernel matrix (`make vm-test`, part of `make test`): for each kernel of
+# tools/vm/kernels.conf, boots it in QEMU over this machine's root and runs
+# the tests of tools/vm/suite.txt inside, built here. The host's own kernel is
+# covered by `cargo test`. Fails loudly if a kernel cannot be fetched or
+# booted or a test fails: nothing is skipped.
+#
+#   tools/vm/matrix.sh [NAME...]     (default: every kernel)
+#
+# BPFSNAP_VM_SUITE names another suite file (for a quicker look at one test).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+vm_dir=${BPFSNAP_VM_DIR:-$root/target/vm}
+cd "$root"
+say() { echo "vm-matrix: $*" >&2; }
+
+tools/vm/fetch.sh
+
+# The test binaries, by target name (`lib` for the library's unit tests).
+binaries=$vm_dir/binaries.txt
+mkdir -p "$vm_dir"
+"${CARGO:-cargo}" test --locked --no-run --message-format=json 2> "$vm_dir/build.log" |
+  python3 -c '
+import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"]:
+        t = m["target"]
+        name = "lib" if t["kind"] == ["lib"] else t["name"]
+        if t["kind"] != ["bin"]:
+            print(name, m["executable"])' > "$binaries" || {
+  tail -30 "$vm_dir/build.log" >&2
+  exit 1
+}
+
+suite=$vm_dir/suite
+grep -vE '^\s*(#|$)' "${BPFSNAP_VM_SUITE:-tools/vm/suite.txt}" | while read -r name args; do
+  path=$(awk -v n="$name" '$1 == n {print $2}' "$binaries")
+  [[ -n $path ]] || { say "tools/vm/suite.txt names $name, which is no test target"; exit 1; }
+  echo "$path $args"
+done > "$suite"
+
+wanted=("$@")
+failed=()
+summary=()
+while read -r name _suite _package _version min_builtins; do
+  if ((${#wanted[@]})) && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+    continue
+  fi
+  out=$vm_dir/out/$name
+  say "kernel $name: booting (results in $out/log)"
+  start=$(date +%s)
+  status=0
+  tools/vm/boot.sh "$name" "$out" tools/vm/guest-suite.sh "$suite" "$name" "$min_builtins" || status=$?
+  took=$(($(date +%s) - start))
+  grep -E '^(===|test result|FAILED|failures:|    [a-z_:]+$)|panicked' "$out/log" 2>/dev/null | sed "s/^/  [$name] /" >&2 || true
+  if ((status == 0)); then
+    summary+=("$name: passed in ${took}s")
+  else
+    summary+=("$name: FAILED (status $status) in ${took}s; whole output: $out/log")
+    failed+=("$name")
+  fi
+done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
+
+printf 'vm-matrix: %s\n' "${summary[@]}" >&2
+((${#failed[@]} == 0)) || { say "failed on: ${failed[*]}"; exit 1; }
