@@ -90,11 +90,23 @@ impl KernelTypes {
                 (!Path::new(events).join(target).is_dir())
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
-            _ if attach.is_kprobe() => (!Path::new("/sys/bus/event_source/devices/kprobe")
-                .exists())
-            .then(|| "this kernel has no kprobe support".to_string()),
+            _ if attach.is_kprobe() => kprobe_missing(target),
+            _ if attach.is_kprobe_multi() => (!self.has_fprobe()).then(|| {
+                "this kernel cannot attach kprobe.multi programs (it has no fprobe: \
+                 CONFIG_FPROBE is off): use kprobe or kretprobe sections"
+                    .to_string()
+            }),
             _ => None,
         }
+    }
+
+    /// Whether the kernel has fprobe, which kprobe.multi links are made of:
+    /// their type is in its BTF only then.
+    fn has_fprobe(&self) -> bool {
+        self.btf().is_some_and(|btf| {
+            btf.type_by_name::<libbpf_rs::btf::types::Struct<'_>>("bpf_kprobe_multi_link")
+                .is_some()
+        })
     }
 
     /// The argument types of tracepoint `name` as the kernel's BTF declares
@@ -134,6 +146,31 @@ impl KernelTypes {
             .any(|value| value.name.and_then(|n| n.to_str()) == Some(wanted.as_str()));
         Ok(known)
     }
+}
+
+/// Why a kprobe on `target` (`FUNCTION` or `FUNCTION+OFFSET`, as in its
+/// section) cannot attach here, if something says so: no kprobes at all, or
+/// no such function (modules' functions are there only while loaded).
+fn kprobe_missing(target: &str) -> Option<String> {
+    if !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
+        return Some(
+            "this kernel has no kprobe support (CONFIG_KPROBES is off): \
+             use a tracepoint, raw_tp or tp_btf program instead"
+                .into(),
+        );
+    }
+    let function = target.split('+').next().unwrap_or_default();
+    let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok()?;
+    // Lines are "ADDRESS TYPE NAME[\t[MODULE]]".
+    let known = kallsyms
+        .lines()
+        .any(|line| line.split_whitespace().nth(2) == Some(function));
+    (!function.is_empty() && !known).then(|| {
+        format!(
+            "this kernel has no function {function} to probe (/proc/kallsyms lists those it \
+             has; a module's functions are there only while it is loaded)"
+        )
+    })
 }
 
 /// The map type libbpf calls `name`.

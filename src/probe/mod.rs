@@ -889,7 +889,14 @@ fn load_error(
         Some((prog, section, _)) => format!("program {prog} (section {section})"),
         None => "the object".to_string(),
     };
-    if let Some((_, _, attach)) = failed {
+    if let Some((_, section, attach)) = failed {
+        // A kprobe.multi program calling bpf_get_func_ip is refused by the
+        // verifier on kernels without fprobe, whose real lack is the link.
+        if attach.is_kprobe_multi() {
+            if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
+                return anyhow!("{name}: cannot load {what}: {reason}");
+            }
+        }
         if attach.is_trampoline() && permission_denied {
             return anyhow!(
                 "{name}: the kernel refused to load {what}: fentry/fexit/lsm programs need BPF \
@@ -936,11 +943,12 @@ fn attach_error(
     err: &anyhow::Error,
 ) -> anyhow::Error {
     let what = format!("{name}: cannot attach program {prog} (section {section})");
-    if attach.is_kprobe() && !Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        return anyhow!(
-            "{what}: this kernel has no kprobe support (CONFIG_KPROBES is off): \
-             use a tracepoint, raw_tp or tp_btf program instead"
-        );
+    // The kernel's own answer (ENOENT, EOPNOTSUPP, EINVAL) rarely says which
+    // of these it was.
+    if attach.is_kprobe() || attach.is_kprobe_multi() {
+        if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
+            return anyhow!("{what}: {reason}");
+        }
     }
     anyhow!("{what}: {err:#}{}", last_message(&libbpf_log::take()))
 }

@@ -51,13 +51,14 @@ impl Attach {
     pub fn is_kprobe(&self) -> bool {
         matches!(
             self.kind(),
-            "kprobe"
-                | "kretprobe"
-                | "ksyscall"
-                | "kretsyscall"
-                | "kprobe.multi"
-                | "kretprobe.multi"
+            "kprobe" | "kretprobe" | "ksyscall" | "kretsyscall"
         )
+    }
+
+    /// Programs attached to many functions at once through fprobe, which
+    /// kernels without CONFIG_FPROBE lack even where they have kprobes.
+    pub fn is_kprobe_multi(&self) -> bool {
+        matches!(self.kind(), "kprobe.multi" | "kretprobe.multi")
     }
 
     /// Programs that need a BPF trampoline (refused by some locked-down kernels).
@@ -185,6 +186,8 @@ mod tests {
     #[test]
     fn classifies_kprobes_and_trampolines() {
         assert!(parse("kretprobe/x").unwrap().is_kprobe());
+        assert!(parse("kretprobe.multi/x*").unwrap().is_kprobe_multi());
+        assert!(!parse("kprobe.multi/x*").unwrap().is_kprobe());
         assert!(parse("fexit/x").unwrap().is_trampoline());
         assert!(!parse("tp_btf/x").unwrap().is_kprobe());
         assert!(!parse("tp_btf/x").unwrap().is_trampoline());
