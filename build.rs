@@ -83,6 +83,9 @@ fn main() -> Result<()> {
 /// clang with the flags every bpfsnap BPF object is built with.
 struct Compiler {
     include: Vec<PathBuf>,
+    /// `include[system_from..]` are clang's own search directories for the
+    /// host, searched last (`-idirafter`).
+    system_from: usize,
     target_arch: &'static str,
 }
 
@@ -111,8 +114,12 @@ impl Compiler {
             vmlinux.join("vmlinux.h").display()
         );
         println!("cargo:rerun-if-changed={}", root.join("bpf").display());
+        let mut include = vec![root.join("bpf"), vmlinux, headers];
+        let system_from = include.len();
+        include.extend(system_include_dirs()?);
         Ok(Compiler {
-            include: vec![root.join("bpf"), vmlinux, headers],
+            include,
+            system_from,
             target_arch,
         })
     }
@@ -131,8 +138,14 @@ impl Compiler {
             "-fno-stack-protector",
         ]);
         clang.arg(format!("-D__TARGET_ARCH_{}", self.target_arch));
-        for dir in &self.include {
-            clang.arg("-I").arg(dir);
+        for (index, dir) in self.include.iter().enumerate() {
+            clang
+                .arg(if index < self.system_from {
+                    "-I"
+                } else {
+                    "-idirafter"
+                })
+                .arg(dir);
         }
         clang.arg("-c").arg(source).arg("-o").arg(&object);
         let output = clang
@@ -147,6 +160,26 @@ impl Compiler {
         }
         Ok(object)
     }
+}
+
+/// The directories clang searches for <...> headers when compiling for the
+/// host, to be searched last by BPF compiles (as libbpf-tools does): `-target
+/// bpf` leaves out the multiarch directory, where Debian keeps <asm/...>,
+/// which libbpf's <bpf/usdt.bpf.h> reaches through <linux/errno.h>.
+fn system_include_dirs() -> Result<Vec<PathBuf>> {
+    let output = Command::new(env::var_os("CLANG").unwrap_or_else(|| "clang".into()))
+        .args(["-v", "-E", "-x", "c", "/dev/null", "-o", "/dev/null"])
+        .output()
+        .context("running clang (is it installed? `make deps`)")?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    let dirs = said
+        .lines()
+        .skip_while(|line| !line.starts_with("#include <...> search starts here:"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("End of search list."))
+        .map(|line| PathBuf::from(line.trim()))
+        .collect();
+    Ok(dirs)
 }
 
 /// Links the built-ins into one object, which bpfsnap loads in one go when

@@ -18,6 +18,7 @@ packages=(
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
   pci.ids                 # pci_* decoders read /usr/share/misc/pci.ids
+  systemtap-sdt-dev       # <sys/sdt.h>: the USDT probe of tests/attach_types' target
   # The kernel matrix (tools/vm): Debian's kernels booted in QEMU by
   # virtme-ng (installed from PyPI into a venv under target/vm), with
   # busybox for its initramfs and kmod for modules in the guest.
