@@ -9,7 +9,7 @@ use anyhow::Result;
 use crate::builtin;
 use crate::config::MetricRef;
 use crate::probe::{self, availability::KernelTypes, variants};
-use crate::program::{LeftOut, ObjectSource, Program};
+use crate::program::{ObjectSource, Program};
 
 pub fn list(long: bool) -> Result<String> {
     let kernel = KernelTypes::load();
@@ -17,11 +17,13 @@ pub fn list(long: bool) -> Result<String> {
     for source in builtin::BUILTINS {
         let config = source.config()?;
         let fit = variants::fit(&config, &kernel);
+        // The variant this kernel runs, whose attach points `--long` lists.
+        let left_out = fit.as_ref().map(|f| f.left_out.clone()).unwrap_or_default();
         let program = Program {
             config,
             object: ObjectSource::Embedded(source.object),
             optional: false,
-            left_out: LeftOut::default(),
+            left_out,
         };
         let here = match fit.map(|_| probe::unavailable(&program, &kernel)) {
             Ok(Ok(None)) => "yes".to_string(),

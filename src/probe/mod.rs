@@ -207,9 +207,11 @@ fn prepare(object: &mut OpenObject, plan: &[(String, String, Attach)]) -> Result
     Ok(())
 }
 
-/// The section of every program in `program`'s object.
+/// The section of every program of `program`'s object it loads (those its
+/// `left_out` does not name).
 pub fn sections(program: &Program) -> Result<Vec<String>> {
-    let object = open(program)?;
+    let mut object = open(program)?;
+    leave_out(&mut object, &program.left_out)?;
     Ok(plan(&program.config, &object)?
         .into_iter()
         .map(|(_, section, _)| section)
