@@ -77,6 +77,13 @@ if [[ $accel == auto ]]; then
   fi
 fi
 vm "$accel" "${BPFSNAP_VM_TIMEOUT:-1200}" "$out/console.log"
+# A guest whose kernel crashed before it ran the command (seen once here
+# under TCG: an oops in sched_clock_cpu while booting) boots once more.
+if [[ ! -f $out/log ]]; then
+  mv "$out/console.log" "$out/console.first.log"
+  say "kernel $name: the guest crashed before running the command (see $out/console.first.log); booting it again"
+  vm "$accel" "${BPFSNAP_VM_TIMEOUT:-1200}" "$out/console.log"
+fi
 rm -f "$out/scratch.img"
 if [[ ! -f $out/rc ]]; then
   say "kernel $name: the guest did not finish its command (timeout or crash); last console lines:"
