@@ -23,7 +23,7 @@ use crate::expose::{self, metric_name, Exposition};
 use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
 use crate::program::{self, ObjectSource, Program, Selection};
-use crate::sink::{self, lock, Sink};
+use crate::sink::{self, collide::OUTPUT_LABEL, lock, Sink};
 use crate::snapshot;
 
 #[derive(Debug, Clone)]
@@ -116,9 +116,22 @@ pub fn run(options: &RunOptions) -> Result<()> {
 
     let programs = select(&options.selection, options.allow_untrusted_files, log)?;
     options.sink.check()?;
-    options
-        .sink
-        .check_families(&[&metric_name(&options.namespace, "up")])?;
+    // Before the window: another output in the directory writing one of the
+    // configs' metrics would make node_exporter drop series.
+    let metric_families: Vec<String> = programs
+        .iter()
+        .flat_map(|p| {
+            p.config
+                .metrics()
+                .map(|m| metric_name(&options.namespace, m.name))
+        })
+        .collect();
+    options.sink.check_families(
+        &metric_families
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )?;
     let _lock = take_lock(options)?;
     options.sink.remove_leftovers()?;
     probe::check_host()?;
@@ -330,6 +343,15 @@ fn attach_each(
         let program = &programs[index];
         match result {
             Ok(probe) => probes.push(probe),
+            // The default set in --pin mode: a member the process itself
+            // counts for cannot persist, and is left out (named, it fails).
+            Err(err) if program.optional && is_not_pinnable(&err) => {
+                log.info(&format!(
+                    "built-in {} left out: its event-stream counters cannot be pinned (run it \
+                     with --interval or serve)",
+                    program.config.name
+                ));
+            }
             // Bad input is the user's to fix now, not a partial run.
             Err(err) if crate::BadInput::is(&err) => return Err(err),
             Err(err) => {
@@ -354,6 +376,15 @@ fn attach_each(
         }
     }
     Ok((probes, failed))
+}
+
+/// Whether `err` says a config cannot be pinned (it is bad input too).
+fn is_not_pinnable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<probe::NotPinnable>()
+            || e.downcast_ref::<crate::BadInput>()
+                .is_some_and(|bad| bad.inner().is::<probe::NotPinnable>())
+    })
 }
 
 /// Each program with the variant this kernel runs (see `probe::variants`).
@@ -737,6 +768,12 @@ fn snapshot_and_write(
         .map(|f| f.config.as_str())
         .collect();
     families.extend(self_metrics(ns, probes, &down, window.attached_at));
+    // In a textfile directory several outputs' self metrics meet: the label
+    // keeps their series apart (sink::collide).
+    let output_label = options.sink.output_label().filter(|_| text_format);
+    if let Some(output) = &output_label {
+        expose::label_every_series(&mut families, OUTPUT_LABEL, output);
+    }
     if text_format {
         exposition.add_all_ref(&families)?;
     }
@@ -802,6 +839,9 @@ fn snapshot_and_write(
             "Unix time of the last run in which every config ran: alert when it is old.",
             last,
         ));
+    }
+    if let Some(output) = &output_label {
+        expose::label_every_series(&mut run_families, OUTPUT_LABEL, output);
     }
     let pretty;
     let (text, written): (sink::Text, usize) = match options.format {
@@ -912,11 +952,13 @@ fn previous_last_success(sink: &Sink, ns: &str) -> Option<f64> {
     let text = std::fs::read_to_string(path).ok()?;
     let name = metric_name(ns, "last_success_timestamp_seconds");
     text.lines().find_map(|line| {
-        line.strip_prefix(&name)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
+        let rest = line.strip_prefix(&name)?;
+        // Its labels, if any (the output's), end at the last '}'.
+        let value = match rest.strip_prefix('{') {
+            Some(labelled) => labelled.rsplit_once("} ")?.1,
+            None => rest.strip_prefix(' ')?,
+        };
+        value.trim().parse().ok()
     })
 }
 

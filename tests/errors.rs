@@ -115,19 +115,51 @@ fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
     assert_eq!(common::files_in(dir.path()), [output], "no temp file left");
 }
 
+/// Outputs in one directory may share self-metric families (their series
+/// carry each output's label), not a config's metrics, nor a family with
+/// another HELP or TYPE: node_exporter would drop series of one file. The
+/// first is refused before any probe is loaded, the second at the write.
 #[test]
-fn a_second_output_with_the_same_namespace_in_one_directory_is_refused() {
+fn outputs_sharing_a_directory_are_refused_what_node_exporter_would_drop() {
     let dir = common::output_dir();
-    // Another bpfsnap output already in the directory defines bpfsnap_up.
+    let output = dir.path().join("bpfsnap.prom");
     std::fs::write(
         dir.path().join("fast.prom"),
-        "# HELP bpfsnap_up Up.\n# TYPE bpfsnap_up gauge\nbpfsnap_up 1\n",
+        "# HELP bpfsnap_syscalls_total S.\n# TYPE bpfsnap_syscalls_total counter\n\
+         bpfsnap_syscalls_total{syscall=\"read\"} 1\n",
     )
     .unwrap();
-    let output = dir.path().join("bpfsnap.prom");
-    let stderr = fails(1, &["run", "--for", "1s", "--output", path_str(&output)]);
+    let args = [
+        "run",
+        "--builtin",
+        "syscalls",
+        "--for",
+        "1s",
+        "--output",
+        path_str(&output),
+    ];
+    let stderr = fails(1, &args);
     assert!(
-        stderr.contains("fast.prom already defines bpfsnap_up") && stderr.contains("--namespace"),
+        stderr.contains(
+            "fast.prom already defines bpfsnap_syscalls_total, which this output writes too"
+        ),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+
+    let Some(_kernel) = common::kernel_test(
+        "outputs_sharing_a_directory_are_refused_what_node_exporter_would_drop",
+    ) else {
+        return;
+    };
+    std::fs::write(
+        dir.path().join("fast.prom"),
+        "# HELP bpfsnap_up An older help text.\n# TYPE bpfsnap_up gauge\nbpfsnap_up{output=\"fast\"} 1\n",
+    )
+    .unwrap();
+    let stderr = fails(1, &args);
+    assert!(
+        stderr.contains("fast.prom defines bpfsnap_up with another HELP or TYPE"),
         "{stderr}"
     );
     assert!(!output.exists());

@@ -38,7 +38,8 @@ fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<S
                 Ok(text) => {
                     appeared = true;
                     assert!(
-                        text.ends_with('\n') && text.contains("\nbpfsnap_window_seconds "),
+                        text.ends_with('\n')
+                            && common::sample(&text, "bpfsnap_window_seconds").is_some(),
                         "a reader saw a partial file:\n{text}"
                     );
                     seen.texts.insert(text);
@@ -228,6 +229,49 @@ fn pinned_run_with_load(programs: &[&str], pin: &Path, output: &Path, calls: u64
     running.signal(libc::SIGINT);
     let (status, _, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
+}
+
+/// `--pin` with the default set: its event-stream member (exits), which the
+/// process itself counts, cannot be pinned and is left out with a note; the
+/// rest is pinned and the run succeeds. Named, it is refused as before.
+#[test]
+fn the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned() {
+    let Some(_kernel) =
+        common::kernel_test("the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned")
+    else {
+        return;
+    };
+    let pin = PinDir::new();
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "-v", "--pin", path_str(&pin.0), "--for", "100ms"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--output", path_str(&output)]);
+        common::bpfsnap().args(&args).output().unwrap()
+    };
+    let ran = run(&[]);
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(ran.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("built-in exits left out: its event-stream counters cannot be pinned"),
+        "{stderr}"
+    );
+    let text = fs::read_to_string(&output).unwrap();
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0), "{text}");
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="exits"}"#),
+        None
+    );
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="syscalls"}"#),
+        Some(1.0)
+    );
+    assert!(!pin.0.join("exits").exists(), "nothing of exits is pinned");
+
+    let named = run(&["--builtin", "exits"]);
+    assert_eq!(named.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&named.stderr).contains("cannot be pinned"));
 }
 
 #[test]

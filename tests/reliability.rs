@@ -142,7 +142,8 @@ fn assert_complete(output: &Path) -> String {
     assert_ne!(text.as_bytes(), OLD, "a new file was written");
     common::assert_complete_exposition(&text);
     assert!(
-        text.contains("\nbpfsnap_window_seconds ") && text.contains("\nbpfsnap_up "),
+        common::sample(&text, "bpfsnap_window_seconds").is_some()
+            && common::sample(&text, "bpfsnap_up").is_some(),
         "the run's own gauges are there: {text}"
     );
     common::promtool_check(&text);
@@ -252,7 +253,7 @@ fn readers_and_node_exporter_never_see_a_missing_empty_or_partial_file() {
                         reads += 1;
                         assert!(
                             text.starts_with("# HELP ")
-                                && text.contains("\nbpfsnap_write_failures_total "),
+                                && common::sample(&text, "bpfsnap_write_failures_total").is_some(),
                             "a reader saw an empty or partial file:\n{text}"
                         );
                         let end = common::sample(&text, "bpfsnap_window_end_timestamp_seconds");
@@ -736,13 +737,13 @@ fn symlinks_planted_at_the_temp_names_are_never_followed() {
 // --- two outputs in one textfile directory ------------------------------------
 
 /// Two bpfsnap outputs in one textfile directory, as one cron job per
-/// program set makes. With the same namespace both files would define
-/// `bpfsnap_up`, `bpfsnap_window_seconds`, ... and node_exporter would keep
-/// only the first file's series, dropping the rest SILENTLY
-/// (`node_textfile_scrape_error 0`). So the second run must refuse, naming
-/// the other file and `--namespace`, before loading anything and leaving
-/// its own output alone; with its own namespace, every series of both files
-/// reaches node_exporter.
+/// program set makes. node_exporter merges a family two files define with
+/// the same HELP and TYPE, but drops, SILENTLY (`node_textfile_scrape_error
+/// 0`), a series both files carry: the self metrics carry each output's
+/// label, so they never collide; a config's metrics would. So a second
+/// output with the same config is refused, naming the other file, before
+/// loading anything and leaving its own output alone; with another config,
+/// every series of both files reaches node_exporter.
 #[test]
 fn two_outputs_in_one_textfile_directory_never_collide_in_node_exporter() {
     let Some(_kernel) =
@@ -753,57 +754,41 @@ fn two_outputs_in_one_textfile_directory_never_collide_in_node_exporter() {
     let dir = common::output_dir();
     let first = dir.path().join("a.prom");
     let second = dir.path().join("b.prom");
-    let (status, stderr) = run(&[
-        "run",
-        "-b",
-        "syscalls",
-        "--for",
-        "100ms",
-        "--output",
-        path_str(&first),
-    ]);
-    assert!(status.success(), "{stderr}");
-    let first_text = fs::read(&first).unwrap();
-
-    for builtin in ["execs", "syscalls"] {
-        let (status, stderr, loads) = run_counting_loads(&[
+    let run_into = |output: &Path, builtins: &str| {
+        let args = [
             "run",
             "-b",
-            builtin,
+            builtins,
             "--for",
             "100ms",
             "--output",
-            path_str(&second),
-        ]);
-        assert_one_line_error(
-            status,
-            &stderr,
-            1,
-            &["a.prom already defines", "--namespace"],
-        );
-        assert!(
-            !second.exists(),
-            "{builtin}: the refused output was not written"
-        );
-        assert_eq!(
-            fs::read(&first).unwrap(),
-            first_text,
-            "the other file untouched"
-        );
-        assert_eq!(loads, 0, "{builtin}: refused before loading");
-    }
+            path_str(output),
+        ];
+        run_counting_loads(&args)
+    };
+    let (status, stderr, _) = run_into(&first, "syscalls");
+    assert!(status.success(), "{stderr}");
+    let first_text = fs::read(&first).unwrap();
 
-    let (status, stderr) = run(&[
-        "run",
-        "-b",
-        "syscalls,execs",
-        "--namespace",
-        "bpfsnap_second",
-        "--for",
-        "100ms",
-        "--output",
-        path_str(&second),
-    ]);
+    let (status, stderr, loads) = run_into(&second, "execs,syscalls");
+    assert_one_line_error(
+        status,
+        &stderr,
+        1,
+        &[
+            "a.prom already defines bpfsnap_syscalls_total",
+            "one output only",
+        ],
+    );
+    assert!(!second.exists(), "the refused output was not written");
+    assert_eq!(
+        fs::read(&first).unwrap(),
+        first_text,
+        "the other file untouched"
+    );
+    assert_eq!(loads, 0, "refused before loading");
+
+    let (status, stderr, _) = run_into(&second, "execs");
     assert!(status.success(), "{stderr}");
     let exporter = common::NodeExporter::start(dir.path());
     let body = exporter.scrape();

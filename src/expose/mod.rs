@@ -168,6 +168,17 @@ pub(crate) fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair>
         .collect()
 }
 
+/// Adds label `name="value"` to every series of `families`, after their own.
+pub fn label_every_series(families: &mut [MetricFamily], name: &str, value: &str) {
+    for family in families {
+        for metric in family.mut_metric() {
+            let mut labels = metric.take_label();
+            labels.extend(label_pairs(&[name], vec![value.to_string()]));
+            metric.set_label(labels);
+        }
+    }
+}
+
 pub(crate) fn family(
     name: &str,
     help: &str,

@@ -56,6 +56,24 @@ pub struct Probe {
     program_fds: BTreeMap<u32, std::os::fd::OwnedFd>,
 }
 
+/// A config whose counters are event streams, which the bpfsnap process
+/// counts itself: they cannot outlive it, pinned.
+#[derive(Debug)]
+pub struct NotPinnable(pub String);
+
+impl std::fmt::Display for NotPinnable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: event-stream counters are counted by the bpfsnap process itself, so they cannot \
+             be pinned: use --interval or `bpfsnap serve` for this config",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for NotPinnable {}
+
 /// A metric's map: its handle, and whether the kernel reads it in batches,
 /// learned at its first read and kept, so each map is read one way (see
 /// `snapshot::read_map_as`).
@@ -494,11 +512,9 @@ impl Probe {
 
         let mut probe = Probe::attach(program)?;
         if !probe.events.is_empty() {
-            return Err(crate::BadInput::wrap(anyhow!(
-                "{}: event-stream counters are counted by the bpfsnap process itself, so they cannot \
-                 be pinned: use --interval or `bpfsnap serve` for this config",
-                config.name
-            )));
+            return Err(crate::BadInput::wrap(anyhow::Error::new(NotPinnable(
+                config.name.clone(),
+            ))));
         }
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;

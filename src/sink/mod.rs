@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-mod collide;
+pub mod collide;
 pub mod lock;
 
 /// Mode of the written file: node_exporter often runs as another user.
@@ -88,11 +88,27 @@ impl Sink {
     }
 
     /// Fails early if another `*.prom` file beside a textfile output defines
-    /// one of `families` (see [`collide`]).
+    /// one of `families`, which are not this output's own series (a config's
+    /// metrics; see [`collide`]).
     pub fn check_families(&self, families: &[&str]) -> Result<()> {
         match self {
             Sink::Stdout | Sink::Stream(_) => Ok(()),
-            Sink::Textfile(path) => collide::check(path, &families.iter().copied().collect()),
+            Sink::Textfile(path) => collide::check(
+                path,
+                &families
+                    .iter()
+                    .map(|name| (*name, collide::Family::default()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// The `output` label value the self metrics of this output carry, if
+    /// it is a textfile (see [`collide`]): where several outputs may meet.
+    pub fn output_label(&self) -> Option<String> {
+        match self {
+            Sink::Textfile(path) => Some(collide::output_name(path)),
+            Sink::Stdout | Sink::Stream(_) => None,
         }
     }
 
@@ -141,11 +157,11 @@ impl Sink {
 }
 
 /// Text to write: its parts, in order, and the metric families it defines
-/// (the names of its `# TYPE` lines, for the collision check).
+/// (for the collision check).
 #[derive(Debug, Default)]
 pub struct Text<'a> {
     pub parts: Vec<&'a str>,
-    pub families: std::collections::BTreeSet<&'a str>,
+    pub families: std::collections::BTreeMap<&'a str, collide::Family<'a>>,
 }
 
 /// From (family name, family text) pairs, in order.
@@ -153,7 +169,8 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Text<'a> {
     fn from_iter<I: IntoIterator<Item = (&'a str, &'a str)>>(families: I) -> Self {
         let mut text = Text::default();
         for (name, part) in families {
-            text.families.insert(name);
+            text.families
+                .insert(name, collide::Family::at_start_of(part));
             text.parts.push(part);
         }
         text
@@ -366,10 +383,7 @@ mod tests {
         let target = dir.path().join("ours.prom");
         let sink = Sink::Textfile(target.clone());
         let parts = ["# TYPE a counter\na 1\n", "# TYPE b gauge\nb 2\n"];
-        let text = Text {
-            parts: parts.to_vec(),
-            families: ["a", "b"].into_iter().collect(),
-        };
+        let text: Text = [("a", parts[0]), ("b", parts[1])].into_iter().collect();
         sink.write_parts(&text).unwrap();
         assert_eq!(fs::read_to_string(&target).unwrap(), parts.concat());
 

@@ -194,15 +194,39 @@ pub fn still_loaded_after_exit(ids: &BTreeSet<u64>) -> Vec<u64> {
     }
 }
 
-/// The value of the sample `series` (name and labels exactly as printed).
+/// The value of the sample `series` (name and labels exactly as printed,
+/// but for the `output` label of a textfile's self metrics, which tests
+/// that do not look for it leave out).
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|line| {
+        let line = without_output_label(line);
         line.strip_prefix(series)?
             .strip_prefix(' ')?
             .trim()
             .parse()
             .ok()
     })
+}
+
+/// `line` without its `output="..."` label, if it has one (bpfsnap writes
+/// it last).
+pub fn without_output_label(line: &str) -> std::borrow::Cow<'_, str> {
+    let Some(at) = line.find("output=\"") else {
+        return line.into();
+    };
+    let Some(end) = line[at..].find("\"}").map(|end| at + end + 1) else {
+        return line.into();
+    };
+    match &line[..at] {
+        // The only label: the braces go too.
+        before if before.ends_with('{') => {
+            format!("{}{}", &before[..before.len() - 1], &line[end + 1..]).into()
+        }
+        before if before.ends_with(',') => {
+            format!("{}{}", &before[..before.len() - 1], &line[end..]).into()
+        }
+        _ => line.into(),
+    }
 }
 
 /// `promtool check metrics` on `text`: must exit 0 and print no lint problem.
@@ -354,6 +378,7 @@ pub fn files_in(dir: &Path) -> Vec<PathBuf> {
 /// `m{a="1",b="x"} 5`, `("a=\"1\",b=\"x\"", 5.0)`; an unlabelled sample has "".
 pub fn samples(text: &str, metric: &str) -> Vec<(String, f64)> {
     text.lines()
+        .map(without_output_label)
         .filter_map(|line| {
             let rest = line.strip_prefix(metric)?;
             let (labels, value) = match rest.strip_prefix('{') {
