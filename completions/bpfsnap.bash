@@ -215,7 +215,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --count --output --namespace --pin --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --counts --count --output --namespace --pin --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -243,6 +243,10 @@ _bpfsnap() {
                     ;;
                 --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --counts)
+                    COMPREPLY=($(compgen -W "cumulative window" -- "${cur}"))
                     return 0
                     ;;
                 --count)
@@ -285,7 +289,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -329,6 +333,10 @@ _bpfsnap() {
                     ;;
                 --keep-caps)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --counts)
+                    COMPREPLY=($(compgen -W "cumulative window" -- "${cur}"))
                     return 0
                     ;;
                 --scrape-delay)

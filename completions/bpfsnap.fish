@@ -39,6 +39,8 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l configs -d 'Conf
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l for -d 'Length of the sampling window, e.g. 500ms, 30s, 2m [default: 10s; with --pin: none, the window is the time since the last run]. SIGINT or SIGTERM ends it early; what was gathered is still written' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l interval -d 'Keep the probes attached and rewrite the output every DURATION until SIGINT/SIGTERM (which writes the last, partial window). Counters are cumulative since the start; the window gauges cover the last interval' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l counts -d 'With --interval: what each window\'s counters and histograms cover. `cumulative` (Prometheus counters: everything since the start, for rate() and increase()) or `window` (that window only, each snapshot minus the one before, as BCC tools print) [default: window for the pretty format on a terminal, else cumulative]' -r -f -a "cumulative\t'Everything since the programs were attached: Prometheus counters, for rate() and increase()'
+window\t'The last window (or scrape) only: each snapshot minus the one before'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l count -d 'With --interval: stop after N windows' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s o -l output -d 'Where to write the metrics: a file, replaced atomically (for node_exporter\'s textfile collector use a name ending in .prom), - for standard output, or an existing character device or FIFO, written in place' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
@@ -61,13 +63,15 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-timeout
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l on-error -d 'When gathering fails: `fail` answers HTTP 500 with the error, `partial` serves what was gathered. Both count in bpfsnap_scrape_errors_total' -r -f -a "fail\t''
 partial\t''"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l keep-caps -d 'Capabilities to keep once attached (see `run --keep-caps`)' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l counts -d 'What each scrape\'s counters and histograms cover: `cumulative` (since the start) or `window` (since the previous scrape, whoever made it: give each scraper its own bpfsnap)' -r -f -a "cumulative\t'Everything since the programs were attached: Prometheus counters, for rate() and increase()'
+window\t'The last window (or scrape) only: each snapshot minus the one before'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-delay -d 'Testing aid: make every scrape take at least this long, to exercise the in-flight limit and the scrape timeout' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l faulty-scrapes -d 'Testing aid: --scrape-delay and --scrape-error apply to the first N scrapes only, so later scrapes show what they counted' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l allow-untrusted-files -d 'Load config and object files even if others could have changed them'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-error -d 'Testing aid: make gathering fail as if reading the maps had failed, to exercise --on-error'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s q -l quiet -d 'Print only errors on stderr'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r

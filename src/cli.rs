@@ -12,7 +12,7 @@ use crate::check;
 use crate::config::DEFAULT_NAMESPACE;
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
-use crate::run::{self, Log, OutputFormat, RunOptions};
+use crate::run::{self, Counts, Log, OutputFormat, RunOptions};
 use crate::sink::Sink;
 
 // The text after --help; tests/docs.rs turns each "Heading:" paragraph into
@@ -163,6 +163,19 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_window, conflicts_with = "window")]
     pub interval: Option<Duration>,
 
+    /// With --interval: what each window's counters and histograms cover.
+    /// `cumulative` (Prometheus counters: everything since the start, for
+    /// rate() and increase()) or `window` (that window only, each snapshot
+    /// minus the one before, as BCC tools print) [default: window for the
+    /// pretty format on a terminal, else cumulative].
+    #[arg(
+        long,
+        value_name = "MODE",
+        requires = "interval",
+        conflicts_with = "pin"
+    )]
+    pub counts: Option<Counts>,
+
     /// With --interval: stop after N windows.
     // `requires` alone is not enough: clap skips it when `--for` is given,
     // because `--interval` conflicts with `--for`; say it is a usage error.
@@ -237,6 +250,12 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse)]
     pub keep_caps: KeepCaps,
 
+    /// What each scrape's counters and histograms cover: `cumulative`
+    /// (since the start) or `window` (since the previous scrape, whoever made
+    /// it: give each scraper its own bpfsnap).
+    #[arg(long, value_name = "MODE", default_value = "cumulative")]
+    pub counts: Counts,
+
     /// Load config and object files even if others could have changed them.
     #[arg(long)]
     pub allow_untrusted_files: bool,
@@ -309,16 +328,21 @@ where
         Command::Run(args) => {
             let sink = Sink::from_arg(&args.output);
             let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
+            let format = args.format.unwrap_or(if terminal {
+                OutputFormat::Pretty
+            } else {
+                OutputFormat::Text
+            });
             run::run(&RunOptions {
                 selection: args.programs.selection(),
                 window: args.window,
                 interval: args.interval,
                 count: args.count,
-                format: args.format.unwrap_or(if terminal {
-                    OutputFormat::Pretty
-                } else {
-                    OutputFormat::Text
+                counts: args.counts.unwrap_or(match format {
+                    OutputFormat::Pretty => Counts::Window,
+                    OutputFormat::Text => Counts::Cumulative,
                 }),
+                format,
                 sink,
                 namespace: args.namespace,
                 pin: args.pin,
@@ -335,6 +359,7 @@ where
             max_requests: args.max_requests as usize,
             scrape_timeout: args.scrape_timeout,
             serve_partial: args.on_error == "partial",
+            counts: args.counts,
             scrape_delay: args.scrape_delay.unwrap_or_default(),
             scrape_error: args.scrape_error,
             faulty_scrapes: args.faulty_scrapes,

@@ -24,7 +24,7 @@ use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
 use crate::program::{self, ObjectSource, Program, Selection};
 use crate::sink::{self, collide::OUTPUT_LABEL, lock, Sink};
-use crate::snapshot;
+use crate::snapshot::{self, Deltas};
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -44,7 +44,19 @@ pub struct RunOptions {
     pub keep_caps: KeepCaps,
     pub lock_timeout: Duration,
     pub allow_untrusted_files: bool,
+    /// What each --interval window's counters and histograms cover.
+    pub counts: Counts,
     pub log: Log,
+}
+
+/// What counters and histograms cover in `--interval` mode and `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Counts {
+    /// Everything since the programs were attached: Prometheus counters,
+    /// for rate() and increase().
+    Cumulative,
+    /// The last window (or scrape) only: each snapshot minus the one before.
+    Window,
 }
 
 /// How the metrics are written.
@@ -159,7 +171,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
                 measured: Duration::ZERO,
                 attached_at: now,
             };
-            if let Err(err) = snapshot_and_write(options, &mut [], &failed, &window, 0) {
+            if let Err(err) = snapshot_and_write(options, &mut [], &failed, &window, 0, None) {
                 log.warn(&format!(
                     "could not record the failure in the output: {err:#}"
                 ));
@@ -215,6 +227,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
     let mut window_start = attached_at;
     let mut windows = 0u64;
     let mut write_failures = 0u64;
+    let mut deltas = (options.counts == Counts::Window).then(Deltas::default);
     // Configs whose maps could not be read in some window.
     let mut unread: Vec<String> = Vec::new();
     loop {
@@ -233,7 +246,14 @@ pub fn run(options: &RunOptions) -> Result<()> {
             measured: started.elapsed(),
             attached_at,
         };
-        let result = snapshot_and_write(options, &mut probes, &failed, &window, write_failures);
+        let result = snapshot_and_write(
+            options,
+            &mut probes,
+            &failed,
+            &window,
+            write_failures,
+            deltas.as_mut(),
+        );
         match result {
             Ok(unread_now) => {
                 for failure in unread_now {
@@ -753,6 +773,7 @@ fn snapshot_and_write(
     failed: &[Failed],
     window: &Window,
     write_failures: u64,
+    deltas: Option<&mut Deltas>,
 ) -> Result<Vec<Failed>> {
     let ns = options.namespace.as_str();
     let snapshot_started = Instant::now();
@@ -761,13 +782,17 @@ fn snapshot_and_write(
     let mut exposition = Exposition::default();
     let text_format = options.format == OutputFormat::Text;
     let (mut families, decode_errors, unread) =
-        program_families(probes, ns, text_format.then_some(&mut exposition))?;
+        program_families(probes, ns, text_format.then_some(&mut exposition), deltas)?;
     let down: Vec<&str> = failed
         .iter()
         .chain(&unread)
         .map(|f| f.config.as_str())
         .collect();
-    families.extend(self_metrics(ns, probes, &down, window.attached_at));
+    let counting_since = match options.counts {
+        Counts::Cumulative => window.attached_at,
+        Counts::Window => window.start,
+    };
+    families.extend(self_metrics(ns, probes, &down, counting_since));
     // In a textfile directory several outputs' self metrics meet: the label
     // keeps their series apart (sink::collide).
     let output_label = options.sink.output_label().filter(|_| text_format);
@@ -853,7 +878,7 @@ fn snapshot_and_write(
         }
         OutputFormat::Pretty => {
             families.extend(run_families);
-            pretty = expose::pretty::render(&families);
+            pretty = window_heading(options, window) + &expose::pretty::render(&families);
             (sink::Text::whole(&pretty), families.len())
         }
     };
@@ -867,6 +892,23 @@ fn snapshot_and_write(
     Ok(unread)
 }
 
+/// In --interval mode on a terminal, a line before each window's tables
+/// saying when it ended, how long it was and what the counts cover.
+fn window_heading(options: &RunOptions, window: &Window) -> String {
+    if options.interval.is_none() {
+        return String::new();
+    }
+    let covering = match options.counts {
+        Counts::Window => "counts of this window",
+        Counts::Cumulative => "counts since the start",
+    };
+    format!(
+        "--- {} ({:.3} s window; {covering}) ---\n",
+        humantime::format_rfc3339_seconds(window.end),
+        window.measured.as_secs_f64()
+    )
+}
+
 /// Snapshots every probe's maps. With `text` (the text format) their metrics
 /// go straight into it, decoded and encoded without a `MetricFamily` per
 /// series (for a large map that costs more than reading it); otherwise they
@@ -878,6 +920,7 @@ pub(crate) fn program_families(
     probes: &mut [Probe],
     ns: &str,
     mut text: Option<&mut Exposition>,
+    mut deltas: Option<&mut Deltas>,
 ) -> Result<(Vec<MetricFamily>, expose::Samples, Vec<Failed>)> {
     let mut families = Vec::new();
     let mut decode_errors = Vec::new();
@@ -886,7 +929,7 @@ pub(crate) fn program_families(
     let mut series_dropped = Vec::new();
     let mut unread = Vec::new();
     for probe in probes.iter_mut() {
-        let snapshot = match snapshot::take(probe) {
+        let mut snapshot = match snapshot::take(probe) {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 unread.push(Failed {
@@ -897,6 +940,9 @@ pub(crate) fn program_families(
             }
         };
         let config = probe.config();
+        if let Some(deltas) = deltas.as_deref_mut() {
+            deltas.apply(&config.name, &mut snapshot);
+        }
         let added = match text.as_deref_mut() {
             Some(exposition) => exposition.add_snapshot(config, &snapshot, ns)?,
             None => {
@@ -969,7 +1015,7 @@ pub(crate) fn self_metrics(
     ns: &str,
     probes: &[Probe],
     down: &[&str],
-    attached_at: SystemTime,
+    counting_since: SystemTime,
 ) -> Vec<MetricFamily> {
     // ebpf_exporter's own names under its namespace, so its dashboards work.
     let names = if ns == EBPF_EXPORTER_NAMESPACE {
@@ -993,7 +1039,7 @@ pub(crate) fn self_metrics(
         }
         let since = probe
             .pinned()
-            .map_or(unix_seconds(attached_at), |p| p.manifest.attached_at);
+            .map_or(unix_seconds(counting_since), |p| p.manifest.attached_at);
         started.push((vec![config.clone()], since));
         for program in probe.programs() {
             let id = program.id.to_string();
@@ -1033,7 +1079,7 @@ pub(crate) fn self_metrics(
         ),
         expose::labelled(
             &metric_name(ns, "counters_start_timestamp_seconds"),
-            "Unix time from which the config's counters count (attach time; counters are cumulative from it in --interval and --pin modes).",
+            "Unix time from which the config's counters count (attach time, from which they are cumulative in --interval and --pin modes; with --counts window, the window's start).",
             MetricType::GAUGE,
             &["config"],
             started,

@@ -24,7 +24,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use prometheus::proto::MetricType;
 use tiny_http::{Header, Request, Response, Server};
 
@@ -32,7 +32,8 @@ use crate::expose::{self, metric_name, Exposition};
 use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
 use crate::program::Selection;
-use crate::run::{self, Failed, Log};
+use crate::run::{self, Counts, Failed, Log};
+use crate::snapshot::Deltas;
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -44,6 +45,8 @@ pub struct ServeOptions {
     pub scrape_timeout: Duration,
     /// On a gathering error: serve what was gathered (true) or fail (500).
     pub serve_partial: bool,
+    /// What each scrape's counters and histograms cover.
+    pub counts: Counts,
     /// Testing aid (hidden flag): a scrape takes at least this long.
     pub scrape_delay: Duration,
     /// Testing aid (hidden flag): gathering fails as if reading the maps had.
@@ -62,6 +65,9 @@ const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=
 /// What the scrape handler shares.
 struct State {
     probes: Mutex<Vec<Probe>>,
+    /// With `--counts window`: the previous scrape's values and when it was
+    /// (taken with `probes` held).
+    deltas: Option<Mutex<(Deltas, SystemTime)>>,
     failed: Vec<Failed>,
     attached_at: SystemTime,
     namespace: String,
@@ -112,10 +118,13 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     }
     log.info(&format!("serving http://{}/metrics", options.listen));
 
+    let attached_at = SystemTime::now();
     let state = Arc::new(State {
         probes: Mutex::new(probes),
+        deltas: (options.counts == Counts::Window)
+            .then(|| Mutex::new((Deltas::default(), attached_at))),
         failed,
-        attached_at: SystemTime::now(),
+        attached_at,
         namespace: options.namespace.clone(),
         serve_partial: options.serve_partial,
         in_flight: AtomicUsize::new(0),
@@ -387,6 +396,52 @@ const DONE: u8 = 1;
 /// Its scrape timed out; the thread ends the `abandoned` count when done.
 const ABANDONED: u8 = 2;
 
+/// The configs' metrics and the self metrics, into `exposition`; the first
+/// error, if any (what could be gathered is in `exposition` all the same).
+fn gather_programs(
+    state: &State,
+    probes: &mut [Probe],
+    faults: Faults,
+    exposition: &mut Exposition,
+) -> Result<()> {
+    let ns = state.namespace.as_str();
+    if faults.error {
+        bail!("reading the maps failed (forced by --scrape-error)");
+    }
+    // Taken while `probes` is held: one gathering at a time moves it on.
+    let mut deltas = state.deltas.as_ref().and_then(|d| d.lock().ok());
+    let counting_since = deltas.as_ref().map_or(state.attached_at, |d| d.1);
+    let (families, decode_errors, unread) = run::program_families(
+        probes,
+        ns,
+        Some(&mut *exposition),
+        deltas.as_deref_mut().map(|d| &mut d.0),
+    )?;
+    if let Some(deltas) = deltas.as_deref_mut() {
+        deltas.1 = SystemTime::now();
+    }
+    let down: Vec<&str> = state
+        .failed
+        .iter()
+        .chain(&unread)
+        .map(|f| f.config.as_str())
+        .collect();
+    let mut all = families;
+    all.extend(run::self_metrics(ns, probes, &down, counting_since));
+    all.push(expose::labelled(
+        &metric_name(ns, "decoder_errors_total"),
+        "Map keys skipped because a label decoder rejected them.",
+        MetricType::COUNTER,
+        &["config", "decoder"],
+        decode_errors,
+    ));
+    exposition.add_all(all)?;
+    match unread.into_iter().next() {
+        Some(first) => Err(first.error),
+        None => Ok(()),
+    }
+}
+
 /// One scrape's text; on error, what could be gathered and the error.
 fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Error)> {
     let ns = state.namespace.as_str();
@@ -395,42 +450,10 @@ fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Erro
         std::thread::sleep(faults.delay);
     }
     let mut exposition = Exposition::default();
-    let mut failure = None;
-    match state.probes.lock() {
-        Ok(mut probes) => match if faults.error {
-            Err(anyhow!(
-                "reading the maps failed (forced by --scrape-error)"
-            ))
-        } else {
-            run::program_families(&mut probes, ns, Some(&mut exposition))
-        } {
-            Ok((families, decode_errors, unread)) => {
-                let down: Vec<&str> = state
-                    .failed
-                    .iter()
-                    .chain(&unread)
-                    .map(|f| f.config.as_str())
-                    .collect();
-                let mut all = families;
-                all.extend(run::self_metrics(ns, &probes, &down, state.attached_at));
-                all.push(expose::labelled(
-                    &metric_name(ns, "decoder_errors_total"),
-                    "Map keys skipped because a label decoder rejected them.",
-                    MetricType::COUNTER,
-                    &["config", "decoder"],
-                    decode_errors,
-                ));
-                if let Err(err) = exposition.add_all(all) {
-                    failure = Some(err);
-                }
-                if let Some(first) = unread.into_iter().next() {
-                    failure = Some(first.error);
-                }
-            }
-            Err(err) => failure = Some(err),
-        },
-        Err(_) => failure = Some(anyhow!("a previous scrape panicked while reading the maps")),
-    }
+    let mut failure = match state.probes.lock() {
+        Ok(mut probes) => gather_programs(state, &mut probes, faults, &mut exposition).err(),
+        Err(_) => Some(anyhow!("a previous scrape panicked while reading the maps")),
+    };
     let errors: Vec<(Vec<String>, f64)> = state
         .errors
         .lock()

@@ -111,6 +111,48 @@ fn node_exporter_serves_the_file_without_scrape_errors() {
     );
 }
 
+/// `--interval` in the pretty format shows each window's own counts, as BCC
+/// tools do, under a heading with its time; `--counts cumulative` says so.
+#[test]
+fn pretty_interval_windows_are_headed_and_count_per_window() {
+    let Some(_kernel) =
+        common::kernel_test("pretty_interval_windows_are_headed_and_count_per_window")
+    else {
+        return;
+    };
+    for (extra, covering) in [
+        (&[][..], "counts of this window"),
+        (&["--counts", "cumulative"][..], "counts since the start"),
+    ] {
+        let mut args = vec![
+            "run",
+            "-b",
+            "syscalls",
+            "--interval",
+            "200ms",
+            "--count",
+            "2",
+        ];
+        args.extend_from_slice(&["--format", "pretty", "--output", "-"]);
+        args.extend_from_slice(extra);
+        let output = common::bpfsnap().args(&args).output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let headings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("--- ")).collect();
+        assert_eq!(headings.len(), 2, "{stdout}");
+        for heading in headings {
+            assert!(
+                heading.contains("s window; ") && heading.ends_with(&format!("{covering}) ---")),
+                "{heading}"
+            );
+        }
+    }
+}
+
 #[test]
 fn writes_to_stdout_with_dash() {
     let Some(_kernel) = common::kernel_test("writes_to_stdout_with_dash") else {

@@ -407,6 +407,53 @@ fn sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections() {
     );
 }
 
+/// `--counts window`: each scrape's counters cover what happened since the
+/// previous scrape, and counters_start_timestamp_seconds says from when;
+/// cumulative (the default) counts on. Exact counts from getpid calls of a
+/// bpfsnap-* thread (examples/comm_getpid).
+#[test]
+fn counts_per_scrape_cover_the_calls_since_the_previous_scrape() {
+    let Some(_kernel) =
+        common::kernel_test("counts_per_scrape_cover_the_calls_since_the_previous_scrape")
+    else {
+        return;
+    };
+    let (_dir, config) = common::example_config("comm_getpid.toml");
+    for (counts, shown) in [("window", [300.0, 200.0]), ("cumulative", [300.0, 500.0])] {
+        let port = free_port();
+        let _running = serve(port, &[path_str(&config), "--counts", counts]);
+        let calls = |text: &str| {
+            common::sample(text, r#"bpfsnap_getpid_calls_total{comm="bpfsnap-window"}"#)
+        };
+        let first = scrape(port);
+        assert_eq!(calls(&first), None, "{counts}: nothing yet\n{first}");
+        let mut since = common::sample(
+            &first,
+            r#"bpfsnap_counters_start_timestamp_seconds{config="comm_getpid"}"#,
+        )
+        .expect("counters_start_timestamp_seconds");
+        for (made, want) in [300, 200].into_iter().zip(shown) {
+            named_thread("bpfsnap-window", move || common::getpid_calls(made));
+            let text = scrape(port);
+            assert_eq!(
+                calls(&text),
+                Some(want),
+                "{counts}: after {made} more calls\n{text}"
+            );
+            let start = common::sample(
+                &text,
+                r#"bpfsnap_counters_start_timestamp_seconds{config="comm_getpid"}"#,
+            )
+            .unwrap();
+            match counts {
+                "window" => assert!(start > since, "{counts}: counted since the previous scrape"),
+                _ => assert_eq!(start, since, "{counts}: counted since the start"),
+            }
+            since = start;
+        }
+    }
+}
+
 /// `bpfsnap serve` of examples/events.toml, its `getppid_events_total`
 /// (a perf event array) flushed after `flush_interval`.
 fn serve_events(port: u16, flush_interval: &str) -> (tempfile::TempDir, Running) {

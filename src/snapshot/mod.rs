@@ -7,6 +7,8 @@
 //! support fall back to key-by-key iteration, chosen once per map: its first
 //! read finds out which works, later ones use only that.
 
+mod delta;
+
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
 
@@ -14,6 +16,8 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapType};
 
 use crate::probe::Probe;
+
+pub use delta::Deltas;
 
 /// The contents of one map at one instant: `len()` keys of `key_size` bytes,
 /// each with `values_per_key` u64 values (one per possible CPU for per-CPU maps).
