@@ -28,6 +28,8 @@ fn main() -> Result<()> {
     let arch = env::var("CARGO_CFG_TARGET_ARCH")?;
     let compiler = Compiler::new(&root, &out_dir, &arch)?;
 
+    revision(&root);
+
     // User programs may put a uprobe on this function of ours
     // (`uprobe//proc/self/exe:post_attach_mark`); keep its symbol findable
     // in the dynamic symbol table even in a stripped release binary.
@@ -78,6 +80,31 @@ fn main() -> Result<()> {
         println!("cargo:rustc-env={env_name}={}", objects.display());
     }
     Ok(())
+}
+
+/// The commit being built (`git rev-parse --short=12 HEAD`), for
+/// bpfsnap_build_info, as BPFSNAP_REVISION; "unknown" outside a checkout.
+/// Rerun when HEAD moves, so a build never names another commit.
+fn revision(root: &Path) {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(root)
+            .args(args)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+            .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
+    };
+    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=BPFSNAP_REVISION={revision}");
+    if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
+        let dir = PathBuf::from(dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            println!("cargo:rerun-if-changed={}", dir.join(branch).display());
+        }
+    }
 }
 
 /// clang with the flags every bpfsnap BPF object is built with.

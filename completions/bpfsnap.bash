@@ -215,7 +215,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --counts --count --output --namespace --pin --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --counts --count --output --namespace --pin --btf --strict --config.skip-cache-size --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,6 +269,14 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config.skip-cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --keep-caps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -289,7 +297,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --btf --strict --config.skip-cache-size --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -329,6 +337,14 @@ _bpfsnap() {
                     ;;
                 --on-error)
                     COMPREPLY=($(compgen -W "fail partial" -- "${cur}"))
+                    return 0
+                    ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config.skip-cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --keep-caps)

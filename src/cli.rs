@@ -199,10 +199,33 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub pin: Option<PathBuf>,
 
+    /// The kernel's types in BTF, for a kernel without
+    /// /sys/kernel/btf/vmlinux (BTFHub's archives have them for older
+    /// distribution kernels): libbpf relocates CO-RE programs against it.
+    /// Programs that attach through the kernel's own BTF (tp_btf, fentry, so
+    /// the built-ins) still need the kernel's.
+    #[arg(long, value_name = "PATH", alias = "btf.path")]
+    pub btf: Option<PathBuf>,
+
+    /// A program that cannot attach fails its config. Without it the
+    /// config's other programs run, a warning names the one that did not
+    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
+    /// default; this is its --config.strict).
+    #[arg(long, alias = "config.strict")]
+    pub strict: bool,
+
+    /// ebpf_exporter's flag, accepted so its command lines work, and
+    /// ignored: bpfsnap decodes each distinct label value once per window,
+    /// with no cache to size.
+    #[arg(long = "config.skip-cache-size", value_name = "N", hide = true)]
+    pub skip_cache_size: Option<u64>,
+
     /// Capabilities to keep once the probes are attached: none, all, or a
     /// list such as syslog,dac_override. CAP_SYSLOG is kept automatically for
-    /// the ksym and kstack decoders.
-    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse)]
+    /// the ksym and kstack decoders, and CAP_BPF where the kernel checks it
+    /// for every map read. (ebpf_exporter's --capabilities.keep, whose
+    /// default is all.)
+    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
     pub keep_caps: KeepCaps,
 
     /// How long to wait for another bpfsnap writing the same output.
@@ -246,8 +269,29 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MODE", default_value = "fail", value_parser = ["fail", "partial"])]
     pub on_error: String,
 
+    /// The kernel's types in BTF, for a kernel without
+    /// /sys/kernel/btf/vmlinux (BTFHub's archives have them for older
+    /// distribution kernels): libbpf relocates CO-RE programs against it.
+    /// Programs that attach through the kernel's own BTF (tp_btf, fentry, so
+    /// the built-ins) still need the kernel's.
+    #[arg(long, value_name = "PATH", alias = "btf.path")]
+    pub btf: Option<PathBuf>,
+
+    /// A program that cannot attach fails its config. Without it the
+    /// config's other programs run, a warning names the one that did not
+    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
+    /// default; this is its --config.strict).
+    #[arg(long, alias = "config.strict")]
+    pub strict: bool,
+
+    /// ebpf_exporter's flag, accepted so its command lines work, and
+    /// ignored: bpfsnap decodes each distinct label value once per window,
+    /// with no cache to size.
+    #[arg(long = "config.skip-cache-size", value_name = "N", hide = true)]
+    pub skip_cache_size: Option<u64>,
+
     /// Capabilities to keep once attached (see `run --keep-caps`).
-    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse)]
+    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
     pub keep_caps: KeepCaps,
 
     /// What each scrape's counters and histograms cover: `cumulative`
@@ -284,6 +328,17 @@ impl ProgramArgs {
             configs: self.configs.clone(),
             builtins: self.builtin.clone(),
         }
+    }
+}
+
+/// Says that ebpf_exporter's flags bpfsnap takes without acting on were
+/// given: its command lines work, and nothing is silently different.
+fn note_ignored_flags(skip_cache_size: Option<u64>, log: Log) {
+    if skip_cache_size.is_some() {
+        log.warn(
+            "--config.skip-cache-size ignored: bpfsnap decodes each distinct label value once \
+             per window, with no cache to size",
+        );
     }
 }
 
@@ -326,6 +381,7 @@ where
     };
     let result = match cli.command {
         Command::Run(args) => {
+            note_ignored_flags(args.skip_cache_size, Log::new(cli.verbose, cli.quiet));
             let sink = Sink::from_arg(&args.output);
             let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
             let format = args.format.unwrap_or(if terminal {
@@ -338,6 +394,8 @@ where
                 window: args.window,
                 interval: args.interval,
                 count: args.count,
+                strict: args.strict,
+                btf: args.btf,
                 counts: args.counts.unwrap_or(match format {
                     OutputFormat::Pretty => Counts::Window,
                     OutputFormat::Text => Counts::Cumulative,
@@ -353,6 +411,11 @@ where
             })
         }
         Command::Serve(args) => crate::serve::serve(&crate::serve::ServeOptions {
+            log: {
+                let log = Log::new(cli.verbose, cli.quiet);
+                note_ignored_flags(args.skip_cache_size, log);
+                log
+            },
             selection: args.programs.selection(),
             listen: args.listen,
             namespace: args.namespace,
@@ -360,12 +423,13 @@ where
             scrape_timeout: args.scrape_timeout,
             serve_partial: args.on_error == "partial",
             counts: args.counts,
+            strict: args.strict,
+            btf: args.btf,
             scrape_delay: args.scrape_delay.unwrap_or_default(),
             scrape_error: args.scrape_error,
             faulty_scrapes: args.faulty_scrapes,
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
-            log: Log::new(cli.verbose, cli.quiet),
         }),
         Command::Check(args) => return check::check(&args.selection(), cli.verbose >= 2),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),

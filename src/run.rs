@@ -46,6 +46,11 @@ pub struct RunOptions {
     pub allow_untrusted_files: bool,
     /// What each --interval window's counters and histograms cover.
     pub counts: Counts,
+    /// A program that cannot attach fails its config (ebpf_exporter's
+    /// --config.strict); otherwise the config's other programs run.
+    pub strict: bool,
+    /// The kernel's types in BTF, instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<PathBuf>,
     pub log: Log,
 }
 
@@ -126,6 +131,9 @@ pub fn run(options: &RunOptions) -> Result<()> {
         ));
     }
 
+    if let Some(path) = &options.btf {
+        probe::host::use_external_btf(path)?;
+    }
     let programs = select(&options.selection, options.allow_untrusted_files, log)?;
     options.sink.check()?;
     // Before the window: another output in the directory writing one of the
@@ -158,7 +166,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
         }
     }
 
-    let (mut probes, failed) = attach_each(&programs, options.pin.as_deref(), log)?;
+    let (mut probes, failed) = attach_each(&programs, options.pin.as_deref(), options.strict, log)?;
     if probes.is_empty() {
         // Nothing to measure, but the file can still say so: an alert on
         // `up` fires now rather than when last_success has aged. (On stdout
@@ -307,9 +315,10 @@ pub fn run(options: &RunOptions) -> Result<()> {
 pub(crate) fn attach_all(
     programs: &[Program],
     pin: Option<&Path>,
+    strict: bool,
     log: Log,
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
-    let (probes, failed) = attach_each(programs, pin, log)?;
+    let (probes, failed) = attach_each(programs, pin, strict, log)?;
     if probes.is_empty() {
         return Err(first_error(failed));
     }
@@ -322,6 +331,7 @@ pub(crate) fn attach_all(
 fn attach_each(
     programs: &[Program],
     pin: Option<&Path>,
+    strict: bool,
     log: Log,
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
     let kernel = probe::availability::KernelTypes::load();
@@ -395,7 +405,44 @@ fn attach_each(
             }
         }
     }
+    let probes = settle_attachments(probes, &mut failed, strict, log);
     Ok((probes, failed))
+}
+
+/// Configs some of whose programs did not attach: with `strict` each fails;
+/// otherwise its other programs run, a warning names what did not attach
+/// and `program_attached` says 0 (ebpf_exporter's default and its
+/// `--config.strict`). Then bpfsnap's `post_attach_mark` is called, once,
+/// for the uprobes waiting on it, as ebpf_exporter does once every config
+/// is attached.
+fn settle_attachments(
+    probes: Vec<Probe>,
+    failed: &mut Vec<Failed>,
+    strict: bool,
+    log: Log,
+) -> Vec<Probe> {
+    let mut kept = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let config = probe.config().name.clone();
+        match probe.unattached().first() {
+            Some(first) if strict => failed.push(Failed {
+                config,
+                error: anyhow::anyhow!("{first:#} (--strict: the config fails)"),
+            }),
+            _ => {
+                for err in probe.unattached() {
+                    log.warn(&format!(
+                        "{err:#}; the config's other programs run (--strict fails it instead)"
+                    ));
+                }
+                kept.push(probe);
+            }
+        }
+    }
+    if kept.iter().any(Probe::waits_for_post_attach_mark) {
+        probe::post_attach_mark();
+    }
+    kept
 }
 
 /// Whether `err` says a config cannot be pinned (it is bad input too).
@@ -929,7 +976,7 @@ pub(crate) fn program_families(
     let mut series_dropped = Vec::new();
     let mut unread = Vec::new();
     for probe in probes.iter_mut() {
-        let mut snapshot = match snapshot::take(probe) {
+        let mut snapshot = match probe.refresh_cgroups().and_then(|()| snapshot::take(probe)) {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 unread.push(Failed {
@@ -1053,7 +1100,7 @@ pub(crate) fn self_metrics(
                 labels.push(program.attach.clone());
             }
             info.push((labels, 1.0));
-            attached.push((vec![id.clone()], 1.0));
+            attached.push((vec![id.clone()], if program.attached { 1.0 } else { 0.0 }));
             run_time.push((vec![id.clone()], program.run_time_ns as f64 / 1e9));
             run_count.push((vec![id.clone()], program.run_count as f64));
             recursion_misses.push((vec![id], program.recursion_misses as f64));
@@ -1106,6 +1153,7 @@ pub(crate) fn self_metrics(
             recursion_misses,
         ),
     ];
+    families.push(build_info(ns));
     if bpf_stats_enabled() {
         families.push(expose::labelled(
             &metric_name(ns, names.run_time),
@@ -1123,6 +1171,28 @@ pub(crate) fn self_metrics(
         ));
     }
     families
+}
+
+/// `NS_build_info{version,revision,libbpf} 1`, as ebpf_exporter exports
+/// `ebpf_exporter_build_info` (its labels come from Go's build; these from
+/// bpfsnap's).
+fn build_info(ns: &str) -> MetricFamily {
+    // SAFETY: libbpf returns a static NUL-terminated string.
+    let libbpf = unsafe { std::ffi::CStr::from_ptr(libbpf_sys::libbpf_version_string()) };
+    expose::labelled(
+        &metric_name(ns, "build_info"),
+        "The bpfsnap build running: its version, the commit it was built from and the libbpf it links.",
+        MetricType::GAUGE,
+        &["version", "revision", "libbpf"],
+        vec![(
+            vec![
+                env!("CARGO_PKG_VERSION").to_string(),
+                env!("BPFSNAP_REVISION").to_string(),
+                libbpf.to_string_lossy().into_owned(),
+            ],
+            1.0,
+        )],
+    )
 }
 
 /// The namespace that asks for ebpf_exporter's metric names.
@@ -1281,13 +1351,13 @@ mod tests {
         let names = |probes: &[Probe]| -> Vec<String> {
             probes.iter().map(|p| p.config().name.clone()).collect()
         };
-        let (probes, failed) = attach_each(&programs, None, Log::new(0, true)).unwrap();
+        let (probes, failed) = attach_each(&programs, None, false, Log::new(0, true)).unwrap();
         assert_eq!(names(&probes), ["syscalls", "execs"]);
         assert!(failed.is_empty(), "{:?}", failed.first().map(|f| &f.error));
         drop(probes);
 
         programs[2].optional = false;
-        let (probes, failed) = attach_each(&programs, None, Log::new(0, true)).unwrap();
+        let (probes, failed) = attach_each(&programs, None, false, Log::new(0, true)).unwrap();
         assert_eq!(names(&probes), ["syscalls", "execs"]);
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].config, "missing_tracepoint");

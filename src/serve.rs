@@ -47,6 +47,10 @@ pub struct ServeOptions {
     pub serve_partial: bool,
     /// What each scrape's counters and histograms cover.
     pub counts: Counts,
+    /// A program that cannot attach fails its config (see `run --strict`).
+    pub strict: bool,
+    /// The kernel's types in BTF (see `run --btf`).
+    pub btf: Option<std::path::PathBuf>,
     /// Testing aid (hidden flag): a scrape takes at least this long.
     pub scrape_delay: Duration,
     /// Testing aid (hidden flag): gathering fails as if reading the maps had.
@@ -96,10 +100,13 @@ struct Faults {
 pub fn serve(options: &ServeOptions) -> Result<()> {
     let stop = run::stop_signals()?;
     let log = options.log;
+    if let Some(path) = &options.btf {
+        probe::host::use_external_btf(path)?;
+    }
     let programs = run::select(&options.selection, options.allow_untrusted_files, log)?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.libbpf);
-    let (probes, failed) = run::attach_all(&programs, None, log)?;
+    let (probes, failed) = run::attach_all(&programs, None, options.strict, log)?;
     let listener = TcpListener::bind(options.listen)
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
     // The same socket, to shut down on SIGTERM: tiny_http keeps accepting

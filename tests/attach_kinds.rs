@@ -71,3 +71,35 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
     }
     common::promtool_check(&text);
 }
+
+/// ebpf_exporter calls post_attach_mark once, after every config attached:
+/// two configs waiting on it (attach_kinds and tests/fixtures/post_attach)
+/// each see one call, not one per config attached before them.
+#[test]
+fn post_attach_mark_is_called_once_after_every_config_attached() {
+    let Some(_kernel) =
+        common::kernel_test("post_attach_mark_is_called_once_after_every_config_attached")
+    else {
+        return;
+    };
+    let (dir, config) = common::example_config("attach_kinds.yaml");
+    std::fs::copy(
+        common::source_file("tests/fixtures/post_attach.yaml"),
+        dir.path().join("post_attach.yaml"),
+    )
+    .unwrap();
+    std::fs::copy(
+        common::fixture_object("post_attach"),
+        dir.path().join("post_attach.bpf.o"),
+    )
+    .unwrap();
+    let other = dir.path().join("post_attach.yaml");
+    let text = common::run_with_load(&[path_str(&config), path_str(&other)], || {});
+    let hits = |series: &str| common::sample(&text, series);
+    assert_eq!(
+        hits(r#"bpfsnap_attach_kind_hits_total{kind="post_attach_uprobe"}"#),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(hits("bpfsnap_post_attach_calls_total"), Some(1.0), "{text}");
+}

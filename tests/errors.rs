@@ -220,6 +220,71 @@ fn unmounted_tracefs_is_mounted_or_explained() {
     );
 }
 
+/// A kernel without /sys/kernel/btf (an empty tmpfs over it, in a mount
+/// namespace of bpfsnap's own) given its types with --btf (a copy, as
+/// BTFHub's archives provide): a CO-RE program on a classic tracepoint runs
+/// and counts exactly; a built-in, whose tp_btf programs need the kernel's
+/// own BTF, is refused in one line saying so.
+#[test]
+fn btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own() {
+    let Some(_kernel) =
+        common::kernel_test("btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own")
+    else {
+        return;
+    };
+    let dir = common::config_dir();
+    let btf = dir.path().join("vmlinux.btf");
+    fs::copy("/sys/kernel/btf/vmlinux", &btf).unwrap();
+    fs::copy(
+        common::source_file("tests/fixtures/core_btf.yaml"),
+        dir.path().join("core_btf.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("core_btf"),
+        dir.path().join("core_btf.bpf.o"),
+    )
+    .unwrap();
+    let hidden = |args: &str| {
+        let mut command = std::process::Command::new("unshare");
+        command
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!(
+                "mount -t tmpfs none /sys/kernel/btf && exec \"$BPFSNAP\" run -v {args}"
+            ))
+            .env("BPFSNAP", env!("CARGO_BIN_EXE_bpfsnap"));
+        command
+    };
+    let config = dir.path().join("core_btf.yaml");
+    let args = format!(
+        "--btf {} {} --for 1h --output -",
+        path_str(&btf),
+        path_str(&config)
+    );
+    let mut running = common::Running::spawn_command(hidden(&args));
+    running.wait_for("sampling");
+    common::named_thread("btf-load", || common::getpid_calls(257));
+    running.signal(libc::SIGINT);
+    let (status, text, stderr) = running.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(
+        common::sample(&text, "bpfsnap_core_btf_getpid_calls_total"),
+        Some(257.0),
+        "{text}"
+    );
+
+    let builtin = format!(
+        "--btf {} --builtin syscalls --for 100ms --output -",
+        path_str(&btf)
+    );
+    let output = hidden(&builtin).output().unwrap();
+    let stderr = failure(&output, 1, "a built-in with --btf and no kernel BTF");
+    assert!(
+        stderr.contains("syscalls: cannot run on this kernel: program syscalls_enter (section tp_btf/sys_enter): this kernel has no BTF of its own"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn missing_kernel_btf_is_explained() {
     let Some(_kernel) = common::kernel_test("missing_kernel_btf_is_explained") else {

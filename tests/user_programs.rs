@@ -104,6 +104,144 @@ fn getpid_calls_as(comm: &str, n: u64) {
     common::named_thread(comm, move || common::getpid_calls(n));
 }
 
+/// Counters without labels, read as ebpf_exporter reads them: the value at
+/// key u32 0 of an array of one, of a per-CPU array of one by its `cpu`
+/// label alone, and of a hash keyed by u32, whose other keys no label can
+/// name (each a decoder error).
+#[test]
+fn unlabelled_counters_read_key_zero_as_ebpf_exporter_does() {
+    let Some(_kernel) =
+        common::kernel_test("unlabelled_counters_read_key_zero_as_ebpf_exporter_does")
+    else {
+        return;
+    };
+    let dir = common::config_dir();
+    for file in ["unlabelled.yaml", "unlabelled.bpf.o"] {
+        let source = match file.ends_with(".yaml") {
+            true => common::source_file(&format!("tests/fixtures/ebpf_exporter/{file}")),
+            false => Path::new(env!("BPFSNAP_EBPF_EXPORTER_OBJECTS")).join(file),
+        };
+        fs::copy(source, dir.path().join(file)).unwrap();
+    }
+    let config = dir.path().join("unlabelled.yaml");
+    let text = run_with_load(&["--namespace", "ebpf_exporter", path_str(&config)], || {
+        getpid_calls_as(&unique_comm("unl", 'a'), 211);
+    });
+    assert_eq!(
+        common::sample(&text, "ebpf_exporter_unlabelled_calls_total"),
+        Some(211.0),
+        "{text}"
+    );
+    assert_eq!(
+        common::sample(&text, "ebpf_exporter_unlabelled_hash_calls_total"),
+        Some(211.0),
+        "{text}"
+    );
+    let by_cpu = common::samples(&text, "ebpf_exporter_unlabelled_calls_by_cpu_total");
+    assert!(
+        !by_cpu.is_empty()
+            && by_cpu
+                .iter()
+                .all(|(labels, _)| labels.starts_with("cpu=\"")),
+        "{text}"
+    );
+    assert_eq!(by_cpu.iter().map(|(_, n)| n).sum::<f64>(), 211.0, "{text}");
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"ebpf_exporter_decoder_errors_total{config="unlabelled",decoder="unlabelled_key"}"#
+        ),
+        Some(1.0),
+        "key 1 of the hash\n{text}"
+    );
+}
+
+/// A config one of whose programs cannot attach (a uprobe on a function libc
+/// does not have): its other program runs and counts exactly, a warning
+/// names the one that did not attach and program_attached says 0 for it,
+/// as ebpf_exporter does; with --config.strict (--strict) the config fails.
+#[test]
+fn a_program_that_cannot_attach_leaves_the_configs_others_running() {
+    let Some(_kernel) =
+        common::kernel_test("a_program_that_cannot_attach_leaves_the_configs_others_running")
+    else {
+        return;
+    };
+    let dir = common::config_dir();
+    fs::copy(
+        common::source_file("tests/fixtures/partial_attach.yaml"),
+        dir.path().join("partial_attach.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("partial_attach"),
+        dir.path().join("partial_attach.bpf.o"),
+    )
+    .unwrap();
+    let config = dir.path().join("partial_attach.yaml");
+    let (text, stderr) = common::run_with_load_and_stderr(&[path_str(&config)], || {
+        getpid_calls_as(&unique_comm("part", 'a'), 123);
+    });
+    assert_eq!(
+        common::sample(&text, "bpfsnap_partial_getpid_calls_total"),
+        Some(123.0),
+        "{text}"
+    );
+    assert!(
+        stderr.contains(
+            "partial_attach: cannot attach program partial_missing (section \
+             uprobe/libc.so.6:bpfsnap_no_such_function)"
+        ) && stderr.contains("the config's other programs run (--strict fails it instead)"),
+        "{stderr}"
+    );
+    let id_of = |program: &str| {
+        common::samples(&text, "bpfsnap_program_info")
+            .into_iter()
+            .find_map(|(labels, _)| {
+                labels
+                    .contains(&format!("program=\"{program}\""))
+                    .then(|| {
+                        labels
+                            .split("id=\"")
+                            .nth(1)?
+                            .split('"')
+                            .next()
+                            .map(str::to_string)
+                    })?
+            })
+            .unwrap_or_else(|| panic!("{program} in program_info\n{text}"))
+    };
+    for (program, attached) in [("partial_counts", 1.0), ("partial_missing", 0.0)] {
+        let series = format!("bpfsnap_program_attached{{id=\"{}\"}}", id_of(program));
+        assert_eq!(
+            common::sample(&text, &series),
+            Some(attached),
+            "{program}\n{text}"
+        );
+    }
+    assert_eq!(
+        common::sample(&text, r#"bpfsnap_config_up{config="partial_attach"}"#),
+        Some(1.0)
+    );
+    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0), "{text}");
+
+    let strict = common::bpfsnap()
+        .args([
+            "run",
+            path_str(&config),
+            "--config.strict",
+            "--for",
+            "100ms",
+            "--output",
+            "-",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&strict.stderr);
+    assert_eq!(strict.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("(--strict: the config fails)"), "{stderr}");
+}
+
 #[test]
 fn comm_getpid_counts_exactly_the_calls_of_matching_comms() {
     let Some(_kernel) =
@@ -590,9 +728,9 @@ fn check_accepts_an_ebpf_exporter_directory_and_warns_of_ignored_keys() {
         assert!(stdout.contains(&format!("ok {name} (")), "{stdout}");
         assert!(
             stderr.contains(&format!(
-                "bpfsnap: warning: {}: metric",
+                "bpfsnap: warning: {}: line ",
                 dir.path().join(format!("{name}.yaml")).display()
-            )) && stderr.contains("key `skip_cache_size` ignored"),
+            )) && stderr.contains("unknown key `skip_cache_size` ignored (as ebpf_exporter does)"),
             "{name}: the ignored key is named\n{stderr}"
         );
     }
@@ -910,5 +1048,212 @@ fn xdp_on_lo_and_a_libc_uprobe_count_exactly() {
     assert!(
         !xdp_on_lo(),
         "the XDP program is detached from lo after exit"
+    );
+}
+
+/// Where the cgroup2 file system is mounted (as bpfsnap finds it).
+fn cgroup2_root() -> std::path::PathBuf {
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let mut roots: Vec<std::path::PathBuf> = mounts
+        .lines()
+        .filter(|line| {
+            line.split(" - ")
+                .nth(1)
+                .is_some_and(|fs| fs.starts_with("cgroup2 "))
+        })
+        .filter_map(|line| line.split(' ').nth(4).map(std::path::PathBuf::from))
+        .collect();
+    roots.sort_by_key(|root| root != Path::new("/sys/fs/cgroup"));
+    roots.into_iter().next().expect(
+        "a cgroup2 mount (Debian mounts one at /sys/fs/cgroup, or /sys/fs/cgroup/unified beside v1)",
+    )
+}
+
+/// A cgroup of the test's, removed (once empty) when dropped.
+struct TestCgroup(std::path::PathBuf);
+
+impl TestCgroup {
+    fn new(root: &Path, tag: &str) -> TestCgroup {
+        let path = root.join(format!("bpfsnap-cgtest-{tag}{}", std::process::id()));
+        fs::create_dir(&path).unwrap_or_else(|err| panic!("mkdir {}: {err}", path.display()));
+        TestCgroup(path)
+    }
+
+    /// `n` getpid calls from a child process moved into this cgroup (cgroup
+    /// v2 moves whole processes: a thread cannot go alone).
+    fn getpid_calls(&self, n: u64) {
+        let procs = std::ffi::CString::new(
+            self.0
+                .join("cgroup.procs")
+                .into_os_string()
+                .into_encoded_bytes(),
+        )
+        .unwrap();
+        // SAFETY: the child only makes system calls and exits.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork");
+        if pid == 0 {
+            unsafe {
+                let fd = libc::open(procs.as_ptr(), libc::O_WRONLY);
+                // "0" moves the writer itself.
+                if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                    libc::_exit(2);
+                }
+                libc::close(fd);
+                for _ in 0..n {
+                    libc::syscall(libc::SYS_getpid);
+                }
+                libc::_exit(0);
+            }
+        }
+        let mut status = 0;
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child: {status}"
+        );
+    }
+
+    fn id(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        fs::metadata(&self.0).unwrap().ino()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir(&self.0);
+    }
+}
+
+/// ebpf_exporter's cgroup_id_map, kept by bpfsnap: calls from a cgroup
+/// whose path matches count as matched, exactly; a cgroup made after start
+/// is in the map from the next scrape, and a removed one's id leaves it.
+#[test]
+fn cgroup_id_map_holds_the_matching_cgroups_and_follows_them() {
+    let Some(_kernel) =
+        common::kernel_test("cgroup_id_map_holds_the_matching_cgroups_and_follows_them")
+    else {
+        return;
+    };
+    let root = cgroup2_root();
+    let early = TestCgroup::new(&root, "a");
+    let dir = common::config_dir();
+    fs::copy(
+        common::source_file("tests/fixtures/cgroup_ids.yaml"),
+        dir.path().join("cgroup_ids.yaml"),
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("cgroup_ids"),
+        dir.path().join("cgroup_ids.bpf.o"),
+    )
+    .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let config = dir.path().join("cgroup_ids.yaml");
+    let mut serving = Running::spawn(&["serve", "-v", "--listen", &listen, path_str(&config)]);
+    serving.wait_for("serving http://");
+    let scrape = || {
+        let output = std::process::Command::new("curl")
+            .args(["-sf", &format!("http://{listen}/metrics")])
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let matched = |text: &str| {
+        common::sample(text, r#"bpfsnap_cgroup_getpid_calls_total{matched="yes"}"#).unwrap_or(0.0)
+    };
+    let map_ids = || -> Vec<u64> {
+        let output = std::process::Command::new("bpftool")
+            .args(["map", "dump", "name", "cgroup_ids", "--json"])
+            .output()
+            .unwrap();
+        let entries: Vec<serde_json::Value> =
+            serde_json::from_slice(&output.stdout).unwrap_or_default();
+        entries
+            .iter()
+            .filter_map(|e| e["key"].as_array())
+            .map(|key| {
+                key.iter().rev().fold(0u64, |id, b| {
+                    id << 8
+                        | u64::from_str_radix(
+                            b.as_str().unwrap_or("0").trim_start_matches("0x"),
+                            16,
+                        )
+                        .unwrap_or(0)
+                })
+            })
+            .collect()
+    };
+
+    early.getpid_calls(301);
+    assert_eq!(matched(&scrape()), 301.0, "a cgroup there before start");
+    let late = TestCgroup::new(&root, "b");
+    assert!(!map_ids().contains(&late.id()));
+    scrape(); // brings the map up to date
+    assert!(map_ids().contains(&late.id()), "{:?}", map_ids());
+    late.getpid_calls(99);
+    assert_eq!(matched(&scrape()), 400.0, "and one made after start");
+    let late_id = late.id();
+    drop(late);
+    scrape();
+    assert!(
+        !map_ids().contains(&late_id),
+        "a removed cgroup's id leaves the map"
+    );
+    assert!(map_ids().contains(&early.id()));
+}
+
+/// The same with a cgrp_storage map, where the kernel has them (6.2+):
+/// bpfsnap gives each matching cgroup an entry; where it has none, the
+/// config fails naming the map.
+#[test]
+fn cgroup_id_map_fills_a_cgrp_storage_map_where_the_kernel_has_them() {
+    let Some(_kernel) =
+        common::kernel_test("cgroup_id_map_fills_a_cgrp_storage_map_where_the_kernel_has_them")
+    else {
+        return;
+    };
+    let cgroup = TestCgroup::new(&cgroup2_root(), "s");
+    let dir = common::config_dir();
+    for file in ["cgroup_storage_ids.yaml", "cgroup_storage_ids.bpf.o"] {
+        let source = match file.ends_with(".yaml") {
+            true => common::source_file(&format!("tests/fixtures/{file}")),
+            false => common::fixture_object("cgroup_storage_ids"),
+        };
+        fs::copy(source, dir.path().join(file)).unwrap();
+    }
+    let config = dir.path().join("cgroup_storage_ids.yaml");
+    // SAFETY: a feature probe: creates and closes a map.
+    let supported = unsafe {
+        libbpf_sys::libbpf_probe_bpf_map_type(
+            libbpf_sys::BPF_MAP_TYPE_CGRP_STORAGE,
+            std::ptr::null(),
+        )
+    } == 1;
+    if !supported {
+        let output = common::bpfsnap()
+            .args(["run", path_str(&config), "--for", "100ms", "--output", "-"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains("cgroup_storage_ids"), "{stderr}");
+        return;
+    }
+    let text = run_with_load(&[path_str(&config)], || cgroup.getpid_calls(77));
+    assert_eq!(
+        common::sample(
+            &text,
+            r#"bpfsnap_cgroup_storage_getpid_calls_total{matched="yes"}"#
+        ),
+        Some(77.0),
+        "{text}"
     );
 }

@@ -70,8 +70,10 @@ pub struct Config {
     /// ebpf_exporter features bpfsnap does not have: accepted with a warning.
     #[serde(default)]
     tracing: Option<IgnoredAny>,
+    /// ebpf_exporter's map of cgroup ids bpfsnap fills (see
+    /// `probe::cgroups`).
     #[serde(default)]
-    cgroup_id_map: Option<IgnoredAny>,
+    pub cgroup_id_map: Option<CgroupIdMap>,
     /// ebpf_exporter's `name`, which it too replaces by the file's name.
     #[serde(default, rename = "name")]
     name_key: Option<IgnoredAny>,
@@ -95,6 +97,26 @@ pub struct BuiltinInfo {
     pub variants: Vec<Variant>,
 }
 
+/// ebpf_exporter's `cgroup_id_map`: the BPF map `name` holds the ids of the
+/// cgroups (v2) whose path matches one of `regexps`, kept current by bpfsnap.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CgroupIdMap {
+    pub name: String,
+    /// `hash` (keys: u64 cgroup ids; the default) or `cgrp_storage`.
+    #[serde(default, rename = "type")]
+    pub kind: CgroupMapKind,
+    pub regexps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CgroupMapKind {
+    #[default]
+    Hash,
+    CgrpStorage,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Metrics {
@@ -102,6 +124,12 @@ pub struct Metrics {
     pub counters: Vec<Counter>,
     #[serde(default)]
     pub histograms: Vec<Histogram>,
+}
+
+impl Metrics {
+    pub fn is_empty(&self) -> bool {
+        self.counters.is_empty() && self.histograms.is_empty()
+    }
 }
 
 /// A counter: every key of the map named `name` is a series, its u64 value
@@ -207,10 +235,6 @@ pub struct DecoderSpec {
     /// `static_map`: pass values missing from the map through unchanged.
     #[serde(default)]
     pub allow_unknown: bool,
-    /// ebpf_exporter's regexp skip cache size (it appears in its examples,
-    /// its own flag is --config.skip-cache-size): nothing to tune here.
-    #[serde(default)]
-    pub skip_cache_size: Option<IgnoredAny>,
 }
 
 impl DecoderSpec {
@@ -311,10 +335,11 @@ impl Config {
     /// Parses and validates a config; `origin` names it in errors (a path or
     /// `built-in NAME`). Validation problems come as one [`Problems`].
     pub fn parse(name: &str, origin: &str, text: &str, format: Format) -> Result<Config> {
-        let mut config: Config =
+        let (mut config, unknown_keys): (Config, _) =
             parse::deserialize(text, format).map_err(|err| anyhow::anyhow!("{origin}: {err}"))?;
         config.name = name.to_string();
         config.origin = origin.to_string();
+        config.warnings.extend(unknown_keys);
         let problems = config.validate();
         if !problems.is_empty() {
             return Err(Problems {
@@ -372,13 +397,11 @@ impl Config {
     /// Records warnings for accepted-but-ignored keys, drops what cannot be
     /// run, and returns every problem found (none: the config is valid).
     fn validate(&mut self) -> Vec<String> {
-        if self.tracing.is_some() {
-            self.warnings
-                .push("key `tracing` ignored: bpfsnap exports metrics, not traces".into());
-        }
-        if self.cgroup_id_map.is_some() {
+        if self.tracing.is_some() && !self.metrics.is_empty() {
             self.warnings.push(
-                "key `cgroup_id_map` ignored: bpfsnap does not maintain cgroup id maps".into(),
+                "key `tracing` ignored: bpfsnap writes metrics and does not export tracing spans \
+                 (ebpf_exporter sends them to OpenTelemetry); the config's metrics run"
+                    .into(),
             );
         }
         if self.name_key.is_some() {
@@ -395,28 +418,35 @@ impl Config {
             }
             counter.values.is_none()
         });
-        let mut ignored = Vec::new();
-        for metric in self.metrics() {
-            for label in metric.labels {
-                for decoder in &label.decoders {
-                    if decoder.skip_cache_size.is_some() {
-                        ignored.push(format!(
-                            "metric {:?}: label {:?}: decoder {:?}: key `skip_cache_size` ignored: bpfsnap keeps no decoder skip cache",
-                            metric.name, label.name, decoder.name
-                        ));
-                    }
-                }
-            }
-        }
-        self.warnings.extend(ignored);
         let mut problems = Vec::new();
         if self.metrics.counters.is_empty() && self.metrics.histograms.is_empty() {
-            problems.push(
-                "defines no metrics: add a metrics.counters or metrics.histograms entry".into(),
-            );
+            problems.push(match self.tracing {
+                Some(_) => "defines only `tracing` (spans, which ebpf_exporter exports to \
+                            OpenTelemetry): bpfsnap writes metrics and does not export tracing spans"
+                    .into(),
+                None => "defines no metrics: add a metrics.counters or metrics.histograms entry"
+                    .into(),
+            });
             return problems;
         }
         problems.extend(variant::problems(&self.builtin.variants));
+        if let Some(map) = &self.cgroup_id_map {
+            if map.regexps.is_empty() {
+                problems
+                    .push("cgroup_id_map: regexps is empty: name the cgroup paths to match".into());
+            }
+            for pattern in &map.regexps {
+                if let Err(err) = regex::Regex::new(pattern) {
+                    // regex's messages draw a caret under the pattern: one line.
+                    let err = err
+                        .to_string()
+                        .split_whitespace()
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    problems.push(format!("cgroup_id_map: regexp {pattern:?}: {err}"));
+                }
+            }
+        }
         let mut names = HashSet::new();
         for metric in self.metrics() {
             if let Err(err) = check_metric_name(metric.name) {
@@ -556,6 +586,10 @@ pub fn cpu_label_index(labels: &[Label], histogram: bool) -> Option<usize> {
 
 /// Bytes the map's keys must have for these labels: all of them, less a
 /// `cpu` label on a per-CPU map (see [`cpu_label_index`]).
+/// The key of an unlabelled counter's sample (ebpf_exporter's rule): u32 0
+/// in a map with 4-byte keys, whose labels take no bytes of the key.
+pub const UNLABELLED_KEY: [u8; 4] = [0; 4];
+
 pub fn map_key_size(labels: &[Label], per_cpu: bool, histogram: bool) -> usize {
     let cpu = cpu_label_index(labels, histogram).filter(|_| per_cpu);
     key_size(labels) - cpu.map_or(0, |index| labels[index].span())
@@ -738,7 +772,7 @@ metrics:
 
     #[test]
     fn unsupported_ebpf_exporter_keys_warn() {
-        let text = format!("{GOOD_YAML}tracing:\n  spans: []\ncgroup_id_map:\n  name: x\n");
+        let text = format!("{GOOD_YAML}tracing:\n  spans: []\nname: x\n");
         let config = parse(&text, Format::Yaml).unwrap();
         assert_eq!(config.warnings.len(), 2, "{:?}", config.warnings);
         let text = GOOD.replace("things_total", "things");
@@ -751,9 +785,10 @@ metrics:
     }
 
     /// Every key of ebpf_exporter's config schema bpfsnap does not act on
-    /// (its config.go, and its examples: regexp.yaml's `skip_cache_size`,
-    /// complex-value.yaml's `values`) is accepted with a warning naming it;
-    /// the rest of the config still parses as before.
+    /// (its config.go), keys it does not know either (its YAML reader ignores
+    /// them: `skip_cache_size` in some examples' decoders), and `values`
+    /// (multi-value counters, from an unmerged pull request) are accepted
+    /// with a warning naming them; the rest of the config parses as before.
     #[test]
     fn ebpf_exporter_keys_bpfsnap_ignores_warn_and_go_on() {
         let regexp = "            - name: uint\n";
@@ -762,17 +797,12 @@ metrics:
             (
                 "tracing",
                 "tracing:\n  spans:\n    - name: x\n      ringbuf: events\n",
-                "key `tracing` ignored",
-            ),
-            (
-                "cgroup_id_map",
-                "cgroup_id_map:\n  name: cgroups\n  type: hash\n  regexps:\n    - ^.*$\n",
-                "key `cgroup_id_map` ignored",
+                "key `tracing` ignored: bpfsnap writes metrics and does not export tracing spans",
             ),
             (
                 "decoder skip_cache_size",
                 "            - name: uint\n              skip_cache_size: 100\n",
-                "decoder \"uint\": key `skip_cache_size` ignored",
+                "labels[0].decoders[0]: unknown key `skip_cache_size` ignored (as ebpf_exporter does)",
             ),
             (
                 "counter values",
@@ -837,17 +867,30 @@ metrics:
         assert!(!format!("{err:#}").contains('\n'), "{err:#}");
     }
 
+    /// A key the model does not know: an error in TOML, with its path and
+    /// line; in YAML (ebpf_exporter's reader ignores such keys) a warning
+    /// with the same, and the config runs.
+    #[test]
+    fn unknown_keys_are_errors_in_toml_and_warnings_in_yaml() {
+        let config = parse(&GOOD_YAML.replace("padding", "paddin"), Format::Yaml).unwrap();
+        assert_eq!(
+            config.warnings,
+            ["line 9: metrics.counters[0].labels[0]: unknown key `paddin` ignored (as ebpf_exporter does)"]
+        );
+        let only_spans = "tracing:\n  spans:\n    - name: x\n      ringbuf: events\n";
+        let err = format!("{:#}", parse(only_spans, Format::Yaml).unwrap_err());
+        assert!(
+            err.contains("defines only `tracing` (spans, which ebpf_exporter exports to OpenTelemetry): bpfsnap writes metrics and does not export tracing spans"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn rejects_bad_configs_with_path_and_line() {
         let cases: &[(&str, Format, &str)] = &[
             (
                 &GOOD.replace("padding", "paddin"),
                 Format::Toml,
-                "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
-            ),
-            (
-                &GOOD_YAML.replace("padding", "paddin"),
-                Format::Yaml,
                 "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
             ),
             (

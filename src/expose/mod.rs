@@ -143,16 +143,47 @@ fn counter_table<'c>(
     let map = snapshot
         .map(&counter.name)
         .with_context(|| format!("{}: no snapshot of map {}", config.name, counter.name))?;
-    if map.key_size != crate::config::map_key_size(&counter.labels, map.per_cpu, false) {
+    let label_bytes = crate::config::map_key_size(&counter.labels, map.per_cpu, false);
+    let unlabelled;
+    let map = if label_bytes == 0 && map.key_size == crate::config::UNLABELLED_KEY.len() {
+        unlabelled = unlabelled_entry(map, errors);
+        &unlabelled
+    } else if map.key_size == label_bytes {
+        map
+    } else {
         bail!(
             "{}: metric {}: label sizes do not match the map's key size",
             config.name,
             counter.name
         );
-    }
+    };
     let keys = KeyDecoder::new(&counter.labels, map)?;
     let table = series::counter_table(&keys.labels, keys.cpu_label, map, errors);
     Ok((keys, table))
+}
+
+/// An unlabelled counter's map (ebpf_exporter's rule): its entry at key u32
+/// 0 is the sample, even when zero (a gauge-like count, such as pages in
+/// use); any other key cannot be labelled and counts as a decoder error.
+fn unlabelled_entry(map: &MapData, errors: &mut BTreeMap<&'static str, u64>) -> MapData {
+    let mut entry = MapData {
+        name: map.name.clone(),
+        key_size: map.key_size,
+        values_per_key: map.values_per_key,
+        is_array: false,
+        per_cpu: map.per_cpu,
+        keys: Vec::new(),
+        values: Vec::new(),
+    };
+    for (key, values) in map.entries() {
+        if key == crate::config::UNLABELLED_KEY {
+            entry.keys.extend_from_slice(key);
+            entry.values.extend_from_slice(values);
+        } else if values.iter().any(|value| *value != 0) {
+            *errors.entry("unlabelled_key").or_default() += 1;
+        }
+    }
+    entry
 }
 
 pub(crate) fn label_pairs(names: &[&str], values: Vec<String>) -> Vec<LabelPair> {

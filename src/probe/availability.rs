@@ -14,6 +14,7 @@ use libbpf_rs::MapType;
 
 use crate::config::normalise_type;
 
+use super::host;
 use super::section::Attach;
 
 /// tracefs's events directory, where it is mounted (the usual place first).
@@ -43,7 +44,12 @@ impl KernelTypes {
     /// it maps /sys/kernel/btf/vmlinux instead of reading it through, which
     /// costs a fraction of `Btf::from_path` on the same file.
     fn btf(&self) -> Option<&Btf<'static>> {
-        self.btf.get_or_init(|| Btf::from_vmlinux().ok()).as_ref()
+        self.btf
+            .get_or_init(|| match host::external_btf() {
+                Some(path) => Btf::from_path(path).ok(),
+                None => Btf::from_vmlinux().ok(),
+            })
+            .as_ref()
     }
 
     /// Names of the tracepoints tracefs lists (≈ 1 ms: one directory read
@@ -72,6 +78,10 @@ impl KernelTypes {
     pub fn missing(&self, section: &str, attach: &Attach) -> Option<String> {
         let target = section.split_once('/').map_or("", |(_, rest)| rest);
         match attach.kind() {
+            "tp_btf" | "tp_btf.s" if !Path::new(host::BTF_PATH).exists() => Some(format!(
+                "this kernel has no BTF of its own ({}), which tp_btf programs need",
+                host::BTF_PATH
+            )),
             "tp_btf" | "raw_tp" | "raw_tracepoint" | "tp_btf.s" => {
                 // A tracepoint with an event in tracefs has its raw
                 // tracepoint and btf_trace_ type: no need to parse the BTF.
@@ -217,7 +227,7 @@ fn c_type(ty: Option<BtfType<'_>>, depth: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::probe::{host, section};
+    use crate::probe::section;
 
     #[test]
     fn finds_tp_btf_targets_in_kernel_btf() {

@@ -52,13 +52,39 @@ pub fn check_privileges() -> Result<()> {
 
 /// CO-RE programs need the kernel's own type information.
 pub fn check_btf() -> Result<()> {
+    if let Some(path) = external_btf() {
+        std::fs::File::open(path)
+            .with_context(|| format!("--btf {}: cannot read it", path.display()))?;
+        return Ok(());
+    }
     if !Path::new(BTF_PATH).exists() {
         bail!(
             "kernel BTF not found at {BTF_PATH}: bpfsnap's programs need a kernel built with \
-             CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2021 are)"
+             CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 2021 are), or its types in \
+             a file given with --btf PATH (BTFHub's archives have them for older distribution \
+             kernels; tp_btf programs, and so the built-ins, still need the kernel's own)"
         );
     }
     Ok(())
+}
+
+/// A file holding the kernel's types in BTF, used instead of the kernel's
+/// own (`--btf`), set once at start.
+static EXTERNAL_BTF: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `path` the kernel's BTF for CO-RE relocations and for what
+/// bpfsnap reads of the kernel's types (ebpf_exporter's --btf.path).
+pub fn use_external_btf(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .with_context(|| format!("--btf {}: cannot read it", path.display()))
+        .map_err(crate::BadInput::wrap)?;
+    let _ = EXTERNAL_BTF.set(path.to_path_buf());
+    Ok(())
+}
+
+/// The file `--btf` gave, if any.
+pub fn external_btf() -> Option<&'static Path> {
+    EXTERNAL_BTF.get().map(|path| path.as_path())
 }
 
 /// The kernel's lockdown mode (`integrity`, `confidentiality`), if any.

@@ -7,6 +7,7 @@
 //! words: libbpf's own hints (RLIMIT_MEMLOCK) are wrong on current kernels.
 
 pub mod availability;
+pub mod cgroups;
 mod events;
 pub mod host;
 mod kaddr;
@@ -51,23 +52,30 @@ pub struct Probe {
     programs: Vec<ProgramInfo>,
     /// Set when this probe lives on in bpffs after the process (`--pin`).
     pinned: Option<pin::Pinned>,
+    /// Why each program that did not attach did not (the others run).
+    unattached: Vec<anyhow::Error>,
+    /// The config's cgroup id map, kept current at each snapshot.
+    cgroup_map: Option<cgroups::CgroupIdMap>,
     /// A descriptor of every program, taken while privileged, so the run
     /// statistics can be read after capabilities are dropped.
     program_fds: BTreeMap<u32, std::os::fd::OwnedFd>,
 }
 
-/// A config whose counters are event streams, which the bpfsnap process
-/// counts itself: they cannot outlive it, pinned.
+/// A config that needs the bpfsnap process while it counts (event-stream
+/// counters, a cgroup id map it keeps current), so it cannot outlive it,
+/// pinned: the config's name and what it needs.
 #[derive(Debug)]
-pub struct NotPinnable(pub String);
+pub struct NotPinnable {
+    pub config: String,
+    pub needs: &'static str,
+}
 
 impl std::fmt::Display for NotPinnable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}: event-stream counters are counted by the bpfsnap process itself, so they cannot \
-             be pinned: use --interval or `bpfsnap serve` for this config",
-            self.0
+            "{}: {}, so it cannot be pinned: use --interval or `bpfsnap serve` for this config",
+            self.config, self.needs
         )
     }
 }
@@ -105,6 +113,9 @@ pub struct ProgramInfo {
     /// Events the kernel did not run the program for because it was already
     /// running on that CPU (a hardirq interrupting it, say): counted always.
     pub recursion_misses: u64,
+    /// Whether it is attached (a program that failed to attach stays loaded,
+    /// reported as not attached, as ebpf_exporter does).
+    pub attached: bool,
 }
 
 impl std::fmt::Debug for Probe {
@@ -134,8 +145,7 @@ pub extern "C" fn post_attach_mark() {
 
 fn open(program: &Program) -> Result<OpenObject> {
     let name = &program.config.name;
-    let mut builder = ObjectBuilder::default();
-    builder.name(name).map_err(|err| anyhow!("{name}: {err}"))?;
+    let mut builder = object_builder(name)?;
     libbpf_log::take();
     let opened = match &program.object {
         ObjectSource::Embedded(bytes) => builder.open_memory(bytes),
@@ -155,6 +165,16 @@ fn open(program: &Program) -> Result<OpenObject> {
             last_message(&libbpf_log::take())
         ))
     })
+}
+
+/// An object builder for `name`, with `--btf`'s file for CO-RE if given.
+fn object_builder(name: &str) -> Result<ObjectBuilder> {
+    let mut builder = ObjectBuilder::default();
+    builder.name(name).map_err(|err| anyhow!("{name}: {err}"))?;
+    if let Some(path) = host::external_btf() {
+        builder.btf_custom_path(path)?;
+    }
+    Ok(builder)
 }
 
 fn object_path(program: &Program) -> String {
@@ -319,8 +339,7 @@ impl Probe {
                 None => bail!("{} is not a linked built-in", program.config.name),
             }
         }
-        let mut builder = ObjectBuilder::default();
-        builder.name("bpfsnap")?;
+        let mut builder = object_builder("bpfsnap")?;
         libbpf_log::take();
         let mut object = builder.open_memory(crate::builtin::LINKED)?;
         let wanted = |name: &str, of: fn(&BuiltinSource) -> &[&str]| {
@@ -373,55 +392,46 @@ impl Probe {
         plan: &[(String, String, Attach)],
     ) -> Result<Probe> {
         let name = config.name.clone();
+        // Filled before anything attaches: no event is counted unmatched
+        // for want of it.
+        let cgroup_map = match &config.cgroup_id_map {
+            Some(spec) => {
+                Some(cgroups::CgroupIdMap::open(spec, object).with_context(|| name.clone())?)
+            }
+            None => None,
+        };
         let mut links = Vec::new();
         let mut link_programs = Vec::new();
-        let mut calls_post_attach_mark = false;
+        // Programs that did not attach, with why: the others run (as in
+        // ebpf_exporter; the session fails the config if asked to be strict).
+        let mut unattached = Vec::new();
         for prog in object.progs_mut() {
             let prog_name = prog.name().to_string_lossy().into_owned();
             let Some((_, section, attach)) = plan.iter().find(|(n, _, _)| *n == prog_name) else {
                 continue;
             };
-            calls_post_attach_mark |= section.ends_with(":post_attach_mark");
             libbpf_log::take();
-            let attached = match attach {
-                Attach::Libbpf { .. } => prog
-                    .attach()
-                    .map(|link| vec![link])
-                    .map_err(anyhow::Error::from),
-                Attach::PerfEvent(event) => perf::online_cpus().and_then(|cpus| {
-                    cpus.into_iter()
-                        .map(|cpu| {
-                            let fd = perf::open(event, cpu)?;
-                            // The link owns the perf event fd from here on.
-                            Ok(prog.attach_perf_event(fd.into_raw_fd())?)
-                        })
-                        .collect()
-                }),
-                Attach::Xdp { interface } => {
-                    let index = ifindex(interface)?;
-                    prog.attach_xdp(index)
-                        .map(|link| vec![link])
-                        .map_err(anyhow::Error::from)
-                }
-            };
-            match attached {
+            match attach_program(&prog, attach) {
                 Ok(new) => {
                     link_programs.extend(new.iter().map(|_| prog_name.clone()));
                     links.extend(new);
                 }
-                Err(err) => return Err(attach_error(&name, &prog_name, section, attach, &err)),
+                Err(err) => unattached.push((
+                    prog_name.clone(),
+                    attach_error(&name, &prog_name, section, attach, &err),
+                )),
             }
         }
-        if calls_post_attach_mark {
-            post_attach_mark();
+        if links.is_empty() && !unattached.is_empty() {
+            return Err(unattached.swap_remove(0).1);
         }
-
         let programs: Vec<ProgramInfo> = object
             .progs()
             .filter_map(|prog| {
                 let prog_name = prog.name().to_string_lossy().into_owned();
                 let (_, section, attach) = plan.iter().find(|(n, _, _)| *n == prog_name)?;
                 let mut info = program_info(prog.as_fd().as_raw_fd()).unwrap_or_default();
+                info.attached = !unattached.iter().any(|(n, _)| *n == prog_name);
                 info.name = prog_name;
                 info.section = section.clone();
                 info.attach = attach.kind().to_string();
@@ -468,6 +478,8 @@ impl Probe {
             config,
             programs,
             pinned: None,
+            unattached: unattached.into_iter().map(|(_, err)| err).collect(),
+            cgroup_map,
             program_fds,
         })
     }
@@ -510,11 +522,21 @@ impl Probe {
         pin::remove(&dir)
             .with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
 
+        let needs = if config.cgroup_id_map.is_some() {
+            Some("its cgroup_id_map is kept current by the bpfsnap process at every window")
+        } else {
+            None
+        };
         let mut probe = Probe::attach(program)?;
-        if !probe.events.is_empty() {
-            return Err(crate::BadInput::wrap(anyhow::Error::new(NotPinnable(
-                config.name.clone(),
-            ))));
+        let needs = needs.or_else(|| {
+            (!probe.events.is_empty())
+                .then_some("its event-stream counters are counted by the bpfsnap process itself")
+        });
+        if let Some(needs) = needs {
+            return Err(crate::BadInput::wrap(anyhow::Error::new(NotPinnable {
+                config: config.name.clone(),
+                needs,
+            })));
         }
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;
@@ -595,6 +617,8 @@ impl Probe {
                     attach,
                     id: *id,
                     tag,
+                    // Through the links an earlier run pinned.
+                    attached: true,
                     ..ProgramInfo::default()
                 }
             })
@@ -613,6 +637,8 @@ impl Probe {
                 dir: dir.to_path_buf(),
                 manifest,
             }),
+            unattached: Vec::new(),
+            cgroup_map: None,
         })
     }
 
@@ -636,6 +662,29 @@ impl Probe {
     /// What the user should know about this probe once it is attached.
     pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
         self.events.iter().filter_map(|stream| stream.warning())
+    }
+
+    /// Brings the config's cgroup id map up to date, if it has one.
+    pub fn refresh_cgroups(&mut self) -> Result<()> {
+        match &mut self.cgroup_map {
+            Some(map) => map
+                .refresh()
+                .with_context(|| format!("{}: cgroup_id_map", self.config.name)),
+            None => Ok(()),
+        }
+    }
+
+    /// Why each of its programs that did not attach did not; the others run.
+    pub fn unattached(&self) -> &[anyhow::Error] {
+        &self.unattached
+    }
+
+    /// Whether one of its attached programs is a uprobe on bpfsnap's own
+    /// `post_attach_mark`, which the session calls once everything attached.
+    pub fn waits_for_post_attach_mark(&self) -> bool {
+        self.programs
+            .iter()
+            .any(|p| p.attached && p.section.ends_with(":post_attach_mark"))
     }
 
     /// The event stream feeding counter `name`, if it is one.
@@ -676,6 +725,23 @@ impl Drop for Probe {
     fn drop(&mut self) {
         // Pinned links and maps stay in bpffs; dropping our descriptors is all.
         self.links.clear();
+    }
+}
+
+/// Attaches one loaded program as `attach` says: its links (one per CPU for
+/// a perf event).
+fn attach_program(prog: &libbpf_rs::ProgramMut<'_>, attach: &Attach) -> Result<Vec<Link>> {
+    match attach {
+        Attach::Libbpf { .. } => Ok(vec![prog.attach()?]),
+        Attach::PerfEvent(event) => perf::online_cpus()?
+            .into_iter()
+            .map(|cpu| {
+                let fd = perf::open(event, cpu)?;
+                // The link owns the perf event fd from here on.
+                Ok(prog.attach_perf_event(fd.into_raw_fd())?)
+            })
+            .collect(),
+        Attach::Xdp { interface } => Ok(vec![prog.attach_xdp(ifindex(interface)?)?]),
     }
 }
 
@@ -855,7 +921,10 @@ fn check_map(
     }
     let histogram = metric.kind == "histogram";
     let label_bytes = config::map_key_size(metric.labels, map_type.is_percpu(), histogram);
-    if key_size as usize != label_bytes {
+    // ebpf_exporter's unlabelled counters: one sample at key u32 0.
+    let unlabelled =
+        !histogram && label_bytes == 0 && key_size as usize == config::UNLABELLED_KEY.len();
+    if key_size as usize != label_bytes && !unlabelled {
         let cpu_hint = match config::cpu_label_index(metric.labels, histogram) {
             Some(_) if !map_type.is_percpu() => {
                 " (a label named cpu is left out of the key only on per-CPU maps)"
