@@ -972,6 +972,7 @@ fn load_error(
         );
     }
     let failed = libbpf_said_of(&log, plan, "BPF program load failed").map(|(program, _)| program);
+    let verifier_said = log.contains("-- BEGIN PROG LOAD LOG --");
     let what = match failed {
         Some((prog, section, _)) => format!("program {prog} (section {section})"),
         None => "the object".to_string(),
@@ -984,7 +985,9 @@ fn load_error(
                 return anyhow!("{name}: cannot load {what}: {reason}");
             }
         }
-        if attach.is_trampoline() && permission_denied {
+        // Refused before the verifier ran (no log of it): EACCES from a
+        // verifier that rejected the program looks the same to libbpf.
+        if attach.is_trampoline() && permission_denied && !verifier_said {
             return anyhow!(
                 "{name}: the kernel refused to load {what}: fentry/fexit/lsm programs need BPF \
                  trampolines, which this kernel does not allow{}: use tp_btf, raw_tp or a tracepoint instead",
@@ -993,7 +996,6 @@ fn load_error(
         }
     }
     let tail = libbpf_log::useful_tail(&log, 8);
-    let verifier_said = log.contains("-- BEGIN PROG LOAD LOG --");
     // The kernel answers EACCES when the verifier refuses a program: not a
     // privilege problem, whatever the errno's name says.
     let mut message = if verifier_said {
