@@ -41,19 +41,24 @@ impl CgroupIdMap {
             .maps()
             .find(|map| map.name() == spec.name.as_str())
             .with_context(|| format!("{}: the object has no map of that name", context()))?;
-        // libbpf-rs has no name for cgrp_storage maps: compare numbers.
-        let (key, expected) = match spec.kind {
-            CgroupMapKind::Hash => (8, libbpf_sys::BPF_MAP_TYPE_HASH),
-            CgroupMapKind::CgrpStorage => (4, libbpf_sys::BPF_MAP_TYPE_CGRP_STORAGE),
+        // libbpf-rs has no name for cgrp_storage maps: compare numbers. A
+        // hash may be an LRU one, as ebpf_exporter's example has it.
+        let (key, types): (u32, &[u32]) = match spec.kind {
+            CgroupMapKind::Hash => (
+                8,
+                &[libbpf_sys::BPF_MAP_TYPE_HASH, libbpf_sys::BPF_MAP_TYPE_LRU_HASH],
+            ),
+            CgroupMapKind::CgrpStorage => (4, &[libbpf_sys::BPF_MAP_TYPE_CGRP_STORAGE]),
         };
         // SAFETY: a getter on the object's own map.
         let map_type = unsafe { libbpf_sys::bpf_map__type(found.as_libbpf_object().as_ptr()) };
-        if map_type != expected || found.key_size() != key || found.value_size() != 8 {
+        if !types.contains(&map_type) || found.key_size() != key || found.value_size() != 8 {
             bail!(
-                "{}: a {:?} map needs {key}-byte keys and 8-byte values; the object's is of \
-                 type {map_type} with {}-byte keys and {}-byte values",
+                "{}: a {} map needs {key}-byte keys and 8-byte values; the object's is a {} map \
+                 with {}-byte keys and {}-byte values",
                 context(),
-                spec.kind,
+                type_name(types[0]),
+                type_name(map_type),
                 found.key_size(),
                 found.value_size()
             );
@@ -120,6 +125,19 @@ impl CgroupIdMap {
     pub fn present(&self) -> impl Iterator<Item = (&u64, &PathBuf)> {
         self.present.iter()
     }
+}
+
+/// libbpf's name of map type `number` (`hash`, `cgrp_storage`).
+fn type_name(number: u32) -> String {
+    // SAFETY: returns a static NUL-terminated string, or NULL.
+    let name = unsafe { libbpf_sys::libbpf_bpf_map_type_str(number) };
+    if name.is_null() {
+        return format!("type {number}");
+    }
+    // SAFETY: as above, not NULL.
+    unsafe { std::ffi::CStr::from_ptr(name) }
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// Where the cgroup2 file system is mounted: /sys/fs/cgroup on current
