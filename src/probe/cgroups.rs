@@ -46,7 +46,10 @@ impl CgroupIdMap {
         let (key, types): (u32, &[u32]) = match spec.kind {
             CgroupMapKind::Hash => (
                 8,
-                &[libbpf_sys::BPF_MAP_TYPE_HASH, libbpf_sys::BPF_MAP_TYPE_LRU_HASH],
+                &[
+                    libbpf_sys::BPF_MAP_TYPE_HASH,
+                    libbpf_sys::BPF_MAP_TYPE_LRU_HASH,
+                ],
             ),
             CgroupMapKind::CgrpStorage => (4, &[libbpf_sys::BPF_MAP_TYPE_CGRP_STORAGE]),
         };
