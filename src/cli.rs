@@ -146,6 +146,31 @@ pub struct ProgramArgs {
     pub builtin: Vec<String>,
 }
 
+/// How programs are loaded and attached (run and serve).
+#[derive(Debug, Args)]
+pub struct AttachArgs {
+    /// The kernel's types in BTF, for a kernel without
+    /// /sys/kernel/btf/vmlinux (BTFHub's archives have them for older
+    /// distribution kernels): libbpf relocates CO-RE programs against it.
+    /// Programs that attach through the kernel's own BTF (tp_btf, fentry, so
+    /// the built-ins) still need the kernel's.
+    #[arg(long, value_name = "PATH", alias = "btf.path")]
+    pub btf: Option<PathBuf>,
+
+    /// A program that cannot attach fails its config. Without it the
+    /// config's other programs run, a warning names the one that did not
+    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
+    /// default; this is its --config.strict).
+    #[arg(long, alias = "config.strict")]
+    pub strict: bool,
+
+    /// ebpf_exporter's flag, accepted so its command lines work, and
+    /// ignored: bpfsnap decodes each distinct label value once per window,
+    /// with no cache to size.
+    #[arg(long = "config.skip-cache-size", value_name = "N", hide = true)]
+    pub skip_cache_size: Option<u64>,
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
@@ -199,26 +224,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub pin: Option<PathBuf>,
 
-    /// The kernel's types in BTF, for a kernel without
-    /// /sys/kernel/btf/vmlinux (BTFHub's archives have them for older
-    /// distribution kernels): libbpf relocates CO-RE programs against it.
-    /// Programs that attach through the kernel's own BTF (tp_btf, fentry, so
-    /// the built-ins) still need the kernel's.
-    #[arg(long, value_name = "PATH", alias = "btf.path")]
-    pub btf: Option<PathBuf>,
-
-    /// A program that cannot attach fails its config. Without it the
-    /// config's other programs run, a warning names the one that did not
-    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
-    /// default; this is its --config.strict).
-    #[arg(long, alias = "config.strict")]
-    pub strict: bool,
-
-    /// ebpf_exporter's flag, accepted so its command lines work, and
-    /// ignored: bpfsnap decodes each distinct label value once per window,
-    /// with no cache to size.
-    #[arg(long = "config.skip-cache-size", value_name = "N", hide = true)]
-    pub skip_cache_size: Option<u64>,
+    #[command(flatten)]
+    pub attaching: AttachArgs,
 
     /// Capabilities to keep once the probes are attached: none, all, or a
     /// list such as syslog,dac_override. CAP_SYSLOG is kept automatically for
@@ -269,26 +276,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MODE", default_value = "fail", value_parser = ["fail", "partial"])]
     pub on_error: String,
 
-    /// The kernel's types in BTF, for a kernel without
-    /// /sys/kernel/btf/vmlinux (BTFHub's archives have them for older
-    /// distribution kernels): libbpf relocates CO-RE programs against it.
-    /// Programs that attach through the kernel's own BTF (tp_btf, fentry, so
-    /// the built-ins) still need the kernel's.
-    #[arg(long, value_name = "PATH", alias = "btf.path")]
-    pub btf: Option<PathBuf>,
-
-    /// A program that cannot attach fails its config. Without it the
-    /// config's other programs run, a warning names the one that did not
-    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
-    /// default; this is its --config.strict).
-    #[arg(long, alias = "config.strict")]
-    pub strict: bool,
-
-    /// ebpf_exporter's flag, accepted so its command lines work, and
-    /// ignored: bpfsnap decodes each distinct label value once per window,
-    /// with no cache to size.
-    #[arg(long = "config.skip-cache-size", value_name = "N", hide = true)]
-    pub skip_cache_size: Option<u64>,
+    #[command(flatten)]
+    pub attaching: AttachArgs,
 
     /// Capabilities to keep once attached (see `run --keep-caps`).
     #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
@@ -381,7 +370,10 @@ where
     };
     let result = match cli.command {
         Command::Run(args) => {
-            note_ignored_flags(args.skip_cache_size, Log::new(cli.verbose, cli.quiet));
+            note_ignored_flags(
+                args.attaching.skip_cache_size,
+                Log::new(cli.verbose, cli.quiet),
+            );
             let sink = Sink::from_arg(&args.output);
             let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
             let format = args.format.unwrap_or(if terminal {
@@ -394,8 +386,8 @@ where
                 window: args.window,
                 interval: args.interval,
                 count: args.count,
-                strict: args.strict,
-                btf: args.btf,
+                strict: args.attaching.strict,
+                btf: args.attaching.btf,
                 counts: args.counts.unwrap_or(match format {
                     OutputFormat::Pretty => Counts::Window,
                     OutputFormat::Text => Counts::Cumulative,
@@ -413,7 +405,7 @@ where
         Command::Serve(args) => crate::serve::serve(&crate::serve::ServeOptions {
             log: {
                 let log = Log::new(cli.verbose, cli.quiet);
-                note_ignored_flags(args.skip_cache_size, log);
+                note_ignored_flags(args.attaching.skip_cache_size, log);
                 log
             },
             selection: args.programs.selection(),
@@ -423,8 +415,8 @@ where
             scrape_timeout: args.scrape_timeout,
             serve_partial: args.on_error == "partial",
             counts: args.counts,
-            strict: args.strict,
-            btf: args.btf,
+            strict: args.attaching.strict,
+            btf: args.attaching.btf,
             scrape_delay: args.scrape_delay.unwrap_or_default(),
             scrape_error: args.scrape_error,
             faulty_scrapes: args.faulty_scrapes,
