@@ -479,7 +479,7 @@ def snapshot_at_scale(table, raw, configs, exes, quick):
                   verdict(ratio <= 2.5))
         lib = r["library"]
         ratio = lib["total"] / 1e9 / r["floor_s"]
-        table.add(f"snapshot {label} keys: library path (read + `add_snapshot` + atomic write) vs the floor (ns/entry)",
+        table.add(f"snapshot {label} keys: library path (read + `families` + encode + atomic write) vs the floor (ns/entry)",
                   fmt(lib["total"] / size), fmt(per(size, "floor_s")), fmt(ratio, "×"), "≤ 2.5×",
                   verdict(ratio <= 2.5))
         ratio = lib["total"] / 1e9 / r["bpftool_s"]

@@ -4,16 +4,16 @@
 //! files hold the same samples).
 //!
 //! Usage: encode OUTPUT_FILE RUNS — prints one JSON object of medians (ns):
-//! `build` (families from the raw series), `encode` (bpfsnap's Exposition:
-//! sort check + text), `write` (the atomic textfile write), `text_encoder`
+//! `build` (families from the raw series, their series put in order),
+//! `encode` (bpfsnap's Exposition: the text), `write` (the atomic textfile write), `text_encoder`
 //! (the prometheus crate's TextEncoder on the same families, for reference)
 //! and `bytes` (the text's size).
 
 use std::path::Path;
 use std::time::Instant;
 
-use bpfsnap::expose::{labelled_counter, Exposition};
-use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily, MetricType};
+use bpfsnap::exposition::{Exposition, Family, Kind};
+use prometheus::proto::{Bucket, Histogram, LabelPair, Metric, MetricFamily};
 
 const COUNTERS: usize = 100_000;
 const HISTOGRAMS: usize = 1_000;
@@ -59,7 +59,7 @@ fn data() -> Data {
     }
 }
 
-fn histogram_family(data: &Data) -> MetricFamily {
+fn histogram_family(data: &Data) -> Family {
     let metrics = data
         .histograms
         .iter()
@@ -87,19 +87,20 @@ fn histogram_family(data: &Data) -> MetricFamily {
             metric
         })
         .collect();
-    let mut family = MetricFamily::default();
-    family.set_name("bench_latency_seconds".to_string());
-    family.set_help("Benchmark histograms.".to_string());
-    family.set_field_type(MetricType::HISTOGRAM);
-    family.set_metric(metrics);
-    family
+    Family::metrics(
+        "bench_latency_seconds",
+        "Benchmark histograms.",
+        Kind::Histogram,
+        metrics,
+    )
 }
 
-fn families(data: &Data) -> Vec<MetricFamily> {
+fn families(data: &Data) -> Vec<Family> {
     vec![
-        labelled_counter(
+        Family::samples(
             "bench_series_total",
             "Benchmark counter series.",
+            Kind::Counter,
             &["pid", "syscall"],
             data.counters.clone(),
         ),
@@ -135,13 +136,13 @@ fn main() {
     let mut bytes = 0;
     for _ in 0..runs.max(1) {
         let started = Instant::now();
-        let mut built = families(&data);
+        let built = families(&data);
         build.push(started.elapsed().as_nanos());
 
         // What `bpfsnap run` does with the families it holds.
         let started = Instant::now();
         let mut exposition = Exposition::default();
-        exposition.add_all_ref(&built).expect("encoding");
+        exposition.add_all(&built).expect("encoding");
         let text = exposition.into_text();
         encode.push(started.elapsed().as_nanos());
         bytes = text.len();
@@ -151,10 +152,11 @@ fn main() {
         write.push(started.elapsed().as_nanos());
 
         // TextEncoder writes families in the order given; Exposition by name.
-        built.sort_by(|a, b| a.name().cmp(b.name()));
+        let mut protos: Vec<MetricFamily> = built.iter().map(Family::to_proto).collect();
+        protos.sort_by(|a, b| a.name().cmp(b.name()));
         let started = Instant::now();
         let theirs = prometheus::TextEncoder::new()
-            .encode_to_string(&built)
+            .encode_to_string(&protos)
             .expect("TextEncoder");
         text_encoder.push(started.elapsed().as_nanos());
         if theirs != text {

@@ -1,6 +1,7 @@
 //! A snapshot through bpfsnap's library, in process, on the map of a running
-//! bpfsnap (by map id): `snapshot::read_map`, then `Exposition::add_snapshot`
-//! (decode + encode straight into text, no `MetricFamily` per series), then
+//! bpfsnap (by map id): `snapshot::read_map`, then `exposition::families`
+//! and `Exposition::add_all` (decode + encode straight into text, no struct
+//! or string per series), then
 //! the atomic textfile write — the path `bpfsnap run` takes, timed part by
 //! part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
@@ -16,9 +17,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use bpfsnap::config::{Config, Format};
-use bpfsnap::expose::Exposition;
+use bpfsnap::exposition::{self, Exposition};
+use bpfsnap::plan::Plan;
 use bpfsnap::snapshot::{self, Snapshot};
+use bpfsnap::spec::{Config, Format};
 use libbpf_rs::MapHandle;
 
 /// This process's peak RSS (VmHWM: of this program only, unlike getrusage's
@@ -57,6 +59,7 @@ fn main() {
     let config = Config::parse("bench", config_path, &text, Format::Toml).expect("config");
     // The kernel keeps 15 characters of a map's name; the config has it whole.
     let name = config.metrics.counters[0].name.clone();
+    let plan = Plan::compile(&config).expect("compiling the config");
     let map = MapHandle::from_map_id(id).expect("map id");
 
     let mut evict = vec![1u8; 64 << 20];
@@ -75,11 +78,11 @@ fn main() {
             ..Snapshot::default()
         };
         let read_at = Instant::now();
-        let mut exposition = Exposition::default();
-        exposition
-            .add_snapshot(&config, &snapshot, "bpfsnap")
-            .expect("exposing");
+        let exposed = exposition::families(&plan, &snapshot, "bpfsnap").expect("exposing");
         drop(snapshot);
+        let mut exposition = Exposition::default();
+        exposition.add_all(&exposed.families).expect("encoding");
+        drop(exposed);
         let exposed_at = Instant::now();
         // As `bpfsnap run` writes: the collision check, then the atomic
         // write of the families one after another.

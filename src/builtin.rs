@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 
-use crate::config::{Config, Format};
+use crate::spec::{Config, Format};
 
 /// A built-in program as embedded in the binary.
 pub struct BuiltinSource {

@@ -4,9 +4,9 @@
 
 use std::process::ExitCode;
 
-use crate::config;
 use crate::probe::{self, availability::KernelTypes};
 use crate::program::{self, Selection};
+use crate::spec;
 
 /// Checks every selected program; prints `ok NAME (ORIGIN)` for each good one
 /// on stdout and `bpfsnap: error: ...` for each problem on stderr.
@@ -32,7 +32,7 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
             }
             Err(err) => {
                 problems += 1;
-                for line in config::problem_lines(&err) {
+                for line in spec::problem_lines(&err) {
                     eprintln!("bpfsnap: error: {line}");
                 }
             }

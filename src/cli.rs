@@ -9,11 +9,14 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 use crate::check;
-use crate::config::DEFAULT_NAMESPACE;
+use crate::exposition::OutputFormat;
+use crate::log::Log;
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
-use crate::run::{self, Counts, Log, OutputFormat, RunOptions};
+use crate::run::{self, RunOptions};
 use crate::sink::Sink;
+use crate::snapshot::Counts;
+use crate::spec::DEFAULT_NAMESPACE;
 
 // The text after --help; tests/docs.rs turns each "Heading:" paragraph into
 // a man page section (EXAMPLES, EXIT STATUS).

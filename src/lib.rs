@@ -2,32 +2,51 @@
 //! textfile collector.
 //!
 //! Data flows one way, one module per stage; the types each stage hands to the
-//! next are plain data and its only contract:
+//! next are its only contract, and no stage imports a later one:
 //!
 //! ```text
-//! cli ─► config ─► probe ─► snapshot ─► expose ─► sink
-//!        parse +   load,     read maps   decode     textfile
-//!        validate  attach,   (batched)   labels,    (atomic) or
-//!                  detach               families   stdout
+//! spec ──► plan ──► session ──► snapshot ──► exposition ──► sink
+//! configs  compiled  select,     read maps    families:      textfile
+//! parsed,  once:     trust,      (batched,    text, Open-    (atomic),
+//! problems decoders, attach,     deltas)      Metrics, the   stdout
+//! (builtin) layouts  caps,                    terminal view
+//!          (decode)  signals
+//!                    (program, probe)
 //! ```
 //!
-//! [`run`] drives the stages for `bpfsnap run`. Built-in programs
-//! ([`builtin`]) are data: `bpf/NAME.bpf.c` plus its spec `bpf/NAME.toml`, in
-//! the same config format users write.
+//! - [`spec`] (with [`builtin`], the embedded specs) is a leaf: the config
+//!   model, its parser and its problems. [`decode`] (one decoder per file)
+//!   depends on it alone.
+//! - [`plan`] compiles each config once: metric kinds, decoder chains, key
+//!   layouts, caps. [`program`] pairs a plan with its BPF object.
+//! - [`session`] is what `run` and `serve` share: [`probe`] loads and
+//!   attaches, [`privilege`] drops capabilities and checks file trust.
+//! - [`snapshot`] reads the maps, [`exposition`] turns them into [`exposition::Family`]s
+//!   (and bpfsnap's own metrics, [`exposition::self_metrics`]), [`sink`]
+//!   writes the text.
+//!
+//! The modes drive the stages: [`run`] writes windows to a textfile or
+//! stdout, [`serve`] answers scrapes, [`check`] and [`list`] load nothing;
+//! [`cli`] picks one. Built-in programs are data: `bpf/NAME.bpf.c` plus its
+//! spec `bpf/NAME.toml`, in the same config format users write.
 
 pub mod builtin;
 pub mod check;
 pub mod cli;
-pub mod config;
-pub mod expose;
+pub mod decode;
+pub mod exposition;
 pub mod list;
+pub mod log;
+pub mod plan;
 pub mod privilege;
 pub mod probe;
 pub mod program;
 pub mod run;
 pub mod serve;
+pub mod session;
 pub mod sink;
 pub mod snapshot;
+pub mod spec;
 
 /// An error in what the user gave — command line, config, BPF object layout —
 /// as opposed to a failure at run time: exit status 2 instead of 1.

@@ -7,9 +7,9 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::builtin;
-use crate::config::MetricRef;
 use crate::probe::{self, availability::KernelTypes, variants};
-use crate::program::{ObjectSource, Program};
+use crate::program::{self, ObjectSource, Program};
+use crate::spec::MetricRef;
 
 pub fn list(long: bool) -> Result<String> {
     let kernel = KernelTypes::load();
@@ -20,10 +20,8 @@ pub fn list(long: bool) -> Result<String> {
         // The variant this kernel runs, whose attach points `--long` lists.
         let left_out = fit.as_ref().map(|f| f.left_out.clone()).unwrap_or_default();
         let program = Program {
-            config,
-            object: ObjectSource::Embedded(source.object),
-            optional: false,
             left_out,
+            ..program::from_builtin(source, config)?
         };
         let here = match fit.map(|_| probe::unavailable(&program, &kernel)) {
             Ok(Ok(None)) => "yes".to_string(),
@@ -112,7 +110,7 @@ fn short_table(out: &mut String, rows: &[(Program, String)]) -> Result<()> {
 /// it is left out.
 fn series(metric: &MetricRef) -> String {
     let mut labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
-    if metric.kind == "histogram" {
+    if metric.kind == crate::spec::MetricKind::Histogram {
         labels.pop();
     }
     if labels.is_empty() {

@@ -8,8 +8,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use std::sync::Arc;
+
 use crate::builtin::{self, BuiltinSource};
-use crate::config::{Config, Format};
+use crate::plan::{self, Plan};
+use crate::spec::{Config, Format};
 
 /// Where a program's BPF object comes from.
 #[derive(Debug, Clone)]
@@ -23,10 +26,12 @@ pub enum ObjectSource {
     },
 }
 
-/// A config with its object: what the probe stage loads.
-#[derive(Debug, Clone)]
+/// A config with its plan and its object: what the probe stage loads.
+#[derive(Clone)]
 pub struct Program {
     pub config: Config,
+    /// The config compiled, once (shared by the probe that loads it).
+    pub plan: Arc<Plan>,
     pub object: ObjectSource,
     /// A member of the default set: when this kernel lacks one of its attach
     /// points it is left out with a warning rather than failing the run.
@@ -43,6 +48,16 @@ pub struct Program {
 pub struct LeftOut {
     pub programs: Vec<String>,
     pub maps: Vec<String>,
+}
+
+impl std::fmt::Debug for Program {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Program")
+            .field("config", &self.config.name)
+            .field("object", &self.object)
+            .field("optional", &self.optional)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Program {
@@ -87,10 +102,12 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
         return builtin::BUILTINS
             .iter()
             .filter_map(|source| match source.config() {
-                Ok(config) if config.builtin.default => Some(Ok(Program {
-                    optional: true,
-                    ..from_builtin(source, config)
-                })),
+                Ok(config) if config.builtin.default => {
+                    Some(from_builtin(source, config).map(|program| Program {
+                        optional: true,
+                        ..program
+                    }))
+                }
                 Ok(_) => None,
                 Err(err) => Some(Err(err)),
             })
@@ -131,13 +148,15 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
     results
 }
 
-fn from_builtin(source: &'static BuiltinSource, config: Config) -> Program {
-    Program {
+/// A built-in's program, its spec compiled.
+pub fn from_builtin(source: &'static BuiltinSource, config: Config) -> Result<Program> {
+    Ok(Program {
+        plan: Arc::new(Plan::compile(&config)?),
         config,
         object: ObjectSource::Embedded(source.object),
         optional: false,
         left_out: LeftOut::default(),
-    }
+    })
 }
 
 fn builtin_program(name: &str) -> Result<Program> {
@@ -148,7 +167,7 @@ fn builtin_program(name: &str) -> Result<Program> {
             known.join(", ")
         );
     };
-    Ok(from_builtin(source, source.config()?))
+    from_builtin(source, source.config()?)
 }
 
 /// `DIR/NAME.toml` or `DIR/NAME.yaml` (`.yml`), if one exists; both is an error.
@@ -194,7 +213,7 @@ pub fn load_file(path: &Path) -> Result<Program> {
         .to_string();
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config {}", path.display()))?;
-    let config = Config::parse(&name, &path.display().to_string(), &text, format)?;
+    let (config, plan) = plan::parse(&name, &path.display().to_string(), &text, format)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -212,6 +231,7 @@ pub fn load_file(path: &Path) -> Result<Program> {
     }
     Ok(Program {
         config,
+        plan: Arc::new(plan),
         object: ObjectSource::File(object),
         optional: false,
         left_out: LeftOut::default(),

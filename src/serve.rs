@@ -25,15 +25,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Result};
-use prometheus::proto::MetricType;
 use tiny_http::{Header, Request, Response, Server};
 
-use crate::expose::{self, metric_name, Exposition};
+use crate::exposition::self_metrics::{self, SelfMetric};
+use crate::exposition::{self, Encoding, Exposition};
+use crate::log::Log;
 use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
 use crate::program::Selection;
-use crate::run::{self, Counts, Failed, Log};
-use crate::snapshot::Deltas;
+use crate::session::{self, Failed};
+use crate::snapshot::{Counts, Deltas};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
@@ -98,15 +99,15 @@ struct Faults {
 }
 
 pub fn serve(options: &ServeOptions) -> Result<()> {
-    let stop = run::stop_signals()?;
+    let stop = session::stop_signals()?;
     let log = options.log;
     if let Some(path) = &options.btf {
         probe::host::use_external_btf(path)?;
     }
-    let programs = run::select(&options.selection, options.allow_untrusted_files, log)?;
+    let programs = session::select(&options.selection, options.allow_untrusted_files, log)?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.libbpf);
-    let (probes, failed) = run::attach_all(&programs, None, options.strict, log)?;
+    let (probes, failed) = session::attach_all(&programs, None, options.strict, log)?;
     let listener = TcpListener::bind(options.listen)
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
     // The same socket, to shut down on SIGTERM: tiny_http keeps accepting
@@ -116,7 +117,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
     let server = Server::from_listener(listener, None)
         .map_err(|err| anyhow!("cannot listen on {}: {err}", options.listen))?;
-    privilege::drop_capabilities(&run::keep_caps(&options.keep_caps, &programs, log))?;
+    privilege::drop_capabilities(&session::keep_caps(&options.keep_caps, &programs, log))?;
     if !options.listen.ip().is_loopback() {
         log.warn(&format!(
             "listening on {}, reachable from other machines",
@@ -308,6 +309,10 @@ fn count_error(state: &State, cause: &'static str) {
 
 fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Vec<u8>>> {
     let openmetrics = wants_openmetrics(request_header(request, "Accept"));
+    let encoding = match openmetrics {
+        true => Encoding::OpenMetrics,
+        false => Encoding::Text,
+    };
     let gzip = accepts_gzip(request_header(request, "Accept-Encoding"));
 
     if state.abandoned.load(Ordering::SeqCst) > 0 {
@@ -338,7 +343,7 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
     let spawned = std::thread::Builder::new()
         .name("gather".into())
         .spawn(move || {
-            let result = gather(&gatherer, faults);
+            let result = gather(&gatherer, faults, encoding);
             if finished.swap(DONE, Ordering::SeqCst) == ABANDONED {
                 gatherer.abandoned.fetch_sub(1, Ordering::SeqCst);
             }
@@ -377,10 +382,9 @@ fn metrics(state: &Arc<State>, request: &Request) -> Response<std::io::Cursor<Ve
             return plain(500, format!("500 gathering metrics failed: {err:#}\n"));
         }
     }
-    let (body, content_type) = if openmetrics {
-        (to_openmetrics(&text), OPENMETRICS)
-    } else {
-        (text, TEXT)
+    let (body, content_type) = match encoding {
+        Encoding::OpenMetrics => (text, OPENMETRICS),
+        Encoding::Text => (text, TEXT),
     };
     let mut response = Response::from_data(body.clone().into_bytes())
         .with_header(header("Content-Type", content_type));
@@ -418,11 +422,11 @@ fn gather_programs(
     // Taken while `probes` is held: one gathering at a time moves it on.
     let mut deltas = state.deltas.as_ref().and_then(|d| d.lock().ok());
     let counting_since = deltas.as_ref().map_or(state.attached_at, |d| d.1);
-    let (families, decode_errors, unread) = run::program_families(
+    let gathered = exposition::gather(
         probes,
         ns,
-        Some(&mut *exposition),
         deltas.as_deref_mut().map(|d| &mut d.0),
+        |families| exposition.add_all(&families),
     )?;
     if let Some(deltas) = deltas.as_deref_mut() {
         deltas.1 = SystemTime::now();
@@ -430,67 +434,42 @@ fn gather_programs(
     let down: Vec<&str> = state
         .failed
         .iter()
-        .chain(&unread)
+        .chain(&gathered.unread)
         .map(|f| f.config.as_str())
         .collect();
-    let mut all = families;
-    all.extend(run::self_metrics(ns, probes, &down, counting_since));
-    all.push(expose::labelled(
-        &metric_name(ns, "decoder_errors_total"),
-        "Map keys skipped because a label decoder rejected them.",
-        MetricType::COUNTER,
-        &["config", "decoder"],
-        decode_errors,
-    ));
-    exposition.add_all(all)?;
-    match unread.into_iter().next() {
+    let mut families = self_metrics::configs(ns, probes, &down, counting_since);
+    families.extend(gathered.bookkeeping.families(ns));
+    exposition.add_all(&families)?;
+    match gathered.unread.into_iter().next() {
         Some(first) => Err(first.error),
         None => Ok(()),
     }
 }
 
-/// One scrape's text; on error, what could be gathered and the error.
-fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Error)> {
+/// One scrape's exposition; on error, what could be gathered and the error.
+fn gather(
+    state: &State,
+    faults: Faults,
+    encoding: Encoding,
+) -> Result<String, (String, anyhow::Error)> {
     let ns = state.namespace.as_str();
     let started = Instant::now();
     if !faults.delay.is_zero() {
         std::thread::sleep(faults.delay);
     }
-    let mut exposition = Exposition::default();
+    let mut exposition = Exposition::new(encoding);
     let mut failure = match state.probes.lock() {
         Ok(mut probes) => gather_programs(state, &mut probes, faults, &mut exposition).err(),
         Err(_) => Some(anyhow!("a previous scrape panicked while reading the maps")),
     };
-    let errors: Vec<(Vec<String>, f64)> = state
-        .errors
-        .lock()
-        .map(|e| {
-            e.iter()
-                .map(|(cause, n)| (vec![cause.to_string()], *n as f64))
-                .collect()
-        })
-        .unwrap_or_default();
-    let extra = vec![
-        expose::gauge(
-            &metric_name(ns, "snapshot_duration_seconds"),
-            "Time taken to read the BPF maps and encode their metrics.",
-            started.elapsed().as_secs_f64(),
-        ),
-        expose::gauge(
-            &metric_name(ns, "up"),
-            "1 if every selected config ran, 0 if some failed.",
-            if state.failed.is_empty() { 1.0 } else { 0.0 },
-        ),
-        expose::labelled(
-            &metric_name(ns, "scrape_errors_total"),
-            "Scrapes that failed or were refused, by cause: gather (gathering failed), timeout, \
-             limit (too many in flight), stuck (a timed-out gathering still runs).",
-            MetricType::COUNTER,
-            &["cause"],
-            errors,
-        ),
+    let errors = state.errors.lock().map(|e| e.clone()).unwrap_or_default();
+    let up = state.failed.is_empty();
+    let extra = [
+        SelfMetric::SNAPSHOT_DURATION.value(ns, started.elapsed().as_secs_f64()),
+        SelfMetric::UP.value(ns, if up { 1.0 } else { 0.0 }),
+        self_metrics::scrape_errors(ns, &errors),
     ];
-    if let Err(err) = exposition.add_all(extra) {
+    if let Err(err) = exposition.add_all(&extra) {
         failure.get_or_insert(err);
     }
     let text = exposition.into_text();
@@ -504,65 +483,9 @@ fn gather(state: &State, faults: Faults) -> Result<String, (String, anyhow::Erro
     }
 }
 
-/// Text format 0.0.4 → OpenMetrics 1.0: a counter family is named without
-/// `_total` in HELP/TYPE (its samples keep it, or get it), and `# EOF` ends
-/// the exposition.
-pub fn to_openmetrics(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 8);
-    // Counter families, and whether their samples already end in _total.
-    let mut counters: BTreeMap<&str, bool> = BTreeMap::new();
-    for line in text.lines() {
-        if let Some(rest) = line.strip_prefix("# TYPE ") {
-            if let Some(name) = rest.strip_suffix(" counter") {
-                counters.insert(name, name.ends_with("_total"));
-            }
-        }
-    }
-    for line in text.lines() {
-        if let Some(rest) = line
-            .strip_prefix("# HELP ")
-            .or_else(|| line.strip_prefix("# TYPE "))
-        {
-            let directive = &line[..7];
-            let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-            if counters.contains_key(name) {
-                out.push_str(&format!(
-                    "{directive}{} {tail}\n",
-                    name.strip_suffix("_total").unwrap_or(name)
-                ));
-                continue;
-            }
-        } else if !line.starts_with('#') {
-            let name_end = line.find(['{', ' ']).unwrap_or(line.len());
-            let name = &line[..name_end];
-            if counters.get(name) == Some(&false) {
-                out.push_str(&format!("{name}_total{}\n", &line[name_end..]));
-                continue;
-            }
-        }
-        out.push_str(line);
-        out.push('\n');
-    }
-    out.push_str("# EOF\n");
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn converts_to_openmetrics() {
-        let text = "# HELP a_total A.\n# TYPE a_total counter\na_total{x=\"1\"} 3\n\
-                    # HELP b B.\n# TYPE b counter\nb 4\n\
-                    # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n";
-        assert_eq!(
-            to_openmetrics(text),
-            "# HELP a A.\n# TYPE a counter\na_total{x=\"1\"} 3\n\
-             # HELP b B.\n# TYPE b counter\nb_total 4\n\
-             # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n# EOF\n"
-        );
-    }
 
     #[test]
     fn negotiation_honours_q_values() {

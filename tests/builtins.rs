@@ -181,7 +181,7 @@ fn list_shows_every_builtin_with_its_metrics_attach_points_and_cost() {
         for metric in config.metrics() {
             let name = format!("bpfsnap_{}", metric.name);
             let mut labels: Vec<&str> = metric.labels.iter().map(|l| l.name.as_str()).collect();
-            if metric.kind == "histogram" {
+            if metric.kind == bpfsnap::spec::MetricKind::Histogram {
                 labels.pop();
             }
             let series = if labels.is_empty() {

@@ -394,7 +394,7 @@ fn an_object_swapped_after_the_trust_check_is_not_loaded() {
 #[test]
 fn a_histogram_with_a_huge_bucket_range_is_refused() {
     let text = "metrics:\n  histograms:\n    - name: h_seconds\n      help: H.\n      bucket_type: linear\n      bucket_min: 0\n      bucket_max: 1000000000000\n      labels:\n        - name: bucket\n          size: 8\n          decoders:\n            - name: uint\n";
-    let parsed = bpfsnap::config::Config::parse("h", "h.yaml", text, bpfsnap::config::Format::Yaml);
+    let parsed = bpfsnap::spec::Config::parse("h", "h.yaml", text, bpfsnap::spec::Format::Yaml);
     assert!(
         parsed.is_err(),
         "a layout of 10^12 buckets was accepted; a snapshot of it would abort the run"
@@ -407,8 +407,8 @@ fn a_histogram_with_a_huge_bucket_range_is_refused() {
 #[test]
 fn config_errors_stay_one_line_for_keys_with_newlines() {
     let text = "? \"ge\\n .)\"\n: 1\n";
-    let err = bpfsnap::config::Config::parse("x", "x.yaml", text, bpfsnap::config::Format::Yaml)
-        .unwrap_err();
+    let err =
+        bpfsnap::spec::Config::parse("x", "x.yaml", text, bpfsnap::spec::Format::Yaml).unwrap_err();
     let message = format!("{err:#}");
     assert!(!message.contains('\n'), "two lines: {message:?}");
 }
@@ -422,9 +422,8 @@ fn histogram_of(buckets: &str, entries: &[(u64, u64)]) -> prometheus::proto::Met
     let text = format!(
         "metrics:\n  histograms:\n    - name: h_seconds\n      help: H.\n{buckets}      labels:\n        - name: bucket\n          size: 8\n          decoders:\n            - name: uint\n"
     );
-    let config =
-        bpfsnap::config::Config::parse("h", "h.yaml", &text, bpfsnap::config::Format::Yaml)
-            .expect("the config is accepted");
+    let (_, plan) = bpfsnap::plan::parse("h", "h.yaml", &text, bpfsnap::spec::Format::Yaml)
+        .expect("the config is accepted");
     let snapshot = Snapshot {
         maps: vec![MapData {
             name: "h_seconds".into(),
@@ -437,9 +436,8 @@ fn histogram_of(buckets: &str, entries: &[(u64, u64)]) -> prometheus::proto::Met
         }],
         events_lost: Vec::new(),
     };
-    let mut exposed = bpfsnap::expose::Exposed::default();
-    bpfsnap::expose::histograms(&config, &snapshot, "x", &mut exposed).expect("histograms");
-    exposed.families.remove(0)
+    let exposed = bpfsnap::exposition::families(&plan, &snapshot, "x").expect("histograms");
+    exposed.families[0].to_proto()
 }
 
 fn bounds(family: &prometheus::proto::MetricFamily) -> Vec<f64> {

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/expose/decoder/errno_table.rs: errno number -> name.
+"""Generate src/decode/errno_table.rs: errno number -> name.
 
 Source of truth: the Linux UAPI headers asm-generic/errno-base.h and
 asm-generic/errno.h (Debian's linux-libc-dev). x86_64 and aarch64 both use
@@ -19,7 +19,7 @@ import re
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "src/expose/decoder/errno_table.rs"
+OUT = ROOT / "src/decode/errno_table.rs"
 HEADERS = ["asm-generic/errno-base.h", "asm-generic/errno.h"]
 
 DEFINE = re.compile(r"^#define[ \t]+(E[A-Z0-9]+)[ \t]+(\w+)", re.M)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate src/expose/decoder/syscall_table.rs: system call number -> name.
+"""Generate src/decode/syscall_table.rs: system call number -> name.
 
 Sources of truth:
   x86_64   the Linux UAPI header asm/unistd_64.h (64-bit ABI; x32 and ia32 are not named)
@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-OUT = ROOT / "src/expose/decoder/syscall_table.rs"
+OUT = ROOT / "src/decode/syscall_table.rs"
 NEWER = ROOT / "tools/syscalls-newer.txt"
 X86_64_HEADER = "/usr/include/x86_64-linux-gnu/asm/unistd_64.h"
 # Options from arch/arm64/include/uapi/asm/unistd.h.

@@ -4,7 +4,7 @@
 //! one line per problem, with its path and line).
 #![no_main]
 
-use bpfsnap::config::{Config, Format};
+use bpfsnap::spec::{Config, Format};
 use bpfsnap_fuzz::{valid_label_name, valid_metric_name};
 use libfuzzer_sys::fuzz_target;
 

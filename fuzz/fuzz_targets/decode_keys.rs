@@ -2,14 +2,15 @@
 //! several labels, paddings and decoder chains (uint, static_map, string,
 //! regexp, hex, syscall, errno, majorminor, inet_ip, dname, pci_*), per-CPU
 //! maps with and without a `cpu` label, arrays, run through
-//! `expose::counters` on a MapData made of the fuzz input. Never a panic;
+//! `exposition::families` on a MapData made of the fuzz input. Never a panic;
 //! the text is well-formed, every series once, every value a finite count.
 #![no_main]
 
 use std::sync::OnceLock;
 
-use bpfsnap::config::{Config, Format};
-use bpfsnap::expose;
+use bpfsnap::exposition;
+use bpfsnap::plan::Plan;
+use bpfsnap::spec::{Config, Format};
 use bpfsnap::snapshot::{MapData, Snapshot};
 use bpfsnap_fuzz::{check_exposition, Bytes};
 use libfuzzer_sys::fuzz_target;
@@ -104,14 +105,14 @@ fuzz_target!(|data: &[u8]| {
     let mut bytes = Bytes(data);
     let choice = bytes.u8() as usize % CONFIGS.len();
     let flags = bytes.u8();
-    static PARSED: OnceLock<Vec<Config>> = OnceLock::new();
+    static PARSED: OnceLock<Vec<(Config, Plan)>> = OnceLock::new();
     let configs = PARSED.get_or_init(|| {
         CONFIGS
             .iter()
-            .map(|text| Config::parse("fuzz", "fuzz.toml", text, Format::Toml).expect("valid"))
+            .map(|text| bpfsnap::plan::parse("fuzz", "fuzz.toml", text, Format::Toml).expect("valid"))
             .collect()
     });
-    let config = &configs[choice];
+    let (config, plan) = &configs[choice];
     let counter = &config.metrics.counters[0];
     let per_cpu = flags & 1 != 0;
     let is_array = flags & 2 != 0;
@@ -148,8 +149,9 @@ fuzz_target!(|data: &[u8]| {
         }],
         events_lost: Vec::new(),
     };
-    let exposed = expose::counters(config, &snapshot, "fuzz").expect("counters of a matching map");
-    let text = expose::encode(exposed.families).expect("encode");
+    let exposed =
+        exposition::families(plan, &snapshot, "fuzz").expect("counters of a matching map");
+    let text = exposition::encode(&exposed.families).expect("encode");
     let samples = check_exposition(&text);
     let most = if cpu_label {
         entries * values_per_key

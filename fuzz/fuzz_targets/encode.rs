@@ -1,17 +1,17 @@
 //! The text encoder on arbitrary label values, help texts and sample
 //! values: families of counters, gauges and histograms built from the input
-//! and encoded with `expose::encode`. The output parses line by line, and
+//! and encoded with `exposition::encode`. The output parses line by line, and
 //! parsing gives back exactly what went in: every label value (escapes
 //! undone), every value (NaN and infinities included).
 #![no_main]
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bpfsnap::expose;
+use bpfsnap::exposition;
 use bpfsnap_fuzz::{check_exposition, Bytes};
 use libfuzzer_sys::fuzz_target;
 use prometheus::proto::{
-    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType,
+    Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricType,
 };
 
 const NAMES: [&str; 4] = ["a_total", "b:c", "_d_seconds", "e9"];
@@ -114,14 +114,14 @@ fuzz_target!(|data: &[u8]| {
             }
             metrics.push(metric);
         }
-        let mut family = MetricFamily::default();
-        family.set_name(name.to_string());
-        family.set_help(help);
-        family.set_field_type(kind);
-        family.set_metric(metrics);
-        families.push(family);
+        let kind = match kind {
+            MetricType::COUNTER => exposition::Kind::Counter,
+            MetricType::GAUGE => exposition::Kind::Gauge,
+            _ => exposition::Kind::Histogram,
+        };
+        families.push(exposition::Family::metrics(name, &help, kind, metrics));
     }
-    let text = expose::encode(families).expect("valid families encode");
+    let text = exposition::encode(&families).expect("valid families encode");
     let samples = check_exposition(&text);
     for (name, series) in &expected {
         for (labels, value) in series {

@@ -6,8 +6,8 @@
 //! never decrease, `+Inf` = `_count` ≥ every bucket; the text is well-formed.
 #![no_main]
 
-use bpfsnap::config::{Config, Format};
-use bpfsnap::expose;
+use bpfsnap::exposition;
+use bpfsnap::spec::Format;
 use bpfsnap::snapshot::{MapData, Snapshot};
 use bpfsnap_fuzz::{check_exposition, Bytes};
 use libfuzzer_sys::fuzz_target;
@@ -72,7 +72,7 @@ fuzz_target!(|data: &[u8]| {
          \x20       - name: op\n          size: 2\n          decoders:\n            - name: uint\n\
          \x20       - name: bucket\n          size: {bucket_size}\n          decoders:\n            - name: uint\n"
     );
-    let Ok(config) = Config::parse("fuzz", "fuzz.yaml", &yaml, Format::Yaml) else {
+    let Ok((_, plan)) = bpfsnap::plan::parse("fuzz", "fuzz.yaml", &yaml, Format::Yaml) else {
         return;
     };
     let values_per_key = 1 + bytes.u8() as usize % 3;
@@ -99,9 +99,8 @@ fuzz_target!(|data: &[u8]| {
         }],
         events_lost: Vec::new(),
     };
-    let mut exposed = expose::Exposed::default();
-    expose::histograms(&config, &snapshot, "fuzz", &mut exposed).expect("histograms");
-    for family in &exposed.families {
+    let exposed = exposition::families(&plan, &snapshot, "fuzz").expect("histograms");
+    for family in exposed.families.iter().map(exposition::Family::to_proto) {
         for metric in family.get_metric() {
             let histogram = metric.get_histogram();
             let buckets = histogram.get_bucket();
@@ -133,7 +132,7 @@ fuzz_target!(|data: &[u8]| {
             assert!(!histogram.get_sample_sum().is_nan(), "{yaml}");
         }
     }
-    let text = expose::encode(exposed.families).expect("encode");
+    let text = exposition::encode(&exposed.families).expect("encode");
     let samples = check_exposition(&text);
     let inf: Vec<f64> = samples
         .iter()

@@ -12,7 +12,7 @@ use libbpf_rs::btf::types::{Enum, FuncProto, Typedef};
 use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
 use libbpf_rs::MapType;
 
-use crate::config::normalise_type;
+use crate::spec::normalise_type;
 
 use super::host;
 use super::section::Attach;

@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{AsRawLibbpf, MapCore, MapFlags, MapHandle, Object};
 use regex::Regex;
 
-use crate::config::{CgroupIdMap as Spec, CgroupMapKind};
+use crate::spec::{CgroupIdMap as Spec, CgroupMapKind};
 
 /// A config's cgroup id map and the cgroups it holds.
 pub struct CgroupIdMap {

@@ -20,6 +20,7 @@ pub mod variants;
 use std::collections::BTreeMap;
 use std::os::fd::{AsFd, AsRawFd, IntoRawFd};
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::{
@@ -28,8 +29,9 @@ use libbpf_rs::{
 };
 
 use crate::builtin::BuiltinSource;
-use crate::config::{self, Config};
+use crate::plan::Plan;
 use crate::program::{LeftOut, ObjectSource, Program};
+use crate::spec::{self, Config};
 use section::Attach;
 
 pub use events::StreamSnapshot;
@@ -49,6 +51,8 @@ pub struct Probe {
     /// None when the programs were loaded by an earlier run and pinned.
     _object: Option<Object>,
     config: Config,
+    /// The config compiled: what reading its maps needs.
+    plan: Arc<Plan>,
     programs: Vec<ProgramInfo>,
     /// Set when this probe lives on in bpffs after the process (`--pin`).
     pinned: Option<pin::Pinned>,
@@ -187,7 +191,7 @@ fn object_path(program: &Program) -> String {
 }
 
 /// Every program's name, section and how it attaches (those set to load).
-fn plan(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Attach)>> {
+fn attach_points(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Attach)>> {
     let mut plan = Vec::new();
     for prog in object.progs().filter(|prog| prog.autoload()) {
         let name = prog.name().to_string_lossy().into_owned();
@@ -250,7 +254,7 @@ fn prepare(object: &mut OpenObject, plan: &[(String, String, Attach)]) -> Result
 pub fn sections(program: &Program) -> Result<Vec<String>> {
     let mut object = open(program)?;
     leave_out(&mut object, &program.left_out)?;
-    Ok(plan(&program.config, &object)?
+    Ok(attach_points(&program.config, &object)?
         .into_iter()
         .map(|(_, section, _)| section)
         .collect())
@@ -263,7 +267,7 @@ pub fn unavailable(
     kernel: &availability::KernelTypes,
 ) -> Result<Option<String>> {
     let object = open(program)?;
-    for (name, section, attach) in plan(&program.config, &object)? {
+    for (name, section, attach) in attach_points(&program.config, &object)? {
         if let Some(reason) = kernel.missing(&section, &attach) {
             return Ok(Some(format!(
                 "program {name} (section {section}): {reason}"
@@ -278,7 +282,7 @@ pub fn unavailable(
 /// map exists with the key and value layout the config describes.
 pub fn check(program: &Program) -> Result<()> {
     let object = open(program)?;
-    plan(&program.config, &object).map_err(crate::BadInput::wrap)?;
+    attach_points(&program.config, &object).map_err(crate::BadInput::wrap)?;
     check_maps(&program.config, &object).map_err(crate::BadInput::wrap)
 }
 
@@ -295,7 +299,7 @@ impl Probe {
         let name = config.name.clone();
         let mut object = open(program)?;
         leave_out(&mut object, &program.left_out)?;
-        let plan = plan(&config, &object).map_err(crate::BadInput::wrap)?;
+        let plan = attach_points(&config, &object).map_err(crate::BadInput::wrap)?;
         check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
         if let Some(dir) = maps_dir {
             for mut map in object.maps_mut() {
@@ -320,7 +324,7 @@ impl Probe {
         let object = object
             .load()
             .map_err(|err| load_error(&name, &plan, &err))?;
-        let mut probe = Probe::attach_loaded(config, &object, &plan)?;
+        let mut probe = Probe::attach_loaded(program, &object, &plan)?;
         probe._object = Some(object);
         Ok(probe)
     }
@@ -364,7 +368,7 @@ impl Probe {
         }
         let mut plans = Vec::with_capacity(programs.len());
         for (program, source) in programs.iter().zip(&sources) {
-            let mut plan = plan(&program.config, &object)?;
+            let mut plan = attach_points(&program.config, &object)?;
             plan.retain(|(name, _, _)| source.programs.contains(&name.as_str()));
             check_maps(&program.config, &object)?;
             plans.push(plan);
@@ -380,17 +384,18 @@ impl Probe {
         programs
             .iter()
             .zip(&plans)
-            .map(|(program, plan)| Probe::attach_loaded(program.config.clone(), &object, plan))
+            .map(|(program, plan)| Probe::attach_loaded(program, &object, plan))
             .collect()
     }
 
     /// Attaches the programs of `plan` in the loaded `object`, and takes
     /// handles of `config`'s metric maps.
     fn attach_loaded(
-        config: Config,
+        program: &Program,
         object: &Object,
         plan: &[(String, String, Attach)],
     ) -> Result<Probe> {
+        let config = program.config.clone();
         let name = config.name.clone();
         // Filled before anything attaches: no event is counted unmatched
         // for want of it.
@@ -453,7 +458,7 @@ impl Probe {
                     .maps()
                     .find(|m| m.name().to_string_lossy() == lost_name)
                     .and_then(|m| MapHandle::try_from(&m).ok());
-                let key_size = config::key_size(metric.labels);
+                let key_size = spec::key_size(metric.labels);
                 let stream = events::EventStream::start(
                     &map_name,
                     handle,
@@ -476,6 +481,7 @@ impl Probe {
             maps,
             _object: None,
             config,
+            plan: program.plan.clone(),
             programs,
             pinned: None,
             unattached: unattached.into_iter().map(|(_, err)| err).collect(),
@@ -588,12 +594,11 @@ impl Probe {
     /// through their pinned links.
     fn from_pins(program: &Program, dir: &Path, manifest: pin::Manifest) -> Result<Probe> {
         let config = &program.config;
-        let plan = plan(config, &open(program)?)?;
+        let plan = attach_points(config, &open(program)?)?;
         let mut maps = BTreeMap::new();
-        for metric in config
-            .metrics()
-            .filter(|m| config.map_counters().any(|c| c.name == m.name) || m.kind == "histogram")
-        {
+        for metric in config.metrics().filter(|m| {
+            config.map_counters().any(|c| c.name == m.name) || m.kind == spec::MetricKind::Histogram
+        }) {
             let path = dir.join("maps").join(metric.name);
             let map = MapHandle::from_pinned_path(&path)
                 .with_context(|| format!("opening {}", path.display()))?;
@@ -632,6 +637,7 @@ impl Probe {
             maps,
             _object: None,
             config: config.clone(),
+            plan: program.plan.clone(),
             programs,
             pinned: Some(pin::Pinned {
                 dir: dir.to_path_buf(),
@@ -648,6 +654,10 @@ impl Probe {
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
 
     /// Number of attached links (one per perf event CPU).
@@ -861,7 +871,7 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
     if problems.is_empty() {
         return Ok(());
     }
-    Err(config::Problems {
+    Err(spec::Problems {
         origin: config.name.clone(),
         problems,
     }
@@ -870,7 +880,7 @@ fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
 
 fn check_map(
     config: &Config,
-    metric: &config::MetricRef,
+    metric: &spec::MetricRef,
     maps: &BTreeMap<String, (MapType, u32, u32)>,
 ) -> Result<()> {
     let context = || format!("{} {:?}", metric.kind, metric.name);
@@ -891,7 +901,7 @@ fn check_map(
         .counters
         .iter()
         .find(|c| c.name == metric.name);
-    if events::is_stream(map_type) && metric.kind == "counter" {
+    if events::is_stream(map_type) && metric.kind == spec::MetricKind::Counter {
         // Events are counted by their leading label bytes; their size is
         // only known per event (short ones count as lost).
         return Ok(());
@@ -919,13 +929,13 @@ fn check_map(
             }
         );
     }
-    let histogram = metric.kind == "histogram";
-    let label_bytes = config::map_key_size(metric.labels, map_type.is_percpu(), histogram);
+    let histogram = metric.kind == spec::MetricKind::Histogram;
+    let label_bytes = spec::map_key_size(metric.labels, map_type.is_percpu(), histogram);
     // ebpf_exporter's unlabelled counters: one sample at key u32 0.
     let unlabelled =
-        !histogram && label_bytes == 0 && key_size as usize == config::UNLABELLED_KEY.len();
+        !histogram && label_bytes == 0 && key_size as usize == spec::UNLABELLED_KEY.len();
     if key_size as usize != label_bytes && !unlabelled {
-        let cpu_hint = match config::cpu_label_index(metric.labels, histogram) {
+        let cpu_hint = match spec::cpu_label_index(metric.labels, histogram) {
             Some(_) if !map_type.is_percpu() => {
                 " (a label named cpu is left out of the key only on per-CPU maps)"
             }

@@ -4,8 +4,8 @@
 //! kernels backport (Debian's 6.1.176 passes `mark_victim` the task and the
 //! uid, its 5.10.223 only the pid).
 
-use crate::config::{Config, TracepointNeed, Variant};
 use crate::program::LeftOut;
+use crate::spec::{Config, TracepointNeed, Variant};
 
 use super::availability::KernelTypes;
 

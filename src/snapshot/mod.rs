@@ -6,6 +6,10 @@
 //! map, and it refuses per-CPU maps. Kernels or map types without batch
 //! support fall back to key-by-key iteration, chosen once per map: its first
 //! read finds out which works, later ones use only that.
+//!
+//! Takes the session's attached [`Probe`]s; hands on a [`Snapshot`] per
+//! probe (with `--counts window`, less the previous one: [`Deltas`]) to the
+//! exposition stage.
 
 mod delta;
 
@@ -16,8 +20,19 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapType};
 
 use crate::probe::Probe;
+use crate::session::Failed;
 
 pub use delta::Deltas;
+
+/// What counters and histograms cover in `--interval` mode and `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Counts {
+    /// Everything since the programs were attached: Prometheus counters,
+    /// for rate() and increase().
+    Cumulative,
+    /// The last window (or scrape) only: each snapshot minus the one before.
+    Window,
+}
 
 /// The contents of one map at one instant: `len()` keys of `key_size` bytes,
 /// each with `values_per_key` u64 values (one per possible CPU for per-CPU maps).
@@ -73,6 +88,37 @@ impl Snapshot {
     pub fn map(&self, name: &str) -> Option<&MapData> {
         self.maps.iter().find(|map| map.name == name)
     }
+}
+
+/// Snapshots every probe in order, its cgroup id map brought up to date
+/// first (with `deltas`, less the previous snapshot), and hands each to
+/// `each`; its program statistics are refreshed after. A probe whose maps
+/// cannot be read is returned as failed; the others are read all the same.
+/// An error of `each` ends it.
+pub fn take_each(
+    probes: &mut [Probe],
+    mut deltas: Option<&mut Deltas>,
+    mut each: impl FnMut(&Probe, Snapshot) -> Result<()>,
+) -> Result<Vec<Failed>> {
+    let mut unread = Vec::new();
+    for probe in probes.iter_mut() {
+        let mut snapshot = match probe.refresh_cgroups().and_then(|()| take(probe)) {
+            Ok(snapshot) => snapshot,
+            Err(error) => {
+                unread.push(Failed {
+                    config: probe.config().name.clone(),
+                    error,
+                });
+                continue;
+            }
+        };
+        if let Some(deltas) = deltas.as_deref_mut() {
+            deltas.apply(&probe.config().name, &mut snapshot);
+        }
+        each(probe, snapshot)?;
+        probe.refresh_stats();
+    }
+    Ok(unread)
 }
 
 /// Reads every map the probe's metrics refer to; event-stream counters come

@@ -3,7 +3,7 @@
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct Uint {
     size: usize,
@@ -64,8 +64,8 @@ pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn decodes_each_size() {

@@ -23,54 +23,32 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{bail, Context, Result};
-use prometheus::proto::{Bucket, Histogram as HistogramSample, Metric, MetricFamily, MetricType};
+use anyhow::{bail, Result};
+use prometheus::proto::{Bucket, Histogram as HistogramSample, Metric};
 
-use super::{family, label_pairs, metric_name, Exposed, KeyDecoder};
-use crate::config::{BucketType, Config, Histogram};
-use crate::snapshot::{MapData, Snapshot};
-
-/// Builds the histogram families `config` defines from `snapshot`.
-pub fn histograms(
-    config: &Config,
-    snapshot: &Snapshot,
-    namespace: &str,
-    exposed: &mut Exposed,
-) -> Result<()> {
-    for histogram in &config.metrics.histograms {
-        let map = snapshot
-            .map(&histogram.name)
-            .with_context(|| format!("{}: no snapshot of map {}", config.name, histogram.name))?;
-        let family = build(histogram, map, namespace, &mut exposed.decode_errors)
-            .with_context(|| format!("{}: histogram {}", config.name, histogram.name))?;
-        exposed.families.push(family);
-    }
-    Ok(())
-}
+use super::family::{label_pairs, Family, Kind};
+use super::series::cpu_bytes;
+use super::{decode_key, Errors};
+use crate::plan::{self, Layout, Observed};
+use crate::snapshot::MapData;
 
 /// Per series: bucket key → count.
 type Series = BTreeMap<Vec<String>, BTreeMap<u64, u64>>;
 
-fn build(
-    histogram: &Histogram,
+/// The family of histogram `metric` (named `name`) from its map.
+pub(super) fn family(
+    metric: &plan::Metric,
+    layout: &Layout,
+    name: &str,
     map: &MapData,
-    namespace: &str,
-    errors: &mut BTreeMap<&'static str, u64>,
-) -> Result<MetricFamily> {
-    let cpu_label = crate::config::cpu_label_index(&histogram.labels, true).filter(|_| map.per_cpu);
-    if map.key_size != crate::config::map_key_size(&histogram.labels, map.per_cpu, true) {
+    errors: &mut Errors,
+) -> Result<Family> {
+    if map.key_size != metric.key_size(map.per_cpu) {
         bail!("label sizes do not match the map's key size");
     }
-    let keys = KeyDecoder::new(
-        &histogram.labels,
-        &MapData {
-            per_cpu: false,
-            ..MapData::default()
-        },
-    )?;
     let mut series = Series::new();
-    let mut add = |key: &[u8], count: u64, errors: &mut BTreeMap<&'static str, u64>| {
-        let Some(mut labels) = keys.decode(key, errors) else {
+    let mut add = |key: &[u8], count: u64, errors: &mut Errors| {
+        let Some(mut labels) = decode_key(&metric.labels, key, errors) else {
             return;
         };
         let Some(bucket) = labels.pop() else { return };
@@ -81,16 +59,16 @@ fn build(
         let cell = series.entry(labels).or_default().entry(bucket).or_default();
         *cell = cell.saturating_add(count);
     };
-    match cpu_label {
+    match metric.cpu_label(map.per_cpu) {
         // Each CPU's count is a series of its own: the CPU number goes into
         // the key where the `cpu` label sits (before the bucket).
         Some(index) => {
-            let cpu = &histogram.labels[index];
-            let offset = crate::config::key_size(&histogram.labels[..index]);
+            let cpu = &metric.labels[index];
+            let offset: usize = metric.labels[..index].iter().map(plan::Label::span).sum();
             let mut full = Vec::with_capacity(map.key_size + cpu.span());
             for (key, values) in map.entries() {
                 for (number, &count) in values.iter().enumerate().filter(|(_, c)| **c != 0) {
-                    let Some((bytes, size)) = super::series::cpu_bytes(number, cpu.size) else {
+                    let Some((bytes, size)) = cpu_bytes(number, cpu.size) else {
                         *errors.entry("cpu").or_default() += 1;
                         continue;
                     };
@@ -113,137 +91,56 @@ fn build(
         }
     }
 
-    let names = keys.names();
+    let names = metric.label_names();
     let series_labels = &names[..names.len().saturating_sub(1)];
-    let layout = Layout::of(histogram);
     let metrics = series
         .into_iter()
         .map(|(labels, counts)| {
-            let mut metric = Metric::from_label(label_pairs(series_labels, labels));
-            metric.set_histogram(layout.sample(&counts));
-            metric
+            let mut sample = Metric::from_label(label_pairs(series_labels, labels));
+            sample.set_histogram(sample_of(layout.observe(&counts)));
+            sample
         })
         .collect();
-    Ok(family(
-        &metric_name(namespace, &histogram.name),
-        &histogram.help,
-        MetricType::HISTOGRAM,
+    Ok(Family::metrics(
+        name,
+        &metric.help,
+        Kind::Histogram,
         metrics,
     ))
 }
 
-/// The configured buckets of one histogram: (bucket key, upper bound), in
-/// ascending order of both, plus the sum key (none when the last key is
-/// u64::MAX) and the multiplier.
-pub struct Layout {
-    buckets: Vec<(u64, f64)>,
-    sum_key: Option<u64>,
-    multiplier: f64,
-}
-
-impl Layout {
-    pub fn of(histogram: &Histogram) -> Layout {
-        let multiplier = histogram.bucket_multiplier;
-        let (min, max) = (
-            histogram.bucket_min,
-            histogram.bucket_max.unwrap_or(histogram.bucket_min),
-        );
-        let bound = |key: u64| -> f64 {
-            let raw = match histogram.bucket_type {
-                BucketType::Exp2 => 2f64.powi(key as i32),
-                BucketType::Exp2Zero if key == 0 => 0.0,
-                BucketType::Exp2Zero => 2f64.powi(key as i32 - 1),
-                BucketType::Linear | BucketType::Fixed => key as f64,
-            };
-            without_float_noise(raw * multiplier)
-        };
-        let keys: Vec<u64> = match histogram.bucket_type {
-            BucketType::Fixed => histogram.bucket_keys.iter().map(|k| *k as u64).collect(),
-            _ => (min..=max).collect(),
-        };
-        let sum_key = keys.last().and_then(|last| last.checked_add(1));
-        // Bounds rise with the keys. Keys whose bounds meet after rounding
-        // (beyond ~10^15) share one bucket, the last of them holding it; keys
-        // whose bound overflows to infinity are +Inf's, like keys above the
-        // range. So every `le` is distinct and finite.
-        let mut buckets: Vec<(u64, f64)> = Vec::with_capacity(keys.len());
-        for key in keys {
-            let le = bound(key);
-            if !le.is_finite() {
-                break;
-            }
-            match buckets.last_mut() {
-                Some(last) if last.1 >= le => last.0 = key,
-                _ => buckets.push((key, le)),
-            }
-        }
-        Layout {
-            buckets,
-            sum_key,
-            multiplier,
-        }
-    }
-
-    /// The histogram sample for one series' bucket counts.
-    pub fn sample(&self, counts: &BTreeMap<u64, u64>) -> HistogramSample {
-        let mut per_bucket = vec![0u64; self.buckets.len()];
-        let mut total = 0u64;
-        for (&key, &count) in counts {
-            if Some(key) == self.sum_key {
-                continue;
-            }
-            // Saturating: wrapped counts would break the buckets' order.
-            total = total.saturating_add(count);
-            // The first configured bucket whose key is ≥ this key holds it;
-            // above the last bucket it is in +Inf only.
-            let slot = self.buckets.partition_point(|(bucket, _)| *bucket < key);
-            if let Some(cell) = per_bucket.get_mut(slot) {
-                *cell = cell.saturating_add(count);
-            }
-        }
-        let mut cumulative = 0u64;
-        let buckets = self
-            .buckets
-            .iter()
-            .zip(per_bucket)
-            .map(|((_, le), count)| {
-                cumulative = cumulative.saturating_add(count);
-                let mut bucket = Bucket::default();
-                bucket.set_upper_bound(*le);
-                bucket.set_cumulative_count(cumulative);
-                bucket
-            })
-            .collect();
-        let mut sample = HistogramSample::default();
-        sample.set_bucket(buckets);
-        sample.set_sample_count(total);
-        let sum = self
-            .sum_key
-            .and_then(|key| counts.get(&key))
-            .copied()
-            .unwrap_or(0);
-        sample.set_sample_sum(without_float_noise(sum as f64 * self.multiplier));
-        sample
-    }
-}
-
-/// Rounds to 15 significant digits, so `3 × 0.1` prints as `0.3`, not
-/// `0.30000000000000004`: bucket bounds are labels, and a label that varies
-/// with float noise would change series identity.
-pub fn without_float_noise(value: f64) -> f64 {
-    if !value.is_finite() || value == 0.0 {
-        return value;
-    }
-    format!("{value:.14e}").parse().unwrap_or(value)
+/// A series' observations as the prometheus crate's histogram sample.
+fn sample_of(observed: Observed) -> HistogramSample {
+    let buckets = observed
+        .buckets
+        .into_iter()
+        .map(|(le, cumulative)| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(le);
+            bucket.set_cumulative_count(cumulative);
+            bucket
+        })
+        .collect();
+    let mut sample = HistogramSample::default();
+    sample.set_bucket(buckets);
+    sample.set_sample_count(observed.count);
+    sample.set_sample_sum(observed.sum);
+    sample
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Format;
-    use crate::expose::encode;
+    use crate::exposition::{encode, families};
+    use crate::plan::{without_float_noise, Plan};
+    use crate::snapshot::Snapshot;
+    use crate::spec::{Config, Format};
 
-    fn config(bucket_settings: &str) -> Config {
+    fn compiled(config: Config) -> Plan {
+        Plan::compile(&config).unwrap()
+    }
+
+    fn config(bucket_settings: &str) -> Plan {
         let text = format!(
             r#"
 [[metrics.histograms]]
@@ -260,7 +157,7 @@ size = 4
 decoders = [{{ name = "uint" }}]
 "#
         );
-        Config::parse("t", "t.toml", &text, Format::Toml).unwrap()
+        compiled(Config::parse("t", "t.toml", &text, Format::Toml).unwrap())
     }
 
     /// A per-CPU map (2 CPUs) of (op, bucket) → count.
@@ -283,15 +180,8 @@ decoders = [{{ name = "uint" }}]
     }
 
     fn text(bucket_settings: &str, entries: &[(u32, u32, [u64; 2])]) -> String {
-        let mut exposed = Exposed::default();
-        histograms(
-            &config(bucket_settings),
-            &map(entries),
-            "bpfsnap",
-            &mut exposed,
-        )
-        .unwrap();
-        encode(exposed.families).unwrap()
+        let exposed = families(&config(bucket_settings), &map(entries), "bpfsnap").unwrap();
+        encode(&exposed.families).unwrap()
     }
 
     const HEAD: &str =
@@ -323,11 +213,10 @@ decoders = [{{ name = "uint" }}]
             [[metrics.histograms.labels]]\nname = \"op\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n\
             [[metrics.histograms.labels]]\nname = \"cpu\"\nsize = 2\npadding = 2\ndecoders = [{ name = \"uint\" }]\n\
             [[metrics.histograms.labels]]\nname = \"bucket\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n";
-        let config = Config::parse("t", "t.toml", text_config, Format::Toml).unwrap();
+        let config = compiled(Config::parse("t", "t.toml", text_config, Format::Toml).unwrap());
         // CPU 0 saw one value in bucket 1; CPU 1 two in bucket 2 (sum 4).
         let snapshot = map(&[(5, 1, [1, 0]), (5, 2, [0, 2]), (5, 3, [0, 4])]);
-        let mut exposed = Exposed::default();
-        histograms(&config, &snapshot, "bpfsnap", &mut exposed).unwrap();
+        let exposed = families(&config, &snapshot, "bpfsnap").unwrap();
         let want = format!(
             "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"1\"}} 1\n\
              bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"2\"}} 1\n\
@@ -340,12 +229,12 @@ decoders = [{{ name = "uint" }}]
              bpfsnap_latency_seconds_sum{{op=\"5\",cpu=\"1\"}} 4\n\
              bpfsnap_latency_seconds_count{{op=\"5\",cpu=\"1\"}} 2\n"
         );
-        assert_eq!(encode(exposed.families).unwrap(), want);
+        assert_eq!(encode(&exposed.families).unwrap(), want);
         // The same map without per-CPU values has no CPU to fill in: its
         // keys are 4 bytes short of what the labels describe.
         let mut whole = snapshot;
         whole.maps[0].per_cpu = false;
-        let err = histograms(&config, &whole, "bpfsnap", &mut Exposed::default()).unwrap_err();
+        let err = families(&config, &whole, "bpfsnap").err().unwrap();
         assert!(
             format!("{err:#}").contains("label sizes do not match the map's key size"),
             "{err:#}"
@@ -469,10 +358,9 @@ decoders = [{{ name = "uint" }}]
             ],
         };
         let render = |text: &str, format: Format| {
-            let config = Config::parse("histograms", "h", text, format).unwrap();
-            let mut exposed = Exposed::default();
-            histograms(&config, &maps, "bpfsnap", &mut exposed).unwrap();
-            encode(exposed.families).unwrap()
+            let config = compiled(Config::parse("histograms", "h", text, format).unwrap());
+            let exposed = families(&config, &maps, "bpfsnap").unwrap();
+            encode(&exposed.families).unwrap()
         };
         let from_toml = render(toml, Format::Toml);
         assert_eq!(from_toml, render(yaml, Format::Yaml));

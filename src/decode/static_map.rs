@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct StaticMap {
     table: HashMap<Vec<u8>, Vec<u8>>,
@@ -59,9 +59,9 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
-    use crate::config::StaticMap as Table;
+    use crate::decode::check_table;
+    use crate::spec::StaticMap as Table;
 
     fn spec(entries: &[(&str, &str)], allow_unknown: bool) -> DecoderSpec {
         DecoderSpec {
@@ -115,7 +115,7 @@ mod tests {
     #[test]
     fn follows_uint_in_a_chain() {
         let specs = [DecoderSpec::named("uint"), spec(&[("1", "read")], false)];
-        let chain = super::super::Chain::build(&specs, 1).unwrap();
+        let chain = crate::decode::Chain::build(&specs, 1).unwrap();
         assert_eq!(chain.decode(&[1]).unwrap(), "read");
         assert_eq!(chain.decode(&[2]).unwrap(), "unknown:2");
     }

@@ -5,7 +5,7 @@
 use anyhow::Result;
 
 use super::{uint::push_decimal, DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct Uint64;
 
@@ -51,8 +51,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn reads_numbers_in_any_base() {

@@ -14,19 +14,23 @@
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 
-use crate::config::Label;
-use crate::snapshot::MapData;
-
-use super::decoder::Chain;
 use super::text::push_escaped;
+use crate::decode::Chain;
+use crate::plan::Label;
+use crate::snapshot::MapData;
 
 /// Decoded series of one map, in label-value order; keys with equal label
 /// values are merged as the series are read.
-pub(crate) struct Table {
+pub struct Table {
     /// Per label: its distinct values, sorted.
     pub values: Vec<Vec<String>>,
     labels: usize,
     sorted: Sorted,
+    /// Set by [`Table::cap`]: the smallest value kept, and how many series
+    /// of exactly that value are kept.
+    threshold: Option<(f64, usize)>,
+    /// Series kept at most.
+    cap: usize,
 }
 
 enum Sorted {
@@ -60,9 +64,48 @@ impl Table {
         }
     }
 
-    /// Calls `f` with (label value indices, value) of every series, in
-    /// order; the values of keys with equal labels added in map order.
+    /// Keeps at most `cap` series: those with the largest values (on equal
+    /// values, the first in label order). Returns how many are left out.
+    pub fn cap(&mut self, cap: usize) -> usize {
+        let mut totals = Vec::new();
+        self.for_each_merged(|_, value| totals.push(value));
+        let series = totals.len();
+        if series <= cap {
+            return 0;
+        }
+        let cap = cap.max(1);
+        let (_, nth, _) = totals.select_nth_unstable_by(cap - 1, |a, b| b.total_cmp(a));
+        let nth = *nth;
+        let above = totals.iter().filter(|v| v.total_cmp(&nth).is_gt()).count();
+        self.threshold = Some((nth, cap - above));
+        self.cap = cap;
+        series - cap
+    }
+
+    /// Calls `f` with (label value indices, value) of every series kept (see
+    /// [`Table::cap`]), in order; the values of keys with equal labels added
+    /// in map order.
     pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
+        let Some((nth, mut room)) = self.threshold else {
+            return self.for_each_merged(f);
+        };
+        self.for_each_merged(|row, value| {
+            let kept = match value.total_cmp(&nth) {
+                std::cmp::Ordering::Greater => true,
+                std::cmp::Ordering::Equal if room > 0 => {
+                    room -= 1;
+                    true
+                }
+                _ => false,
+            };
+            if kept {
+                f(row, value);
+            }
+        });
+    }
+
+    /// [`Table::for_each_series`] of every series, cap or not.
+    fn for_each_merged(&self, mut f: impl FnMut(&[u32], f64)) {
         let width = self.labels;
         match &self.sorted {
             Sorted::Packed { keys, bits } => {
@@ -107,44 +150,11 @@ impl Table {
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
-    /// per series. Label values are escaped once per distinct value, and
-    /// the line up to the last label is kept from one series to the next
-    /// (sorted series share it in runs).
-    ///
-    /// At most `cap` series are written: those with the largest values (on
-    /// equal values, the first in label order). Returns how many were left
-    /// out.
-    pub fn encode_samples(
-        &self,
-        name: &str,
-        label_names: &[&str],
-        cap: usize,
-        out: &mut String,
-    ) -> usize {
+    /// per series kept. Label values are escaped once per distinct value,
+    /// and the line up to the last label is kept from one series to the
+    /// next (sorted series share it in runs).
+    pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
         let width = self.labels;
-        // The smallest value kept, and how many series of that value fit.
-        let mut totals = Vec::new();
-        self.for_each_series(|_, value| totals.push(value));
-        let series = totals.len();
-        let mut threshold = None;
-        if series > cap {
-            let cap = cap.max(1);
-            let (_, nth, _) = totals.select_nth_unstable_by(cap - 1, |a, b| b.total_cmp(a));
-            let nth = *nth;
-            let above = totals.iter().filter(|v| v.total_cmp(&nth).is_gt()).count();
-            threshold = Some((nth, cap - above));
-        }
-        drop(totals);
-        let mut keep = |value: f64| match &mut threshold {
-            None => true,
-            Some((nth, _)) if value.total_cmp(nth).is_gt() => true,
-            Some((nth, room)) if value.total_cmp(nth).is_eq() && *room > 0 => {
-                *room -= 1;
-                true
-            }
-            Some(_) => false,
-        };
-        let mut written = 0;
         let escaped: Vec<Vec<String>> = self
             .values
             .iter()
@@ -182,12 +192,9 @@ impl Table {
         let mut previous: Vec<Option<u32>> = vec![None; width];
         let start = out.len();
         let keys = self.keys();
+        let series = keys.min(self.cap);
         let mut first = true;
         self.for_each_series(|row, value| {
-            if !keep(value) {
-                return;
-            }
-            written += 1;
             if let Some((last, leading)) = row.split_last() {
                 if let Some(changed) = (0..leading.len()).find(|&l| previous[l] != Some(row[l])) {
                     line.truncate(marks[changed]);
@@ -207,12 +214,11 @@ impl Table {
             super::text::push_float(out, value);
             out.push('\n');
             // Room for every key's line (merged keys only leave some over).
-            if first && keys > 1 {
-                out.reserve((out.len() - start + 2) * (keys.min(cap) - 1));
+            if first && series > 1 {
+                out.reserve((out.len() - start + 2) * (series - 1));
             }
             first = false;
         });
-        series - written
     }
 }
 
@@ -348,7 +354,7 @@ impl<'c> LabelCache<'c> {
 }
 
 /// Bytes of CPU number `cpu` as a label of `size` bytes (host-endian), as
-/// `KeyDecoder::key_with_cpu` appends them; None when no such label can be
+/// the key of a per-CPU map gets them; None when no such label can be
 /// read (more than 8 bytes: the key would be too short).
 pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
     let cpu = cpu as u64;
@@ -367,22 +373,24 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 /// by CPU into the last label `cpu`), zero entries of arrays left out, keys
 /// a decoder rejects skipped and counted in `errors`.
 pub(crate) fn counter_table(
-    labels: &[(&Label, Chain)],
+    labels: &[Label],
     cpu_label: Option<usize>,
     map: &MapData,
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Table {
     let width = labels.len();
+    // The `cpu` label's size: its bytes come from the CPU number.
+    let cpu_label = cpu_label.map(|index| labels[index].size);
     let mut caches: Vec<LabelCache> = labels
         .iter()
-        .map(|(_, chain)| LabelCache::new(chain))
+        .map(|label| LabelCache::new(&label.decoders))
         .collect();
     // Rows of decoded-value ids and their values, in map order.
     let mut rows: Vec<u32> = Vec::with_capacity(map.len() * width);
     let mut totals: Vec<f64> = Vec::with_capacity(map.len());
     let mut add = |key: &[u8], cpu: Option<usize>, value: u64| {
         let mut offset = 0;
-        for (i, (label, _)) in labels.iter().enumerate() {
+        for (i, label) in labels.iter().enumerate() {
             let cpu_field;
             let bytes = match (cpu, cpu_label) {
                 (Some(cpu), Some(size)) if i + 1 == width => match cpu_bytes(cpu, size) {
@@ -444,6 +452,8 @@ pub(crate) fn counter_table(
         values,
         labels: width,
         sorted,
+        threshold: None,
+        cap: usize::MAX,
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 /// Minimum time between two walks of the tree caused by unknown ids.
 const SYSTEM_REWALK_INTERVAL: Duration = Duration::from_secs(1);
@@ -141,8 +141,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 mod tests {
     use std::sync::OnceLock;
 
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     /// A fake tree in a temporary directory of its own (tests run in
     /// parallel, and a walk must not see another test's directories).

@@ -8,7 +8,7 @@
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 #[path = "kallsyms.rs"]
 pub(super) mod kallsyms;
@@ -57,8 +57,8 @@ pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
 mod tests {
     use std::time::Duration;
 
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn names_addresses() {

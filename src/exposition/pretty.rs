@@ -5,24 +5,23 @@
 
 use std::fmt::Write as _;
 
-use prometheus::proto::{Metric, MetricFamily, MetricType};
+use prometheus::proto::Metric;
+
+use super::{Family, Kind, Series};
 
 /// Rows shown per counter before "… and N more".
 const MAX_ROWS: usize = 25;
 const BAR_WIDTH: usize = 40;
 
-pub fn render(families: &[MetricFamily]) -> String {
-    let mut families: Vec<&MetricFamily> = families
-        .iter()
-        .filter(|f| !f.get_metric().is_empty())
-        .collect();
-    families.sort_by(|a, b| a.name().cmp(b.name()));
+pub fn render(families: &[Family]) -> String {
+    let mut families: Vec<&Family> = families.iter().filter(|f| !f.is_empty()).collect();
+    families.sort_by(|a, b| a.name.cmp(&b.name));
     let mut out = String::new();
     let mut gauges = Vec::new();
     for family in families {
-        match family.get_field_type() {
-            MetricType::COUNTER => counter(&mut out, family),
-            MetricType::HISTOGRAM => histogram(&mut out, family),
+        match (family.kind, &family.series) {
+            (Kind::Counter, _) => counter(&mut out, family),
+            (Kind::Histogram, Series::Metrics(metrics)) => histogram(&mut out, family, metrics),
             _ => gauges.push(family),
         }
     }
@@ -30,27 +29,24 @@ pub fn render(families: &[MetricFamily]) -> String {
     // and raw timestamps are for machines.
     for family in gauges
         .iter()
-        .filter(|f| !f.name().ends_with("_timestamp_seconds"))
+        .filter(|f| !f.name.ends_with("_timestamp_seconds"))
     {
-        for metric in family
-            .get_metric()
-            .iter()
-            .filter(|m| m.get_label().is_empty())
-        {
-            let value = metric.get_gauge().get_value();
-            let _ = writeln!(
-                out,
-                "{} {}",
-                family.name(),
-                human(value, unit_of(family.name()))
-            );
-        }
+        family.for_each_sample(|labels, value| {
+            if labels.is_empty() {
+                let _ = writeln!(
+                    out,
+                    "{} {}",
+                    family.name,
+                    human(value, unit_of(&family.name))
+                );
+            }
+        });
     }
     out
 }
 
-fn title(out: &mut String, family: &MetricFamily) {
-    let _ = writeln!(out, "{} — {}", family.name(), family.help());
+fn title(out: &mut String, family: &Family) {
+    let _ = writeln!(out, "{} — {}", family.name, family.help);
 }
 
 fn labels(metric: &Metric) -> String {
@@ -66,23 +62,22 @@ fn labels(metric: &Metric) -> String {
     }
 }
 
-fn counter(out: &mut String, family: &MetricFamily) {
+fn counter(out: &mut String, family: &Family) {
     title(out, family);
-    let mut rows: Vec<(String, f64)> = family
-        .get_metric()
-        .iter()
-        .map(|m| {
-            let text: Vec<&str> = m.get_label().iter().map(|l| l.value()).collect();
-            (
-                if text.is_empty() {
-                    "(total)".to_string()
-                } else {
-                    text.join("  ")
-                },
-                m.get_counter().get_value(),
-            )
-        })
-        .collect();
+    let mut rows: Vec<(String, f64)> = Vec::new();
+    let mut header: Vec<String> = Vec::new();
+    family.for_each_sample(|labels, value| {
+        if rows.is_empty() {
+            header = labels.iter().map(|(name, _)| name.to_string()).collect();
+        }
+        let text: Vec<&str> = labels.iter().map(|(_, value)| *value).collect();
+        let row = if text.is_empty() {
+            "(total)".to_string()
+        } else {
+            text.join("  ")
+        };
+        rows.push((row, value));
+    });
     rows.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     let width = rows
         .iter()
@@ -90,11 +85,6 @@ fn counter(out: &mut String, family: &MetricFamily) {
         .map(|(l, _)| l.chars().count())
         .max()
         .unwrap_or(0);
-    let header: Vec<&str> = family.get_metric()[0]
-        .get_label()
-        .iter()
-        .map(|l| l.name())
-        .collect();
     if !header.is_empty() {
         let _ = writeln!(out, "  {:<width$}  {:>12}", header.join("  "), "count");
     }
@@ -107,10 +97,10 @@ fn counter(out: &mut String, family: &MetricFamily) {
     out.push('\n');
 }
 
-fn histogram(out: &mut String, family: &MetricFamily) {
+fn histogram(out: &mut String, family: &Family, metrics: &[Metric]) {
     title(out, family);
-    let unit = unit_of(family.name());
-    for metric in family.get_metric() {
+    let unit = unit_of(&family.name);
+    for metric in metrics {
         let sample = metric.get_histogram();
         let count = sample.get_sample_count();
         let _ = writeln!(
@@ -223,7 +213,7 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::expose::{gauge, labelled_counter};
+    use crate::exposition::{Family, Kind};
 
     #[test]
     fn scales_units() {
@@ -242,10 +232,11 @@ mod tests {
     #[test]
     fn counters_sorted_by_value_with_gauges_last() {
         let families = vec![
-            gauge("w_seconds", "W.", 1.5),
-            labelled_counter(
+            Family::gauge("w_seconds", "W.", 1.5),
+            Family::samples(
                 "calls_total",
                 "Calls.",
+                Kind::Counter,
                 &["syscall"],
                 vec![(vec!["read".into()], 5.0), (vec!["getpid".into()], 100.0)],
             ),

@@ -15,7 +15,7 @@ use std::sync::LazyLock;
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 /// Where distributions install pci.ids (Debian/Ubuntu: package `pci.ids`;
 /// Fedora/Arch: `hwdata`).
@@ -223,8 +223,8 @@ pub fn build_subclass(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decode
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     const SAMPLE: &str = "\
 #	List of PCI ID's
@@ -368,7 +368,7 @@ C 0c  Serial bus controller
         if SYSTEM_DB.is_err() {
             return;
         }
-        let decode = |build: super::super::Builder, input: &[u8]| {
+        let decode = |build: crate::decode::Builder, input: &[u8]| {
             let mut out = Vec::new();
             build(&DecoderSpec::named("pci"), 4)
                 .unwrap()

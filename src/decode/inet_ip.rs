@@ -10,7 +10,7 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct InetIp {
     size: usize,
@@ -58,8 +58,8 @@ pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     fn v6(text: &str) -> [u8; 16] {
         text.parse::<Ipv6Addr>().unwrap().octets()

@@ -12,7 +12,7 @@ use std::sync::{Mutex, PoisonError};
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct IfName {
     lookup: fn(u32) -> Option<String>,
@@ -85,8 +85,8 @@ pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     fn fake(index: u32) -> Option<String> {
         match index {

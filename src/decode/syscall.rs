@@ -4,7 +4,7 @@
 use anyhow::Result;
 
 use super::{syscall_table, DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct Syscall;
 
@@ -48,8 +48,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     #[cfg(target_arch = "x86_64")]

@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 #[path = "errno_table.rs"]
 #[rustfmt::skip]
@@ -52,8 +52,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn names_error_numbers() {
@@ -97,7 +97,7 @@ mod tests {
     #[test]
     fn follows_uint_in_a_chain() {
         let specs = [DecoderSpec::named("uint"), DecoderSpec::named("errno")];
-        let chain = super::super::Chain::build(&specs, 4).unwrap();
+        let chain = crate::decode::Chain::build(&specs, 4).unwrap();
         assert_eq!(chain.decode(&32u32.to_ne_bytes()).unwrap(), "EPIPE");
         // A kernel return value of -EPIPE read through `uint`.
         assert_eq!(

@@ -10,23 +10,21 @@
 use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
-use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{LabelPair, Metric};
 
-/// Appends `family` in the text format to `out`. Families without a name or
-/// without series are errors, as for `TextEncoder`; so are untyped families
-/// (which `TextEncoder` does not implement).
-pub fn encode_family(family: &MetricFamily, out: &mut String) -> Result<()> {
-    encode_metrics(family, family.get_metric().iter(), out)
-}
+use super::family::Kind;
 
-/// Appends `family`'s header and then `metrics` (the family's series, in the
-/// order to write them) to `out`.
+/// Appends a family's header and then `metrics` (its series, in the order
+/// to write them) to `out`: the header names it `header_name`, the samples
+/// `sample_name` (they differ for an OpenMetrics counter). A family without
+/// a name or without series is an error, as for `TextEncoder`.
 pub fn encode_metrics<'m>(
-    family: &MetricFamily,
+    (header_name, name): (&str, &str),
+    help: &str,
+    kind: Kind,
     metrics: impl ExactSizeIterator<Item = &'m Metric>,
     out: &mut String,
 ) -> Result<()> {
-    let name = family.name();
     if name.is_empty() {
         bail!("a metric family has no name");
     }
@@ -34,8 +32,7 @@ pub fn encode_metrics<'m>(
     if total == 0 {
         bail!("metric family {name} has no series");
     }
-    let kind = family.get_field_type();
-    push_header(out, name, family.help(), kind)?;
+    push_header(out, header_name, help, kind)?;
 
     // Reserve for the whole family once the first series shows its size.
     let start = out.len();
@@ -44,7 +41,7 @@ pub fn encode_metrics<'m>(
     for (i, metric) in metrics.enumerate() {
         match kind {
             // One line per series: labels straight into the output.
-            MetricType::COUNTER | MetricType::GAUGE => {
+            Kind::Counter | Kind::Gauge => {
                 out.push_str(name);
                 let pairs = metric.get_label();
                 if !pairs.is_empty() {
@@ -53,67 +50,16 @@ pub fn encode_metrics<'m>(
                     out.push('}');
                 }
                 let value = match kind {
-                    MetricType::COUNTER => metric.get_counter().get_value(),
+                    Kind::Counter => metric.get_counter().get_value(),
                     _ => metric.get_gauge().get_value(),
                 };
                 end_sample(out, metric, value);
             }
-            MetricType::HISTOGRAM => {
+            Kind::Histogram => {
                 labels.clear();
                 push_labels(&mut labels, metric.get_label());
-                let histogram = metric.get_histogram();
-                let mut inf_seen = false;
-                for (slot, bucket) in histogram.get_bucket().iter().enumerate() {
-                    let bound = bucket.upper_bound();
-                    let le = bounds.text(slot, bound);
-                    extra_sample(
-                        out,
-                        name,
-                        "_bucket",
-                        &labels,
-                        ("le", le),
-                        metric,
-                        bucket.cumulative_count() as f64,
-                    );
-                    if bound.is_sign_positive() && bound.is_infinite() {
-                        inf_seen = true;
-                    }
-                }
-                let count = histogram.get_sample_count() as f64;
-                if !inf_seen {
-                    extra_sample(out, name, "_bucket", &labels, ("le", "+Inf"), metric, count);
-                }
-                sample(
-                    out,
-                    name,
-                    "_sum",
-                    &labels,
-                    metric,
-                    histogram.get_sample_sum(),
-                );
-                sample(out, name, "_count", &labels, metric, count);
+                histogram_samples(out, name, &labels, metric, &mut bounds);
             }
-            MetricType::SUMMARY => {
-                labels.clear();
-                push_labels(&mut labels, metric.get_label());
-                let summary = metric.get_summary();
-                for quantile in summary.get_quantile() {
-                    let q = float_text(quantile.quantile());
-                    extra_sample(
-                        out,
-                        name,
-                        "",
-                        &labels,
-                        ("quantile", &q),
-                        metric,
-                        quantile.value(),
-                    );
-                }
-                sample(out, name, "_sum", &labels, metric, summary.sample_sum());
-                let count = summary.sample_count() as f64;
-                sample(out, name, "_count", &labels, metric, count);
-            }
-            MetricType::UNTYPED => unreachable!("refused above"),
         }
         if i == 0 && total > 1 {
             out.reserve((out.len() - start) * (total - 1) + (total - 1) / 8);
@@ -122,8 +68,53 @@ pub fn encode_metrics<'m>(
     Ok(())
 }
 
+/// One histogram series' bucket, `_sum` and `_count` lines; `labels` is its
+/// escaped label text.
+fn histogram_samples(
+    out: &mut String,
+    name: &str,
+    labels: &str,
+    metric: &Metric,
+    bounds: &mut BoundCache,
+) {
+    let histogram = metric.get_histogram();
+    let mut inf_seen = false;
+    for (slot, bucket) in histogram.get_bucket().iter().enumerate() {
+        let bound = bucket.upper_bound();
+        let le = bounds.text(slot, bound);
+        extra_sample(
+            out,
+            name,
+            "_bucket",
+            labels,
+            ("le", le),
+            metric,
+            bucket.cumulative_count() as f64,
+        );
+        if bound.is_sign_positive() && bound.is_infinite() {
+            inf_seen = true;
+        }
+    }
+    let count = histogram.get_sample_count() as f64;
+    if !inf_seen {
+        extra_sample(out, name, "_bucket", labels, ("le", "+Inf"), metric, count);
+    }
+    sample(
+        out,
+        name,
+        "_sum",
+        labels,
+        metric,
+        histogram.get_sample_sum(),
+    );
+    sample(out, name, "_count", labels, metric, count);
+}
+
 /// `# HELP` (when there is help) and `# TYPE` lines.
-pub fn push_header(out: &mut String, name: &str, help: &str, kind: MetricType) -> Result<()> {
+pub fn push_header(out: &mut String, name: &str, help: &str, kind: Kind) -> Result<()> {
+    if name.is_empty() {
+        bail!("a metric family has no name");
+    }
     if !help.is_empty() {
         out.push_str("# HELP ");
         out.push_str(name);
@@ -134,13 +125,7 @@ pub fn push_header(out: &mut String, name: &str, help: &str, kind: MetricType) -
     out.push_str("# TYPE ");
     out.push_str(name);
     out.push(' ');
-    out.push_str(match kind {
-        MetricType::COUNTER => "counter",
-        MetricType::GAUGE => "gauge",
-        MetricType::HISTOGRAM => "histogram",
-        MetricType::SUMMARY => "summary",
-        MetricType::UNTYPED => bail!("metric family {name}: untyped families cannot be encoded"),
-    });
+    out.push_str(kind.as_str());
     out.push('\n');
     Ok(())
 }
@@ -246,12 +231,6 @@ pub fn push_float(out: &mut String, value: f64) {
     }
 }
 
-fn float_text(value: f64) -> String {
-    let mut text = String::new();
-    push_float(&mut text, value);
-    text
-}
-
 fn push_integer(out: &mut String, value: i64) {
     let mut digits = [0u8; 20];
     let mut at = digits.len();
@@ -296,8 +275,9 @@ impl BoundCache {
 
 #[cfg(test)]
 mod tests {
+    use super::super::Family;
     use super::*;
-    use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Quantile, Summary};
+    use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair};
 
     fn pairs(labels: &[(&str, &str)]) -> Vec<LabelPair> {
         labels
@@ -311,13 +291,14 @@ mod tests {
             .collect()
     }
 
-    fn family(name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>) -> MetricFamily {
-        let mut family = MetricFamily::default();
-        family.set_name(name.into());
-        family.set_help(help.into());
-        family.set_field_type(kind);
-        family.set_metric(metrics);
-        family
+    fn family(name: &str, help: &str, kind: Kind, metrics: Vec<Metric>) -> Family {
+        Family::metrics(name, help, kind, metrics)
+    }
+
+    fn encoded(family: &Family) -> Result<String> {
+        let mut out = String::new();
+        family.encode(&family.name, &family.name, &mut out)?;
+        Ok(out)
     }
 
     fn counter(labels: &[(&str, &str)], value: f64) -> Metric {
@@ -358,31 +339,11 @@ mod tests {
         metric
     }
 
-    fn summary(labels: &[(&str, &str)]) -> Metric {
-        let mut metric = Metric::from_label(pairs(labels));
-        let mut sample = Summary::default();
-        sample.set_quantile(
-            [(0.5, 1.25), (0.99, 7.0)]
-                .iter()
-                .map(|(q, v)| {
-                    let mut quantile = Quantile::default();
-                    quantile.set_quantile(*q);
-                    quantile.set_value(*v);
-                    quantile
-                })
-                .collect(),
-        );
-        sample.set_sample_count(12);
-        sample.set_sample_sum(33.5);
-        metric.set_summary(sample);
-        metric
-    }
-
     /// Families covering every path of the encoder: help escaping, no help,
     /// label escaping (and non-ASCII), no labels, odd values, timestamps,
     /// histograms with and without labels, shared and differing bounds, an
-    /// explicit +Inf bucket, a summary.
-    fn varied() -> Vec<MetricFamily> {
+    /// explicit +Inf bucket.
+    fn varied() -> Vec<Family> {
         let odd_values = [
             0.0,
             -0.0,
@@ -406,7 +367,7 @@ mod tests {
             family(
                 "a_total",
                 "Help with \\ backslash,\nnewline and \"quotes\".",
-                MetricType::COUNTER,
+                Kind::Counter,
                 odd_values
                     .iter()
                     .enumerate()
@@ -416,7 +377,7 @@ mod tests {
             family(
                 "b_total",
                 "",
-                MetricType::COUNTER,
+                Kind::Counter,
                 vec![
                     counter(&[], 7.0),
                     counter(&[("v", "a\"b\\c\nd")], 1.0),
@@ -428,7 +389,7 @@ mod tests {
             family(
                 "c",
                 "Gauges.",
-                MetricType::GAUGE,
+                Kind::Gauge,
                 vec![
                     gauge(&[], 0.5, 0),
                     gauge(&[("at", "t")], -2.5, 1_700_000_000_123),
@@ -437,7 +398,7 @@ mod tests {
             family(
                 "d_seconds",
                 "Histograms.",
-                MetricType::HISTOGRAM,
+                Kind::Histogram,
                 vec![
                     histogram(
                         &[("op", "read")],
@@ -456,24 +417,17 @@ mod tests {
                     histogram(&[("op", "none")], &[], 0, 0.0),
                 ],
             ),
-            family(
-                "e",
-                "A summary.",
-                MetricType::SUMMARY,
-                vec![summary(&[("q", "1")]), summary(&[])],
-            ),
         ]
     }
 
     #[test]
     fn matches_the_prometheus_text_encoder_byte_for_byte() {
         for family in varied() {
-            let mut ours = String::new();
-            encode_family(&family, &mut ours).unwrap();
+            let ours = encoded(&family).unwrap();
             let theirs = prometheus::TextEncoder::new()
-                .encode_to_string(std::slice::from_ref(&family))
+                .encode_to_string(&[family.to_proto()])
                 .unwrap();
-            assert_eq!(ours, theirs, "family {}", family.name());
+            assert_eq!(ours, theirs, "family {}", family.name);
         }
     }
 
@@ -515,17 +469,7 @@ mod tests {
 
     #[test]
     fn refuses_what_text_encoder_refuses() {
-        let mut out = String::new();
-        assert!(encode_family(
-            &family("", "h", MetricType::GAUGE, vec![gauge(&[], 1.0, 0)]),
-            &mut out
-        )
-        .is_err());
-        assert!(encode_family(&family("x", "h", MetricType::GAUGE, vec![]), &mut out).is_err());
-        assert!(encode_family(
-            &family("x", "h", MetricType::UNTYPED, vec![gauge(&[], 1.0, 0)]),
-            &mut out
-        )
-        .is_err());
+        assert!(encoded(&family("", "h", Kind::Gauge, vec![gauge(&[], 1.0, 0)])).is_err());
+        assert!(encoded(&family("x", "h", Kind::Gauge, vec![])).is_err());
     }
 }

@@ -4,6 +4,9 @@
 //! a table-driven test. A label runs its decoders as a chain (ebpf_exporter's
 //! model): the first sees the label's bytes in the key, each next one the
 //! previous one's output; the result becomes a (valid UTF-8) label value.
+//!
+//! Depends on the spec stage alone (a [`DecoderSpec`] and a label's size
+//! build a [`Chain`]); the plan stage builds each label's chain once.
 
 mod cgroup;
 mod dname;
@@ -29,7 +32,7 @@ use std::fmt;
 
 use anyhow::{bail, Result};
 
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 /// One decoding step.
 pub trait Decoder: Send + Sync {

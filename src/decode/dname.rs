@@ -11,7 +11,7 @@
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 /// RFC 1035: labels are 63 bytes at most; the two top bits of the length byte
 /// are reserved (11 = compression pointer, which needs the whole message).
@@ -69,8 +69,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn decodes_wire_format_names() {

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use regex::Regex;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct RegexpFilter {
     patterns: Vec<Regex>,
@@ -94,8 +94,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     fn filter(patterns: &[&str]) -> RegexpFilter {
         let patterns: Vec<String> = patterns.iter().map(|p| p.to_string()).collect();

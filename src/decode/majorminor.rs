@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 const PARTITIONS: &str = "/proc/partitions";
 /// Minimum time between two reads of /proc/partitions caused by misses.
@@ -115,8 +115,8 @@ pub fn build(spec: &DecoderSpec, size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     /// The BPF side's encoding (ebpf_exporter's MKDEV).
     fn encode(major: u32, minor: u32) -> [u8; 4] {

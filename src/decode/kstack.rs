@@ -9,7 +9,7 @@ use anyhow::{bail, Result};
 
 use super::ksym::kallsyms::{self, Kallsyms};
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct Kstack {
     kallsyms: &'static Kallsyms,
@@ -69,8 +69,8 @@ mod tests {
     use std::io::Write;
     use std::time::Duration;
 
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     fn stack(addrs: &[u64]) -> Vec<u8> {
         addrs.iter().flat_map(|addr| addr.to_ne_bytes()).collect()

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct CString;
 
@@ -23,8 +23,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn stops_at_nul() {
@@ -48,7 +48,7 @@ mod tests {
     /// U+FFFD in the label value, never an error or invalid text.
     #[test]
     fn invalid_utf8_becomes_replacement_characters() {
-        let chain = super::super::Chain::build(&[DecoderSpec::named("string")], 8).unwrap();
+        let chain = crate::decode::Chain::build(&[DecoderSpec::named("string")], 8).unwrap();
         assert_eq!(chain.decode(b"a\xc3\x28b\0\0\0\0").unwrap(), "a\u{fffd}(b");
         let spec = DecoderSpec {
             allow_unknown: true,

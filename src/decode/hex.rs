@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use super::{DecodeError, Decoder};
-use crate::config::DecoderSpec;
+use crate::spec::DecoderSpec;
 
 pub struct Hex;
 
@@ -26,8 +26,8 @@ pub fn build(spec: &DecoderSpec, _size: usize) -> Result<Box<dyn Decoder>> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::check_table;
     use super::*;
+    use crate::decode::check_table;
 
     #[test]
     fn encodes_bytes() {

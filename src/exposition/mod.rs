@@ -1,0 +1,866 @@
+//! Exposition: map snapshots become metric families, and families become
+//! text.
+//!
+//! Takes a [`Plan`] and a [`Snapshot`] per config; hands on [`Family`]s
+//! (the one type the text and OpenMetrics encoders and the terminal view
+//! read) and, encoded, an [`Exposition`]'s parts for a sink to write.
+//!
+//! Each key is split into its labels (size + padding, in config order) and
+//! each label decoded by its decoder chain; per-CPU values are summed. Keys
+//! whose labels decode to the same values are added together. A key a
+//! decoder rejects is skipped and counted in `bpfsnap_decoder_errors_total`.
+//! Families come out sorted by name and series by label values, so the text
+//! of two runs over the same data is identical.
+
+mod family;
+mod format;
+mod histogram;
+pub mod pretty;
+pub mod self_metrics;
+mod series;
+pub mod text;
+
+pub use family::{Family, Kind, Samples, Series};
+pub use format::OutputFormat;
+
+use std::collections::BTreeMap;
+
+use anyhow::{bail, Context, Result};
+
+use crate::plan::{self, Plan};
+use crate::probe::Probe;
+use crate::session::Failed;
+use crate::snapshot::{self, Deltas, MapData, Snapshot};
+
+/// (decoder, count) of keys skipped because a decoder rejected them.
+pub type Errors = BTreeMap<&'static str, u64>;
+
+/// The families of one config's snapshot, and what building them left out.
+#[derive(Default)]
+pub struct Exposed {
+    pub families: Vec<Family>,
+    pub decode_errors: Errors,
+    /// (metric without namespace, count) of series left out over `max_series`.
+    pub series_dropped: Vec<(String, u64)>,
+}
+
+/// The metric's full name: `NAMESPACE_NAME`.
+pub fn metric_name(namespace: &str, name: &str) -> String {
+    if namespace.is_empty() {
+        name.to_string()
+    } else {
+        format!("{namespace}_{name}")
+    }
+}
+
+/// Every family `plan` defines from `snapshot`, each capped at its
+/// `max_series`.
+pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exposed> {
+    let mut exposed = Exposed::default();
+    for metric in &plan.metrics {
+        let map = snapshot
+            .map(&metric.name)
+            .with_context(|| format!("{}: no snapshot of map {}", plan.config, metric.name))?;
+        let name = metric_name(namespace, &metric.name);
+        let errors = &mut exposed.decode_errors;
+        let mut family = match &metric.kind {
+            plan::Kind::Counter => counter_family(metric, name, map, errors)
+                .with_context(|| format!("{}: metric {}", plan.config, metric.name))?,
+            plan::Kind::Histogram(layout) => histogram::family(metric, layout, &name, map, errors)
+                .with_context(|| format!("{}: histogram {}", plan.config, metric.name))?,
+        };
+        let dropped = family.cap(metric.max_series);
+        if dropped > 0 {
+            exposed
+                .series_dropped
+                .push((metric.name.clone(), dropped as u64));
+        }
+        exposed.families.push(family);
+    }
+    Ok(exposed)
+}
+
+/// What [`gather`] found besides the families.
+pub struct Gathered {
+    /// What building the families left out, for the self metrics.
+    pub bookkeeping: self_metrics::Bookkeeping,
+    /// Configs whose maps could not be read (the others' families are
+    /// there all the same).
+    pub unread: Vec<Failed>,
+}
+
+/// Snapshots every probe and hands its config's families, capped, to
+/// `each`, one config at a time (so a large map's families can be encoded
+/// and freed before the next is read).
+pub fn gather(
+    probes: &mut [Probe],
+    ns: &str,
+    deltas: Option<&mut Deltas>,
+    mut each: impl FnMut(Vec<Family>) -> Result<()>,
+) -> Result<Gathered> {
+    let mut bookkeeping = self_metrics::Bookkeeping::default();
+    let unread = snapshot::take_each(probes, deltas, |probe, snapshot| {
+        let exposed = families(probe.plan(), &snapshot, ns)?;
+        bookkeeping.add(
+            &probe.config().name,
+            &exposed.decode_errors,
+            &exposed.series_dropped,
+            &snapshot.events_lost,
+        );
+        drop(snapshot);
+        each(exposed.families)
+    })?;
+    Ok(Gathered {
+        bookkeeping,
+        unread,
+    })
+}
+
+/// The decoded, sorted, merged series of one counter's map.
+fn counter_family(
+    metric: &plan::Metric,
+    name: String,
+    map: &MapData,
+    errors: &mut Errors,
+) -> Result<Family> {
+    let label_bytes = metric.key_size(map.per_cpu);
+    let unlabelled;
+    let map = if label_bytes == 0 && map.key_size == crate::spec::UNLABELLED_KEY.len() {
+        unlabelled = unlabelled_entry(map, errors);
+        &unlabelled
+    } else if map.key_size == label_bytes {
+        map
+    } else {
+        bail!("label sizes do not match the map's key size");
+    };
+    let cpu_label = metric.cpu_label(map.per_cpu);
+    let table = series::counter_table(&metric.labels, cpu_label, map, errors);
+    let labels = metric.labels.iter().map(|l| l.name.clone()).collect();
+    Ok(Family::table(name, &metric.help, labels, table))
+}
+
+/// An unlabelled counter's map (ebpf_exporter's rule): its entry at key u32
+/// 0 is the sample, even when zero (a gauge-like count, such as pages in
+/// use); any other key cannot be labelled and counts as a decoder error.
+fn unlabelled_entry(map: &MapData, errors: &mut Errors) -> MapData {
+    let mut entry = MapData {
+        name: map.name.clone(),
+        key_size: map.key_size,
+        values_per_key: map.values_per_key,
+        is_array: false,
+        per_cpu: map.per_cpu,
+        keys: Vec::new(),
+        values: Vec::new(),
+    };
+    for (key, values) in map.entries() {
+        if key == crate::spec::UNLABELLED_KEY {
+            entry.keys.extend_from_slice(key);
+            entry.values.extend_from_slice(values);
+        } else if values.iter().any(|value| *value != 0) {
+            *errors.entry("unlabelled_key").or_default() += 1;
+        }
+    }
+    entry
+}
+
+/// Label values of `key`; None when a decoder rejected it (counted in
+/// `errors`) or asked to skip it.
+fn decode_key(labels: &[plan::Label], key: &[u8], errors: &mut Errors) -> Option<Vec<String>> {
+    let mut values = Vec::with_capacity(labels.len());
+    let mut offset = 0;
+    for label in labels {
+        let bytes = key.get(offset..offset + label.size)?;
+        match label.decoders.decode(bytes) {
+            Ok(value) => values.push(value),
+            Err(err) if err.skip => return None,
+            Err(err) => {
+                *errors.entry(err.decoder).or_default() += 1;
+                return None;
+            }
+        }
+        offset += label.span();
+    }
+    Some(values)
+}
+
+/// How families are written: the text format 0.0.4 or OpenMetrics 1.0.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Encoding {
+    #[default]
+    Text,
+    /// A counter family is named without `_total` in HELP/TYPE (its samples
+    /// keep it, or get it), and `# EOF` ends the exposition.
+    OpenMetrics,
+}
+
+/// An exposition being assembled: each family is encoded as it is added,
+/// and the parts come out sorted by name. Families without series are left
+/// out (the format allows them, but they carry nothing); a name added twice
+/// is an error, as node_exporter would silently drop one of the two.
+#[derive(Debug, Default)]
+pub struct Exposition {
+    encoding: Encoding,
+    families: BTreeMap<String, String>,
+}
+
+/// Ends an OpenMetrics exposition.
+const OPENMETRICS_END: &str = "# EOF\n";
+
+impl Exposition {
+    pub fn new(encoding: Encoding) -> Exposition {
+        Exposition {
+            encoding,
+            families: BTreeMap::new(),
+        }
+    }
+
+    pub fn add(&mut self, family: &Family) -> Result<()> {
+        if family.is_empty() {
+            return Ok(());
+        }
+        if self.families.contains_key(&family.name) {
+            bail!(
+                "metric {} is defined twice: rename one of them",
+                family.name
+            );
+        }
+        let name = family.name.as_str();
+        let total = match (self.encoding, family.kind) {
+            (Encoding::OpenMetrics, Kind::Counter) if !name.ends_with("_total") => {
+                Some(format!("{name}_total"))
+            }
+            _ => None,
+        };
+        let (header, sample) = match self.encoding {
+            Encoding::Text => (name, name),
+            Encoding::OpenMetrics if family.kind == Kind::Counter => (
+                name.strip_suffix("_total").unwrap_or(name),
+                total.as_deref().unwrap_or(name),
+            ),
+            Encoding::OpenMetrics => (name, name),
+        };
+        let mut text = String::new();
+        family
+            .encode(header, sample, &mut text)
+            .with_context(|| format!("encoding {name}"))?;
+        self.families.insert(family.name.clone(), text);
+        Ok(())
+    }
+
+    pub fn add_all<'f>(&mut self, families: impl IntoIterator<Item = &'f Family>) -> Result<()> {
+        families.into_iter().try_for_each(|family| self.add(family))
+    }
+
+    /// Number of families with at least one series.
+    pub fn len(&self) -> usize {
+        self.families.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.families.is_empty()
+    }
+
+    /// Each family's name and text, in order: for a sink that writes them
+    /// one after another instead of joining them (a textfile, in the text
+    /// format).
+    pub fn parts(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.families
+            .iter()
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+    }
+
+    /// The text, without copying the largest family's (for a big map,
+    /// nearly all of it): the others are put around it in place.
+    pub fn into_text(self) -> String {
+        let end = match self.encoding {
+            Encoding::OpenMetrics => OPENMETRICS_END,
+            Encoding::Text => "",
+        };
+        let Some(largest) = self
+            .families
+            .iter()
+            .max_by_key(|(_, text)| text.len())
+            .map(|(name, _)| name.clone())
+        else {
+            return end.to_string();
+        };
+        let total = self.families.values().map(String::len).sum::<usize>() + end.len();
+        let (mut before, mut text, mut after) = (String::new(), String::new(), Vec::new());
+        for (name, family) in self.families {
+            match name.cmp(&largest) {
+                std::cmp::Ordering::Less => before.push_str(&family),
+                std::cmp::Ordering::Equal => text = family,
+                std::cmp::Ordering::Greater => after.push(family),
+            }
+        }
+        text.reserve(total - text.len());
+        if !before.is_empty() {
+            // (Inserting even "" moves every byte after the insertion point.)
+            text.insert_str(0, &before);
+        }
+        for family in after {
+            text.push_str(&family);
+        }
+        text.push_str(end);
+        text
+    }
+}
+
+/// `families` encoded in the text format, in one go (see [`Exposition`]).
+pub fn encode<'f>(families: impl IntoIterator<Item = &'f Family>) -> Result<String> {
+    let mut exposition = Exposition::default();
+    exposition.add_all(families)?;
+    Ok(exposition.into_text())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::spec::{Config, Format};
+    use prometheus::proto::{Counter, Metric, MetricFamily};
+
+    fn compile(spec: &str) -> Plan {
+        Plan::compile(&Config::parse("t", "t", spec, Format::Toml).unwrap()).unwrap()
+    }
+
+    /// The text of `plan`'s families from `snapshot` under namespace `ns`.
+    fn text_of(plan: &Plan, snapshot: &Snapshot, ns: &str) -> String {
+        encode(&families(plan, snapshot, ns).unwrap().families).unwrap()
+    }
+
+    /// What the prometheus crate's encoder writes for these families.
+    fn theirs(families: &[MetricFamily]) -> String {
+        families
+            .iter()
+            .filter(|family| !family.get_metric().is_empty())
+            .map(|family| {
+                prometheus::TextEncoder::new()
+                    .encode_to_string(std::slice::from_ref(family))
+                    .unwrap()
+            })
+            .collect()
+    }
+
+    const SPEC: &str = r#"
+[[metrics.counters]]
+name = "events_total"
+help = "Events."
+[[metrics.counters.labels]]
+name = "kind"
+size = 4
+decoders = [{ name = "uint" }]
+[[metrics.counters.labels]]
+name = "comm"
+size = 4
+decoders = [{ name = "string" }]
+"#;
+
+    fn key(kind: u32, comm: &[u8; 4]) -> Vec<u8> {
+        let mut key = kind.to_ne_bytes().to_vec();
+        key.extend_from_slice(comm);
+        key
+    }
+
+    fn snapshot(entries: &[(Vec<u8>, [u64; 2])], is_array: bool) -> Snapshot {
+        Snapshot {
+            events_lost: Vec::new(),
+            maps: vec![MapData {
+                name: "events_total".into(),
+                key_size: 8,
+                values_per_key: 2,
+                is_array,
+                per_cpu: true,
+                keys: entries.iter().flat_map(|(k, _)| k.clone()).collect(),
+                values: entries.iter().flat_map(|(_, v)| *v).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn decodes_sums_cpus_merges_and_sorts() {
+        let config = compile(SPEC);
+        let snap = snapshot(
+            &[
+                (key(2, b"sh\0\0"), [1, 2]),
+                (key(1, b"zsh\0"), [5, 0]),
+                (key(1, b"bash"), [0, 7]),
+                (key(1, b"bash"), [1, 0]),    // same labels again: added
+                (key(3, b"x\0\0\0"), [0, 0]), // zero: kept in a hash map
+            ],
+            false,
+        );
+        let text = text_of(&config, &snap, "bpfsnap");
+        assert_eq!(
+            text,
+            "# HELP bpfsnap_events_total Events.\n\
+             # TYPE bpfsnap_events_total counter\n\
+             bpfsnap_events_total{kind=\"1\",comm=\"bash\"} 8\n\
+             bpfsnap_events_total{kind=\"1\",comm=\"zsh\"} 5\n\
+             bpfsnap_events_total{kind=\"2\",comm=\"sh\"} 3\n\
+             bpfsnap_events_total{kind=\"3\",comm=\"x\"} 0\n"
+        );
+    }
+
+    #[test]
+    fn array_zeros_are_left_out() {
+        let config = compile(SPEC);
+        let snap = snapshot(
+            &[(key(1, b"a\0\0\0"), [0, 0]), (key(2, b"b\0\0\0"), [0, 1])],
+            true,
+        );
+        let text = text_of(&config, &snap, "bpfsnap");
+        assert!(!text.contains("comm=\"a\""));
+        assert!(text.contains("comm=\"b\"} 1"));
+    }
+
+    #[test]
+    fn escapes_label_values_and_replaces_invalid_utf8() {
+        let config = compile(SPEC);
+        let snap = snapshot(
+            &[
+                (key(1, b"a\"\\\n"), [1, 0]),
+                (key(2, b"\xff\xfeok"), [1, 0]),
+            ],
+            false,
+        );
+        let text = text_of(&config, &snap, "bpfsnap");
+        assert!(text.contains(r#"comm="a\"\\\n"} 1"#), "{text}");
+        assert!(text.contains("comm=\"\u{fffd}\u{fffd}ok\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn a_key_that_fails_to_decode_is_skipped_and_counted() {
+        let spec = SPEC.replace("\"string\"", "\"string\" }, { name = \"syscall\"");
+        let config = compile(&spec);
+        let snap = snapshot(
+            &[(key(1, b"39\0\0"), [1, 0]), (key(2, b"bad\0"), [1, 0])],
+            false,
+        );
+        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(exposed.decode_errors.get("syscall"), Some(&1));
+        let text = encode(&exposed.families).unwrap();
+        assert!(text.contains("kind=\"1\""));
+        assert!(!text.contains("kind=\"2\""));
+    }
+
+    #[test]
+    fn families_sorted_by_name_empty_ones_dropped_duplicates_refused() {
+        let families = [
+            Family::gauge("b_seconds", "B.", 1.5),
+            Family::gauge("a_seconds", "A with \\ and\nnewline.", 0.001),
+            Family::metrics("c_total", "C.", Kind::Counter, vec![]),
+        ];
+        assert_eq!(
+            encode(&families).unwrap(),
+            "# HELP a_seconds A with \\\\ and\\nnewline.\n# TYPE a_seconds gauge\na_seconds 0.001\n\
+             # HELP b_seconds B.\n# TYPE b_seconds gauge\nb_seconds 1.5\n"
+        );
+        let err = encode(&[Family::gauge("x", "X.", 1.0), Family::gauge("x", "X.", 2.0)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metric x is defined twice"), "{err}");
+    }
+
+    /// The series the original algorithm gives: every key decoded on its
+    /// own into a `BTreeMap<Vec<String>, f64>`.
+    fn reference(
+        plan: &Plan,
+        snapshot: &Snapshot,
+        namespace: &str,
+    ) -> (Vec<MetricFamily>, BTreeMap<&'static str, u64>) {
+        let mut errors = BTreeMap::new();
+        let mut built = Vec::new();
+        for metric in &plan.metrics {
+            let map = snapshot.map(&metric.name).unwrap();
+            let cpu_size = metric.cpu_label(map.per_cpu).map(|i| metric.labels[i].size);
+            let mut series: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+            for (key, values) in map.entries() {
+                if let Some(size) = cpu_size {
+                    for (cpu, value) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
+                        let mut full = key.to_vec();
+                        full.extend_from_slice(&(cpu as u64).to_ne_bytes()[..size.min(8)]);
+                        if let Some(labels) = decode_key(&metric.labels, &full, &mut errors) {
+                            *series.entry(labels).or_default() += *value as f64;
+                        }
+                    }
+                    continue;
+                }
+                let total: u64 = values.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+                if map.is_array && total == 0 {
+                    continue;
+                }
+                if let Some(labels) = decode_key(&metric.labels, key, &mut errors) {
+                    *series.entry(labels).or_default() += total as f64;
+                }
+            }
+            let names = metric.label_names();
+            let metrics = series
+                .into_iter()
+                .map(|(values, value)| {
+                    let mut sample = Metric::from_label(family::label_pairs(&names, values));
+                    let mut counter = Counter::default();
+                    counter.set_value(value);
+                    sample.set_counter(counter);
+                    sample
+                })
+                .collect();
+            let mut family = MetricFamily::default();
+            family.set_name(metric_name(namespace, &metric.name));
+            family.set_help(metric.help.clone());
+            family.set_field_type(prometheus::proto::MetricType::COUNTER);
+            family.set_metric(metrics);
+            built.push(family);
+        }
+        (built, errors)
+    }
+
+    /// xorshift64*: deterministic test data without a crate.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// Specs and maps exercising the fast path: per-CPU sums and the `cpu`
+    /// label, array zeros, labels over 8 bytes, padding, decode errors and
+    /// skips, keys merging into one series, escaping, many labels (rows
+    /// too wide to pack into 64 bits).
+    fn cases() -> Vec<(String, MapData)> {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut cases = Vec::new();
+        // {u32 kind, char comm[12]} per-CPU hash; comm through regexp (skips)
+        // and syscall (errors on non-numbers).
+        // kind: numbers below 300 are mapped to names, which `syscall` then
+        // rejects (decode errors); the others pass through to `syscall`.
+        let names: Vec<String> = (0..300)
+            .map(|k| match k {
+                7 => format!("\"{k}\" = 'a\\\"b\\\\c\\nd'"),
+                _ => format!("\"{k}\" = \"v{}\"", k / 2),
+            })
+            .collect();
+        let spec = format!(
+            r#"
+[[metrics.counters]]
+name = "m_total"
+help = "M."
+[[metrics.counters.labels]]
+name = "kind"
+size = 2
+padding = 2
+decoders = [{{ name = "uint" }}, {{ name = "static_map", allow_unknown = true, static_map = {{ {} }} }}, {{ name = "syscall" }}]
+[[metrics.counters.labels]]
+name = "comm"
+size = 12
+decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)$"] }}]
+"#,
+            names.join(", ")
+        );
+        let spec = spec.as_str();
+        let words: [&[u8]; 7] = [
+            b"x\"q\\",
+            b"xa\nb",
+            b"12",
+            b"x",
+            b"nope",
+            b"x\xff\xfe",
+            b"123456789012",
+        ];
+        let mut keys = Vec::new();
+        let mut values = Vec::new();
+        for _ in 0..3000 {
+            let kind = rng.below(600) as u16;
+            keys.extend_from_slice(&kind.to_ne_bytes());
+            keys.extend_from_slice(&[rng.below(256) as u8, 0]); // padding: ignored
+            let mut comm = [0u8; 12];
+            let word = words[rng.below(words.len() as u64) as usize];
+            comm[..word.len()].copy_from_slice(word);
+            if rng.below(4) == 0 {
+                comm[11] = b'z'; // junk after the NUL, or a longer word
+            }
+            keys.extend_from_slice(&comm);
+            values.extend([rng.below(1 << 60), rng.below(3)]);
+        }
+        cases.push((
+            spec.to_string(),
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: false,
+                per_cpu: true,
+                keys: keys.clone(),
+                values: values.clone(),
+            },
+        ));
+        // The same keys split by CPU (last label `cpu`), as an array with zeros.
+        let cpu_spec = spec.to_string()
+            + "[[metrics.counters.labels]]\nname = \"cpu\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n";
+        let zeroed: Vec<u64> = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 5 == 0 { 0 } else { *v })
+            .collect();
+        cases.push((
+            cpu_spec,
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: true,
+                per_cpu: true,
+                keys: keys.clone(),
+                values: zeroed.clone(),
+            },
+        ));
+        // Array zeros without the cpu label.
+        cases.push((
+            spec.to_string(),
+            MapData {
+                name: "m_total".into(),
+                key_size: 16,
+                values_per_key: 2,
+                is_array: true,
+                per_cpu: true,
+                keys,
+                values: zeroed,
+            },
+        ));
+        // 1-byte labels of ~200 values each: 7 of them (56 bits) pack into
+        // a u64 but not with the key's index; 9 (72 bits) do not pack.
+        for width in [7usize, 9] {
+            let mut wide =
+                String::from("[[metrics.counters]]\nname = \"w_total\"\nhelp = \"W.\"\n");
+            for i in 0..width {
+                wide += &format!(
+                    "[[metrics.counters.labels]]\nname = \"l{i}\"\nsize = 1\ndecoders = [{{ name = \"uint\" }}]\n"
+                );
+            }
+            let keys: Vec<u8> = (0..width * 4000).map(|_| rng.below(200) as u8).collect();
+            // Some duplicate keys, to merge.
+            let keys = [keys.clone(), keys[..width * 500].to_vec()].concat();
+            let values = (0..4500).map(|_| rng.below(1000)).collect();
+            cases.push((
+                wide,
+                MapData {
+                    name: "w_total".into(),
+                    key_size: width,
+                    values_per_key: 1,
+                    is_array: false,
+                    per_cpu: false,
+                    keys,
+                    values,
+                },
+            ));
+        }
+        cases
+    }
+
+    #[test]
+    fn fast_series_match_the_original_algorithm() {
+        for (spec, map) in cases() {
+            let config = compile(&spec);
+            let snapshot = Snapshot {
+                maps: vec![map],
+                ..Snapshot::default()
+            };
+            let (want, want_errors) = reference(&config, &snapshot, "ns");
+            let exposed = families(&config, &snapshot, "ns").unwrap();
+            assert!(
+                want[0].get_metric().len() > 10,
+                "{spec}: too few series to mean much"
+            );
+            let ours: Vec<MetricFamily> = exposed.families.iter().map(Family::to_proto).collect();
+            assert_eq!(ours, want, "{spec}");
+            assert_eq!(exposed.decode_errors, want_errors, "{spec}");
+            assert!(!want_errors.is_empty() || spec.contains("w_total"));
+            assert!(exposed.series_dropped.is_empty());
+            // The text, straight from the table.
+            assert_eq!(encode(&exposed.families).unwrap(), theirs(&want), "{spec}");
+        }
+    }
+
+    #[test]
+    fn counters_and_histograms_encode_as_the_prometheus_crate_does() {
+        let spec = format!(
+            "{SPEC}{}",
+            r#"
+[[metrics.histograms]]
+name = "latency_seconds"
+help = "Latency."
+bucket_type = "exp2"
+bucket_min = 0
+bucket_max = 3
+[[metrics.histograms.labels]]
+name = "op"
+size = 4
+decoders = [{ name = "uint" }]
+[[metrics.histograms.labels]]
+name = "bucket"
+size = 4
+decoders = [{ name = "uint" }]
+"#
+        );
+        let config = compile(&spec);
+        let mut snap = snapshot(
+            &[
+                (key(2, b"sh\0\0"), [1, 2]),
+                (key(1, b"zsh\0"), [5, 0]),
+                (key(1, b"bash"), [0, 7]),
+                (key(1, b"bash"), [1, 0]),
+            ],
+            false,
+        );
+        snap.maps.push(MapData {
+            name: "latency_seconds".into(),
+            key_size: 8,
+            values_per_key: 1,
+            is_array: false,
+            per_cpu: false,
+            keys: [(1u32, 0u32), (1, 2), (2, 4)]
+                .iter()
+                .flat_map(|(op, b)| [op.to_ne_bytes(), b.to_ne_bytes()].concat())
+                .collect(),
+            values: vec![3, 4, 5],
+        });
+        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        let mut streamed = Exposition::default();
+        streamed.add_all(&exposed.families).unwrap();
+        assert_eq!(streamed.len(), 2);
+        // A name already added is refused.
+        let err = streamed.add_all(&exposed.families).unwrap_err();
+        assert!(err.to_string().contains("defined twice"), "{err}");
+        let protos: Vec<MetricFamily> = exposed.families.iter().map(Family::to_proto).collect();
+        assert_eq!(streamed.into_text(), theirs(&protos));
+    }
+
+    #[test]
+    fn unsorted_families_are_sorted_by_labels_as_before() {
+        let series: Samples = vec![
+            (vec!["2".into(), "a".into()], 1.0),
+            (vec!["10".into(), "b".into()], 2.0),
+            (vec!["2".into(), "".into()], 3.0),
+            (vec!["10".into(), "b".into()], 4.0), // equal labels: kept in order
+        ];
+        let family = Family::samples("x_total", "X.", Kind::Counter, &["a", "b"], series.clone());
+        let mut by_key = series;
+        by_key.sort_by(|a, b| a.0.cmp(&b.0));
+        let unsorted = Family {
+            series: Series::Metrics(Vec::new()),
+            ..Family::samples("x_total", "X.", Kind::Counter, &["a", "b"], Vec::new())
+        };
+        let mut want = unsorted.to_proto();
+        want.set_metric(
+            Family::samples("x_total", "X.", Kind::Counter, &["a", "b"], by_key)
+                .to_proto()
+                .take_metric(),
+        );
+        let want = theirs(&[want]);
+        assert_eq!(encode([&family]).unwrap(), want);
+        assert!(want.find("b=\"b\"} 2").unwrap() < want.find("b=\"b\"} 4").unwrap());
+    }
+
+    #[test]
+    fn openmetrics_names_counters_without_total_and_ends_with_eof() {
+        let families = [
+            Family::samples(
+                "a_total",
+                "A.",
+                Kind::Counter,
+                &["x"],
+                vec![(vec!["1".into()], 3.0)],
+            ),
+            Family::samples("b", "B.", Kind::Counter, &[], vec![(Vec::new(), 4.0)]),
+            Family::gauge("g_seconds", "G.", 1.5),
+        ];
+        let mut exposition = Exposition::new(Encoding::OpenMetrics);
+        exposition.add_all(&families).unwrap();
+        assert_eq!(
+            exposition.into_text(),
+            "# HELP a A.\n# TYPE a counter\na_total{x=\"1\"} 3\n\
+             # HELP b B.\n# TYPE b counter\nb_total 4\n\
+             # HELP g_seconds G.\n# TYPE g_seconds gauge\ng_seconds 1.5\n# EOF\n"
+        );
+    }
+
+    #[test]
+    fn families_keep_the_largest_series_up_to_max_series() {
+        let spec = SPEC.replace("help = \"Events.\"", "help = \"Events.\"\nmax_series = 2");
+        let config = compile(&spec);
+        let snap = snapshot(
+            &[
+                (key(1, b"a\0\0\0"), [1, 0]),
+                (key(4, b"d\0\0\0"), [5, 0]), // ties with c, which comes first
+                (key(2, b"b\0\0\0"), [9, 0]),
+                (key(3, b"c\0\0\0"), [5, 0]),
+                (key(5, b"e\0\0\0"), [2, 0]),
+            ],
+            false,
+        );
+        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(exposed.series_dropped, [("events_total".to_string(), 3)]);
+        // The terminal view reads the same series.
+        let mut rows = Vec::new();
+        exposed.families[0]
+            .for_each_sample(|labels, value| rows.push((labels[1].1.to_string(), value)));
+        assert_eq!(rows, [("b".to_string(), 9.0), ("c".to_string(), 5.0)]);
+        assert_eq!(
+            encode(&exposed.families).unwrap(),
+            "# HELP bpfsnap_events_total Events.\n\
+             # TYPE bpfsnap_events_total counter\n\
+             bpfsnap_events_total{kind=\"2\",comm=\"b\"} 9\n\
+             bpfsnap_events_total{kind=\"3\",comm=\"c\"} 5\n"
+        );
+    }
+
+    #[test]
+    fn families_cap_histograms_by_count() {
+        let spec = r#"
+[[metrics.histograms]]
+name = "latency_seconds"
+help = "Latency."
+max_series = 1
+bucket_type = "exp2"
+bucket_min = 0
+bucket_max = 1
+[[metrics.histograms.labels]]
+name = "op"
+size = 4
+decoders = [{ name = "uint" }]
+[[metrics.histograms.labels]]
+name = "bucket"
+size = 4
+decoders = [{ name = "uint" }]
+"#;
+        let config = compile(spec);
+        let snap = Snapshot {
+            maps: vec![MapData {
+                name: "latency_seconds".into(),
+                key_size: 8,
+                values_per_key: 1,
+                is_array: false,
+                per_cpu: false,
+                keys: [(1u32, 0u32), (2, 1), (3, 0)]
+                    .iter()
+                    .flat_map(|(op, b)| [op.to_ne_bytes(), b.to_ne_bytes()].concat())
+                    .collect(),
+                values: vec![3, 7, 1],
+            }],
+            ..Snapshot::default()
+        };
+        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        assert_eq!(exposed.series_dropped, [("latency_seconds".to_string(), 2)]);
+        let text = encode(&exposed.families).unwrap();
+        assert!(text.contains("_count{op=\"2\"} 7\n"), "{text}");
+        assert!(
+            !text.contains("op=\"1\"") && !text.contains("op=\"3\""),
+            "{text}"
+        );
+    }
+}

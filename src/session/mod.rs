@@ -1,0 +1,330 @@
+//! Session: what `run` and `serve` share between choosing programs and
+//! reading their maps — the selection checked for trust, attaching (built-ins
+//! loaded together, in parallel), the variants this kernel runs, a config
+//! that attached in part, the capabilities kept, and the signals that end a
+//! window or a server.
+//!
+//! Takes a [`Selection`] and each program's [`Plan`](crate::plan::Plan)
+//! (through [`program`]); hands on attached [`Probe`]s and the configs that
+//! [`Failed`], for the snapshot stage to read and the modes to report.
+
+mod capabilities;
+mod load;
+mod signals;
+
+pub use capabilities::keep_caps;
+pub use signals::stop_signals;
+
+use std::path::Path;
+
+use anyhow::Result;
+
+use crate::log::Log;
+use crate::privilege;
+use crate::probe::{self, Probe};
+use crate::program::{self, ObjectSource, Program, Selection};
+
+use load::{in_parallel, load_groups};
+
+/// A probe that failed while others ran: the run goes on without it and
+/// reports it in `bpfsnap_config_up` and the exit status.
+pub struct Failed {
+    pub config: String,
+    pub error: anyhow::Error,
+}
+
+/// The programs to run, checked for trust.
+pub fn select(
+    selection: &Selection,
+    allow_untrusted_files: bool,
+    log: Log,
+) -> Result<Vec<Program>> {
+    let mut programs = program::select(selection).map_err(crate::BadInput::wrap)?;
+    for program in &mut programs {
+        for warning in &program.config.warnings {
+            log.warn(&format!("{}: {warning}", program.config.origin));
+        }
+        if !allow_untrusted_files {
+            if let ObjectSource::File(object) = &program.object {
+                // Checked and read through one descriptor: what was checked is
+                // what gets loaded.
+                let bytes = privilege::read_trusted(object).map_err(crate::BadInput::wrap)?;
+                privilege::check_file_owner(std::path::Path::new(&program.config.origin))
+                    .map_err(crate::BadInput::wrap)?;
+                program.object = ObjectSource::Read {
+                    path: object.clone(),
+                    bytes,
+                };
+            }
+        }
+    }
+    Ok(programs)
+}
+
+/// Attaches every program (pinned under `pin` if given). A program that
+/// fails at run time is set aside (the others run); bad input fails at once,
+/// and so does a run where nothing could attach.
+pub fn attach_all(
+    programs: &[Program],
+    pin: Option<&Path>,
+    strict: bool,
+    log: Log,
+) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let (probes, failed) = attach_each(programs, pin, strict, log)?;
+    if probes.is_empty() {
+        return Err(first_error(failed));
+    }
+    log_problems(&probes, &failed, log);
+    Ok((probes, failed))
+}
+
+/// Attaches what it can: bad input fails at once, a run-time failure of one
+/// program is returned beside the probes that did attach.
+pub fn attach_each(
+    programs: &[Program],
+    pin: Option<&Path>,
+    strict: bool,
+    log: Log,
+) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let kernel = probe::availability::KernelTypes::load();
+    let (programs, mut failed) = fit_to_kernel(programs, &kernel, log);
+    let programs = programs.as_slice();
+    let attach = |program: &Program| match pin {
+        Some(root) => Probe::attach_pinned(program, root),
+        None => Probe::attach(program),
+    };
+    let groups = load_groups(programs, pin);
+    let mut attached: Vec<(usize, Result<Probe>)> = in_parallel(&groups, |group| {
+        if group.len() > 1 {
+            let members: Vec<&Program> = group.iter().map(|&i| &programs[i]).collect();
+            match Probe::attach_linked(&members) {
+                Ok(probes) => {
+                    return group
+                        .iter()
+                        .copied()
+                        .zip(probes.into_iter().map(Ok))
+                        .collect()
+                }
+                Err(err) => log.info(&format!(
+                    "loading built-ins together failed ({err:#}): loading each on its own"
+                )),
+            }
+        }
+        group
+            .iter()
+            .map(|&i| (i, attach(&programs[i])))
+            .collect::<Vec<_>>()
+    })
+    .into_iter()
+    .flatten()
+    .collect();
+    attached.sort_by_key(|(index, _)| *index);
+
+    let mut probes = Vec::with_capacity(programs.len());
+    for (index, result) in attached {
+        let program = &programs[index];
+        match result {
+            Ok(probe) => probes.push(probe),
+            // The default set in --pin mode: a member the process itself
+            // counts for cannot persist, and is left out (named, it fails).
+            Err(err) if program.optional && is_not_pinnable(&err) => {
+                log.info(&format!(
+                    "built-in {} left out: its event-stream counters cannot be pinned (run it \
+                     with --interval or serve)",
+                    program.config.name
+                ));
+            }
+            // Bad input is the user's to fix now, not a partial run.
+            Err(err) if crate::BadInput::is(&err) => return Err(err),
+            Err(err) => {
+                let name = &program.config.name;
+                match unavailable_builtin(program, &kernel) {
+                    // The default set adapts to the kernel: a built-in whose
+                    // attach point this kernel lacks is left out.
+                    Some(reason) if program.optional => {
+                        log.info(&format!("built-in {name} left out: {reason}"));
+                    }
+                    // Named, it fails with that reason rather than libbpf's.
+                    Some(reason) => failed.push(Failed {
+                        config: name.clone(),
+                        error: anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
+                    }),
+                    None => failed.push(Failed {
+                        config: name.clone(),
+                        error: err,
+                    }),
+                }
+            }
+        }
+    }
+    let probes = settle_attachments(probes, &mut failed, strict, log);
+    Ok((probes, failed))
+}
+
+/// Configs some of whose programs did not attach: with `strict` each fails;
+/// otherwise its other programs run, a warning names what did not attach
+/// and `program_attached` says 0 (ebpf_exporter's default and its
+/// `--config.strict`). Then bpfsnap's `post_attach_mark` is called, once,
+/// for the uprobes waiting on it, as ebpf_exporter does once every config
+/// is attached.
+fn settle_attachments(
+    probes: Vec<Probe>,
+    failed: &mut Vec<Failed>,
+    strict: bool,
+    log: Log,
+) -> Vec<Probe> {
+    let mut kept = Vec::with_capacity(probes.len());
+    for probe in probes {
+        let config = probe.config().name.clone();
+        match probe.unattached().first() {
+            Some(first) if strict => failed.push(Failed {
+                config,
+                error: anyhow::anyhow!("{first:#} (--strict: the config fails)"),
+            }),
+            _ => {
+                for err in probe.unattached() {
+                    log.warn(&format!(
+                        "{err:#}; the config's other programs run (--strict fails it instead)"
+                    ));
+                }
+                kept.push(probe);
+            }
+        }
+    }
+    if kept.iter().any(Probe::waits_for_post_attach_mark) {
+        probe::post_attach_mark();
+    }
+    kept
+}
+
+/// Whether `err` says a config cannot be pinned (it is bad input too).
+fn is_not_pinnable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        e.is::<probe::NotPinnable>()
+            || e.downcast_ref::<crate::BadInput>()
+                .is_some_and(|bad| bad.inner().is::<probe::NotPinnable>())
+    })
+}
+
+/// Each program with the variant this kernel runs (see `probe::variants`).
+/// A member of the default set none of whose variants can run here is left
+/// out (said with -v); one selected by name fails with the reason.
+fn fit_to_kernel(
+    programs: &[Program],
+    kernel: &probe::availability::KernelTypes,
+    log: Log,
+) -> (Vec<Program>, Vec<Failed>) {
+    let mut fitted = Vec::with_capacity(programs.len());
+    let mut failed = Vec::new();
+    for program in programs {
+        let name = &program.config.name;
+        match probe::variants::fit(&program.config, kernel) {
+            Ok(fit) => {
+                for reason in &fit.passed_over {
+                    log.info(&format!("{name}: {reason}: loading the next variant"));
+                }
+                fitted.push(Program {
+                    left_out: fit.left_out,
+                    ..program.clone()
+                });
+            }
+            Err(reason) if program.optional => {
+                log.info(&format!("built-in {name} left out: {reason}"));
+            }
+            Err(reason) => failed.push(Failed {
+                config: name.clone(),
+                error: anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
+            }),
+        }
+    }
+    (fitted, failed)
+}
+
+/// Why `program`, a built-in or a member of the default set that failed to
+/// load, cannot attach on this kernel at all, if that is why. Asked only
+/// after a failure: reading tracefs and opening every object up front cost
+/// every run ≈ 3 ms of start-up.
+fn unavailable_builtin(
+    program: &Program,
+    kernel: &probe::availability::KernelTypes,
+) -> Option<String> {
+    if !program.optional && !matches!(program.object, ObjectSource::Embedded(_)) {
+        return None; // a user program's own error says more
+    }
+    match probe::unavailable(program, kernel) {
+        Ok(reason) => reason,
+        Err(err) => Some(format!("{err:#}")),
+    }
+}
+
+/// Says what failed, and what the attached probes warn about (e.g. a ring
+/// buffer whose drops in the kernel are not counted).
+pub fn log_problems(probes: &[Probe], failed: &[Failed], log: Log) {
+    for failure in failed {
+        log.error(&format!("{:#}", failure.error));
+    }
+    for probe in probes {
+        for warning in probe.warnings() {
+            log.warn(&format!("{}: {warning}", probe.config().name));
+        }
+    }
+}
+
+/// The error a run where nothing attached ends with: the first failure (the
+/// others are logged).
+pub fn first_error(failed: Vec<Failed>) -> anyhow::Error {
+    let mut failures = failed.into_iter();
+    match failures.next() {
+        Some(first) => first.error,
+        None => anyhow::anyhow!("no program to run"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A default-set member whose attach point this kernel lacks (known only
+    /// once it fails to load) is left out and the rest runs; the same program
+    /// selected by name fails.
+    #[test]
+    fn a_default_set_member_the_kernel_cannot_attach_is_left_out() {
+        if !crate::kernel_unit_test("a_default_set_member_the_kernel_cannot_attach_is_left_out") {
+            return;
+        }
+        let spec = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/events.toml");
+        let text = std::fs::read_to_string(spec).unwrap();
+        let (config, plan) =
+            crate::plan::parse("missing_tracepoint", spec, &text, crate::spec::Format::Toml)
+                .unwrap();
+        let object = Path::new(env!("BPFSNAP_FIXTURE_OBJECTS")).join("missing_tracepoint.bpf.o");
+        let selection = Selection {
+            builtins: vec!["syscalls".into(), "execs".into()],
+            ..Selection::default()
+        };
+        let mut programs = program::select(&selection).unwrap();
+        programs.push(Program {
+            config,
+            plan: std::sync::Arc::new(plan),
+            object: ObjectSource::File(object),
+            optional: true,
+            left_out: Default::default(),
+        });
+        for program in &mut programs {
+            program.optional = true;
+        }
+        let names = |probes: &[Probe]| -> Vec<String> {
+            probes.iter().map(|p| p.config().name.clone()).collect()
+        };
+        let (probes, failed) = attach_each(&programs, None, false, Log::new(0, true)).unwrap();
+        assert_eq!(names(&probes), ["syscalls", "execs"]);
+        assert!(failed.is_empty(), "{:?}", failed.first().map(|f| &f.error));
+        drop(probes);
+
+        programs[2].optional = false;
+        let (probes, failed) = attach_each(&programs, None, false, Log::new(0, true)).unwrap();
+        assert_eq!(names(&probes), ["syscalls", "execs"]);
+        assert_eq!(failed.len(), 1);
+        assert_eq!(failed[0].config, "missing_tracepoint");
+    }
+}
