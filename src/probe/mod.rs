@@ -8,7 +8,9 @@
 
 pub mod availability;
 pub mod cgroups;
+mod check;
 mod events;
+mod explain;
 pub mod host;
 mod kaddr;
 mod libbpf_log;
@@ -24,14 +26,15 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use libbpf_rs::{
-    Link, MapCore, MapHandle, MapType, Object, ObjectBuilder, OpenObject, ProgramAttachType,
-    ProgramType,
+    Link, MapCore, MapHandle, Object, ObjectBuilder, OpenObject, ProgramAttachType, ProgramType,
 };
 
 use crate::builtin::BuiltinSource;
 use crate::plan::Plan;
 use crate::program::{LeftOut, ObjectSource, Program};
 use crate::spec::{self, Config};
+use check::check_maps;
+use explain::{attach_error, last_message, load_error};
 use section::Attach;
 
 pub use events::StreamSnapshot;
@@ -190,20 +193,36 @@ fn object_path(program: &Program) -> String {
     }
 }
 
-/// Every program's name, section and how it attaches (those set to load).
-fn attach_points(config: &Config, object: &OpenObject) -> Result<Vec<(String, String, Attach)>> {
-    let mut plan = Vec::new();
+/// One program of an object: its name, its section and how that attaches.
+struct AttachPoint {
+    program: String,
+    section: String,
+    attach: Attach,
+}
+
+/// The attach point of program `name` among `points`.
+fn point_of<'p>(points: &'p [AttachPoint], name: &str) -> Option<&'p AttachPoint> {
+    points.iter().find(|point| point.program == name)
+}
+
+/// Every program's attach point (those set to load).
+fn attach_points(config: &Config, object: &OpenObject) -> Result<Vec<AttachPoint>> {
+    let mut points = Vec::new();
     for prog in object.progs().filter(|prog| prog.autoload()) {
-        let name = prog.name().to_string_lossy().into_owned();
+        let program = prog.name().to_string_lossy().into_owned();
         let section = prog.section().to_string_lossy().into_owned();
-        let attach =
-            section::parse(&section).with_context(|| format!("{}: program {name}", config.name))?;
-        plan.push((name, section, attach));
+        let attach = section::parse(&section)
+            .with_context(|| format!("{}: program {program}", config.name))?;
+        points.push(AttachPoint {
+            program,
+            section,
+            attach,
+        });
     }
-    if plan.is_empty() {
+    if points.is_empty() {
         bail!("{}: the BPF object has no programs", config.name);
     }
-    Ok(plan)
+    Ok(points)
 }
 
 /// Leaves out what `left_out` names: those programs are not loaded, those
@@ -224,14 +243,10 @@ fn leave_out(object: &mut OpenObject, left_out: &LeftOut) -> Result<()> {
 
 /// What loading needs done by hand: sections libbpf does not know get their
 /// program type set; classic tracepoints need tracefs mounted.
-fn prepare(object: &mut OpenObject, plan: &[(String, String, Attach)]) -> Result<()> {
+fn prepare(object: &mut OpenObject, points: &[AttachPoint]) -> Result<()> {
     for mut prog in object.progs_mut() {
         let prog_name = prog.name().to_string_lossy().into_owned();
-        match plan
-            .iter()
-            .find(|(n, _, _)| *n == prog_name)
-            .map(|(_, _, a)| a)
-        {
+        match point_of(points, &prog_name).map(|point| &point.attach) {
             Some(Attach::PerfEvent(_)) => prog.set_prog_type(ProgramType::PerfEvent),
             Some(Attach::Xdp { .. }) => {
                 prog.set_prog_type(ProgramType::Xdp);
@@ -240,9 +255,9 @@ fn prepare(object: &mut OpenObject, plan: &[(String, String, Attach)]) -> Result
             _ => {}
         }
     }
-    if plan
+    if points
         .iter()
-        .any(|(_, section, _)| host::section_needs_tracefs(section))
+        .any(|point| host::section_needs_tracefs(&point.section))
     {
         host::ensure_tracefs()?;
     }
@@ -256,7 +271,7 @@ pub fn sections(program: &Program) -> Result<Vec<String>> {
     leave_out(&mut object, &program.left_out)?;
     Ok(attach_points(&program.config, &object)?
         .into_iter()
-        .map(|(_, section, _)| section)
+        .map(|point| point.section)
         .collect())
 }
 
@@ -267,10 +282,11 @@ pub fn unavailable(
     kernel: &availability::KernelTypes,
 ) -> Result<Option<String>> {
     let object = open(program)?;
-    for (name, section, attach) in attach_points(&program.config, &object)? {
-        if let Some(reason) = kernel.missing(&section, &attach) {
+    for point in attach_points(&program.config, &object)? {
+        if let Some(reason) = kernel.missing(&point.section, &point.attach) {
             return Ok(Some(format!(
-                "program {name} (section {section}): {reason}"
+                "program {} (section {}): {reason}",
+                point.program, point.section
             )));
         }
     }
@@ -299,7 +315,7 @@ impl Probe {
         let name = config.name.clone();
         let mut object = open(program)?;
         leave_out(&mut object, &program.left_out)?;
-        let plan = attach_points(&config, &object).map_err(crate::BadInput::wrap)?;
+        let points = attach_points(&config, &object).map_err(crate::BadInput::wrap)?;
         check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
         if let Some(dir) = maps_dir {
             for mut map in object.maps_mut() {
@@ -311,7 +327,7 @@ impl Probe {
             }
         }
 
-        prepare(&mut object, &plan)?;
+        prepare(&mut object, &points)?;
         if !config.kaddrs.is_empty() {
             let kallsyms =
                 std::fs::read_to_string("/proc/kallsyms").context("reading /proc/kallsyms")?;
@@ -323,8 +339,8 @@ impl Probe {
         libbpf_log::take();
         let object = object
             .load()
-            .map_err(|err| load_error(&name, &plan, &err))?;
-        let mut probe = Probe::attach_loaded(program, &object, &plan)?;
+            .map_err(|err| load_error(&name, &points, &err))?;
+        let mut probe = Probe::attach_loaded(program, &object, &points)?;
         probe._object = Some(object);
         Ok(probe)
     }
@@ -366,35 +382,37 @@ impl Probe {
         for program in programs {
             leave_out(&mut object, &program.left_out)?;
         }
-        let mut plans = Vec::with_capacity(programs.len());
+        let mut all_points = Vec::new();
+        let mut counts = Vec::with_capacity(programs.len());
         for (program, source) in programs.iter().zip(&sources) {
-            let mut plan = attach_points(&program.config, &object)?;
-            plan.retain(|(name, _, _)| source.programs.contains(&name.as_str()));
+            let mut points = attach_points(&program.config, &object)?;
+            points.retain(|point| source.programs.contains(&point.program.as_str()));
             check_maps(&program.config, &object)?;
-            plans.push(plan);
+            counts.push(points.len());
+            all_points.extend(points);
         }
-        let whole_plan = plans.concat();
-        prepare(&mut object, &whole_plan)?;
+        prepare(&mut object, &all_points)?;
         libbpf_log::take();
         let object = object
             .load()
-            .map_err(|err| load_error("built-ins", &whole_plan, &err))?;
+            .map_err(|err| load_error("built-ins", &all_points, &err))?;
         // The object itself may go once attached: links and map handles
         // hold what keeps running.
+        let mut rest = all_points.as_slice();
         programs
             .iter()
-            .zip(&plans)
-            .map(|(program, plan)| Probe::attach_loaded(program, &object, plan))
+            .zip(counts)
+            .map(|(program, count)| {
+                let (points, after) = rest.split_at(count);
+                rest = after;
+                Probe::attach_loaded(program, &object, points)
+            })
             .collect()
     }
 
-    /// Attaches the programs of `plan` in the loaded `object`, and takes
-    /// handles of `config`'s metric maps.
-    fn attach_loaded(
-        program: &Program,
-        object: &Object,
-        plan: &[(String, String, Attach)],
-    ) -> Result<Probe> {
+    /// Attaches the programs at `points` in the loaded `object`, and takes
+    /// handles of `program`'s metric maps.
+    fn attach_loaded(program: &Program, object: &Object, points: &[AttachPoint]) -> Result<Probe> {
         let config = program.config.clone();
         let name = config.name.clone();
         // Filled before anything attaches: no event is counted unmatched
@@ -412,19 +430,16 @@ impl Probe {
         let mut unattached = Vec::new();
         for prog in object.progs_mut() {
             let prog_name = prog.name().to_string_lossy().into_owned();
-            let Some((_, section, attach)) = plan.iter().find(|(n, _, _)| *n == prog_name) else {
+            let Some(point) = point_of(points, &prog_name) else {
                 continue;
             };
             libbpf_log::take();
-            match attach_program(&prog, attach) {
+            match attach_program(&prog, &point.attach) {
                 Ok(new) => {
                     link_programs.extend(new.iter().map(|_| prog_name.clone()));
                     links.extend(new);
                 }
-                Err(err) => unattached.push((
-                    prog_name.clone(),
-                    attach_error(&name, &prog_name, section, attach, &err),
-                )),
+                Err(err) => unattached.push((prog_name.clone(), attach_error(&name, point, &err))),
             }
         }
         if links.is_empty() && !unattached.is_empty() {
@@ -434,12 +449,12 @@ impl Probe {
             .progs()
             .filter_map(|prog| {
                 let prog_name = prog.name().to_string_lossy().into_owned();
-                let (_, section, attach) = plan.iter().find(|(n, _, _)| *n == prog_name)?;
+                let point = point_of(points, &prog_name)?;
                 let mut info = program_info(prog.as_fd().as_raw_fd()).unwrap_or_default();
                 info.attached = !unattached.iter().any(|(n, _)| *n == prog_name);
                 info.name = prog_name;
-                info.section = section.clone();
-                info.attach = attach.kind().to_string();
+                info.section = point.section.clone();
+                info.attach = point.attach.kind().to_string();
                 Some(info)
             })
             .collect();
@@ -594,7 +609,7 @@ impl Probe {
     /// through their pinned links.
     fn from_pins(program: &Program, dir: &Path, manifest: pin::Manifest) -> Result<Probe> {
         let config = &program.config;
-        let plan = attach_points(config, &open(program)?)?;
+        let points = attach_points(config, &open(program)?)?;
         let mut maps = BTreeMap::new();
         for metric in config.metrics().filter(|m| {
             config.map_counters().any(|c| c.name == m.name) || m.kind == spec::MetricKind::Histogram
@@ -608,10 +623,8 @@ impl Probe {
             .programs
             .iter()
             .map(|(name, id)| {
-                let (section, attach) = plan
-                    .iter()
-                    .find(|(n, _, _)| n == name)
-                    .map(|(_, section, attach)| (section.clone(), attach.kind().to_string()))
+                let (section, attach) = point_of(&points, name)
+                    .map(|point| (point.section.clone(), point.attach.kind().to_string()))
                     .unwrap_or_default();
                 let tag = program_info_by_id(*id)
                     .map(|info| info.tag)
@@ -834,228 +847,4 @@ fn ifindex(interface: &str) -> Result<i32> {
         bail!("no network interface {interface:?}");
     }
     Ok(index as i32)
-}
-
-/// Map types a counter or histogram can be read from.
-fn readable(map_type: MapType) -> bool {
-    matches!(
-        map_type,
-        MapType::Hash
-            | MapType::PercpuHash
-            | MapType::LruHash
-            | MapType::LruPercpuHash
-            | MapType::Array
-            | MapType::PercpuArray
-    )
-}
-
-/// Config ↔ object checks: each metric's map exists, its keys are as long as
-/// the labels say (minus a synthetic `cpu` label on per-CPU maps), and its
-/// values are u64.
-fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
-    let maps: BTreeMap<String, (MapType, u32, u32)> = object
-        .maps()
-        .map(|m| {
-            (
-                m.name().to_string_lossy().into_owned(),
-                (m.map_type(), m.key_size(), m.value_size()),
-            )
-        })
-        .collect();
-    // Every metric's problems, so `bpfsnap check` lists them all.
-    let problems: Vec<String> = config
-        .metrics()
-        .filter_map(|metric| check_map(config, &metric, &maps).err())
-        .map(|err| format!("{err:#}"))
-        .collect();
-    if problems.is_empty() {
-        return Ok(());
-    }
-    Err(spec::Problems {
-        origin: config.name.clone(),
-        problems,
-    }
-    .into())
-}
-
-fn check_map(
-    config: &Config,
-    metric: &spec::MetricRef,
-    maps: &BTreeMap<String, (MapType, u32, u32)>,
-) -> Result<()> {
-    let context = || format!("{} {:?}", metric.kind, metric.name);
-    let Some(&(map_type, key_size, value_size)) = maps.get(metric.name) else {
-        let names: Vec<&str> = maps
-            .keys()
-            .map(String::as_str)
-            .filter(|n| !n.contains('.'))
-            .collect();
-        bail!(
-            "{}: reads the map of the same name, but the object has none (its maps: {})",
-            context(),
-            names.join(", ")
-        );
-    };
-    let counter = config
-        .metrics
-        .counters
-        .iter()
-        .find(|c| c.name == metric.name);
-    if events::is_stream(map_type) && metric.kind == spec::MetricKind::Counter {
-        // Events are counted by their leading label bytes; their size is
-        // only known per event (short ones count as lost).
-        return Ok(());
-    }
-    if counter.is_some_and(|c| c.perf_event_array) {
-        bail!(
-            "{}: perf_event_array is set but the map is a {map_type:?}, not a perf event array",
-            context()
-        );
-    }
-    if counter.is_some_and(|c| c.flush_interval.is_some()) {
-        bail!(
-            "{}: flush_interval applies only to event streams (ring buffers, perf event arrays)",
-            context()
-        );
-    }
-    if !readable(map_type) {
-        bail!(
-            "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map{}",
-            context(),
-            if events::is_stream(map_type) {
-                " (event streams can back counters, not histograms)"
-            } else {
-                ""
-            }
-        );
-    }
-    let histogram = metric.kind == spec::MetricKind::Histogram;
-    let label_bytes = spec::map_key_size(metric.labels, map_type.is_percpu(), histogram);
-    // ebpf_exporter's unlabelled counters: one sample at key u32 0.
-    let unlabelled =
-        !histogram && label_bytes == 0 && key_size as usize == spec::UNLABELLED_KEY.len();
-    if key_size as usize != label_bytes && !unlabelled {
-        let cpu_hint = match spec::cpu_label_index(metric.labels, histogram) {
-            Some(_) if !map_type.is_percpu() => {
-                " (a label named cpu is left out of the key only on per-CPU maps)"
-            }
-            _ => "",
-        };
-        bail!(
-            "{}: the labels take {label_bytes} bytes but the map's keys are {key_size} bytes: \
-             make the label sizes and paddings add up to the key{cpu_hint}",
-            context()
-        );
-    }
-    if value_size != 8 {
-        bail!(
-            "{}: values must be u64 (8 bytes), the map's are {value_size}",
-            context()
-        );
-    }
-    Ok(())
-}
-
-/// Explains a failed load: privileges, a trampoline refused by the kernel, or
-/// the verifier's reason (the useful tail of its log).
-fn load_error(
-    name: &str,
-    plan: &[(String, String, Attach)],
-    err: &libbpf_rs::Error,
-) -> anyhow::Error {
-    let log = libbpf_log::take();
-    let permission_denied = err.kind() == libbpf_rs::ErrorKind::PermissionDenied;
-    if permission_denied && !host::effective_capabilities().is_ok_and(host::can_trace) {
-        return anyhow!(
-            "{name}: the kernel refused to load the program: {}",
-            host::PRIVILEGE_ADVICE
-        );
-    }
-    // libbpf resolves a tp_btf/fentry target by name before any load.
-    let missing_target = libbpf_said_of(&log, plan, "failed to find kernel BTF type ID of '")
-        .and_then(|(program, rest)| Some((program, rest.split_once('\'')?.0)));
-    if let Some(((prog, section, _), target)) = missing_target {
-        return anyhow!(
-            "{name}: program {prog} (section {section}): this kernel has no {target} to attach to: \
-             check the name against /sys/kernel/tracing/available_events (tracepoints) or \
-             available_filter_functions (functions)"
-        );
-    }
-    let failed = libbpf_said_of(&log, plan, "BPF program load failed").map(|(program, _)| program);
-    let verifier_said = log.contains("-- BEGIN PROG LOAD LOG --");
-    let what = match failed {
-        Some((prog, section, _)) => format!("program {prog} (section {section})"),
-        None => "the object".to_string(),
-    };
-    if let Some((_, section, attach)) = failed {
-        // A kprobe.multi program calling bpf_get_func_ip is refused by the
-        // verifier on kernels without fprobe, whose real lack is the link.
-        if attach.is_kprobe_multi() {
-            if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
-                return anyhow!("{name}: cannot load {what}: {reason}");
-            }
-        }
-        // Refused before the verifier ran (no log of it): EACCES from a
-        // verifier that rejected the program looks the same to libbpf.
-        if attach.is_trampoline() && permission_denied && !verifier_said {
-            return anyhow!(
-                "{name}: the kernel refused to load {what}: fentry/fexit/lsm programs need BPF \
-                 trampolines, which this kernel does not allow{}: use tp_btf, raw_tp or a tracepoint instead",
-                host::lockdown().map(|mode| format!(" (kernel lockdown: {mode})")).unwrap_or_default()
-            );
-        }
-    }
-    let tail = libbpf_log::useful_tail(&log, 8);
-    // The kernel answers EACCES when the verifier refuses a program: not a
-    // privilege problem, whatever the errno's name says.
-    let mut message = if verifier_said {
-        format!("{name}: the verifier rejected {what}: {err}")
-    } else {
-        format!("{name}: loading {what} failed: {err}")
-    };
-    if !tail.is_empty() {
-        message.push_str("; verifier log tail:\n    ");
-        message.push_str(&tail.join("\n    "));
-    }
-    anyhow!(message)
-}
-
-/// The first line of libbpf's `log` of the form `prog 'NAME': MESSAGE…`:
-/// the plan entry of program NAME and what follows MESSAGE.
-fn libbpf_said_of<'p, 'l>(
-    log: &'l str,
-    plan: &'p [(String, String, Attach)],
-    message: &str,
-) -> Option<(&'p (String, String, Attach), &'l str)> {
-    let (prog, rest) = log.lines().find_map(|line| {
-        let (prog, said) = line.split_once("prog '")?.1.split_once("': ")?;
-        Some((prog, said.strip_prefix(message)?))
-    })?;
-    Some((plan.iter().find(|(n, _, _)| n == prog)?, rest))
-}
-
-fn attach_error(
-    name: &str,
-    prog: &str,
-    section: &str,
-    attach: &Attach,
-    err: &anyhow::Error,
-) -> anyhow::Error {
-    let what = format!("{name}: cannot attach program {prog} (section {section})");
-    // The kernel's own answer (ENOENT, EOPNOTSUPP, EINVAL) rarely says which
-    // of these it was.
-    if attach.is_kprobe() || attach.is_kprobe_multi() {
-        if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
-            return anyhow!("{what}: {reason}");
-        }
-    }
-    anyhow!("{what}: {err:#}{}", last_message(&libbpf_log::take()))
-}
-
-fn last_message(log: &str) -> String {
-    log.lines()
-        .rev()
-        .find(|line| !line.trim().is_empty())
-        .map(|line| format!(" (libbpf: {})", line.trim_start_matches("libbpf: ").trim()))
-        .unwrap_or_default()
 }
