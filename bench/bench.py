@@ -291,7 +291,9 @@ def bpftrace_available():
 
 
 def metric(text, name):
-    match = re.search(rf"^{name} (\S+)$", text, re.M)
+    """The value of series `name` in `text`, with or without labels (a
+    textfile's self metrics carry `output`)."""
+    match = re.search(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M)
     return float(match.group(1)) if match else None
 
 
