@@ -10,8 +10,7 @@ use common::{path_str, Running};
 
 #[test]
 fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
-    let Some(_kernel) = common::kernel_test("uprobe_post_attach_hook_raw_tp_and_kaddrs_work")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, config) = common::example_config("attach_kinds.yaml");
@@ -77,9 +76,7 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
 /// each see one call, not one per config attached before them.
 #[test]
 fn post_attach_mark_is_called_once_after_every_config_attached() {
-    let Some(_kernel) =
-        common::kernel_test("post_attach_mark_is_called_once_after_every_config_attached")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (dir, config) = common::example_config("attach_kinds.yaml");

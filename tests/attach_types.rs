@@ -279,23 +279,21 @@ fn getpgid_calls_are_counted(object: &str, [entry, exit]: [&str; 2]) {
 
 #[test]
 fn kprobe_and_kretprobe_count_the_test_threads_calls_exactly() {
-    const TEST: &str = "kprobe_and_kretprobe_count_the_test_threads_calls_exactly";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if feature_present(TEST, kprobes_missing()) {
+    if feature_present(common::test_name!(), kprobes_missing()) {
         getpgid_calls_are_counted("attach_types_kprobe", ["kprobe", "kretprobe"]);
     }
 }
 
 #[test]
 fn fentry_and_fexit_count_the_test_threads_calls_exactly() {
-    const TEST: &str = "fentry_and_fexit_count_the_test_threads_calls_exactly";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let object = common::fixture_object("attach_types_fentry");
-    if feature_present(TEST, trampolines_missing(&object)) {
+    if feature_present(common::test_name!(), trampolines_missing(&object)) {
         getpgid_calls_are_counted("attach_types_fentry", ["fentry", "fexit"]);
     }
 }
@@ -308,8 +306,7 @@ fn fentry_and_fexit_count_the_test_threads_calls_exactly() {
 /// refuse the config in one line naming the program and its section.
 #[test]
 fn kprobe_multi_counts_each_matched_function_or_is_refused_in_one_line() {
-    const TEST: &str = "kprobe_multi_counts_each_matched_function_or_is_refused_in_one_line";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, config) = install("attach_types_multi", "attach_types_multi.yaml");
@@ -398,11 +395,10 @@ fn syscall_caller() -> &'static str {
 /// function and which goes through the system call entry.
 #[test]
 fn ksym_and_kstack_name_the_probed_kernel_function() {
-    const TEST: &str = "ksym_and_kstack_name_the_probed_kernel_function";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if !feature_present(TEST, kprobes_missing()) {
+    if !feature_present(common::test_name!(), kprobes_missing()) {
         return;
     }
     let (_dir, config) = install("attach_types_ksym", "attach_types_ksym.yaml");
@@ -529,11 +525,10 @@ fn user_probe_hits(text: &str, pid: u32) -> BTreeMap<String, f64> {
 /// calls exactly, with the argument passed and the result returned.
 #[test]
 fn uprobe_and_uretprobe_count_the_calls_in_a_test_program_exactly() {
-    const TEST: &str = "uprobe_and_uretprobe_count_the_calls_in_a_test_program_exactly";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if !feature_present(TEST, uprobes_missing()) {
+    if !feature_present(common::test_name!(), uprobes_missing()) {
         return;
     }
     let target = Target::get();
@@ -563,11 +558,10 @@ fn uprobe_and_uretprobe_count_the_calls_in_a_test_program_exactly() {
 /// firings exactly, by the argument it fired with.
 #[test]
 fn a_usdt_probe_in_a_test_program_counts_its_firings_exactly() {
-    const TEST: &str = "a_usdt_probe_in_a_test_program_counts_its_firings_exactly";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if !feature_present(TEST, uprobes_missing()) {
+    if !feature_present(common::test_name!(), uprobes_missing()) {
         return;
     }
     let target = Target::get();
@@ -592,11 +586,10 @@ fn a_usdt_probe_in_a_test_program_counts_its_firings_exactly() {
 /// the program, its section and the missing function.
 #[test]
 fn a_kprobe_on_a_missing_function_is_refused_in_one_line() {
-    const TEST: &str = "a_kprobe_on_a_missing_function_is_refused_in_one_line";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if !feature_present(TEST, kprobes_missing()) {
+    if !feature_present(common::test_name!(), kprobes_missing()) {
         return;
     }
     let (_dir, config) = install("attach_types_missing", "attach_types_missing.yaml");
@@ -705,11 +698,13 @@ fn add_and_delete_dummy_links(names: &[&str]) {
 /// adds, by name; the module can be removed afterwards.
 #[test]
 fn a_kprobe_on_a_module_function_attaches_once_the_module_is_loaded() {
-    const TEST: &str = "a_kprobe_on_a_module_function_attaches_once_the_module_is_loaded";
-    let Some(_kernel) = common::kernel_test(TEST) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    if !feature_present(TEST, kprobes_missing().or_else(dummy_module_missing)) {
+    if !feature_present(
+        common::test_name!(),
+        kprobes_missing().or_else(dummy_module_missing),
+    ) {
         return;
     }
     let (_dir, config) = install("attach_types_module", "attach_types_module.yaml");

@@ -156,7 +156,7 @@ fn both_fail(programs: &[&str], expected: &[&str]) {
 /// object after the privileges; without root, `run` stops at those).
 fn both_fail_run_as_root(test: &str, programs: &[&str], expected: &[&str]) {
     check_fails(programs, expected);
-    if let Some(_kernel) = common::kernel_test(test) {
+    if let Some(_kernel) = common::kernel_test_named(test) {
         run_fails(programs, expected);
     }
 }
@@ -337,7 +337,7 @@ fn label_sizes_must_add_up_to_the_key_size() {
         check_fails(&[config], expected);
     }
     // `run` checks the object after the privileges.
-    if let Some(_kernel) = common::kernel_test("label_sizes_must_add_up_to_the_key_size") {
+    if let Some(_kernel) = common::kernel_test!() {
         for (config, expected) in &cases {
             run_fails(&[config], expected);
         }
@@ -351,7 +351,7 @@ fn metric_without_a_map_lists_the_maps() {
         &COMM_TOML.replace("getpid_calls_total", "getpid_total"),
     );
     both_fail_run_as_root(
-        "metric_without_a_map_lists_the_maps",
+        common::test_name!(),
         &[&setup.arg("a.toml")],
         &[
             "a: counter \"getpid_total\": reads the map of the same name, but the object has none",
@@ -381,7 +381,7 @@ fn object_that_is_not_bpf_is_refused() {
         .file("a.toml", COMM_TOML)
         .file("a.bpf.o", "#!/bin/sh\necho not an ELF file\n");
     both_fail_run_as_root(
-        "object_that_is_not_bpf_is_refused",
+        common::test_name!(),
         &[&setup.arg("a.toml")],
         &["a: cannot open the BPF object", "a.bpf.o"],
     );
@@ -564,7 +564,7 @@ fn check_lists_every_problem_of_a_config_one_per_line() {
 
 #[test]
 fn unreadable_config_says_permission_denied() {
-    let Some(_kernel) = common::kernel_test("unreadable_config_says_permission_denied") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = Setup::new().comm_config("a", COMM_TOML);
@@ -584,9 +584,7 @@ fn unreadable_config_says_permission_denied() {
 
 #[test]
 fn unprivileged_run_of_a_user_config_asks_for_capabilities() {
-    let Some(_kernel) =
-        common::kernel_test("unprivileged_run_of_a_user_config_asks_for_capabilities")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = Setup::new().comm_config("a", COMM_TOML);
@@ -630,8 +628,7 @@ fn run_fixture(setup: &Setup, name: &str) -> Command {
 
 #[test]
 fn verifier_failure_names_the_program_and_shows_the_log() {
-    let Some(_kernel) = common::kernel_test("verifier_failure_names_the_program_and_shows_the_log")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = fixture("bad_verifier");
@@ -660,9 +657,7 @@ fn verifier_failure_names_the_program_and_shows_the_log() {
 /// can, with `up` 0 and the last full success carried over.
 #[test]
 fn a_failing_config_marks_the_file_down_and_keeps_the_last_success() {
-    let Some(_kernel) =
-        common::kernel_test("a_failing_config_marks_the_file_down_and_keeps_the_last_success")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = fixture("bad_verifier");
@@ -729,11 +724,11 @@ fn a_failing_config_marks_the_file_down_and_keeps_the_last_success() {
 
 #[test]
 fn kprobe_on_a_kernel_without_kprobes_says_so() {
-    let Some(_kernel) = common::kernel_test("kprobe_on_a_kernel_without_kprobes_says_so") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     if Path::new("/sys/bus/event_source/devices/kprobe").exists() {
-        eprintln!("SKIPPED kprobe_on_a_kernel_without_kprobes_says_so: this kernel has kprobes");
+        eprintln!("SKIPPED {}: this kernel has kprobes", common::test_name!());
         return;
     }
     let setup = fixture("kprobe");
@@ -751,9 +746,7 @@ fn kprobe_on_a_kernel_without_kprobes_says_so() {
 
 #[test]
 fn a_tracepoint_the_kernel_lacks_is_named_with_where_to_look() {
-    let Some(_kernel) =
-        common::kernel_test("a_tracepoint_the_kernel_lacks_is_named_with_where_to_look")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = fixture("missing_tracepoint");
@@ -771,7 +764,7 @@ fn a_tracepoint_the_kernel_lacks_is_named_with_where_to_look() {
 
 #[test]
 fn fentry_refused_by_the_kernel_says_trampolines() {
-    let Some(_kernel) = common::kernel_test("fentry_refused_by_the_kernel_says_trampolines") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let setup = fixture("fentry");
@@ -780,7 +773,8 @@ fn fentry_refused_by_the_kernel_says_trampolines() {
     let output = { command }.output().expect("run bpfsnap");
     if output.status.success() {
         eprintln!(
-            "SKIPPED fentry_refused_by_the_kernel_says_trampolines: this kernel allows fentry"
+            "SKIPPED {}: this kernel allows fentry",
+            common::test_name!()
         );
         return;
     }

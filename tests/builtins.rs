@@ -11,7 +11,7 @@ use std::sync::mpsc;
 
 #[test]
 fn runqlat_sees_every_wakeup_of_a_ping_pong() {
-    let Some(_kernel) = common::kernel_test("runqlat_sees_every_wakeup_of_a_ping_pong") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const ROUNDS: u32 = 2000;
@@ -157,7 +157,7 @@ fn list_shows_every_builtin_with_its_metrics_attach_points_and_cost() {
         let expected_here = builtin.name != "pagefaults" || cfg!(target_arch = "x86_64");
         if expected_here && here != "yes" {
             common::not_exercised(
-                "list_shows_every_builtin_with_its_metrics_attach_points_and_cost",
+                common::test_name!(),
                 &format!(
                     "{} is not available here, so HERE is not checked",
                     builtin.name

@@ -126,7 +126,7 @@ fn paced_tcp_send(bytes: usize) {
 
 #[test]
 fn softirqs_times_net_rx_timer_and_hrtimer_runs() {
-    let Some(_kernel) = common::kernel_test("softirqs_times_net_rx_timer_and_hrtimer_runs") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const DATAGRAMS: u32 = 200;
@@ -161,7 +161,7 @@ fn softirqs_times_net_rx_timer_and_hrtimer_runs() {
 
 #[test]
 fn hrtimers_counts_every_nanosleep_wakeup() {
-    let Some(_kernel) = common::kernel_test("hrtimers_counts_every_nanosleep_wakeup") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const SLEEPS: u32 = 500;
@@ -206,7 +206,7 @@ fn thread_cpu_time() -> Duration {
 
 #[test]
 fn profile_samples_a_spinning_thread_by_name() {
-    let Some(_kernel) = common::kernel_test("profile_samples_a_spinning_thread_by_name") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const SPIN: Duration = Duration::from_secs(1);

@@ -118,9 +118,7 @@ fn tcp_info(stream: &TcpStream) -> libc::tcp_info {
 
 #[test]
 fn tcp_retransmits_counts_retransmissions_of_lost_packets() {
-    let Some(_kernel) =
-        common::kernel_test("tcp_retransmits_counts_retransmissions_of_lost_packets")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // Loss is made inside a namespace of the test's own. This kernel has no
@@ -209,8 +207,7 @@ fn tcp_connection(listener: &TcpListener) {
 
 #[test]
 fn tcp_states_counts_the_transitions_of_connections() {
-    let Some(_kernel) = common::kernel_test("tcp_states_counts_the_transitions_of_connections")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const CONNECTIONS: u32 = 50;
@@ -303,8 +300,8 @@ fn pin_to_current_cpu() -> libc::cpu_set_t {
 
 #[test]
 fn skb_drops_counts_datagrams_to_a_closed_port_as_no_socket() {
-    let test = "skb_drops_counts_datagrams_to_a_closed_port_as_no_socket";
-    let Some(_kernel) = common::kernel_test(test) else {
+    let test = common::test_name!();
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     if !common::builtin_runs_here("skb_drops", test) {

@@ -142,9 +142,7 @@ fn ia32_close_bad_fd(_: u64) -> bool {
 
 #[test]
 fn syscall_errors_counts_each_failure_by_syscall_and_errno() {
-    let Some(_kernel) =
-        common::kernel_test("syscall_errors_counts_each_failure_by_syscall_and_errno")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const N: u64 = 500;
@@ -209,9 +207,7 @@ fn syscall_errors_counts_each_failure_by_syscall_and_errno() {
 
 #[test]
 fn syscalls_counts_native_calls_by_name_and_leaves_ia32_calls_out() {
-    let Some(_kernel) =
-        common::kernel_test("syscalls_counts_native_calls_by_name_and_leaves_ia32_calls_out")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const N: u64 = 2000;
@@ -235,8 +231,7 @@ fn syscalls_counts_native_calls_by_name_and_leaves_ia32_calls_out() {
 
 #[test]
 fn syscall_latency_puts_1ms_sleeps_at_or_above_1ms() {
-    let Some(_kernel) = common::kernel_test("syscall_latency_puts_1ms_sleeps_at_or_above_1ms")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const N: u64 = 200;
@@ -318,8 +313,7 @@ fn syscall_latency_puts_1ms_sleeps_at_or_above_1ms() {
 
 #[test]
 fn execs_counts_programs_by_comm_and_bounds_the_names() {
-    let Some(_kernel) = common::kernel_test("execs_counts_programs_by_comm_and_bounds_the_names")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const N: usize = 100;
@@ -390,8 +384,7 @@ fn execs_counts_programs_by_comm_and_bounds_the_names() {
 
 #[test]
 fn signals_counts_delivered_ignored_and_already_pending() {
-    let Some(_kernel) = common::kernel_test("signals_counts_delivered_ignored_and_already_pending")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const N: u64 = 300;

@@ -187,11 +187,10 @@ fn write_back_cache(disk: &str) -> bool {
 
 #[test]
 fn biolatency_times_every_direct_read_and_write() {
-    let Some(_kernel) = common::kernel_test("biolatency_times_every_direct_read_and_write") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let Some(device) = loop_device("biolatency_times_every_direct_read_and_write", "biolatency")
-    else {
+    let Some(device) = loop_device(common::test_name!(), "biolatency") else {
         return;
     };
     let text = run_builtin("biolatency", || direct_io(&device.path));
@@ -233,10 +232,10 @@ fn biolatency_times_every_direct_read_and_write() {
 
 #[test]
 fn biosize_sizes_every_direct_read_and_write() {
-    let Some(_kernel) = common::kernel_test("biosize_sizes_every_direct_read_and_write") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let Some(device) = loop_device("biosize_sizes_every_direct_read_and_write", "biosize") else {
+    let Some(device) = loop_device(common::test_name!(), "biosize") else {
         return;
     };
     let text = run_builtin("biosize", || direct_io(&device.path));
@@ -520,8 +519,8 @@ unsafe fn hog(go: i32, write_end: i32, adj: &CString, comm: &CString) -> ! {
 
 #[test]
 fn oomkill_names_the_victim_of_a_memory_cgroup_oom() {
-    let test = "oomkill_names_the_victim_of_a_memory_cgroup_oom";
-    let Some(_kernel) = common::kernel_test(test) else {
+    let test = common::test_name!();
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     if !common::builtin_runs_here("oomkill", test) {
@@ -530,10 +529,7 @@ fn oomkill_names_the_victim_of_a_memory_cgroup_oom() {
     let mut cgroup = match OomCgroup::create() {
         Ok(cgroup) => cgroup,
         Err(why) => {
-            common::not_exercised(
-                "oomkill_names_the_victim_of_a_memory_cgroup_oom",
-                &format!("no memory cgroup for an OOM kill: {why}"),
-            );
+            common::not_exercised(test, &format!("no memory cgroup for an OOM kill: {why}"));
             say("oomkill: checking only that the output is valid and names no test victim");
             let text = run_builtin("oomkill", || {});
             let series = format!(r#"bpfsnap_oom_kills_total{{comm="{OOM_COMM}"}}"#);
@@ -612,7 +608,7 @@ fn page_size() -> usize {
 
 #[test]
 fn pagefaults_counts_each_fresh_page_by_kind() {
-    let Some(_kernel) = common::kernel_test("pagefaults_counts_each_fresh_page_by_kind") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     if !cfg!(target_arch = "x86_64") {

@@ -8,8 +8,7 @@ use std::fs;
 
 #[test]
 fn series_beyond_max_series_are_dropped_and_counted() {
-    let Some(_kernel) = common::kernel_test("series_beyond_max_series_are_dropped_and_counted")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::config_dir();

@@ -106,9 +106,7 @@ fn the_units_pass_systemd_analyze_verify() {
 /// as its user, with its ambient capabilities and bounding set only.
 #[test]
 fn the_oneshot_service_runs_as_its_user_with_its_capabilities() {
-    let Some(_kernel) =
-        common::kernel_test("the_oneshot_service_runs_as_its_user_with_its_capabilities")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let unit = fs::read_to_string(Path::new(DEPLOY).join("bpfsnap.service")).unwrap();

@@ -84,9 +84,7 @@ fn count_without_interval_is_a_usage_error() {
 
 #[test]
 fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
-    let Some(_kernel) =
-        common::kernel_test("unprivileged_run_says_which_capabilities_and_keeps_the_old_file")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -147,9 +145,7 @@ fn outputs_sharing_a_directory_are_refused_what_node_exporter_would_drop() {
     );
     assert!(!output.exists());
 
-    let Some(_kernel) = common::kernel_test(
-        "outputs_sharing_a_directory_are_refused_what_node_exporter_would_drop",
-    ) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     std::fs::write(
@@ -179,7 +175,7 @@ fn in_own_mount_namespace(script: &str, config: &std::path::Path) -> std::proces
 
 #[test]
 fn unmounted_tracefs_is_mounted_or_explained() {
-    let Some(_kernel) = common::kernel_test("unmounted_tracefs_is_mounted_or_explained") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // comm_getpid attaches a classic tracepoint, which needs tracefs.
@@ -227,9 +223,7 @@ fn unmounted_tracefs_is_mounted_or_explained() {
 /// own BTF, is refused in one line saying so.
 #[test]
 fn btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own() {
-    let Some(_kernel) =
-        common::kernel_test("btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::config_dir();
@@ -287,7 +281,7 @@ fn btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own() {
 
 #[test]
 fn missing_kernel_btf_is_explained() {
-    let Some(_kernel) = common::kernel_test("missing_kernel_btf_is_explained") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, config) = common::example_config("comm_getpid.toml");

@@ -23,9 +23,7 @@ fn run_events_config(edit: impl FnOnce(String) -> String, load: impl FnOnce()) -
 
 #[test]
 fn ring_buffer_and_perf_array_events_are_counted_exactly() {
-    let Some(_kernel) =
-        common::kernel_test("ring_buffer_and_perf_array_events_are_counted_exactly")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let text = run_events(|| {
@@ -63,8 +61,7 @@ fn ring_buffer_and_perf_array_events_are_counted_exactly() {
 
 #[test]
 fn an_overflowing_burst_is_counted_or_counted_lost() {
-    let Some(_kernel) = common::kernel_test("an_overflowing_burst_is_counted_or_counted_lost")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const BURST: u64 = 200_000;
@@ -91,9 +88,7 @@ fn an_overflowing_burst_is_counted_or_counted_lost() {
 
 #[test]
 fn label_sets_beyond_max_series_are_counted_as_dropped_events() {
-    let Some(_kernel) =
-        common::kernel_test("label_sets_beyond_max_series_are_counted_as_dropped_events")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let text = run_events_config(
@@ -154,7 +149,7 @@ fn label_sets_beyond_max_series_are_counted_as_dropped_events() {
 
 #[test]
 fn exits_builtin_counts_each_exit_and_kill() {
-    let Some(_kernel) = common::kernel_test("exits_builtin_counts_each_exit_and_kill") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let mut running =
@@ -202,9 +197,7 @@ fn exits_builtin_counts_each_exit_and_kill() {
 
 #[test]
 fn a_ring_buffer_without_a_lost_map_is_warned_about_at_load() {
-    let Some(_kernel) =
-        common::kernel_test("a_ring_buffer_without_a_lost_map_is_warned_about_at_load")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::config_dir();

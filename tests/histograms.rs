@@ -84,9 +84,7 @@ fn assert_histogram(text: &str, metric: &str, labels: &str, values: &[u64], boun
 
 #[test]
 fn exp2_and_linear_histograms_hold_exactly_the_recorded_values() {
-    let Some(_kernel) =
-        common::kernel_test("exp2_and_linear_histograms_hold_exactly_the_recorded_values")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, config) = common::example_config("histograms.toml");

@@ -104,7 +104,7 @@ const CALLS: u64 = 50;
 /// program counts them: every name comes out escaped, promtool is clean.
 #[test]
 fn hostile_thread_names_are_escaped_in_labels() {
-    let Some(_kernel) = common::kernel_test("hostile_thread_names_are_escaped_in_labels") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let config = CommConfig::new();
@@ -148,7 +148,7 @@ fn hostile_thread_names_are_escaped_in_labels() {
 /// `execs` built-in under those names, escaped.
 #[test]
 fn hostile_program_names_are_escaped_in_labels() {
-    let Some(_kernel) = common::kernel_test("hostile_program_names_are_escaped_in_labels") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let links = tempfile::tempdir().unwrap();
@@ -209,9 +209,7 @@ fn as_nobody_with(caps: &str, args: &[&str]) -> std::process::Output {
 /// default set and a single built-in alike.
 #[test]
 fn each_privilege_level_works_or_names_the_missing_capability() {
-    let Some(_kernel) =
-        common::kernel_test("each_privilege_level_works_or_names_the_missing_capability")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -282,7 +280,7 @@ fn run_config(config: &Path, extra: &[&str]) -> std::process::Output {
 /// --allow-untrusted-files.
 #[test]
 fn untrusted_config_and_object_files_are_refused() {
-    let Some(_kernel) = common::kernel_test("untrusted_config_and_object_files_are_refused") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     type Spoil = fn(&Path);
@@ -345,9 +343,7 @@ fn untrusted_config_and_object_files_are_refused() {
 /// RELIABILITY.md: the check once looked at the file's owner and mode only.)
 #[test]
 fn an_object_swapped_after_the_trust_check_is_not_loaded() {
-    let Some(_kernel) =
-        common::kernel_test("an_object_swapped_after_the_trust_check_is_not_loaded")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let config = CommConfig::new();

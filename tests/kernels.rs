@@ -56,9 +56,7 @@ fn minimum_running() -> usize {
 
 #[test]
 fn the_default_run_works_and_leaves_out_only_what_cannot_run_here() {
-    let Some(_kernel) =
-        common::kernel_test("the_default_run_works_and_leaves_out_only_what_cannot_run_here")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let builtins = availability();
@@ -121,7 +119,7 @@ fn run_alone(name: &str, reason: Option<&str>, dir: &std::path::Path) -> bool {
 
 #[test]
 fn each_builtin_runs_or_is_refused_in_one_line() {
-    let Some(_kernel) = common::kernel_test("each_builtin_runs_or_is_refused_in_one_line") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -205,9 +203,7 @@ fn effective_capabilities(pid: u32) -> u64 {
 
 #[test]
 fn maps_are_read_after_the_drop_keeping_only_what_this_kernel_needs() {
-    let Some(_kernel) =
-        common::kernel_test("maps_are_read_after_the_drop_keeping_only_what_this_kernel_needs")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let needed = capability_reads_need();

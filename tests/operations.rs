@@ -53,9 +53,7 @@ fn watch_file(path: PathBuf, done: Arc<AtomicBool>) -> std::thread::JoinHandle<S
 
 #[test]
 fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
-    let Some(_kernel) = common::kernel_test(
-        "interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial",
-    ) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -121,9 +119,7 @@ fn interval_rewrites_the_file_and_readers_never_see_it_missing_or_partial() {
 
 #[test]
 fn sigterm_and_sigint_in_interval_mode_write_the_last_window_and_detach() {
-    let Some(_kernel) =
-        common::kernel_test("sigterm_and_sigint_in_interval_mode_write_the_last_window_and_detach")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     for (signal, name) in [(libc::SIGTERM, "SIGTERM"), (libc::SIGINT, "SIGINT")] {
@@ -236,9 +232,7 @@ fn pinned_run_with_load(programs: &[&str], pin: &Path, output: &Path, calls: u64
 /// rest is pinned and the run succeeds. Named, it is refused as before.
 #[test]
 fn the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned() {
-    let Some(_kernel) =
-        common::kernel_test("the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let pin = PinDir::new();
@@ -276,9 +270,7 @@ fn the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned() {
 
 #[test]
 fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
-    let Some(_kernel) =
-        common::kernel_test("pinned_probes_keep_counting_across_runs_and_stop_removes_them")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let pin = PinDir::new();
@@ -381,7 +373,7 @@ fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
 
 #[test]
 fn a_changed_selection_replaces_the_pinned_set() {
-    let Some(_kernel) = common::kernel_test("a_changed_selection_replaces_the_pinned_set") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let pin = PinDir::new();
@@ -435,9 +427,7 @@ fn pinned_fingerprint(config_dir: &Path) -> String {
 
 #[test]
 fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
-    let Some(_kernel) = common::kernel_test(
-        "a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on",
-    ) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let pin = PinDir::new();
@@ -493,8 +483,7 @@ fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
 
 #[test]
 fn a_second_run_on_the_same_output_waits_for_the_lock() {
-    let Some(_kernel) = common::kernel_test("a_second_run_on_the_same_output_waits_for_the_lock")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -556,7 +545,7 @@ fn a_second_run_on_the_same_output_waits_for_the_lock() {
 
 #[test]
 fn two_runs_at_once_on_one_output_take_turns() {
-    let Some(_kernel) = common::kernel_test("two_runs_at_once_on_one_output_take_turns") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -609,8 +598,7 @@ fn has_open(pid: u32, path: &Path) -> bool {
 
 #[test]
 fn capabilities_are_dropped_once_probes_are_attached() {
-    let Some(_kernel) = common::kernel_test("capabilities_are_dropped_once_probes_are_attached")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -673,9 +661,7 @@ fn on_terminal(args: &[String]) -> (std::process::ExitStatus, String) {
 
 #[test]
 fn progress_on_a_terminal_only_and_quiet_and_verbose_do_what_they_say() {
-    let Some(_kernel) =
-        common::kernel_test("progress_on_a_terminal_only_and_quiet_and_verbose_do_what_they_say")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();

@@ -232,9 +232,7 @@ const REWRITES: usize = 1000;
 /// `node_textfile_scrape_error 0` and carries bpfsnap's series.
 #[test]
 fn readers_and_node_exporter_never_see_a_missing_empty_or_partial_file() {
-    let Some(_kernel) =
-        common::kernel_test("readers_and_node_exporter_never_see_a_missing_empty_or_partial_file")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -333,8 +331,7 @@ fn readers_and_node_exporter_never_see_a_missing_empty_or_partial_file() {
 /// every program detached.
 #[test]
 fn full_disk_fails_cleanly_and_keeps_the_old_file() {
-    let Some(_kernel) = common::kernel_test("full_disk_fails_cleanly_and_keeps_the_old_file")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -366,8 +363,7 @@ fn full_disk_fails_cleanly_and_keeps_the_old_file() {
 /// once space is freed the next window is written and says how many failed.
 #[test]
 fn full_disk_in_interval_mode_is_retried_and_counted() {
-    let Some(_kernel) = common::kernel_test("full_disk_in_interval_mode_is_retried_and_counted")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -416,8 +412,7 @@ fn full_disk_in_interval_mode_is_retried_and_counted() {
 /// A read-only filesystem is found before anything is loaded.
 #[test]
 fn read_only_filesystem_is_refused_before_loading() {
-    let Some(_kernel) = common::kernel_test("read_only_filesystem_is_refused_before_loading")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (dir, output) = dir_with_old_output();
@@ -445,9 +440,7 @@ fn read_only_filesystem_is_refused_before_loading() {
 /// fails, exit 1, the old file is intact and nothing stays loaded.
 #[test]
 fn filesystem_turning_read_only_during_the_window_keeps_the_old_file() {
-    let Some(_kernel) =
-        common::kernel_test("filesystem_turning_read_only_during_the_window_keeps_the_old_file")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (dir, output) = dir_with_old_output();
@@ -511,7 +504,7 @@ fn output_path_mistakes_are_refused_before_loading() {
 /// it), a directory nobody may not write to: refused before loading.
 #[test]
 fn directory_without_write_permission_is_refused() {
-    let Some(_kernel) = common::kernel_test("directory_without_write_permission_is_refused") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -553,9 +546,7 @@ fn directory_without_write_permission_is_refused() {
 /// run must fail before the window, not after it, and detach.
 #[test]
 fn dropping_capabilities_that_the_write_needs_fails_before_the_window() {
-    let Some(_kernel) =
-        common::kernel_test("dropping_capabilities_that_the_write_needs_fails_before_the_window")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -594,8 +585,7 @@ fn dropping_capabilities_that_the_write_needs_fails_before_the_window() {
 /// the link itself); the file it pointed to is never written.
 #[test]
 fn a_symlink_at_the_target_is_replaced_not_followed() {
-    let Some(_kernel) = common::kernel_test("a_symlink_at_the_target_is_replaced_not_followed")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -635,9 +625,7 @@ fn a_symlink_at_the_target_is_replaced_not_followed() {
 /// another, the symlinks' target is never written, the output is complete.
 #[test]
 fn symlinks_planted_at_the_temp_names_are_never_followed() {
-    let Some(_kernel) =
-        common::kernel_test("symlinks_planted_at_the_temp_names_are_never_followed")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -746,9 +734,7 @@ fn symlinks_planted_at_the_temp_names_are_never_followed() {
 /// every series of both files reaches node_exporter.
 #[test]
 fn two_outputs_in_one_textfile_directory_never_collide_in_node_exporter() {
-    let Some(_kernel) =
-        common::kernel_test("two_outputs_in_one_textfile_directory_never_collide_in_node_exporter")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -1013,7 +999,7 @@ fn every_signal_at(phase: Phase) {
 
 #[test]
 fn signals_at_start_before_anything_is_loaded() {
-    let Some(_kernel) = common::kernel_test("signals_at_start_before_anything_is_loaded") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     every_signal_at(Phase::Start);
@@ -1021,7 +1007,7 @@ fn signals_at_start_before_anything_is_loaded() {
 
 #[test]
 fn signals_during_the_first_program_load() {
-    let Some(_kernel) = common::kernel_test("signals_during_the_first_program_load") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     every_signal_at(Phase::Load);
@@ -1029,7 +1015,7 @@ fn signals_during_the_first_program_load() {
 
 #[test]
 fn signals_during_the_first_attach() {
-    let Some(_kernel) = common::kernel_test("signals_during_the_first_attach") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     every_signal_at(Phase::Attach);
@@ -1037,7 +1023,7 @@ fn signals_during_the_first_attach() {
 
 #[test]
 fn signals_during_the_window() {
-    let Some(_kernel) = common::kernel_test("signals_during_the_window") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     every_signal_at(Phase::Window);
@@ -1047,7 +1033,7 @@ fn signals_during_the_window() {
 /// there: the old file stays (the new one was complete but never renamed).
 #[test]
 fn signals_during_the_write() {
-    let Some(_kernel) = common::kernel_test("signals_during_the_write") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     every_signal_at(Phase::Write);
@@ -1060,8 +1046,7 @@ fn signals_during_the_write() {
 /// it.
 #[test]
 fn the_next_run_removes_a_temp_file_left_by_sigkill() {
-    let Some(_kernel) = common::kernel_test("the_next_run_removes_a_temp_file_left_by_sigkill")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, output) = dir_with_old_output();
@@ -1113,9 +1098,7 @@ fn the_next_run_removes_a_temp_file_left_by_sigkill() {
 /// exit 0.
 #[test]
 fn sigterm_during_a_write_in_interval_mode_writes_the_last_window() {
-    let Some(_kernel) =
-        common::kernel_test("sigterm_during_a_write_in_interval_mode_writes_the_last_window")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, output) = dir_with_old_output();
@@ -1203,9 +1186,7 @@ fn pinned_recovers(pin: &PinDir, output: &Path, before: &BTreeSet<u64>, what: &s
 /// the kernel may refuse, the state map): half-pinned sets are recovered.
 #[test]
 fn sigkill_while_pinning_is_recovered_by_the_next_run_and_stop() {
-    let Some(_kernel) =
-        common::kernel_test("sigkill_while_pinning_is_recovered_by_the_next_run_and_stop")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let before = common::loaded_program_ids();
@@ -1267,8 +1248,7 @@ fn sigkill_while_pinning_is_recovered_by_the_next_run_and_stop() {
 /// complete by then): the next run reuses it, `stop` removes it.
 #[test]
 fn sigkill_in_a_pinned_window_or_write_is_recovered() {
-    let Some(_kernel) = common::kernel_test("sigkill_in_a_pinned_window_or_write_is_recovered")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let before = common::loaded_program_ids();

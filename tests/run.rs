@@ -50,9 +50,7 @@ fn one_second_into_textfile() -> (tempfile::TempDir, std::path::PathBuf) {
 
 #[test]
 fn counts_getpid_calls_into_a_0644_textfile_promtool_accepts() {
-    let Some(_kernel) =
-        common::kernel_test("counts_getpid_calls_into_a_0644_textfile_promtool_accepts")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (dir, output) = one_second_into_textfile();
@@ -87,8 +85,7 @@ fn counts_getpid_calls_into_a_0644_textfile_promtool_accepts() {
 
 #[test]
 fn node_exporter_serves_the_file_without_scrape_errors() {
-    let Some(_kernel) = common::kernel_test("node_exporter_serves_the_file_without_scrape_errors")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (dir, _output) = one_second_into_textfile();
@@ -115,9 +112,7 @@ fn node_exporter_serves_the_file_without_scrape_errors() {
 /// tools do, under a heading with its time; `--counts cumulative` says so.
 #[test]
 fn pretty_interval_windows_are_headed_and_count_per_window() {
-    let Some(_kernel) =
-        common::kernel_test("pretty_interval_windows_are_headed_and_count_per_window")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     for (extra, covering) in [
@@ -155,7 +150,7 @@ fn pretty_interval_windows_are_headed_and_count_per_window() {
 
 #[test]
 fn writes_to_stdout_with_dash() {
-    let Some(_kernel) = common::kernel_test("writes_to_stdout_with_dash") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (stdout, _) = run_with_getpid_load(&["--for", "500ms", "--output", "-"]);
@@ -166,9 +161,7 @@ fn writes_to_stdout_with_dash() {
 
 #[test]
 fn sigterm_mid_window_writes_what_was_gathered_and_detaches() {
-    let Some(_kernel) =
-        common::kernel_test("sigterm_mid_window_writes_what_was_gathered_and_detaches")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::output_dir();
@@ -211,7 +204,7 @@ fn sigterm_mid_window_writes_what_was_gathered_and_detaches() {
 
 #[test]
 fn sigint_works_like_sigterm() {
-    let Some(_kernel) = common::kernel_test("sigint_works_like_sigterm") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let mut running = Running::spawn(&["run", "-v", "--for", "60s", "--output", "-"]);
@@ -230,9 +223,7 @@ fn sigint_works_like_sigterm() {
 /// loaded, each counts what it should, and all are gone after exit.
 #[test]
 fn builtins_loaded_together_load_only_their_programs_and_count() {
-    let Some(_kernel) =
-        common::kernel_test("builtins_loaded_together_load_only_their_programs_and_count")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let selected = ["syscalls", "execs", "signals", "syscall_errors"];
@@ -313,7 +304,7 @@ fn builtins_loaded_together_load_only_their_programs_and_count() {
 #[test]
 fn output_to_dev_null_leaves_it_a_device() {
     use std::os::unix::fs::FileTypeExt;
-    let Some(_kernel) = common::kernel_test("output_to_dev_null_leaves_it_a_device") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     /// Puts /dev/null back if a regression replaced it, so the failure

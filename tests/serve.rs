@@ -110,7 +110,7 @@ fn scrape(port: u16) -> String {
 
 #[test]
 fn negotiation_gzip_health_and_sigterm() {
-    let Some(_kernel) = common::kernel_test("negotiation_gzip_health_and_sigterm") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let port = free_port();
@@ -181,9 +181,7 @@ fn negotiation_gzip_health_and_sigterm() {
 
 #[test]
 fn over_the_in_flight_limit_and_past_the_timeout_answers_503() {
-    let Some(_kernel) =
-        common::kernel_test("over_the_in_flight_limit_and_past_the_timeout_answers_503")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let port = free_port();
@@ -247,9 +245,7 @@ fn over_the_in_flight_limit_and_past_the_timeout_answers_503() {
 
 #[test]
 fn a_timed_out_gathering_still_running_refuses_new_ones_until_it_ends() {
-    let Some(_kernel) =
-        common::kernel_test("a_timed_out_gathering_still_running_refuses_new_ones_until_it_ends")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let port = free_port();
@@ -306,9 +302,7 @@ fn a_timed_out_gathering_still_running_refuses_new_ones_until_it_ends() {
 
 #[test]
 fn a_gathering_error_fails_the_scrape_or_serves_what_was_gathered() {
-    let Some(_kernel) =
-        common::kernel_test("a_gathering_error_fails_the_scrape_or_serves_what_was_gathered")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // Any syscall series (curl's own calls make some).
@@ -367,9 +361,7 @@ fn a_gathering_error_fails_the_scrape_or_serves_what_was_gathered() {
 
 #[test]
 fn sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections() {
-    let Some(_kernel) =
-        common::kernel_test("sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let port = free_port();
@@ -413,9 +405,7 @@ fn sigterm_finishes_the_scrape_in_flight_and_refuses_new_connections() {
 /// bpfsnap-* thread (examples/comm_getpid).
 #[test]
 fn counts_per_scrape_cover_the_calls_since_the_previous_scrape() {
-    let Some(_kernel) =
-        common::kernel_test("counts_per_scrape_cover_the_calls_since_the_previous_scrape")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let (_dir, config) = common::example_config("comm_getpid.toml");
@@ -471,9 +461,7 @@ fn serve_events(port: u16, flush_interval: &str) -> (tempfile::TempDir, Running)
 
 #[test]
 fn a_series_not_seen_for_the_flush_interval_is_dropped_and_restarts_from_zero() {
-    let Some(_kernel) = common::kernel_test(
-        "a_series_not_seen_for_the_flush_interval_is_dropped_and_restarts_from_zero",
-    ) else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     const FLUSH: Duration = Duration::from_secs(3);
@@ -504,9 +492,7 @@ fn a_series_not_seen_for_the_flush_interval_is_dropped_and_restarts_from_zero() 
 
 #[test]
 fn an_overflowing_perf_array_counts_lost_events_and_exits_0() {
-    let Some(_kernel) =
-        common::kernel_test("an_overflowing_perf_array_counts_lost_events_and_exits_0")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // Far more than a per-CPU perf buffer holds (64 pages).
@@ -604,7 +590,7 @@ impl Drop for Prometheus {
 
 #[test]
 fn a_real_prometheus_ingests_the_series() {
-    let Some(_kernel) = common::kernel_test("a_real_prometheus_ingests_the_series") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // A series only this test moves: perf-array events of one thread.

@@ -110,9 +110,7 @@ fn getpid_calls_as(comm: &str, n: u64) {
 /// name (each a decoder error).
 #[test]
 fn unlabelled_counters_read_key_zero_as_ebpf_exporter_does() {
-    let Some(_kernel) =
-        common::kernel_test("unlabelled_counters_read_key_zero_as_ebpf_exporter_does")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::config_dir();
@@ -162,9 +160,7 @@ fn unlabelled_counters_read_key_zero_as_ebpf_exporter_does() {
 /// as ebpf_exporter does; with --config.strict (--strict) the config fails.
 #[test]
 fn a_program_that_cannot_attach_leaves_the_configs_others_running() {
-    let Some(_kernel) =
-        common::kernel_test("a_program_that_cannot_attach_leaves_the_configs_others_running")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = common::config_dir();
@@ -244,9 +240,7 @@ fn a_program_that_cannot_attach_leaves_the_configs_others_running() {
 
 #[test]
 fn comm_getpid_counts_exactly_the_calls_of_matching_comms() {
-    let Some(_kernel) =
-        common::kernel_test("comm_getpid_counts_exactly_the_calls_of_matching_comms")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["comm_getpid.toml"]);
@@ -367,8 +361,7 @@ fn expected_fd_series(
 
 #[test]
 fn struct_key_splits_a_padded_key_into_exact_labels() {
-    let Some(_kernel) = common::kernel_test("struct_key_splits_a_padded_key_into_exact_labels")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["struct_key.yaml"]);
@@ -456,7 +449,7 @@ fn execs_on_cpus(dir: &Path, tag: char) -> (String, Vec<(usize, u32)>) {
 
 #[test]
 fn percpu_with_a_cpu_label_reports_each_cpu() {
-    let Some(_kernel) = common::kernel_test("percpu_with_a_cpu_label_reports_each_cpu") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     // percpu_cpu.toml reads percpu.bpf.o (its `object` key).
@@ -486,7 +479,7 @@ fn percpu_with_a_cpu_label_reports_each_cpu() {
 
 #[test]
 fn percpu_without_a_cpu_label_sums_the_cpus() {
-    let Some(_kernel) = common::kernel_test("percpu_without_a_cpu_label_sums_the_cpus") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["percpu.yaml"]);
@@ -509,7 +502,7 @@ fn percpu_without_a_cpu_label_sums_the_cpus() {
 
 #[test]
 fn two_user_configs_and_a_builtin_run_together() {
-    let Some(_kernel) = common::kernel_test("two_user_configs_and_a_builtin_run_together") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["comm_getpid.toml", "struct_key.yaml"]);
@@ -572,7 +565,7 @@ fn two_user_configs_and_a_builtin_run_together() {
 
 #[test]
 fn namespace_ebpf_exporter_prefixes_every_metric() {
-    let Some(_kernel) = common::kernel_test("namespace_ebpf_exporter_prefixes_every_metric") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["comm_getpid.toml"]);
@@ -741,9 +734,7 @@ fn check_accepts_an_ebpf_exporter_directory_and_warns_of_ignored_keys() {
 /// ebpf_exporter gives the metrics (its own self metrics included).
 #[test]
 fn an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names() {
-    let Some(_kernel) =
-        common::kernel_test("an_ebpf_exporter_directory_runs_unchanged_with_its_metric_names")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_ebpf_exporter_dir();
@@ -901,7 +892,7 @@ fn program_id(text: &str, info: &str, config: &str) -> String {
 
 #[test]
 fn run_time_and_count_follow_kernel_bpf_stats() {
-    let Some(_kernel) = common::kernel_test("run_time_and_count_follow_kernel_bpf_stats") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let dir = install_examples(&["comm_getpid.toml"]);
@@ -986,7 +977,7 @@ fn xdp_on_lo() -> bool {
 /// program is gone from lo afterwards.
 #[test]
 fn xdp_on_lo_and_a_libc_uprobe_count_exactly() {
-    let Some(_kernel) = common::kernel_test("xdp_on_lo_and_a_libc_uprobe_count_exactly") else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     assert!(!xdp_on_lo(), "lo has an XDP program before the test");
@@ -1131,9 +1122,7 @@ impl Drop for TestCgroup {
 /// is in the map from the next scrape, and a removed one's id leaves it.
 #[test]
 fn cgroup_id_map_holds_the_matching_cgroups_and_follows_them() {
-    let Some(_kernel) =
-        common::kernel_test("cgroup_id_map_holds_the_matching_cgroups_and_follows_them")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let root = cgroup2_root();
@@ -1215,9 +1204,7 @@ fn cgroup_id_map_holds_the_matching_cgroups_and_follows_them() {
 /// config fails naming the map.
 #[test]
 fn cgroup_id_map_fills_a_cgrp_storage_map_where_the_kernel_has_them() {
-    let Some(_kernel) =
-        common::kernel_test("cgroup_id_map_fills_a_cgrp_storage_map_where_the_kernel_has_them")
-    else {
+    let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let cgroup = TestCgroup::new(&cgroup2_root(), "s");

@@ -14,11 +14,21 @@ fn kernel_tests_required() -> bool {
         || std::env::var_os("BPFSNAP_REQUIRE_KERNEL_TESTS").is_some_and(|v| v == "1")
 }
 
-/// Gate for a test that loads BPF programs. As root: a guard that serialises
-/// such tests (they compare the kernel's list of programs before and after).
-/// Otherwise the test is skipped, loudly, unless kernel tests are required, in
-/// which case it fails.
-pub fn kernel_test(name: &str) -> Option<MutexGuard<'static, ()>> {
+/// Gate for the test it is written in, which loads BPF programs:
+/// `let Some(_kernel) = common::kernel_test!() else { return; };`. See
+/// [`kernel_test_named`].
+macro_rules! kernel_test {
+    () => {
+        $crate::common::kernel_test_named($crate::common::test_name!())
+    };
+}
+pub(crate) use kernel_test;
+
+/// Gate for test `name`, which loads BPF programs. As root: a guard that
+/// serialises such tests (they compare the kernel's list of programs before
+/// and after). Otherwise the test is skipped, loudly, unless kernel tests are
+/// required, in which case it fails.
+pub fn kernel_test_named(name: &str) -> Option<MutexGuard<'static, ()>> {
     if unsafe { libc::geteuid() } == 0 {
         return Some(
             KERNEL

@@ -11,11 +11,12 @@ mod node_exporter;
 mod process;
 mod programs;
 mod syscall_gate;
+mod test_name;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     exposition::*, files::*, kernel::*, load::*, node_exporter::*, process::*, programs::*,
-    syscall_gate::*,
+    syscall_gate::*, test_name::*,
 };
 
 use std::time::Duration;
