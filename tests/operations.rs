@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{path_str, Running};
+use common::{path_str, PinDir, Running};
 
 /// What a reader polling the output saw: every distinct content and every
 /// distinct modification time.
@@ -162,26 +162,6 @@ fn sigterm_and_sigint_in_interval_mode_write_the_last_window_and_detach() {
     }
 }
 
-/// A pin directory on bpffs, removed (with `bpfsnap stop`) when dropped.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new() -> PinDir {
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/bpfsnap-test-{}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = common::bpfsnap()
-            .args(["stop", "--pin", path_str(&self.0)])
-            .output();
-    }
-}
-
 fn pinned_run(pin: &Path, output: &Path) -> String {
     let output_arg = path_str(output);
     let result = common::bpfsnap()
@@ -235,7 +215,7 @@ fn the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let pin = PinDir::new();
+    let pin = PinDir::new(common::test_name!());
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let run = |extra: &[&str]| {
@@ -273,7 +253,7 @@ fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let pin = PinDir::new();
+    let pin = PinDir::new(common::test_name!());
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
@@ -376,7 +356,7 @@ fn a_changed_selection_replaces_the_pinned_set() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let pin = PinDir::new();
+    let pin = PinDir::new(common::test_name!());
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
@@ -430,7 +410,7 @@ fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let pin = PinDir::new();
+    let pin = PinDir::new(common::test_name!());
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     // comm_getpid without its comm filter: every getpid counts.

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{path_str, Running, SyscallGate, Trap, Trapped};
+use common::{path_str, PinDir, Running, SyscallGate, Trap, Trapped};
 
 /// The previous output every fault case starts from.
 const OLD: &[u8] =
@@ -1137,27 +1137,6 @@ fn sigterm_during_a_write_in_interval_mode_writes_the_last_window() {
 }
 
 // --- SIGKILL in pinned mode -----------------------------------------------------
-
-/// A pin directory on bpffs, removed (`bpfsnap stop`, then by hand) when dropped.
-struct PinDir(PathBuf);
-
-impl PinDir {
-    fn new(tag: &str) -> PinDir {
-        PinDir(PathBuf::from(format!(
-            "/sys/fs/bpf/bpfsnap-reliability-{tag}-{}",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for PinDir {
-    fn drop(&mut self) {
-        let _ = common::bpfsnap()
-            .args(["stop", "--pin", path_str(&self.0)])
-            .output();
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// After a SIGKILL somewhere in a pinned run: the next pinned run succeeds
 /// with a complete file, `stop` removes the pin directory, and nothing of

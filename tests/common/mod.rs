@@ -8,6 +8,7 @@ mod files;
 mod kernel;
 mod load;
 mod node_exporter;
+mod pins;
 mod process;
 mod programs;
 mod syscall_gate;
@@ -15,8 +16,8 @@ mod test_name;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    exposition::*, files::*, kernel::*, load::*, node_exporter::*, process::*, programs::*,
-    syscall_gate::*, test_name::*,
+    exposition::*, files::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
+    programs::*, syscall_gate::*, test_name::*,
 };
 
 use std::time::Duration;
