@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::fs;
+use common::{Decoder, UserConfig};
 
 #[test]
 fn series_beyond_max_series_are_dropped_and_counted() {
@@ -12,27 +12,15 @@ fn series_beyond_max_series_are_dropped_and_counted() {
         return;
     };
     let dir = common::config_dir();
-    let config = fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/examples/comm_getpid.toml"
-    ))
-    .unwrap()
-    .replacen(
-        "[[metrics.counters]]\n",
-        "[[metrics.counters]]\nmax_series = 3\n",
-        1,
-    );
-    assert!(
-        config.contains("max_series = 3"),
-        "the example still has a counter"
-    );
-    fs::write(dir.path().join("capped.toml"), config).unwrap();
-    fs::copy(
-        concat!(env!("BPFSNAP_EXAMPLE_OBJECTS"), "/comm_getpid.bpf.o"),
-        dir.path().join("capped.bpf.o"),
-    )
-    .unwrap();
-    let path = dir.path().join("capped.toml");
+    // Only the test's threads (bpfsnap-*), whatever else calls getpid.
+    let path = UserConfig::counter("getpid_calls_total", "getpid() calls, by comm.")
+        .max_series(3)
+        .label(
+            "comm",
+            16,
+            &[Decoder::String, Decoder::Regexp("^(bpfsnap-.*)$")],
+        )
+        .install(dir.path(), "capped", &common::example_object("comm_getpid"));
     let text = common::run_with_load(&[common::path_str(&path)], || {
         // Five threads, five comms, 100..500 calls: the three busiest stay.
         for i in 1..=5u64 {

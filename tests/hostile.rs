@@ -15,7 +15,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{path_str, Running, SyscallGate, Trap};
+use common::{path_str, Decoder, Running, SyscallGate, Trap, UserConfig};
 
 /// Names a thread or program can have (at most 15 bytes, no NUL), each
 /// with what the text format must say for it in a label value: the bytes
@@ -65,23 +65,21 @@ struct CommConfig {
     dir: tempfile::TempDir,
 }
 
-const COMM_TOML: &str = r#"[[metrics.counters]]
-name = "getpid_calls_total"
-help = "getpid() calls, by the calling thread's name."
-
-[[metrics.counters.labels]]
-name = "comm"
-size = 16
-decoders = [{ name = "string" }]
-"#;
-
 impl CommConfig {
     fn new() -> CommConfig {
-        let dir = tempfile::tempdir().unwrap();
-        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o755)).unwrap();
-        let config = CommConfig { dir };
-        fs::write(config.config(), COMM_TOML).unwrap();
-        fs::copy(common::example_object("comm_getpid"), config.object()).unwrap();
+        let config = CommConfig {
+            dir: common::config_dir(),
+        };
+        UserConfig::counter(
+            "getpid_calls_total",
+            "getpid() calls, by the calling thread's name.",
+        )
+        .label("comm", 16, &[Decoder::String])
+        .install(
+            config.dir.path(),
+            "comm",
+            &common::example_object("comm_getpid"),
+        );
         for file in [config.config(), config.object()] {
             fs::set_permissions(file, fs::Permissions::from_mode(0o644)).unwrap();
         }

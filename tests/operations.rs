@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use common::{path_str, PinDir, Running};
+use common::{path_str, Decoder, PinDir, Running, UserConfig};
 
 /// What a reader polling the output saw: every distinct content and every
 /// distinct modification time.
@@ -413,16 +413,16 @@ fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
     let pin = PinDir::new(common::test_name!());
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
-    // comm_getpid without its comm filter: every getpid counts.
-    let (_configs, config) = common::example_config("comm_getpid.toml");
-    let original = fs::read_to_string(&config).unwrap();
-    let unfiltered = original.replace(
-        r#"    { name = "regexp", regexps = ["^(bpfsnap-.*)$"] },
-"#,
-        "",
+    // Without a comm filter: every getpid counts.
+    let counter = |help| {
+        UserConfig::counter("getpid_calls_total", help).label("comm", 16, &[Decoder::String])
+    };
+    let configs = common::config_dir();
+    let config = counter("getpid() calls.").install(
+        configs.path(),
+        "comm_getpid",
+        &common::example_object("comm_getpid"),
     );
-    assert_ne!(unfiltered, original, "the example's regexp line moved");
-    fs::write(&config, &unfiltered).unwrap();
     let total = || -> f64 {
         let text = fs::read_to_string(&output).unwrap();
         common::samples(&text, "bpfsnap_getpid_calls_total")
@@ -447,11 +447,7 @@ fn a_changed_config_replaces_its_pinned_set_and_an_unchanged_one_carries_on() {
 
     // Another help text is another config: its pinned set is replaced, so
     // its counters start again.
-    fs::write(
-        &config,
-        unfiltered.replace("help = \"getpid() calls", "help = \"Calls of getpid()"),
-    )
-    .unwrap();
+    fs::write(&config, counter("Calls of getpid().").to_toml()).unwrap();
     pinned_run_with_load(&programs, &pin.0, &output, CALLS);
     let third = total();
     assert!(

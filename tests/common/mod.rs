@@ -13,11 +13,12 @@ mod process;
 mod programs;
 mod syscall_gate;
 mod test_name;
+mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     exposition::*, files::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
-    programs::*, syscall_gate::*, test_name::*,
+    programs::*, syscall_gate::*, test_name::*, user_config::*,
 };
 
 use std::time::Duration;
