@@ -90,16 +90,7 @@ fn unprivileged_run_says_which_capabilities_and_keeps_the_old_file() {
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     fs::write(&output, "old 1\n").unwrap();
-    // As nobody, without any capability.
-    let result = std::process::Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
+    let result = common::bpfsnap_as_nobody()
         .args(["run", "--for", "1s", "--output", path_str(&output)])
         .output()
         .expect("run setpriv (util-linux)");
