@@ -38,6 +38,23 @@ use crate::spec::DecoderSpec;
 pub trait Decoder: Send + Sync {
     /// Decodes `input` into `out` (which the caller has cleared).
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError>;
+
+    /// What its output is, when a reader of many keys can take it from the
+    /// key's bytes without decoding (see [`Plain`]).
+    fn plain(&self) -> Option<Plain> {
+        None
+    }
+}
+
+/// Output a reader can compute and order straight from the key's bytes:
+/// the exposition stage ranks and writes such labels without a string per
+/// value (a map of a million distinct addresses or names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plain {
+    /// `uint`: the host-endian unsigned integer of the label's bytes.
+    Uint,
+    /// `string`: the bytes up to the first NUL.
+    CString,
 }
 
 /// Why one key's label could not be decoded; the key is then skipped and,
@@ -144,6 +161,15 @@ impl Chain {
             .map(|spec| build(spec, size))
             .collect::<Result<_>>()?;
         Ok(Chain { decoders })
+    }
+
+    /// What the chain's output is, when it is one decoder whose output a
+    /// reader can take from the bytes itself (see [`Plain`]).
+    pub fn plain(&self) -> Option<Plain> {
+        match self.decoders.as_slice() {
+            [decoder] => decoder.plain(),
+            _ => None,
+        }
     }
 
     /// Decodes a label's bytes into its value. Bytes that are not UTF-8 (kernel

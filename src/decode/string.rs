@@ -13,6 +13,10 @@ impl Decoder for CString {
         out.extend_from_slice(&input[..end]);
         Ok(())
     }
+
+    fn plain(&self) -> Option<super::Plain> {
+        Some(super::Plain::CString)
+    }
 }
 
 /// Builds `string` for a label of `size` bytes.

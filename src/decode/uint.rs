@@ -39,6 +39,10 @@ impl Decoder for Uint {
         push_decimal(out, value);
         Ok(())
     }
+
+    fn plain(&self) -> Option<super::Plain> {
+        Some(super::Plain::Uint)
+    }
 }
 
 /// Appends `value` in decimal (what `to_string` gives, without its string).

@@ -134,12 +134,17 @@ impl Family {
     pub fn for_each_sample(&self, mut f: impl FnMut(&[(&str, &str)], f64)) {
         match &self.series {
             Series::Table { labels, table } => {
-                let mut pairs = Vec::with_capacity(labels.len());
                 table.for_each_series(|row, value| {
-                    pairs.clear();
-                    for (label, (name, &index)) in labels.iter().zip(row).enumerate() {
-                        pairs.push((name.as_str(), table.values[label][index as usize].as_str()));
-                    }
+                    let values: Vec<std::borrow::Cow<str>> = row
+                        .iter()
+                        .enumerate()
+                        .map(|(label, &index)| table.values[label].get(index as usize))
+                        .collect();
+                    let pairs: Vec<(&str, &str)> = labels
+                        .iter()
+                        .zip(&values)
+                        .map(|(name, value)| (name.as_str(), value.as_ref()))
+                        .collect();
                     f(&pairs, value);
                 });
             }

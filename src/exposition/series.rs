@@ -11,11 +11,9 @@
 //! exactly the series, order and sums a `BTreeMap<Vec<String>, f64>` over
 //! the decoded keys gives, without a string or a vector per key.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::collections::BTreeMap;
 
-use super::text::push_escaped;
-use crate::decode::Chain;
+use super::labels::{LabelCache, Values, REJECTED};
 use crate::plan::Label;
 use crate::snapshot::MapData;
 
@@ -23,7 +21,7 @@ use crate::snapshot::MapData;
 /// values are merged as the series are read.
 pub struct Table {
     /// Per label: its distinct values, sorted.
-    pub values: Vec<Vec<String>>,
+    pub values: Vec<Values>,
     labels: usize,
     sorted: Sorted,
     /// Set by [`Table::cap`]: the smallest value kept, and how many series
@@ -150,25 +148,13 @@ impl Table {
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
-    /// per series kept. Label values are escaped once per distinct value,
-    /// and the line up to the last label is kept from one series to the
-    /// next (sorted series share it in runs).
+    /// per series kept. Text values are escaped once per distinct value
+    /// (numbers are written straight in), and the line up to the last
+    /// label is kept from one series to the next (sorted series share it in
+    /// runs).
     pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
         let width = self.labels;
-        let escaped: Vec<Vec<String>> = self
-            .values
-            .iter()
-            .map(|values| {
-                values
-                    .iter()
-                    .map(|value| {
-                        let mut text = String::with_capacity(value.len());
-                        push_escaped(&mut text, value, true);
-                        text
-                    })
-                    .collect()
-            })
-            .collect();
+        let escaped: Vec<Escaped> = self.values.iter().map(Escaped::of).collect();
         let prefixes: Vec<String> = label_names
             .iter()
             .enumerate()
@@ -177,9 +163,10 @@ impl Table {
                 _ => format!("\",{label}=\""),
             })
             .collect();
-        // The last label's text with the line's end, per value.
+        // The last label's text with the line's end, per value (for text
+        // values; a number's is written each time).
         let tails: Vec<String> = match (prefixes.last(), escaped.last()) {
-            (Some(prefix), Some(values)) => values
+            (Some(prefix), Some(Escaped::Text(values))) => values
                 .iter()
                 .map(|value| format!("{prefix}{value}\"}} "))
                 .collect(),
@@ -195,18 +182,25 @@ impl Table {
         let series = keys.min(self.cap);
         let mut first = true;
         self.for_each_series(|row, value| {
-            if let Some((last, leading)) = row.split_last() {
+            if let Some((&last, leading)) = row.split_last() {
                 if let Some(changed) = (0..leading.len()).find(|&l| previous[l] != Some(row[l])) {
                     line.truncate(marks[changed]);
                     for l in changed..leading.len() {
                         marks[l] = line.len();
                         line.push_str(&prefixes[l]);
-                        line.push_str(&escaped[l][row[l] as usize]);
+                        escaped[l].push(&self.values[l], row[l], &mut line);
                         previous[l] = Some(row[l]);
                     }
                 }
                 out.push_str(&line);
-                out.push_str(&tails[*last as usize]);
+                match tails.get(last as usize) {
+                    Some(tail) => out.push_str(tail),
+                    None => {
+                        out.push_str(&prefixes[width - 1]);
+                        escaped[width - 1].push(&self.values[width - 1], last, out);
+                        out.push_str("\"} ");
+                    }
+                }
             } else {
                 out.push_str(name);
                 out.push(' ');
@@ -222,134 +216,35 @@ impl Table {
     }
 }
 
-/// FxHash (rustc's): label bytes are short and not adversarial enough to
-/// need SipHash's protection for one snapshot.
-#[derive(Default, Clone, Copy)]
-pub(crate) struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
+/// A label's values as the encoder writes them: text escaped once per
+/// value, numbers written as they come.
+enum Escaped {
+    Text(Vec<String>),
+    Direct,
 }
 
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
+impl Escaped {
+    fn of(values: &Values) -> Escaped {
+        if values.writes_directly() {
+            return Escaped::Direct;
         }
+        Escaped::Text(
+            (0..values.len())
+                .map(|index| {
+                    let mut text = String::new();
+                    values.push_escaped(index, &mut text);
+                    text
+                })
+                .collect(),
+        )
     }
 
-    fn write_u64(&mut self, word: u64) {
-        self.add(word);
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.add(word as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
-
-/// The decoded value of a label's bytes: its value, or the decoder that
-/// rejected it (and whether that was a skip rather than an error).
-type Decoded = Result<String, (&'static str, bool)>;
-
-/// Marks the id of a value a decoder rejected.
-const REJECTED: u32 = 1 << 31;
-
-/// One label's decoder chain with the values it has decoded so far.
-pub(crate) struct LabelCache<'c> {
-    chain: &'c Chain,
-    /// Labels of up to 8 bytes are keyed by their bytes as a number.
-    small: FxMap<u64, u32>,
-    large: FxMap<Box<[u8]>, u32>,
-    pub decoded: Vec<Decoded>,
-}
-
-impl<'c> LabelCache<'c> {
-    pub fn new(chain: &'c Chain) -> Self {
-        LabelCache {
-            chain,
-            small: FxMap::default(),
-            large: FxMap::default(),
-            decoded: Vec::new(),
+    /// Appends value `index` of `values`, escaped.
+    fn push(&self, values: &Values, index: u32, out: &mut String) {
+        match self {
+            Escaped::Text(escaped) => out.push_str(&escaped[index as usize]),
+            Escaped::Direct => values.push_escaped(index as usize, out),
         }
-    }
-
-    /// The index in `decoded` of the value of `bytes`, with [`REJECTED`]
-    /// set when a decoder rejected it.
-    pub fn id(&mut self, bytes: &[u8]) -> u32 {
-        let next = self.decoded.len() as u32;
-        let (id, new) = if bytes.len() <= 8 {
-            let mut word = [0u8; 8];
-            word[..bytes.len()].copy_from_slice(bytes);
-            let word = u64::from_le_bytes(word);
-            match self.small.get(&word) {
-                Some(id) => (*id, false),
-                None => {
-                    self.small.insert(word, next);
-                    (next, true)
-                }
-            }
-        } else {
-            match self.large.get(bytes) {
-                Some(id) => (*id, false),
-                None => {
-                    self.large.insert(bytes.into(), next);
-                    (next, true)
-                }
-            }
-        };
-        if !new {
-            return id;
-        }
-        let decoded = self
-            .chain
-            .decode(bytes)
-            .map_err(|err| (err.decoder, err.skip));
-        let rejected = decoded.is_err();
-        self.decoded.push(decoded);
-        if rejected {
-            // Looked up again by later keys with these bytes: flag it there too.
-            if bytes.len() <= 8 {
-                let mut word = [0u8; 8];
-                word[..bytes.len()].copy_from_slice(bytes);
-                self.small.insert(u64::from_le_bytes(word), id | REJECTED);
-            } else {
-                self.large.insert(bytes.into(), id | REJECTED);
-            }
-            return id | REJECTED;
-        }
-        id
-    }
-
-    /// Sorts the distinct values: (rank of each id — equal values share a
-    /// rank —, the values in rank order). Ids of rejected values get rank 0
-    /// (they are never used).
-    pub fn ranks(self) -> (Vec<u32>, Vec<String>) {
-        let mut order: Vec<u32> = (0..self.decoded.len() as u32)
-            .filter(|&id| self.decoded[id as usize].is_ok())
-            .collect();
-        let text = |id: u32| self.decoded[id as usize].as_deref().unwrap_or("");
-        order.sort_unstable_by(|&a, &b| text(a).cmp(text(b)));
-        let mut ranks = vec![0u32; self.decoded.len()];
-        let mut sorted: Vec<String> = Vec::new();
-        for &id in &order {
-            let value = text(id);
-            if sorted.last().map(String::as_str) != Some(value) {
-                sorted.push(value.to_string());
-            }
-            ranks[id as usize] = (sorted.len() - 1) as u32;
-        }
-        drop(order);
-        (ranks, sorted)
     }
 }
 
@@ -383,7 +278,7 @@ pub(crate) fn counter_table(
     let cpu_label = cpu_label.map(|index| labels[index].size);
     let mut caches: Vec<LabelCache> = labels
         .iter()
-        .map(|label| LabelCache::new(&label.decoders))
+        .map(|label| LabelCache::new(&label.decoders, label.size))
         .collect();
     // Rows of decoded-value ids and their values, in map order.
     let mut rows: Vec<u32> = Vec::with_capacity(map.len() * width);
@@ -413,7 +308,7 @@ pub(crate) fn counter_table(
             };
             let id = caches[i].id(bytes);
             if id & REJECTED != 0 {
-                if let Err((decoder, false)) = caches[i].decoded[(id & !REJECTED) as usize] {
+                if let Some((decoder, false)) = caches[i].rejection(id) {
                     *errors.entry(decoder).or_default() += 1;
                 }
                 rows.truncate(totals.len() * width);
@@ -459,7 +354,7 @@ pub(crate) fn counter_table(
 
 /// Sorts the keys by their rows of ranks, keeping keys with equal rows in
 /// map order.
-fn sort(rows: Vec<u32>, totals: Vec<f64>, width: usize, values: &[Vec<String>]) -> Sorted {
+fn sort(rows: Vec<u32>, totals: Vec<f64>, width: usize, values: &[Values]) -> Sorted {
     // Bits each label's rank needs: when they fit in 64, one u64 per key is
     // the whole sort key, sorted by a (stable) radix sort.
     let bits: Vec<u32> = values.iter().map(|v| bits_for(v.len())).collect();
