@@ -158,9 +158,11 @@ def build():
         return directory / spec.name
 
     configs = {"empty": config("empty", BENCH / "empty.bpf.c", BENCH / "empty.toml")}
-    for size in SIZES:
-        configs[size] = config(f"keys-{size}", BENCH / "keys.bpf.c", BENCH / "keys.toml",
-                               [f"-DMAX_ENTRIES={size}"], max_series=size)
+    for shape in SHAPES:
+        for size in shape.sizes:
+            configs[shape.name, size] = config(
+                f"keys-{shape.name}-{size}", BENCH / "keys.bpf.c", BENCH / shape.spec,
+                [f"-DMAX_ENTRIES={size}", f"-DSHAPE={shape.define}"], max_series=size)
     return exes, configs
 
 
@@ -402,14 +404,15 @@ def probe_overhead(table, raw, configs, exes, quick, bt_missing, builtins):
 
 
 def map_id(pid, max_entries):
-    """The id of the hash map with `max_entries` that process `pid` holds."""
+    """The id of the hash map (per CPU or not) with `max_entries` that
+    process `pid` holds."""
     for fd in os.listdir(f"/proc/{pid}/fdinfo"):
         try:
             info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
             continue
         fields = dict(re.findall(r"^(\w+):\s+(\S+)", info, re.M))
-        if fields.get("map_type") == "1" and fields.get("max_entries") == str(max_entries):
+        if fields.get("map_type") in ("1", "5") and fields.get("max_entries") == str(max_entries):
             return int(fields["map_id"])
     raise RuntimeError(f"no hash map of {max_entries} entries held by pid {pid}")
 
@@ -417,97 +420,137 @@ def map_id(pid, max_entries):
 SIZES = [10_000, 100_000, 1_000_000]
 
 
-def snapshot_at_scale(table, raw, configs, exes, quick):
-    sizes = SIZES[:2] if quick else SIZES
-    runs = 1 if quick else 3
-    results = {}
-    for size in sizes:
-        ours, snap, floor, rss, text_bytes = [], [], [], [], None
-        bpftool = bpftool_json = library = None
-        for attempt in range(runs):
-            log(f"snapshot: {size:,} keys (run {attempt + 1}/{runs})")
-            output = textfile(f"keys-{size}")
-            proc = bpfsnap(f"keys-{size}", [configs[size], "--for", "1h"], output)
-            proc.wait_for(BPFSNAP_READY)
-            mid = map_id(proc.pid, size)
-            run([BUILD / "load", "fill", 0, size])
-            lines = run([exes["maploop"], mid, 3], stdout=subprocess.PIPE, text=True).stdout.split("\n")
-            pairs = [tuple(map(int, line.split())) for line in lines if line.strip()]
-            if any(entries != size for entries, _ in pairs):
-                raise RuntimeError(f"the map holds {pairs[0][0]} entries, not {size}: fill failed")
-            floor.extend(ns / 1e9 for _, ns in pairs)
-            if attempt == 0:
-                library = json.loads(run([exes["snapshot"], configs[size], mid, textfile(f"keys-{size}-library"),
-                                          3], stdout=subprocess.PIPE, text=True).stdout)
-                dumps = 1 if size >= 1_000_000 else 3
-                times = []
-                for _ in range(dumps):
-                    started = time.monotonic()
-                    run(["bpftool", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
-                    times.append(time.monotonic() - started)
-                bpftool = statistics.median(times)
-                started = time.monotonic()
-                run(["bpftool", "-j", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
-                bpftool_json = time.monotonic() - started
-            ours.append(proc.stop())
-            rss.append(proc.max_rss_mib)
-            if proc.proc.returncode != 0:
-                raise RuntimeError(f"bpfsnap exited {proc.proc.returncode}:\n{proc.output()[-2000:]}")
-            text = output.read_text()
-            snap.append(metric(text, "bpfsnap_snapshot_duration_seconds"))
-            series = text.count("\nbpfsnap_bench_keys_total{")
-            if series != size:
-                raise RuntimeError(f"bpfsnap wrote {series} series, not {size}")
-            text_bytes = len(text.encode())
-        results[size] = {
-            "bpfsnap_s": statistics.median(ours), "bpfsnap_runs_s": ours,
-            "snapshot_gauge_s": statistics.median(snap), "floor_s": statistics.median(floor),
-            "bpftool_s": bpftool, "bpftool_json_s": bpftool_json,
-            "max_rss_mib": statistics.median(rss), "text_bytes": text_bytes, "library": library,
-        }
-    raw["snapshot"] = results
+class Shape:
+    """A key shape of the snapshot at scale (keys.bpf.c -DSHAPE=define)."""
 
-    per = lambda s, key: results[s][key] / s * 1e9  # noqa: E731 - ns per entry
-    for size in sizes:
-        r = results[size]
-        label = f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}M"
-        ratio = r["bpfsnap_s"] / r["bpftool_s"]
-        table.add(f"snapshot {label} keys: SIGINT → file written and exit, vs `bpftool map dump` (ns/entry)",
-                  fmt(per(size, "bpfsnap_s")), fmt(per(size, "bpftool_s")), fmt(ratio, "×", 3),
-                  "≤ 0.2× (5× faster)", verdict(ratio <= 0.2))
-        ratio = r["bpfsnap_s"] / r["floor_s"]
-        table.add(f"snapshot {label} keys: vs raw BPF_MAP_LOOKUP_BATCH loop, the floor (ns/entry)",
-                  fmt(per(size, "bpfsnap_s")), fmt(per(size, "floor_s")), fmt(ratio, "×"), "≤ 2.5×",
-                  verdict(ratio <= 2.5))
-        lib = r["library"]
-        ratio = lib["total"] / 1e9 / r["floor_s"]
-        table.add(f"snapshot {label} keys: library path (read + `families` + encode + atomic write) vs the floor (ns/entry)",
-                  fmt(lib["total"] / size), fmt(per(size, "floor_s")), fmt(ratio, "×"), "≤ 2.5×",
-                  verdict(ratio <= 2.5))
-        ratio = lib["total"] / 1e9 / r["bpftool_s"]
-        table.add(f"snapshot {label} keys: library path vs `bpftool map dump` (ns/entry)",
-                  fmt(lib["total"] / size), fmt(per(size, "bpftool_s")), fmt(ratio, "×", 3),
-                  "≤ 0.2×", verdict(ratio <= 0.2))
-        table.add(f"snapshot {label} keys: library path read / decode+encode / write+fsync (ns/entry; info)",
-                  " / ".join(fmt(lib[k] / size) for k in ("read", "expose", "write")),
-                  fmt(per(size, "floor_s")), "—", "—", "—")
-        table.add(f"snapshot {label} keys: bpfsnap_snapshot_duration_seconds vs `bpftool -j map dump` (ns/entry; info)",
-                  fmt(per(size, "snapshot_gauge_s")), fmt(per(size, "bpftool_json_s")),
-                  fmt(r["snapshot_gauge_s"] / r["bpftool_json_s"], "×", 3), "—", "—")
+    def __init__(self, name, define, spec, metric, what, sizes):
+        self.name, self.define, self.spec, self.metric = name, define, spec, metric
+        self.what, self.sizes = what, sizes
+
+    def label(self, size):
+        """`snapshot 100k keys` (shape a, as its rows have always read), or
+        with the shape said."""
+        count = f"{size // 1000}k" if size < 1_000_000 else f"{size // 1_000_000}M"
+        if self.name == "a":
+            return f"snapshot {count} keys"
+        return f"snapshot {count} keys, {self.name}: {self.what}"
+
+
+SHAPES = [
+    Shape("a", 0, "keys.toml", "bench_keys_total", "{pid, syscall}, few distinct values per label", SIZES),
+    Shape("b", 1, "keys_addr.toml", "bench_addr_total", "one u64 label, every key distinct", SIZES[1:]),
+    Shape("c", 2, "keys_comm.toml", "bench_comm_total", "16-byte string + u32, every key distinct",
+          SIZES[1:]),
+    Shape("d", 3, "keys_addr_cpu.toml", "bench_addr_cpu_total", "b in a per-CPU hash", SIZES[1:]),
+]
+
+
+def snapshot_at_scale(table, raw, configs, exes, quick):
+    raw["snapshot"] = {}
+    for shape in SHAPES:
+        sizes = shape.sizes[:2] if quick and shape.name == "a" else shape.sizes[:1] if quick else shape.sizes
+        results = {size: snapshot_once(shape, size, configs[shape.name, size], exes, 1 if quick else 3)
+                   for size in sizes}
+        raw["snapshot"][shape.name] = results
+        for size in sizes:
+            snapshot_rows(table, shape.label(size), size, results[size])
+        snapshot_memory_rows(table, shape, sizes, results)
+
+
+def snapshot_once(shape, size, config, exes, runs):
+    """One shape and size: `bpfsnap run` (SIGINT → written and gone), the
+    library path, the raw batch loop and bpftool, on the same filled map."""
+    ours, snap, floor, rss, text_bytes = [], [], [], [], None
+    bpftool = bpftool_json = library = None
+    name = f"keys-{shape.name}-{size}"
+    for attempt in range(runs):
+        log(f"snapshot: shape {shape.name}, {size:,} keys (run {attempt + 1}/{runs})")
+        output = textfile(name)
+        proc = bpfsnap(name, [config, "--for", "1h"], output)
+        proc.wait_for(BPFSNAP_READY)
+        mid = map_id(proc.pid, size)
+        run([BUILD / "load", "fill", 0, size])
+        lines = run([exes["maploop"], mid, 3], stdout=subprocess.PIPE, text=True).stdout.split("\n")
+        pairs = [tuple(map(int, line.split())) for line in lines if line.strip()]
+        if any(entries != size for entries, _ in pairs):
+            raise RuntimeError(f"the map holds {pairs[0][0]} entries, not {size}: fill failed")
+        floor.extend(ns / 1e9 for _, ns in pairs)
+        if attempt == 0:
+            library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), 3],
+                                     stdout=subprocess.PIPE, text=True).stdout)
+            dumps = 1 if size >= 1_000_000 else 3
+            times = []
+            for _ in range(dumps):
+                started = time.monotonic()
+                run(["bpftool", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
+                times.append(time.monotonic() - started)
+            bpftool = statistics.median(times)
+            started = time.monotonic()
+            run(["bpftool", "-j", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
+            bpftool_json = time.monotonic() - started
+        ours.append(proc.stop())
+        rss.append(proc.max_rss_mib)
+        if proc.proc.returncode != 0:
+            raise RuntimeError(f"bpfsnap exited {proc.proc.returncode}:\n{proc.output()[-2000:]}")
+        text = output.read_text()
+        snap.append(metric(text, "bpfsnap_snapshot_duration_seconds"))
+        series = text.count(f"\nbpfsnap_{shape.metric}{{")
+        if series != size:
+            raise RuntimeError(f"bpfsnap wrote {series} series, not {size}")
+        text_bytes = len(text.encode())
+    return {
+        "bpfsnap_s": statistics.median(ours), "bpfsnap_runs_s": ours,
+        "snapshot_gauge_s": statistics.median(snap), "floor_s": statistics.median(floor),
+        "bpftool_s": bpftool, "bpftool_json_s": bpftool_json,
+        "max_rss_mib": statistics.median(rss), "text_bytes": text_bytes, "library": library,
+    }
+
+
+def snapshot_rows(table, label, size, r):
+    per = lambda key: r[key] / size * 1e9  # noqa: E731 - ns per entry
+    ratio = r["bpfsnap_s"] / r["bpftool_s"]
+    table.add(f"{label}: SIGINT → file written and exit, vs `bpftool map dump` (ns/entry)",
+              fmt(per("bpfsnap_s")), fmt(per("bpftool_s")), fmt(ratio, "×", 3),
+              "≤ 0.2× (5× faster)", verdict(ratio <= 0.2))
+    ratio = r["bpfsnap_s"] / r["floor_s"]
+    table.add(f"{label}: vs raw BPF_MAP_LOOKUP_BATCH loop, the floor (ns/entry)",
+              fmt(per("bpfsnap_s")), fmt(per("floor_s")), fmt(ratio, "×"), "≤ 2.5×",
+              verdict(ratio <= 2.5))
+    lib = r["library"]
+    ratio = lib["total"] / 1e9 / r["floor_s"]
+    table.add(f"{label}: library path (read + `families` + encode + atomic write) vs the floor (ns/entry)",
+              fmt(lib["total"] / size), fmt(per("floor_s")), fmt(ratio, "×"), "≤ 2.5×",
+              verdict(ratio <= 2.5))
+    ratio = lib["total"] / 1e9 / r["bpftool_s"]
+    table.add(f"{label}: library path vs `bpftool map dump` (ns/entry)",
+              fmt(lib["total"] / size), fmt(per("bpftool_s")), fmt(ratio, "×", 3),
+              "≤ 0.2×", verdict(ratio <= 0.2))
+    table.add(f"{label}: library path read / decode+encode / write+fsync (ns/entry; info)",
+              " / ".join(fmt(lib[k] / size) for k in ("read", "expose", "write")),
+              fmt(per("floor_s")), "—", "—", "—")
+    table.add(f"{label}: bpfsnap_snapshot_duration_seconds vs `bpftool -j map dump` (ns/entry; info)",
+              fmt(per("snapshot_gauge_s")), fmt(per("bpftool_json_s")),
+              fmt(r["snapshot_gauge_s"] / r["bpftool_json_s"], "×", 3), "—", "—")
+
+
+def snapshot_memory_rows(table, shape, sizes, results):
     small, large = sizes[0], sizes[-1]
-    growth = results[large]["max_rss_mib"] - results[small]["max_rss_mib"]
-    text_growth = (results[large]["text_bytes"] - results[small]["text_bytes"]) / 2**20
-    table.add(f"memory: max RSS growth {small // 1000}k → {large:,} keys vs the text's growth (MiB)",
-              fmt(growth), fmt(text_growth), fmt(growth / text_growth, "×"), "≤ 2×",
-              verdict(growth <= 2 * text_growth))
+    which = "" if shape.name == "a" else f"shape {shape.name}: "
+    if small != large:
+        growth = results[large]["max_rss_mib"] - results[small]["max_rss_mib"]
+        text_growth = (results[large]["text_bytes"] - results[small]["text_bytes"]) / 2**20
+        table.add(f"memory: {which}max RSS growth {small // 1000}k → {large:,} keys vs the text's growth (MiB)",
+                  fmt(growth), fmt(text_growth), fmt(growth / text_growth, "×"), "≤ 2×",
+                  verdict(growth <= 2 * text_growth))
     lib = results[large]["library"]
     growth = lib["rss_growth_kib"] / 1024
     text_mib = lib["bytes"] / 2**20
-    table.add(f"memory: library path, max RSS growth over one {large:,}-key snapshot vs its text (MiB)",
+    table.add(f"memory: {which}library path, max RSS growth over one {large:,}-key snapshot vs its text (MiB)",
               fmt(growth), fmt(text_mib), fmt(growth / text_mib, "×"), "≤ 2×", verdict(growth <= 2 * text_mib))
-    table.add(f"linearity: bpfsnap ns/entry at {large:,} vs {small:,} keys (info)",
-              fmt(per(large, "bpfsnap_s")), fmt(per(small, "bpfsnap_s")),
-              fmt(per(large, "bpfsnap_s") / per(small, "bpfsnap_s"), "×"), "≈ 1×", "—")
+    if shape.name == "a" and small != large:
+        per = lambda s: results[s]["bpfsnap_s"] / s * 1e9  # noqa: E731
+        table.add(f"linearity: bpfsnap ns/entry at {large:,} vs {small:,} keys (info)",
+                  fmt(per(large)), fmt(per(small)), fmt(per(large) / per(small), "×"), "≈ 1×", "—")
 
 
 def text_encoding(table, raw, exes, quick):

@@ -44,7 +44,22 @@ fn main() {
         std::process::exit(1);
     }
     let max = info.max_entries as usize;
-    let (key_size, value_size) = (info.key_size as usize, info.value_size as usize);
+    let key_size = info.key_size as usize;
+    // A per-CPU map's batch holds every possible CPU's value, 8-byte aligned.
+    let per_cpu = matches!(
+        info.type_,
+        libbpf_sys::BPF_MAP_TYPE_PERCPU_HASH
+            | libbpf_sys::BPF_MAP_TYPE_PERCPU_ARRAY
+            | libbpf_sys::BPF_MAP_TYPE_LRU_PERCPU_HASH
+    );
+    let value_size = match per_cpu {
+        true => {
+            // SAFETY: a plain libbpf call.
+            let cpus = unsafe { libbpf_sys::libbpf_num_possible_cpus() }.max(1) as usize;
+            (info.value_size as usize).div_ceil(8) * 8 * cpus
+        }
+        false => info.value_size as usize,
+    };
     // Written once, so no page is faulted in during a measured run.
     let mut keys = vec![1u8; max * key_size];
     let mut values = vec![1u8; max * value_size];

@@ -177,23 +177,30 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
         next
     }
 
-    /// Ranks by `key` (which orders the values as their text does): the
-    /// rank of each id (equal values share one), and the distinct values in
-    /// order.
-    fn ranks<K: Ord + Copy>(self, key: impl Fn(&T) -> K) -> (Vec<u32>, Vec<T>) {
+    /// Ranks by `key` (which orders the values as their text does, and
+    /// from which `value` gives them back): the rank of each id (equal
+    /// values share one), and the distinct values in order.
+    fn ranks<K: Ord + Copy>(
+        self,
+        key: impl Fn(&T) -> K,
+        value: impl Fn(K) -> T,
+    ) -> (Vec<u32>, Vec<T>) {
         let mut order: Vec<(K, u32)> = self
             .values
             .iter()
             .enumerate()
             .map(|(id, value)| (key(value), id as u32))
             .collect();
+        // The keys hold the values: a million of them need not be kept twice.
+        let ids = self.values.len();
+        drop(self.values);
         order.sort_unstable_by_key(|(key, _)| *key);
-        let mut ranks = vec![0u32; self.values.len()];
-        let mut sorted: Vec<T> = Vec::with_capacity(self.values.len());
+        let mut ranks = vec![0u32; ids];
+        let mut sorted: Vec<T> = Vec::new();
         let mut last = None;
         for (key, id) in order {
             if last != Some(key) {
-                sorted.push(self.values[id as usize]);
+                sorted.push(value(key));
                 last = Some(key);
             }
             ranks[id as usize] = (sorted.len() - 1) as u32;
@@ -255,7 +262,7 @@ impl<'c> LabelCache<'c> {
         match self {
             LabelCache::Text(cache) => cache.ranks(),
             LabelCache::Uint(cache) => {
-                let (ranks, sorted) = cache.ranks(decimal_order);
+                let (ranks, sorted) = cache.ranks(decimal_order, from_decimal_order);
                 (ranks, Values::Uint(sorted))
             }
             LabelCache::Short(cache) => {
@@ -271,7 +278,7 @@ impl<'c> LabelCache<'c> {
                     }))
                     .ranks();
                 }
-                let (ranks, sorted) = cache.ranks(|v| *v);
+                let (ranks, sorted) = cache.ranks(|v| *v, |v| v);
                 (ranks, Values::Short(sorted))
             }
         }
@@ -284,6 +291,12 @@ impl<'c> LabelCache<'c> {
 fn decimal_order(value: &u64) -> u128 {
     let digits = value.checked_ilog10().map_or(1, |log| log + 1);
     ((u128::from(*value) * 10u128.pow(20 - digits)) << 5) | u128::from(digits)
+}
+
+/// The value whose [`decimal_order`] key is `key`.
+fn from_decimal_order(key: u128) -> u64 {
+    let digits = (key & 31) as u32;
+    ((key >> 5) / 10u128.pow(20 - digits)) as u64
 }
 
 /// A label decoded by a general chain, each distinct value once.
@@ -409,6 +422,9 @@ mod tests {
             state ^= state >> 7;
             state ^= state << 17;
             values.push(state >> (state % 64));
+        }
+        for value in &values {
+            assert_eq!(from_decimal_order(decimal_order(value)), *value);
         }
         let mut by_key = values.clone();
         by_key.sort_by_key(decimal_order);
