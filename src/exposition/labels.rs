@@ -180,25 +180,24 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
     /// Ranks by `key` (which orders the values as their text does, and
     /// from which `value` gives them back): the rank of each id (equal
     /// values share one), and the distinct values in order.
-    fn ranks<K: Ord + Copy>(
-        self,
-        key: impl Fn(&T) -> K,
-        value: impl Fn(K) -> T,
-    ) -> (Vec<u32>, Vec<T>) {
-        let mut order: Vec<(K, u32)> = self
+    fn ranks(self, key: impl Fn(&T) -> u128, value: impl Fn(u128) -> T) -> (Vec<u32>, Vec<T>) {
+        let mut order: Vec<Keyed> = self
             .values
             .iter()
             .enumerate()
-            .map(|(id, value)| (key(value), id as u32))
+            .map(|(id, value)| Keyed {
+                key: key(value),
+                id: id as u32,
+            })
             .collect();
         // The keys hold the values: a million of them need not be kept twice.
         let ids = self.values.len();
         drop(self.values);
-        order.sort_unstable_by_key(|(key, _)| *key);
+        radix_sort(&mut order);
         let mut ranks = vec![0u32; ids];
         let mut sorted: Vec<T> = Vec::new();
         let mut last = None;
-        for (key, id) in order {
+        for Keyed { key, id } in order {
             if last != Some(key) {
                 sorted.push(value(key));
                 last = Some(key);
@@ -206,6 +205,50 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
             ranks[id as usize] = (sorted.len() - 1) as u32;
         }
         (ranks, sorted)
+    }
+}
+
+/// A sort key and the id it is of, packed (20 bytes, not 32: a million of
+/// them, and as many again while they are sorted).
+#[derive(Clone, Copy, Default)]
+#[repr(C, packed)]
+struct Keyed {
+    key: u128,
+    id: u32,
+}
+
+/// Sorts by key, stably: LSD radix sort, 11 bits a pass, a pass whose digit
+/// is the same in every key (a common prefix, zero padding) skipped; a
+/// comparison sort for short inputs.
+fn radix_sort(items: &mut Vec<Keyed>) {
+    const DIGIT: u32 = 11;
+    if items.len() < 1024 {
+        items.sort_by_key(|item| item.key);
+        return;
+    }
+    let mut scratch = vec![Keyed::default(); items.len()];
+    let mut shift = 0;
+    while shift < u128::BITS {
+        let digit = |item: &Keyed| ((item.key >> shift) as usize) & ((1 << DIGIT) - 1);
+        let mut starts = vec![0usize; 1 << DIGIT];
+        for item in items.iter() {
+            starts[digit(item)] += 1;
+        }
+        if !starts.contains(&items.len()) {
+            let mut sum = 0;
+            for start in starts.iter_mut() {
+                let n = *start;
+                *start = sum;
+                sum += n;
+            }
+            for item in items.iter() {
+                let slot = &mut starts[digit(item)];
+                scratch[*slot] = *item;
+                *slot += 1;
+            }
+            std::mem::swap(items, &mut scratch);
+        }
+        shift += DIGIT;
     }
 }
 
@@ -262,7 +305,10 @@ impl<'c> LabelCache<'c> {
         match self {
             LabelCache::Text(cache) => cache.ranks(),
             LabelCache::Uint(cache) => {
-                let (ranks, sorted) = cache.ranks(decimal_order, from_decimal_order);
+                let (ranks, sorted) = match cache.same_digits() {
+                    true => cache.ranks_by_value(),
+                    false => cache.ranks(decimal_order, from_decimal_order),
+                };
                 (ranks, Values::Uint(sorted))
             }
             LabelCache::Short(cache) => {
@@ -278,7 +324,7 @@ impl<'c> LabelCache<'c> {
                     }))
                     .ranks();
                 }
-                let (ranks, sorted) = cache.ranks(|v| *v, |v| v);
+                let (ranks, sorted) = cache.ranks(|v| *v, |key| key);
                 (ranks, Values::Short(sorted))
             }
         }
@@ -291,6 +337,41 @@ impl<'c> LabelCache<'c> {
 fn decimal_order(value: &u64) -> u128 {
     let digits = value.checked_ilog10().map_or(1, |log| log + 1);
     ((u128::from(*value) * 10u128.pow(20 - digits)) << 5) | u128::from(digits)
+}
+
+impl PlainCache<u64> {
+    /// Whether every value has as many decimal digits as every other (the
+    /// smallest and the largest do): their text's order is then theirs.
+    fn same_digits(&self) -> bool {
+        let digits = |value: u64| value.checked_ilog10().unwrap_or(0);
+        match (self.values.iter().min(), self.values.iter().max()) {
+            (Some(&min), Some(&max)) => digits(min) == digits(max),
+            _ => true,
+        }
+    }
+
+    /// [`PlainCache::ranks`] of values whose numeric order is their text's:
+    /// a radix sort of the integers themselves.
+    fn ranks_by_value(self) -> (Vec<u32>, Vec<u64>) {
+        let mut order: Vec<(u64, u32)> = self
+            .values
+            .iter()
+            .enumerate()
+            .map(|(id, value)| (*value, id as u32))
+            .collect();
+        let ids = self.values.len();
+        drop(self.values);
+        super::series::radix_sort(&mut order, u64::BITS);
+        let mut ranks = vec![0u32; ids];
+        let mut sorted: Vec<u64> = Vec::new();
+        for (value, id) in order {
+            if sorted.last() != Some(&value) {
+                sorted.push(value);
+            }
+            ranks[id as usize] = (sorted.len() - 1) as u32;
+        }
+        (ranks, sorted)
+    }
 }
 
 /// The value whose [`decimal_order`] key is `key`.

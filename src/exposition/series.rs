@@ -397,8 +397,10 @@ fn bits_for(n: usize) -> u32 {
 }
 
 /// Sorts `keys` by their first field, whose values are below 2^`bits`,
-/// stably: LSD radix sort, 11 bits a pass (a merge sort for short inputs).
-fn radix_sort<T: Copy + Default>(keys: &mut Vec<(u64, T)>, bits: u32) {
+/// stably: LSD radix sort, 11 bits a pass (a merge sort for short inputs);
+/// a pass whose digit is the same in every key (an address's high bits) is
+/// skipped.
+pub(super) fn radix_sort<T: Copy + Default>(keys: &mut Vec<(u64, T)>, bits: u32) {
     const DIGIT: u32 = 11;
     if keys.len() < 1024 {
         keys.sort_by_key(|(key, _)| *key);
@@ -411,6 +413,10 @@ fn radix_sort<T: Copy + Default>(keys: &mut Vec<(u64, T)>, bits: u32) {
         let digit = |key: u64| ((key >> shift) & ((1 << DIGIT) - 1)) as usize;
         for &(key, _) in keys.iter() {
             starts[digit(key)] += 1;
+        }
+        if starts.contains(&keys.len()) {
+            shift += DIGIT;
+            continue;
         }
         let mut sum = 0;
         for start in starts.iter_mut() {
