@@ -249,22 +249,10 @@ pub fn push_u64(out: &mut String, value: u64) {
 }
 
 fn push_integer(out: &mut String, value: i64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value.unsigned_abs();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
     if value < 0 {
         out.push('-');
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    push_u64(out, value.unsigned_abs());
 }
 
 /// The `le` text of each bucket slot, kept from one series to the next: the
