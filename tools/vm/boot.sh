@@ -60,7 +60,12 @@ lockups=${BPFSNAP_VM_LOCKUPS:-6}
 
 vm() { # vm ACCEL LIMIT_SECONDS CONSOLE_LOG; fails if the guest locked up
   local accel=()
-  [[ $1 == tcg ]] && accel=(--disable-kvm)
+  # One host thread for all vCPUs under TCG: with one per vCPU, the guest's
+  # kernel patching its own text (a static branch flipped as a tracepoint
+  # gets its first BPF program) was seen to leave the other vCPU running
+  # stale code — an int3 oops in handle_softirqs on 6.12, both vCPUs
+  # spinning at syscall entry on 5.10.
+  [[ $1 == tcg ]] && accel=(--disable-kvm --qemu-opts="-accel tcg,thread=single")
   # A session of its own, so that QEMU goes with it when it is stopped.
   setsid timeout --kill-after=10 "$2" "$vng" --verbose "${accel[@]}" --run "$kernel" --cpus 2 \
     --memory 3G --rwdir "$out" --disk "$out/scratch.img" --exec "$out/guest.sh" > "$3" 2>&1 < /dev/null &
