@@ -34,6 +34,9 @@ use anyhow::{bail, Result};
 
 use crate::spec::DecoderSpec;
 
+pub use string::until_nul;
+pub use uint::host_uint;
+
 /// One decoding step.
 pub trait Decoder: Send + Sync {
     /// Decodes `input` into `out` (which the caller has cleared).

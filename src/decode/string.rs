@@ -9,14 +9,19 @@ pub struct CString;
 
 impl Decoder for CString {
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let end = input.iter().position(|&b| b == 0).unwrap_or(input.len());
-        out.extend_from_slice(&input[..end]);
+        out.extend_from_slice(until_nul(input));
         Ok(())
     }
 
     fn plain(&self) -> Option<super::Plain> {
         Some(super::Plain::CString)
     }
+}
+
+/// The bytes of a C string up to its first NUL (all of them without one).
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    &bytes[..end]
 }
 
 /// Builds `string` for a label of `size` bytes.

@@ -20,22 +20,14 @@ impl Uint {
 
 impl Decoder for Uint {
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
-        let value = match (self.size, input) {
-            (1, [b]) => u64::from(*b),
-            (2, &[a, b]) => u64::from(u16::from_ne_bytes([a, b])),
-            (4, &[a, b, c, d]) => u64::from(u32::from_ne_bytes([a, b, c, d])),
-            (8, bytes) if bytes.len() == 8 => {
-                let mut word = [0; 8];
-                word.copy_from_slice(bytes);
-                u64::from_ne_bytes(word)
-            }
-            _ => {
-                return Err(DecodeError::new(
+        let value = host_uint(input)
+            .filter(|_| input.len() == self.size)
+            .ok_or_else(|| {
+                DecodeError::new(
                     "uint",
                     format!("expected {} bytes, got {}", self.size, input.len()),
-                ))
-            }
-        };
+                )
+            })?;
         push_decimal(out, value);
         Ok(())
     }
@@ -43,6 +35,17 @@ impl Decoder for Uint {
     fn plain(&self) -> Option<super::Plain> {
         Some(super::Plain::Uint)
     }
+}
+
+/// The host-endian unsigned integer of 1, 2, 4 or 8 bytes.
+pub fn host_uint(bytes: &[u8]) -> Option<u64> {
+    Some(match *bytes {
+        [b] => u64::from(b),
+        [a, b] => u64::from(u16::from_ne_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_ne_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_ne_bytes([a, b, c, d, e, f, g, h]),
+        _ => return None,
+    })
 }
 
 /// Appends `value` in decimal (what `to_string` gives, without its string).

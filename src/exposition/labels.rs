@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
 use super::text::{push_escaped, push_u64};
-use crate::decode::{Chain, Plain};
+use crate::decode::{host_uint, until_nul, Chain, Plain};
 
 /// Marks the id of a value a decoder rejected.
 pub const REJECTED: u32 = 1 << 31;
@@ -269,21 +269,12 @@ impl<'c> LabelCache<'c> {
     pub fn id(&mut self, bytes: &[u8]) -> u32 {
         match self {
             LabelCache::Text(cache) => cache.id(bytes),
-            LabelCache::Uint(cache) => {
-                let mut word = [0u8; 8];
-                word[..bytes.len()].copy_from_slice(bytes);
-                let value = match bytes.len() {
-                    1 => u64::from(word[0]),
-                    2 => u64::from(u16::from_ne_bytes([word[0], word[1]])),
-                    4 => u64::from(u32::from_ne_bytes([word[0], word[1], word[2], word[3]])),
-                    _ => u64::from_ne_bytes(word),
-                };
-                cache.id(value)
-            }
+            // The label's size is one `uint` takes (checked in `new`).
+            LabelCache::Uint(cache) => cache.id(host_uint(bytes).unwrap_or_default()),
             LabelCache::Short(cache) => {
-                let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+                let text = until_nul(bytes);
                 let mut padded = [0u8; SHORT];
-                padded[..end].copy_from_slice(&bytes[..end]);
+                padded[..text.len()].copy_from_slice(text);
                 cache.id(u128::from_be_bytes(padded))
             }
         }
@@ -293,7 +284,10 @@ impl<'c> LabelCache<'c> {
     /// the decoder, and whether it asked to skip rather than failed.
     pub fn rejection(&self, id: u32) -> Option<(&'static str, bool)> {
         match self {
-            LabelCache::Text(cache) => cache.decoded[(id & !REJECTED) as usize].clone().err(),
+            LabelCache::Text(cache) => cache.decoded[(id & !REJECTED) as usize]
+                .as_ref()
+                .err()
+                .copied(),
             _ => None,
         }
     }
