@@ -306,23 +306,48 @@ impl<'c> LabelCache<'c> {
                 (ranks, Values::Uint(sorted))
             }
             LabelCache::Short(cache) => {
-                let valid = cache
-                    .values
-                    .iter()
-                    .all(|v| std::str::from_utf8(unpadded(&v.to_be_bytes())).is_ok());
-                if !valid {
+                if !cache.values.iter().all(|v| valid_short(*v)) {
                     // Text with U+FFFD in it orders differently from its
                     // bytes: rank as text.
-                    return TextCache::of_strings(cache.values.iter().map(|v| {
-                        String::from_utf8_lossy(unpadded(&v.to_be_bytes())).into_owned()
-                    }))
-                    .ranks();
+                    return TextCache::of_strings(cache.values.iter().map(|v| lossy_short(*v)))
+                        .ranks();
                 }
                 let (ranks, sorted) = cache.ranks(|v| *v, |key| key);
                 (ranks, Values::Short(sorted))
             }
         }
     }
+}
+
+impl LabelCache<'_> {
+    /// The values in the order they came, each id its index (for a label
+    /// whose order does not matter); a rejected id's value is empty.
+    pub fn into_values(self) -> Values {
+        match self {
+            LabelCache::Text(cache) => Values::Text(
+                cache
+                    .decoded
+                    .into_iter()
+                    .map(Result::unwrap_or_default)
+                    .collect(),
+            ),
+            LabelCache::Uint(cache) => Values::Uint(cache.values),
+            LabelCache::Short(cache) => match cache.values.iter().all(|v| valid_short(*v)) {
+                true => Values::Short(cache.values),
+                false => Values::Text(cache.values.iter().map(|v| lossy_short(*v)).collect()),
+            },
+        }
+    }
+}
+
+/// Whether a packed `string` value is valid UTF-8.
+fn valid_short(value: u128) -> bool {
+    std::str::from_utf8(unpadded(&value.to_be_bytes())).is_ok()
+}
+
+/// A packed `string` value as text, invalid UTF-8 replaced.
+fn lossy_short(value: u128) -> String {
+    String::from_utf8_lossy(unpadded(&value.to_be_bytes())).into_owned()
 }
 
 /// A key that orders integers as their decimal text does ("10" < "9"): the

@@ -20,7 +20,8 @@ use crate::snapshot::MapData;
 /// Decoded series of one map, in label-value order; keys with equal label
 /// values are merged as the series are read.
 pub struct Table {
-    /// Per label: its distinct values, sorted.
+    /// Per label: its distinct values, sorted (or, after a first label
+    /// whose values are all distinct, in the order they came).
     pub values: Vec<Values>,
     labels: usize,
     sorted: Sorted,
@@ -333,16 +334,7 @@ pub(crate) fn counter_table(
         add(key, None, total);
     }
 
-    // Ids → ranks, so that integer order is string order.
-    let mut values = Vec::with_capacity(width);
-    for (label, cache) in caches.into_iter().enumerate() {
-        let (ranks, sorted) = cache.ranks();
-        for id in rows.iter_mut().skip(label).step_by(width.max(1)) {
-            *id = ranks[*id as usize];
-        }
-        values.push(sorted);
-    }
-    let sorted = sort(rows, totals, width, &values);
+    let (values, sorted) = order(caches, rows, totals, width);
     Table {
         values,
         labels: width,
@@ -350,6 +342,68 @@ pub(crate) fn counter_table(
         threshold: None,
         cap: usize::MAX,
     }
+}
+
+/// Ranks each label's values and orders the keys by them: (per label its
+/// values, the keys in order). When the first label's values are all
+/// distinct (an address, a thread's comm and id), they alone give the
+/// order: the other labels keep their values in the order they came (their
+/// ids are their indices) and no sort of the rows is needed.
+fn order(
+    caches: Vec<LabelCache>,
+    mut rows: Vec<u32>,
+    totals: Vec<f64>,
+    width: usize,
+) -> (Vec<Values>, Sorted) {
+    let mut values = Vec::with_capacity(width);
+    let mut caches = caches.into_iter();
+    let Some(first) = caches.next() else {
+        return (values, sort(rows, totals, width, &[]));
+    };
+    let (ranks, sorted) = first.ranks();
+    for id in rows.iter_mut().step_by(width) {
+        *id = ranks[*id as usize];
+    }
+    drop(ranks);
+    let in_order = match sorted.len() == totals.len() {
+        true => in_first_label_order(&rows, &totals, width),
+        false => None,
+    };
+    values.push(sorted);
+    if let Some(in_order) = in_order {
+        values.extend(caches.map(LabelCache::into_values));
+        return (values, in_order);
+    }
+    for (label, cache) in caches.enumerate() {
+        let (ranks, sorted) = cache.ranks();
+        for id in rows.iter_mut().skip(label + 1).step_by(width) {
+            *id = ranks[*id as usize];
+        }
+        values.push(sorted);
+    }
+    let sorted = sort(rows, totals, width, &values);
+    (values, sorted)
+}
+
+/// The keys in the order of their first label's ranks, when those are a
+/// permutation of the keys (as many values as keys is not enough: a value
+/// may be left only by keys another label rejected): the rows and values
+/// moved into that order, to be read in order later.
+fn in_first_label_order(rows: &[u32], totals: &[f64], width: usize) -> Option<Sorted> {
+    let mut order = vec![u32::MAX; totals.len()];
+    for (key, row) in rows.chunks_exact(width).enumerate() {
+        let place = order.get_mut(row[0] as usize)?;
+        if *place != u32::MAX {
+            return None;
+        }
+        *place = key as u32;
+    }
+    let row = |key: u32| &rows[key as usize * width..(key as usize + 1) * width];
+    Some(Sorted::Rows {
+        rows: order.iter().flat_map(|&key| row(key)).copied().collect(),
+        totals: order.iter().map(|&key| totals[key as usize]).collect(),
+        order: (0..totals.len() as u32).collect(),
+    })
 }
 
 /// Sorts the keys by their rows of ranks, keeping keys with equal rows in
