@@ -20,6 +20,7 @@ use crate::exposition::self_metrics::{self, unix_seconds, SelfMetric};
 use crate::exposition::{self, metric_name, Exposition, Family, OutputFormat};
 use crate::log::Log;
 use crate::privilege::{self, KeepCaps};
+use crate::probe::pinning::Pinning;
 use crate::probe::{self, Probe};
 use crate::program::{Program, Selection};
 use crate::session::{self, Failed};
@@ -55,6 +56,17 @@ pub struct RunOptions {
 }
 
 pub fn run(options: &RunOptions) -> Result<()> {
+    let mut pinning = None;
+    let result = run_pinning(options, &mut pinning);
+    match (result, &options.pin, pinning) {
+        (Err(err), Some(_), Some(mut pinning)) => Err(with_note(err, &pinning.failed_note())),
+        (Err(err), Some(_), None) => Err(with_note(err, "--pin: this run pinned nothing")),
+        (result, _, _) => result,
+    }
+}
+
+/// [`run`], with `--pin`'s changes to bpffs in `pinning` once they begin.
+fn run_pinning(options: &RunOptions, pinning: &mut Option<Pinning>) -> Result<()> {
     let stop = session::stop_signals()?;
     let log = options.log;
     if options.interval.is_some() && options.window.is_some() {
@@ -67,11 +79,40 @@ pub fn run(options: &RunOptions) -> Result<()> {
     options.sink.remove_leftovers()?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.libbpf);
-    if let Some(root) = &options.pin {
-        unpin_unselected(root, &programs, log)?;
+    let programs = match &options.pin {
+        Some(root) => {
+            let (programs, begun) = begin_pinning(root, programs, log)?;
+            *pinning = Some(begun);
+            programs
+        }
+        None => programs,
+    };
+    attach_and_sample(options, &programs, pinning, &stop)
+}
+
+/// Attaches, samples and writes every window: the run itself (see [`run`]);
+/// `pinning` is committed once the first window is written with every
+/// config running.
+fn attach_and_sample(
+    options: &RunOptions,
+    programs: &[Program],
+    pinning: &mut Option<Pinning>,
+    stop: &mpsc::Receiver<i32>,
+) -> Result<()> {
+    let log = options.log;
+    let (probes, failed) = attach(options, programs)?;
+    if let Some(pinning) = pinning {
+        for pinned in probes.iter().filter_map(Probe::pinned) {
+            if pinning.is_earlier(&pinned.dir) {
+                log.info(&format!(
+                    "{}: counting on in the set pinned in {}",
+                    pinned.dir.file_name().unwrap_or_default().to_string_lossy(),
+                    pinned.dir.display()
+                ));
+            }
+        }
     }
-    let (probes, failed) = attach(options, &programs)?;
-    let keep = session::keep_caps(&options.keep_caps, &programs, log);
+    let keep = session::keep_caps(&options.keep_caps, programs, log);
     privilege::drop_capabilities(&keep)?;
     if keep != KeepCaps::All {
         // Writing must still work without the dropped capabilities.
@@ -80,7 +121,7 @@ pub fn run(options: &RunOptions) -> Result<()> {
             .check()
             .context("after dropping capabilities (see --keep-caps)")?;
     }
-    let unread = sample(options, probes, &failed, &stop)?;
+    let unread = sample(options, probes, &failed, pinning, stop)?;
     let down: Vec<&str> = failed
         .iter()
         .map(|f| f.config.as_str())
@@ -119,16 +160,30 @@ fn select(options: &RunOptions) -> Result<Vec<Program>> {
     Ok(programs)
 }
 
-/// Removes the pinned sets of configs no longer selected.
-fn unpin_unselected(root: &std::path::Path, programs: &[Program], log: Log) -> Result<()> {
-    probe::pin::ensure_bpffs(root)?;
-    for stale in probe::pin::pinned_configs(root) {
-        if !programs.iter().any(|p| p.config.name == stale) {
-            log.info(&format!("unpinning {stale}: no longer selected"));
-            probe::pin::remove(&root.join(&stale))?;
-        }
+/// Starts a pinned run: removes what an interrupted run left, checks that
+/// every program can be pinned (before anything is), and notes what is
+/// pinned already, so a failure can undo this run's pins.
+fn begin_pinning(
+    root: &std::path::Path,
+    programs: Vec<Program>,
+    log: Log,
+) -> Result<(Vec<Program>, Pinning)> {
+    let programs = session::fit_to_pin(programs, log)?;
+    let names: Vec<&str> = programs.iter().map(|p| p.config.name.as_str()).collect();
+    let (pinning, recovered) = Pinning::begin(root, &names)?;
+    for line in recovered {
+        log.info(&line);
     }
-    Ok(())
+    Ok((programs, pinning))
+}
+
+/// `err` with `note` after it, still bad input if it was.
+fn with_note(err: anyhow::Error, note: &str) -> anyhow::Error {
+    let noted = anyhow::anyhow!("{err:#}; {note}");
+    match crate::BadInput::is(&err) {
+        true => crate::BadInput::wrap(noted),
+        false => noted,
+    }
 }
 
 /// Attaches what it can. When nothing attached the run fails, but a
@@ -188,6 +243,7 @@ fn sample(
     options: &RunOptions,
     mut probes: Vec<Probe>,
     failed: &[Failed],
+    pinning: &mut Option<Pinning>,
     stop: &mpsc::Receiver<i32>,
 ) -> Result<Vec<String>> {
     let log = options.log;
@@ -244,6 +300,13 @@ fn sample(
                 for probe in &mut probes {
                     if let Some(pinned) = probe.pinned_mut() {
                         pinned.record_snapshot(unix_seconds(ended_at))?;
+                    }
+                }
+                if failed.is_empty() && unread.is_empty() {
+                    if let Some(pinning) = pinning {
+                        for line in pinning.commit()? {
+                            log.info(&line);
+                        }
                     }
                 }
             }

@@ -12,7 +12,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,7 +22,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{path_str, PinDir, Running, SyscallGate, Trap, Trapped};
+use common::{path_str, Mount, PinDir, Running, SyscallGate, Trap, Trapped};
 
 /// The previous output every fault case starts from.
 const OLD: &[u8] =
@@ -33,68 +32,6 @@ const OLD: &[u8] =
 /// captures `eprintln!`, not the stream itself).
 fn note(text: &str) {
     let _ = writeln!(std::io::stderr(), "{text}");
-}
-
-// --- mounts, guarded ----------------------------------------------------------
-
-/// A mount made by the test, detached when dropped (also when the test fails).
-struct Mount(PathBuf);
-
-impl Mount {
-    fn c_path(path: &Path) -> CString {
-        CString::new(path.as_os_str().as_encoded_bytes()).unwrap()
-    }
-
-    /// A tmpfs of `size` bytes at `path`.
-    fn tmpfs(path: &Path, size: &str) -> Mount {
-        fs::create_dir_all(path).unwrap();
-        let target = Mount::c_path(path);
-        let options = CString::new(format!("size={size},mode=0777")).unwrap();
-        // SAFETY: valid NUL-terminated strings.
-        let rc = unsafe {
-            libc::mount(
-                c"tmpfs".as_ptr(),
-                target.as_ptr(),
-                c"tmpfs".as_ptr(),
-                0,
-                options.as_ptr().cast(),
-            )
-        };
-        assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
-        Mount(path.to_path_buf())
-    }
-
-    /// `path` bound onto itself, read-only.
-    fn read_only(path: &Path) -> Mount {
-        let target = Mount::c_path(path);
-        let bind = |flags| unsafe {
-            // SAFETY: valid NUL-terminated strings.
-            libc::mount(
-                target.as_ptr(),
-                target.as_ptr(),
-                std::ptr::null(),
-                flags,
-                std::ptr::null(),
-            )
-        };
-        assert_eq!(bind(libc::MS_BIND), 0, "bind mount");
-        let mount = Mount(path.to_path_buf());
-        assert_eq!(
-            bind(libc::MS_BIND | libc::MS_REMOUNT | libc::MS_RDONLY),
-            0,
-            "remount read-only: {}",
-            std::io::Error::last_os_error()
-        );
-        mount
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let target = Mount::c_path(&self.0);
-        // SAFETY: a valid path.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
-    }
 }
 
 /// Fills the filesystem of `dir` with `dir/filler` until ENOSPC.

@@ -16,6 +16,7 @@ mod kaddr;
 mod libbpf_log;
 mod perf;
 pub mod pin;
+pub mod pinning;
 pub mod section;
 pub mod variants;
 
@@ -302,6 +303,35 @@ pub fn check(program: &Program) -> Result<()> {
     check_maps(&program.config, &object).map_err(crate::BadInput::wrap)
 }
 
+/// Everything a pinned run can know of `program` before it pins anything:
+/// the object opens and matches the config, and nothing in it needs the
+/// bpfsnap process while it counts (so it can outlive the process).
+pub fn check_pinnable(program: &Program) -> Result<()> {
+    let object = open(program)?;
+    check_maps(&program.config, &object).map_err(crate::BadInput::wrap)?;
+    let streams = object.maps().any(|map| {
+        let name = map.name().to_string_lossy();
+        events::is_stream(map.map_type()) && program.config.metrics().any(|m| m.name == name)
+    });
+    not_pinnable(&program.config, streams).map_or(Ok(()), Err)
+}
+
+/// The error of a config that cannot be pinned, if it cannot: one whose
+/// cgroup id map or event streams (`streams`) the bpfsnap process serves.
+fn not_pinnable(config: &Config, streams: bool) -> Option<anyhow::Error> {
+    let needs = if config.cgroup_id_map.is_some() {
+        "its cgroup_id_map is kept current by the bpfsnap process at every window"
+    } else if streams {
+        "its event-stream counters are counted by the bpfsnap process itself"
+    } else {
+        return None;
+    };
+    Some(crate::BadInput::wrap(anyhow::Error::new(NotPinnable {
+        config: config.name.clone(),
+        needs,
+    })))
+}
+
 impl Probe {
     /// Opens, checks, loads and attaches `program`.
     pub fn attach(program: &Program) -> Result<Probe> {
@@ -540,25 +570,18 @@ impl Probe {
                 }
             }
         }
-        pin::remove(&dir)
-            .with_context(|| format!("{}: removing the outdated pinned set", config.name))?;
-
-        let needs = if config.cgroup_id_map.is_some() {
-            Some("its cgroup_id_map is kept current by the bpfsnap process at every window")
-        } else {
-            None
-        };
         let mut probe = Probe::attach(program)?;
-        let needs = needs.or_else(|| {
-            (!probe.events.is_empty())
-                .then_some("its event-stream counters are counted by the bpfsnap process itself")
-        });
-        if let Some(needs) = needs {
-            return Err(crate::BadInput::wrap(anyhow::Error::new(NotPinnable {
-                config: config.name.clone(),
-                needs,
-            })));
+        if let Some(err) = not_pinnable(config, !probe.events.is_empty()) {
+            return Err(err);
         }
+        // An outdated (or broken) set waits aside until this run ends.
+        let aside =
+            match dir.exists() {
+                true => Some(pinning::set_aside(root, &dir).with_context(|| {
+                    format!("{}: replacing the outdated pinned set", config.name)
+                })?),
+                false => None,
+            };
         let pinned = (|| -> Result<pin::Pinned> {
             std::fs::create_dir_all(dir.join("maps"))?;
             for (name, map) in &mut probe.maps {
@@ -592,6 +615,9 @@ impl Probe {
             Err(err) => {
                 // Half a pinned set is worse than none.
                 let _ = pin::remove(&dir);
+                if let Some(aside) = aside {
+                    let _ = std::fs::rename(aside, &dir);
+                }
                 Err(err.context(format!("{}: pinning in {}", config.name, dir.display())))
             }
         }

@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
-const STATE: &str = "state";
+pub(super) const STATE: &str = "state";
 const FINGERPRINT_PREFIX: &str = "fingerprint-";
 /// statfs magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -255,25 +255,49 @@ pub fn remove(dir: &Path) -> Result<()> {
     fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))
 }
 
-/// Names of the pinned configs under `root` (directories with a manifest).
-pub fn pinned_configs(root: &Path) -> Vec<String> {
+/// Names of the pinned sets under `root`, complete or not: directories
+/// holding what a set holds (maps, links, state, the fingerprint). Other
+/// things under `root` are not ours and are left alone.
+pub fn set_dirs(root: &Path) -> Vec<String> {
+    let is_set = |dir: &Path| {
+        ["maps", "links", STATE]
+            .iter()
+            .any(|part| dir.join(part).exists())
+            || fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|entry| {
+                    entry
+                        .file_name()
+                        .to_str()
+                        .is_some_and(|name| name.starts_with(FINGERPRINT_PREFIX))
+                })
+    };
     let mut names: Vec<String> = fs::read_dir(root)
         .into_iter()
         .flatten()
         .flatten()
-        .filter(|entry| entry.path().join(STATE).exists() || entry.path().join("links").is_dir())
+        .filter(|entry| is_set(&entry.path()))
         .filter_map(|entry| entry.file_name().to_str().map(str::to_string))
+        .filter(|name| name != super::pinning::REPLACED)
         .collect();
     names.sort();
     names
 }
 
-/// `bpfsnap stop --pin DIR`: removes every pinned config; the names removed.
+/// `bpfsnap stop --pin DIR`: removes every pinned set, complete or left
+/// half-pinned or replaced by an interrupted run; the names removed.
 pub fn stop(root: &Path) -> Result<Vec<String>> {
     if !root.exists() {
         return Ok(Vec::new());
     }
-    let names = pinned_configs(root);
+    let replaced = root.join(super::pinning::REPLACED);
+    for name in set_dirs(&replaced) {
+        remove(&replaced.join(name))?;
+    }
+    let _ = fs::remove_dir(&replaced);
+    let names = set_dirs(root);
     for name in &names {
         remove(&root.join(name))?;
     }

@@ -197,6 +197,25 @@ fn settle_attachments(
     kept
 }
 
+/// A pinned run's programs, each checked before anything is pinned (see
+/// [`probe::check_pinnable`]): a member of the default set that cannot be
+/// pinned is left out (said with -v); any other problem fails the run.
+pub fn fit_to_pin(programs: Vec<Program>, log: Log) -> Result<Vec<Program>> {
+    let mut kept = Vec::with_capacity(programs.len());
+    for program in programs {
+        match probe::check_pinnable(&program) {
+            Ok(()) => kept.push(program),
+            Err(err) if program.optional && is_not_pinnable(&err) => log.info(&format!(
+                "built-in {} left out: its event-stream counters cannot be pinned (run it \
+                 with --interval or serve)",
+                program.config.name
+            )),
+            Err(err) => return Err(err),
+        }
+    }
+    Ok(kept)
+}
+
 /// Whether `err` says a config cannot be pinned (it is bad input too).
 fn is_not_pinnable(err: &anyhow::Error) -> bool {
     err.chain().any(|e| {

@@ -7,6 +7,7 @@ mod exposition;
 mod files;
 mod kernel;
 mod load;
+mod mounts;
 mod node_exporter;
 mod pins;
 mod process;
@@ -17,7 +18,7 @@ mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    exposition::*, files::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
+    exposition::*, files::*, kernel::*, load::*, mounts::*, node_exporter::*, pins::*, process::*,
     programs::*, syscall_gate::*, test_name::*, user_config::*,
 };
 

@@ -32,6 +32,20 @@ impl Trapped {
         Some(buf)
     }
 
+    /// The path a trapped bpf(BPF_OBJ_PIN) pins at: the `pathname` pointer
+    /// that starts its `union bpf_attr`, read from the stopped thread.
+    pub fn bpf_pin_path(&self) -> Option<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()?;
+        let mut pointer = [0u8; 8];
+        mem.read_exact_at(&mut pointer, self.args[1]).ok()?;
+        Trapped {
+            args: [u64::from_ne_bytes(pointer), 0, 0, 0, 0, 0],
+            ..*self
+        }
+        .string_arg(0)
+    }
+
     /// bpf(2)'s command, for a trapped bpf call.
     pub fn bpf_cmd(&self) -> u32 {
         self.args[0] as u32
