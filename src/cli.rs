@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check;
 use crate::exposition::OutputFormat;
-use crate::log::Log;
+use crate::log::{Level, Log};
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
 use crate::run::{self, RunOptions};
@@ -52,8 +52,8 @@ Exit status:
 const CHECK_HELP: &str = "\
 Exit status:
   0  every config and object is valid
-  1  problems were found: each is listed on stderr, one per line
-  2  bad usage: an unknown flag";
+  2  problems were found (each listed on stderr, one per line), as `run` and
+     `serve` exit 2 for an invalid config; or bad usage: an unknown flag";
 
 const LIST_HELP: &str = "\
 Exit status:
@@ -354,7 +354,8 @@ fn parse_namespace(text: &str) -> Result<String, String> {
 }
 
 /// Runs the command line `args` (args[0] is the program name); errors are
-/// printed as `bpfsnap: error: ...` and give exit status 1.
+/// printed as `bpfsnap: error: ...` and give exit status 1, or 2 for bad
+/// usage and bad input.
 pub fn main<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -362,10 +363,14 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(err) if err.use_stderr() && crate::log::stderr_is_journal() => {
+            crate::log::print(Level::Error, &err.render().to_string());
+            return ExitCode::from(crate::BAD_INPUT_STATUS);
+        }
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(2)
+                ExitCode::from(crate::BAD_INPUT_STATUS)
             } else {
                 ExitCode::SUCCESS
             };
@@ -431,7 +436,7 @@ where
         Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
             if !cli.quiet {
                 for name in names {
-                    eprintln!("bpfsnap: unpinned {name}");
+                    crate::log::print(Level::Info, &format!("bpfsnap: unpinned {name}"));
                 }
             }
         }),
@@ -439,9 +444,9 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("bpfsnap: error: {err:#}");
+            Log::default().error(&format!("{err:#}"));
             if crate::BadInput::is(&err) {
-                ExitCode::from(2)
+                ExitCode::from(crate::BAD_INPUT_STATUS)
             } else {
                 ExitCode::FAILURE
             }

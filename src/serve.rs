@@ -124,7 +124,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
             options.listen
         ));
     }
-    log.info(&format!("serving http://{}/metrics", options.listen));
+    log.ready(&format!("serving http://{}/metrics", options.listen));
 
     let attached_at = SystemTime::now();
     let state = Arc::new(State {

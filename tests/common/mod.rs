@@ -5,6 +5,7 @@
 
 mod exposition;
 mod files;
+mod journal;
 mod kernel;
 mod load;
 mod node_exporter;
@@ -17,7 +18,7 @@ mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    exposition::*, files::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
+    exposition::*, files::*, journal::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
     programs::*, syscall_gate::*, test_name::*, user_config::*,
 };
 
