@@ -14,6 +14,8 @@ use crate::log::{Level, Log};
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
 use crate::run::{self, RunOptions};
+use crate::serve::address::ListenAddress;
+use crate::serve::scrape::Scraping;
 use crate::sink::Sink;
 use crate::snapshot::Counts;
 use crate::spec::DEFAULT_NAMESPACE;
@@ -43,6 +45,8 @@ const SERVE_HELP: &str = "\
 Examples:
   bpfsnap serve                               the default programs on 127.0.0.1:9435
   bpfsnap serve --listen 127.0.0.1:9435 --builtin syscalls,runqlat
+  bpfsnap serve --web.listen-address :9435    every address, IPv4 and IPv6
+  bpfsnap serve --listen 127.0.0.1:9435 --listen [::1]:9435
 
 Exit status:
   0  stopped by SIGINT or SIGTERM (in-flight scrapes finished, probes detached)
@@ -257,10 +261,29 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub programs: ProgramArgs,
 
-    /// Address to listen on; the default answers this machine only, any other
-    /// address is an explicit choice.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on (exporter-toolkit's --web.listen-address):
+    /// HOST:PORT (an IPv4 address or a host name, resolved at start),
+    /// [IPV6]:PORT, or :PORT for every address. Repeat it to listen on
+    /// several. The default answers this machine only; 9435
+    /// is ebpf_exporter's port, which bpfsnap serve replaces.
+    #[arg(
+        long,
+        visible_alias = "web.listen-address",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:9435",
+        value_parser = ListenAddress::parse,
+        action = clap::ArgAction::Append
+    )]
+    pub listen: Vec<ListenAddress>,
+
+    /// Path under which the metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
+    )]
+    pub telemetry_path: String,
 
     /// Prefix of every metric name (see `run --namespace`).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
@@ -343,6 +366,21 @@ fn parse_window(text: &str) -> Result<Duration, String> {
     Ok(window)
 }
 
+/// A URL path: `/`, then the characters a path may hold unescaped (RFC
+/// 3986 pchar) and percent escapes.
+fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err("the path starts with / (try /metrics)".into());
+    }
+    let valid = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c));
+    if !valid {
+        return Err("use letters, digits and -._~!$&'()*+,;=:@%/ (no spaces, no query)".into());
+    }
+    Ok(text.to_string())
+}
+
 fn parse_namespace(text: &str) -> Result<String, String> {
     let valid = text.chars().enumerate().all(|(i, c)| {
         c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
@@ -418,16 +456,19 @@ where
             },
             selection: args.programs.selection(),
             listen: args.listen,
-            namespace: args.namespace,
-            max_requests: args.max_requests as usize,
-            scrape_timeout: args.scrape_timeout,
-            serve_partial: args.on_error == "partial",
-            counts: args.counts,
+            scraping: Scraping {
+                namespace: args.namespace,
+                telemetry_path: args.telemetry_path,
+                serve_partial: args.on_error == "partial",
+                counts: args.counts,
+                max_requests: args.max_requests as usize,
+                scrape_timeout: args.scrape_timeout,
+                scrape_delay: args.scrape_delay.unwrap_or_default(),
+                scrape_error: args.scrape_error,
+                faulty_scrapes: args.faulty_scrapes,
+            },
             strict: args.attaching.strict,
             btf: args.attaching.btf,
-            scrape_delay: args.scrape_delay.unwrap_or_default(),
-            scrape_error: args.scrape_error,
-            faulty_scrapes: args.faulty_scrapes,
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
         }),
