@@ -276,6 +276,14 @@ pub struct ServeArgs {
     )]
     pub listen: Vec<ListenAddress>,
 
+    /// exporter-toolkit's web configuration file (YAML), as node_exporter
+    /// and ebpf_exporter take it: TLS (tls_server_config) and basic
+    /// authentication (basic_auth_users, bcrypt hashes). It is read again
+    /// when it or a file it names changes. See
+    /// https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+
     /// Path under which the metrics are served.
     #[arg(
         long = "web.telemetry-path",
@@ -456,6 +464,7 @@ where
             },
             selection: args.programs.selection(),
             listen: args.listen,
+            web_config: args.web_config,
             scraping: Scraping {
                 namespace: args.namespace,
                 telemetry_path: args.telemetry_path,

@@ -573,6 +573,67 @@ fn an_invalid_config_is_exit_status_2_in_check_run_and_serve() {
     fails_with(serve, 2, &expected, true);
 }
 
+/// A bad web config (`serve --web.config.file`, exporter-toolkit's format)
+/// is refused at start, before anything is loaded: one line naming the file,
+/// the key and what is wrong, exit status 2, as exporter-toolkit refuses it.
+#[test]
+fn bad_web_configs_are_refused_at_start_in_one_line() {
+    let setup = Setup::new()
+        .file(
+            "unknown.yml",
+            "tls_server_config:\n  cert_file: a.pem\n  keyfile: a.key\n",
+        )
+        .file(
+            "missing.yml",
+            "tls_server_config:\n  cert_file: nosuch.pem\n  key_file: nosuch.key\n",
+        )
+        .file("hash.yml", "basic_auth_users:\n  alice: secret\n")
+        .file("syntax.yml", "basic_auth_users:\n  alice: 'secret\n")
+        .file(
+            "auth.yml",
+            "tls_server_config:\n  client_auth_type: RequireAnyClientCert\n",
+        )
+        .file("limit.yml", "rate_limit:\n  interval: 1s\n  burst: 5\n");
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "unknown.yml",
+            &["unknown.yml: line 3: tls_server_config: unknown field `keyfile`"],
+        ),
+        (
+            "missing.yml",
+            &[
+                "tls_server_config.cert_file: cannot read",
+                "nosuch.pem",
+                "No such file",
+            ],
+        ),
+        (
+            "hash.yml",
+            &["hash.yml: basic_auth_users: the password of \"alice\" is not a bcrypt hash"],
+        ),
+        (
+            "syntax.yml",
+            &["syntax.yml: line 3: basic_auth_users.alice: found unexpected end"],
+        ),
+        ("auth.yml", &["missing one of cert or cert_file"]),
+        ("limit.yml", &["rate_limit: not supported"]),
+        (
+            "absent.yml",
+            &["cannot read web config", "absent.yml", "No such file"],
+        ),
+    ];
+    for (file, expected) in cases {
+        let serve = bpfsnap(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web.config.file",
+            &setup.arg(file),
+        ]);
+        fails_with(serve, 2, expected, true);
+    }
+}
+
 // --- privileges and unreadable files (as root, dropping to nobody) -----------
 
 #[test]

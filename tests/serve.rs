@@ -2,34 +2,22 @@
 //! scrapes it and its HTTP API returns the exact value; curl checks
 //! negotiation, gzip, the in-flight limit, the scrape timeout, a timed-out
 //! gathering still running, gathering errors (`--on-error`), SIGTERM with a
-//! scrape in flight; and event-stream counters served over time
-//! (`flush_interval`, perf-array lost events).
+//! scrape in flight or an idle kept-alive connection, several listen
+//! addresses and the telemetry path; and event-stream counters served over
+//! time (`flush_interval`, perf-array lost events). The web config (TLS,
+//! basic auth) is tests/serve_web.rs'.
 
 mod common;
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{named_thread, path_str, Running};
-
-fn free_port_v6() -> u16 {
-    TcpListener::bind("[::1]:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{
+    curl_url, free_port, free_port_v6, named_thread, path_str, poll, Prometheus, Running,
+};
 
 /// `bpfsnap serve -v ARGS --listen 127.0.0.1:PORT`, once it serves.
 fn serve(port: u16, args: &[&str]) -> Running {
@@ -51,28 +39,6 @@ fn curl(port: u16, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
         .unwrap_or_else(|stderr| panic!("no HTTP response: {stderr}"))
 }
 
-/// curl's (status, headers, body) for a GET of `url` with curl options
-/// `args`; its stderr if no HTTP response came.
-fn curl_url(url: &str, args: &[&str]) -> Result<(u16, String, Vec<u8>), String> {
-    let output = Command::new("curl")
-        .args(["-sS", "-g", "-D", "-", "--max-time", "30"])
-        .args(args)
-        .arg(url)
-        .output()
-        .expect("run curl (make deps installs it)");
-    let raw = output.stdout;
-    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
-        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
-    };
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    Ok((status, head, raw[split + 4..].to_vec()))
-}
-
 /// Threads of process `pid` gathering metrics for a scrape (serve names
 /// them "gather").
 fn gather_threads(pid: u32) -> usize {
@@ -84,18 +50,6 @@ fn gather_threads(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// Polls `what` until it returns Some, for at most [`common::PATIENCE`].
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `n` getppid calls from a thread named `name` pinned to CPU 0 (so that
@@ -657,63 +611,6 @@ fn sigterm_closes_idle_kept_alive_connections() {
     let (status, _, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
     assert_eq!(connection.read(&mut chunk).unwrap_or(0), 0, "closed");
-}
-
-/// A Prometheus server on loopback scraping `target` every second.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfsnap\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
-        .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus (make deps installs it)");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    /// The value of an instant query's first result, if any.
-    fn query(&self, query: &str) -> Option<f64> {
-        let output = Command::new("curl")
-            .args(["-s", "--max-time", "10", "--get", "--data-urlencode"])
-            .arg(format!("query={query}"))
-            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .output()
-            .ok()?;
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
-}
-
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -18,9 +18,9 @@ const MAX_HEADERS: usize = 64;
 /// How long a kept-alive connection may wait for its next request: longer
 /// than any usual scrape interval, so a scraper's connection stays open.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(5 * 60);
-/// How long a request head may take to arrive once it has begun, and a
-/// response to be taken by the client.
-const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a request head (or a TLS handshake) may take to arrive once it
+/// has begun, and a response to be taken by the client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A request, as the handler sees it.
 #[derive(Debug, Clone, Default)]
@@ -32,18 +32,6 @@ pub struct Request {
 }
 
 impl Request {
-    /// A request for tests and callers that build one.
-    pub fn new(method: &str, path: &str, headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: method.to_string(),
-            path: path.to_string(),
-            headers: headers
-                .iter()
-                .map(|(name, value)| (name.to_string(), value.to_string()))
-                .collect(),
-        }
-    }
-
     /// The value of header `name` (the first of that name, compared without
     /// case), or "" when there is none.
     pub fn header(&self, name: &str) -> &str {

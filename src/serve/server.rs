@@ -4,7 +4,7 @@
 //! closes idle ones and waits for the requests in flight to be answered.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +19,16 @@ use crate::log::Log;
 
 /// What answers each request.
 pub type Handler = dyn Fn(&Request) -> Response + Send + Sync;
+
+/// Each connection's TLS configuration, asked for as the connection comes
+/// (it may have been read again since the last); an error refuses the
+/// connection. No `Tls` at all: plain HTTP.
+pub type Tls = Arc<dyn Fn() -> Result<Arc<rustls::ServerConfig>, String> + Send + Sync>;
+
+/// What Go's http.Server answers a plain HTTP request sent to its TLS port,
+/// for the same mistake to read the same.
+const PLAIN_HTTP_TO_TLS: &[u8] =
+    b"HTTP/1.0 400 Bad Request\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
 
 pub struct Server {
     /// The listening sockets (clones of those the accept threads own), to
@@ -36,6 +46,7 @@ impl Server {
         listeners: Vec<TcpListener>,
         limit: usize,
         handler: Arc<Handler>,
+        tls: Option<Tls>,
         log: Log,
     ) -> Result<Server> {
         let stopping = Arc::new(AtomicBool::new(false));
@@ -58,6 +69,7 @@ impl Server {
                 stopping: stopping.clone(),
                 connections: connections.clone(),
                 handler: handler.clone(),
+                tls: tls.clone(),
                 log,
             };
             let thread = std::thread::Builder::new()
@@ -92,6 +104,7 @@ struct Acceptor {
     stopping: Arc<AtomicBool>,
     connections: Arc<Connections>,
     handler: Arc<Handler>,
+    tls: Option<Tls>,
     log: Log,
 }
 
@@ -123,9 +136,14 @@ impl Acceptor {
             return;
         };
         let handler = self.handler.clone();
+        let tls = self.tls.clone();
+        let log = self.log;
         let spawned = std::thread::Builder::new()
             .name("http".into())
-            .spawn(move || serve(socket, &ticket, &*handler));
+            .spawn(move || match tls {
+                None => serve(socket, &ticket, &*handler),
+                Some(tls) => serve_tls(socket, &ticket, &*handler, &tls, log),
+            });
         if let Err(err) = spawned {
             self.log
                 .warn(&format!("cannot start a thread for a connection: {err}"));
@@ -136,6 +154,69 @@ impl Acceptor {
 fn serve(mut socket: TcpStream, ticket: &Ticket, handler: &Handler) {
     let _ = socket.set_nodelay(true);
     http::serve_connection(&mut socket, ticket, handler);
+}
+
+impl http::Socket for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn socket(&self) -> &TcpStream {
+        &self.sock
+    }
+}
+
+/// HTTP over TLS on `socket`: the handshake (on this connection's thread, so
+/// a slow client holds up no other), then requests as over plain TCP.
+fn serve_tls(socket: TcpStream, ticket: &Ticket, handler: &Handler, tls: &Tls, log: Log) {
+    let _ = socket.set_nodelay(true);
+    if sent_plain_http(&socket) {
+        // What the client sent is read first: closing a socket with unread
+        // data resets the connection, and the client might not see the
+        // answer.
+        let _ = (&socket).read(&mut [0u8; 16 * 1024]);
+        let _ = (&socket).write_all(PLAIN_HTTP_TO_TLS);
+        let _ = socket.shutdown(Shutdown::Write);
+        return;
+    }
+    // An invalid web config refuses connections; the source said why.
+    let Ok(config) = tls() else { return };
+    let Ok(connection) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut stream = rustls::StreamOwned::new(connection, socket);
+    if let Err(err) = handshake(&mut stream) {
+        let peer = stream
+            .sock
+            .peer_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        log.info(&format!("TLS handshake with {peer} failed: {err}"));
+        return;
+    }
+    http::serve_connection(&mut stream, ticket, handler);
+    stream.conn.send_close_notify();
+    let _ = stream.conn.complete_io(&mut stream.sock);
+}
+
+/// Whether the client's first bytes are a plain HTTP request, not a TLS
+/// ClientHello (Go's http.Server looks at the same five bytes).
+fn sent_plain_http(socket: &TcpStream) -> bool {
+    let mut first = [0u8; 5];
+    let _ = socket.set_read_timeout(Some(http::IO_TIMEOUT));
+    match socket.peek(&mut first) {
+        Ok(5) => [&b"GET /"[..], b"HEAD ", b"POST ", b"PUT /", b"OPTIO"].contains(&&first[..]),
+        _ => false,
+    }
+}
+
+/// The TLS handshake, within the I/O timeout; a client whose certificate is
+/// refused gets its alert.
+fn handshake(
+    stream: &mut rustls::StreamOwned<rustls::ServerConnection, TcpStream>,
+) -> io::Result<()> {
+    stream.sock.set_read_timeout(Some(http::IO_TIMEOUT))?;
+    stream.sock.set_write_timeout(Some(http::IO_TIMEOUT))?;
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock)?;
+    }
+    Ok(())
 }
 
 /// The open connections: whether each is answering a request, so that

@@ -12,6 +12,7 @@ mod node_exporter;
 mod pins;
 mod process;
 mod programs;
+mod serving;
 mod syscall_gate;
 mod test_name;
 mod user_config;
@@ -19,7 +20,7 @@ mod user_config;
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     exposition::*, files::*, journal::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
-    programs::*, syscall_gate::*, test_name::*, user_config::*,
+    programs::*, serving::*, syscall_gate::*, test_name::*, user_config::*,
 };
 
 use std::time::Duration;
