@@ -47,11 +47,14 @@ Examples:
   bpfsnap serve --listen 127.0.0.1:9435 --builtin syscalls,runqlat
   bpfsnap serve --web.listen-address :9435    every address, IPv4 and IPv6
   bpfsnap serve --listen 127.0.0.1:9435 --listen [::1]:9435
+  bpfsnap serve --web.listen-address :9435 --web.config.file /etc/bpfsnap/web-config.yml
+                                              TLS and passwords (examples/deploy/web-config.yml)
 
 Exit status:
   0  stopped by SIGINT or SIGTERM (in-flight scrapes finished, probes detached)
   1  failure at run time: the address is taken, the kernel refused a program, ...
-  2  bad usage or bad input: unknown flag, invalid config, object not matching its config";
+  2  bad usage or bad input: unknown flag, invalid config, object not matching its config,
+     invalid web config, listen address that does not resolve";
 
 const CHECK_HELP: &str = "\
 Exit status:

@@ -1,10 +1,12 @@
-//! Bad user programs and configs: each mistake ends in exit status 2 and an
-//! error on stderr that says what is wrong and where (the file, the key, the
-//! line, the program), never a panic. Mistakes in a config or its object are
-//! found by `bpfsnap check` (no root needed) and by `bpfsnap run` alike;
-//! those only the kernel can find (the verifier, attach types this kernel
-//! lacks) by `run`, as root. Errors are one line, except a verifier failure,
-//! which appends the end of the verifier's log.
+//! Bad user programs and configs: each mistake ends in a non-zero exit
+//! status and an error on stderr that says what is wrong and where (the
+//! file, the key, the line, the program), never a panic. Mistakes in a
+//! config or its object are found by `bpfsnap check` (no root needed), `run`
+//! and `serve` alike, exit status 2; those only the kernel can find (the
+//! verifier, attach types this kernel lacks) by `run`, as root, with exit
+//! status 1. A bad web config stops `serve` at start, exit status 2. Errors
+//! are one line, except a verifier failure, which appends the end of the
+//! verifier's log.
 
 mod common;
 
