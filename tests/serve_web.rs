@@ -374,3 +374,42 @@ fn the_web_config_is_read_again_when_it_changes() {
         "the broken config is logged: {stderr}"
     );
 }
+
+/// The web config is read again when it changes, after bpfsnap has dropped
+/// its capabilities: a key that only CAP_DAC_OVERRIDE could read is found
+/// at start, not at the first renewal.
+#[test]
+fn files_readable_only_with_capabilities_are_refused_at_start() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let pki = Pki::new();
+    let key = pki.path("server.key");
+    let status = Command::new("chown")
+        .args(["65534:65534", path_str(&key)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let config = pki.path("web.yml");
+    fs::write(
+        &config,
+        "tls_server_config:\n  cert_file: server.pem\n  key_file: server.key\n",
+    )
+    .unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let output = common::bpfsnap()
+        .args(["serve", "-b", "syscalls", "--listen", &listen])
+        .args(["--web.config.file", path_str(&config)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.starts_with("bpfsnap: error: web config ")
+            && stderr.contains("server.key: Permission denied")
+            && stderr.contains("--keep-caps"),
+        "{stderr}"
+    );
+}

@@ -27,6 +27,12 @@ impl ListenAddress {
     /// last colon, an IPv6 host in brackets.
     pub fn parse(text: &str) -> Result<ListenAddress, String> {
         let hint = "(try :9435, 127.0.0.1:9435, [::1]:9435 or localhost:9435)";
+        if text.contains("://") {
+            // exporter-toolkit's vsock://:PORT, or a URL given by mistake.
+            return Err(format!(
+                "{text:?}: bpfsnap serve listens on TCP only: give HOST:PORT {hint}"
+            ));
+        }
         let Some((host, port)) = text.rsplit_once(':') else {
             return Err(format!("{text:?} has no port {hint}"));
         };
@@ -157,6 +163,8 @@ mod tests {
             ("host:65536", "a number up to 65535"),
             ("host:+80", "a number up to 65535"),
             ("host:-1", "a number up to 65535"),
+            ("vsock://:9435", "TCP only"),
+            ("http://localhost:9435", "TCP only"),
         ] {
             let err = ListenAddress::parse(text).expect_err(text);
             assert!(err.contains(says), "{text}: {err}");

@@ -89,6 +89,9 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
     probe::capture_libbpf_log(log.libbpf);
     let (probes, failed) = session::attach_all(&programs, None, options.strict, log)?;
     privilege::drop_capabilities(&session::keep_caps(&options.keep_caps, &programs, log))?;
+    if let Some(web) = &web {
+        web.check_readable()?;
+    }
 
     let state = Arc::new(State::new(probes, failed, options.scraping.clone()));
     let handler = handler(state.clone(), web.clone())?;

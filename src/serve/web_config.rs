@@ -391,6 +391,19 @@ impl WebConfigSource {
         current.config.clone()
     }
 
+    /// Reads the file and those it names again, now: once bpfsnap has
+    /// dropped its capabilities, to find at start, not at the first renewal
+    /// of a certificate, that it can no longer read them.
+    pub fn check_readable(&self) -> Result<()> {
+        WebConfig::load(&self.path).map(|_| ()).map_err(|err| {
+            anyhow!(
+                "{err} (once capabilities are dropped: bpfsnap reads it again when it \
+                 changes, so the user it runs as must be able to read these files, or keep \
+                 dac_read_search with --keep-caps)"
+            )
+        })
+    }
+
     /// Whether it configured TLS at start (for good: see [`Self::current`]).
     pub fn tls(&self) -> bool {
         self.current
