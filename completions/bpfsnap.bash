@@ -297,7 +297,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --listen --namespace --max-requests --scrape-timeout --on-error --btf --strict --config.skip-cache-size --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --web.listen-address --listen --web.config.file --web.telemetry-path --namespace --max-requests --scrape-timeout --on-error --btf --strict --config.skip-cache-size --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -320,6 +320,18 @@ _bpfsnap() {
                     return 0
                     ;;
                 --listen)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --web.listen-address)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --web.config.file)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --web.telemetry-path)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

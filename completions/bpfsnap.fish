@@ -59,7 +59,9 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Pr
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l listen -d 'Address to listen on; the default answers this machine only, any other address is an explicit choice' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l listen -l web.listen-address -d 'Address to listen on (exporter-toolkit\'s --web.listen-address): HOST:PORT (an IPv4 address or a host name, resolved at start), [IPV6]:PORT, or :PORT for every address. Repeat it to listen on several. The default answers this machine only; 9435 is ebpf_exporter\'s port, which bpfsnap serve replaces' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l web.config.file -d 'exporter-toolkit\'s web configuration file (YAML), as node_exporter and ebpf_exporter take it: TLS (tls_server_config) and basic authentication (basic_auth_users, bcrypt hashes). It is read again when it or a file it names changes. See https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md' -r -F
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l web.telemetry-path -d 'Path under which the metrics are served' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l namespace -d 'Prefix of every metric name (see `run --namespace`)' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l max-requests -d 'Scrapes answered at once; more get HTTP 503' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l scrape-timeout -d 'A scrape that takes longer gets HTTP 503' -r

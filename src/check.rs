@@ -4,12 +4,15 @@
 
 use std::process::ExitCode;
 
+use crate::log::{self, Level};
 use crate::probe::{self, availability::KernelTypes};
 use crate::program::{self, Selection};
 use crate::spec;
 
 /// Checks every selected program; prints `ok NAME (ORIGIN)` for each good one
-/// on stdout and `bpfsnap: error: ...` for each problem on stderr.
+/// on stdout and `bpfsnap: error: ...` for each problem on stderr. Any
+/// problem is bad input: exit status 2, as `run` and `serve` give for the
+/// same config.
 pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
     probe::capture_libbpf_log(verbose);
     let kernel = KernelTypes::load();
@@ -19,13 +22,19 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
         match checked {
             Ok(program) => {
                 for warning in &program.config.warnings {
-                    eprintln!("bpfsnap: warning: {}: {warning}", program.config.origin);
+                    log::print(
+                        Level::Warning,
+                        &format!("bpfsnap: warning: {}: {warning}", program.config.origin),
+                    );
                 }
                 // Valid, but this kernel cannot run it: worth knowing before deploying.
                 if let Ok(Some(reason)) = probe::unavailable(&program, &kernel) {
-                    eprintln!(
-                        "bpfsnap: warning: {}: cannot attach on this kernel: {reason}",
-                        program.config.name
+                    log::print(
+                        Level::Warning,
+                        &format!(
+                            "bpfsnap: warning: {}: cannot attach on this kernel: {reason}",
+                            program.config.name
+                        ),
                     );
                 }
                 println!("ok {} ({})", program.config.name, program.config.origin);
@@ -33,7 +42,7 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
             Err(err) => {
                 problems += 1;
                 for line in spec::problem_lines(&err) {
-                    eprintln!("bpfsnap: error: {line}");
+                    log::print(Level::Error, &format!("bpfsnap: error: {line}"));
                 }
             }
         }
@@ -41,6 +50,6 @@ pub fn check(selection: &Selection, verbose: bool) -> ExitCode {
     if problems == 0 {
         ExitCode::SUCCESS
     } else {
-        ExitCode::FAILURE
+        ExitCode::from(crate::BAD_INPUT_STATUS)
     }
 }

@@ -10,10 +10,12 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::check;
 use crate::exposition::OutputFormat;
-use crate::log::Log;
+use crate::log::{Level, Log};
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
 use crate::run::{self, RunOptions};
+use crate::serve::address::ListenAddress;
+use crate::serve::scrape::Scraping;
 use crate::sink::Sink;
 use crate::snapshot::Counts;
 use crate::spec::DEFAULT_NAMESPACE;
@@ -43,17 +45,22 @@ const SERVE_HELP: &str = "\
 Examples:
   bpfsnap serve                               the default programs on 127.0.0.1:9435
   bpfsnap serve --listen 127.0.0.1:9435 --builtin syscalls,runqlat
+  bpfsnap serve --web.listen-address :9435    every address, IPv4 and IPv6
+  bpfsnap serve --listen 127.0.0.1:9435 --listen [::1]:9435
+  bpfsnap serve --web.listen-address :9435 --web.config.file /etc/bpfsnap/web-config.yml
+                                              TLS and passwords (examples/deploy/web-config.yml)
 
 Exit status:
   0  stopped by SIGINT or SIGTERM (in-flight scrapes finished, probes detached)
   1  failure at run time: the address is taken, the kernel refused a program, ...
-  2  bad usage or bad input: unknown flag, invalid config, object not matching its config";
+  2  bad usage or bad input: unknown flag, invalid config, object not matching its config,
+     invalid web config, listen address that does not resolve";
 
 const CHECK_HELP: &str = "\
 Exit status:
   0  every config and object is valid
-  1  problems were found: each is listed on stderr, one per line
-  2  bad usage: an unknown flag";
+  2  problems were found (each listed on stderr, one per line), as `run` and
+     `serve` exit 2 for an invalid config; or bad usage: an unknown flag";
 
 const LIST_HELP: &str = "\
 Exit status:
@@ -257,10 +264,37 @@ pub struct ServeArgs {
     #[command(flatten)]
     pub programs: ProgramArgs,
 
-    /// Address to listen on; the default answers this machine only, any other
-    /// address is an explicit choice.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:9435")]
-    pub listen: std::net::SocketAddr,
+    /// Address to listen on (exporter-toolkit's --web.listen-address):
+    /// HOST:PORT (an IPv4 address or a host name, resolved at start),
+    /// [IPV6]:PORT, or :PORT for every address. Repeat it to listen on
+    /// several. The default answers this machine only; 9435
+    /// is ebpf_exporter's port, which bpfsnap serve replaces.
+    #[arg(
+        long,
+        visible_alias = "web.listen-address",
+        value_name = "ADDRESS",
+        default_value = "127.0.0.1:9435",
+        value_parser = ListenAddress::parse,
+        action = clap::ArgAction::Append
+    )]
+    pub listen: Vec<ListenAddress>,
+
+    /// exporter-toolkit's web configuration file (YAML), as node_exporter
+    /// and ebpf_exporter take it: TLS (tls_server_config) and basic
+    /// authentication (basic_auth_users, bcrypt hashes). It is read again
+    /// when it or a file it names changes. See
+    /// https://github.com/prometheus/exporter-toolkit/blob/master/docs/web-configuration.md
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    pub web_config: Option<PathBuf>,
+
+    /// Path under which the metrics are served.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
+    )]
+    pub telemetry_path: String,
 
     /// Prefix of every metric name (see `run --namespace`).
     #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
@@ -343,6 +377,21 @@ fn parse_window(text: &str) -> Result<Duration, String> {
     Ok(window)
 }
 
+/// A URL path: `/`, then the characters a path may hold unescaped (RFC
+/// 3986 pchar) and percent escapes.
+fn parse_telemetry_path(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') {
+        return Err("the path starts with / (try /metrics)".into());
+    }
+    let valid = text
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-._~!$&'()*+,;=:@%".contains(c));
+    if !valid {
+        return Err("use letters, digits and -._~!$&'()*+,;=:@%/ (no spaces, no query)".into());
+    }
+    Ok(text.to_string())
+}
+
 fn parse_namespace(text: &str) -> Result<String, String> {
     let valid = text.chars().enumerate().all(|(i, c)| {
         c.is_ascii_alphabetic() || c == '_' || c == ':' || (i > 0 && c.is_ascii_digit())
@@ -354,7 +403,8 @@ fn parse_namespace(text: &str) -> Result<String, String> {
 }
 
 /// Runs the command line `args` (args[0] is the program name); errors are
-/// printed as `bpfsnap: error: ...` and give exit status 1.
+/// printed as `bpfsnap: error: ...` and give exit status 1, or 2 for bad
+/// usage and bad input.
 pub fn main<I, T>(args: I) -> ExitCode
 where
     I: IntoIterator<Item = T>,
@@ -362,10 +412,14 @@ where
 {
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
+        Err(err) if err.use_stderr() && crate::log::stderr_is_journal() => {
+            crate::log::print(Level::Error, &err.render().to_string());
+            return ExitCode::from(crate::BAD_INPUT_STATUS);
+        }
         Err(err) => {
             let _ = err.print();
             return if err.use_stderr() {
-                ExitCode::from(2)
+                ExitCode::from(crate::BAD_INPUT_STATUS)
             } else {
                 ExitCode::SUCCESS
             };
@@ -413,16 +467,20 @@ where
             },
             selection: args.programs.selection(),
             listen: args.listen,
-            namespace: args.namespace,
-            max_requests: args.max_requests as usize,
-            scrape_timeout: args.scrape_timeout,
-            serve_partial: args.on_error == "partial",
-            counts: args.counts,
+            web_config: args.web_config,
+            scraping: Scraping {
+                namespace: args.namespace,
+                telemetry_path: args.telemetry_path,
+                serve_partial: args.on_error == "partial",
+                counts: args.counts,
+                max_requests: args.max_requests as usize,
+                scrape_timeout: args.scrape_timeout,
+                scrape_delay: args.scrape_delay.unwrap_or_default(),
+                scrape_error: args.scrape_error,
+                faulty_scrapes: args.faulty_scrapes,
+            },
             strict: args.attaching.strict,
             btf: args.attaching.btf,
-            scrape_delay: args.scrape_delay.unwrap_or_default(),
-            scrape_error: args.scrape_error,
-            faulty_scrapes: args.faulty_scrapes,
             keep_caps: args.keep_caps,
             allow_untrusted_files: args.allow_untrusted_files,
         }),
@@ -431,7 +489,7 @@ where
         Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
             if !cli.quiet {
                 for name in names {
-                    eprintln!("bpfsnap: unpinned {name}");
+                    crate::log::print(Level::Info, &format!("bpfsnap: unpinned {name}"));
                 }
             }
         }),
@@ -439,9 +497,9 @@ where
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("bpfsnap: error: {err:#}");
+            Log::default().error(&format!("{err:#}"));
             if crate::BadInput::is(&err) {
-                ExitCode::from(2)
+                ExitCode::from(crate::BAD_INPUT_STATUS)
             } else {
                 ExitCode::FAILURE
             }

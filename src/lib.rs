@@ -48,6 +48,11 @@ pub mod sink;
 pub mod snapshot;
 pub mod spec;
 
+/// The exit status of bad input ([`BadInput`]) and bad usage, in every
+/// command: an invalid config gives 2 whether `check`, `run` or `serve`
+/// found it.
+pub const BAD_INPUT_STATUS: u8 = 2;
+
 /// An error in what the user gave — command line, config, BPF object layout —
 /// as opposed to a failure at run time: exit status 2 instead of 1.
 #[derive(Debug)]

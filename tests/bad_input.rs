@@ -1,10 +1,12 @@
-//! Bad user programs and configs: each mistake ends in exit status 1 and an
-//! error on stderr that says what is wrong and where (the file, the key, the
-//! line, the program), never a panic. Mistakes in a config or its object are
-//! found by `bpfsnap check` (no root needed) and by `bpfsnap run` alike;
-//! those only the kernel can find (the verifier, attach types this kernel
-//! lacks) by `run`, as root. Errors are one line, except a verifier failure,
-//! which appends the end of the verifier's log.
+//! Bad user programs and configs: each mistake ends in a non-zero exit
+//! status and an error on stderr that says what is wrong and where (the
+//! file, the key, the line, the program), never a panic. Mistakes in a
+//! config or its object are found by `bpfsnap check` (no root needed), `run`
+//! and `serve` alike, exit status 2; those only the kernel can find (the
+//! verifier, attach types this kernel lacks) by `run`, as root, with exit
+//! status 1. A bad web config stops `serve` at start, exit status 2. Errors
+//! are one line, except a verifier failure, which appends the end of the
+//! verifier's log.
 
 mod common;
 
@@ -84,8 +86,8 @@ fn fails_with(mut command: Command, code: i32, expected: &[&str], one_line: bool
     assert_failure(&format!("{command:?}"), &output, code, expected, one_line)
 }
 
-/// Checks that `output` (of `what`) is a failure: exit status `code` (`check`
-/// says 1 for any problem; `run` says 2 for bad input, 1 for a failure at run
+/// Checks that `output` (of `what`) is a failure: exit status `code` (2 for
+/// bad input, from `check`, `run` and `serve` alike; 1 for a failure at run
 /// time such as the kernel refusing a program), no metrics,
 /// and on stderr a `bpfsnap: error:` that contains every `expected` text and
 /// is one line if `one_line`; returns stderr.
@@ -134,7 +136,7 @@ fn bpfsnap(args: &[&str]) -> Command {
 fn check_fails(programs: &[&str], expected: &[&str]) -> String {
     let mut args = vec!["check"];
     args.extend_from_slice(programs);
-    fails_with(bpfsnap(&args), 1, expected, true)
+    fails_with(bpfsnap(&args), 2, expected, true)
 }
 
 /// `bpfsnap run PROGRAMS --for 1s --output -` fails saying `expected`, in one line.
@@ -476,7 +478,7 @@ fn check_reports_every_bad_config_one_per_line() {
     .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stdout.starts_with("ok good ("), "{stdout}");
     let lines: Vec<&str> = stderr.lines().collect();
     assert_eq!(lines.len(), 2, "{stderr}");
@@ -530,7 +532,7 @@ fn check_lists_every_problem_of_a_config_one_per_line() {
     for (config, expected) in cases {
         let output = bpfsnap(&["check", &setup.arg(config)]).output().unwrap();
         let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(1), "{config}: {stderr}");
+        assert_eq!(output.status.code(), Some(2), "{config}: {stderr}");
         assert!(!stderr.contains("panicked"), "{stderr}");
         let lines: Vec<&str> = stderr.lines().collect();
         assert_eq!(lines.len(), expected.len(), "{config}: {stderr}");
@@ -560,6 +562,80 @@ fn check_lists_every_problem_of_a_config_one_per_line() {
     );
 }
 
+/// An invalid config is the same exit status, 2, whichever command finds it:
+/// `check`, `run` and `serve` (both before they need any privilege).
+#[test]
+fn an_invalid_config_is_exit_status_2_in_check_run_and_serve() {
+    let setup = Setup::new().comm_config("a", &COMM_TOML.replace("\"string\"", "\"nosuch\""));
+    let config = setup.arg("a.toml");
+    let expected = ["a.toml", "unknown decoder \"nosuch\""];
+    check_fails(&[&config], &expected);
+    run_fails(&[&config], &expected);
+    let serve = bpfsnap(&["serve", "--listen", "127.0.0.1:0", &config]);
+    fails_with(serve, 2, &expected, true);
+}
+
+/// A bad web config (`serve --web.config.file`, exporter-toolkit's format)
+/// is refused at start, before anything is loaded: one line naming the file,
+/// the key and what is wrong, exit status 2, as exporter-toolkit refuses it.
+#[test]
+fn bad_web_configs_are_refused_at_start_in_one_line() {
+    let setup = Setup::new()
+        .file(
+            "unknown.yml",
+            "tls_server_config:\n  cert_file: a.pem\n  keyfile: a.key\n",
+        )
+        .file(
+            "missing.yml",
+            "tls_server_config:\n  cert_file: nosuch.pem\n  key_file: nosuch.key\n",
+        )
+        .file("hash.yml", "basic_auth_users:\n  alice: secret\n")
+        .file("syntax.yml", "basic_auth_users:\n  alice: 'secret\n")
+        .file(
+            "auth.yml",
+            "tls_server_config:\n  client_auth_type: RequireAnyClientCert\n",
+        )
+        .file("limit.yml", "rate_limit:\n  interval: 1s\n  burst: 5\n");
+    let cases: [(&str, &[&str]); 7] = [
+        (
+            "unknown.yml",
+            &["unknown.yml: line 3: tls_server_config: unknown field `keyfile`"],
+        ),
+        (
+            "missing.yml",
+            &[
+                "tls_server_config.cert_file: cannot read",
+                "nosuch.pem",
+                "No such file",
+            ],
+        ),
+        (
+            "hash.yml",
+            &["hash.yml: basic_auth_users: the password of \"alice\" is not a bcrypt hash"],
+        ),
+        (
+            "syntax.yml",
+            &["syntax.yml: line 3: basic_auth_users.alice: found unexpected end"],
+        ),
+        ("auth.yml", &["missing one of cert or cert_file"]),
+        ("limit.yml", &["rate_limit: not supported"]),
+        (
+            "absent.yml",
+            &["cannot read web config", "absent.yml", "No such file"],
+        ),
+    ];
+    for (file, expected) in cases {
+        let serve = bpfsnap(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--web.config.file",
+            &setup.arg(file),
+        ]);
+        fails_with(serve, 2, expected, true);
+    }
+}
+
 // --- privileges and unreadable files (as root, dropping to nobody) -----------
 
 #[test]
@@ -572,10 +648,9 @@ fn unreadable_config_says_permission_denied() {
     for subcommand in [vec!["check"], vec!["run", "--for", "1s", "--output", "-"]] {
         let mut command = common::bpfsnap_as_nobody();
         command.args(&subcommand).arg(setup.path("a.toml"));
-        let code = if subcommand[0] == "check" { 1 } else { 2 };
         fails_with(
             command,
-            code,
+            2,
             &["cannot read config", "a.toml", "Permission denied"],
             true,
         );

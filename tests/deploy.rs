@@ -1,8 +1,9 @@
 //! The deployment examples in examples/deploy stay correct: every bpfsnap
 //! command line in the cron file and the systemd units parses with the
 //! current command line, the units pass `systemd-analyze verify`, the one-shot
-//! service's command runs as its user with only its capabilities, and the
-//! alert rules pass `promtool check rules`.
+//! service's command runs as its user with only its capabilities, the alert
+//! rules pass `promtool check rules`, and the web config is one
+//! exporter-toolkit and bpfsnap read.
 
 mod common;
 
@@ -30,6 +31,7 @@ fn every_command_line_in_the_examples_parses() {
         "bpfsnap.cron",
         "bpfsnap.service",
         "bpfsnap-interval.service",
+        "bpfsnap-serve.service",
     ] {
         let text = fs::read_to_string(Path::new(DEPLOY).join(file)).unwrap();
         let lines = command_lines(&text);
@@ -41,7 +43,7 @@ fn every_command_line_in_the_examples_parses() {
             checked += 1;
         }
     }
-    assert!(checked >= 4);
+    assert!(checked >= 5);
 }
 
 #[test]
@@ -57,6 +59,25 @@ fn alert_rules_pass_promtool() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+/// The web config example has exporter-toolkit's keys only, and hashes
+/// bcrypt reads (its files are the reader's to make).
+#[test]
+fn the_web_config_example_is_a_web_config() {
+    use bpfsnap::serve::web_config::WebConfigFile;
+    let text = fs::read_to_string(Path::new(DEPLOY).join("web-config.yml")).unwrap();
+    let config: Option<WebConfigFile> =
+        bpfsnap::spec::deserialize_yaml_strictly(&text).unwrap_or_else(|err| panic!("{err}"));
+    let config = config.expect("not empty");
+    assert!(config.tls_server_config.enabled());
+    assert_eq!(
+        config.tls_server_config.client_auth_type,
+        "RequireAndVerifyClientCert"
+    );
+    for (user, hash) in &config.basic_auth_users {
+        assert!(bcrypt::verify("change me", hash).unwrap_or(false), "{user}");
+    }
 }
 
 #[test]
@@ -82,6 +103,7 @@ fn the_units_pass_systemd_analyze_verify() {
         "bpfsnap.service",
         "bpfsnap.timer",
         "bpfsnap-interval.service",
+        "bpfsnap-serve.service",
     ] {
         let text = fs::read_to_string(Path::new(DEPLOY).join(name)).unwrap();
         // verify checks that ExecStart= names an executable.

@@ -70,6 +70,53 @@ fn bad_window_is_a_usage_error() {
 }
 
 #[test]
+fn bad_listen_addresses_and_telemetry_paths_are_usage_errors() {
+    for (args, says) in [
+        (&["--listen", "9435"][..], "has no port"),
+        (&["--web.listen-address", "::1:9435"][..], "in brackets"),
+        (&["--listen", "localhost:http"][..], "a number up to 65535"),
+        (&["--web.telemetry-path", "metrics"][..], "starts with /"),
+        (&["--web.telemetry-path", "/a b"][..], "no spaces"),
+    ] {
+        let output = common::bpfsnap().arg("serve").args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+/// An address that does not resolve is bad input, found before anything is
+/// attached; one that is taken is a failure at run time; both say which.
+#[test]
+fn serve_names_the_address_it_cannot_listen_on() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let stderr = fails(
+        2,
+        &[
+            "serve",
+            "-b",
+            "syscalls",
+            "--listen",
+            "no-such-host.invalid:9435",
+        ],
+    );
+    assert!(
+        stderr.contains("cannot resolve listen address no-such-host.invalid:9435"),
+        "{stderr}"
+    );
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = taken.local_addr().unwrap().to_string();
+    let stderr = fails(1, &["serve", "-b", "syscalls", "--listen", &address]);
+    assert!(
+        stderr.contains(&format!("cannot listen on {address}"))
+            && stderr.contains("Address already in use"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn count_without_interval_is_a_usage_error() {
     for args in [
         &["run", "--count", "3"][..],

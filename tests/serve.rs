@@ -2,25 +2,22 @@
 //! scrapes it and its HTTP API returns the exact value; curl checks
 //! negotiation, gzip, the in-flight limit, the scrape timeout, a timed-out
 //! gathering still running, gathering errors (`--on-error`), SIGTERM with a
-//! scrape in flight; and event-stream counters served over time
-//! (`flush_interval`, perf-array lost events).
+//! scrape in flight or an idle kept-alive connection, several listen
+//! addresses and the telemetry path; and event-stream counters served over
+//! time (`flush_interval`, perf-array lost events). The web config (TLS,
+//! basic auth) is tests/serve_web.rs'.
 
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{named_thread, path_str, Running};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use common::{
+    curl_url, free_port, free_port_v6, named_thread, path_str, poll, Prometheus, Running,
+};
 
 /// `bpfsnap serve -v ARGS --listen 127.0.0.1:PORT`, once it serves.
 fn serve(port: u16, args: &[&str]) -> Running {
@@ -34,27 +31,12 @@ fn serve(port: u16, args: &[&str]) -> Running {
 
 /// curl's (status, headers, body) for a GET with extra headers.
 fn curl(port: u16, path: &str, headers: &[&str]) -> (u16, String, Vec<u8>) {
-    let mut command = Command::new("curl");
-    command.args(["-s", "-D", "-", "--max-time", "30"]);
+    let mut args = Vec::new();
     for header in headers {
-        command.args(["-H", header]);
+        args.extend_from_slice(&["-H", header]);
     }
-    let output = command
-        .arg(format!("http://127.0.0.1:{port}{path}"))
-        .output()
-        .expect("run curl (make deps installs it)");
-    let raw = output.stdout;
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("HTTP response");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, raw[split + 4..].to_vec())
+    curl_url(&format!("http://127.0.0.1:{port}{path}"), &args)
+        .unwrap_or_else(|stderr| panic!("no HTTP response: {stderr}"))
 }
 
 /// Threads of process `pid` gathering metrics for a scrape (serve names
@@ -68,18 +50,6 @@ fn gather_threads(pid: u32) -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// Polls `what` until it returns Some, for at most [`common::PATIENCE`].
-fn poll<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        if let Some(found) = check() {
-            return found;
-        }
-        assert!(Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// `n` getppid calls from a thread named `name` pinned to CPU 0 (so that
@@ -531,61 +501,116 @@ fn an_overflowing_perf_array_counts_lost_events_and_exits_0() {
     assert!(status.success(), "{stderr}");
 }
 
-/// A Prometheus server on loopback scraping `target` every second.
-struct Prometheus {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+/// exporter-toolkit's flags: every `--web.listen-address` (`--listen`) is
+/// served — an IPv4 address, a bracketed IPv6 one, a host name (its IPv4
+/// address, as Go listens) — and said at start without `-v`; the metrics are
+/// at `--web.telemetry-path`, with `bpfsnap_build_info`; `/` says the
+/// version and links there; a scraper's connection is kept alive.
+#[test]
+fn every_listen_address_serves_the_telemetry_path() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let (v4, v6, named) = (free_port(), free_port_v6(), free_port());
+    let addresses = [
+        format!("127.0.0.1:{v4}"),
+        format!("[::1]:{v6}"),
+        format!("localhost:{named}"),
+    ];
+    let mut server = Running::spawn(&[
+        "serve",
+        "-b",
+        "syscalls",
+        "--web.listen-address",
+        &addresses[0],
+        "--listen",
+        &addresses[1],
+        "--web.listen-address",
+        &addresses[2],
+        "--web.telemetry-path",
+        "/probe/metrics",
+    ]);
+    let bound = [
+        format!("127.0.0.1:{v4}"),
+        format!("[::1]:{v6}"),
+        format!("127.0.0.1:{named}"),
+    ];
+    for address in &bound {
+        server.wait_for(&format!("serving http://{address}/probe/metrics"));
+    }
+    let build_info = format!(
+        "bpfsnap_build_info{{version=\"{}\",",
+        env!("CARGO_PKG_VERSION")
+    );
+    for address in &bound {
+        let url = format!("http://{address}/probe/metrics");
+        let (status, _, body) = curl_url(&url, &[]).unwrap();
+        let text = String::from_utf8(body).unwrap();
+        assert_eq!(status, 200, "{url}: {text}");
+        assert!(text.contains(&build_info), "{url}: {text}");
+        assert!(text.contains("bpfsnap_syscalls_total{"), "{url}: {text}");
+    }
+    // The host name was bound to its IPv4 address only.
+    assert!(curl_url(&format!("http://[::1]:{named}/probe/metrics"), &[]).is_err());
 
-impl Prometheus {
-    fn start(target: u16) -> Prometheus {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
-                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfsnap\n    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
-            ),
-        )
+    let (status, _, body) = curl_url(&format!("http://{}/metrics", bound[0]), &[]).unwrap();
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("try /probe/metrics"));
+    let (status, head, body) = curl_url(&format!("http://{}/", bound[1]), &[]).unwrap();
+    let page = String::from_utf8(body).unwrap();
+    assert_eq!(status, 200, "{page}");
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(
+        page.contains("href=\"/probe/metrics\"") && page.contains(env!("CARGO_PKG_VERSION")),
+        "{page}"
+    );
+
+    // Two scrapes in one curl: the second reuses the first one's connection.
+    let url = format!("http://{}/probe/metrics", bound[0]);
+    let connects = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-o", "/dev/null"])
+        .args(["-w", "%{http_code}:%{num_connects} ", &url, &url])
+        .output()
         .unwrap();
-        let port = free_port();
-        let child = Command::new("prometheus")
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start prometheus (make deps installs it)");
-        Prometheus {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
+    assert_eq!(String::from_utf8_lossy(&connects.stdout), "200:1 200:0 ");
 
-    /// The value of an instant query's first result, if any.
-    fn query(&self, query: &str) -> Option<f64> {
-        let output = Command::new("curl")
-            .args(["-s", "--max-time", "10", "--get", "--data-urlencode"])
-            .arg(format!("query={query}"))
-            .arg(format!("http://127.0.0.1:{}/api/v1/query", self.port))
-            .output()
-            .ok()?;
-        let json: serde_json::Value = serde_json::from_slice(&output.stdout).ok()?;
-        json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
-    }
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
 }
 
-impl Drop for Prometheus {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// A scraper's kept-alive connection, idle between scrapes, is closed at
+/// SIGTERM instead of holding bpfsnap up.
+#[test]
+fn sigterm_closes_idle_kept_alive_connections() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let port = free_port();
+    let server = serve(port, &["-b", "syscalls"]);
+    let mut connection = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    connection
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: bpfsnap\r\n\r\n")
+        .unwrap();
+    connection.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 1024];
+    while !answer.ends_with(b"\r\n\r\nok\n") {
+        let read = connection.read(&mut chunk).unwrap();
+        assert!(read > 0, "{}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..read]);
     }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(
+        !answer.contains("Connection: close"),
+        "kept alive: {answer}"
+    );
+
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    assert_eq!(connection.read(&mut chunk).unwrap_or(0), 0, "closed");
 }
 
 #[test]

@@ -15,6 +15,7 @@ packages=(
   mount                   # losetup: a loop device for the block I/O tests
   systemd                 # systemd-analyze verify of examples/deploy (tests)
   curl                    # tests of `bpfsnap serve`
+  openssl                 # certificates for the TLS tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
   pci.ids                 # pci_* decoders read /usr/share/misc/pci.ids

@@ -3,7 +3,6 @@
 //! quiet (cron mails every line on stderr). `-v` echoes them as they come.
 
 use std::cell::RefCell;
-use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use libbpf_rs::PrintLevel;
@@ -18,7 +17,7 @@ thread_local! {
 
 fn capture(level: PrintLevel, message: String) {
     if ECHO.load(Ordering::Relaxed) {
-        let _ = std::io::stderr().write_all(message.as_bytes());
+        crate::log::print(crate::log::Level::Debug, &message);
     }
     if level == PrintLevel::Debug {
         return;

@@ -25,7 +25,7 @@ use anyhow::{bail, Context, Result};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 
-pub use parse::Format;
+pub use parse::{deserialize_yaml_strictly, Format};
 pub use variant::{normalise_type, TracepointNeed, Variant};
 
 /// Series per metric unless its `max_series` says otherwise: node_exporter

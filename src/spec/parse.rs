@@ -61,16 +61,8 @@ fn deserialize_yaml_leniently<T: DeserializeOwned>(text: &str) -> Result<(T, Vec
             Ok(value) => return Ok((value, warnings)),
             Err(err) => err,
         };
-        let line = err.inner().location().map(|at| at.line());
-        // serde_yaml_ng appends " at line L column C" itself.
-        let message = err.inner().to_string();
-        let message = message.split(" at line ").next().unwrap_or_default();
-        // ...and sometimes starts with the path too.
-        let path = err.path().to_string();
-        let message = match message.split_once(": ") {
-            Some((prefix, rest)) if path.starts_with(prefix) => rest,
-            _ => message,
-        };
+        let (line, path, message) = yaml_error(&err);
+        let message = message.as_str();
         let unknown = message
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split_once('`'));
@@ -95,6 +87,45 @@ fn deserialize_yaml_leniently<T: DeserializeOwned>(text: &str) -> Result<(T, Vec
         ));
         text = blanked;
     }
+}
+
+/// Deserializes YAML `text` strictly, as Go's yaml.UnmarshalStrict does
+/// (for files of the Prometheus ecosystem, like exporter-toolkit's web
+/// config): a key the model does not know is an error. The error is one
+/// line: `line N: PATH: what is wrong`.
+pub fn deserialize_yaml_strictly<T: DeserializeOwned>(text: &str) -> Result<T, String> {
+    let deserializer = serde_yaml_ng::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(deserializer).map_err(|err| {
+        let (line, path, message) = yaml_error(&err);
+        // An unknown key ends the path: name where it is, once.
+        let unknown = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split_once('`'))
+            .map(|(key, _)| key);
+        let path = match unknown.and_then(|key| path.strip_suffix(key)) {
+            Some(parent) => parent.trim_end_matches('.'),
+            None => path.as_str(),
+        };
+        describe(line, path, &message)
+    })
+}
+
+/// A YAML error's line, key path and message (without the position and the
+/// path serde_yaml_ng puts in it).
+fn yaml_error(
+    err: &serde_path_to_error::Error<serde_yaml_ng::Error>,
+) -> (Option<usize>, String, String) {
+    let line = err.inner().location().map(|at| at.line());
+    // serde_yaml_ng appends " at line L column C" itself.
+    let message = err.inner().to_string();
+    let message = message.split(" at line ").next().unwrap_or_default();
+    // ...and sometimes starts with the path too.
+    let path = err.path().to_string();
+    let message = match message.split_once(": ") {
+        Some((prefix, rest)) if path.starts_with(prefix) => rest,
+        _ => message,
+    };
+    (line, path, message.to_string())
 }
 
 /// `text` with the mapping entry `key` at line `line` (1-based) and the more

@@ -5,6 +5,7 @@
 
 mod exposition;
 mod files;
+mod journal;
 mod kernel;
 mod load;
 mod mounts;
@@ -12,14 +13,15 @@ mod node_exporter;
 mod pins;
 mod process;
 mod programs;
+mod serving;
 mod syscall_gate;
 mod test_name;
 mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    exposition::*, files::*, kernel::*, load::*, mounts::*, node_exporter::*, pins::*, process::*,
-    programs::*, syscall_gate::*, test_name::*, user_config::*,
+    exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*, node_exporter::*, pins::*,
+    process::*, programs::*, serving::*, syscall_gate::*, test_name::*, user_config::*,
 };
 
 use std::time::Duration;
