@@ -13,12 +13,13 @@ mod process;
 mod programs;
 mod syscall_gate;
 mod test_name;
+mod units;
 mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     exposition::*, files::*, kernel::*, load::*, node_exporter::*, pins::*, process::*,
-    programs::*, syscall_gate::*, test_name::*, user_config::*,
+    programs::*, syscall_gate::*, test_name::*, units::*, user_config::*,
 };
 
 use std::time::Duration;
