@@ -16,6 +16,7 @@ packages=(
   systemd                 # systemd-analyze verify of the units (tests)
   dpkg-dev binutils       # make deb: dpkg-shlibdeps, dpkg-gencontrol, strip
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
+  podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
   curl                    # tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
