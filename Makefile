@@ -6,7 +6,7 @@ BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run install test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps build run install deb test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
@@ -23,8 +23,8 @@ run: build
 	$(BIN) run --for 5s --output - --format text
 
 PREFIX ?= /usr/local
-# The binary, its man pages and shell completions (cron and the systemd units
-# in examples/deploy use /usr/local/bin/bpfsnap).
+# The binary, its man pages and shell completions (the cron file and the
+# example unit in examples/deploy use /usr/local/bin/bpfsnap).
 install: build
 	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/bpfsnap
 	install -d $(DESTDIR)$(PREFIX)/share/man/man1
@@ -32,6 +32,15 @@ install: build
 	install -D -m 0644 completions/bpfsnap.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/bpfsnap
 	install -D -m 0644 completions/_bpfsnap $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_bpfsnap
 	install -D -m 0644 completions/bpfsnap.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/bpfsnap.fish
+
+# The Debian package, target/deb/bpfsnap_VERSION_ARCH.deb: the binary, man
+# pages, completions, systemd units (packaging/systemd) and their
+# /etc/default files. Built by tools/deb.sh with Debian's own dpkg-dev tools,
+# not cargo-deb: dpkg-shlibdeps computes Depends from what the binary links,
+# as in a Debian build, and nothing has to be compiled or fetched for it.
+# Install with: apt install ./target/deb/bpfsnap_*.deb
+deb: build
+	tools/deb.sh $(BIN) target/deb
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in

@@ -1,10 +1,13 @@
-//! The deployment examples in examples/deploy stay correct: every bpfsnap
-//! command line in the cron file and the systemd units parses with the
-//! current command line, the units pass `systemd-analyze verify`, the one-shot
-//! service's command runs as its user with only its capabilities, the alert
-//! rules pass `promtool check rules`, and the web config is one
-//! exporter-toolkit and bpfsnap read.
+//! The deployment files stay correct: every bpfsnap command line in the
+//! cron file, the example unit and the package's units (with ARGS from the
+//! package's /etc/default files) parses with the current command line, the
+//! units pass `systemd-analyze verify`, and the alert rules pass `promtool
+//! check rules`; the web config example is one exporter-toolkit and bpfsnap
+//! read. The one-shot service runs for real, installed from the package, in
+//! tests/package.rs.
 
+// No test here loads programs: the kernel gate's macros go unused.
+#[allow(unused_macros, unused_imports)]
 mod common;
 
 use std::fs;
@@ -24,15 +27,22 @@ fn command_lines(text: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The package's unit `name` and the variables of the /etc/default file it reads.
+fn packaged_unit(name: &str) -> (String, std::collections::BTreeMap<String, String>) {
+    let unit = fs::read_to_string(Path::new(common::PACKAGING).join("systemd").join(name)).unwrap();
+    let file = common::unit_value(&unit, "EnvironmentFile");
+    let default = file
+        .strip_prefix("/etc/default/")
+        .unwrap_or_else(|| panic!("{name} reads {file}, not a file of /etc/default"));
+    let text =
+        fs::read_to_string(Path::new(common::PACKAGING).join("default").join(default)).unwrap();
+    (unit, common::environment_file(&text))
+}
+
 #[test]
 fn every_command_line_in_the_examples_parses() {
     let mut checked = 0;
-    for file in [
-        "bpfsnap.cron",
-        "bpfsnap.service",
-        "bpfsnap-interval.service",
-        "bpfsnap-serve.service",
-    ] {
+    for file in ["bpfsnap.cron", "bpfsnap-interval.service"] {
         let text = fs::read_to_string(Path::new(DEPLOY).join(file)).unwrap();
         let lines = command_lines(&text);
         assert!(!lines.is_empty(), "{file} runs bpfsnap");
@@ -42,6 +52,15 @@ fn every_command_line_in_the_examples_parses() {
             }
             checked += 1;
         }
+    }
+    for name in ["bpfsnap.service", "bpfsnap-serve.service"] {
+        let (unit, environment) = packaged_unit(name);
+        let words = common::exec_start(&unit, &environment);
+        assert_eq!(words[0], "/usr/bin/bpfsnap", "{name}");
+        if let Err(err) = Cli::try_parse_from(&words) {
+            panic!("{name}: {}: {err}", words.join(" "));
+        }
+        checked += 1;
     }
     assert!(checked >= 5);
 }
@@ -82,32 +101,42 @@ fn the_web_config_example_is_a_web_config() {
 
 #[test]
 fn the_timer_triggers_the_oneshot_service() {
-    let service = fs::read_to_string(Path::new(DEPLOY).join("bpfsnap.service")).unwrap();
-    let timer = fs::read_to_string(Path::new(DEPLOY).join("bpfsnap.timer")).unwrap();
+    let (service, environment) = packaged_unit("bpfsnap.service");
+    let timer =
+        fs::read_to_string(Path::new(common::PACKAGING).join("systemd/bpfsnap.timer")).unwrap();
     assert!(service.contains("Type=oneshot"));
     assert!(timer.contains("OnUnitActiveSec=5min") && timer.contains("WantedBy=timers.target"));
-}
-
-/// A unit file's `KEY=` value.
-fn unit_value<'a>(unit: &'a str, key: &str) -> &'a str {
-    unit.lines()
-        .find_map(|line| line.strip_prefix(key)?.strip_prefix('='))
-        .unwrap_or_else(|| panic!("no {key}= in the unit"))
+    // Into node_exporter's directory, which the unit may write.
+    let words = common::exec_start(&service, &environment);
+    let output = words
+        .iter()
+        .skip_while(|w| *w != "--output")
+        .nth(1)
+        .unwrap();
+    let directory = Path::new(output).parent().unwrap().to_str().unwrap();
+    assert_eq!(directory, "/var/lib/prometheus/node-exporter");
+    assert!(common::unit_value(&service, "ReadWritePaths")
+        .split_whitespace()
+        .any(|path| path == directory));
 }
 
 #[test]
 fn the_units_pass_systemd_analyze_verify() {
     let dir = tempfile::tempdir().unwrap();
     let mut units = Vec::new();
-    for name in [
-        "bpfsnap.service",
-        "bpfsnap.timer",
-        "bpfsnap-interval.service",
-        "bpfsnap-serve.service",
+    let packaged = Path::new(common::PACKAGING).join("systemd");
+    for path in [
+        packaged.join("bpfsnap.service"),
+        packaged.join("bpfsnap.timer"),
+        packaged.join("bpfsnap-serve.service"),
+        Path::new(DEPLOY).join("bpfsnap-interval.service"),
     ] {
-        let text = fs::read_to_string(Path::new(DEPLOY).join(name)).unwrap();
+        let text = fs::read_to_string(&path).unwrap();
         // verify checks that ExecStart= names an executable.
-        let text = text.replace("/usr/local/bin/bpfsnap", env!("CARGO_BIN_EXE_bpfsnap"));
+        let text = text
+            .replace("/usr/local/bin/bpfsnap", env!("CARGO_BIN_EXE_bpfsnap"))
+            .replace("/usr/bin/bpfsnap", env!("CARGO_BIN_EXE_bpfsnap"));
+        let name = path.file_name().unwrap();
         fs::write(dir.path().join(name), text).unwrap();
         units.push(dir.path().join(name));
     }
@@ -122,65 +151,4 @@ fn the_units_pass_systemd_analyze_verify() {
         output.status.success() && stderr.trim().is_empty(),
         "{stderr}"
     );
-}
-
-/// What systemd would do with bpfsnap.service, minus systemd: its command,
-/// as its user, with its ambient capabilities and bounding set only.
-#[test]
-fn the_oneshot_service_runs_as_its_user_with_its_capabilities() {
-    let Some(_kernel) = common::kernel_test!() else {
-        return;
-    };
-    let unit = fs::read_to_string(Path::new(DEPLOY).join("bpfsnap.service")).unwrap();
-    let user = unit_value(&unit, "User");
-    let caps: String = unit_value(&unit, "AmbientCapabilities")
-        .split_whitespace()
-        .map(|cap| format!(",+{}", cap.trim_start_matches("CAP_").to_lowercase()))
-        .collect();
-    assert_eq!(
-        unit_value(&unit, "CapabilityBoundingSet"),
-        unit_value(&unit, "AmbientCapabilities")
-    );
-    let exec = unit_value(&unit, "ExecStart");
-    let dir = common::output_dir();
-    let output = dir.path().join("bpfsnap.prom");
-    let status = Command::new("chown")
-        .args([&format!("{user}:"), common::path_str(dir.path())])
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "chown to {user} (make deps installs prometheus, which adds it)"
-    );
-    let args: Vec<String> = exec
-        .split_whitespace()
-        .skip(1)
-        .map(|arg| match arg {
-            "/var/lib/prometheus/node-exporter/bpfsnap.prom" => {
-                common::path_str(&output).to_string()
-            }
-            "30s" => "200ms".to_string(),
-            other => other.to_string(),
-        })
-        .collect();
-    let result = Command::new("setpriv")
-        .args([
-            &format!("--reuid={user}"),
-            &format!("--regid={user}"),
-            "--init-groups",
-            &format!("--inh-caps=-all{caps}"),
-            &format!("--ambient-caps=-all{caps}"),
-            &format!("--bounding-set=-all{caps}"),
-            "--no-new-privs",
-        ])
-        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
-        .args(&args)
-        .output()
-        .expect("setpriv (util-linux)");
-    let stderr = String::from_utf8_lossy(&result.stderr);
-    assert!(result.status.success(), "{args:?}: {stderr}");
-    assert!(stderr.is_empty(), "--quiet: {stderr}");
-    let text = fs::read_to_string(&output).expect("the service wrote its file");
-    assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0), "{text}");
-    common::promtool_check(&text);
 }

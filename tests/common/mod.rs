@@ -16,12 +16,13 @@ mod programs;
 mod serving;
 mod syscall_gate;
 mod test_name;
+mod units;
 mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*, node_exporter::*, pins::*,
-    process::*, programs::*, serving::*, syscall_gate::*, test_name::*, user_config::*,
+    process::*, programs::*, serving::*, syscall_gate::*, test_name::*, units::*, user_config::*,
 };
 
 use std::time::Duration;
