@@ -297,18 +297,8 @@ fn sample(
                         unread.push(failure.config);
                     }
                 }
-                for probe in &mut probes {
-                    if let Some(pinned) = probe.pinned_mut() {
-                        pinned.record_snapshot(unix_seconds(ended_at))?;
-                    }
-                }
-                if failed.is_empty() && unread.is_empty() {
-                    if let Some(pinning) = pinning {
-                        for line in pinning.commit()? {
-                            log.info(&line);
-                        }
-                    }
-                }
+                let all_ran = failed.is_empty() && unread.is_empty();
+                record_pins(&mut probes, pinning, all_ran, ended_at, log)?;
             }
             // In interval mode a failed write is logged and retried next window.
             Err(err) if options.interval.is_some() && !signalled => {
@@ -325,6 +315,29 @@ fn sample(
             return Ok(unread);
         }
     }
+}
+
+/// After a window is written: each pinned set records its snapshot time
+/// (the next window starts there), and a pinned run in which every config
+/// ran (`all_ran`) keeps what it pinned.
+fn record_pins(
+    probes: &mut [Probe],
+    pinning: &mut Option<Pinning>,
+    all_ran: bool,
+    written_at: SystemTime,
+    log: Log,
+) -> Result<()> {
+    for probe in probes.iter_mut() {
+        if let Some(pinned) = probe.pinned_mut() {
+            pinned.record_snapshot(unix_seconds(written_at))?;
+        }
+    }
+    if let (true, Some(pinning)) = (all_ran, pinning) {
+        for line in pinning.commit()? {
+            log.info(&line);
+        }
+    }
+    Ok(())
 }
 
 /// The lock on the output file (and the pin directory), so overlapping runs

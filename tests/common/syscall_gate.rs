@@ -107,13 +107,24 @@ impl SyscallGate {
                     len: filter.len() as u16,
                     filter: filter.as_ptr() as *mut libc::sock_filter,
                 };
-                let fd = libc::syscall(
-                    libc::SYS_seccomp,
-                    libc::SECCOMP_SET_MODE_FILTER,
+                let install = |flags: libc::c_ulong| {
+                    libc::syscall(
+                        libc::SYS_seccomp,
+                        libc::SECCOMP_SET_MODE_FILTER,
+                        flags,
+                        &prog as *const libc::sock_fprog,
+                    )
+                };
+                let mut fd = install(
                     libc::SECCOMP_FILTER_FLAG_NEW_LISTENER
                         | libc::SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV,
-                    &prog as *const libc::sock_fprog,
                 );
+                // Kernels before 5.19 lack WAIT_KILLABLE_RECV (EINVAL): there
+                // a signal that bpfsnap handles interrupts a trapped call
+                // (which restarts), and SIGKILL works as everywhere.
+                if fd < 0 && *libc::__errno_location() == libc::EINVAL {
+                    fd = install(libc::SECCOMP_FILTER_FLAG_NEW_LISTENER);
+                }
                 if fd < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
