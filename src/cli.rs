@@ -410,80 +410,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli = match parse(args) {
         Ok(cli) => cli,
-        Err(err) if err.use_stderr() && crate::log::stderr_is_journal() => {
-            crate::log::print(Level::Error, &err.render().to_string());
-            return ExitCode::from(crate::BAD_INPUT_STATUS);
-        }
-        Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                ExitCode::from(crate::BAD_INPUT_STATUS)
-            } else {
-                ExitCode::SUCCESS
-            };
-        }
+        Err(status) => return status,
     };
+    let log = Log::new(cli.verbose, cli.quiet);
     let result = match cli.command {
-        Command::Run(args) => {
-            note_ignored_flags(
-                args.attaching.skip_cache_size,
-                Log::new(cli.verbose, cli.quiet),
-            );
-            let sink = Sink::from_arg(&args.output);
-            let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
-            let format = args.format.unwrap_or(if terminal {
-                OutputFormat::Pretty
-            } else {
-                OutputFormat::Text
-            });
-            run::run(&RunOptions {
-                selection: args.programs.selection(),
-                window: args.window,
-                interval: args.interval,
-                count: args.count,
-                strict: args.attaching.strict,
-                btf: args.attaching.btf,
-                counts: args.counts.unwrap_or(match format {
-                    OutputFormat::Pretty => Counts::Window,
-                    OutputFormat::Text => Counts::Cumulative,
-                }),
-                format,
-                sink,
-                namespace: args.namespace,
-                pin: args.pin,
-                keep_caps: args.keep_caps,
-                lock_timeout: args.lock_timeout,
-                allow_untrusted_files: args.allow_untrusted_files,
-                log: Log::new(cli.verbose, cli.quiet),
-            })
-        }
-        Command::Serve(args) => crate::serve::serve(&crate::serve::ServeOptions {
-            log: {
-                let log = Log::new(cli.verbose, cli.quiet);
-                note_ignored_flags(args.attaching.skip_cache_size, log);
-                log
-            },
-            selection: args.programs.selection(),
-            listen: args.listen,
-            web_config: args.web_config,
-            scraping: Scraping {
-                namespace: args.namespace,
-                telemetry_path: args.telemetry_path,
-                serve_partial: args.on_error == "partial",
-                counts: args.counts,
-                max_requests: args.max_requests as usize,
-                scrape_timeout: args.scrape_timeout,
-                scrape_delay: args.scrape_delay.unwrap_or_default(),
-                scrape_error: args.scrape_error,
-                faulty_scrapes: args.faulty_scrapes,
-            },
-            strict: args.attaching.strict,
-            btf: args.attaching.btf,
-            keep_caps: args.keep_caps,
-            allow_untrusted_files: args.allow_untrusted_files,
-        }),
+        Command::Run(args) => run::run(&run_options(args, log)),
+        Command::Serve(args) => crate::serve::serve(&serve_options(args, log)),
         Command::Check(args) => return check::check(&args.selection(), cli.verbose >= 2),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
         Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
@@ -504,6 +438,88 @@ where
                 ExitCode::FAILURE
             }
         }
+    }
+}
+
+/// The command line, or the exit status after clap has said what is wrong
+/// (or printed the help or version asked for).
+fn parse<I, T>(args: I) -> Result<Cli, ExitCode>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    match Cli::try_parse_from(args) {
+        Ok(cli) => Ok(cli),
+        Err(err) if err.use_stderr() && crate::log::stderr_is_journal() => {
+            crate::log::print(Level::Error, &err.render().to_string());
+            Err(ExitCode::from(crate::BAD_INPUT_STATUS))
+        }
+        Err(err) => {
+            let _ = err.print();
+            Err(match err.use_stderr() {
+                true => ExitCode::from(crate::BAD_INPUT_STATUS),
+                false => ExitCode::SUCCESS,
+            })
+        }
+    }
+}
+
+/// `bpfsnap run`'s options from its arguments: on a terminal's stdout the
+/// pretty view of each window, else the text format of cumulative counters.
+fn run_options(args: RunArgs, log: Log) -> RunOptions {
+    note_ignored_flags(args.attaching.skip_cache_size, log);
+    let sink = Sink::from_arg(&args.output);
+    let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
+    let format = args.format.unwrap_or(if terminal {
+        OutputFormat::Pretty
+    } else {
+        OutputFormat::Text
+    });
+    RunOptions {
+        selection: args.programs.selection(),
+        window: args.window,
+        interval: args.interval,
+        count: args.count,
+        strict: args.attaching.strict,
+        btf: args.attaching.btf,
+        counts: args.counts.unwrap_or(match format {
+            OutputFormat::Pretty => Counts::Window,
+            OutputFormat::Text => Counts::Cumulative,
+        }),
+        format,
+        sink,
+        namespace: args.namespace,
+        pin: args.pin,
+        keep_caps: args.keep_caps,
+        lock_timeout: args.lock_timeout,
+        allow_untrusted_files: args.allow_untrusted_files,
+        log,
+    }
+}
+
+/// `bpfsnap serve`'s options from its arguments.
+fn serve_options(args: ServeArgs, log: Log) -> crate::serve::ServeOptions {
+    note_ignored_flags(args.attaching.skip_cache_size, log);
+    crate::serve::ServeOptions {
+        log,
+        selection: args.programs.selection(),
+        listen: args.listen,
+        web_config: args.web_config,
+        scraping: Scraping {
+            namespace: args.namespace,
+            telemetry_path: args.telemetry_path,
+            serve_partial: args.on_error == "partial",
+            counts: args.counts,
+            max_requests: args.max_requests as usize,
+            scrape_timeout: args.scrape_timeout,
+            scrape_delay: args.scrape_delay.unwrap_or_default(),
+            scrape_error: args.scrape_error,
+            faulty_scrapes: args.faulty_scrapes,
+        },
+        strict: args.attaching.strict,
+        btf: args.attaching.btf,
+        keep_caps: args.keep_caps,
+        allow_untrusted_files: args.allow_untrusted_files,
     }
 }
 
