@@ -582,31 +582,7 @@ impl Probe {
                 })?),
                 false => None,
             };
-        let pinned = (|| -> Result<pin::Pinned> {
-            std::fs::create_dir_all(dir.join("maps"))?;
-            for (name, map) in &mut probe.maps {
-                map.handle
-                    .pin(dir.join("maps").join(name))
-                    .with_context(|| format!("pinning map {name}"))?;
-            }
-            let links_pinned = pin_links(&mut probe, &dir.join("links"))?;
-            let manifest = pin::Manifest {
-                fingerprint,
-                attached_at: pin::stored_time(unix_now()),
-                last_snapshot: None,
-                links_pinned,
-                programs: probe
-                    .programs
-                    .iter()
-                    .map(|p| (p.name.clone(), p.id))
-                    .collect(),
-            };
-            pin::write_manifest(&dir, &manifest)?;
-            Ok(pin::Pinned {
-                dir: dir.clone(),
-                manifest,
-            })
-        })();
+        let pinned = pin_set(&mut probe, &dir, fingerprint);
         match pinned {
             Ok(pinned) => {
                 probe.pinned = Some(pinned);
@@ -836,6 +812,35 @@ fn program_info(fd: i32) -> Option<ProgramInfo> {
         run_count: info.run_cnt,
         recursion_misses: info.recursion_misses,
         ..ProgramInfo::default()
+    })
+}
+
+/// Pins a freshly attached probe's maps and links in `dir`, then the
+/// manifest that makes the set complete (written last: a set without it
+/// is half-pinned).
+fn pin_set(probe: &mut Probe, dir: &Path, fingerprint: String) -> Result<pin::Pinned> {
+    std::fs::create_dir_all(dir.join("maps"))?;
+    for (name, map) in &mut probe.maps {
+        map.handle
+            .pin(dir.join("maps").join(name))
+            .with_context(|| format!("pinning map {name}"))?;
+    }
+    let links_pinned = pin_links(probe, &dir.join("links"))?;
+    let manifest = pin::Manifest {
+        fingerprint,
+        attached_at: pin::stored_time(unix_now()),
+        last_snapshot: None,
+        links_pinned,
+        programs: probe
+            .programs
+            .iter()
+            .map(|p| (p.name.clone(), p.id))
+            .collect(),
+    };
+    pin::write_manifest(dir, &manifest)?;
+    Ok(pin::Pinned {
+        dir: dir.to_path_buf(),
+        manifest,
     })
 }
 
