@@ -125,15 +125,6 @@ pub fn attach_each(
         let program = &programs[index];
         match result {
             Ok(probe) => probes.push(probe),
-            // The default set in --pin mode: a member the process itself
-            // counts for cannot persist, and is left out (named, it fails).
-            Err(err) if program.optional && is_not_pinnable(&err) => {
-                log.info(&format!(
-                    "built-in {} left out: its event-stream counters cannot be pinned (run it \
-                     with --interval or serve)",
-                    program.config.name
-                ));
-            }
             // Bad input is the user's to fix now, not a partial run.
             Err(err) if crate::BadInput::is(&err) => return Err(err),
             Err(err) => {
