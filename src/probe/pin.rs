@@ -96,19 +96,7 @@ fn get_time(state: &MapHandle, slot: u32) -> Option<f64> {
 
 /// The manifest of a pinned config, if `dir` holds a complete one.
 pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
-    let Ok(entries) = fs::read_dir(dir) else {
-        return Ok(None);
-    };
-    let fingerprint = entries
-        .flatten()
-        .filter_map(|e| {
-            e.file_name()
-                .to_str()?
-                .strip_prefix(FINGERPRINT_PREFIX)
-                .map(str::to_string)
-        })
-        .next();
-    let Some(fingerprint) = fingerprint else {
+    let Some(fingerprint) = fingerprint_in(dir) else {
         return Ok(None);
     };
     let Ok(state) = MapHandle::from_pinned_path(dir.join(STATE)) else {
@@ -143,6 +131,17 @@ pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
         links_pinned,
         programs,
     }))
+}
+
+/// The fingerprint a set's marker directory in `dir` names, if any.
+fn fingerprint_in(dir: &Path) -> Option<String> {
+    fs::read_dir(dir).ok()?.flatten().find_map(|entry| {
+        entry
+            .file_name()
+            .to_str()?
+            .strip_prefix(FINGERPRINT_PREFIX)
+            .map(str::to_string)
+    })
 }
 
 /// The id of the program a pinned link attaches.
@@ -263,16 +262,7 @@ pub fn set_dirs(root: &Path) -> Vec<String> {
         ["maps", "links", STATE]
             .iter()
             .any(|part| dir.join(part).exists())
-            || fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .any(|entry| {
-                    entry
-                        .file_name()
-                        .to_str()
-                        .is_some_and(|name| name.starts_with(FINGERPRINT_PREFIX))
-                })
+            || fingerprint_in(dir).is_some()
     };
     let mut names: Vec<String> = fs::read_dir(root)
         .into_iter()
