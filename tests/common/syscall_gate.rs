@@ -22,28 +22,34 @@ impl Trapped {
     /// The NUL-terminated string argument `index` (a path), read from the
     /// stopped thread's memory.
     pub fn string_arg(&self, index: usize) -> Option<Vec<u8>> {
-        use std::os::unix::fs::FileExt;
-        let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()?;
+        self.c_string_at(self.args[index])
+    }
+
+    /// The path a trapped bpf(BPF_OBJ_PIN) pins at: the `pathname` pointer
+    /// that starts its `union bpf_attr`, read from the stopped thread.
+    pub fn bpf_pin_path(&self) -> Option<Vec<u8>> {
+        let mut pointer = [0u8; 8];
+        if self.read_at(&mut pointer, self.args[1])? != pointer.len() {
+            return None;
+        }
+        self.c_string_at(u64::from_ne_bytes(pointer))
+    }
+
+    /// The NUL-terminated string at `address` in the stopped thread.
+    fn c_string_at(&self, address: u64) -> Option<Vec<u8>> {
         let mut buf = vec![0u8; 4096];
-        let n = mem.read_at(&mut buf, self.args[index]).ok()?;
+        let n = self.read_at(&mut buf, address)?;
         buf.truncate(n);
         let end = buf.iter().position(|&b| b == 0)?;
         buf.truncate(end);
         Some(buf)
     }
 
-    /// The path a trapped bpf(BPF_OBJ_PIN) pins at: the `pathname` pointer
-    /// that starts its `union bpf_attr`, read from the stopped thread.
-    pub fn bpf_pin_path(&self) -> Option<Vec<u8>> {
+    /// Reads the stopped thread's memory at `address` into `buf`: bytes read.
+    fn read_at(&self, buf: &mut [u8], address: u64) -> Option<usize> {
         use std::os::unix::fs::FileExt;
         let mem = std::fs::File::open(format!("/proc/{}/mem", self.pid)).ok()?;
-        let mut pointer = [0u8; 8];
-        mem.read_exact_at(&mut pointer, self.args[1]).ok()?;
-        Trapped {
-            args: [u64::from_ne_bytes(pointer), 0, 0, 0, 0, 0],
-            ..*self
-        }
-        .string_arg(0)
+        mem.read_at(buf, address).ok()
     }
 
     /// bpf(2)'s command, for a trapped bpf call.
