@@ -9,6 +9,7 @@
 //! written) instead of killing the process mid-write; every probe that is not
 //! pinned is detached when this function returns, on success and on error.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, RecvTimeoutError};
@@ -16,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 
-use crate::exposition::self_metrics::{self, unix_seconds, SelfMetric};
-use crate::exposition::{self, metric_name, Exposition, Family, OutputFormat};
+use crate::exposition::self_metrics::{self, unix_seconds, Bookkeeping, SelfMetric};
+use crate::exposition::{self, metric_name, Carried, Carry, Exposition, Family, OutputFormat};
 use crate::log::Log;
 use crate::privilege::{self, KeepCaps};
 use crate::probe::pinning::Pinning;
@@ -77,6 +78,7 @@ fn run_pinning(options: &RunOptions, pinning: &mut Option<Pinning>) -> Result<()
     let programs = select(options)?;
     let _lock = take_lock(options)?;
     options.sink.remove_leftovers()?;
+    let counting = counting(options, &programs)?;
     probe::check_host()?;
     probe::capture_libbpf_log(log.libbpf);
     let programs = match &options.pin {
@@ -87,20 +89,75 @@ fn run_pinning(options: &RunOptions, pinning: &mut Option<Pinning>) -> Result<()
         }
         None => programs,
     };
-    attach_and_sample(options, &programs, pinning, &stop)
+    let mut output = Output::new(options, counting);
+    attach_and_sample(&mut output, &programs, pinning, &stop)
+}
+
+/// What the counts of an output cover, and the file they carry on from.
+struct Counting {
+    /// Cumulative (counters and histograms) or of one window (gauges).
+    counts: Counts,
+    /// Without --pin, into a textfile: the file this run replaces, and the
+    /// families that carry on from it.
+    carry: Option<(Carried, BTreeMap<String, Carry>)>,
+}
+
+/// How the counts of `options`' output are to be read over time:
+/// cumulative where they carry on from one output to the next (--interval,
+/// --pin, serve, or a textfile, whose counters carry on from the file they
+/// replace), else counts of one window (standard output, a pipe, or
+/// `--counts window`), which are gauges. Reads the file to replace, so call
+/// it holding the output's lock.
+fn counting(options: &RunOptions, programs: &[Program]) -> Result<Counting> {
+    let continues = options.interval.is_some() || options.pin.is_some();
+    let counts = match (options.counts, &options.sink) {
+        (Counts::Window, _) => Counts::Window,
+        (Counts::Cumulative, Sink::Textfile(_)) => Counts::Cumulative,
+        (Counts::Cumulative, _) if continues => Counts::Cumulative,
+        (Counts::Cumulative, _) => Counts::Window,
+    };
+    let carries = counts == Counts::Cumulative
+        && options.pin.is_none()
+        && options.format == OutputFormat::Text;
+    let previous = match carries {
+        true => options.sink.previous_text()?,
+        false => None,
+    };
+    let carry = previous.map(|text| (Carried::parse(&text), carried(options, programs)));
+    Ok(Counting { counts, carry })
+}
+
+/// The families a run without --pin carries on from the file it replaces:
+/// every counter and histogram it can write, and when counting began.
+fn carried(options: &RunOptions, programs: &[Program]) -> BTreeMap<String, Carry> {
+    let ns = options.namespace.as_str();
+    let mut carried: BTreeMap<String, Carry> = programs
+        .iter()
+        .flat_map(|p| p.plan.metrics.iter())
+        .map(|m| (metric_name(ns, &m.name), Carry::Add { cap: m.max_series }))
+        .collect();
+    for metric in SelfMetric::ALL {
+        if metric.kind != exposition::Kind::Gauge {
+            let cap = usize::MAX;
+            carried.insert(metric.name_in(ns), Carry::Add { cap });
+        }
+    }
+    carried.insert(SelfMetric::COUNTERS_START.name_in(ns), Carry::Earliest);
+    carried
 }
 
 /// Attaches, samples and writes every window: the run itself (see [`run`]);
 /// `pinning` is committed once the first window is written with every
 /// config running.
 fn attach_and_sample(
-    options: &RunOptions,
+    output: &mut Output<'_>,
     programs: &[Program],
     pinning: &mut Option<Pinning>,
     stop: &mpsc::Receiver<i32>,
 ) -> Result<()> {
+    let options = output.options;
     let log = options.log;
-    let (probes, failed) = attach(options, programs)?;
+    let (probes, failed) = attach(output, programs)?;
     if let Some(pinning) = pinning {
         for pinned in probes.iter().filter_map(Probe::pinned) {
             if pinning.is_earlier(&pinned.dir) {
@@ -121,7 +178,7 @@ fn attach_and_sample(
             .check()
             .context("after dropping capabilities (see --keep-caps)")?;
     }
-    let unread = sample(options, probes, &failed, pinning, stop)?;
+    let unread = sample(output, probes, &failed, pinning, stop)?;
     let down: Vec<&str> = failed
         .iter()
         .map(|f| f.config.as_str())
@@ -189,7 +246,8 @@ fn with_note(err: anyhow::Error, note: &str) -> anyhow::Error {
 /// Attaches what it can. When nothing attached the run fails, but a
 /// textfile still says so: an alert on `up` fires now rather than when
 /// last_success has aged. (On stdout the error says it.)
-fn attach(options: &RunOptions, programs: &[Program]) -> Result<(Vec<Probe>, Vec<Failed>)> {
+fn attach(output: &mut Output<'_>, programs: &[Program]) -> Result<(Vec<Probe>, Vec<Failed>)> {
+    let options = output.options;
     let log = options.log;
     let (probes, failed) =
         session::attach_each(programs, options.pin.as_deref(), options.strict, log)?;
@@ -205,7 +263,7 @@ fn attach(options: &RunOptions, programs: &[Program]) -> Result<(Vec<Probe>, Vec
             measured: Duration::ZERO,
             attached_at: now,
         };
-        if let Err(err) = snapshot_and_write(options, &mut [], &failed, &window, 0, None) {
+        if let Err(err) = output.snapshot_and_write(&mut [], &failed, &window, 0, None) {
             log.warn(&format!(
                 "could not record the failure in the output: {err:#}"
             ));
@@ -217,16 +275,10 @@ fn attach(options: &RunOptions, programs: &[Program]) -> Result<(Vec<Probe>, Vec
 
 /// How long each window is: `--interval`, `--for`, or by default 10 s —
 /// nothing with every probe pinned for good, where the window is the time
-/// since the last run and the probes count without us.
+/// since the last run and the probes count without us. (A probe whose links
+/// the kernel would not pin counts only in the window: its warning says why.)
 fn window_length(options: &RunOptions, probes: &[Probe]) -> Duration {
     let all_persist = options.pin.is_some() && probes.iter().all(Probe::outlives_process);
-    if options.pin.is_some() && !all_persist {
-        options.log.warn(
-            "the kernel refuses to pin BPF links here (a security policy such as a BPF LSM), so the \
-             programs cannot stay attached between runs: the pinned maps carry the counters on, \
-             counting during each run's window only",
-        );
-    }
     options
         .interval
         .or(options.window)
@@ -240,27 +292,16 @@ fn window_length(options: &RunOptions, probes: &[Probe]) -> Duration {
 /// Samples and writes every window; returns the configs whose maps could
 /// not be read in some window.
 fn sample(
-    options: &RunOptions,
+    output: &mut Output<'_>,
     mut probes: Vec<Probe>,
     failed: &[Failed],
     pinning: &mut Option<Pinning>,
     stop: &mpsc::Receiver<i32>,
 ) -> Result<Vec<String>> {
+    let options = output.options;
     let log = options.log;
     let length = window_length(options, &probes);
-    let attached: usize = probes.iter().map(Probe::attached).sum();
-    let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
-    log.info(&format!(
-        "sampling {} ({attached} BPF link{} attached) {} {}; Ctrl-C ends the window early",
-        names.join(", "),
-        if attached == 1 { "" } else { "s" },
-        if options.interval.is_some() {
-            "every"
-        } else {
-            "for"
-        },
-        humantime::format_duration(length)
-    ));
+    say_sampling(options, &probes, length);
     let attached_at = SystemTime::now();
     let mut window_start = attached_at;
     let mut windows = 0u64;
@@ -281,8 +322,7 @@ fn sample(
             measured: started.elapsed(),
             attached_at,
         };
-        let written = snapshot_and_write(
-            options,
+        let written = output.snapshot_and_write(
             &mut probes,
             failed,
             &window,
@@ -298,7 +338,8 @@ fn sample(
                     }
                 }
                 let all_ran = failed.is_empty() && unread.is_empty();
-                record_pins(&mut probes, pinning, all_ran, ended_at, log)?;
+                let times = (ended_at, attached_at);
+                record_pins(&mut probes, pinning, all_ran, times, log)?;
             }
             // In interval mode a failed write is logged and retried next window.
             Err(err) if options.interval.is_some() && !signalled => {
@@ -317,6 +358,35 @@ fn sample(
     }
 }
 
+/// Says what is sampled, and for how long.
+fn say_sampling(options: &RunOptions, probes: &[Probe], length: Duration) {
+    let names: Vec<&str> = probes.iter().map(|p| p.config().name.as_str()).collect();
+    let names = names.join(", ");
+    let pinned: usize = probes.iter().filter_map(Probe::pinned_links).sum();
+    if length.is_zero() && options.interval.is_none() {
+        let s = if pinned == 1 { "" } else { "s" };
+        options.log.info(&format!(
+            "reading {names} at once: its programs count through {pinned} pinned link{s}"
+        ));
+        return;
+    }
+    let attached: usize = probes
+        .iter()
+        .map(Probe::attached)
+        .sum::<usize>()
+        .max(pinned);
+    options.log.info(&format!(
+        "sampling {names} ({attached} BPF link{} attached) {} {}; Ctrl-C ends the window early",
+        if attached == 1 { "" } else { "s" },
+        if options.interval.is_some() {
+            "every"
+        } else {
+            "for"
+        },
+        humantime::format_duration(length)
+    ));
+}
+
 /// After a window is written: each pinned set records its snapshot time
 /// (the next window starts there), and a pinned run in which every config
 /// ran (`all_ran`) keeps what it pinned.
@@ -324,12 +394,12 @@ fn record_pins(
     probes: &mut [Probe],
     pinning: &mut Option<Pinning>,
     all_ran: bool,
-    written_at: SystemTime,
+    (written_at, attached_at): (SystemTime, SystemTime),
     log: Log,
 ) -> Result<()> {
     for probe in probes.iter_mut() {
         if let Some(pinned) = probe.pinned_mut() {
-            pinned.record_snapshot(unix_seconds(written_at))?;
+            pinned.record_snapshot(unix_seconds(written_at), unix_seconds(attached_at))?;
         }
     }
     if let (true, Some(pinning)) = (all_ran, pinning) {
@@ -426,75 +496,129 @@ fn pinned_window_start(probes: &[Probe]) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::from_secs_f64(seconds.max(0.0)))
 }
 
-/// Snapshots the probes and writes the output; returns the configs whose
-/// maps could not be read (written as down, the others as usual).
-fn snapshot_and_write(
-    options: &RunOptions,
-    probes: &mut [Probe],
-    failed: &[Failed],
-    window: &Window,
-    write_failures: u64,
-    deltas: Option<&mut Deltas>,
-) -> Result<Vec<Failed>> {
-    let ns = options.namespace.as_str();
-    let snapshot_started = Instant::now();
-    // Encoding is part of the snapshot's cost: in the text format each
-    // config's families are encoded as they come and freed (a large map's
-    // family is most of the text); the terminal view keeps them.
-    let text_format = options.format == OutputFormat::Text;
-    let mut exposition = Exposition::default();
-    let mut kept: Vec<Family> = Vec::new();
-    let gathered = exposition::gather(probes, ns, deltas, |families| match text_format {
-        true => exposition.add_all(&families),
-        false => {
-            kept.extend(families);
-            Ok(())
-        }
-    })?;
-    let down: Vec<&str> = failed
-        .iter()
-        .chain(&gathered.unread)
-        .map(|f| f.config.as_str())
-        .collect();
-    let counting_since = match options.counts {
-        Counts::Cumulative => window.attached_at,
-        Counts::Window => window.start,
-    };
-    let mut families = self_metrics::configs(ns, probes, &down, counting_since);
-    families.extend(gathered.bookkeeping.families(ns));
-    if text_format {
-        label_output(options, &mut families);
-        exposition.add_all(&families)?;
-    }
-    let snapshot_duration = snapshot_started.elapsed();
+/// What writes each window's output: the run's options, what its counts
+/// cover, and what gathering has left out so far.
+struct Output<'a> {
+    options: &'a RunOptions,
+    counting: Counting,
+    bookkeeping: Bookkeeping,
+}
 
-    let mut run_families =
-        window_families(options, probes, window, down.is_empty(), write_failures);
-    run_families.push(SelfMetric::SNAPSHOT_DURATION.value(ns, snapshot_duration.as_secs_f64()));
-    let pretty;
-    let (text, written): (sink::Text, usize) = match options.format {
-        OutputFormat::Text => {
-            label_output(options, &mut run_families);
-            exposition.add_all(&run_families)?;
-            // Written family by family, never joined: a big map's family is
-            // most of the text, and joining would copy it.
-            (exposition.parts().collect(), exposition.len())
+impl<'a> Output<'a> {
+    fn new(options: &'a RunOptions, counting: Counting) -> Output<'a> {
+        Output {
+            options,
+            counting,
+            bookkeeping: Bookkeeping::default(),
         }
-        OutputFormat::Pretty => {
-            kept.extend(families);
-            kept.extend(run_families);
-            pretty = window_heading(options, window) + &exposition::pretty::render(&kept);
-            (sink::Text::whole(&pretty), kept.len())
-        }
-    };
-    options.sink.write_parts(&text)?;
-    if let Sink::Textfile(path) = &options.sink {
-        options.log.info(&format!(
-            "wrote {written} metric families to {}",
-            path.display()
-        ));
     }
-    Ok(gathered.unread)
+
+    /// Snapshots the probes and writes the output; returns the configs whose
+    /// maps could not be read (written as down, the others as usual).
+    fn snapshot_and_write(
+        &mut self,
+        probes: &mut [Probe],
+        failed: &[Failed],
+        window: &Window,
+        write_failures: u64,
+        deltas: Option<&mut Deltas>,
+    ) -> Result<Vec<Failed>> {
+        let options = self.options;
+        let snapshot_started = Instant::now();
+        let mut output = Exposition::default().counting(self.counting.counts);
+        let mut kept: Vec<Family> = Vec::new();
+        let unread = self.gather(probes, failed, window, deltas, &mut output, &mut kept)?;
+        let snapshot_duration = snapshot_started.elapsed();
+
+        let up = failed.is_empty() && unread.is_empty();
+        let ns = options.namespace.as_str();
+        let mut run_families = window_families(options, probes, window, up);
+        run_families.push(SelfMetric::SNAPSHOT_DURATION.value(ns, snapshot_duration.as_secs_f64()));
+        let failures = options
+            .interval
+            .map(|_| SelfMetric::WRITE_FAILURES.value(ns, write_failures as f64));
+        let pretty;
+        let (text, written): (sink::Text, usize) = match options.format {
+            OutputFormat::Text => {
+                label_output(options, &mut run_families);
+                output.add_all(&run_families)?;
+                if let Some(mut failures) = failures {
+                    label_output(options, std::slice::from_mut(&mut failures));
+                    output.add_cumulative(&failures)?;
+                }
+                if let Some((previous, carried)) = &self.counting.carry {
+                    output.carry_on(previous, carried);
+                }
+                // Written family by family, never joined: a big map's family is
+                // most of the text, and joining would copy it.
+                (output.parts().collect(), output.len())
+            }
+            OutputFormat::Pretty => {
+                kept.extend(run_families);
+                kept.extend(failures);
+                pretty = window_heading(options, window) + &exposition::pretty::render(&kept);
+                (sink::Text::whole(&pretty), kept.len())
+            }
+        };
+        options.sink.write_parts(&text)?;
+        if let Sink::Textfile(path) = &options.sink {
+            options.log.info(&format!(
+                "wrote {written} metric families to {}",
+                path.display()
+            ));
+        }
+        Ok(unread)
+    }
+
+    /// The configs' families and self metrics: in the text format into
+    /// `output`, each config's encoded as it comes and freed (a large map's
+    /// family is most of the text); for the terminal view into `kept`.
+    fn gather(
+        &mut self,
+        probes: &mut [Probe],
+        failed: &[Failed],
+        window: &Window,
+        deltas: Option<&mut Deltas>,
+        output: &mut Exposition,
+        kept: &mut Vec<Family>,
+    ) -> Result<Vec<Failed>> {
+        let options = self.options;
+        let ns = options.namespace.as_str();
+        let text_format = options.format == OutputFormat::Text;
+        let unread = exposition::gather(probes, ns, deltas, &mut self.bookkeeping, |families| {
+            match text_format {
+                true => output.add_all(&families),
+                false => {
+                    kept.extend(families);
+                    Ok(())
+                }
+            }
+        })?;
+        let down: Vec<&str> = failed
+            .iter()
+            .chain(&unread)
+            .map(|f| f.config.as_str())
+            .collect();
+        let clock = self_metrics::Clock {
+            attached_at: window.attached_at,
+            counting_since: match self.counting.counts {
+                Counts::Cumulative => window.attached_at,
+                Counts::Window => window.start,
+            },
+            now: window.end,
+            counts: self.counting.counts,
+        };
+        let mut families = self_metrics::configs(ns, probes, &down, &clock);
+        families.extend(self.bookkeeping.families(ns));
+        match text_format {
+            true => {
+                label_output(options, &mut families);
+                output.add_all(&families)?;
+            }
+            false => kept.extend(families),
+        }
+        Ok(unread)
+    }
 }
 
 /// In a textfile directory several outputs' self metrics meet: a label
@@ -508,13 +632,12 @@ fn label_output(options: &RunOptions, families: &mut [Family]) {
 }
 
 /// The window's own families: its length and bounds, whether every config
-/// ran and when that was last so, and (interval mode) failed writes.
+/// ran and when that was last so.
 fn window_families(
     options: &RunOptions,
     probes: &[Probe],
     window: &Window,
     up: bool,
-    write_failures: u64,
 ) -> Vec<Family> {
     let ns = options.namespace.as_str();
     let window_seconds = match probes.iter().all(Probe::outlives_process) {
@@ -531,9 +654,6 @@ fn window_families(
         SelfMetric::WINDOW_END.value(ns, unix_seconds(window.end)),
         SelfMetric::UP.value(ns, if up { 1.0 } else { 0.0 }),
     ];
-    if options.interval.is_some() {
-        families.push(SelfMetric::WRITE_FAILURES.value(ns, write_failures as f64));
-    }
     let last_success = match up {
         true => Some(unix_seconds(SystemTime::now())),
         false => previous_last_success(&options.sink, ns),

@@ -42,7 +42,8 @@ fn uprobe_post_attach_hook_raw_tp_and_kaddrs_work() {
     let hits = |kind: &str| {
         common::sample(
             &text,
-            &format!("bpfsnap_attach_kind_hits_total{{kind=\"{kind}\"}}"),
+            // One window on standard output: its counts are gauges.
+            &format!("bpfsnap_attach_kind_hits{{kind=\"{kind}\"}}"),
         )
     };
     assert_eq!(

@@ -128,13 +128,16 @@ fn install(object: &str, config: &str) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-/// `bpfsnap run -v CONFIG --for 1h --output -` (the hour only has to outlast
-/// the load, which takes seconds in the matrix's emulated VMs), with `bin` first in its
+/// `bpfsnap run -v CONFIG --for 1h --output DIR/bpfsnap.prom` (a new
+/// textfile, whose counters are counters; the hour only has to outlast the
+/// load, which takes seconds in the matrix's emulated VMs), with `bin` first in its
 /// PATH if given (where libbpf looks up a uprobe's binary named without a
 /// slash): once everything is attached runs `load`, then ends the window
 /// with SIGINT. Checks the exit status and that promtool accepts the
 /// output; returns it.
 fn run_with_load(config: &Path, bin: Option<&Path>, load: impl FnOnce()) -> String {
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
     let mut command = common::bpfsnap();
     command.args([
         "run",
@@ -143,7 +146,7 @@ fn run_with_load(config: &Path, bin: Option<&Path>, load: impl FnOnce()) -> Stri
         "--for",
         "1h",
         "--output",
-        "-",
+        path_str(&output),
     ]);
     if let Some(bin) = bin {
         let path = std::env::var_os("PATH").unwrap_or_default();
@@ -155,12 +158,13 @@ fn run_with_load(config: &Path, bin: Option<&Path>, load: impl FnOnce()) -> Stri
     running.wait_for("sampling");
     load();
     running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
+    let (status, _, stderr) = running.finish();
     assert!(
         status.success(),
         "bpfsnap {}: {status}\n{stderr}",
         config.display()
     );
+    let text = std::fs::read_to_string(&output).expect("the run wrote its output");
     common::promtool_check(&text);
     text
 }

@@ -176,10 +176,11 @@ fn exits_builtin_counts_each_exit_and_kill() {
     running.signal(libc::SIGINT);
     let (status, text, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
+    // One window on standard output: its counts are gauges.
     assert_eq!(
         common::sample(
             &text,
-            r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="exited",code="3"}"#
+            r#"bpfsnap_process_exits{comm="bpfsnap-exit",how="exited",code="3"}"#
         ),
         Some(25.0),
         "{text}"
@@ -187,7 +188,7 @@ fn exits_builtin_counts_each_exit_and_kill() {
     assert_eq!(
         common::sample(
             &text,
-            r#"bpfsnap_process_exits_total{comm="bpfsnap-exit",how="killed",code="9"}"#
+            r#"bpfsnap_process_exits{comm="bpfsnap-exit",how="killed",code="9"}"#
         ),
         Some(7.0),
         "{text}"

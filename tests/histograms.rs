@@ -71,13 +71,15 @@ fn assert_histogram(text: &str, metric: &str, labels: &str, values: &[u64], boun
     let n = values.len() as f64;
     let inf = format!("{metric}_bucket{{{labels},le=\"+Inf\"}}");
     assert_eq!(common::sample(text, &inf), Some(n), "{inf}");
+    // One window on standard output: a gauge histogram, whose count and
+    // sum are `_gcount` and `_gsum` (OpenMetrics' names).
     assert_eq!(
-        common::sample(text, &format!("{metric}_count{{{labels}}}")),
+        common::sample(text, &format!("{metric}_gcount{{{labels}}}")),
         Some(n)
     );
     let sum: u64 = values.iter().sum();
     assert_eq!(
-        common::sample(text, &format!("{metric}_sum{{{labels}}}")),
+        common::sample(text, &format!("{metric}_gsum{{{labels}}}")),
         Some(sum as f64)
     );
 }
@@ -136,7 +138,7 @@ fn exp2_and_linear_histograms_hold_exactly_the_recorded_values() {
     assert_histogram(&text, per_cpu, &cur_cpu, CUR, &exp2_bounds);
     let series_of = |whence: &str| {
         text.lines()
-            .filter(|line| line.starts_with(&format!("{per_cpu}_count{{{whence},")))
+            .filter(|line| line.starts_with(&format!("{per_cpu}_gcount{{{whence},")))
             .count()
     };
     assert_eq!(

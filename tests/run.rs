@@ -154,8 +154,15 @@ fn writes_to_stdout_with_dash() {
         return;
     };
     let (stdout, _) = run_with_getpid_load(&["--for", "500ms", "--output", "-"]);
-    let getpid = common::sample(&stdout, r#"bpfsnap_syscalls_total{syscall="getpid"}"#);
+    // One window's counts, which no output after it carries on: gauges,
+    // named without `_total`.
+    let getpid = common::sample(&stdout, r#"bpfsnap_syscalls{syscall="getpid"}"#);
     assert!(getpid.is_some_and(|n| n >= GETPID_CALLS as f64), "{stdout}");
+    assert!(
+        stdout.contains("# TYPE bpfsnap_syscalls gauge\n"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(" counter\n"), "{stdout}");
     common::promtool_check(&stdout);
 }
 
@@ -277,20 +284,19 @@ fn builtins_loaded_together_load_only_their_programs_and_count() {
     assert_eq!(loaded, expected, "exactly the selected built-ins' programs");
     assert_eq!(held.len(), expected.len(), "programs held: {held:?}");
     assert!(held.is_subset(&ours));
-    assert!(
-        common::sample(&text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap() >= 1000.0
-    );
-    assert!(common::sample(&text, r#"bpfsnap_execs_total{comm="true"}"#).unwrap() >= 3.0);
+    // One window on standard output: gauges, named without `_total`.
+    assert!(common::sample(&text, r#"bpfsnap_syscalls{syscall="getpid"}"#).unwrap() >= 1000.0);
+    assert!(common::sample(&text, r#"bpfsnap_execs{comm="true"}"#).unwrap() >= 3.0);
     assert!(
         common::sample(
             &text,
-            r#"bpfsnap_syscall_errors_total{syscall="close",errno="EBADF"}"#
+            r#"bpfsnap_syscall_errors{syscall="close",errno="EBADF"}"#
         )
         .unwrap()
             >= 5.0,
         "{text}"
     );
-    assert!(common::samples(&text, "bpfsnap_signals_total")
+    assert!(common::samples(&text, "bpfsnap_signals")
         .iter()
         .any(|(_, v)| *v >= 1.0));
     assert!(

@@ -35,15 +35,18 @@ fn install_examples(configs: &[&str]) -> tempfile::TempDir {
     dir
 }
 
-/// `bpfsnap run -v ARGS --for 30s --output -`; once it is sampling, runs
-/// `load`, then ends the window with SIGINT. Checks the exit status, that
-/// promtool accepts the output and that every program it loaded is gone
-/// afterwards; returns stdout.
+/// `bpfsnap run -v ARGS --for 30s --output DIR/bpfsnap.prom` (a new
+/// textfile: its counters are counters, where standard output's one window
+/// would be gauges); once it is sampling, runs `load`, then ends the window
+/// with SIGINT. Checks the exit status, that promtool accepts the output and
+/// that every program it loaded is gone afterwards; returns the output.
 fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
     let before = common::loaded_program_ids();
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
     let mut argv = vec!["run", "-v"];
     argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--for", "30s", "--output", "-"]);
+    argv.extend_from_slice(&["--for", "30s", "--output", path_str(&output)]);
     let mut running = Running::spawn(&argv);
     running.wait_for("bpfsnap: sampling");
     let ours: BTreeSet<u64> = common::loaded_program_ids()
@@ -56,8 +59,9 @@ fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
     );
     load();
     running.signal(libc::SIGINT);
-    let (status, stdout, stderr) = running.finish();
+    let (status, _, stderr) = running.finish();
     assert!(status.success(), "bpfsnap {argv:?}: {status}\n{stderr}");
+    let stdout = std::fs::read_to_string(&output).expect("the run wrote its output");
     assert!(
         common::sample(&stdout, "bpfsnap_window_seconds")
             .or_else(|| common::sample(&stdout, "ebpf_exporter_window_seconds"))
@@ -190,25 +194,9 @@ fn a_program_that_cannot_attach_leaves_the_configs_others_running() {
         ) && stderr.contains("the config's other programs run (--strict fails it instead)"),
         "{stderr}"
     );
-    let id_of = |program: &str| {
-        common::samples(&text, "bpfsnap_program_info")
-            .into_iter()
-            .find_map(|(labels, _)| {
-                labels
-                    .contains(&format!("program=\"{program}\""))
-                    .then(|| {
-                        labels
-                            .split("id=\"")
-                            .nth(1)?
-                            .split('"')
-                            .next()
-                            .map(str::to_string)
-                    })?
-            })
-            .unwrap_or_else(|| panic!("{program} in program_info\n{text}"))
-    };
     for (program, attached) in [("partial_counts", 1.0), ("partial_missing", 0.0)] {
-        let series = format!("bpfsnap_program_attached{{id=\"{}\"}}", id_of(program));
+        let series =
+            format!("bpfsnap_program_attached{{config=\"partial_attach\",program=\"{program}\"}}");
         assert_eq!(
             common::sample(&text, &series),
             Some(attached),
@@ -909,10 +897,10 @@ fn run_time_and_count_follow_kernel_bpf_stats() {
     let stdout = run_with_load(&[path_str(&config)], || {
         getpid_calls_as(&comm, GETPID_CALLS)
     });
-    let id = program_id(&stdout, "bpfsnap_program_info", "comm_getpid");
+    let program = r#"{config="comm_getpid",program="count_getpid"}"#;
     let count = common::sample(
         &stdout,
-        &format!("bpfsnap_program_run_count_total{{id={id}}}"),
+        &format!("bpfsnap_program_run_count_total{program}"),
     );
     assert!(
         count.is_some_and(|n| n >= GETPID_CALLS as f64),
@@ -920,12 +908,14 @@ fn run_time_and_count_follow_kernel_bpf_stats() {
     );
     let time = common::sample(
         &stdout,
-        &format!("bpfsnap_program_run_time_seconds_total{{id={id}}}"),
+        &format!("bpfsnap_program_run_time_seconds_total{program}"),
     );
     assert!(time.is_some_and(|t| t > 0.0), "{time:?}\n{stdout}");
 
-    // ebpf_exporter's names; its run time counter lacks `_total`, so no
-    // promtool here.
+    // ebpf_exporter's names (keyed by id, as its dashboards expect); its run
+    // time counter lacks `_total`, so no promtool here.
+    let output = common::output_dir();
+    let file = output.path().join("ebpf.prom");
     let mut running = Running::spawn(&[
         "run",
         "-v",
@@ -935,13 +925,14 @@ fn run_time_and_count_follow_kernel_bpf_stats() {
         "--for",
         "30s",
         "--output",
-        "-",
+        path_str(&file),
     ]);
     running.wait_for("bpfsnap: sampling");
     getpid_calls_as(&comm, 100);
     running.signal(libc::SIGINT);
-    let (status, stdout, stderr) = running.finish();
+    let (status, _, stderr) = running.finish();
     assert!(status.success(), "{stderr}");
+    let stdout = fs::read_to_string(&file).unwrap();
     let id = program_id(&stdout, "ebpf_exporter_ebpf_program_info", "comm_getpid");
     let count = common::sample(
         &stdout,

@@ -10,7 +10,7 @@
 
 mod cgroup;
 mod dname;
-mod errno;
+pub mod errno;
 mod hex;
 mod ifname;
 mod inet_ip;

@@ -166,29 +166,24 @@ impl Family {
         }
     }
 
-    /// Appends the family in the text format, its samples named
-    /// `sample_name` (the family's name, or for OpenMetrics a counter's
-    /// name with `_total`) under a header naming it `header_name`.
+    /// Appends the family in the text format, named and typed as `written`
+    /// says.
     pub(super) fn encode(
         &self,
-        header_name: &str,
-        sample_name: &str,
+        written: text::Written<'_>,
         out: &mut String,
     ) -> anyhow::Result<()> {
         match &self.series {
             Series::Table { labels, table } => {
-                text::push_header(out, header_name, &self.help, self.kind)?;
+                let type_name = text::type_name(self.kind, written.typed);
+                text::push_header(out, written.header, &self.help, type_name)?;
                 let names: Vec<&str> = labels.iter().map(String::as_str).collect();
-                table.encode_samples(sample_name, &names, out);
+                table.encode_samples(written.sample, &names, out);
                 Ok(())
             }
-            Series::Metrics(metrics) => text::encode_metrics(
-                (header_name, sample_name),
-                &self.help,
-                self.kind,
-                metrics.iter(),
-                out,
-            ),
+            Series::Metrics(metrics) => {
+                text::encode_metrics(written, &self.help, self.kind, metrics.iter(), out)
+            }
         }
     }
 

@@ -12,6 +12,7 @@
 //! Families come out sorted by name and series by label values, so the text
 //! of two runs over the same data is identical.
 
+mod carry;
 mod family;
 mod format;
 mod histogram;
@@ -21,6 +22,7 @@ pub mod self_metrics;
 mod series;
 pub mod text;
 
+pub use carry::{Carried, Carry};
 pub use family::{Family, Kind, Samples, Series};
 pub use format::OutputFormat;
 
@@ -31,7 +33,7 @@ use anyhow::{bail, Context, Result};
 use crate::plan::{self, Plan};
 use crate::probe::Probe;
 use crate::session::Failed;
-use crate::snapshot::{self, Deltas, MapData, Snapshot};
+use crate::snapshot::{self, Counts, Deltas, MapData, Snapshot};
 
 /// (decoder, count) of keys skipped because a decoder rejected them.
 pub type Errors = BTreeMap<&'static str, u64>;
@@ -81,26 +83,19 @@ pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exp
     Ok(exposed)
 }
 
-/// What [`gather`] found besides the families.
-pub struct Gathered {
-    /// What building the families left out, for the self metrics.
-    pub bookkeeping: self_metrics::Bookkeeping,
-    /// Configs whose maps could not be read (the others' families are
-    /// there all the same).
-    pub unread: Vec<Failed>,
-}
-
 /// Snapshots every probe and hands its config's families, capped, to
 /// `each`, one config at a time (so a large map's families can be encoded
-/// and freed before the next is read).
+/// and freed before the next is read); what building them left out goes
+/// into `bookkeeping`. Returns the configs whose maps could not be read
+/// (the others' families are there all the same).
 pub fn gather(
     probes: &mut [Probe],
     ns: &str,
     deltas: Option<&mut Deltas>,
+    bookkeeping: &mut self_metrics::Bookkeeping,
     mut each: impl FnMut(Vec<Family>) -> Result<()>,
-) -> Result<Gathered> {
-    let mut bookkeeping = self_metrics::Bookkeeping::default();
-    let unread = snapshot::take_each(probes, deltas, |probe, snapshot| {
+) -> Result<Vec<Failed>> {
+    snapshot::take_each(probes, deltas, |probe, snapshot| {
         let exposed = families(probe.plan(), &snapshot, ns)?;
         bookkeeping.add(
             &probe.config().name,
@@ -110,10 +105,6 @@ pub fn gather(
         );
         drop(snapshot);
         each(exposed.families)
-    })?;
-    Ok(Gathered {
-        bookkeeping,
-        unread,
     })
 }
 
@@ -198,9 +189,16 @@ pub enum Encoding {
 /// and the parts come out sorted by name. Families without series are left
 /// out (the format allows them, but they carry nothing); a name added twice
 /// is an error, as node_exporter would silently drop one of the two.
+///
+/// In an exposition of one window's counts ([`Counts::Window`]) a counter
+/// whose counts restart with each window is written as a gauge named
+/// without `_total`, and a histogram as a gauge histogram
+/// ([`text::Typed`]): `rate()` and `increase()` see a reset only where a
+/// value goes down, so such counts typed `counter` would be misread.
 #[derive(Debug, Default)]
 pub struct Exposition {
     encoding: Encoding,
+    counts: Counts,
     families: BTreeMap<String, String>,
 }
 
@@ -211,11 +209,31 @@ impl Exposition {
     pub fn new(encoding: Encoding) -> Exposition {
         Exposition {
             encoding,
+            counts: Counts::Cumulative,
             families: BTreeMap::new(),
         }
     }
 
+    /// What the counts of the families added with [`Exposition::add`]
+    /// cover (by default, everything since counting began).
+    pub fn counting(mut self, counts: Counts) -> Exposition {
+        self.counts = counts;
+        self
+    }
+
+    /// Adds a family whose counts cover what the exposition's do.
     pub fn add(&mut self, family: &Family) -> Result<()> {
+        self.add_typed(family, self.counts)
+    }
+
+    /// Adds a family whose counts are the process's own, cumulative since
+    /// it started whatever the exposition's counts cover (failed writes,
+    /// scrape errors).
+    pub fn add_cumulative(&mut self, family: &Family) -> Result<()> {
+        self.add_typed(family, Counts::Cumulative)
+    }
+
+    fn add_typed(&mut self, family: &Family, counts: Counts) -> Result<()> {
         if family.is_empty() {
             return Ok(());
         }
@@ -226,26 +244,58 @@ impl Exposition {
             );
         }
         let name = family.name.as_str();
-        let total = match (self.encoding, family.kind) {
-            (Encoding::OpenMetrics, Kind::Counter) if !name.ends_with("_total") => {
-                Some(format!("{name}_total"))
+        let openmetrics = self.encoding == Encoding::OpenMetrics;
+        let total = format!("{name}_total");
+        let written = match (counts, family.kind) {
+            (Counts::Window, Kind::Counter) => {
+                let gauge = name.strip_suffix("_total").unwrap_or(name);
+                text::Written {
+                    header: gauge,
+                    sample: gauge,
+                    typed: text::Typed::Gauge,
+                }
             }
-            _ => None,
-        };
-        let (header, sample) = match self.encoding {
-            Encoding::Text => (name, name),
-            Encoding::OpenMetrics if family.kind == Kind::Counter => (
-                name.strip_suffix("_total").unwrap_or(name),
-                total.as_deref().unwrap_or(name),
-            ),
-            Encoding::OpenMetrics => (name, name),
+            (Counts::Window, Kind::Histogram) => text::Written {
+                header: name,
+                sample: name,
+                typed: text::Typed::GaugeHistogram { openmetrics },
+            },
+            (Counts::Cumulative, Kind::Counter) if openmetrics => text::Written {
+                header: name.strip_suffix("_total").unwrap_or(name),
+                sample: match name.ends_with("_total") {
+                    true => name,
+                    false => &total,
+                },
+                typed: text::Typed::Own,
+            },
+            _ => text::Written {
+                header: name,
+                sample: name,
+                typed: text::Typed::Own,
+            },
         };
         let mut text = String::new();
         family
-            .encode(header, sample, &mut text)
+            .encode(written, &mut text)
             .with_context(|| format!("encoding {name}"))?;
         self.families.insert(family.name.clone(), text);
         Ok(())
+    }
+
+    /// Carries on the counters and histograms of `previous`, the file this
+    /// exposition replaces (see [`Carried`]): each family `carried` names
+    /// carries on as it says, and a counter or histogram this exposition
+    /// has no series of is taken as it was.
+    pub fn carry_on(&mut self, previous: &Carried, carried: &BTreeMap<String, Carry>) {
+        for (name, &carry) in carried {
+            let merged = match self.families.get(name) {
+                Some(text) => previous.carry_on(name, text, carry),
+                None => previous.family_text(name).map(str::to_string),
+            };
+            if let Some(text) = merged {
+                self.families.insert(name.clone(), text);
+            }
+        }
     }
 
     pub fn add_all<'f>(&mut self, families: impl IntoIterator<Item = &'f Family>) -> Result<()> {

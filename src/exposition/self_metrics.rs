@@ -9,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{metric_name, Errors, Family, Kind, Samples};
 use crate::probe::Probe;
-use crate::snapshot::StreamLoss;
+use crate::snapshot::{Counts, StreamLoss};
 
 /// The namespace that asks for ebpf_exporter's metric names.
 pub const EBPF_EXPORTER_NAMESPACE: &str = "ebpf_exporter";
@@ -21,22 +21,22 @@ pub struct SelfMetric {
     pub help: &'static str,
     pub kind: Kind,
     pub labels: &'static [&'static str],
-    /// Under the `ebpf_exporter` namespace: ebpf_exporter's name for it, and
-    /// how many of the labels it has (the first ones).
-    pub upstream: Option<(&'static str, usize)>,
+    /// Under the `ebpf_exporter` namespace: ebpf_exporter's name for it and
+    /// its labels, as its dashboards expect them.
+    pub upstream: Option<(&'static str, &'static [&'static str])>,
 }
 
 macro_rules! self_metric {
-    ($id:ident, $name:literal, $kind:ident, [$($label:literal),*], $help:literal $(, upstream = ($up:literal, $n:literal))?) => {
+    ($id:ident, $name:literal, $kind:ident, [$($label:literal),*], $help:literal $(, upstream = ($up:literal, [$($up_label:literal),*]))?) => {
         pub const $id: SelfMetric = SelfMetric {
             name: $name,
             help: $help,
             kind: Kind::$kind,
             labels: &[$($label),*],
-            upstream: self_metric!(@upstream $(($up, $n))?),
+            upstream: self_metric!(@upstream $(($up, [$($up_label),*]))?),
         };
     };
-    (@upstream ($up:literal, $n:literal)) => { Some(($up, $n)) };
+    (@upstream ($up:literal, [$($up_label:literal),*])) => { Some(($up, &[$($up_label),*])) };
     (@upstream) => { None };
 }
 
@@ -56,24 +56,31 @@ impl SelfMetric {
         "1 if the config's programs were loaded and attached, 0 if that failed."
     );
     self_metric!(COUNTERS_START, "counters_start_timestamp_seconds", Gauge, ["config"],
-        "Unix time from which the config's counters count (attach time, from which they are cumulative in --interval and --pin modes; with --counts window, the window's start).");
+        "Unix time from which the config's counters count (the first run's attach time when they carry on across runs; with --counts window, the window's start).");
+    self_metric!(SAMPLED, "sampled_seconds_total", Counter, ["config"],
+        "Time the config's programs have counted into its counters: rate(its counter) / rate(this) is the rate while they counted, whatever share of the time that was.");
+    self_metric!(PINNED_LINKS, "pinned_links", Gauge, ["config"],
+        "Links of the config pinned in bpffs (--pin), which keep its programs counting between runs; 0 when the kernel refused to pin them (the warning says why): then they count during each run's window only.");
+    // Keyed by config and program, never by the kernel's id, which is new
+    // whenever a program is loaded again: a series per load would pile up
+    // in Prometheus. ebpf_exporter's names keep its labels.
     self_metric!(
         PROGRAM_INFO,
         "program_info",
         Gauge,
-        ["config", "id", "program", "tag", "attach"],
-        "Every loaded BPF program: its config, kernel id, name, tag (and attach type).",
-        upstream = ("ebpf_program_info", 4)
+        ["config", "program", "tag", "attach"],
+        "Every loaded BPF program: its config, name, tag (a hash of its instructions) and attach type.",
+        upstream = ("ebpf_program_info", ["config", "id", "program", "tag"])
     );
     self_metric!(
         PROGRAM_ATTACHED,
         "program_attached",
         Gauge,
-        ["id"],
-        "Whether the BPF program with this id was attached.",
-        upstream = ("ebpf_program_attached", 1)
+        ["config", "program"],
+        "Whether the BPF program was attached.",
+        upstream = ("ebpf_program_attached", ["id"])
     );
-    self_metric!(PROGRAM_RECURSION_MISSES, "program_recursion_misses_total", Counter, ["id"],
+    self_metric!(PROGRAM_RECURSION_MISSES, "program_recursion_misses_total", Counter, ["config", "program"],
         "Events the BPF program missed because it was already running on that CPU (e.g. interrupted by a hardirq hitting the same hook): its counts fall short by this much.");
     // ebpf_exporter's run time is a counter without `_total`, which promtool
     // flags; kept under its namespace for its dashboards.
@@ -81,17 +88,17 @@ impl SelfMetric {
         PROGRAM_RUN_TIME,
         "program_run_time_seconds_total",
         Counter,
-        ["id"],
+        ["config", "program"],
         "Time the BPF program has run in the kernel (kernel.bpf_stats_enabled=1).",
-        upstream = ("ebpf_program_run_time_seconds", 1)
+        upstream = ("ebpf_program_run_time_seconds", ["id"])
     );
     self_metric!(
         PROGRAM_RUN_COUNT,
         "program_run_count_total",
         Counter,
-        ["id"],
+        ["config", "program"],
         "Times the BPF program has run (kernel.bpf_stats_enabled=1).",
-        upstream = ("ebpf_program_run_count_total", 1)
+        upstream = ("ebpf_program_run_count_total", ["id"])
     );
     self_metric!(BUILD_INFO, "build_info", Gauge, ["version", "revision", "libbpf"],
         "The bpfsnap build running: its version, the commit it was built from and the libbpf it links.");
@@ -100,14 +107,14 @@ impl SelfMetric {
         "decoder_errors_total",
         Counter,
         ["config", "decoder"],
-        "Map keys skipped because a label decoder rejected them."
+        "Map keys skipped because a label decoder rejected them, counted at each snapshot."
     );
     self_metric!(
         SERIES_DROPPED,
         "series_dropped_total",
         Counter,
         ["config", "metric"],
-        "Series left out of this output because the metric has more than its max_series."
+        "Series left out of the outputs because the metric has more than its max_series, counted at each snapshot."
     );
     self_metric!(EVENTS_LOST, "events_lost_total", Counter, ["config", "map"],
         "Events of event-stream counters lost before bpfsnap could count them (buffer full, or shorter than their labels).");
@@ -165,6 +172,8 @@ impl SelfMetric {
         Self::ENABLED_CONFIGS,
         Self::CONFIG_UP,
         Self::COUNTERS_START,
+        Self::SAMPLED,
+        Self::PINNED_LINKS,
         Self::PROGRAM_INFO,
         Self::PROGRAM_ATTACHED,
         Self::PROGRAM_RECURSION_MISSES,
@@ -185,17 +194,41 @@ impl SelfMetric {
         Self::SCRAPE_ERRORS,
     ];
 
+    /// Its family's name under namespace `ns`.
+    pub fn name_in(&self, ns: &str) -> String {
+        match self.upstream {
+            Some((name, _)) if ns == EBPF_EXPORTER_NAMESPACE => metric_name(ns, name),
+            _ => metric_name(ns, self.name),
+        }
+    }
+
     /// Its family under namespace `ns`, one series per (label values, value).
-    pub fn family(&self, ns: &str, mut series: Samples) -> Family {
+    pub fn family(&self, ns: &str, series: Samples) -> Family {
+        self.family_of(ns, self.labels, series)
+    }
+
+    /// Its family under namespace `ns` from series whose label values are
+    /// those of `names` (a superset of its labels, and of its upstream ones).
+    pub fn family_of(&self, ns: &str, names: &[&str], mut series: Samples) -> Family {
         let (name, labels) = match self.upstream {
-            Some((name, count)) if ns == EBPF_EXPORTER_NAMESPACE => {
-                for (values, _) in &mut series {
-                    values.truncate(count);
-                }
-                (name, &self.labels[..count])
-            }
+            Some((name, labels)) if ns == EBPF_EXPORTER_NAMESPACE => (name, labels),
             _ => (self.name, self.labels),
         };
+        if names != labels {
+            let picks: Vec<Option<usize>> = labels
+                .iter()
+                .map(|label| names.iter().position(|name| name == label))
+                .collect();
+            for (values, _) in &mut series {
+                *values = picks
+                    .iter()
+                    .map(|pick| {
+                        pick.and_then(|i| values.get(i).cloned())
+                            .unwrap_or_default()
+                    })
+                    .collect();
+            }
+        }
         Family::samples(&metric_name(ns, name), self.help, self.kind, labels, series)
     }
 
@@ -205,28 +238,51 @@ impl SelfMetric {
     }
 }
 
+/// When a collection's counts began and when it was taken: what the
+/// counting self metrics say.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// When this process attached the programs (or adopted pinned ones).
+    pub attached_at: SystemTime,
+    /// When the counts the output shows began: `attached_at`, or with
+    /// `--counts window` the window's start.
+    pub counting_since: SystemTime,
+    /// When the maps were read.
+    pub now: SystemTime,
+    /// Whether the counts are cumulative (time counted is then exported).
+    pub counts: Counts,
+}
+
 /// The configs' and their programs' state: which configs and programs are
-/// loaded and up, since when their counters count, and (with
-/// kernel.bpf_stats_enabled=1) what the programs cost; and the build.
-pub fn configs(
-    ns: &str,
-    probes: &[Probe],
-    down: &[&str],
-    counting_since: SystemTime,
-) -> Vec<Family> {
+/// loaded and up, since when their counters count and for how long they
+/// have, what is pinned, and (with kernel.bpf_stats_enabled=1) what the
+/// programs cost; and the build.
+pub fn configs(ns: &str, probes: &[Probe], down: &[&str], clock: &Clock) -> Vec<Family> {
     let mut configs = Vec::new();
     let mut config_up = Vec::new();
     let mut started = Vec::new();
+    let mut counted = Vec::new();
+    let mut pinned_links = Vec::new();
+    let (attached_at, now) = (unix_seconds(clock.attached_at), unix_seconds(clock.now));
     for probe in probes {
-        let config = &probe.config().name;
-        configs.push((vec![config.clone()], 1.0));
-        if !down.contains(&config.as_str()) {
-            config_up.push((vec![config.clone()], 1.0));
+        let config = vec![probe.config().name.clone()];
+        configs.push((config.clone(), 1.0));
+        if !down.contains(&config[0].as_str()) {
+            config_up.push((config.clone(), 1.0));
         }
-        let since = probe
-            .pinned()
-            .map_or(unix_seconds(counting_since), |p| p.manifest.attached_at);
-        started.push((vec![config.clone()], since));
+        let since = match (clock.counts, probe.pinned()) {
+            (Counts::Cumulative, Some(pinned)) => pinned.manifest.attached_at,
+            _ => unix_seconds(clock.counting_since),
+        };
+        started.push((config.clone(), since));
+        let seconds = match probe.pinned() {
+            Some(pinned) => pinned.counted_seconds(now, attached_at),
+            None => now - attached_at,
+        };
+        counted.push((config.clone(), seconds.max(0.0)));
+        if let Some(links) = probe.pinned_links() {
+            pinned_links.push((config, links as f64));
+        }
     }
     for config in down {
         config_up.push((vec![config.to_string()], 0.0));
@@ -235,8 +291,12 @@ pub fn configs(
         SelfMetric::ENABLED_CONFIGS.family(ns, configs),
         SelfMetric::CONFIG_UP.family(ns, config_up),
         SelfMetric::COUNTERS_START.family(ns, started),
+        SelfMetric::PINNED_LINKS.family(ns, pinned_links),
         build_info(ns),
     ];
+    if clock.counts == Counts::Cumulative {
+        families.push(SelfMetric::SAMPLED.family(ns, counted));
+    }
     families.extend(programs(ns, probes));
     families
 }
@@ -244,6 +304,7 @@ pub fn configs(
 /// Every loaded program: its identity, whether it attached, what it missed
 /// and (with kernel.bpf_stats_enabled=1) what it cost.
 fn programs(ns: &str, probes: &[Probe]) -> Vec<Family> {
+    const LABELS: &[&str] = &["config", "program", "tag", "attach", "id"];
     let mut info = Vec::new();
     let mut attached = Vec::new();
     let mut run_time = Vec::new();
@@ -252,29 +313,29 @@ fn programs(ns: &str, probes: &[Probe]) -> Vec<Family> {
     for probe in probes {
         let config = &probe.config().name;
         for program in probe.programs() {
-            let id = program.id.to_string();
             let labels = vec![
                 config.clone(),
-                id.clone(),
                 program.name.clone(),
                 program.tag.clone(),
                 program.attach.clone(),
+                program.id.to_string(),
             ];
-            info.push((labels, 1.0));
-            attached.push((vec![id.clone()], if program.attached { 1.0 } else { 0.0 }));
-            run_time.push((vec![id.clone()], program.run_time_ns as f64 / 1e9));
-            run_count.push((vec![id.clone()], program.run_count as f64));
-            recursion_misses.push((vec![id], program.recursion_misses as f64));
+            info.push((labels.clone(), 1.0));
+            let attached_now = if program.attached { 1.0 } else { 0.0 };
+            attached.push((labels.clone(), attached_now));
+            run_time.push((labels.clone(), program.run_time_ns as f64 / 1e9));
+            run_count.push((labels.clone(), program.run_count as f64));
+            recursion_misses.push((labels, program.recursion_misses as f64));
         }
     }
     let mut families = vec![
-        SelfMetric::PROGRAM_INFO.family(ns, info),
-        SelfMetric::PROGRAM_ATTACHED.family(ns, attached),
-        SelfMetric::PROGRAM_RECURSION_MISSES.family(ns, recursion_misses),
+        SelfMetric::PROGRAM_INFO.family_of(ns, LABELS, info),
+        SelfMetric::PROGRAM_ATTACHED.family_of(ns, LABELS, attached),
+        SelfMetric::PROGRAM_RECURSION_MISSES.family_of(ns, LABELS, recursion_misses),
     ];
     if bpf_stats_enabled() {
-        families.push(SelfMetric::PROGRAM_RUN_TIME.family(ns, run_time));
-        families.push(SelfMetric::PROGRAM_RUN_COUNT.family(ns, run_count));
+        families.push(SelfMetric::PROGRAM_RUN_TIME.family_of(ns, LABELS, run_time));
+        families.push(SelfMetric::PROGRAM_RUN_COUNT.family_of(ns, LABELS, run_count));
     }
     families
 }
@@ -298,19 +359,24 @@ fn bpf_stats_enabled() -> bool {
         .is_ok_and(|text| text.trim() == "1")
 }
 
-/// What gathering the configs' families left out, per config: keys a
-/// decoder rejected, series over a metric's cap, events lost or dropped.
+/// What gathering the configs' families left out, per config, over every
+/// snapshot of the process: keys a decoder rejected and series over a
+/// metric's cap, counted at each snapshot (as ebpf_exporter counts decoder
+/// errors at each scrape), and events lost or dropped, which the event
+/// streams count themselves.
 #[derive(Default)]
 pub struct Bookkeeping {
-    decode_errors: Samples,
-    series_dropped: Samples,
-    events_lost: Samples,
-    events_dropped: Samples,
+    /// (config, decoder) → keys rejected.
+    decode_errors: BTreeMap<(String, String), u64>,
+    /// (config, metric) → series left out.
+    series_dropped: BTreeMap<(String, String), u64>,
+    /// (config, map) → (lost, dropped), as the stream counts them.
+    events: BTreeMap<(String, String), (u64, u64)>,
 }
 
 impl Bookkeeping {
-    /// Records what building `config`'s families and reading its event
-    /// streams left out.
+    /// Adds what building `config`'s families in one snapshot and reading
+    /// its event streams left out.
     pub fn add(
         &mut self,
         config: &str,
@@ -319,26 +385,37 @@ impl Bookkeeping {
         streams: &[StreamLoss],
     ) {
         for (decoder, count) in decode_errors {
-            let labels = vec![config.to_string(), decoder.to_string()];
-            self.decode_errors.push((labels, *count as f64));
+            let key = (config.to_string(), decoder.to_string());
+            *self.decode_errors.entry(key).or_default() += count;
         }
         for (metric, dropped) in series_dropped {
-            let labels = vec![config.to_string(), metric.clone()];
-            self.series_dropped.push((labels, *dropped as f64));
+            let key = (config.to_string(), metric.clone());
+            *self.series_dropped.entry(key).or_default() += dropped;
         }
         for stream in streams {
-            let labels = vec![config.to_string(), stream.map.clone()];
-            self.events_lost.push((labels.clone(), stream.lost as f64));
-            self.events_dropped.push((labels, stream.dropped as f64));
+            let key = (config.to_string(), stream.map.clone());
+            self.events.insert(key, (stream.lost, stream.dropped));
         }
     }
 
-    pub fn families(self, ns: &str) -> Vec<Family> {
+    pub fn families(&self, ns: &str) -> Vec<Family> {
+        let samples = |counts: &BTreeMap<(String, String), u64>| -> Samples {
+            counts
+                .iter()
+                .map(|((a, b), n)| (vec![a.clone(), b.clone()], *n as f64))
+                .collect()
+        };
+        let events = |pick: fn(&(u64, u64)) -> u64| -> Samples {
+            self.events
+                .iter()
+                .map(|((a, b), n)| (vec![a.clone(), b.clone()], pick(n) as f64))
+                .collect()
+        };
         vec![
-            SelfMetric::DECODER_ERRORS.family(ns, self.decode_errors),
-            SelfMetric::SERIES_DROPPED.family(ns, self.series_dropped),
-            SelfMetric::EVENTS_LOST.family(ns, self.events_lost),
-            SelfMetric::EVENTS_DROPPED.family(ns, self.events_dropped),
+            SelfMetric::DECODER_ERRORS.family(ns, samples(&self.decode_errors)),
+            SelfMetric::SERIES_DROPPED.family(ns, samples(&self.series_dropped)),
+            SelfMetric::EVENTS_LOST.family(ns, events(|(lost, _)| *lost)),
+            SelfMetric::EVENTS_DROPPED.family(ns, events(|(_, dropped)| *dropped)),
         ]
     }
 }
@@ -371,13 +448,17 @@ mod tests {
                 metric.name.ends_with("_total"),
                 metric.kind == Kind::Counter
             );
-            if let Some((_, count)) = metric.upstream {
-                assert!(count <= metric.labels.len(), "{}", metric.name);
-            }
+            assert!(
+                !metric.labels.contains(&"id"),
+                "{}: a kernel id is new at every load",
+                metric.name
+            );
         }
-        let values = vec!["c".into(), "7".into(), "p".into(), "t".into(), "tp".into()];
-        let ours = SelfMetric::PROGRAM_INFO.family("bpfsnap", vec![(values.clone(), 1.0)]);
-        let theirs = SelfMetric::PROGRAM_INFO.family(EBPF_EXPORTER_NAMESPACE, vec![(values, 1.0)]);
+        let names = ["config", "program", "tag", "attach", "id"];
+        let values = vec!["c".into(), "p".into(), "t".into(), "tp".into(), "7".into()];
+        let family =
+            |ns| SelfMetric::PROGRAM_INFO.family_of(ns, &names, vec![(values.clone(), 1.0)]);
+        let (ours, theirs) = (family("bpfsnap"), family(EBPF_EXPORTER_NAMESPACE));
         assert_eq!(ours.name, "bpfsnap_program_info");
         assert_eq!(theirs.name, "ebpf_exporter_ebpf_program_info");
         let labels = |family: &Family| {
@@ -391,7 +472,21 @@ mod tests {
             }
             names
         };
-        assert_eq!(labels(&ours), ["config", "id", "program", "tag", "attach"]);
+        assert_eq!(labels(&ours), ["config", "program", "tag", "attach"]);
         assert_eq!(labels(&theirs), ["config", "id", "program", "tag"]);
+        let value_of = |family: &Family, label: &str| {
+            let mut found = String::new();
+            family.for_each_sample(|pairs, _| {
+                found = pairs
+                    .iter()
+                    .find(|(n, _)| *n == label)
+                    .unwrap()
+                    .1
+                    .to_string()
+            });
+            found
+        };
+        assert_eq!(value_of(&theirs, "id"), "7");
+        assert_eq!(value_of(&ours, "tag"), "t");
     }
 }

@@ -14,17 +14,41 @@ use prometheus::proto::{LabelPair, Metric};
 
 use super::family::Kind;
 
+/// How a family is written: the name and type its header gives, and the
+/// name of its samples (they differ for an OpenMetrics counter).
+#[derive(Debug, Clone, Copy)]
+pub struct Written<'a> {
+    pub header: &'a str,
+    pub sample: &'a str,
+    pub typed: Typed,
+}
+
+/// The type a family is written as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Typed {
+    /// As what its values are (`counter`, `gauge`, `histogram`).
+    Own,
+    /// A counter whose counts restart (those of one window): a `gauge`.
+    Gauge,
+    /// A histogram of one window: OpenMetrics' `gaugehistogram`, or in the
+    /// text format 0.0.4, which has no such type, the series Prometheus
+    /// stores for one: `NAME_bucket` (untyped: a gauge may not carry `le`),
+    /// `NAME_gcount` and `NAME_gsum` (gauges).
+    GaugeHistogram { openmetrics: bool },
+}
+
 /// Appends a family's header and then `metrics` (its series, in the order
-/// to write them) to `out`: the header names it `header_name`, the samples
-/// `sample_name` (they differ for an OpenMetrics counter). A family without
-/// a name or without series is an error, as for `TextEncoder`.
+/// to write them) to `out`, named and typed as `written` says; `kind` is
+/// what the metrics hold. A family without a name or without series is an
+/// error, as for `TextEncoder`.
 pub fn encode_metrics<'m>(
-    (header_name, name): (&str, &str),
+    written: Written<'_>,
     help: &str,
     kind: Kind,
-    metrics: impl ExactSizeIterator<Item = &'m Metric>,
+    metrics: impl ExactSizeIterator<Item = &'m Metric> + Clone,
     out: &mut String,
 ) -> Result<()> {
+    let name = written.sample;
     if name.is_empty() {
         bail!("a metric family has no name");
     }
@@ -32,7 +56,10 @@ pub fn encode_metrics<'m>(
     if total == 0 {
         bail!("metric family {name} has no series");
     }
-    push_header(out, header_name, help, kind)?;
+    if let (Typed::GaugeHistogram { openmetrics: false }, Kind::Histogram) = (written.typed, kind) {
+        return gauge_histograms_0_0_4(name, help, metrics, out);
+    }
+    push_header(out, written.header, help, type_name(kind, written.typed))?;
 
     // Reserve for the whole family once the first series shows its size.
     let start = out.len();
@@ -49,16 +76,16 @@ pub fn encode_metrics<'m>(
                     push_labels(out, pairs);
                     out.push('}');
                 }
-                let value = match kind {
-                    Kind::Counter => metric.get_counter().get_value(),
-                    _ => metric.get_gauge().get_value(),
-                };
-                end_sample(out, metric, value);
+                end_sample(out, metric, scalar(kind, metric));
             }
             Kind::Histogram => {
                 labels.clear();
                 push_labels(&mut labels, metric.get_label());
-                histogram_samples(out, name, &labels, metric, &mut bounds);
+                let totals = match written.typed {
+                    Typed::GaugeHistogram { .. } => ("_gsum", "_gcount"),
+                    _ => ("_sum", "_count"),
+                };
+                histogram_samples(out, (name, totals), &labels, metric, &mut bounds);
             }
         }
         if i == 0 && total > 1 {
@@ -68,9 +95,77 @@ pub fn encode_metrics<'m>(
     Ok(())
 }
 
-/// One histogram series' bucket, `_sum` and `_count` lines; `labels` is its
-/// escaped label text.
+/// The value of a counter or gauge series.
+fn scalar(kind: Kind, metric: &Metric) -> f64 {
+    match kind {
+        Kind::Counter => metric.get_counter().get_value(),
+        _ => metric.get_gauge().get_value(),
+    }
+}
+
+/// The word a `# TYPE` line gives a family of `kind` written as `typed`.
+pub fn type_name(kind: Kind, typed: Typed) -> &'static str {
+    match typed {
+        Typed::Own => kind.as_str(),
+        Typed::Gauge => "gauge",
+        Typed::GaugeHistogram { .. } => "gaugehistogram",
+    }
+}
+
+/// Histograms of one window in the text format 0.0.4: three families, as
+/// [`Typed::GaugeHistogram`] says.
+fn gauge_histograms_0_0_4<'m>(
+    name: &str,
+    help: &str,
+    metrics: impl Iterator<Item = &'m Metric> + Clone,
+    out: &mut String,
+) -> Result<()> {
+    let mut labels = String::new();
+    let mut bounds = BoundCache::default();
+    let bucket = format!("{name}_bucket");
+    push_header(out, &bucket, help, "untyped")?;
+    for metric in metrics.clone() {
+        labels.clear();
+        push_labels(&mut labels, metric.get_label());
+        bucket_samples(out, name, &labels, metric, &mut bounds);
+    }
+    for (postfix, what) in [("_gcount", "count"), ("_gsum", "sum")] {
+        let family = format!("{name}{postfix}");
+        let help = format!("{help} The {what} of the observations.");
+        push_header(out, &family, help.trim_start(), "gauge")?;
+        for metric in metrics.clone() {
+            labels.clear();
+            push_labels(&mut labels, metric.get_label());
+            let histogram = metric.get_histogram();
+            let value = match what {
+                "count" => histogram.get_sample_count() as f64,
+                _ => histogram.get_sample_sum(),
+            };
+            sample(out, name, postfix, &labels, metric, value);
+        }
+    }
+    Ok(())
+}
+
+/// One histogram series' bucket lines, then its sum and count lines under
+/// the names `totals` gives (`_sum`, `_count`); `labels` is its escaped
+/// label text.
 fn histogram_samples(
+    out: &mut String,
+    (name, (sum, count)): (&str, (&str, &str)),
+    labels: &str,
+    metric: &Metric,
+    bounds: &mut BoundCache,
+) {
+    bucket_samples(out, name, labels, metric, bounds);
+    let histogram = metric.get_histogram();
+    sample(out, name, sum, labels, metric, histogram.get_sample_sum());
+    let total = histogram.get_sample_count() as f64;
+    sample(out, name, count, labels, metric, total);
+}
+
+/// One histogram series' `_bucket` lines, `+Inf` included.
+fn bucket_samples(
     out: &mut String,
     name: &str,
     labels: &str,
@@ -95,23 +190,14 @@ fn histogram_samples(
             inf_seen = true;
         }
     }
-    let count = histogram.get_sample_count() as f64;
     if !inf_seen {
+        let count = histogram.get_sample_count() as f64;
         extra_sample(out, name, "_bucket", labels, ("le", "+Inf"), metric, count);
     }
-    sample(
-        out,
-        name,
-        "_sum",
-        labels,
-        metric,
-        histogram.get_sample_sum(),
-    );
-    sample(out, name, "_count", labels, metric, count);
 }
 
 /// `# HELP` (when there is help) and `# TYPE` lines.
-pub fn push_header(out: &mut String, name: &str, help: &str, kind: Kind) -> Result<()> {
+pub fn push_header(out: &mut String, name: &str, help: &str, type_name: &str) -> Result<()> {
     if name.is_empty() {
         bail!("a metric family has no name");
     }
@@ -125,7 +211,7 @@ pub fn push_header(out: &mut String, name: &str, help: &str, kind: Kind) -> Resu
     out.push_str("# TYPE ");
     out.push_str(name);
     out.push(' ');
-    out.push_str(kind.as_str());
+    out.push_str(type_name);
     out.push('\n');
     Ok(())
 }
@@ -302,7 +388,12 @@ mod tests {
 
     fn encoded(family: &Family) -> Result<String> {
         let mut out = String::new();
-        family.encode(&family.name, &family.name, &mut out)?;
+        let written = Written {
+            header: &family.name,
+            sample: &family.name,
+            typed: Typed::Own,
+        };
+        family.encode(written, &mut out)?;
         Ok(out)
     }
 

@@ -67,6 +67,9 @@ pub struct Probe {
     /// A descriptor of every program, taken while privileged, so the run
     /// statistics can be read after capabilities are dropped.
     program_fds: BTreeMap<u32, std::os::fd::OwnedFd>,
+    /// Why the kernel would not pin this probe's links (`--pin`), if it
+    /// would not.
+    link_pin_refusal: Option<String>,
 }
 
 /// A config that needs the bpfsnap process while it counts (event-stream
@@ -532,6 +535,7 @@ impl Probe {
             unattached: unattached.into_iter().map(|(_, err)| err).collect(),
             cgroup_map,
             program_fds,
+            link_pin_refusal: None,
         })
     }
 
@@ -549,23 +553,30 @@ impl Probe {
         };
         let fingerprint = pin::fingerprint(&[
             env!("CARGO_PKG_VERSION").as_bytes(),
+            pin::LAYOUT,
             format!("{:?}{:?}", config.metrics, config.kaddrs).as_bytes(),
             &object_bytes,
         ]);
         if let Some(manifest) = pin::read_manifest(&dir)? {
             if manifest.fingerprint == fingerprint {
-                if manifest.links_pinned {
+                if manifest.links_pinned() {
                     if let Ok(probe) = Probe::from_pins(program, &dir, manifest) {
                         return Ok(probe);
                     }
                 } else {
-                    // Maps only (the kernel would not pin links): attach
-                    // again, counting on in the pinned maps.
+                    // Maps only (the kernel would not pin the links): attach
+                    // again, counting on in the pinned maps, and ask again
+                    // (the refusal, if it stands, is said again).
                     let mut probe = Probe::attach_reusing(program, Some(&dir.join("maps")))?;
-                    probe.pinned = Some(pin::Pinned {
+                    let mut pinned = pin::Pinned {
                         dir: dir.clone(),
                         manifest,
-                    });
+                    };
+                    let links = probe.pin_links(&dir.join("links"))?;
+                    if links > 0 {
+                        pinned.links_now_pinned(links, unix_now())?;
+                    }
+                    probe.pinned = Some(pinned);
                     return Ok(probe);
                 }
             }
@@ -604,7 +615,12 @@ impl Probe {
     pub fn outlives_process(&self) -> bool {
         self.pinned
             .as_ref()
-            .is_some_and(|p| p.manifest.links_pinned)
+            .is_some_and(|p| p.manifest.links_pinned())
+    }
+
+    /// Links pinned for good (`--pin`): 0 for a set of maps only.
+    pub fn pinned_links(&self) -> Option<usize> {
+        self.pinned.as_ref().map(|p| p.manifest.links)
     }
 
     /// A probe over an earlier run's pinned maps; its programs stay attached
@@ -660,6 +676,7 @@ impl Probe {
             }),
             unattached: Vec::new(),
             cgroup_map: None,
+            link_pin_refusal: None,
         })
     }
 
@@ -686,7 +703,10 @@ impl Probe {
 
     /// What the user should know about this probe once it is attached.
     pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
-        self.events.iter().filter_map(|stream| stream.warning())
+        self.events
+            .iter()
+            .filter_map(|stream| stream.warning())
+            .chain(self.link_pin_refusal.clone())
     }
 
     /// Brings the config's cgroup id map up to date, if it has one.
@@ -817,20 +837,23 @@ fn program_info(fd: i32) -> Option<ProgramInfo> {
 
 /// Pins a freshly attached probe's maps and links in `dir`, then the
 /// manifest that makes the set complete (written last: a set without it
-/// is half-pinned).
+/// is half-pinned). Links the kernel refuses to pin leave a set of maps
+/// only, and the refusal in `probe.link_pin_refusal`.
 fn pin_set(probe: &mut Probe, dir: &Path, fingerprint: String) -> Result<pin::Pinned> {
     std::fs::create_dir_all(dir.join("maps"))?;
     for (name, map) in &mut probe.maps {
+        let path = dir.join("maps").join(name);
         map.handle
-            .pin(dir.join("maps").join(name))
-            .with_context(|| format!("pinning map {name}"))?;
+            .pin(&path)
+            .with_context(|| format!("pinning map {name} at {}", path.display()))?;
     }
-    let links_pinned = pin_links(probe, &dir.join("links"))?;
+    let links = probe.pin_links(&dir.join("links"))?;
     let manifest = pin::Manifest {
         fingerprint,
         attached_at: pin::stored_time(unix_now()),
         last_snapshot: None,
-        links_pinned,
+        links,
+        counted: 0.0,
         programs: probe
             .programs
             .iter()
@@ -844,23 +867,64 @@ fn pin_set(probe: &mut Probe, dir: &Path, fingerprint: String) -> Result<pin::Pi
     })
 }
 
-/// Pins every link under `dir`; false (and nothing pinned) when the kernel
-/// refuses to pin links, as some security policies (a BPF LSM) do.
-fn pin_links(probe: &mut Probe, dir: &Path) -> Result<bool> {
-    std::fs::create_dir_all(dir)?;
-    for (i, (link, program)) in probe.links.iter_mut().zip(&probe.link_programs).enumerate() {
-        if let Err(err) = link.pin(dir.join(format!("{program}.{i}"))) {
-            if err.kind() == libbpf_rs::ErrorKind::PermissionDenied {
+impl Probe {
+    /// Pins every link under `dir` as `PROGRAM_N`: all or none. When the
+    /// kernel refuses one, those pinned are removed, the refusal (the link,
+    /// its path and the errno) is kept in `link_pin_refusal`, and 0 is
+    /// returned; otherwise the number pinned.
+    fn pin_links(&mut self, dir: &Path) -> Result<usize> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (i, (link, program)) in self.links.iter().zip(&self.link_programs).enumerate() {
+            let path = dir.join(pin::link_name(program, i));
+            if let Err(refusal) = pin_link(link, &path) {
                 for entry in std::fs::read_dir(dir)?.flatten() {
-                    std::fs::remove_file(entry.path())?;
+                    std::fs::remove_file(entry.path())
+                        .with_context(|| format!("unpinning {}", entry.path().display()))?;
                 }
-                std::fs::remove_dir(dir)?;
-                return Ok(false);
+                std::fs::remove_dir(dir).with_context(|| format!("removing {}", dir.display()))?;
+                self.link_pin_refusal = Some(format!(
+                    "the kernel refused to pin the link of program {program} at {}: {refusal}; \
+                     its maps stay pinned, so its counters carry on across runs, but the programs \
+                     count only during each run's window (--for, 10 s by default)",
+                    path.display()
+                ));
+                return Ok(0);
             }
-            return Err(err).context("pinning a link");
         }
+        Ok(self.links.len())
     }
-    Ok(true)
+}
+
+/// Pins `link` at `path`; on refusal, the errno and what it means here.
+fn pin_link(link: &Link, path: &Path) -> std::result::Result<(), String> {
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| "the path holds a NUL byte".to_string())?;
+    let fd = link.as_fd().as_raw_fd();
+    // SAFETY: a valid descriptor and NUL-terminated path.
+    if unsafe { libbpf_sys::bpf_obj_pin(fd, c_path.as_ptr()) } == 0 {
+        return Ok(());
+    }
+    let error = std::io::Error::last_os_error();
+    let errno = error.raw_os_error().unwrap_or(0);
+    let name = crate::decode::errno::name(errno as u64).unwrap_or("errno");
+    // Evidence, not a guess: a descriptor the kernel has no BPF link info
+    // for is a perf event that the program was attached to directly.
+    let how = match is_bpf_link(fd) {
+        true => String::new(),
+        false => "; the link is a perf event the program was attached to, not a BPF link \
+                  object, which is how this kernel attaches this program type and which \
+                  bpffs cannot hold"
+            .to_string(),
+    };
+    Err(format!("{name} ({error}){how}"))
+}
+
+/// Whether `fd` is a BPF link (the kernel has link info for it).
+fn is_bpf_link(fd: i32) -> bool {
+    // SAFETY: bpf_link_info is plain data; the kernel fills at most `len` bytes.
+    let mut info: libbpf_sys::bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libbpf_sys::bpf_link_info>() as u32;
+    unsafe { libbpf_sys::bpf_link_get_info_by_fd(fd, &mut info, &mut len) == 0 }
 }
 
 fn unix_now() -> f64 {

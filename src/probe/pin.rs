@@ -8,13 +8,17 @@
 //!   config + object + bpfsnap version;
 //! - `DIR/NAME/state`: a small array map: [0] when the programs were attached
 //!   (counters count from there), [1] when the last snapshot was written (the
-//!   start of the next window), in ns since the Unix epoch;
-//! - `DIR/NAME/maps/MAP` and `DIR/NAME/links/PROGRAM.N`.
+//!   start of the next window), [2] the time counted so far when the links
+//!   are not pinned (below), in ns;
+//! - `DIR/NAME/maps/MAP` and `DIR/NAME/links/PROGRAM_N` (bpffs refuses every
+//!   name with a dot: `kernel/bpf/inode.c`, `bpf_lookup`).
 //!
-//! Some kernels refuse to pin links (a security policy, e.g. a BPF LSM, says
-//! EPERM). Then only the maps are pinned: each run attaches the programs for
-//! its window and reuses the pinned maps, so counters still carry on across
-//! runs, counting during the windows only.
+//! A kernel may refuse to pin a link: a link that is a perf event rather
+//! than a BPF link object (kernels without BPF perf links attach
+//! tracepoints, kprobes and perf events that way) cannot be pinned. Then
+//! only the maps are pinned: each run attaches the programs for its window
+//! and reuses the pinned maps, so counters still carry on across runs,
+//! counting during the windows only, and slot [2] adds up those windows.
 //!
 //! A run whose fingerprint differs (changed config, new object, newer
 //! bpfsnap) removes the old set and pins a new one; `bpfsnap stop --pin DIR`
@@ -27,6 +31,12 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
 pub(super) const STATE: &str = "state";
+/// Slots of the state map.
+const ATTACHED_AT: u32 = 0;
+const LAST_SNAPSHOT: u32 = 1;
+const COUNTED: u32 = 2;
+/// Part of every fingerprint: a set pinned with another layout is replaced.
+pub const LAYOUT: &[u8] = b"pin layout 2: links PROGRAM_N, state [attached, last, counted]";
 const FINGERPRINT_PREFIX: &str = "fingerprint-";
 /// statfs magic of bpffs.
 const BPF_FS_MAGIC: i64 = 0xcafe4a11;
@@ -39,11 +49,21 @@ pub struct Manifest {
     pub attached_at: f64,
     /// Unix time of the last snapshot written (the start of the next window).
     pub last_snapshot: Option<f64>,
-    /// False when the kernel refused to pin the links: then only the maps
-    /// persist, and each run attaches the programs again for its window.
-    pub links_pinned: bool,
+    /// Links pinned; 0 when the kernel refused to pin them: then only the
+    /// maps persist, and each run attaches the programs again for its window.
+    pub links: usize,
+    /// Seconds the programs counted in the runs' windows, when the links are
+    /// not pinned (with pinned links they count all the time).
+    pub counted: f64,
     /// (program name, kernel id) of every pinned link.
     pub programs: Vec<(String, u32)>,
+}
+
+impl Manifest {
+    /// Whether the programs stay attached between runs.
+    pub fn links_pinned(&self) -> bool {
+        self.links > 0
+    }
 }
 
 /// A probe's pin directory and manifest.
@@ -54,12 +74,44 @@ pub struct Pinned {
 }
 
 impl Pinned {
-    /// Records that a snapshot was written at `time` (the next window's start).
-    pub fn record_snapshot(&mut self, time: f64) -> Result<()> {
-        self.manifest.last_snapshot = Some(time);
+    /// Seconds the set's counters have counted by `now`: since they were
+    /// attached, or (links not pinned) the earlier runs' windows and this
+    /// run's, whose programs were attached at `attached_now`.
+    pub fn counted_seconds(&self, now: f64, attached_now: f64) -> f64 {
+        match self.manifest.links_pinned() {
+            true => now - self.manifest.attached_at,
+            false => self.manifest.counted + (now - attached_now).max(0.0),
+        }
+    }
+
+    /// A set of maps only whose links the kernel has now pinned: from here
+    /// its programs count all the time. Its start moves back by the time
+    /// counted in earlier windows, so that the time counted stays right.
+    pub fn links_now_pinned(&mut self, links: usize, attached_now: f64) -> Result<()> {
         let state = MapHandle::from_pinned_path(self.dir.join(STATE))
             .context("opening the pinned state")?;
-        set_time(&state, 1, time)
+        let start = stored_time(attached_now - self.manifest.counted);
+        set_time(&state, ATTACHED_AT, start)?;
+        self.manifest.attached_at = start;
+        self.manifest.links = links;
+        Ok(())
+    }
+
+    /// Records that a snapshot was written at `time` (the next window's
+    /// start) and, links not pinned, the time this run counted so far
+    /// (programs attached at `attached_now`); returns the manifest as the
+    /// next run will read it.
+    pub fn record_snapshot(&mut self, time: f64, attached_now: f64) -> Result<()> {
+        let state = MapHandle::from_pinned_path(self.dir.join(STATE))
+            .context("opening the pinned state")?;
+        set_time(&state, LAST_SNAPSHOT, time)?;
+        if !self.manifest.links_pinned() {
+            // Stored from what the run found, so interval windows are not
+            // added up twice.
+            let counted = self.counted_seconds(time, attached_now);
+            set_time(&state, COUNTED, counted)?;
+        }
+        Ok(())
     }
 }
 
@@ -102,35 +154,47 @@ pub fn read_manifest(dir: &Path) -> Result<Option<Manifest>> {
     let Ok(state) = MapHandle::from_pinned_path(dir.join(STATE)) else {
         return Ok(None);
     };
-    let Some(attached_at) = get_time(&state, 0) else {
+    let Some(attached_at) = get_time(&state, ATTACHED_AT) else {
         return Ok(None);
     };
     let mut programs = Vec::new();
+    let mut links = 0;
     for entry in fs::read_dir(dir.join("links"))
         .into_iter()
         .flatten()
         .flatten()
     {
         let file = entry.file_name().to_string_lossy().into_owned();
-        let name = file
-            .rsplit_once('.')
-            .map_or(file.as_str(), |(name, _)| name)
-            .to_string();
+        let name = program_of_link(&file).to_string();
         if let Some(id) = linked_program_id(&entry.path()) {
+            links += 1;
             if !programs.iter().any(|(n, _)| *n == name) {
                 programs.push((name, id));
             }
         }
     }
     programs.sort();
-    let links_pinned = dir.join("links").is_dir();
     Ok(Some(Manifest {
         fingerprint,
         attached_at,
-        last_snapshot: get_time(&state, 1),
-        links_pinned,
+        last_snapshot: get_time(&state, LAST_SNAPSHOT),
+        links,
+        counted: get_time(&state, COUNTED).unwrap_or(0.0),
         programs,
     }))
+}
+
+/// The pin name of link `index` of `program`: `PROGRAM_N`.
+pub fn link_name(program: &str, index: usize) -> String {
+    format!("{program}_{index}")
+}
+
+/// The program a link's pin name ([`link_name`]) is of.
+fn program_of_link(file: &str) -> &str {
+    match file.rsplit_once('_') {
+        Some((program, index)) if index.bytes().all(|b| b.is_ascii_digit()) => program,
+        _ => file,
+    }
 }
 
 /// The fingerprint a set's marker directory in `dir` names, if any.
@@ -170,11 +234,11 @@ pub fn write_manifest(dir: &Path, manifest: &Manifest) -> Result<()> {
         sz: std::mem::size_of::<libbpf_sys::bpf_map_create_opts>() as _,
         ..unsafe { std::mem::zeroed() }
     };
-    let mut state = MapHandle::create(MapType::Array, Some("bpfsnap_state"), 4, 8, 2, &opts)
+    let mut state = MapHandle::create(MapType::Array, Some("bpfsnap_state"), 4, 8, 3, &opts)
         .context("creating the pinned state map")?;
-    set_time(&state, 0, manifest.attached_at)?;
+    set_time(&state, ATTACHED_AT, manifest.attached_at)?;
     if let Some(last) = manifest.last_snapshot {
-        set_time(&state, 1, last)?;
+        set_time(&state, LAST_SNAPSHOT, last)?;
     }
     state.pin(dir.join(STATE)).context("pinning the state map")
 }
@@ -311,5 +375,15 @@ mod tests {
             "parts are delimited"
         );
         assert_eq!(a.len(), 16);
+    }
+
+    #[test]
+    fn link_names_have_no_dot_and_name_their_program() {
+        for (program, index) in [("syscalls_enter", 0), ("count_2", 13), ("x", 7)] {
+            let name = link_name(program, index);
+            assert!(!name.contains('.'), "bpffs refuses {name}");
+            assert_eq!(program_of_link(&name), program);
+        }
+        assert_eq!(program_of_link("odd"), "odd");
     }
 }

@@ -59,6 +59,9 @@ pub struct State {
     abandoned: AtomicUsize,
     /// cause → count, exported as bpfsnap_scrape_errors_total.
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// What the scrapes' gatherings left out, added up (taken with
+    /// `probes` held).
+    bookkeeping: Mutex<self_metrics::Bookkeeping>,
 }
 
 /// What a test asked one gathering to suffer (by default, nothing).
@@ -83,6 +86,7 @@ impl State {
             gatherings: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
             errors: Mutex::new(BTreeMap::new()),
+            bookkeeping: Mutex::new(self_metrics::Bookkeeping::default()),
         }
     }
 }
@@ -276,8 +280,9 @@ fn gather_in_time(
     }
 }
 
-/// The configs' metrics and the self metrics, into `exposition`; the first
-/// error, if any (what could be gathered is in `exposition` all the same).
+/// The configs' metrics and the self metrics, into `exposition`; whether
+/// every config's maps were read, or the first error (what could be
+/// gathered is in `exposition` all the same).
 fn gather_programs(
     state: &State,
     probes: &mut [Probe],
@@ -291,10 +296,15 @@ fn gather_programs(
     // Taken while `probes` is held: one gathering at a time moves it on.
     let mut deltas = state.deltas.as_ref().and_then(|d| d.lock().ok());
     let counting_since = deltas.as_ref().map_or(state.attached_at, |d| d.1);
-    let gathered = exposition::gather(
+    let mut bookkeeping = state
+        .bookkeeping
+        .lock()
+        .map_err(|_| anyhow!("a previous scrape panicked while reading the maps"))?;
+    let unread = exposition::gather(
         probes,
         ns,
         deltas.as_deref_mut().map(|d| &mut d.0),
+        &mut bookkeeping,
         |families| exposition.add_all(&families),
     )?;
     if let Some(deltas) = deltas.as_deref_mut() {
@@ -303,13 +313,19 @@ fn gather_programs(
     let down: Vec<&str> = state
         .failed
         .iter()
-        .chain(&gathered.unread)
+        .chain(&unread)
         .map(|f| f.config.as_str())
         .collect();
-    let mut families = self_metrics::configs(ns, probes, &down, counting_since);
-    families.extend(gathered.bookkeeping.families(ns));
+    let clock = self_metrics::Clock {
+        attached_at: state.attached_at,
+        counting_since,
+        now: SystemTime::now(),
+        counts: state.scraping.counts,
+    };
+    let mut families = self_metrics::configs(ns, probes, &down, &clock);
+    families.extend(bookkeeping.families(ns));
     exposition.add_all(&families)?;
-    match gathered.unread.into_iter().next() {
+    match unread.into_iter().next() {
         Some(first) => Err(first.error),
         None => Ok(()),
     }
@@ -326,19 +342,23 @@ fn gather(
     if !faults.delay.is_zero() {
         std::thread::sleep(faults.delay);
     }
-    let mut exposition = Exposition::new(encoding);
+    let mut exposition = Exposition::new(encoding).counting(state.scraping.counts);
     let mut failure = match state.probes.lock() {
         Ok(mut probes) => gather_programs(state, &mut probes, faults, &mut exposition).err(),
         Err(_) => Some(anyhow!("a previous scrape panicked while reading the maps")),
     };
     let errors = state.errors.lock().map(|e| e.clone()).unwrap_or_default();
-    let up = state.failed.is_empty();
+    // Down: a config that failed to attach, or whose maps this scrape
+    // could not read.
+    let up = state.failed.is_empty() && failure.is_none();
     let extra = [
         SelfMetric::SNAPSHOT_DURATION.value(ns, started.elapsed().as_secs_f64()),
         SelfMetric::UP.value(ns, if up { 1.0 } else { 0.0 }),
-        self_metrics::scrape_errors(ns, &errors),
     ];
-    if let Err(err) = exposition.add_all(&extra) {
+    let added = exposition
+        .add_all(&extra)
+        .and_then(|()| exposition.add_cumulative(&self_metrics::scrape_errors(ns, &errors)));
+    if let Err(err) = added {
         failure.get_or_insert(err);
     }
     let text = exposition.into_text();

@@ -112,6 +112,20 @@ impl Sink {
         }
     }
 
+    /// The text of the file a textfile output replaces, if there is one:
+    /// what its counters carry on from. Only call this holding the output's
+    /// lock.
+    pub fn previous_text(&self) -> Result<Option<String>> {
+        let Sink::Textfile(path) = self else {
+            return Ok(None);
+        };
+        match fs::read(path) {
+            Ok(bytes) => Ok(Some(String::from_utf8_lossy(&bytes).into_owned())),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+        }
+    }
+
     /// Removes temporary files a killed earlier run left beside a textfile
     /// output. Only call this holding the output's lock: then no other
     /// writer's temporary file can be among them.

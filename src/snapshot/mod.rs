@@ -25,10 +25,11 @@ use crate::session::Failed;
 pub use delta::Deltas;
 
 /// What counters and histograms cover in `--interval` mode and `serve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Counts {
     /// Everything since the programs were attached: Prometheus counters,
     /// for rate() and increase().
+    #[default]
     Cumulative,
     /// The last window (or scrape) only: each snapshot minus the one before.
     Window,
@@ -145,20 +146,23 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
             });
             continue;
         }
-        let map = probe.map(&counter.name)?;
-        snapshot.maps.push(
-            read_map_as(&map.handle, &map.batched)
-                .with_context(|| format!("{}: reading map {}", config.name, counter.name))?,
-        );
+        snapshot.maps.push(read_metric_map(probe, &counter.name)?);
     }
     for histogram in &config.metrics.histograms {
-        let map = probe.map(&histogram.name)?;
-        snapshot.maps.push(
-            read_map_as(&map.handle, &map.batched)
-                .with_context(|| format!("{}: reading map {}", config.name, histogram.name))?,
-        );
+        snapshot.maps.push(read_metric_map(probe, &histogram.name)?);
     }
     Ok(snapshot)
+}
+
+/// The map of metric `name`, named after it: the kernel keeps only the
+/// first 15 bytes of a map's name, which is all a map opened from its pin
+/// (an earlier run's) knows.
+fn read_metric_map(probe: &Probe, name: &str) -> Result<MapData> {
+    let map = probe.map(name)?;
+    let mut data = read_map_as(&map.handle, &map.batched)
+        .with_context(|| format!("{}: reading map {name}", probe.config().name))?;
+    data.name = name.to_string();
+    Ok(data)
 }
 
 /// Reads a map of u64 values (per-CPU or not).

@@ -143,26 +143,31 @@ pub fn wait_bounded(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
     }
 }
 
-/// `bpfsnap run -v ARGS --for 1h --output -` around `load`: waits until
-/// every probe is attached, runs `load`, ends the window with SIGINT, checks
-/// the exit status and that promtool accepts the output; returns the output.
-/// (The hour is never waited for: it only has to outlast the load, which
-/// takes minutes in the kernel matrix's emulated VMs.)
+/// `bpfsnap run -v ARGS --for 1h --output DIR/bpfsnap.prom` (a new
+/// textfile, so its counters are counters: on standard output one window's
+/// counts are gauges) around `load`: waits until every probe is attached,
+/// runs `load`, ends the window with SIGINT, checks the exit status and that
+/// promtool accepts the output; returns the output. (The hour is never
+/// waited for: it only has to outlast the load, which takes minutes in the
+/// kernel matrix's emulated VMs.)
 pub fn run_with_load(args: &[&str], load: impl FnOnce()) -> String {
     run_with_load_and_stderr(args, load).0
 }
 
 /// [`run_with_load`], also returning what bpfsnap said on stderr.
 pub fn run_with_load_and_stderr(args: &[&str], load: impl FnOnce()) -> (String, String) {
+    let dir = super::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
     let mut argv = vec!["run", "-v"];
     argv.extend_from_slice(args);
-    argv.extend_from_slice(&["--for", "1h", "--output", "-"]);
+    argv.extend_from_slice(&["--for", "1h", "--output", super::path_str(&output)]);
     let mut running = Running::spawn(&argv);
     running.wait_for("sampling");
     load();
     running.signal(libc::SIGINT);
-    let (status, text, stderr) = running.finish();
+    let (status, _, stderr) = running.finish();
     assert!(status.success(), "bpfsnap {args:?}: {stderr}");
+    let text = std::fs::read_to_string(&output).expect("the run wrote its output");
     promtool_check(&text);
     (text, stderr)
 }

@@ -1,0 +1,375 @@
+//! Counters that carry on from the textfile a run replaces.
+//!
+//! A run without `--pin` counts only while its process lives. Written
+//! afresh, each file's counters would start again from zero, and
+//! Prometheus, which takes a counter as reset only where a value goes down,
+//! would misread them: a window that counts more than the one before looks
+//! like an increase of the difference, and its events are lost to
+//! `increase()`. So a run writing a textfile reads the file it is about to
+//! replace once, when it starts, and adds that file's value of each series
+//! to every counter and histogram it writes; series only that file had are
+//! written as they were (up to the metric's `max_series`). The file is the
+//! state: nothing else is kept, and a file that is missing or unreadable
+//! starts the counts again.
+//!
+//! The time the counts began (`counters_start_timestamp_seconds`, a gauge)
+//! is carried the same way: the earlier of the two.
+//!
+//! The previous file is read as bpfsnap writes the text format 0.0.4. A
+//! family whose type is not the same, or a histogram whose buckets are not
+//! the same, starts again instead (a config changed its meaning).
+
+use std::collections::{HashMap, HashSet};
+
+use super::text::push_float;
+
+/// The previous file's families, by name.
+#[derive(Debug, Default)]
+pub struct Carried {
+    families: HashMap<String, Previous>,
+}
+
+/// How a family carries on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carry {
+    /// A counter or histogram: the previous values are added, and series
+    /// only the previous file had kept, `cap` series in all.
+    Add { cap: usize },
+    /// A gauge of when counting began: the earlier of the two.
+    Earliest,
+}
+
+/// One family of the previous file.
+#[derive(Debug)]
+struct Previous {
+    type_name: String,
+    /// Its text as written (header and samples).
+    text: String,
+}
+
+/// A sample line: the series (name and labels, as written) and its value.
+fn split_sample(line: &str) -> Option<(&str, f64)> {
+    let (key, value) = line.rsplit_once(' ')?;
+    Some((key, value.parse().ok()?))
+}
+
+impl Carried {
+    /// The counters and histograms of `text`, a previous output.
+    pub fn parse(text: &str) -> Carried {
+        let mut families = HashMap::new();
+        let mut current: Option<(String, Previous)> = None;
+        for line in text.lines() {
+            let header = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "));
+            if let Some(rest) = header {
+                let name = rest.split(' ').next().unwrap_or_default();
+                if current.as_ref().is_none_or(|(open, _)| open != name) {
+                    if let Some((done, family)) = current.take() {
+                        families.insert(done, family);
+                    }
+                    let family = Previous {
+                        type_name: String::new(),
+                        text: String::new(),
+                    };
+                    current = Some((name.to_string(), family));
+                }
+            }
+            let Some((_, family)) = current.as_mut() else {
+                continue;
+            };
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                family.type_name = rest.split(' ').nth(1).unwrap_or_default().to_string();
+            }
+            family.text.push_str(line);
+            family.text.push('\n');
+        }
+        families.extend(current);
+        Carried { families }
+    }
+
+    /// The previous file's text of counter or histogram family `name`, to
+    /// write as it was when this run has no series of it.
+    pub fn family_text(&self, name: &str) -> Option<&str> {
+        let family = self.families.get(name)?;
+        matches!(family.type_name.as_str(), "counter" | "histogram").then_some(family.text.as_str())
+    }
+
+    /// `text`, this run's family `name` (header and samples), carried on
+    /// from the previous file's as `carry` says; None (unchanged) when the
+    /// previous file has no such family, or one of another type or with
+    /// other buckets.
+    pub fn carry_on(&self, name: &str, text: &str, carry: Carry) -> Option<String> {
+        match carry {
+            Carry::Add { cap } => self.add(name, text, cap),
+            Carry::Earliest => self.earliest(name, text),
+        }
+    }
+
+    /// [`Carry::Add`].
+    fn add(&self, name: &str, text: &str, cap: usize) -> Option<String> {
+        let previous = self.families.get(name)?;
+        let type_name = text
+            .lines()
+            .find_map(|line| line.strip_prefix("# TYPE "))
+            .and_then(|rest| rest.split(' ').nth(1))?;
+        if type_name != previous.type_name
+            || (type_name == "histogram" && bucket_bounds(text) != bucket_bounds(&previous.text))
+        {
+            return None;
+        }
+        let mut values: HashMap<&str, f64> = samples(&previous.text).collect();
+        let mut out = String::with_capacity(text.len() + previous.text.len() / 4);
+        let mut ours = HashSet::new();
+        for line in text.lines() {
+            match split_sample(line).filter(|_| !line.starts_with('#')) {
+                Some((key, value)) => {
+                    ours.insert(series_of(name, key));
+                    let carried = values.remove(key).unwrap_or(0.0);
+                    out.push_str(key);
+                    out.push(' ');
+                    push_float(&mut out, value + carried);
+                    out.push('\n');
+                }
+                None => {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        let kept = kept_series(name, &previous.text, &values, &ours, cap);
+        for (key, value) in samples(&previous.text) {
+            if values.contains_key(key) && kept.contains(series_of(name, key).as_str()) {
+                out.push_str(key);
+                out.push(' ');
+                push_float(&mut out, value);
+                out.push('\n');
+            }
+        }
+        Some(out)
+    }
+}
+
+impl Carried {
+    /// [`Carry::Earliest`].
+    fn earliest(&self, name: &str, text: &str) -> Option<String> {
+        let previous = self.families.get(name)?;
+        let values: HashMap<&str, f64> = samples(&previous.text).collect();
+        let mut out = String::with_capacity(text.len());
+        for line in text.lines() {
+            match split_sample(line).filter(|_| !line.starts_with('#')) {
+                Some((key, value)) => {
+                    let earliest = values.get(key).map_or(value, |then| then.min(value));
+                    out.push_str(key);
+                    out.push(' ');
+                    push_float(&mut out, earliest);
+                }
+                None => out.push_str(line),
+            }
+            out.push('\n');
+        }
+        Some(out)
+    }
+}
+
+/// The sample lines of a family's text.
+fn samples(text: &str) -> impl Iterator<Item = (&str, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(split_sample)
+}
+
+/// The series a sample of family `name` belongs to: its labels without
+/// `le`, so that a histogram's bucket, sum and count lines are one series.
+fn series_of(name: &str, key: &str) -> String {
+    let labels = key
+        .strip_prefix(name)
+        .map(|rest| rest.trim_start_matches(|c: char| c != '{'))
+        .unwrap_or(key);
+    // bpfsnap writes `le` last; in a label value the quote would be escaped.
+    match labels.rfind("le=\"") {
+        Some(at) if at == 1 || labels[..at].ends_with(',') => {
+            let end = labels[at + 4..]
+                .find('"')
+                .map_or(labels.len(), |e| at + 4 + e + 1);
+            let before = labels[..at].trim_end_matches(',');
+            let series = format!("{before}{}", labels[end..].trim_start_matches(','));
+            match series.as_str() {
+                "{}" => String::new(),
+                _ => series,
+            }
+        }
+        _ => labels.to_string(),
+    }
+}
+
+/// The series only the previous file had that fit under `cap` with `ours`:
+/// the largest first (by value; for a histogram, by count).
+fn kept_series(
+    name: &str,
+    previous: &str,
+    left: &HashMap<&str, f64>,
+    ours: &HashSet<String>,
+    cap: usize,
+) -> HashSet<String> {
+    let mut theirs: HashMap<String, f64> = HashMap::new();
+    for (key, value) in samples(previous).filter(|(key, _)| left.contains_key(key)) {
+        let series = series_of(name, key);
+        if ours.contains(&series) {
+            continue;
+        }
+        let weight = theirs.entry(series).or_insert(0.0);
+        let is_count = key
+            .strip_prefix(name)
+            .is_some_and(|rest| rest.starts_with("_count") || !rest.starts_with('_'));
+        if is_count {
+            *weight = value;
+        }
+    }
+    let room = cap.saturating_sub(ours.len());
+    let mut ranked: Vec<(String, f64)> = theirs.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    ranked
+        .into_iter()
+        .take(room)
+        .map(|(series, _)| series)
+        .collect()
+}
+
+/// The distinct `le` bounds of a histogram family's text, in order.
+fn bucket_bounds(text: &str) -> Vec<&str> {
+    let mut bounds: Vec<&str> = Vec::new();
+    for line in text.lines().filter(|line| !line.starts_with('#')) {
+        let Some(at) = line.find("le=\"") else {
+            continue;
+        };
+        let rest = &line[at + 4..];
+        let bound = &rest[..rest.find('"').unwrap_or(rest.len())];
+        if !bounds.contains(&bound) {
+            bounds.push(bound);
+        }
+    }
+    bounds.sort_unstable();
+    bounds
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PREVIOUS: &str = "\
+# HELP x_total X.
+# TYPE x_total counter
+x_total{a=\"1\"} 10
+x_total{a=\"2\"} 5
+# HELP g Gauge.
+# TYPE g gauge
+g 3
+# HELP h_seconds H.
+# TYPE h_seconds histogram
+h_seconds_bucket{k=\"a\",le=\"1\"} 1
+h_seconds_bucket{k=\"a\",le=\"+Inf\"} 2
+h_seconds_sum{k=\"a\"} 2.5
+h_seconds_count{k=\"a\"} 2
+h_seconds_bucket{k=\"b\",le=\"1\"} 0
+h_seconds_bucket{k=\"b\",le=\"+Inf\"} 1
+h_seconds_sum{k=\"b\"} 4
+h_seconds_count{k=\"b\"} 1
+";
+
+    fn add(cap: usize) -> Carry {
+        Carry::Add { cap }
+    }
+
+    #[test]
+    fn the_start_of_counting_is_the_earlier_one() {
+        let carried = Carried::parse(PREVIOUS);
+        let now = "# TYPE g gauge\ng 5\n";
+        assert_eq!(
+            carried.carry_on("g", now, Carry::Earliest).unwrap(),
+            "# TYPE g gauge\ng 3\n"
+        );
+        let earlier = "# TYPE g gauge\ng 1\n";
+        assert_eq!(
+            carried.carry_on("g", earlier, Carry::Earliest).unwrap(),
+            earlier
+        );
+    }
+
+    #[test]
+    fn counters_add_up_and_series_only_the_previous_file_had_are_kept() {
+        let carried = Carried::parse(PREVIOUS);
+        assert!(
+            carried.family_text("g").is_none(),
+            "gauges are not written as they were"
+        );
+        let now =
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"1\"} 3\nx_total{a=\"3\"} 1\n";
+        assert_eq!(
+            carried.carry_on("x_total", now, add(100)).unwrap(),
+            "# HELP x_total X.\n# TYPE x_total counter\nx_total{a=\"1\"} 13\nx_total{a=\"3\"} 1\n\
+             x_total{a=\"2\"} 5\n"
+        );
+        // The cap keeps ours, then the largest of theirs.
+        let capped = carried.carry_on("x_total", now, add(2)).unwrap();
+        assert!(!capped.contains("a=\"2\""), "{capped}");
+    }
+
+    #[test]
+    fn histograms_add_bucket_by_bucket_and_keep_whole_series() {
+        let carried = Carried::parse(PREVIOUS);
+        let now = "# HELP h_seconds H.\n# TYPE h_seconds histogram\n\
+                   h_seconds_bucket{k=\"a\",le=\"1\"} 4\nh_seconds_bucket{k=\"a\",le=\"+Inf\"} 4\n\
+                   h_seconds_sum{k=\"a\"} 1\nh_seconds_count{k=\"a\"} 4\n";
+        let out = carried.carry_on("h_seconds", now, add(100)).unwrap();
+        for line in [
+            "h_seconds_bucket{k=\"a\",le=\"1\"} 5",
+            "h_seconds_bucket{k=\"a\",le=\"+Inf\"} 6",
+            "h_seconds_sum{k=\"a\"} 3.5",
+            "h_seconds_count{k=\"a\"} 6",
+            "h_seconds_bucket{k=\"b\",le=\"+Inf\"} 1",
+            "h_seconds_count{k=\"b\"} 1",
+        ] {
+            assert!(out.lines().any(|l| l == line), "{line} in\n{out}");
+        }
+        // One series of theirs over the cap: b goes whole.
+        let capped = carried.carry_on("h_seconds", now, add(1)).unwrap();
+        assert!(!capped.contains("k=\"b\""), "{capped}");
+    }
+
+    #[test]
+    fn another_type_or_other_buckets_start_again() {
+        let carried = Carried::parse(PREVIOUS);
+        let gauge = "# TYPE x_total gauge\nx_total{a=\"1\"} 3\n";
+        assert_eq!(carried.carry_on("x_total", gauge, add(100)), None);
+        let buckets = "# TYPE h_seconds histogram\nh_seconds_bucket{k=\"a\",le=\"2\"} 1\n\
+                       h_seconds_bucket{k=\"a\",le=\"+Inf\"} 1\nh_seconds_sum{k=\"a\"} 1\n\
+                       h_seconds_count{k=\"a\"} 1\n";
+        assert_eq!(carried.carry_on("h_seconds", buckets, add(100)), None);
+        assert_eq!(carried.carry_on("y_total", gauge, add(100)), None);
+    }
+
+    #[test]
+    fn series_of_drops_le_wherever_it_is() {
+        for (key, series) in [
+            ("h_bucket{k=\"a\",le=\"1\"}", "{k=\"a\"}"),
+            ("h_bucket{le=\"1\"}", ""),
+            ("h_bucket{le=\"1\",k=\"a\"}", "{k=\"a\"}"),
+            ("h_sum{k=\"a\"}", "{k=\"a\"}"),
+            ("h_count", ""),
+            (
+                "h_bucket{file=\"le=\\\"x\",le=\"2\"}",
+                "{file=\"le=\\\"x\"}",
+            ),
+            ("h_sum{handle=\"x\"}", "{handle=\"x\"}"),
+        ] {
+            assert_eq!(series_of("h", key), series, "{key}");
+        }
+    }
+
+    #[test]
+    fn garbage_is_no_family() {
+        let carried = Carried::parse("not a file\n\u{0}\nx 1\n# TYPE\n");
+        assert!(carried.family_text("x").is_none() && carried.family_text("").is_none());
+    }
+}
