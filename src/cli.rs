@@ -31,10 +31,15 @@ Examples:
   bpfsnap run --config-dir /etc/bpfsnap --configs biolatency,syscalls --for 30s
   bpfsnap check --config-dir /etc/bpfsnap --configs biolatency
 
-From cron (cron's PATH lacks /usr/local/bin; pinned mode: examples/deploy/bpfsnap.cron):
-  */5 * * * * root /usr/local/bin/bpfsnap run -q --for 30s -o /var/lib/prometheus/node-exporter/bpfsnap.prom
+From cron (cron's PATH lacks /usr/local/bin), the programs staying attached between runs:
+  * * * * * root /usr/local/bin/bpfsnap run -q --pin /sys/fs/bpf/bpfsnap -o /var/lib/prometheus/node-exporter/bpfsnap.prom
 As a service, rewriting the file every 30 s:
   bpfsnap run --interval 30s --output /var/lib/prometheus/node-exporter/bpfsnap.prom
+
+Counts over time: with --pin, --interval or serve, counters count since the programs were
+attached; a run into a file without --pin adds its window's counts to the file it replaces
+(bpfsnap_sampled_seconds_total says how long they counted); one window on standard output,
+or --counts window, is written as gauges (counters without _total, gauge histograms).
 
 Exit status:
   0  success (also when a signal ended the window early)
@@ -198,11 +203,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = parse_window, conflicts_with = "window")]
     pub interval: Option<Duration>,
 
-    /// With --interval: what each window's counters and histograms cover.
-    /// `cumulative` (Prometheus counters: everything since the start, for
-    /// rate() and increase()) or `window` (that window only, each snapshot
-    /// minus the one before, as BCC tools print) [default: window for the
-    /// pretty format on a terminal, else cumulative].
+    /// With --interval: what each window's counts cover. `cumulative`
+    /// (Prometheus counters: everything since the start, for rate() and
+    /// increase()) or `window` (that window only, each snapshot minus the one
+    /// before, as BCC tools print; written as gauges) [default: window for
+    /// the pretty format on a terminal, else cumulative].
     #[arg(
         long,
         value_name = "MODE",
@@ -229,8 +234,9 @@ pub struct RunArgs {
     pub namespace: String,
 
     /// Leave the programs attached and their maps pinned under DIR (on bpffs,
-    /// e.g. /sys/fs/bpf/bpfsnap) so later runs only snapshot and counters stay
-    /// monotonic across runs; `bpfsnap stop --pin DIR` removes them.
+    /// e.g. /sys/fs/bpf/bpfsnap): the first run attaches them, later runs read
+    /// the maps at once, and the counters count all the time, between runs
+    /// too; `bpfsnap stop --pin DIR` removes them.
     #[arg(long, value_name = "DIR")]
     pub pin: Option<PathBuf>,
 
@@ -320,9 +326,9 @@ pub struct ServeArgs {
     #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
     pub keep_caps: KeepCaps,
 
-    /// What each scrape's counters and histograms cover: `cumulative`
-    /// (since the start) or `window` (since the previous scrape, whoever made
-    /// it: give each scraper its own bpfsnap).
+    /// What each scrape's counts cover: `cumulative` (since the start) or
+    /// `window` (since the previous scrape, whoever made it: give each
+    /// scraper its own bpfsnap; written as gauges).
     #[arg(long, value_name = "MODE", default_value = "cumulative")]
     pub counts: Counts,
 

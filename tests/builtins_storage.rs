@@ -8,14 +8,12 @@
 
 mod common;
 
-use common::run_builtin;
+use common::{run_builtin, LoopDevice};
 
 use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Straight to the stream: libtest captures eprintln! of passing tests.
@@ -30,140 +28,16 @@ const IO_SIZE: usize = 64 * 1024;
 /// O_DIRECT writes, then as many O_DIRECT reads, of IO_SIZE each.
 const IO_COUNT: usize = 64;
 
-/// A loop device over an image file of its own, attached with direct I/O to
-/// its backing file: block requests the test alone makes, on a disk it names
-/// (`loopN`), on any machine with the loop driver. Detached on drop, before
-/// its image's directory goes.
-struct LoopDevice {
-    /// /dev/loopN.
-    path: PathBuf,
-    /// loopN: the disk label the majorminor decoder gives it.
-    name: String,
-    _image_dir: tempfile::TempDir,
-}
-
-impl LoopDevice {
-    /// Attaches a fresh image of twice the I/O the tests make, or says why
-    /// it cannot.
-    fn attach() -> Result<LoopDevice, String> {
-        let image_dir = tempfile::tempdir().map_err(|err| format!("temporary directory: {err}"))?;
-        let image = image_dir.path().join("disk.img");
-        fs::File::create(&image)
-            .and_then(|file| file.set_len(2 * (IO_SIZE * IO_COUNT) as u64))
-            .map_err(|err| format!("create {}: {err}", image.display()))?;
-        let output = Command::new("losetup")
-            .args(["--find", "--show", "--direct-io=on"])
-            .arg(&image)
-            .output()
-            .map_err(|err| format!("run losetup (`make deps` installs it): {err}"))?;
-        if !output.status.success() {
-            return Err(format!(
-                "losetup --find --show --direct-io=on {}: {}",
-                image.display(),
-                String::from_utf8_lossy(&output.stderr).trim()
-            ));
-        }
-        let path = PathBuf::from(String::from_utf8_lossy(&output.stdout).trim());
-        let name = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or_default()
-            .to_string();
-        // Guarded from here on: a failed check below still detaches it.
-        let device = LoopDevice {
-            path,
-            name,
-            _image_dir: image_dir,
-        };
-        if !device.name.starts_with("loop") {
-            return Err(format!(
-                "losetup printed {:?}, not a loop device",
-                device.path
-            ));
-        }
-        Ok(device)
-    }
-}
-
-impl Drop for LoopDevice {
-    fn drop(&mut self) {
-        let detached = Command::new("losetup")
-            .arg("--detach")
-            .arg(&self.path)
-            .status();
-        if !detached.as_ref().is_ok_and(|status| status.success()) {
-            say(&format!(
-                "block I/O tests: could not detach {} ({detached:?})",
-                self.path.display()
-            ));
-        }
-    }
-}
-
-/// A zeroed, page-aligned buffer for O_DIRECT, freed on drop.
-struct AlignedBuf {
-    ptr: *mut u8,
-    layout: std::alloc::Layout,
-}
-
-impl AlignedBuf {
-    fn new(size: usize) -> AlignedBuf {
-        let layout = std::alloc::Layout::from_size_align(size, 4096).expect("layout");
-        let ptr = unsafe { std::alloc::alloc_zeroed(layout) };
-        assert!(!ptr.is_null(), "allocate {size} bytes");
-        AlignedBuf { ptr, layout }
-    }
-}
-
-impl Drop for AlignedBuf {
-    fn drop(&mut self) {
-        unsafe { std::alloc::dealloc(self.ptr, self.layout) };
-    }
-}
-
 /// IO_COUNT O_DIRECT writes of IO_SIZE to `device`, an fsync, then IO_COUNT
-/// O_DIRECT reads of it back: each pwrite/pread waits for its own request,
-/// so none merge.
+/// O_DIRECT reads of it back (see [`common::direct_io`]).
 fn direct_io(device: &Path) {
-    let file = fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DIRECT)
-        .open(device)
-        .unwrap_or_else(|err| panic!("open {} O_DIRECT: {err}", device.display()));
-    let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-    let buf = AlignedBuf::new(IO_SIZE);
-    for i in 0..IO_COUNT {
-        unsafe { std::ptr::write_bytes(buf.ptr, i as u8 + 1, IO_SIZE) };
-        let n = unsafe { libc::pwrite(fd, buf.ptr.cast(), IO_SIZE, (i * IO_SIZE) as libc::off_t) };
-        assert_eq!(
-            n,
-            IO_SIZE as isize,
-            "O_DIRECT pwrite: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    file.sync_all().expect("fsync");
-    for i in 0..IO_COUNT {
-        let n = unsafe { libc::pread(fd, buf.ptr.cast(), IO_SIZE, (i * IO_SIZE) as libc::off_t) };
-        assert_eq!(
-            n,
-            IO_SIZE as isize,
-            "O_DIRECT pread: {}",
-            std::io::Error::last_os_error()
-        );
-        assert_eq!(
-            unsafe { *buf.ptr.add(IO_SIZE - 1) },
-            i as u8 + 1,
-            "read back block {i}"
-        );
-    }
+    common::direct_io(device, IO_SIZE, IO_COUNT);
 }
 
 /// A loop device for `test`; without one (only allowed when kernel tests
 /// are not required) says so and checks `builtin`'s output is valid anyway.
 fn loop_device(test: &str, builtin: &str) -> Option<LoopDevice> {
-    match LoopDevice::attach() {
+    match LoopDevice::attach(2 * IO_SIZE * IO_COUNT) {
         Ok(device) => Some(device),
         Err(why) => {
             common::not_exercised(

@@ -5,7 +5,6 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -248,92 +247,103 @@ fn the_default_set_runs_pinned_leaving_out_what_cannot_be_pinned() {
     assert!(String::from_utf8_lossy(&named.stderr).contains("cannot be pinned"));
 }
 
+/// A config directory with tests/fixtures/between_runs: getppid() calls of
+/// bpfsnap-br* threads, in a counter whose series is there from the start.
+fn between_runs_config() -> (tempfile::TempDir, PathBuf) {
+    let dir = common::config_dir();
+    let config = dir.path().join("between_runs.yaml");
+    fs::copy(
+        common::source_file("tests/fixtures/between_runs.yaml"),
+        &config,
+    )
+    .unwrap();
+    fs::copy(
+        common::fixture_object("between_runs"),
+        dir.path().join("between_runs.bpf.o"),
+    )
+    .unwrap();
+    (dir, config)
+}
+
+/// Pinned mode keeps the programs attached between runs: calls made only
+/// while no bpfsnap runs are counted, exactly, by a program the test loads
+/// (tests/fixtures/between_runs) and by the `syscalls` built-in (a system
+/// call nothing else makes). A later run reads the pinned maps at once,
+/// with no window of its own; `stop` detaches everything.
 #[test]
-fn pinned_probes_keep_counting_across_runs_and_stop_removes_them() {
+fn pinned_probes_count_between_runs_and_stop_removes_them() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
     let pin = PinDir::new(common::test_name!());
+    let (_configs, config) = between_runs_config();
     let dir = common::output_dir();
     let output = dir.path().join("bpfsnap.prom");
     let before = common::loaded_program_ids();
-    let getpid = |text: &str| {
-        common::sample(text, r#"bpfsnap_syscalls_total{syscall="getpid"}"#).unwrap_or(0.0)
+    let run = || {
+        let ran = common::bpfsnap()
+            .args(["run", "-v", path_str(&config), "--builtin", "syscalls"])
+            .args(["--pin", path_str(&pin.0), "--output", path_str(&output)])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&ran.stderr).into_owned();
+        assert!(ran.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("reading between_runs, syscalls at once"),
+            "no window: the pinned programs count without bpfsnap\n{stderr}"
+        );
+        fs::read_to_string(&output).unwrap()
     };
-    let since = |text: &str| {
-        common::sample(
-            text,
-            r#"bpfsnap_counters_start_timestamp_seconds{config="syscalls"}"#,
-        )
-    };
-
-    pinned_run_with_load(&["-b", "syscalls"], &pin.0, &output, 1000);
-    let first = fs::read_to_string(&output).unwrap();
-    assert!(getpid(&first) >= 1000.0);
-    assert!(
-        pin.0.join("syscalls/state").exists()
-            && pin.0.join("syscalls/maps/syscalls_total").exists()
+    let value = |text: &str, series: &str| common::sample(text, series).unwrap_or(0.0);
+    let calls = |text: &str| value(text, "bpfsnap_between_runs_calls_total");
+    let rare = format!(
+        "bpfsnap_syscalls_total{{syscall=\"{}\"}}",
+        common::RARE_SYSCALL
     );
-    let links_pinned = pin.0.join("syscalls/links").is_dir();
+
+    let first = run();
+    for config in ["between_runs", "syscalls"] {
+        let links = format!("bpfsnap_pinned_links{{config=\"{config}\"}}");
+        assert!(
+            value(&first, &links) >= 1.0,
+            "{config}'s links pinned\n{first}"
+        );
+    }
+    assert_eq!(
+        common::sample(&first, "bpfsnap_between_runs_calls_total"),
+        Some(0.0)
+    );
     let ours: BTreeSet<u64> = common::loaded_program_ids()
         .difference(&before)
         .copied()
         .collect();
+    assert!(!ours.is_empty(), "the programs stay loaded after the run");
 
-    if links_pinned {
-        // Fully persistent: the programs count while no bpfsnap runs.
-        assert!(
-            !ours.is_empty(),
-            "the programs stay loaded after the first run exits"
-        );
-        common::getpid_calls(10_000);
-        let second = pinned_run(&pin.0, &output);
-        assert!(
-            getpid(&second) >= getpid(&first) + 10_000.0,
-            "monotonic: {} then {}",
-            getpid(&first),
-            getpid(&second)
-        );
-        let window_start =
-            common::sample(&second, "bpfsnap_window_start_timestamp_seconds").unwrap();
-        let first_end = common::sample(&first, "bpfsnap_window_end_timestamp_seconds").unwrap();
-        assert!(
-            (window_start - first_end).abs() < 0.01,
-            "a pinned window starts at the last run's snapshot"
-        );
-        assert_eq!(
-            since(&first),
-            since(&second),
-            "the same pinned set, counting since the first run"
-        );
-        common::promtool_check(&second);
-    } else {
-        // This kernel refuses to pin links (seen on the sandboxed kernels
-        // this project is developed on): only the maps persist. Say so, and
-        // check that mode: counters carry on across runs.
-        let _ = writeln!(
-            std::io::stderr(),
-            "NOTE pinned_probes_keep_counting_across_runs_and_stop_removes_them: the kernel refuses to pin BPF links; testing maps-only persistence"
-        );
-        assert!(
-            common::still_loaded_after_exit(&ours).is_empty(),
-            "without pinned links nothing stays loaded"
-        );
-        pinned_run_with_load(&["-b", "syscalls"], &pin.0, &output, 2000);
-        let second = fs::read_to_string(&output).unwrap();
-        assert!(
-            getpid(&second) >= getpid(&first) + 2000.0,
-            "monotonic: {} then {}",
-            getpid(&first),
-            getpid(&second)
-        );
-        assert_eq!(
-            since(&first),
-            since(&second),
-            "the same pinned maps, counting since the first run"
-        );
-        common::promtool_check(&second);
-    }
+    // Only while no bpfsnap runs.
+    common::named_thread("bpfsnap-br-1", || common::getppid_calls(1234));
+    common::rare_syscalls(321);
+    let second = run();
+    assert_eq!(calls(&second) - calls(&first), 1234.0, "{second}");
+    assert_eq!(
+        value(&second, &rare) - value(&first, &rare),
+        321.0,
+        "{second}"
+    );
+    let start = "bpfsnap_counters_start_timestamp_seconds{config=\"syscalls\"}";
+    assert_eq!(
+        common::sample(&first, start),
+        common::sample(&second, start),
+        "the same pinned set, counting since the first run"
+    );
+    let window_start = value(&second, "bpfsnap_window_start_timestamp_seconds");
+    let first_end = value(&first, "bpfsnap_window_end_timestamp_seconds");
+    assert!(
+        (window_start - first_end).abs() < 0.01,
+        "a pinned window starts at the last run's snapshot"
+    );
+    let sampled = "bpfsnap_sampled_seconds_total{config=\"syscalls\"}";
+    assert!(value(&second, sampled) > value(&first, sampled), "{second}");
+    common::promtool_check(&second);
 
     let stopped = common::bpfsnap()
         .args(["stop", "--pin", path_str(&pin.0)])

@@ -14,13 +14,19 @@
 //!   unit's capabilities with no new privileges, the root read-only but for
 //!   ReadWritePaths= (ProtectSystem=strict), its own /tmp, no /home; the
 //!   installed binary, with the root's libraries, on this machine's kernel
-//!   through /sys and /proc. systemd's stop (SIGTERM) ends the window once
-//!   it is attached; the file it writes must carry the built-ins' metrics;
-//! - an upgrade keeps an admin's `systemctl disable` and edited conffile;
-//! - purge leaves nothing but dpkg's and apt's own records.
+//!   through /sys and /proc. Its first run pins the programs and writes
+//!   the built-ins' metrics; calls made before the second run are counted
+//!   in it, exactly: the programs stayed attached;
+//! - an upgrade keeps an admin's `systemctl disable` and edited conffile,
+//!   and the pinned programs;
+//! - purge detaches the pinned programs and leaves nothing but dpkg's and
+//!   apt's own records.
 //!
 //! Everything mounted is mounted in a mount namespace of its own that dies
-//! with the command (unshare), so a failing test leaves no mount behind.
+//! with the command (unshare), so a failing test leaves no mount behind;
+//! but for the bpffs the root sees as /sys/fs/bpf, the test's own, which
+//! holds the pins from one command to the next and is unmounted (releasing
+//! whatever is pinned there) when the test ends.
 
 mod common;
 
@@ -30,7 +36,7 @@ use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 const SOURCE: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -46,6 +52,7 @@ const PRELUDE: &str = r#"
 R=$1; shift
 mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
+mount --bind "$BPFFS" "$R/sys/fs/bpf"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"
 mkdir -p "$R/run/systemd/system" "$R/run/lock"
@@ -64,8 +71,14 @@ fn in_namespace(root: &Path, script: &str, args: &[&str]) -> Output {
         .arg("sh")
         .arg(root)
         .args(args)
+        .env("BPFFS", bpffs_of(root))
         .output()
         .expect("unshare (util-linux)")
+}
+
+/// The test's own bpffs, which the root sees as /sys/fs/bpf (beside it).
+fn bpffs_of(root: &Path) -> PathBuf {
+    root.with_extension("bpffs")
 }
 
 /// A command (sh) in the root, as root, in its own namespace; must succeed.
@@ -149,6 +162,8 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
         .unwrap();
     assert!(status.success());
     times.push(format!("copy {}", took(step)));
+    // Dropped (unmounted, releasing its pins) before `work` is removed.
+    let _bpffs = common::Mount::bpffs(&bpffs_of(&root));
 
     // The package of this build's binary.
     let step = Instant::now();
@@ -275,7 +290,7 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
 
     // The timer's service, run as systemd would.
     let step = Instant::now();
-    run_the_oneshot_service(&root);
+    let pinned = run_the_oneshot_service(&root);
     times.push(format!("run {}", took(step)));
 
     // An upgrade (the same version again) keeps what the admin did: the
@@ -289,7 +304,8 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
     let default = root.join("etc/default/bpfsnap");
     let edited = fs::read_to_string(&default)
         .unwrap()
-        .replace("--for 30s", "--for 20s");
+        .replace("--quiet", "--quiet --lock-timeout 30s");
+    assert!(edited.contains("--lock-timeout"), "{edited}");
     fs::write(&default, &edited).unwrap();
     in_root(&root, "apt-get install -y -q --reinstall /tmp/bpfsnap.deb");
     assert_eq!(
@@ -313,9 +329,22 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
     times.push(format!("upgrade {}", took(step)));
 
     // Purge, with what apt installed for it: what policy keeps is dpkg's and
-    // apt's records; the rest of the root is as it was.
+    // apt's records; the rest of the root is as it was; and the programs the
+    // service pinned are detached (an upgrade kept them).
     let step = Instant::now();
+    assert!(
+        bpffs_of(&root).join("bpfsnap/syscalls/links").is_dir(),
+        "the upgrade kept the pinned programs"
+    );
     in_root(&root, "apt-get purge -y -q --autoremove bpfsnap");
+    assert!(
+        !bpffs_of(&root).join("bpfsnap").exists(),
+        "the removal left programs pinned"
+    );
+    assert!(
+        common::still_loaded_after_exit(&pinned).is_empty(),
+        "the removal detached the pinned programs"
+    );
     let calls = systemctl_calls(&root);
     assert_eq!(
         calls,
@@ -357,8 +386,10 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
 }
 
 /// bpfsnap.service as systemd would run it, from the installed unit and
-/// /etc/default/bpfsnap; ended by SIGTERM (systemd's stop) once attached.
-fn run_the_oneshot_service(root: &Path) {
+/// /etc/default/bpfsnap, twice: the first run pins the programs, calls made
+/// before the second are counted in it. Returns the ids of the programs
+/// left pinned.
+fn run_the_oneshot_service(root: &Path) -> BTreeSet<u64> {
     let unit = fs::read_to_string(root.join("lib/systemd/system/bpfsnap.service")).unwrap();
     // Every directive of the unit's [Service] is one this emulates: a new one
     // must be added here, or the run would not be the unit's.
@@ -396,11 +427,44 @@ fn run_the_oneshot_service(root: &Path) {
         .nth(1)
         .expect("ARGS name an --output")
         .clone();
-    let caps: String = common::unit_value(&unit, "CapabilityBoundingSet")
+    let before = common::loaded_program_ids();
+    let first = run_service_command(root, &unit, &command, &output);
+    let pinned: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(!pinned.is_empty(), "the service left no program attached");
+    assert!(
+        bpffs_of(root).join("bpfsnap/syscalls/links").is_dir(),
+        "the service pinned no link of syscalls"
+    );
+    assert!(
+        !common::samples(&first, "bpfsnap_syscalls_total").is_empty(),
+        "{first}"
+    );
+    common::rare_syscalls(500);
+    let second = run_service_command(root, &unit, &command, &output);
+    let rare = format!(
+        "bpfsnap_syscalls_total{{syscall=\"{}\"}}",
+        common::RARE_SYSCALL
+    );
+    let calls = |text: &str| common::sample(text, &rare).unwrap_or(0.0);
+    assert_eq!(
+        calls(&second) - calls(&first),
+        500.0,
+        "calls made between the service's runs\n{second}"
+    );
+    pinned
+}
+
+/// One run of bpfsnap.service's `command` (see [`run_the_oneshot_service`]);
+/// the `output` it wrote, checked.
+fn run_service_command(root: &Path, unit: &str, command: &[String], output: &str) -> String {
+    let caps: String = common::unit_value(unit, "CapabilityBoundingSet")
         .split_whitespace()
         .map(|cap| format!(",+{}", cap.trim_start_matches("CAP_").to_lowercase()))
         .collect();
-    let writable = common::unit_value(&unit, "ReadWritePaths");
+    let writable = common::unit_value(unit, "ReadWritePaths");
     let quoted: Vec<String> = command.iter().map(|word| format!("'{word}'")).collect();
 
     // Order matters: the root becomes a mount of its own before anything is
@@ -412,6 +476,7 @@ R=$1
 mount --bind "$R" "$R"
 mount -t proc proc "$R/proc"
 mount --rbind /sys "$R/sys"
+mount --bind "$BPFFS" "$R/sys/fs/bpf"
 mount --rbind /dev "$R/dev"
 mount -t tmpfs -o mode=0755 tmpfs "$R/run"
 mkdir -p "$R/run/lock" && chmod 1777 "$R/run/lock"
@@ -432,74 +497,24 @@ exec chroot "$R" env -i {PATH} /usr/bin/setpriv --no-new-privs --inh-caps=-all \
     );
     // Not through in_namespace: this one runs without PRELUDE's mounts,
     // which must come after the root's own bind mount.
-    let mut service = Command::new("unshare");
-    service
+    let ran = Command::new("unshare")
         .args(["--mount", "--propagation", "private", "sh", "-euc"])
         .arg(&script)
         .arg("sh")
-        .arg(root);
-    let mut running = common::Running::spawn_command(service);
-    let pid = running.child.id();
-
-    // Attached when bpfsnap has dropped its capabilities: CAP_PERFMON, which
-    // the shell and setpriv before it hold, leaves its permitted set then.
-    let deadline = Instant::now() + common::PATIENCE;
-    loop {
-        if let Some(status) = running.child.try_wait().unwrap() {
-            let (_, _, stderr) = running.finish();
-            panic!("bpfsnap.service's command ended before attaching ({status}): {stderr}");
-        }
-        let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let permitted = status
-            .lines()
-            .find_map(|line| line.strip_prefix("CapPrm:"))
-            .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok());
-        if permitted.is_some_and(|caps| caps & (1 << 38) == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "bpfsnap.service's command never attached: {status}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let programs = programs_attached_by(pid);
-    assert!(!programs.is_empty(), "attached, but holds no BPF link");
-    running.signal(libc::SIGTERM);
-    let (status, _, stderr) = running.finish();
-    assert!(status.success(), "{command:?}: {status}: {stderr}");
-    assert!(stderr.is_empty(), "--quiet, yet: {stderr}");
-    assert_eq!(
-        common::still_loaded_after_exit(&programs),
-        Vec::<u64>::new()
+        .arg(root)
+        .env("BPFFS", bpffs_of(root))
+        .output()
+        .expect("unshare (util-linux)");
+    let stderr = String::from_utf8_lossy(&ran.stderr);
+    assert!(
+        ran.status.success(),
+        "{command:?}: {}: {stderr}",
+        ran.status
     );
-
+    assert!(stderr.is_empty(), "--quiet, yet: {stderr}");
     let text = fs::read_to_string(root.join(output.trim_start_matches('/')))
         .expect("the service wrote its --output");
     assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0), "{text}");
-    assert!(
-        !common::samples(&text, "bpfsnap_syscalls_total").is_empty(),
-        "{text}"
-    );
     common::promtool_check(&text);
-}
-
-/// Ids of the programs process `pid` attached: those of its BPF links.
-fn programs_attached_by(pid: u32) -> BTreeSet<u64> {
-    let mut ids = BTreeSet::new();
-    for fd in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        if fs::read_link(fd.path()).is_ok_and(|target| target.as_os_str() == "anon_inode:bpf_link")
-        {
-            let info = fs::read_to_string(format!(
-                "/proc/{pid}/fdinfo/{}",
-                fd.file_name().to_string_lossy()
-            ))
-            .unwrap_or_default();
-            ids.extend(
-                info.lines()
-                    .find_map(|line| line.strip_prefix("prog_id:")?.trim().parse::<u64>().ok()),
-            );
-        }
-    }
-    ids
+    text
 }

@@ -121,7 +121,7 @@ impl SelfMetric {
     self_metric!(EVENTS_DROPPED, "events_dropped_total", Counter, ["config", "map"],
         "Events of event-stream counters not counted because their label set was new while the counter already counted max_series label sets.");
     self_metric!(WINDOW, "window_seconds", Gauge, [],
-        "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it; since the last run in --pin mode).");
+        "Length of the sampling window these metrics cover, as measured (shorter than requested when a signal ended it; since the last run in --pin mode; since the previous scrape with serve --counts window).");
     self_metric!(
         WINDOW_START,
         "window_start_timestamp_seconds",

@@ -307,8 +307,13 @@ fn gather_programs(
         &mut bookkeeping,
         |families| exposition.add_all(&families),
     )?;
+    let now = SystemTime::now();
+    let mut families = Vec::new();
     if let Some(deltas) = deltas.as_deref_mut() {
-        deltas.1 = SystemTime::now();
+        // What a scrape's own counts cover: since the previous scrape.
+        let window = now.duration_since(deltas.1).unwrap_or_default();
+        families.push(SelfMetric::WINDOW.value(ns, window.as_secs_f64()));
+        deltas.1 = now;
     }
     let down: Vec<&str> = state
         .failed
@@ -319,10 +324,10 @@ fn gather_programs(
     let clock = self_metrics::Clock {
         attached_at: state.attached_at,
         counting_since,
-        now: SystemTime::now(),
+        now,
         counts: state.scraping.counts,
     };
-    let mut families = self_metrics::configs(ns, probes, &down, &clock);
+    families.extend(self_metrics::configs(ns, probes, &down, &clock));
     families.extend(bookkeeping.families(ns));
     exposition.add_all(&families)?;
     match unread.into_iter().next() {

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test binary uses its own subset
 
+mod blockdev;
 mod exposition;
 mod files;
 mod journal;
@@ -21,8 +22,9 @@ mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*, node_exporter::*, pins::*,
-    process::*, programs::*, serving::*, syscall_gate::*, test_name::*, units::*, user_config::*,
+    blockdev::*, exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*,
+    node_exporter::*, pins::*, process::*, programs::*, serving::*, syscall_gate::*, test_name::*,
+    units::*, user_config::*,
 };
 
 use std::time::Duration;

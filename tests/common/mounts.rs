@@ -1,4 +1,4 @@
-//! Mounts made by a test (a small tmpfs, a read-only bind), each detached
+//! Mounts made by a test (a small tmpfs, a bpffs, a read-only bind), each detached
 //! when dropped, also when the test fails.
 
 use std::ffi::CString;
@@ -29,6 +29,25 @@ impl Mount {
             )
         };
         assert_eq!(rc, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
+        Mount(path.to_path_buf())
+    }
+
+    /// A bpffs of its own at `path`: what is pinned there is released (and
+    /// detached) when it is unmounted.
+    pub fn bpffs(path: &Path) -> Mount {
+        fs::create_dir_all(path).unwrap();
+        let target = Mount::c_path(path);
+        // SAFETY: valid NUL-terminated strings.
+        let rc = unsafe {
+            libc::mount(
+                c"bpf".as_ptr(),
+                target.as_ptr(),
+                c"bpf".as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "mount bpffs: {}", std::io::Error::last_os_error());
         Mount(path.to_path_buf())
     }
 
