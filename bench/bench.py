@@ -269,10 +269,14 @@ def stop_all():
 
 def textfile(name):
     """The output file of bpfsnap run `name`, alone in its directory:
-    bpfsnap refuses to write beside another file defining its metrics."""
+    bpfsnap refuses to write beside another file defining its metrics. Not
+    there yet: a run into a file carries its counters on from the file it
+    replaces, and each run here measures one snapshot on its own."""
     directory = OUT / name
     directory.mkdir(parents=True, exist_ok=True)
-    return directory / f"{name}.prom"
+    path = directory / f"{name}.prom"
+    path.unlink(missing_ok=True)
+    return path
 
 
 def bpfsnap(name, args, output=None, rss=True):

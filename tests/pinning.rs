@@ -321,3 +321,99 @@ fn sigkill_between_two_configs_pins_is_recovered() {
     assert!(stop.status.success());
     assert!(!pin.0.exists(), "stop removed everything");
 }
+
+/// A link the kernel refuses to pin (the gate fails its BPF_OBJ_PIN with
+/// EINVAL, as a kernel without BPF perf links fails a perf event's): the run
+/// says so with the errno and the path, writes `bpfsnap_pinned_links 0`,
+/// keeps the maps pinned and counts in its window only. The next run, whose
+/// pins the kernel takes, pins the links: from then on calls made between
+/// runs are counted, and the counters carried on all along.
+#[test]
+fn a_refused_link_pin_is_said_and_counted_in_windows_until_the_kernel_takes_it() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let pin = PinDir::new(common::test_name!());
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let args = |window: &'static str| {
+        let pin = path_str(&pin.0).to_string();
+        let output = path_str(&output).to_string();
+        vec![
+            "run".to_string(),
+            "-v".into(),
+            "-b".into(),
+            "syscalls".into(),
+            "--for".into(),
+            window.into(),
+            "--pin".into(),
+            pin,
+            "--output".into(),
+            output,
+        ]
+    };
+    let rare = format!("bpfsnap_syscalls_total{{syscall=\"{}\"}}", common::RARE_SYSCALL);
+    let links = "bpfsnap_pinned_links{config=\"syscalls\"}";
+    let before = common::loaded_program_ids();
+
+    let mut command = common::bpfsnap();
+    command.args(args("1h"));
+    let socket = SyscallGate::arm(
+        &mut command,
+        &[Trap::Arg0(libc::SYS_bpf, common::BPF_OBJ_PIN)],
+    );
+    let mut running = Running::spawn_command(command);
+    let gate = socket.connect();
+    let refused = gate.stop_at("the link's pin", |call| {
+        call.bpf_pin_path()
+            .is_some_and(|path| String::from_utf8_lossy(&path).contains("/links/"))
+    });
+    let refused_at = String::from_utf8_lossy(&refused.bpf_pin_path().unwrap()).into_owned();
+    gate.fail(&refused, libc::EINVAL);
+    let released = gate.release();
+    running.wait_for("sampling");
+    common::rare_syscalls(77);
+    running.signal(libc::SIGINT);
+    let (status, _, stderr) = running.finish();
+    released.join().unwrap();
+    assert!(status.success(), "{stderr}");
+    let said = format!(
+        "the kernel refused to pin the link of program syscalls_enter at {refused_at}: EINVAL (Invalid argument); its maps stay pinned"
+    );
+    assert!(stderr.contains(&said), "the warning names errno and path: {stderr}");
+    assert!(!stderr.contains("security policy"), "no guess: {stderr}");
+    let first = fs::read_to_string(&output).unwrap();
+    assert_eq!(common::sample(&first, links), Some(0.0), "{first}");
+    assert_eq!(common::sample(&first, &rare), Some(77.0), "{first}");
+    let ours: BTreeSet<u64> = common::loaded_program_ids()
+        .difference(&before)
+        .copied()
+        .collect();
+    assert!(
+        common::still_loaded_after_exit(&ours).is_empty(),
+        "without pinned links the programs go with the run"
+    );
+
+    // Not counted: nothing is attached.
+    common::rare_syscalls(50);
+    let run = || {
+        let ran = common::bpfsnap().args(args("100ms")).output().unwrap();
+        assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+        fs::read_to_string(&output).unwrap()
+    };
+    let second = run();
+    assert!(common::sample(&second, links).unwrap() >= 1.0, "{second}");
+    assert_eq!(common::sample(&second, &rare), Some(77.0), "{second}");
+    // Counted: the links are pinned now.
+    common::rare_syscalls(33);
+    let third = run();
+    assert_eq!(common::sample(&third, &rare), Some(110.0), "{third}");
+    let sampled = |text: &str| {
+        common::sample(text, "bpfsnap_sampled_seconds_total{config=\"syscalls\"}").unwrap()
+    };
+    assert!(
+        sampled(&first) < sampled(&second) && sampled(&second) < sampled(&third),
+        "the time counted only grows"
+    );
+}

@@ -564,20 +564,7 @@ impl Probe {
                         return Ok(probe);
                     }
                 } else {
-                    // Maps only (the kernel would not pin the links): attach
-                    // again, counting on in the pinned maps, and ask again
-                    // (the refusal, if it stands, is said again).
-                    let mut probe = Probe::attach_reusing(program, Some(&dir.join("maps")))?;
-                    let mut pinned = pin::Pinned {
-                        dir: dir.clone(),
-                        manifest,
-                    };
-                    let links = probe.pin_links(&dir.join("links"))?;
-                    if links > 0 {
-                        pinned.links_now_pinned(links, unix_now())?;
-                    }
-                    probe.pinned = Some(pinned);
-                    return Ok(probe);
+                    return Probe::attach_to_pinned_maps(program, &dir, manifest);
                 }
             }
         }
@@ -608,6 +595,27 @@ impl Probe {
                 Err(err.context(format!("{}: pinning in {}", config.name, dir.display())))
             }
         }
+    }
+
+    /// A set of maps only (the kernel would not pin the links): the programs
+    /// attached again, counting on in the pinned maps, and the links pinned
+    /// if the kernel now takes them (a refusal that stands is said again).
+    fn attach_to_pinned_maps(
+        program: &Program,
+        dir: &Path,
+        manifest: pin::Manifest,
+    ) -> Result<Probe> {
+        let mut probe = Probe::attach_reusing(program, Some(&dir.join("maps")))?;
+        let mut pinned = pin::Pinned {
+            dir: dir.to_path_buf(),
+            manifest,
+        };
+        let links = probe.pin_links(&dir.join("links"))?;
+        if links > 0 {
+            pinned.links_now_pinned(links, unix_now())?;
+        }
+        probe.pinned = Some(pinned);
+        Ok(probe)
     }
 
     /// Whether every link is attached for good (cron mode): false when this
@@ -907,6 +915,8 @@ fn pin_link(link: &Link, path: &Path) -> std::result::Result<(), String> {
     let error = std::io::Error::last_os_error();
     let errno = error.raw_os_error().unwrap_or(0);
     let name = crate::decode::errno::name(errno as u64).unwrap_or("errno");
+    let error = error.to_string();
+    let error = error.split(" (os error").next().unwrap_or_default();
     // Evidence, not a guess: a descriptor the kernel has no BPF link info
     // for is a perf event that the program was attached to directly.
     let how = match is_bpf_link(fd) {

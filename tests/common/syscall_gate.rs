@@ -208,6 +208,25 @@ impl SyscallGate {
         };
     }
 
+    /// Fails a trapped call with `errno`, as the kernel would have failed it.
+    pub fn fail(&self, call: &Trapped, errno: i32) {
+        use std::os::fd::AsRawFd;
+        let mut response = libc::seccomp_notif_resp {
+            id: call.id,
+            val: 0,
+            error: -errno,
+            flags: 0,
+        };
+        // SAFETY: a valid response; ENOENT (the caller died) is fine.
+        unsafe {
+            libc::ioctl(
+                self.listener.as_raw_fd(),
+                libc::SECCOMP_IOCTL_NOTIF_SEND,
+                &mut response,
+            )
+        };
+    }
+
     /// Resumes trapped calls until one satisfies `wanted`, which stays
     /// stopped; panics if the process exits first.
     pub fn stop_at(&self, what: &str, wanted: impl Fn(&Trapped) -> bool) -> Trapped {

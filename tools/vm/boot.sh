@@ -67,11 +67,14 @@ vm() { # vm ACCEL LIMIT_SECONDS CONSOLE_LOG; fails if the guest locked up
   # spinning at syscall entry on 5.10.
   [[ $1 == tcg ]] && accel=(--disable-kvm --qemu-opts="-accel tcg,thread=single")
   # A session of its own, so that QEMU goes with it when it is stopped.
-  setsid timeout --kill-after=10 "$2" "$vng" --verbose "${accel[@]}" --run "$kernel" --cpus 2 \
+  # vng runs virtme-run by name: the venv's bin first in PATH.
+  PATH="$vm_dir/venv/bin:$PATH" setsid timeout --kill-after=10 "$2" "$vng" --verbose "${accel[@]}" --run "$kernel" --cpus 2 \
     --memory 3G --rwdir "$out" --disk "$out/scratch.img" --exec "$out/guest.sh" > "$3" 2>&1 < /dev/null &
   local pid=$!
   while kill -0 "$pid" 2>/dev/null; do
-    if (($(grep -c "$lockup_pattern" "$3" 2>/dev/null || true) >= lockups)); then
+    local seen
+    seen=$(grep -c "$lockup_pattern" "$3" 2>/dev/null) || seen=0
+    if ((seen >= lockups)); then
       kill -TERM -- "-$pid" 2>/dev/null || true
       sleep 5
       kill -KILL -- "-$pid" 2>/dev/null || true
