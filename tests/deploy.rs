@@ -105,7 +105,7 @@ fn the_timer_triggers_the_oneshot_service() {
     let timer =
         fs::read_to_string(Path::new(common::PACKAGING).join("systemd/bpfsnap.timer")).unwrap();
     assert!(service.contains("Type=oneshot"));
-    assert!(timer.contains("OnUnitActiveSec=5min") && timer.contains("WantedBy=timers.target"));
+    assert!(timer.contains("OnUnitActiveSec=1min") && timer.contains("WantedBy=timers.target"));
     // Into node_exporter's directory, which the unit may write.
     let words = common::exec_start(&service, &environment);
     let output = words
@@ -115,9 +115,14 @@ fn the_timer_triggers_the_oneshot_service() {
         .unwrap();
     let directory = Path::new(output).parent().unwrap().to_str().unwrap();
     assert_eq!(directory, "/var/lib/prometheus/node-exporter");
-    assert!(common::unit_value(&service, "ReadWritePaths")
+    let writable = common::unit_value(&service, "ReadWritePaths");
+    assert!(writable.split_whitespace().any(|path| path == directory));
+    // Pinned: the probes count between runs, in bpffs the unit may write.
+    let pin = words.iter().skip_while(|w| *w != "--pin").nth(1).unwrap();
+    assert!(pin.starts_with("/sys/fs/bpf/"), "{pin}");
+    assert!(writable
         .split_whitespace()
-        .any(|path| path == directory));
+        .any(|path| path == "/sys/fs/bpf"));
 }
 
 #[test]
