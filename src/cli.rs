@@ -16,6 +16,7 @@ use crate::program::Selection;
 use crate::run::{self, RunOptions};
 use crate::serve::address::ListenAddress;
 use crate::serve::scrape::Scraping;
+use crate::session::SessionOptions;
 use crate::sink::Sink;
 use crate::snapshot::Counts;
 use crate::spec::DEFAULT_NAMESPACE;
@@ -186,10 +187,55 @@ pub struct AttachArgs {
     pub skip_cache_size: Option<u64>,
 }
 
+/// What `run` and `serve` take alike: the programs, how they are loaded
+/// and with which privileges, and the metric names' prefix.
+#[derive(Debug, Args)]
+pub struct SessionArgs {
+    #[command(flatten)]
+    pub programs: ProgramArgs,
+
+    /// Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter's names,
+    /// so existing dashboards keep working.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
+    pub namespace: String,
+
+    #[command(flatten)]
+    pub attaching: AttachArgs,
+
+    /// Capabilities to keep once the probes are attached: none, all, or a
+    /// list such as syslog,dac_override. CAP_SYSLOG is kept automatically for
+    /// the ksym and kstack decoders, and CAP_BPF where the kernel checks it
+    /// for every map read. (ebpf_exporter's --capabilities.keep, whose
+    /// default is all.)
+    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
+    pub keep_caps: KeepCaps,
+
+    /// Load config and object files even if they are writable by others or
+    /// owned by another user.
+    #[arg(long)]
+    pub allow_untrusted_files: bool,
+}
+
+impl SessionArgs {
+    /// The session's options (ebpf_exporter's flags bpfsnap ignores are
+    /// said to be ignored).
+    fn options(&self, log: Log) -> SessionOptions {
+        note_ignored_flags(self.attaching.skip_cache_size, log);
+        SessionOptions {
+            selection: self.programs.selection(),
+            btf: self.attaching.btf.clone(),
+            strict: self.attaching.strict,
+            keep_caps: self.keep_caps.clone(),
+            allow_untrusted_files: self.allow_untrusted_files,
+            log,
+        }
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct RunArgs {
     #[command(flatten)]
-    pub programs: ProgramArgs,
+    pub session: SessionArgs,
 
     /// Length of the sampling window, e.g. 500ms, 30s, 2m [default: 10s; with
     /// --pin: none, the window is the time since the last run]. SIGINT or
@@ -228,11 +274,6 @@ pub struct RunArgs {
     #[arg(short, long, value_name = "PATH", default_value = "-")]
     pub output: PathBuf,
 
-    /// Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter's names,
-    /// so existing dashboards keep working.
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
-    pub namespace: String,
-
     /// Leave the programs attached and their maps pinned under DIR (on bpffs,
     /// e.g. /sys/fs/bpf/bpfsnap): the first run attaches them, later runs read
     /// the maps at once, and the counters count all the time, between runs
@@ -240,25 +281,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "DIR")]
     pub pin: Option<PathBuf>,
 
-    #[command(flatten)]
-    pub attaching: AttachArgs,
-
-    /// Capabilities to keep once the probes are attached: none, all, or a
-    /// list such as syslog,dac_override. CAP_SYSLOG is kept automatically for
-    /// the ksym and kstack decoders, and CAP_BPF where the kernel checks it
-    /// for every map read. (ebpf_exporter's --capabilities.keep, whose
-    /// default is all.)
-    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
-    pub keep_caps: KeepCaps,
-
     /// How long to wait for another bpfsnap writing the same output.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = humantime::parse_duration)]
     pub lock_timeout: Duration,
-
-    /// Load config and object files even if they are writable by others or
-    /// owned by another user.
-    #[arg(long)]
-    pub allow_untrusted_files: bool,
 
     /// Output format [default: pretty when writing to a terminal, else text].
     #[arg(long, value_name = "FORMAT")]
@@ -268,7 +293,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     #[command(flatten)]
-    pub programs: ProgramArgs,
+    pub session: SessionArgs,
 
     /// Address to listen on (exporter-toolkit's --web.listen-address):
     /// HOST:PORT (an IPv4 address or a host name, resolved at start),
@@ -302,10 +327,6 @@ pub struct ServeArgs {
     )]
     pub telemetry_path: String,
 
-    /// Prefix of every metric name (see `run --namespace`).
-    #[arg(long, value_name = "NAME", default_value = DEFAULT_NAMESPACE, value_parser = parse_namespace)]
-    pub namespace: String,
-
     /// Scrapes answered at once; more get HTTP 503.
     #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u64).range(1..=256))]
     pub max_requests: u64,
@@ -319,22 +340,11 @@ pub struct ServeArgs {
     #[arg(long, value_name = "MODE", default_value = "fail", value_parser = ["fail", "partial"])]
     pub on_error: String,
 
-    #[command(flatten)]
-    pub attaching: AttachArgs,
-
-    /// Capabilities to keep once attached (see `run --keep-caps`).
-    #[arg(long, value_name = "CAPS", default_value = "none", value_parser = KeepCaps::parse, alias = "capabilities.keep")]
-    pub keep_caps: KeepCaps,
-
     /// What each scrape's counts cover: `cumulative` (since the start) or
     /// `window` (since the previous scrape, whoever made it: give each
     /// scraper its own bpfsnap; written as gauges).
     #[arg(long, value_name = "MODE", default_value = "cumulative")]
     pub counts: Counts,
-
-    /// Load config and object files even if others could have changed them.
-    #[arg(long)]
-    pub allow_untrusted_files: bool,
 
     /// Testing aid: make every scrape take at least this long, to exercise
     /// the in-flight limit and the scrape timeout.
@@ -473,7 +483,6 @@ where
 /// `bpfsnap run`'s options from its arguments: on a terminal's stdout the
 /// pretty view of each window, else the text format of cumulative counters.
 fn run_options(args: RunArgs, log: Log) -> RunOptions {
-    note_ignored_flags(args.attaching.skip_cache_size, log);
     let sink = Sink::from_arg(&args.output);
     let terminal = sink == Sink::Stdout && std::io::stdout().is_terminal();
     let format = args.format.unwrap_or(if terminal {
@@ -482,37 +491,30 @@ fn run_options(args: RunArgs, log: Log) -> RunOptions {
         OutputFormat::Text
     });
     RunOptions {
-        selection: args.programs.selection(),
+        session: args.session.options(log),
         window: args.window,
         interval: args.interval,
         count: args.count,
-        strict: args.attaching.strict,
-        btf: args.attaching.btf,
         counts: args.counts.unwrap_or(match format {
             OutputFormat::Pretty => Counts::Window,
             OutputFormat::Text => Counts::Cumulative,
         }),
         format,
         sink,
-        namespace: args.namespace,
+        namespace: args.session.namespace,
         pin: args.pin,
-        keep_caps: args.keep_caps,
         lock_timeout: args.lock_timeout,
-        allow_untrusted_files: args.allow_untrusted_files,
-        log,
     }
 }
 
 /// `bpfsnap serve`'s options from its arguments.
 fn serve_options(args: ServeArgs, log: Log) -> crate::serve::ServeOptions {
-    note_ignored_flags(args.attaching.skip_cache_size, log);
     crate::serve::ServeOptions {
-        log,
-        selection: args.programs.selection(),
+        session: args.session.options(log),
         listen: args.listen,
         web_config: args.web_config,
         scraping: Scraping {
-            namespace: args.namespace,
+            namespace: args.session.namespace,
             telemetry_path: args.telemetry_path,
             serve_partial: args.on_error == "partial",
             counts: args.counts,
@@ -522,10 +524,6 @@ fn serve_options(args: ServeArgs, log: Log) -> crate::serve::ServeOptions {
             scrape_error: args.scrape_error,
             faulty_scrapes: args.faulty_scrapes,
         },
-        strict: args.attaching.strict,
-        btf: args.attaching.btf,
-        keep_caps: args.keep_caps,
-        allow_untrusted_files: args.allow_untrusted_files,
     }
 }
 
@@ -567,10 +565,10 @@ mod tests {
             panic!("run")
         };
         assert_eq!(args.window, None);
-        assert_eq!(args.keep_caps, KeepCaps::Only(vec![]));
+        assert_eq!(args.session.keep_caps, KeepCaps::Only(vec![]));
         assert_eq!(args.output, PathBuf::from("-"));
-        assert_eq!(args.namespace, "bpfsnap");
-        assert!(args.programs.builtin.is_empty());
+        assert_eq!(args.session.namespace, "bpfsnap");
+        assert!(args.session.programs.builtin.is_empty());
         let cli = Cli::try_parse_from([
             "bpfsnap",
             "run",
@@ -588,7 +586,7 @@ mod tests {
         let Command::Run(args) = cli.command else {
             panic!("run")
         };
-        let selection = args.programs.selection();
+        let selection = args.session.programs.selection();
         assert_eq!(selection.builtins, ["a", "b"]);
         assert_eq!(selection.files, [PathBuf::from("x.toml")]);
         assert_eq!(selection.config_dir, Some(PathBuf::from("/d")));

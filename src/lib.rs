@@ -33,6 +33,7 @@
 pub mod builtin;
 pub mod check;
 pub mod cli;
+pub mod collect;
 pub mod decode;
 pub mod exposition;
 pub mod list;

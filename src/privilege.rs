@@ -144,9 +144,34 @@ impl CapSets {
     }
 }
 
-/// Reduces the effective, permitted and inheritable sets to `keep` (only ever
-/// dropping: a capability not held is not gained).
+/// What the process kept once attached ([`drop_capabilities`]), for the
+/// threads that were already running to apply to themselves.
+static KEPT: std::sync::OnceLock<KeepCaps> = std::sync::OnceLock::new();
+
+/// Reduces the calling thread's effective, permitted and inheritable sets
+/// to `keep` (only ever dropping: a capability not held is not gained), and
+/// has threads that started before (see [`follow_drop`]) do the same:
+/// capset(2) changes the calling thread only, and a thread keeps the
+/// capabilities it started with. Threads started afterwards inherit the
+/// calling thread's.
 pub fn drop_capabilities(keep: &KeepCaps) -> Result<()> {
+    drop_own(keep)?;
+    // Once per process: a later call (tests) keeps the first.
+    let _ = KEPT.set(keep.clone());
+    Ok(())
+}
+
+/// For a thread that started before [`drop_capabilities`]: whether the
+/// drop has been made, and if so, made for this thread too.
+pub fn follow_drop() -> Result<bool> {
+    match KEPT.get() {
+        Some(keep) => drop_own(keep).map(|()| true),
+        None => Ok(false),
+    }
+}
+
+/// [`drop_capabilities`] for the calling thread alone.
+fn drop_own(keep: &KeepCaps) -> Result<()> {
     let KeepCaps::Only(caps) = keep else {
         return Ok(());
     };

@@ -14,6 +14,13 @@ use crate::builtin::{self, BuiltinSource};
 use crate::plan::{self, Plan};
 use crate::spec::{Config, Format};
 
+/// A config that failed while others ran: the run goes on without it and
+/// reports it in `bpfsnap_config_up` and the exit status.
+pub struct Failed {
+    pub config: String,
+    pub error: anyhow::Error,
+}
+
 /// Where a program's BPF object comes from.
 #[derive(Debug, Clone)]
 pub enum ObjectSource {

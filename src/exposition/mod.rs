@@ -31,9 +31,7 @@ use std::collections::BTreeMap;
 use anyhow::{bail, Context, Result};
 
 use crate::plan::{self, Plan};
-use crate::probe::Probe;
-use crate::session::Failed;
-use crate::snapshot::{self, Counts, Deltas, MapData, Snapshot};
+use crate::snapshot::{Counts, MapData, Snapshot};
 
 /// (decoder, count) of keys skipped because a decoder rejected them.
 pub type Errors = BTreeMap<&'static str, u64>;
@@ -81,31 +79,6 @@ pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exp
         exposed.families.push(family);
     }
     Ok(exposed)
-}
-
-/// Snapshots every probe and hands its config's families, capped, to
-/// `each`, one config at a time (so a large map's families can be encoded
-/// and freed before the next is read); what building them left out goes
-/// into `bookkeeping`. Returns the configs whose maps could not be read
-/// (the others' families are there all the same).
-pub fn gather(
-    probes: &mut [Probe],
-    ns: &str,
-    deltas: Option<&mut Deltas>,
-    bookkeeping: &mut self_metrics::Bookkeeping,
-    mut each: impl FnMut(Vec<Family>) -> Result<()>,
-) -> Result<Vec<Failed>> {
-    snapshot::take_each(probes, deltas, |probe, snapshot| {
-        let exposed = families(probe.plan(), &snapshot, ns)?;
-        bookkeeping.add(
-            &probe.config().name,
-            &exposed.decode_errors,
-            &exposed.series_dropped,
-            &snapshot.events_lost,
-        );
-        drop(snapshot);
-        each(exposed.families)
-    })
 }
 
 /// The decoded, sorted, merged series of one counter's map.
@@ -231,6 +204,12 @@ impl Exposition {
     /// scrape errors).
     pub fn add_cumulative(&mut self, family: &Family) -> Result<()> {
         self.add_typed(family, Counts::Cumulative)
+    }
+
+    /// Adds a family in place of the one of its name, if any.
+    pub fn replace(&mut self, family: &Family) -> Result<()> {
+        self.families.remove(&family.name);
+        self.add(family)
     }
 
     fn add_typed(&mut self, family: &Family, counts: Counts) -> Result<()> {

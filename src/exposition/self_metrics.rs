@@ -1,15 +1,14 @@
 //! bpfsnap's own metrics: every family defined once, in [`SelfMetric`]'s
 //! table (name, help, kind, labels, and the name ebpf_exporter gives it where
-//! its dashboards expect one), and filled by the mode that knows the values:
-//! the configs' and programs' state by [`configs`], what gathering left out
-//! by [`Bookkeeping`], the window by `run` and scrape errors by `serve`.
+//! its dashboards expect one), filled by whoever knows the values: the
+//! configs' and programs' state by `collect`, what gathering left out by
+//! [`Bookkeeping`], the window by `run` and scrape errors by `serve`.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{metric_name, Errors, Family, Kind, Samples};
-use crate::probe::Probe;
-use crate::snapshot::{Counts, StreamLoss};
+use crate::snapshot::StreamLoss;
 
 /// The namespace that asks for ebpf_exporter's metric names.
 pub const EBPF_EXPORTER_NAMESPACE: &str = "ebpf_exporter";
@@ -236,127 +235,6 @@ impl SelfMetric {
     pub fn value(&self, ns: &str, value: f64) -> Family {
         self.family(ns, vec![(Vec::new(), value)])
     }
-}
-
-/// When a collection's counts began and when it was taken: what the
-/// counting self metrics say.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// When this process attached the programs (or adopted pinned ones).
-    pub attached_at: SystemTime,
-    /// When the counts the output shows began: `attached_at`, or with
-    /// `--counts window` the window's start.
-    pub counting_since: SystemTime,
-    /// When the maps were read.
-    pub now: SystemTime,
-    /// Whether the counts are cumulative (time counted is then exported).
-    pub counts: Counts,
-}
-
-/// The configs' and their programs' state: which configs and programs are
-/// loaded and up, since when their counters count and for how long they
-/// have, what is pinned, and (with kernel.bpf_stats_enabled=1) what the
-/// programs cost; and the build.
-pub fn configs(ns: &str, probes: &[Probe], down: &[&str], clock: &Clock) -> Vec<Family> {
-    let mut configs = Vec::new();
-    let mut config_up = Vec::new();
-    let mut started = Vec::new();
-    let mut counted = Vec::new();
-    let mut pinned_links = Vec::new();
-    let (attached_at, now) = (unix_seconds(clock.attached_at), unix_seconds(clock.now));
-    for probe in probes {
-        let config = vec![probe.config().name.clone()];
-        configs.push((config.clone(), 1.0));
-        if !down.contains(&config[0].as_str()) {
-            config_up.push((config.clone(), 1.0));
-        }
-        let since = match (clock.counts, probe.pinned()) {
-            (Counts::Cumulative, Some(pinned)) => pinned.manifest.attached_at,
-            _ => unix_seconds(clock.counting_since),
-        };
-        started.push((config.clone(), since));
-        let seconds = match probe.pinned() {
-            Some(pinned) => pinned.counted_seconds(now, attached_at),
-            None => now - attached_at,
-        };
-        counted.push((config.clone(), seconds.max(0.0)));
-        if let Some(links) = probe.pinned_links() {
-            pinned_links.push((config, links as f64));
-        }
-    }
-    for config in down {
-        config_up.push((vec![config.to_string()], 0.0));
-    }
-    let mut families = vec![
-        SelfMetric::ENABLED_CONFIGS.family(ns, configs),
-        SelfMetric::CONFIG_UP.family(ns, config_up),
-        SelfMetric::COUNTERS_START.family(ns, started),
-        SelfMetric::PINNED_LINKS.family(ns, pinned_links),
-        build_info(ns),
-    ];
-    if clock.counts == Counts::Cumulative {
-        families.push(SelfMetric::SAMPLED.family(ns, counted));
-    }
-    families.extend(programs(ns, probes));
-    families
-}
-
-/// Every loaded program: its identity, whether it attached, what it missed
-/// and (with kernel.bpf_stats_enabled=1) what it cost.
-fn programs(ns: &str, probes: &[Probe]) -> Vec<Family> {
-    const LABELS: &[&str] = &["config", "program", "tag", "attach", "id"];
-    let mut info = Vec::new();
-    let mut attached = Vec::new();
-    let mut run_time = Vec::new();
-    let mut run_count = Vec::new();
-    let mut recursion_misses = Vec::new();
-    for probe in probes {
-        let config = &probe.config().name;
-        for program in probe.programs() {
-            let labels = vec![
-                config.clone(),
-                program.name.clone(),
-                program.tag.clone(),
-                program.attach.clone(),
-                program.id.to_string(),
-            ];
-            info.push((labels.clone(), 1.0));
-            let attached_now = if program.attached { 1.0 } else { 0.0 };
-            attached.push((labels.clone(), attached_now));
-            run_time.push((labels.clone(), program.run_time_ns as f64 / 1e9));
-            run_count.push((labels.clone(), program.run_count as f64));
-            recursion_misses.push((labels, program.recursion_misses as f64));
-        }
-    }
-    let mut families = vec![
-        SelfMetric::PROGRAM_INFO.family_of(ns, LABELS, info),
-        SelfMetric::PROGRAM_ATTACHED.family_of(ns, LABELS, attached),
-        SelfMetric::PROGRAM_RECURSION_MISSES.family_of(ns, LABELS, recursion_misses),
-    ];
-    if bpf_stats_enabled() {
-        families.push(SelfMetric::PROGRAM_RUN_TIME.family_of(ns, LABELS, run_time));
-        families.push(SelfMetric::PROGRAM_RUN_COUNT.family_of(ns, LABELS, run_count));
-    }
-    families
-}
-
-/// `NS_build_info{version,revision,libbpf} 1`, as ebpf_exporter exports
-/// `ebpf_exporter_build_info` (its labels come from Go's build; these from
-/// bpfsnap's).
-fn build_info(ns: &str) -> Family {
-    // SAFETY: libbpf returns a static NUL-terminated string.
-    let libbpf = unsafe { std::ffi::CStr::from_ptr(libbpf_sys::libbpf_version_string()) };
-    let labels = vec![
-        env!("CARGO_PKG_VERSION").to_string(),
-        env!("BPFSNAP_REVISION").to_string(),
-        libbpf.to_string_lossy().into_owned(),
-    ];
-    SelfMetric::BUILD_INFO.family(ns, vec![(labels, 1.0)])
-}
-
-fn bpf_stats_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/kernel/bpf_stats_enabled")
-        .is_ok_and(|text| text.trim() == "1")
 }
 
 /// What gathering the configs' families left out, per config, over every

@@ -66,6 +66,9 @@ pub struct EventStream {
     /// Set for a ring buffer without a `MAP_lost` companion.
     uncounted_drops: bool,
     stop: Arc<AtomicBool>,
+    /// Set once the consumer thread has dropped the capabilities the process
+    /// dropped (it started before the drop, with all of them).
+    dropped: Arc<AtomicBool>,
     /// Asks the consumer to drain the buffer now; it answers when done.
     drain: Mutex<mpsc::Sender<mpsc::Sender<()>>>,
     thread: Option<JoinHandle<()>>,
@@ -106,13 +109,18 @@ impl EventStream {
         };
         let uncounted_drops = lost_map.is_none() && map.map_type() == MapType::RingBuf;
         let stop = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(AtomicBool::new(false));
         let (ready, started) = mpsc::channel::<Result<()>>();
         let (drain, drains) = mpsc::channel::<mpsc::Sender<()>>();
         let thread = {
             let (tally, stop) = (tally.clone(), stop.clone());
+            let flags = Flags {
+                stop: stop.clone(),
+                dropped: dropped.clone(),
+            };
             std::thread::Builder::new()
                 .name(format!("events-{name}"))
-                .spawn(move || consume(&map, &tally, &stop, &ready, &drains))
+                .spawn(move || consume(&map, &tally, &flags, &ready, &drains))
                 .context("starting an event consumer thread")?
         };
         started
@@ -126,9 +134,16 @@ impl EventStream {
             lost_map,
             uncounted_drops,
             stop,
+            dropped,
             drain: Mutex::new(drain),
             thread: Some(thread),
         })
+    }
+
+    /// Whether its consumer thread holds no more capabilities than the
+    /// process kept.
+    pub fn follows_drop(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
     }
 
     pub fn key_size(&self) -> usize {
@@ -242,12 +257,19 @@ fn record(data: &[u8], tally: &Tally) {
     }
 }
 
+/// What a consumer thread and its stream share: whether to stop, and
+/// whether it has followed the capability drop.
+struct Flags {
+    stop: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+}
+
 /// The consumer thread: set up, say so on `ready`, poll until `stop`, drain
-/// on request.
+/// on request, and drop the capabilities the process drops.
 fn consume(
     map: &MapHandle,
     tally: &Tally,
-    stop: &AtomicBool,
+    flags: &Flags,
     ready: &mpsc::Sender<Result<()>>,
     drains: &mpsc::Receiver<mpsc::Sender<()>>,
 ) {
@@ -306,7 +328,12 @@ fn consume(
         }
     };
     let _ = ready.send(Ok(()));
-    while !stop.load(Ordering::Relaxed) {
+    while !flags.stop.load(Ordering::Relaxed) {
+        if !flags.dropped.load(Ordering::Relaxed)
+            && crate::privilege::follow_drop().unwrap_or(false)
+        {
+            flags.dropped.store(true, Ordering::SeqCst);
+        }
         // EINTR from a signal is not an error worth stopping for.
         let _ = poll();
         while let Ok(done) = drains.try_recv() {

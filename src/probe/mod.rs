@@ -740,6 +740,12 @@ impl Probe {
             .any(|p| p.attached && p.section.ends_with(":post_attach_mark"))
     }
 
+    /// Whether the threads it started before the capability drop (event
+    /// consumers) hold no more capabilities than the process kept.
+    pub fn threads_follow_drop(&self) -> bool {
+        self.events.iter().all(events::EventStream::follows_drop)
+    }
+
     /// The event stream feeding counter `name`, if it is one.
     pub fn event_stream(&self, name: &str) -> Option<&events::EventStream> {
         self.events.iter().find(|stream| stream.map == name)

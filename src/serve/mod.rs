@@ -45,26 +45,17 @@ use self::scrape::{Scraping, State};
 use self::server::{Handler, Server, Tls};
 use self::web_config::WebConfigSource;
 use crate::log::Log;
-use crate::privilege::{self, KeepCaps};
-use crate::probe;
-use crate::program::Selection;
-use crate::session;
+use crate::session::{Session, SessionOptions};
 
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    pub selection: Selection,
+    /// What to load and how (shared with `run`).
+    pub session: SessionOptions,
     /// Where to listen: one socket each.
     pub listen: Vec<ListenAddress>,
     /// exporter-toolkit's web config: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
     pub scraping: Scraping,
-    /// A program that cannot attach fails its config (see `run --strict`).
-    pub strict: bool,
-    /// The kernel's types in BTF (see `run --btf`).
-    pub btf: Option<std::path::PathBuf>,
-    pub keep_caps: KeepCaps,
-    pub allow_untrusted_files: bool,
-    pub log: Log,
 }
 
 /// Connections open at once beyond the scrapes in flight: the kept-alive
@@ -72,28 +63,25 @@ pub struct ServeOptions {
 const IDLE_CONNECTIONS: usize = 64;
 
 pub fn serve(options: &ServeOptions) -> Result<()> {
-    let stop = session::stop_signals()?;
-    let log = options.log;
+    let log = options.session.log;
     let web = match &options.web_config {
         Some(path) => Some(Arc::new(WebConfigSource::open(path, log)?)),
         None => None,
     };
-    if let Some(path) = &options.btf {
-        probe::host::use_external_btf(path)?;
-    }
-    let programs = session::select(&options.selection, options.allow_untrusted_files, log)?;
+    let selected = Session::select(&options.session)?;
     // Before attaching: an address that is taken or does not resolve is
     // found in milliseconds, not after the probes are in.
     let listeners = listen(&options.listen)?;
-    probe::check_host()?;
-    probe::capture_libbpf_log(log.libbpf);
-    let (probes, failed) = session::attach_all(&programs, None, options.strict, log)?;
-    privilege::drop_capabilities(&session::keep_caps(&options.keep_caps, &programs, log))?;
+    let session = selected.open(None)?;
+    if session.probes.is_empty() {
+        return Err(session.nothing_attached());
+    }
     if let Some(web) = &web {
         web.check_readable()?;
     }
 
-    let state = Arc::new(State::new(probes, failed, options.scraping.clone()));
+    let (state, stop) = State::new(session, options.scraping.clone());
+    let state = Arc::new(state);
     let handler = handler(state.clone(), web.clone())?;
     let tls = web.as_ref().filter(|web| web.tls()).map(|web| {
         let web = web.clone();

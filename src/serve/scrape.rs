@@ -8,17 +8,18 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
 
 use super::http::{Request, Response};
 use super::negotiate::{accepts_gzip, wants_openmetrics};
+use crate::collect::Collector;
 use crate::exposition::self_metrics::{self, SelfMetric};
-use crate::exposition::{self, Encoding, Exposition};
+use crate::exposition::{Encoding, Exposition};
 use crate::probe::Probe;
-use crate::session::Failed;
-use crate::snapshot::{Counts, Deltas};
+use crate::session::{Failed, Session};
+use crate::snapshot::Counts;
 
 const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -45,12 +46,10 @@ pub struct Scraping {
 
 /// What the scrape handler shares.
 pub struct State {
-    probes: Mutex<Vec<Probe>>,
-    /// With `--counts window`: the previous scrape's values and when it was
-    /// (taken with `probes` held).
-    deltas: Option<Mutex<(Deltas, SystemTime)>>,
+    /// The probes and what collecting keeps between scrapes: one gathering
+    /// at a time.
+    gathering: Mutex<(Vec<Probe>, Collector)>,
     failed: Vec<Failed>,
-    attached_at: SystemTime,
     scraping: Scraping,
     in_flight: AtomicUsize,
     /// Gatherings started so far (for `faulty_scrapes`).
@@ -59,9 +58,6 @@ pub struct State {
     abandoned: AtomicUsize,
     /// cause → count, exported as bpfsnap_scrape_errors_total.
     errors: Mutex<BTreeMap<&'static str, u64>>,
-    /// What the scrapes' gatherings left out, added up (taken with
-    /// `probes` held).
-    bookkeeping: Mutex<self_metrics::Bookkeeping>,
 }
 
 /// What a test asked one gathering to suffer (by default, nothing).
@@ -72,22 +68,30 @@ struct Faults {
 }
 
 impl State {
-    pub fn new(probes: Vec<Probe>, failed: Vec<Failed>, mut scraping: Scraping) -> State {
-        let attached_at = SystemTime::now();
+    /// The session's probes, scraped as `scraping` says (and its signals,
+    /// which the server waits for).
+    pub fn new(
+        session: Session,
+        mut scraping: Scraping,
+    ) -> (State, std::sync::mpsc::Receiver<i32>) {
         scraping.max_requests = scraping.max_requests.max(1);
-        State {
-            probes: Mutex::new(probes),
-            deltas: (scraping.counts == Counts::Window)
-                .then(|| Mutex::new((Deltas::default(), attached_at))),
-            failed,
-            attached_at,
+        let window = scraping.counts == Counts::Window;
+        let collector = Collector::new(
+            &scraping.namespace,
+            scraping.counts,
+            window,
+            session.attached_at,
+        );
+        let state = State {
+            gathering: Mutex::new((session.probes, collector)),
+            failed: session.failed,
             scraping,
             in_flight: AtomicUsize::new(0),
             gatherings: AtomicUsize::new(0),
             abandoned: AtomicUsize::new(0),
             errors: Mutex::new(BTreeMap::new()),
-            bookkeeping: Mutex::new(self_metrics::Bookkeeping::default()),
-        }
+        };
+        (state, session.stop)
     }
 }
 
@@ -280,12 +284,11 @@ fn gather_in_time(
     }
 }
 
-/// The configs' metrics and the self metrics, into `exposition`; whether
-/// every config's maps were read, or the first error (what could be
-/// gathered is in `exposition` all the same).
+/// The configs' metrics and the self metrics, into `exposition`; the first
+/// error, if any (what could be gathered is in `exposition` all the same).
 fn gather_programs(
     state: &State,
-    probes: &mut [Probe],
+    (probes, collector): &mut (Vec<Probe>, Collector),
     faults: Faults,
     exposition: &mut Exposition,
 ) -> Result<()> {
@@ -293,44 +296,17 @@ fn gather_programs(
     if faults.error {
         bail!("reading the maps failed (forced by --scrape-error)");
     }
-    // Taken while `probes` is held: one gathering at a time moves it on.
-    let mut deltas = state.deltas.as_ref().and_then(|d| d.lock().ok());
-    let counting_since = deltas.as_ref().map_or(state.attached_at, |d| d.1);
-    let mut bookkeeping = state
-        .bookkeeping
-        .lock()
-        .map_err(|_| anyhow!("a previous scrape panicked while reading the maps"))?;
-    let unread = exposition::gather(
-        probes,
-        ns,
-        deltas.as_deref_mut().map(|d| &mut d.0),
-        &mut bookkeeping,
-        |families| exposition.add_all(&families),
-    )?;
-    let now = SystemTime::now();
-    let mut families = Vec::new();
-    if let Some(deltas) = deltas.as_deref_mut() {
+    let collected = collector.collect(probes, &state.failed, |families| {
+        exposition.add_all(&families)
+    })?;
+    exposition.add_all(&collected.families)?;
+    if state.scraping.counts == Counts::Window {
         // What a scrape's own counts cover: since the previous scrape.
-        let window = now.duration_since(deltas.1).unwrap_or_default();
-        families.push(SelfMetric::WINDOW.value(ns, window.as_secs_f64()));
-        deltas.1 = now;
+        let window = collected.taken_at.duration_since(collected.window_start);
+        let seconds = window.unwrap_or_default().as_secs_f64();
+        exposition.add(&SelfMetric::WINDOW.value(ns, seconds))?;
     }
-    let down: Vec<&str> = state
-        .failed
-        .iter()
-        .chain(&unread)
-        .map(|f| f.config.as_str())
-        .collect();
-    let clock = self_metrics::Clock {
-        attached_at: state.attached_at,
-        counting_since,
-        now,
-        counts: state.scraping.counts,
-    };
-    families.extend(self_metrics::configs(ns, probes, &down, &clock));
-    families.extend(bookkeeping.families(ns));
-    exposition.add_all(&families)?;
-    match unread.into_iter().next() {
+    match collected.unread.into_iter().next() {
         Some(first) => Err(first.error),
         None => Ok(()),
     }
@@ -348,22 +324,20 @@ fn gather(
         std::thread::sleep(faults.delay);
     }
     let mut exposition = Exposition::new(encoding).counting(state.scraping.counts);
-    let mut failure = match state.probes.lock() {
-        Ok(mut probes) => gather_programs(state, &mut probes, faults, &mut exposition).err(),
+    let mut failure = match state.gathering.lock() {
+        Ok(mut gathering) => gather_programs(state, &mut gathering, faults, &mut exposition).err(),
         Err(_) => Some(anyhow!("a previous scrape panicked while reading the maps")),
     };
+    if failure.is_some() {
+        // Gathering stopped before its own families: say the scrape is not
+        // up, and no more.
+        let down = SelfMetric::UP.value(ns, 0.0);
+        if let Err(err) = exposition.replace(&down) {
+            failure.get_or_insert(err);
+        }
+    }
     let errors = state.errors.lock().map(|e| e.clone()).unwrap_or_default();
-    // Down: a config that failed to attach, or whose maps this scrape
-    // could not read.
-    let up = state.failed.is_empty() && failure.is_none();
-    let extra = [
-        SelfMetric::SNAPSHOT_DURATION.value(ns, started.elapsed().as_secs_f64()),
-        SelfMetric::UP.value(ns, if up { 1.0 } else { 0.0 }),
-    ];
-    let added = exposition
-        .add_all(&extra)
-        .and_then(|()| exposition.add_cumulative(&self_metrics::scrape_errors(ns, &errors)));
-    if let Err(err) = added {
+    if let Err(err) = exposition.add_cumulative(&self_metrics::scrape_errors(ns, &errors)) {
         failure.get_or_insert(err);
     }
     let text = exposition.into_text();

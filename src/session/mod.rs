@@ -1,44 +1,161 @@
 //! Session: what `run` and `serve` share between choosing programs and
-//! reading their maps — the selection checked for trust, attaching (built-ins
-//! loaded together, in parallel), the variants this kernel runs, a config
-//! that attached in part, the capabilities kept, and the signals that end a
-//! window or a server.
+//! reading their maps, opened once in two steps. [`Session::select`] catches
+//! SIGINT and SIGTERM, reads external BTF, chooses the programs and checks
+//! their files for trust; the mode then checks what it must before anything
+//! is loaded (an output, listen addresses). [`Selected::open`] checks the
+//! host, captures libbpf's log, attaches (built-ins loaded together, in
+//! parallel; the variants this kernel runs; a config that attached in part),
+//! drops capabilities in every thread of the process and from then on
+//! forwards the signals, on a thread started after the drop.
 //!
-//! Takes a [`Selection`] and each program's [`Plan`](crate::plan::Plan)
-//! (through [`program`]); hands on attached [`Probe`]s and the configs that
-//! [`Failed`], for the snapshot stage to read and the modes to report.
+//! Takes [`SessionOptions`]; hands on a [`Session`]: attached [`Probe`]s,
+//! the configs that [`Failed`], and the signals that end a window or a
+//! server.
 
 mod capabilities;
 mod load;
 mod signals;
 
-pub use capabilities::keep_caps;
-pub use signals::stop_signals;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant, SystemTime};
 
-use std::path::Path;
-
-use anyhow::Result;
+use anyhow::{bail, Result};
 
 use crate::log::Log;
-use crate::privilege;
+use crate::privilege::{self, KeepCaps};
 use crate::probe::{self, Probe};
+pub use crate::program::Failed;
 use crate::program::{self, ObjectSource, Program, Selection};
 
 use load::{in_parallel, load_groups};
 
-/// A probe that failed while others ran: the run goes on without it and
-/// reports it in `bpfsnap_config_up` and the exit status.
-pub struct Failed {
-    pub config: String,
-    pub error: anyhow::Error,
+/// How programs are chosen, loaded and run with least privilege: what `run`
+/// and `serve` take alike.
+#[derive(Debug, Clone)]
+pub struct SessionOptions {
+    pub selection: Selection,
+    /// The kernel's types in BTF, instead of /sys/kernel/btf/vmlinux.
+    pub btf: Option<PathBuf>,
+    /// A program that cannot attach fails its config (ebpf_exporter's
+    /// --config.strict); otherwise the config's other programs run.
+    pub strict: bool,
+    /// Capabilities kept once attached.
+    pub keep_caps: KeepCaps,
+    pub allow_untrusted_files: bool,
+    pub log: Log,
+}
+
+/// Programs chosen and checked, signals caught: nothing loaded yet.
+pub struct Selected<'a> {
+    options: &'a SessionOptions,
+    programs: Vec<Program>,
+    signals: signals::Caught,
+}
+
+/// Attached probes, running with the capabilities kept.
+pub struct Session {
+    pub probes: Vec<Probe>,
+    /// Configs that failed while others ran.
+    pub failed: Vec<Failed>,
+    /// SIGINT and SIGTERM, as messages: they no longer kill the process.
+    pub stop: mpsc::Receiver<i32>,
+    /// When the probes were attached.
+    pub attached_at: SystemTime,
+    /// The capabilities the process kept.
+    pub kept: KeepCaps,
+}
+
+/// How long a thread that started before the capability drop may take to
+/// apply it to itself (event consumers poll every 25 ms).
+const FOLLOW_DROP: Duration = Duration::from_secs(10);
+
+impl Session {
+    /// Catches SIGINT and SIGTERM (from here on they end a window instead
+    /// of killing the process), reads external BTF, chooses the programs and
+    /// checks their files.
+    pub fn select(options: &SessionOptions) -> Result<Selected<'_>> {
+        let signals = signals::catch()?;
+        if let Some(path) = &options.btf {
+            probe::host::use_external_btf(path)?;
+        }
+        let programs = select(
+            &options.selection,
+            options.allow_untrusted_files,
+            options.log,
+        )?;
+        Ok(Selected {
+            options,
+            programs,
+            signals,
+        })
+    }
+
+    /// The error a session where nothing attached ends with: the first
+    /// failure (the others are logged).
+    pub fn nothing_attached(self) -> anyhow::Error {
+        first_error(self.failed)
+    }
+}
+
+impl Selected<'_> {
+    pub fn programs(&self) -> &[Program] {
+        &self.programs
+    }
+
+    /// For `--pin`: each program checked before anything is pinned (see
+    /// [`probe::check_pinnable`]); a member of the default set that cannot
+    /// be pinned is left out (said with -v), any other problem fails.
+    pub fn fit_to_pin(&mut self) -> Result<()> {
+        let programs = std::mem::take(&mut self.programs);
+        self.programs = fit_to_pin(programs, self.options.log)?;
+        Ok(())
+    }
+
+    /// Attaches every program (pinned under `pin` if given), drops the
+    /// capabilities not kept in every thread, and forwards the signals. A
+    /// program that fails at run time is set aside in `failed` (the others
+    /// run; there may be none left); bad input fails at once.
+    pub fn open(self, pin: Option<&Path>) -> Result<Session> {
+        let options = self.options;
+        let log = options.log;
+        probe::check_host()?;
+        probe::capture_libbpf_log(log.libbpf);
+        let (probes, failed) = attach_each(&self.programs, pin, options.strict, log)?;
+        let attached_at = SystemTime::now();
+        match probes.is_empty() {
+            false => log_problems(&probes, &failed, log),
+            true => log_problems(&[], failed.get(1..).unwrap_or_default(), log),
+        }
+        let kept = capabilities::keep_caps(&options.keep_caps, &self.programs, log);
+        privilege::drop_capabilities(&kept)?;
+        follow_drop(&probes)?;
+        let stop = self.signals.forward()?;
+        Ok(Session {
+            probes,
+            failed,
+            stop,
+            attached_at,
+            kept,
+        })
+    }
+}
+
+/// Waits until every thread the probes started before the drop (event
+/// consumers) has dropped what the main thread dropped.
+fn follow_drop(probes: &[Probe]) -> Result<()> {
+    let deadline = Instant::now() + FOLLOW_DROP;
+    while !probes.iter().all(Probe::threads_follow_drop) {
+        if Instant::now() >= deadline {
+            bail!("an event consumer thread did not drop its capabilities within {FOLLOW_DROP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }
 
 /// The programs to run, checked for trust.
-pub fn select(
-    selection: &Selection,
-    allow_untrusted_files: bool,
-    log: Log,
-) -> Result<Vec<Program>> {
+fn select(selection: &Selection, allow_untrusted_files: bool, log: Log) -> Result<Vec<Program>> {
     let mut programs = program::select(selection).map_err(crate::BadInput::wrap)?;
     for program in &mut programs {
         for warning in &program.config.warnings {
@@ -61,26 +178,9 @@ pub fn select(
     Ok(programs)
 }
 
-/// Attaches every program (pinned under `pin` if given). A program that
-/// fails at run time is set aside (the others run); bad input fails at once,
-/// and so does a run where nothing could attach.
-pub fn attach_all(
-    programs: &[Program],
-    pin: Option<&Path>,
-    strict: bool,
-    log: Log,
-) -> Result<(Vec<Probe>, Vec<Failed>)> {
-    let (probes, failed) = attach_each(programs, pin, strict, log)?;
-    if probes.is_empty() {
-        return Err(first_error(failed));
-    }
-    log_problems(&probes, &failed, log);
-    Ok((probes, failed))
-}
-
 /// Attaches what it can: bad input fails at once, a run-time failure of one
 /// program is returned beside the probes that did attach.
-pub fn attach_each(
+fn attach_each(
     programs: &[Program],
     pin: Option<&Path>,
     strict: bool,
@@ -191,7 +291,7 @@ fn settle_attachments(
 /// A pinned run's programs, each checked before anything is pinned (see
 /// [`probe::check_pinnable`]): a member of the default set that cannot be
 /// pinned is left out (said with -v); any other problem fails the run.
-pub fn fit_to_pin(programs: Vec<Program>, log: Log) -> Result<Vec<Program>> {
+fn fit_to_pin(programs: Vec<Program>, log: Log) -> Result<Vec<Program>> {
     let mut kept = Vec::with_capacity(programs.len());
     for program in programs {
         match probe::check_pinnable(&program) {
@@ -269,7 +369,7 @@ fn unavailable_builtin(
 
 /// Says what failed, and what the attached probes warn about (e.g. a ring
 /// buffer whose drops in the kernel are not counted).
-pub fn log_problems(probes: &[Probe], failed: &[Failed], log: Log) {
+fn log_problems(probes: &[Probe], failed: &[Failed], log: Log) {
     for failure in failed {
         log.error(&format!("{:#}", failure.error));
     }
@@ -282,7 +382,7 @@ pub fn log_problems(probes: &[Probe], failed: &[Failed], log: Log) {
 
 /// The error a run where nothing attached ends with: the first failure (the
 /// others are logged).
-pub fn first_error(failed: Vec<Failed>) -> anyhow::Error {
+fn first_error(failed: Vec<Failed>) -> anyhow::Error {
     let mut failures = failed.into_iter();
     match failures.next() {
         Some(first) => first.error,

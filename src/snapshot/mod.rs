@@ -20,7 +20,7 @@ use anyhow::{bail, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapType};
 
 use crate::probe::Probe;
-use crate::session::Failed;
+use crate::program::Failed;
 
 pub use delta::Deltas;
 
