@@ -353,7 +353,10 @@ fn a_refused_link_pin_is_said_and_counted_in_windows_until_the_kernel_takes_it()
             output,
         ]
     };
-    let rare = format!("bpfsnap_syscalls_total{{syscall=\"{}\"}}", common::RARE_SYSCALL);
+    let rare = format!(
+        "bpfsnap_syscalls_total{{syscall=\"{}\"}}",
+        common::RARE_SYSCALL
+    );
     let links = "bpfsnap_pinned_links{config=\"syscalls\"}";
     let before = common::loaded_program_ids();
 
@@ -381,7 +384,10 @@ fn a_refused_link_pin_is_said_and_counted_in_windows_until_the_kernel_takes_it()
     let said = format!(
         "the kernel refused to pin the link of program syscalls_enter at {refused_at}: EINVAL (Invalid argument); its maps stay pinned"
     );
-    assert!(stderr.contains(&said), "the warning names errno and path: {stderr}");
+    assert!(
+        stderr.contains(&said),
+        "the warning names errno and path: {stderr}"
+    );
     assert!(!stderr.contains("security policy"), "no guess: {stderr}");
     let first = fs::read_to_string(&output).unwrap();
     assert_eq!(common::sample(&first, links), Some(0.0), "{first}");
@@ -399,7 +405,11 @@ fn a_refused_link_pin_is_said_and_counted_in_windows_until_the_kernel_takes_it()
     common::rare_syscalls(50);
     let run = || {
         let ran = common::bpfsnap().args(args("100ms")).output().unwrap();
-        assert!(ran.status.success(), "{}", String::from_utf8_lossy(&ran.stderr));
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
         fs::read_to_string(&output).unwrap()
     };
     let second = run();
