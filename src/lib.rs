@@ -49,6 +49,12 @@ pub mod sink;
 pub mod snapshot;
 pub mod spec;
 
+/// build.rs's reader of CO-RE relocations, here for its unit tests (a build
+/// script's own tests are never run).
+#[cfg(test)]
+#[path = "../build/core_relocations.rs"]
+mod core_relocations;
+
 /// The exit status of bad input ([`BadInput`]) and bad usage, in every
 /// command: an invalid config gives 2 whether `check`, `run` or `serve`
 /// found it.

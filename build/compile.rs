@@ -1,0 +1,137 @@
+//! clang with the flags every bpfsnap BPF object is built with, and the
+//! BPF C sources of a directory (for build.rs).
+
+use std::env;
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+/// clang with the flags every bpfsnap BPF object is built with.
+pub struct Compiler {
+    flags: Vec<OsString>,
+}
+
+impl Compiler {
+    pub fn new(root: &Path, out_dir: &Path, arch: &str) -> Result<Compiler> {
+        let vmlinux = root.join("bpf/vmlinux").join(arch);
+        if !vmlinux.join("vmlinux.h").exists() {
+            bail!(
+                "no {}/vmlinux.h for target architecture {arch}: generate it on such a machine with `make vmlinux`",
+                vmlinux.display()
+            );
+        }
+        println!(
+            "cargo:rerun-if-changed={}",
+            vmlinux.join("vmlinux.h").display()
+        );
+        println!("cargo:rerun-if-changed={}", root.join("bpf").display());
+        // libbpf's BPF-side headers, as <bpf/bpf_helpers.h>.
+        let headers = out_dir.join("include");
+        fs::create_dir_all(headers.join("bpf"))?;
+        for (name, contents) in libbpf_sys::API_HEADERS {
+            fs::write(headers.join("bpf").join(name), contents)?;
+        }
+        let target_arch = match arch {
+            "x86_64" => "x86",
+            "aarch64" => "arm64",
+            other => bail!("no BPF target arch for {other}"),
+        };
+        let mut flags: Vec<OsString> = [
+            "-g",
+            "-O2",
+            "-target",
+            "bpf",
+            "-Wall",
+            "-fno-stack-protector",
+        ]
+        .map(OsString::from)
+        .into();
+        flags.push(format!("-D__TARGET_ARCH_{target_arch}").into());
+        for dir in [root.join("bpf"), vmlinux, headers] {
+            flags.extend(["-I".into(), dir.into_os_string()]);
+        }
+        // clang's own directories for the host, searched last.
+        for dir in system_include_dirs()? {
+            flags.extend(["-idirafter".into(), dir.into_os_string()]);
+        }
+        Ok(Compiler { flags })
+    }
+
+    /// Compiles `source` (NAME.bpf.c) into `dir/NAME.bpf.o`.
+    pub fn compile(&self, source: &Path, dir: &Path) -> Result<PathBuf> {
+        println!("cargo:rerun-if-changed={}", source.display());
+        let object = dir.join(format!("{}.bpf.o", stem(source)?));
+        let output = clang()
+            .args(&self.flags)
+            .arg("-c")
+            .arg(source)
+            .arg("-o")
+            .arg(&object)
+            .output()
+            .context("running clang (is it installed? `make deps`)")?;
+        if !output.status.success() {
+            bail!(
+                "compiling {}:\n{}",
+                source.display(),
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        Ok(object)
+    }
+}
+
+/// `$CLANG`, or clang from PATH.
+fn clang() -> Command {
+    Command::new(env::var_os("CLANG").unwrap_or_else(|| "clang".into()))
+}
+
+/// The directories clang searches for <...> headers when compiling for the
+/// host, to be searched last by BPF compiles (as libbpf-tools does): `-target
+/// bpf` leaves out the multiarch directory, where Debian keeps <asm/...>,
+/// which libbpf's <bpf/usdt.bpf.h> reaches through <linux/errno.h>.
+fn system_include_dirs() -> Result<Vec<PathBuf>> {
+    let output = clang()
+        .args(["-v", "-E", "-x", "c", "/dev/null", "-o", "/dev/null"])
+        .output()
+        .context("running clang (is it installed? `make deps`)")?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    let dirs = said
+        .lines()
+        .skip_while(|line| !line.starts_with("#include <...> search starts here:"))
+        .skip(1)
+        .take_while(|line| !line.starts_with("End of search list."))
+        .map(|line| PathBuf::from(line.trim()))
+        .collect();
+    Ok(dirs)
+}
+
+pub fn stem(source: &Path) -> Result<&str> {
+    source
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(".bpf.c"))
+        .with_context(|| format!("bad BPF source name {}", source.display()))
+}
+
+/// `DIR/*.bpf.c`, sorted so the generated table is stable; none if DIR is absent.
+pub fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>> {
+    println!("cargo:rerun-if-changed={}", dir.display());
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut sources = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        if path.to_str().is_some_and(|p| p.ends_with(".bpf.c")) {
+            sources.push(path);
+        } else if path.extension().is_some_and(|e| e == "h") {
+            // Headers beside the sources, included as "NAME.h".
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
+    }
+    sources.sort();
+    Ok(sources)
+}
