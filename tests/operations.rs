@@ -621,6 +621,80 @@ fn capabilities_are_dropped_once_probes_are_attached() {
         .contains("bpfsnap_syscalls_total"));
 }
 
+/// Each thread of process `pid` (name, CapEff, CapPrm), from
+/// /proc/PID/task: capabilities are per thread.
+fn thread_capabilities(pid: u32) -> Vec<(String, u64, u64)> {
+    let mut threads = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).unwrap().flatten() {
+        let Ok(status) = fs::read_to_string(task.path().join("status")) else {
+            continue; // ended meanwhile
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix(name))
+                .map(|value| value.trim().to_string())
+                .unwrap_or_default()
+        };
+        let caps = |name: &str| u64::from_str_radix(&field(name), 16).unwrap();
+        threads.push((field("Name:"), caps("CapEff:"), caps("CapPrm:")));
+    }
+    threads
+}
+
+/// Once attached, no thread of bpfsnap holds a capability it dropped: not
+/// the event consumer (the `exits` built-in's) that started before the
+/// drop, nor the signal thread, nor serve's connection and scrape threads.
+/// What is kept (nothing, or CAP_BPF/CAP_SYS_ADMIN where this kernel checks
+/// it on every map read) is the same in every thread.
+#[test]
+fn every_thread_drops_the_capabilities_in_run_and_serve() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    const PERFMON: u64 = 1 << 38;
+    const KEPT_FOR_READS: u64 = 1 << 39 | 1 << 21;
+    let check = |pid: u32, mode: &str| {
+        let threads = thread_capabilities(pid);
+        assert!(threads.len() >= 3, "{mode}: threads {threads:?}");
+        let (_, main_eff, main_prm) = threads[0].clone();
+        for (name, eff, prm) in &threads {
+            assert!(
+                *eff == main_eff && *prm == main_prm && eff & PERFMON == 0 && eff & !KEPT_FOR_READS == 0,
+                "{mode}: thread {name} holds CapEff {eff:016x} CapPrm {prm:016x} (the process kept {main_eff:016x}): {threads:?}"
+            );
+        }
+    };
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let args = ["-b", "syscalls,exits", "--keep-caps", "none"];
+    let mut running = Running::spawn(
+        &[
+            &["run", "-v"][..],
+            &args,
+            &["--for", "60s", "--output", path_str(&output)],
+        ]
+        .concat(),
+    );
+    running.wait_for("sampling");
+    check(running.child.id(), "run");
+    running.signal(libc::SIGINT);
+    let (exit, _, stderr) = running.finish();
+    assert!(exit.success(), "{stderr}");
+
+    let listen = format!("127.0.0.1:{}", common::free_port());
+    let mut server =
+        Running::spawn(&[&["serve", "-v"][..], &args, &["--listen", &listen]].concat());
+    server.wait_for("serving http://");
+    let url = format!("http://{listen}/metrics");
+    let (status, _, _) = common::curl_url(&url, &[]).expect("scrape");
+    assert_eq!(status, 200);
+    check(server.child.id(), "serve");
+    server.signal(libc::SIGTERM);
+    let (exit, _, stderr) = server.finish();
+    assert!(exit.success(), "{stderr}");
+}
+
 /// `bpfsnap ARGS` on a pseudo-terminal (util-linux's `script`); returns its
 /// exit status and everything it printed there.
 fn on_terminal(args: &[String]) -> (std::process::ExitStatus, String) {

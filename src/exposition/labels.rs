@@ -10,8 +10,6 @@
 //! then costs no string, no allocation and no string comparison per key.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use super::text::{push_escaped, push_u64};
 use crate::decode::{host_uint, until_nul, Chain, Plain};
@@ -22,49 +20,9 @@ pub const REJECTED: u32 = 1 << 31;
 /// The most bytes of a `string` label kept as a number.
 const SHORT: usize = 16;
 
-/// FxHash (rustc's, as rustc-hash 2 finishes it): label bytes are short and
-/// not adversarial enough to need SipHash's protection for one snapshot.
-#[derive(Default, Clone, Copy)]
-pub struct FxHasher(u64);
-
-impl FxHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-impl Hasher for FxHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, word: u64) {
-        self.add(word);
-    }
-
-    fn write_u128(&mut self, word: u128) {
-        self.add(word as u64);
-        self.add((word >> 64) as u64);
-    }
-
-    fn write_usize(&mut self, word: usize) {
-        self.add(word as u64);
-    }
-
-    /// The multiply leaves the low bits, which pick the hash table's
-    /// bucket, depending on the input's low bits only: rotated, they come
-    /// from the well-mixed middle (`string` values packed big-endian vary
-    /// in their high bytes).
-    fn finish(&self) -> u64 {
-        self.0.rotate_left(26)
-    }
-}
-
-type FxMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+/// FxHash (rustc-hash): label bytes are short and not adversarial enough to
+/// need SipHash's protection for one snapshot.
+type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 /// The decoded value of a label's bytes: its value, or the decoder that
 /// rejected it (and whether that was a skip rather than an error).
@@ -193,7 +151,11 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
         // The keys hold the values: a million of them need not be kept twice.
         let ids = self.values.len();
         drop(self.values);
-        radix_sort(&mut order);
+        // Stable, so equal values keep their ids' order.
+        radsort::sort_by_key(&mut order, |keyed| {
+            let key = keyed.key;
+            key
+        });
         let mut ranks = vec![0u32; ids];
         let mut sorted: Vec<T> = Vec::new();
         let mut last = None;
@@ -215,41 +177,6 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
 struct Keyed {
     key: u128,
     id: u32,
-}
-
-/// Sorts by key, stably: LSD radix sort, 11 bits a pass, a pass whose digit
-/// is the same in every key (a common prefix, zero padding) skipped; a
-/// comparison sort for short inputs.
-fn radix_sort(items: &mut Vec<Keyed>) {
-    const DIGIT: u32 = 11;
-    if items.len() < 1024 {
-        items.sort_by_key(|item| item.key);
-        return;
-    }
-    let mut scratch = vec![Keyed::default(); items.len()];
-    let mut shift = 0;
-    while shift < u128::BITS {
-        let digit = |item: &Keyed| ((item.key >> shift) as usize) & ((1 << DIGIT) - 1);
-        let mut starts = vec![0usize; 1 << DIGIT];
-        for item in items.iter() {
-            starts[digit(item)] += 1;
-        }
-        if !starts.contains(&items.len()) {
-            let mut sum = 0;
-            for start in starts.iter_mut() {
-                let n = *start;
-                *start = sum;
-                sum += n;
-            }
-            for item in items.iter() {
-                let slot = &mut starts[digit(item)];
-                scratch[*slot] = *item;
-                *slot += 1;
-            }
-            std::mem::swap(items, &mut scratch);
-        }
-        shift += DIGIT;
-    }
 }
 
 impl<'c> LabelCache<'c> {
@@ -380,7 +307,7 @@ impl PlainCache<u64> {
             .collect();
         let ids = self.values.len();
         drop(self.values);
-        super::series::radix_sort(&mut order, u64::BITS);
+        radsort::sort_by_key(&mut order, |(value, _)| *value);
         let mut ranks = vec![0u32; ids];
         let mut sorted: Vec<u64> = Vec::new();
         for (value, id) in order {

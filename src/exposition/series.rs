@@ -430,7 +430,7 @@ fn sort(rows: Vec<u32>, totals: Vec<f64>, width: usize, values: &[Values]) -> So
             .collect();
         drop(rows);
         drop(totals);
-        radix_sort(&mut keys, label_bits);
+        radsort::sort_by_key(&mut keys, |(key, _)| *key);
         return Sorted::Packed { keys, bits };
     }
     let mut order: Vec<u32> = (0..totals.len() as u32).collect();
@@ -450,72 +450,9 @@ fn bits_for(n: usize) -> u32 {
     usize::BITS - n.saturating_sub(1).leading_zeros()
 }
 
-/// Sorts `keys` by their first field, whose values are below 2^`bits`,
-/// stably: LSD radix sort, 11 bits a pass (a merge sort for short inputs);
-/// a pass whose digit is the same in every key (an address's high bits) is
-/// skipped.
-pub(super) fn radix_sort<T: Copy + Default>(keys: &mut Vec<(u64, T)>, bits: u32) {
-    const DIGIT: u32 = 11;
-    if keys.len() < 1024 {
-        keys.sort_by_key(|(key, _)| *key);
-        return;
-    }
-    let mut scratch = vec![(0u64, T::default()); keys.len()];
-    let mut shift = 0;
-    while shift < bits {
-        let mut starts = vec![0usize; 1 << DIGIT];
-        let digit = |key: u64| ((key >> shift) & ((1 << DIGIT) - 1)) as usize;
-        for &(key, _) in keys.iter() {
-            starts[digit(key)] += 1;
-        }
-        if starts.contains(&keys.len()) {
-            shift += DIGIT;
-            continue;
-        }
-        let mut sum = 0;
-        for start in starts.iter_mut() {
-            let n = *start;
-            *start = sum;
-            sum += n;
-        }
-        for &entry in keys.iter() {
-            let slot = &mut starts[digit(entry.0)];
-            scratch[*slot] = entry;
-            *slot += 1;
-        }
-        std::mem::swap(keys, &mut scratch);
-        shift += DIGIT;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn radix_sort_sorts_stably() {
-        let mut state = 0x1234_5678_9abc_def0u64;
-        for (count, bits) in [(10, 8), (5000, 13), (5000, 40), (3000, 64)] {
-            let mut keys: Vec<(u64, usize)> = (0..count)
-                .map(|i| {
-                    state ^= state << 13;
-                    state ^= state >> 7;
-                    state ^= state << 17;
-                    // Few distinct keys at 13 bits: stability shows.
-                    let key = match bits {
-                        64 => state,
-                        13 => state % 100,
-                        _ => state % (1 << bits),
-                    };
-                    (key, i)
-                })
-                .collect();
-            let mut want = keys.clone();
-            want.sort_by_key(|(key, _)| *key);
-            radix_sort(&mut keys, bits);
-            assert_eq!(keys, want, "{count} keys of {bits} bits");
-        }
-    }
 
     #[test]
     fn bits_for_counts() {

@@ -76,17 +76,26 @@ impl Metric {
             .collect()
     }
 
-    /// On a per-CPU map, the index of the label bpfsnap fills with the CPU
-    /// number (see [`crate::spec::cpu_label_index`]).
-    pub fn cpu_label(&self, per_cpu: bool) -> Option<usize> {
+    /// The label bpfsnap fills with the CPU number on a per-CPU map instead
+    /// of reading it from the key: the last label that names a series, when
+    /// it is named `cpu` (a counter's last label, a histogram's label before
+    /// the bucket).
+    pub fn cpu_label_named(&self) -> Option<usize> {
         let index = self
             .labels
             .len()
             .checked_sub(if self.is_histogram() { 2 } else { 1 })?;
-        (per_cpu && self.labels[index].name == "cpu").then_some(index)
+        (self.labels[index].name == "cpu").then_some(index)
     }
 
-    /// Bytes the map's keys must have (see [`crate::spec::map_key_size`]).
+    /// On a per-CPU map (`per_cpu`), the index of the label bpfsnap fills
+    /// with the CPU number ([`Metric::cpu_label_named`]).
+    pub fn cpu_label(&self, per_cpu: bool) -> Option<usize> {
+        self.cpu_label_named().filter(|_| per_cpu)
+    }
+
+    /// Bytes the map's keys must have: all the labels', less a `cpu` label
+    /// on a per-CPU map. The plan alone says how a key is laid out.
     pub fn key_size(&self, per_cpu: bool) -> usize {
         let all: usize = self.labels.iter().map(Label::span).sum();
         all - self
@@ -192,6 +201,58 @@ mod tests {
             "[[metrics.counters]]\nname = \"a_total\"\nhelp = \"A.\"\n\
              [[metrics.counters.labels]]\nname = \"x\"\nsize = 4\ndecoders = [{decoders}]\n"
         )
+    }
+
+    /// A one-metric plan: a counter, or a histogram (exp2, its last label the
+    /// bucket), with labels of (name, size, padding) decoded as uint.
+    fn one_metric(labels: &[(&str, usize, usize)], histogram: bool) -> Plan {
+        let mut text = match histogram {
+            true => "[[metrics.histograms]]\nname = \"m\"\nhelp = \"M.\"\nbucket_type = \"exp2\"\n\
+                     bucket_max = 3\n"
+                .to_string(),
+            false => "[[metrics.counters]]\nname = \"m_total\"\nhelp = \"M.\"\n".to_string(),
+        };
+        let table = if histogram { "histograms" } else { "counters" };
+        for (name, size, padding) in labels {
+            text += &format!(
+                "[[metrics.{table}.labels]]\nname = \"{name}\"\nsize = {size}\npadding = {padding}\n\
+                 decoders = [{{ name = \"uint\" }}]\n"
+            );
+        }
+        super::parse("t", "t.toml", &text, Format::Toml).unwrap().1
+    }
+
+    #[test]
+    fn a_cpu_label_is_left_out_of_per_cpu_keys() {
+        let counter = [("comm", 8, 0), ("cpu", 2, 0)];
+        let histogram = [("op", 4, 0), ("cpu", 2, 2), ("bucket", 4, 0)];
+        let no_cpu = [("comm", 8, 0), ("bucket", 4, 0)];
+        /// Labels, histogram, per-CPU map, the cpu label's index, key bytes.
+        type Case<'a> = (
+            &'a [(&'a str, usize, usize)],
+            bool,
+            bool,
+            Option<usize>,
+            usize,
+        );
+        let cases: [Case; 8] = [
+            (&counter, false, true, Some(1), 8),
+            (&counter, false, false, None, 10),
+            (&counter[..1], false, true, None, 8),
+            (&histogram, true, true, Some(1), 8),
+            (&histogram, true, false, None, 12),
+            // A histogram's last label is its bucket, never the CPU.
+            (&counter, true, true, None, 10),
+            (&no_cpu, true, true, None, 12),
+            (&no_cpu, false, true, None, 12),
+        ];
+        for (labels, histogram, per_cpu, cpu, bytes) in cases {
+            let plan = one_metric(labels, histogram);
+            let metric = &plan.metrics[0];
+            let what = format!("{labels:?} histogram={histogram} per_cpu={per_cpu}");
+            assert_eq!(metric.cpu_label(per_cpu), cpu, "{what}");
+            assert_eq!(metric.key_size(per_cpu), bytes, "{what}");
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ use anyhow::{bail, Result};
 use libbpf_rs::{MapType, OpenObject};
 
 use super::events;
+use crate::plan::Plan;
 use crate::spec::{self, Config};
 
 /// Map types a counter or histogram can be read from.
@@ -24,9 +25,9 @@ fn readable(map_type: MapType) -> bool {
 }
 
 /// Config ↔ object checks: each metric's map exists, its keys are as long as
-/// the labels say (minus a synthetic `cpu` label on per-CPU maps), and its
-/// values are u64.
-pub(super) fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
+/// the plan lays them out (minus a synthetic `cpu` label on per-CPU maps),
+/// and its values are u64.
+pub(super) fn check_maps(config: &Config, plan: &Plan, object: &OpenObject) -> Result<()> {
     let maps: BTreeMap<String, (MapType, u32, u32)> = object
         .maps()
         .map(|m| {
@@ -39,7 +40,7 @@ pub(super) fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
     // Every metric's problems, so `bpfsnap check` lists them all.
     let problems: Vec<String> = config
         .metrics()
-        .filter_map(|metric| check_map(config, &metric, &maps).err())
+        .filter_map(|metric| check_map(config, plan, &metric, &maps).err())
         .map(|err| format!("{err:#}"))
         .collect();
     if problems.is_empty() {
@@ -54,6 +55,7 @@ pub(super) fn check_maps(config: &Config, object: &OpenObject) -> Result<()> {
 
 fn check_map(
     config: &Config,
+    plan: &Plan,
     metric: &spec::MetricRef,
     maps: &BTreeMap<String, (MapType, u32, u32)>,
 ) -> Result<()> {
@@ -104,12 +106,15 @@ fn check_map(
         );
     }
     let histogram = metric.kind == spec::MetricKind::Histogram;
-    let label_bytes = spec::map_key_size(metric.labels, map_type.is_percpu(), histogram);
+    let Some(layout) = plan.metric(metric.name) else {
+        bail!("{}: not in the config's plan", context());
+    };
+    let label_bytes = layout.key_size(map_type.is_percpu());
     // ebpf_exporter's unlabelled counters: one sample at key u32 0.
     let unlabelled =
         !histogram && label_bytes == 0 && key_size as usize == spec::UNLABELLED_KEY.len();
     if key_size as usize != label_bytes && !unlabelled {
-        let cpu_hint = match spec::cpu_label_index(metric.labels, histogram) {
+        let cpu_hint = match layout.cpu_label_named() {
             Some(_) if !map_type.is_percpu() => {
                 " (a label named cpu is left out of the key only on per-CPU maps)"
             }

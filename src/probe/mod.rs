@@ -303,7 +303,7 @@ pub fn unavailable(
 pub fn check(program: &Program) -> Result<()> {
     let object = open(program)?;
     attach_points(&program.config, &object).map_err(crate::BadInput::wrap)?;
-    check_maps(&program.config, &object).map_err(crate::BadInput::wrap)
+    check_maps(&program.config, &program.plan, &object).map_err(crate::BadInput::wrap)
 }
 
 /// Everything a pinned run can know of `program` before it pins anything:
@@ -311,7 +311,7 @@ pub fn check(program: &Program) -> Result<()> {
 /// bpfsnap process while it counts (so it can outlive the process).
 pub fn check_pinnable(program: &Program) -> Result<()> {
     let object = open(program)?;
-    check_maps(&program.config, &object).map_err(crate::BadInput::wrap)?;
+    check_maps(&program.config, &program.plan, &object).map_err(crate::BadInput::wrap)?;
     let streams = object.maps().any(|map| {
         let name = map.name().to_string_lossy();
         events::is_stream(map.map_type()) && program.config.metrics().any(|m| m.name == name)
@@ -349,7 +349,7 @@ impl Probe {
         let mut object = open(program)?;
         leave_out(&mut object, &program.left_out)?;
         let points = attach_points(&config, &object).map_err(crate::BadInput::wrap)?;
-        check_maps(&config, &object).map_err(crate::BadInput::wrap)?;
+        check_maps(&config, &program.plan, &object).map_err(crate::BadInput::wrap)?;
         if let Some(dir) = maps_dir {
             for mut map in object.maps_mut() {
                 let path = dir.join(map.name());
@@ -420,7 +420,7 @@ impl Probe {
         for (program, source) in programs.iter().zip(&sources) {
             let mut points = attach_points(&program.config, &object)?;
             points.retain(|point| source.programs.contains(&point.program.as_str()));
-            check_maps(&program.config, &object)?;
+            check_maps(&program.config, &program.plan, &object)?;
             counts.push(points.len());
             all_points.extend(points);
         }
@@ -495,9 +495,9 @@ impl Probe {
         let mut streams = Vec::new();
         for map in object.maps() {
             let map_name = map.name().to_string_lossy().into_owned();
-            let Some(metric) = config.metrics().find(|m| m.name == map_name) else {
+            if !config.metrics().any(|m| m.name == map_name) {
                 continue;
-            };
+            }
             let handle =
                 MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
             if events::is_stream(map.map_type()) {
@@ -506,7 +506,11 @@ impl Probe {
                     .maps()
                     .find(|m| m.name().to_string_lossy() == lost_name)
                     .and_then(|m| MapHandle::try_from(&m).ok());
-                let key_size = spec::key_size(metric.labels);
+                // Every label of an event comes from its leading bytes.
+                let key_size = program
+                    .plan
+                    .metric(&map_name)
+                    .map_or(0, |m| m.key_size(false));
                 let stream = events::EventStream::start(
                     &map_name,
                     handle,

@@ -115,16 +115,17 @@ impl Pinned {
     }
 }
 
-/// A stable 64-bit FNV-1a over everything that makes a pinned set current.
+/// A stable 64-bit FNV-1a over everything that makes a pinned set current
+/// (each part ended by a byte no UTF-8 text has, so parts cannot run into
+/// each other).
 pub fn fingerprint(parts: &[&[u8]]) -> String {
-    let mut hash: u64 = 0xcbf29ce484222325;
+    use std::hash::Hasher;
+    let mut hash = fnv::FnvHasher::default();
     for part in parts {
-        for byte in part.iter().chain(&[0xff]) {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x100000001b3);
-        }
+        hash.write(part);
+        hash.write(&[0xff]);
     }
-    format!("{hash:016x}")
+    format!("{:016x}", hash.finish())
 }
 
 /// `time` as it reads back from the state map (whole nanoseconds), so a run

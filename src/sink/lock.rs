@@ -44,7 +44,11 @@ fn lock_path_in(dir: &Path, target: &Path) -> PathBuf {
         })
         .collect();
     let tail = &readable[readable.len().saturating_sub(60)..];
-    let hash = crate::probe::pin::fingerprint(&[text.as_bytes()]);
+    // FNV-1a: every bpfsnap, of any version, names a path's lock alike.
+    let mut hash = fnv::FnvHasher::default();
+    std::hash::Hasher::write(&mut hash, text.as_bytes());
+    std::hash::Hasher::write(&mut hash, &[0xff]);
+    let hash = format!("{:016x}", std::hash::Hasher::finish(&hash));
     dir.join(format!("bpfsnap-{tail}-{}.lock", &hash[..8]))
 }
 

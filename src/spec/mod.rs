@@ -645,30 +645,9 @@ fn label_name_is_valid(name: &str) -> bool {
     !name.is_empty() && valid && !name.starts_with("__")
 }
 
-/// Bytes a key with these labels must have.
-pub fn key_size(labels: &[Label]) -> usize {
-    labels.iter().map(Label::span).sum()
-}
-
-/// On a per-CPU map, the label bpfsnap fills with the CPU number instead of
-/// reading it from the key: the last label that names a series, when it is
-/// named `cpu` (a counter's last label, a histogram's label before the
-/// bucket).
-pub fn cpu_label_index(labels: &[Label], histogram: bool) -> Option<usize> {
-    let index = labels.len().checked_sub(if histogram { 2 } else { 1 })?;
-    (labels[index].name == "cpu").then_some(index)
-}
-
-/// Bytes the map's keys must have for these labels: all of them, less a
-/// `cpu` label on a per-CPU map (see [`cpu_label_index`]).
 /// The key of an unlabelled counter's sample (ebpf_exporter's rule): u32 0
 /// in a map with 4-byte keys, whose labels take no bytes of the key.
 pub const UNLABELLED_KEY: [u8; 4] = [0; 4];
-
-pub fn map_key_size(labels: &[Label], per_cpu: bool, histogram: bool) -> usize {
-    let cpu = cpu_label_index(labels, histogram).filter(|_| per_cpu);
-    key_size(labels) - cpu.map_or(0, |index| labels[index].span())
-}
 
 fn check_metric_name(name: &str) -> Result<()> {
     let valid = name.chars().enumerate().all(|(i, c)| {
@@ -771,46 +750,12 @@ metrics:
     }
 
     #[test]
-    fn a_cpu_label_is_left_out_of_per_cpu_keys() {
-        let label = |name: &str, size, padding| Label {
-            name: name.into(),
-            size,
-            padding,
-            decoders: vec![],
-        };
-        let counter = [label("comm", 16, 0), label("cpu", 2, 0)];
-        let histogram = [label("op", 4, 0), label("cpu", 2, 2), label("bucket", 4, 0)];
-        let no_cpu = [label("comm", 16, 0), label("bucket", 4, 0)];
-        /// Labels, per-CPU map, histogram, the cpu label's index, key bytes.
-        type Case<'a> = (&'a [Label], bool, bool, Option<usize>, usize);
-        let cases: [Case; 7] = [
-            (&counter, true, false, Some(1), 16),
-            (&counter, false, false, Some(1), 18),
-            (&counter[..1], true, false, None, 16),
-            (&histogram, true, true, Some(1), 8),
-            (&histogram, false, true, Some(1), 12),
-            // A histogram's last label is its bucket, never the CPU.
-            (&counter, true, true, None, 18),
-            (&no_cpu, true, true, None, 20),
-        ];
-        for (labels, per_cpu, is_histogram, cpu, bytes) in cases {
-            let names: Vec<&str> = labels.iter().map(|l| l.name.as_str()).collect();
-            assert_eq!(cpu_label_index(labels, is_histogram), cpu, "{names:?}");
-            assert_eq!(
-                map_key_size(labels, per_cpu, is_histogram),
-                bytes,
-                "{names:?} per_cpu={per_cpu} histogram={is_histogram}"
-            );
-        }
-    }
-
-    #[test]
     fn parses_toml_and_yaml_alike() {
         let config = parse(GOOD, Format::Toml).unwrap();
         assert_eq!(config.name, "t");
         let counter = &config.metrics.counters[0];
         assert_eq!(counter.name, "things_total");
-        assert_eq!(key_size(&counter.labels), 8);
+        assert_eq!(counter.labels.iter().map(Label::span).sum::<usize>(), 8);
 
         let config = parse(GOOD_YAML, Format::Yaml).unwrap();
         let decoders = &config.metrics.counters[0].labels[0].decoders;
