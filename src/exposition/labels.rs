@@ -152,10 +152,7 @@ impl<T: Copy + Eq + std::hash::Hash> PlainCache<T> {
         let ids = self.values.len();
         drop(self.values);
         // Stable, so equal values keep their ids' order.
-        radsort::sort_by_key(&mut order, |keyed| {
-            let key = keyed.key;
-            key
-        });
+        radsort::sort_by_key(&mut order, |keyed| keyed.key);
         let mut ranks = vec![0u32; ids];
         let mut sorted: Vec<T> = Vec::new();
         let mut last = None;
