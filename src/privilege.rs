@@ -6,141 +6,58 @@ use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
-
-/// Capabilities by name, as `--keep-caps` spells them.
-const NAMES: &[(&str, u32)] = &[
-    ("chown", 0),
-    ("dac_override", 1),
-    ("dac_read_search", 2),
-    ("net_admin", 12),
-    ("sys_admin", 21),
-    ("sys_resource", 24),
-    ("syslog", 34),
-    ("perfmon", 38),
-    ("bpf", 39),
-];
+use caps::{CapSet, Capability, CapsHashSet};
 
 /// Which capabilities survive the drop after attaching.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeepCaps {
     /// Keep everything (no drop).
     All,
-    /// Keep only these (capability numbers); empty: drop every one.
-    Only(Vec<u32>),
+    /// Keep only these; empty: drop every one.
+    Only(Vec<Capability>),
 }
 
 impl KeepCaps {
-    /// Parses `none`, `all` or a comma-separated list of names
-    /// (`syslog,dac_override`, with or without `cap_`).
+    /// Parses `none`, `all` or a comma-separated list of capability names
+    /// (`syslog,dac_override`, with or without `cap_`, any case).
     pub fn parse(text: &str) -> Result<KeepCaps, String> {
         match text {
             "all" => return Ok(KeepCaps::All),
             "none" | "" => return Ok(KeepCaps::Only(Vec::new())),
             _ => {}
         }
-        let mut caps = Vec::new();
+        let mut kept = Vec::new();
         for name in text.split(',') {
-            let bare = name.trim().to_ascii_lowercase();
-            let bare = bare.strip_prefix("cap_").unwrap_or(&bare);
-            let Some((_, number)) = NAMES.iter().find(|(n, _)| *n == bare) else {
-                let known: Vec<&str> = NAMES.iter().map(|(n, _)| *n).collect();
-                return Err(format!(
-                    "unknown capability {name:?}: use none, all, or some of {}",
-                    known.join(", ")
-                ));
+            let upper = name.trim().to_ascii_uppercase();
+            let full = match upper.starts_with("CAP_") {
+                true => upper,
+                false => format!("CAP_{upper}"),
             };
-            caps.push(*number);
+            let cap = full.parse::<Capability>().map_err(|_| {
+                format!(
+                    "unknown capability {name:?}: use none, all, or names from capabilities(7) \
+                     such as syslog,dac_override"
+                )
+            })?;
+            kept.push(cap);
         }
-        Ok(KeepCaps::Only(caps))
+        Ok(KeepCaps::Only(kept))
     }
 
-    pub fn keeps(&self, cap: u32) -> bool {
+    pub fn keeps(&self, cap: Capability) -> bool {
         match self {
             KeepCaps::All => true,
-            KeepCaps::Only(caps) => caps.contains(&cap),
+            KeepCaps::Only(kept) => kept.contains(&cap),
         }
     }
 
-    pub fn with(mut self, cap: u32) -> KeepCaps {
-        if let KeepCaps::Only(caps) = &mut self {
-            if !caps.contains(&cap) {
-                caps.push(cap);
+    pub fn with(mut self, cap: Capability) -> KeepCaps {
+        if let KeepCaps::Only(kept) = &mut self {
+            if !kept.contains(&cap) {
+                kept.push(cap);
             }
         }
         self
-    }
-}
-
-pub const CAP_SYS_ADMIN: u32 = 21;
-pub const CAP_SYSLOG: u32 = 34;
-pub const CAP_BPF: u32 = 39;
-
-/// The calling thread's capability sets, as capget(2)/capset(2) (version 3)
-/// exchange them: bit n of the 64-bit sets is capability n.
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapSets([CapData; 2]);
-
-#[repr(C)]
-#[derive(Default, Clone, Copy)]
-struct CapData {
-    effective: u32,
-    permitted: u32,
-    inheritable: u32,
-}
-
-#[repr(C)]
-struct CapHeader {
-    version: u32,
-    pid: i32,
-}
-
-const CAP_VERSION_3: u32 = 0x2008_0522;
-
-impl CapSets {
-    /// The calling thread's sets.
-    fn get() -> Result<CapSets> {
-        let mut header = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        let mut sets = CapSets::default();
-        // SAFETY: a header and two data structs, as capget(2) expects for
-        // version 3.
-        if unsafe { libc::syscall(libc::SYS_capget, &mut header, sets.0.as_mut_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("reading capabilities");
-        }
-        Ok(sets)
-    }
-
-    /// Makes these the calling thread's sets (capabilities are per thread).
-    fn set(&self) -> Result<()> {
-        let mut header = CapHeader {
-            version: CAP_VERSION_3,
-            pid: 0,
-        };
-        // SAFETY: as in `get`; the kernel only reads the data.
-        if unsafe { libc::syscall(libc::SYS_capset, &mut header, self.0.as_ptr()) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("setting capabilities");
-        }
-        Ok(())
-    }
-
-    /// These sets reduced to `mask` (effective only, or all three).
-    fn masked(&self, mask: u64, effective_only: bool) -> CapSets {
-        let mut sets = *self;
-        for (data, half) in sets.0.iter_mut().zip([mask as u32, (mask >> 32) as u32]) {
-            data.effective &= half;
-            if !effective_only {
-                data.permitted &= half;
-                data.inheritable &= half;
-            }
-        }
-        sets
-    }
-
-    fn has_effective(&self, cap: u32) -> bool {
-        self.0[(cap / 32) as usize].effective & (1 << (cap % 32)) != 0
     }
 }
 
@@ -172,25 +89,18 @@ pub fn follow_drop() -> Result<bool> {
 
 /// [`drop_capabilities`] for the calling thread alone.
 fn drop_own(keep: &KeepCaps) -> Result<()> {
-    let KeepCaps::Only(caps) = keep else {
+    let KeepCaps::Only(kept) = keep else {
         return Ok(());
     };
-    let mask = caps.iter().fold(0u64, |mask, cap| mask | 1 << cap);
-    CapSets::get()?
-        .masked(mask, false)
-        .set()
-        .context("dropping capabilities")?;
+    let kept: CapsHashSet = kept.iter().copied().collect();
+    // Effective first: it may never hold more than permitted.
+    for set in [CapSet::Effective, CapSet::Inheritable, CapSet::Permitted] {
+        let held = caps::read(None, set).context("reading capabilities")?;
+        let left: CapsHashSet = held.intersection(&kept).copied().collect();
+        caps::set(None, set, &left).context("dropping capabilities")?;
+    }
     // Ambient capabilities would survive in children; there are none to keep.
-    // SAFETY: a plain prctl.
-    unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    };
+    caps::clear(None, CapSet::Ambient).context("clearing ambient capabilities")?;
     Ok(())
 }
 
@@ -203,7 +113,7 @@ fn drop_own(keep: &KeepCaps) -> Result<()> {
 /// lowers its effective set (capabilities are per thread; the rest of the
 /// process keeps its own) and reads a one-entry map made for the purpose,
 /// with no capability, then with CAP_BPF alone, then CAP_SYS_ADMIN alone.
-pub fn capability_for_map_reads() -> Result<Option<u32>> {
+pub fn capability_for_map_reads() -> Result<Option<Capability>> {
     use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
 
     let opts = libbpf_sys::bpf_map_create_opts {
@@ -212,19 +122,21 @@ pub fn capability_for_map_reads() -> Result<Option<u32>> {
     };
     let map = MapHandle::create(MapType::Array, Some("bpfsnap_caps"), 4, 8, 1, &opts)
         .context("creating a map to test reads with")?;
-    let held = CapSets::get()?;
+    let held = caps::read(None, CapSet::Effective).context("reading capabilities")?;
     std::thread::scope(|scope| {
         scope
-            .spawn(|| -> Result<Option<u32>> {
-                let readable = |mask: u64| -> Result<bool> {
-                    held.masked(mask, true).set()?;
+            .spawn(|| -> Result<Option<Capability>> {
+                let readable = |with: &[Capability]| -> Result<bool> {
+                    let effective: CapsHashSet = with.iter().copied().collect();
+                    caps::set(None, CapSet::Effective, &effective)
+                        .context("lowering the test thread's capabilities")?;
                     Ok(map.lookup(&0u32.to_ne_bytes(), MapFlags::ANY).is_ok())
                 };
-                if readable(0)? {
+                if readable(&[])? {
                     return Ok(None);
                 }
-                for cap in [CAP_BPF, CAP_SYS_ADMIN] {
-                    if held.has_effective(cap) && readable(1 << cap)? {
+                for cap in [Capability::CAP_BPF, Capability::CAP_SYS_ADMIN] {
+                    if held.contains(&cap) && readable(&[cap])? {
                         return Ok(Some(cap));
                     }
                 }
@@ -327,17 +239,21 @@ mod tests {
         assert_eq!(KeepCaps::parse("none"), Ok(KeepCaps::Only(vec![])));
         assert_eq!(KeepCaps::parse("all"), Ok(KeepCaps::All));
         assert_eq!(
-            KeepCaps::parse("syslog,CAP_DAC_OVERRIDE"),
-            Ok(KeepCaps::Only(vec![34, 1]))
+            KeepCaps::parse("syslog,CAP_DAC_OVERRIDE,perfmon"),
+            Ok(KeepCaps::Only(vec![
+                Capability::CAP_SYSLOG,
+                Capability::CAP_DAC_OVERRIDE,
+                Capability::CAP_PERFMON
+            ]))
         );
         assert!(KeepCaps::parse("flying")
             .unwrap_err()
             .contains("unknown capability"));
         assert!(KeepCaps::parse("none")
             .unwrap()
-            .with(CAP_SYSLOG)
-            .keeps(CAP_SYSLOG));
-        assert!(KeepCaps::All.keeps(3));
+            .with(Capability::CAP_SYSLOG)
+            .keeps(Capability::CAP_SYSLOG));
+        assert!(KeepCaps::All.keeps(Capability::CAP_FOWNER));
     }
 
     #[test]

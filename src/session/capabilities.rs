@@ -1,6 +1,8 @@
 //! The capabilities a run keeps once its probes are attached.
 
 use crate::log::Log;
+use caps::Capability;
+
 use crate::privilege::{self, KeepCaps};
 use crate::program::Program;
 
@@ -21,9 +23,9 @@ pub fn keep_caps(keep: &KeepCaps, programs: &[Program], log: Log) -> KeepCaps {
             })
         })
     });
-    if uses_kallsyms && !keep.keeps(privilege::CAP_SYSLOG) {
+    if uses_kallsyms && !keep.keeps(Capability::CAP_SYSLOG) {
         log.info("keeping CAP_SYSLOG: the ksym/kstack decoders read kernel addresses from /proc/kallsyms");
-        keep = keep.with(privilege::CAP_SYSLOG);
+        keep = keep.with(Capability::CAP_SYSLOG);
     }
     keep
 }
@@ -32,11 +34,7 @@ pub fn keep_caps(keep: &KeepCaps, programs: &[Program], log: Log) -> KeepCaps {
 fn keep_for_map_reads(keep: KeepCaps, log: Log) -> KeepCaps {
     match privilege::capability_for_map_reads() {
         Ok(Some(cap)) if !keep.keeps(cap) => {
-            let name = if cap == privilege::CAP_BPF {
-                "CAP_BPF"
-            } else {
-                "CAP_SYS_ADMIN"
-            };
+            let name = cap.to_string();
             let sysctl = std::fs::read_to_string("/proc/sys/kernel/unprivileged_bpf_disabled")
                 .map(|value| format!(" (kernel.unprivileged_bpf_disabled={})", value.trim()))
                 .unwrap_or_default();
@@ -50,7 +48,8 @@ fn keep_for_map_reads(keep: KeepCaps, log: Log) -> KeepCaps {
             log.warn(&format!(
                 "cannot tell which capability reading maps needs here ({err:#}): keeping CAP_BPF and CAP_SYS_ADMIN"
             ));
-            keep.with(privilege::CAP_BPF).with(privilege::CAP_SYS_ADMIN)
+            keep.with(Capability::CAP_BPF)
+                .with(Capability::CAP_SYS_ADMIN)
         }
     }
 }
