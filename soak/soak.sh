@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Soak test (`make soak`, not part of `make test`): `bpfsnap run --interval`
+# Soak test (`make soak`; `make test` runs 100 windows of it): `bpfsnap run --interval`
 # for SOAK_WINDOWS windows of SOAK_INTERVAL with the default set while a load
 # generator execs programs, writes and fsyncs files, opens loopback TCP
 # connections and makes system calls. Prints bpfsnap's RSS, open file
@@ -81,8 +81,10 @@ pids+=("$snap")
 
 # A reader checking every version of the file is complete.
 python3 - "$output" "$snap" <<'PY' &
-import os, sys, time
+import os, re, sys, time
 path, pid = sys.argv[1], int(sys.argv[2])
+# A self metric written last in name order but one, with its output label.
+failures = re.compile(r"\nbpfsnap_write_failures_total[{ ]")
 seen, reads, appeared = set(), 0, False
 while os.path.exists(f"/proc/{pid}"):
     try:
@@ -92,7 +94,7 @@ while os.path.exists(f"/proc/{pid}"):
             sys.exit("soak: FAIL: the file went missing between rewrites")
         continue
     appeared, reads = True, reads + 1
-    if not (text.startswith("# HELP ") and text.endswith("\n") and "\nbpfsnap_write_failures_total " in text):
+    if not (text.startswith("# HELP ") and text.endswith("\n") and failures.search(text)):
         sys.exit("soak: FAIL: a reader saw a partial file")
     seen.add(hash(text))
     time.sleep(0.005)
