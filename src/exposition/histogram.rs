@@ -46,51 +46,7 @@ pub(super) fn family(
     if map.key_size != metric.key_size(map.per_cpu) {
         bail!("label sizes do not match the map's key size");
     }
-    let mut series = Series::new();
-    let mut add = |key: &[u8], count: u64, errors: &mut Errors| {
-        let Some(mut labels) = decode_key(&metric.labels, key, errors) else {
-            return;
-        };
-        let Some(bucket) = labels.pop() else { return };
-        let Ok(bucket) = bucket.parse::<u64>() else {
-            *errors.entry("bucket").or_default() += 1;
-            return;
-        };
-        let cell = series.entry(labels).or_default().entry(bucket).or_default();
-        *cell = cell.saturating_add(count);
-    };
-    match metric.cpu_label(map.per_cpu) {
-        // Each CPU's count is a series of its own: the CPU number goes into
-        // the key where the `cpu` label sits (before the bucket).
-        Some(index) => {
-            let cpu = &metric.labels[index];
-            let offset: usize = metric.labels[..index].iter().map(plan::Label::span).sum();
-            let mut full = Vec::with_capacity(map.key_size + cpu.span());
-            for (key, values) in map.entries() {
-                for (number, &count) in values.iter().enumerate().filter(|(_, c)| **c != 0) {
-                    let Some((bytes, size)) = cpu_bytes(number, cpu.size) else {
-                        *errors.entry("cpu").or_default() += 1;
-                        continue;
-                    };
-                    full.clear();
-                    full.extend_from_slice(&key[..offset]);
-                    full.extend_from_slice(&bytes[..size]);
-                    full.resize(full.len() + cpu.padding, 0);
-                    full.extend_from_slice(&key[offset..]);
-                    add(&full, count, errors);
-                }
-            }
-        }
-        None => {
-            for (key, values) in map.entries() {
-                let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
-                if count != 0 {
-                    add(key, count, errors);
-                }
-            }
-        }
-    }
-
+    let series = bucket_counts(metric, map, errors);
     let names = metric.label_names();
     let series_labels = &names[..names.len().saturating_sub(1)];
     let metrics = series
@@ -107,6 +63,53 @@ pub(super) fn family(
         Kind::Histogram,
         metrics,
     ))
+}
+
+/// Each series' count per bucket key, from the keys of `map` (keys a
+/// decoder rejects skipped and counted in `errors`).
+fn bucket_counts(metric: &plan::Metric, map: &MapData, errors: &mut Errors) -> Series {
+    let mut series = Series::new();
+    let mut add = |key: &[u8], count: u64, errors: &mut Errors| {
+        let Some(mut labels) = decode_key(&metric.labels, key, errors) else {
+            return;
+        };
+        let Some(bucket) = labels.pop() else { return };
+        let Ok(bucket) = bucket.parse::<u64>() else {
+            *errors.entry("bucket").or_default() += 1;
+            return;
+        };
+        let cell = series.entry(labels).or_default().entry(bucket).or_default();
+        *cell = cell.saturating_add(count);
+    };
+    let Some(index) = metric.cpu_label(map.per_cpu) else {
+        for (key, values) in map.entries() {
+            let count = values.iter().fold(0u64, |sum, v| sum.saturating_add(*v));
+            if count != 0 {
+                add(key, count, errors);
+            }
+        }
+        return series;
+    };
+    // Each CPU's count is a series of its own: the CPU number goes into
+    // the key where the `cpu` label sits (before the bucket).
+    let cpu = &metric.labels[index];
+    let offset: usize = metric.labels[..index].iter().map(plan::Label::span).sum();
+    let mut full = Vec::with_capacity(map.key_size + cpu.span());
+    for (key, values) in map.entries() {
+        for (number, &count) in values.iter().enumerate().filter(|(_, c)| **c != 0) {
+            let Some((bytes, size)) = cpu_bytes(number, cpu.size) else {
+                *errors.entry("cpu").or_default() += 1;
+                continue;
+            };
+            full.clear();
+            full.extend_from_slice(&key[..offset]);
+            full.extend_from_slice(&bytes[..size]);
+            full.resize(full.len() + cpu.padding, 0);
+            full.extend_from_slice(&key[offset..]);
+            add(&full, count, errors);
+        }
+    }
+    series
 }
 
 /// A series' observations as the prometheus crate's histogram sample.

@@ -156,23 +156,7 @@ impl Table {
     pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
         let width = self.labels;
         let escaped: Vec<Escaped> = self.values.iter().map(Escaped::of).collect();
-        let prefixes: Vec<String> = label_names
-            .iter()
-            .enumerate()
-            .map(|(i, label)| match i {
-                0 => format!("{{{label}=\""),
-                _ => format!("\",{label}=\""),
-            })
-            .collect();
-        // The last label's text with the line's end, per value (for text
-        // values; a number's is written each time).
-        let tails: Vec<String> = match (prefixes.last(), escaped.last()) {
-            (Some(prefix), Some(Escaped::Text(values))) => values
-                .iter()
-                .map(|value| format!("{prefix}{value}\"}} "))
-                .collect(),
-            _ => Vec::new(),
-        };
+        let (prefixes, tails) = line_pieces(label_names, &escaped);
         // `line`: the name and every label but the last; `marks[l]`: its
         // length before label l.
         let mut line = String::from(name);
@@ -215,6 +199,28 @@ impl Table {
             first = false;
         });
     }
+}
+
+/// The pieces of a sample's line: each label's `{name="` or `",name="`, and
+/// for text values of the last label, each value's text with the line's
+/// end (a number's is written each time).
+fn line_pieces(label_names: &[&str], escaped: &[Escaped]) -> (Vec<String>, Vec<String>) {
+    let prefixes: Vec<String> = label_names
+        .iter()
+        .enumerate()
+        .map(|(i, label)| match i {
+            0 => format!("{{{label}=\""),
+            _ => format!("\",{label}=\""),
+        })
+        .collect();
+    let tails: Vec<String> = match (prefixes.last(), escaped.last()) {
+        (Some(prefix), Some(Escaped::Text(values))) => values
+            .iter()
+            .map(|value| format!("{prefix}{value}\"}} "))
+            .collect(),
+        _ => Vec::new(),
+    };
+    (prefixes, tails)
 }
 
 /// A label's values as the encoder writes them: text escaped once per
@@ -275,55 +281,21 @@ pub(crate) fn counter_table(
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Table {
     let width = labels.len();
-    // The `cpu` label's size: its bytes come from the CPU number.
-    let cpu_label = cpu_label.map(|index| labels[index].size);
-    let mut caches: Vec<LabelCache> = labels
-        .iter()
-        .map(|label| LabelCache::new(&label.decoders, label.size))
-        .collect();
-    // Rows of decoded-value ids and their values, in map order.
-    let mut rows: Vec<u32> = Vec::with_capacity(map.len() * width);
-    let mut totals: Vec<f64> = Vec::with_capacity(map.len());
-    let mut add = |key: &[u8], cpu: Option<usize>, value: u64| {
-        let mut offset = 0;
-        for (i, label) in labels.iter().enumerate() {
-            let cpu_field;
-            let bytes = match (cpu, cpu_label) {
-                (Some(cpu), Some(size)) if i + 1 == width => match cpu_bytes(cpu, size) {
-                    Some((bytes, size)) => {
-                        cpu_field = bytes;
-                        &cpu_field[..size]
-                    }
-                    None => {
-                        rows.truncate(totals.len() * width);
-                        return;
-                    }
-                },
-                _ => match key.get(offset..offset + label.size) {
-                    Some(bytes) => bytes,
-                    None => {
-                        rows.truncate(totals.len() * width);
-                        return;
-                    }
-                },
-            };
-            let id = caches[i].id(bytes);
-            if id & REJECTED != 0 {
-                if let Some((decoder, false)) = caches[i].rejection(id) {
-                    *errors.entry(decoder).or_default() += 1;
-                }
-                rows.truncate(totals.len() * width);
-                return;
-            }
-            rows.push(id);
-            offset += label.span();
-        }
-        totals.push(value as f64);
+    let mut rows = Rows {
+        labels,
+        // The `cpu` label's size: its bytes come from the CPU number.
+        cpu_size: cpu_label.map(|index| labels[index].size),
+        caches: labels
+            .iter()
+            .map(|label| LabelCache::new(&label.decoders, label.size))
+            .collect(),
+        rows: Vec::with_capacity(map.len() * width),
+        totals: Vec::with_capacity(map.len()),
     };
     for (key, per_cpu) in map.entries() {
-        if cpu_label.is_some() {
+        if rows.cpu_size.is_some() {
             for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
-                add(key, Some(cpu), *value);
+                rows.add(key, Some(cpu), *value, errors);
             }
             continue;
         }
@@ -331,16 +303,63 @@ pub(crate) fn counter_table(
         if map.is_array && total == 0 {
             continue;
         }
-        add(key, None, total);
+        rows.add(key, None, total, errors);
     }
-
-    let (values, sorted) = order(caches, rows, totals, width);
+    let (values, sorted) = order(rows.caches, rows.rows, rows.totals, width);
     Table {
         values,
         labels: width,
         sorted,
         threshold: None,
         cap: usize::MAX,
+    }
+}
+
+/// A map's keys decoded into rows of value ids (one per label), with their
+/// values, in map order.
+struct Rows<'l> {
+    labels: &'l [Label],
+    /// With a `cpu` label: its size.
+    cpu_size: Option<usize>,
+    caches: Vec<LabelCache<'l>>,
+    rows: Vec<u32>,
+    totals: Vec<f64>,
+}
+
+impl Rows<'_> {
+    /// Adds the row of `key` (with `cpu` for the last label, if split by
+    /// CPU) and `value`; nothing if a label's bytes are missing or a decoder
+    /// rejects them (an error counted in `errors`, a skip not).
+    fn add(
+        &mut self,
+        key: &[u8],
+        cpu: Option<usize>,
+        value: u64,
+        errors: &mut BTreeMap<&'static str, u64>,
+    ) {
+        let width = self.labels.len();
+        let mut offset = 0;
+        for (i, label) in self.labels.iter().enumerate() {
+            let cpu_field = match (cpu, self.cpu_size) {
+                (Some(cpu), Some(size)) if i + 1 == width => Some(cpu_bytes(cpu, size)),
+                _ => None,
+            };
+            let bytes = match &cpu_field {
+                Some(field) => field.as_ref().map(|(bytes, size)| &bytes[..*size]),
+                None => key.get(offset..offset + label.size),
+            };
+            let id = bytes.map(|bytes| self.caches[i].id(bytes));
+            let Some(id) = id.filter(|id| id & REJECTED == 0) else {
+                if let Some((decoder, false)) = id.and_then(|id| self.caches[i].rejection(id)) {
+                    *errors.entry(decoder).or_default() += 1;
+                }
+                self.rows.truncate(self.totals.len() * width);
+                return;
+            };
+            self.rows.push(id);
+            offset += label.span();
+        }
+        self.totals.push(value as f64);
     }
 }
 

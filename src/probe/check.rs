@@ -53,6 +53,7 @@ pub(super) fn check_maps(config: &Config, plan: &Plan, object: &OpenObject) -> R
     .into())
 }
 
+/// The problem with `metric`'s map, if it has one (see [`check_maps`]).
 fn check_map(
     config: &Config,
     plan: &Plan,
@@ -72,45 +73,18 @@ fn check_map(
             names.join(", ")
         );
     };
-    let counter = config
-        .metrics
-        .counters
-        .iter()
-        .find(|c| c.name == metric.name);
     if events::is_stream(map_type) && metric.kind == spec::MetricKind::Counter {
         // Events are counted by their leading label bytes; their size is
         // only known per event (short ones count as lost).
         return Ok(());
     }
-    if counter.is_some_and(|c| c.perf_event_array) {
-        bail!(
-            "{}: perf_event_array is set but the map is a {map_type:?}, not a perf event array",
-            context()
-        );
-    }
-    if counter.is_some_and(|c| c.flush_interval.is_some()) {
-        bail!(
-            "{}: flush_interval applies only to event streams (ring buffers, perf event arrays)",
-            context()
-        );
-    }
-    if !readable(map_type) {
-        bail!(
-            "{}: map type {map_type:?} cannot be read as metrics: use a hash or array map{}",
-            context(),
-            if events::is_stream(map_type) {
-                " (event streams can back counters, not histograms)"
-            } else {
-                ""
-            }
-        );
-    }
-    let histogram = metric.kind == spec::MetricKind::Histogram;
+    check_map_type(config, metric, map_type).map_err(|err| err.context(context()))?;
     let Some(layout) = plan.metric(metric.name) else {
         bail!("{}: not in the config's plan", context());
     };
     let label_bytes = layout.key_size(map_type.is_percpu());
     // ebpf_exporter's unlabelled counters: one sample at key u32 0.
+    let histogram = metric.kind == spec::MetricKind::Histogram;
     let unlabelled =
         !histogram && label_bytes == 0 && key_size as usize == spec::UNLABELLED_KEY.len();
     if key_size as usize != label_bytes && !unlabelled {
@@ -130,6 +104,32 @@ fn check_map(
         bail!(
             "{}: values must be u64 (8 bytes), the map's are {value_size}",
             context()
+        );
+    }
+    Ok(())
+}
+
+/// The problem with a map of `map_type` (not an event stream) for `metric`.
+fn check_map_type(config: &Config, metric: &spec::MetricRef, map_type: MapType) -> Result<()> {
+    let counter = config
+        .metrics
+        .counters
+        .iter()
+        .find(|c| c.name == metric.name);
+    if counter.is_some_and(|c| c.perf_event_array) {
+        bail!("perf_event_array is set but the map is a {map_type:?}, not a perf event array");
+    }
+    if counter.is_some_and(|c| c.flush_interval.is_some()) {
+        bail!("flush_interval applies only to event streams (ring buffers, perf event arrays)");
+    }
+    if !readable(map_type) {
+        bail!(
+            "map type {map_type:?} cannot be read as metrics: use a hash or array map{}",
+            if events::is_stream(map_type) {
+                " (event streams can back counters, not histograms)"
+            } else {
+                ""
+            }
         );
     }
     Ok(())

@@ -264,6 +264,13 @@ struct Flags {
     dropped: Arc<AtomicBool>,
 }
 
+/// A stream's buffer, as its consumer uses it: (poll with a timeout,
+/// consume what is there now).
+type Poll<'a> = (
+    Box<dyn Fn() -> Result<()> + 'a>,
+    Box<dyn Fn() -> Result<()> + 'a>,
+);
+
 /// The consumer thread: set up, say so on `ready`, poll until `stop`, drain
 /// on request, and drop the capabilities the process drops.
 fn consume(
@@ -273,58 +280,15 @@ fn consume(
     ready: &mpsc::Sender<Result<()>>,
     drains: &mpsc::Receiver<mpsc::Sender<()>>,
 ) {
-    // (poll with timeout, consume what is there now)
-    type Poll<'a> = (
-        Box<dyn Fn() -> Result<()> + 'a>,
-        Box<dyn Fn() -> Result<()> + 'a>,
-    );
-    let (poll, drain): Poll<'_> = match map.map_type() {
-        MapType::RingBuf => {
-            let mut builder = RingBufferBuilder::new();
-            let added = builder
-                .add(map, |data| {
-                    record(data, tally);
-                    0
-                })
-                .map(|_| ())
-                .map_err(anyhow::Error::from);
-            match added.and_then(|()| builder.build().map_err(anyhow::Error::from)) {
-                Ok(ring) => {
-                    let ring = std::rc::Rc::new(ring);
-                    let again = ring.clone();
-                    (
-                        Box::new(move || ring.poll(POLL).map_err(anyhow::Error::from)),
-                        Box::new(move || again.consume().map_err(anyhow::Error::from)),
-                    )
-                }
-                Err(err) => {
-                    let _ = ready.send(Err(err));
-                    return;
-                }
-            }
-        }
-        _ => {
-            let lost_events = tally.lost.clone();
-            let built = PerfBufferBuilder::new(map)
-                .sample_cb(|_cpu, data: &[u8]| record(data, tally))
-                .lost_cb(move |_cpu, n| {
-                    lost_events.fetch_add(n, Ordering::Relaxed);
-                })
-                .build();
-            match built {
-                Ok(perf) => {
-                    let perf = std::rc::Rc::new(perf);
-                    let again = perf.clone();
-                    (
-                        Box::new(move || perf.poll(POLL).map_err(anyhow::Error::from)),
-                        Box::new(move || again.consume().map_err(anyhow::Error::from)),
-                    )
-                }
-                Err(err) => {
-                    let _ = ready.send(Err(err.into()));
-                    return;
-                }
-            }
+    let built = match map.map_type() {
+        MapType::RingBuf => ring_buffer(map, tally),
+        _ => perf_buffer(map, tally),
+    };
+    let (poll, drain) = match built {
+        Ok(buffer) => buffer,
+        Err(err) => {
+            let _ = ready.send(Err(err));
+            return;
         }
     };
     let _ = ready.send(Ok(()));
@@ -341,6 +305,39 @@ fn consume(
             let _ = done.send(());
         }
     }
+}
+
+/// A ring buffer's consumer, each event recorded in `tally`.
+fn ring_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Poll<'a>> {
+    let mut builder = RingBufferBuilder::new();
+    builder.add(map, |data| {
+        record(data, tally);
+        0
+    })?;
+    let ring = std::rc::Rc::new(builder.build()?);
+    let again = ring.clone();
+    Ok((
+        Box::new(move || ring.poll(POLL).map_err(anyhow::Error::from)),
+        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+    ))
+}
+
+/// A perf event array's consumer, each event recorded in `tally` and each
+/// loss counted.
+fn perf_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Poll<'a>> {
+    let lost_events = tally.lost.clone();
+    let perf = PerfBufferBuilder::new(map)
+        .sample_cb(|_cpu, data: &[u8]| record(data, tally))
+        .lost_cb(move |_cpu, n| {
+            lost_events.fetch_add(n, Ordering::Relaxed);
+        })
+        .build()?;
+    let perf = std::rc::Rc::new(perf);
+    let again = perf.clone();
+    Ok((
+        Box::new(move || perf.poll(POLL).map_err(anyhow::Error::from)),
+        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+    ))
 }
 
 #[cfg(test)]

@@ -38,26 +38,9 @@ pub(super) fn load_error(
         Some(point) => format!("program {} (section {})", point.program, point.section),
         None => "the object".to_string(),
     };
-    if let Some(AttachPoint {
-        section, attach, ..
-    }) = failed
-    {
-        // A kprobe.multi program calling bpf_get_func_ip is refused by the
-        // verifier on kernels without fprobe, whose real lack is the link.
-        if attach.is_kprobe_multi() {
-            if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
-                return anyhow!("{name}: cannot load {what}: {reason}");
-            }
-        }
-        // Refused before the verifier ran (no log of it): EACCES from a
-        // verifier that rejected the program looks the same to libbpf.
-        if attach.is_trampoline() && permission_denied && !verifier_said {
-            return anyhow!(
-                "{name}: the kernel refused to load {what}: fentry/fexit/lsm programs need BPF \
-                 trampolines, which this kernel does not allow{}: use tp_btf, raw_tp or a tracepoint instead",
-                host::lockdown().map(|mode| format!(" (kernel lockdown: {mode})")).unwrap_or_default()
-            );
-        }
+    let refused = permission_denied && !verifier_said;
+    if let Some(why) = failed.and_then(|point| attach_type_missing(point, &what, refused)) {
+        return anyhow!("{name}: {why}");
     }
     let tail = libbpf_log::useful_tail(&log, 8);
     // The kernel answers EACCES when the verifier refuses a program: not a
@@ -72,6 +55,34 @@ pub(super) fn load_error(
         message.push_str(&tail.join("\n    "));
     }
     anyhow!(message)
+}
+
+/// Why `what`, the program at `point`, could not load, when it is its
+/// attach type that this kernel lacks (`refused`: EACCES before the
+/// verifier ran).
+fn attach_type_missing(point: &AttachPoint, what: &str, refused: bool) -> Option<String> {
+    let AttachPoint {
+        section, attach, ..
+    } = point;
+    // A kprobe.multi program calling bpf_get_func_ip is refused by the
+    // verifier on kernels without fprobe, whose real lack is the link.
+    if attach.is_kprobe_multi() {
+        if let Some(reason) = availability::KernelTypes::load().missing(section, attach) {
+            return Some(format!("cannot load {what}: {reason}"));
+        }
+    }
+    // Refused before the verifier ran (no log of it): EACCES from a
+    // verifier that rejected the program looks the same to libbpf.
+    if !(attach.is_trampoline() && refused) {
+        return None;
+    }
+    let lockdown = host::lockdown()
+        .map(|mode| format!(" (kernel lockdown: {mode})"))
+        .unwrap_or_default();
+    Some(format!(
+        "the kernel refused to load {what}: fentry/fexit/lsm programs need BPF trampolines, \
+         which this kernel does not allow{lockdown}: use tp_btf, raw_tp or a tracepoint instead"
+    ))
 }
 
 /// The first line of libbpf's `log` of the form `prog 'NAME': MESSAGE…`:

@@ -456,87 +456,28 @@ impl Probe {
             }
             None => None,
         };
-        let mut links = Vec::new();
-        let mut link_programs = Vec::new();
-        // Programs that did not attach, with why: the others run (as in
-        // ebpf_exporter; the session fails the config if asked to be strict).
-        let mut unattached = Vec::new();
-        for prog in object.progs_mut() {
-            let prog_name = prog.name().to_string_lossy().into_owned();
-            let Some(point) = point_of(points, &prog_name) else {
-                continue;
-            };
-            libbpf_log::take();
-            match attach_program(&prog, &point.attach) {
-                Ok(new) => {
-                    link_programs.extend(new.iter().map(|_| prog_name.clone()));
-                    links.extend(new);
-                }
-                Err(err) => unattached.push((prog_name.clone(), attach_error(&name, point, &err))),
-            }
+        let mut attached = attach_programs(&name, object, points);
+        if attached.links.is_empty() && !attached.unattached.is_empty() {
+            return Err(attached.unattached.swap_remove(0).1);
         }
-        if links.is_empty() && !unattached.is_empty() {
-            return Err(unattached.swap_remove(0).1);
-        }
-        let programs: Vec<ProgramInfo> = object
-            .progs()
-            .filter_map(|prog| {
-                let prog_name = prog.name().to_string_lossy().into_owned();
-                let point = point_of(points, &prog_name)?;
-                let mut info = program_info(prog.as_fd().as_raw_fd()).unwrap_or_default();
-                info.attached = !unattached.iter().any(|(n, _)| *n == prog_name);
-                info.name = prog_name;
-                info.section = point.section.clone();
-                info.attach = point.attach.kind().to_string();
-                Some(info)
-            })
-            .collect();
-        let mut maps = BTreeMap::new();
-        let mut streams = Vec::new();
-        for map in object.maps() {
-            let map_name = map.name().to_string_lossy().into_owned();
-            if !config.metrics().any(|m| m.name == map_name) {
-                continue;
-            }
-            let handle =
-                MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
-            if events::is_stream(map.map_type()) {
-                let lost_name = format!("{map_name}_lost");
-                let lost = object
-                    .maps()
-                    .find(|m| m.name().to_string_lossy() == lost_name)
-                    .and_then(|m| MapHandle::try_from(&m).ok());
-                // Every label of an event comes from its leading bytes.
-                let key_size = program
-                    .plan
-                    .metric(&map_name)
-                    .map_or(0, |m| m.key_size(false));
-                let stream = events::EventStream::start(
-                    &map_name,
-                    handle,
-                    key_size,
-                    config.max_series(&map_name),
-                    config.flush_interval(&map_name),
-                    lost,
-                )
-                .with_context(|| name.clone())?;
-                streams.push(stream);
-            } else {
-                maps.insert(map_name, MetricMap::new(handle));
-            }
-        }
+        let programs = loaded_programs(object, points, &attached.unattached);
+        let (maps, streams) = metric_maps(program, object)?;
         let program_fds = program_fds(&programs);
         Ok(Probe {
             events: streams,
-            links,
-            link_programs,
+            links: attached.links,
+            link_programs: attached.link_programs,
             maps,
             _object: None,
             config,
             plan: program.plan.clone(),
             programs,
             pinned: None,
-            unattached: unattached.into_iter().map(|(_, err)| err).collect(),
+            unattached: attached
+                .unattached
+                .into_iter()
+                .map(|(_, err)| err)
+                .collect(),
             cgroup_map,
             program_fds,
             link_pin_refusal: None,
@@ -789,6 +730,111 @@ impl Drop for Probe {
         // Pinned links and maps stay in bpffs; dropping our descriptors is all.
         self.links.clear();
     }
+}
+
+/// What attaching a loaded object's programs gave.
+struct Attached {
+    links: Vec<Link>,
+    /// The program each link attaches (same order as `links`).
+    link_programs: Vec<String>,
+    /// Programs that did not attach, with why: the others run (as in
+    /// ebpf_exporter; the session fails the config if asked to be strict).
+    unattached: Vec<(String, anyhow::Error)>,
+}
+
+/// Attaches every program of `object` that `points` names (config `name`).
+fn attach_programs(name: &str, object: &Object, points: &[AttachPoint]) -> Attached {
+    let mut attached = Attached {
+        links: Vec::new(),
+        link_programs: Vec::new(),
+        unattached: Vec::new(),
+    };
+    for prog in object.progs_mut() {
+        let prog_name = prog.name().to_string_lossy().into_owned();
+        let Some(point) = point_of(points, &prog_name) else {
+            continue;
+        };
+        libbpf_log::take();
+        match attach_program(&prog, &point.attach) {
+            Ok(new) => {
+                let names = new.iter().map(|_| prog_name.clone());
+                attached.link_programs.extend(names);
+                attached.links.extend(new);
+            }
+            Err(err) => {
+                let err = attach_error(name, point, &err);
+                attached.unattached.push((prog_name.clone(), err));
+            }
+        }
+    }
+    attached
+}
+
+/// What the kernel says of each program of `object` at `points`, and
+/// whether it attached.
+fn loaded_programs(
+    object: &Object,
+    points: &[AttachPoint],
+    unattached: &[(String, anyhow::Error)],
+) -> Vec<ProgramInfo> {
+    object
+        .progs()
+        .filter_map(|prog| {
+            let prog_name = prog.name().to_string_lossy().into_owned();
+            let point = point_of(points, &prog_name)?;
+            let mut info = program_info(prog.as_fd().as_raw_fd()).unwrap_or_default();
+            info.attached = !unattached.iter().any(|(n, _)| *n == prog_name);
+            info.name = prog_name;
+            info.section = point.section.clone();
+            info.attach = point.attach.kind().to_string();
+            Some(info)
+        })
+        .collect()
+}
+
+/// Handles of `program`'s metric maps in the loaded `object`, by name, and
+/// its event streams, consumed from now on.
+fn metric_maps(
+    program: &Program,
+    object: &Object,
+) -> Result<(BTreeMap<String, MetricMap>, Vec<events::EventStream>)> {
+    let config = &program.config;
+    let name = &config.name;
+    let mut maps = BTreeMap::new();
+    let mut streams = Vec::new();
+    for map in object.maps() {
+        let map_name = map.name().to_string_lossy().into_owned();
+        if !config.metrics().any(|m| m.name == map_name) {
+            continue;
+        }
+        let handle =
+            MapHandle::try_from(&map).with_context(|| format!("{name}: map {map_name}"))?;
+        if !events::is_stream(map.map_type()) {
+            maps.insert(map_name, MetricMap::new(handle));
+            continue;
+        }
+        let lost_name = format!("{map_name}_lost");
+        let lost = object
+            .maps()
+            .find(|m| m.name().to_string_lossy() == lost_name)
+            .and_then(|m| MapHandle::try_from(&m).ok());
+        // Every label of an event comes from its leading bytes.
+        let key_size = program
+            .plan
+            .metric(&map_name)
+            .map_or(0, |m| m.key_size(false));
+        let stream = events::EventStream::start(
+            &map_name,
+            handle,
+            key_size,
+            config.max_series(&map_name),
+            config.flush_interval(&map_name),
+            lost,
+        )
+        .with_context(|| name.clone())?;
+        streams.push(stream);
+    }
+    Ok((maps, streams))
 }
 
 /// Attaches one loaded program as `attach` says: its links (one per CPU for

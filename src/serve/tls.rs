@@ -99,40 +99,9 @@ fn client_verifier(
     config: &TlsServerConfig,
     provider: Arc<CryptoProvider>,
 ) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, String> {
-    let has_ca = !config.client_ca_file.is_empty() || !config.client_ca.is_empty();
-    let auth_type = config.client_auth_type.as_str();
-    let optional = match auth_type {
-        "" | "NoClientCert" if has_ca => {
-            // exporter-toolkit's own check: CAs that nothing would use.
-            return Err(
-                "tls_server_config: client CA's have been configured without a Client \
-                        Auth Policy: set client_auth_type: RequireAndVerifyClientCert"
-                    .into(),
-            );
-        }
-        "" | "NoClientCert" => return Ok(None),
-        "RequireAndVerifyClientCert" => false,
-        "VerifyClientCertIfGiven" => true,
-        "RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert" => {
-            return Err(format!(
-                "tls_server_config.client_auth_type: {auth_type} is not supported by bpfsnap \
-                 serve: it takes client certificates nobody verified; use \
-                 RequireAndVerifyClientCert with client_ca_file"
-            ));
-        }
-        other => {
-            return Err(format!(
-                "tls_server_config.client_auth_type: invalid ClientAuth: {other:?}: use \
-                 NoClientCert, RequireAndVerifyClientCert or VerifyClientCertIfGiven"
-            ));
-        }
+    let Some(optional) = client_auth(config)? else {
+        return Ok(None);
     };
-    if !has_ca {
-        return Err(format!(
-            "tls_server_config.client_auth_type: {auth_type} needs client_ca_file (or \
-             client_ca): the CA certificates that sign the clients' certificates"
-        ));
-    }
     let pem = pem(
         &config.client_ca_file,
         &config.client_ca,
@@ -159,6 +128,47 @@ fn client_verifier(
         .build()
         .map(Some)
         .map_err(|err| format!("{source}: {err}"))
+}
+
+/// Whether `client_auth_type` asks for client certificates: None if not,
+/// else whether they are optional; an error for what bpfsnap does not do
+/// and for certificates asked for without the CAs to verify them.
+fn client_auth(config: &TlsServerConfig) -> Result<Option<bool>, String> {
+    let has_ca = !config.client_ca_file.is_empty() || !config.client_ca.is_empty();
+    let auth_type = config.client_auth_type.as_str();
+    let optional = match auth_type {
+        // exporter-toolkit's own check: CAs that nothing would use.
+        "" | "NoClientCert" if has_ca => {
+            return Err(
+                "tls_server_config: client CA's have been configured without a Client \
+                 Auth Policy: set client_auth_type: RequireAndVerifyClientCert"
+                    .into(),
+            )
+        }
+        "" | "NoClientCert" => return Ok(None),
+        "RequireAndVerifyClientCert" => false,
+        "VerifyClientCertIfGiven" => true,
+        "RequestClientCert" | "RequireAnyClientCert" | "RequireClientCert" => {
+            return Err(format!(
+                "tls_server_config.client_auth_type: {auth_type} is not supported by bpfsnap \
+                 serve: it takes client certificates nobody verified; use \
+                 RequireAndVerifyClientCert with client_ca_file"
+            ));
+        }
+        other => {
+            return Err(format!(
+                "tls_server_config.client_auth_type: invalid ClientAuth: {other:?}: use \
+                 NoClientCert, RequireAndVerifyClientCert or VerifyClientCertIfGiven"
+            ));
+        }
+    };
+    if !has_ca {
+        return Err(format!(
+            "tls_server_config.client_auth_type: {auth_type} needs client_ca_file (or \
+             client_ca): the CA certificates that sign the clients' certificates"
+        ));
+    }
+    Ok(Some(optional))
 }
 
 /// The protocol versions from `min` to `max` (Go's names; TLS12 and TLS13

@@ -188,7 +188,28 @@ fn attach_each(
 ) -> Result<(Vec<Probe>, Vec<Failed>)> {
     let kernel = probe::availability::KernelTypes::load();
     let (programs, mut failed) = fit_to_kernel(programs, &kernel, log);
-    let programs = programs.as_slice();
+    let mut probes = Vec::with_capacity(programs.len());
+    for (index, result) in attach_in_groups(&programs, pin, log) {
+        let program = &programs[index];
+        match result {
+            Ok(probe) => probes.push(probe),
+            // Bad input is the user's to fix now, not a partial run.
+            Err(err) if crate::BadInput::is(&err) => return Err(err),
+            Err(err) => failed.extend(failure(program, err, &kernel, log)),
+        }
+    }
+    let probes = settle_attachments(probes, &mut failed, strict, log);
+    Ok((probes, failed))
+}
+
+/// Each program attached (pinned under `pin` if given), by its index:
+/// built-ins that load together, in parallel (see [`load_groups`]), and if
+/// that fails, each on its own.
+fn attach_in_groups(
+    programs: &[Program],
+    pin: Option<&Path>,
+    log: Log,
+) -> Vec<(usize, Result<Probe>)> {
     let attach = |program: &Program| match pin {
         Some(root) => Probe::attach_pinned(program, root),
         None => Probe::attach(program),
@@ -219,37 +240,32 @@ fn attach_each(
     .flatten()
     .collect();
     attached.sort_by_key(|(index, _)| *index);
+    attached
+}
 
-    let mut probes = Vec::with_capacity(programs.len());
-    for (index, result) in attached {
-        let program = &programs[index];
-        match result {
-            Ok(probe) => probes.push(probe),
-            // Bad input is the user's to fix now, not a partial run.
-            Err(err) if crate::BadInput::is(&err) => return Err(err),
-            Err(err) => {
-                let name = &program.config.name;
-                match unavailable_builtin(program, &kernel) {
-                    // The default set adapts to the kernel: a built-in whose
-                    // attach point this kernel lacks is left out.
-                    Some(reason) if program.optional => {
-                        log.info(&format!("built-in {name} left out: {reason}"));
-                    }
-                    // Named, it fails with that reason rather than libbpf's.
-                    Some(reason) => failed.push(Failed {
-                        config: name.clone(),
-                        error: anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
-                    }),
-                    None => failed.push(Failed {
-                        config: name.clone(),
-                        error: err,
-                    }),
-                }
-            }
+/// What `program`'s run-time failure `err` makes of it: a member of the
+/// default set whose attach point this kernel lacks is left out (the set
+/// adapts to the kernel); one named fails with that reason rather than
+/// libbpf's; anything else fails with `err`.
+fn failure(
+    program: &Program,
+    err: anyhow::Error,
+    kernel: &probe::availability::KernelTypes,
+    log: Log,
+) -> Option<Failed> {
+    let name = &program.config.name;
+    let error = match unavailable_builtin(program, kernel) {
+        Some(reason) if program.optional => {
+            log.info(&format!("built-in {name} left out: {reason}"));
+            return None;
         }
-    }
-    let probes = settle_attachments(probes, &mut failed, strict, log);
-    Ok((probes, failed))
+        Some(reason) => anyhow::anyhow!("{name}: cannot run on this kernel: {reason}"),
+        None => err,
+    };
+    Some(Failed {
+        config: name.clone(),
+        error,
+    })
 }
 
 /// Configs some of whose programs did not attach: with `strict` each fails;

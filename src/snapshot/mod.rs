@@ -232,33 +232,11 @@ fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
     data.keys.reserve_exact(room * key_size);
     data.values.reserve_exact(room * stride);
     let mut first = true;
-    let opts = libbpf_sys::bpf_map_batch_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-        elem_flags: 0,
-        flags: 0,
-    };
     loop {
         data.keys.resize((filled + chunk) * key_size, 0);
         data.values.resize((filled + chunk) * stride, 0);
-        let mut count = u32::try_from(chunk).unwrap_or(u32::MAX);
-        // SAFETY: the key and value buffers have room for `count` more entries
-        // past `filled`; the tokens are `token_size` bytes, enough for either
-        // a bucket index or a key; `opts` outlives the call.
-        let rc = unsafe {
-            libbpf_sys::bpf_map_lookup_batch(
-                fd,
-                if first {
-                    std::ptr::null_mut()
-                } else {
-                    in_token.as_mut_ptr().cast()
-                },
-                out_token.as_mut_ptr().cast(),
-                data.keys.as_mut_ptr().add(filled * key_size).cast(),
-                data.values.as_mut_ptr().add(filled * stride).cast(),
-                &mut count,
-                &opts,
-            )
-        };
+        let resume = (!first).then_some(in_token.as_mut_slice());
+        let (rc, count) = lookup_batch(fd, (resume, &mut out_token), data, filled, chunk);
         let errno = if rc < 0 { -rc } else { 0 };
         if errno == 0 || errno == libc::ENOENT {
             filled += count as usize;
@@ -287,6 +265,44 @@ fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
     data.keys.truncate(filled * key_size);
     data.values.truncate(filled * stride);
     Ok(Batch::Done)
+}
+
+/// One BPF_MAP_LOOKUP_BATCH of at most `chunk` entries into `data`'s
+/// buffers past its first `filled` entries, resuming at the first token
+/// (None: from the start) and leaving the next in the second: libbpf's
+/// return (0, or -errno) and the entries read.
+fn lookup_batch(
+    fd: i32,
+    (resume, next): (Option<&mut [u8]>, &mut [u8]),
+    data: &mut MapData,
+    filled: usize,
+    chunk: usize,
+) -> (i32, u32) {
+    let opts = libbpf_sys::bpf_map_batch_opts {
+        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
+        elem_flags: 0,
+        flags: 0,
+    };
+    let mut count = u32::try_from(chunk).unwrap_or(u32::MAX);
+    let resume = resume.map_or(std::ptr::null_mut(), |token| token.as_mut_ptr().cast());
+    // SAFETY: the caller sized the key and value buffers for `chunk` more
+    // entries past `filled`; the tokens are large enough for a bucket index
+    // or a key; `opts` outlives the call.
+    let rc = unsafe {
+        libbpf_sys::bpf_map_lookup_batch(
+            fd,
+            resume,
+            next.as_mut_ptr().cast(),
+            data.keys.as_mut_ptr().add(filled * data.key_size).cast(),
+            data.values
+                .as_mut_ptr()
+                .add(filled * data.values_per_key)
+                .cast(),
+            &mut count,
+            &opts,
+        )
+    };
+    (rc, count)
 }
 
 /// Key-by-key iteration for kernels without batch lookups (before 5.6).
