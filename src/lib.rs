@@ -5,12 +5,13 @@
 //! next are its only contract, and no stage imports a later one:
 //!
 //! ```text
-//! spec ──► plan ──► session ──► snapshot ──► exposition ──► sink
-//! configs  compiled  select,     read maps    families:      textfile
-//! parsed,  once:     trust,      (batched,    text, Open-    (atomic),
-//! problems decoders, attach,     deltas)      Metrics, the   stdout
-//! (builtin) layouts  caps,                    terminal view
-//!          (decode)  signals
+//! spec ──► plan ──► session ──► snapshot ──► exposition ──► collect ──► sink
+//! configs  compiled  select,     read maps    families:      snapshot →  textfile
+//! parsed,  once:     trust,      (batched,    text, Open-    families →  (atomic),
+//! problems decoders, attach,     deltas)      Metrics, the   self        stdout
+//! (builtin) layouts  caps in                  terminal view  metrics,
+//!          (decode)  every thread,                           up
+//!                    signals
 //!                    (program, probe)
 //! ```
 //!
@@ -21,9 +22,10 @@
 //!   layouts, caps. [`program`] pairs a plan with its BPF object.
 //! - [`session`] is what `run` and `serve` share: [`probe`] loads and
 //!   attaches, [`privilege`] drops capabilities and checks file trust.
-//! - [`snapshot`] reads the maps, [`exposition`] turns them into [`exposition::Family`]s
-//!   (and bpfsnap's own metrics, [`exposition::self_metrics`]), [`sink`]
-//!   writes the text.
+//! - [`snapshot`] reads the maps, [`exposition`] turns a snapshot into
+//!   [`exposition::Family`]s (plain data in, text out), [`collect`] is the
+//!   one path every mode takes from probes to families and bpfsnap's own
+//!   metrics (`bpfsnap_up` among them), [`sink`] writes the text.
 //!
 //! The modes drive the stages: [`run`] writes windows to a textfile or
 //! stdout, [`serve`] answers scrapes, [`check`] and [`list`] load nothing;

@@ -30,6 +30,11 @@ tree=$vm_dir/kernels/$name
 kernel=$tree/boot/vmlinuz-$(cat "$tree/.release")
 
 vng=$vm_dir/venv/bin/vng
+# Guests boot side by side (tools/vm/matrix.sh): what is set up once per
+# machine (the venv, the choice of accelerator) is set up under a lock.
+mkdir -p "$vm_dir"
+exec 9> "$vm_dir/boot.lock"
+flock 9
 if [[ ! -x $vng ]]; then
   say "installing virtme-ng into $vm_dir/venv"
   python3 -m venv "$vm_dir/venv"
@@ -105,6 +110,7 @@ if [[ $accel == auto ]]; then
     fi
   fi
 fi
+flock -u 9
 # A guest whose kernel crashed before it ran the command (seen once here
 # under TCG: an oops in sched_clock_cpu while booting) or locked up boots
 # once more, and says so; a test that failed is never run again.

@@ -42,18 +42,42 @@ grep -vE '^\s*(#|$)' "${BPFSNAP_VM_SUITE:-tools/vm/suite.txt}" | while read -r n
 done > "$suite"
 
 wanted=("$@")
-failed=()
-summary=()
+# Kernels boot side by side, each VM on a host thread of its own (TCG runs
+# single-threaded): BPFSNAP_VM_JOBS at once (default: one per CPU).
+jobs_max=${BPFSNAP_VM_JOBS:-$(nproc)}
+
+# run_kernel NAME MIN_BUILTINS: boots it and runs the suite; its status and
+# how long it took go to OUT/status and OUT/took.
+run_kernel() {
+  local name=$1 min_builtins=$2 out=$vm_dir/out/$1 start status=0
+  mkdir -p "$out"
+  rm -f "$out/status" "$out/took"
+  say "kernel $name: booting (results in $out/log)"
+  start=$(date +%s)
+  tools/vm/boot.sh "$name" "$out" tools/vm/guest-suite.sh "$suite" "$name" "$min_builtins" \
+    2> "$out/boot.log" || status=$?
+  echo $(($(date +%s) - start)) > "$out/took"
+  echo "$status" > "$out/status"
+}
+
+names=()
 while read -r name _suite _package _version min_builtins; do
   if ((${#wanted[@]})) && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
     continue
   fi
+  names+=("$name")
+  while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+  run_kernel "$name" "$min_builtins" &
+done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
+wait
+
+failed=()
+summary=()
+for name in "${names[@]}"; do
   out=$vm_dir/out/$name
-  say "kernel $name: booting (results in $out/log)"
-  start=$(date +%s)
-  status=0
-  tools/vm/boot.sh "$name" "$out" tools/vm/guest-suite.sh "$suite" "$name" "$min_builtins" || status=$?
-  took=$(($(date +%s) - start))
+  status=$(cat "$out/status" 2>/dev/null || echo 125)
+  took=$(cat "$out/took" 2>/dev/null || echo "?")
+  sed "s/^/  [$name] /" "$out/boot.log" >&2 2>/dev/null || true
   grep -E '^(===|test result|FAILED|failures:|    [a-z_:]+$)|panicked' "$out/log" 2>/dev/null | sed "s/^/  [$name] /" >&2 || true
   if ((status == 0)); then
     summary+=("$name: passed in ${took}s")
@@ -61,7 +85,7 @@ while read -r name _suite _package _version min_builtins; do
     summary+=("$name: FAILED (status $status) in ${took}s; whole output: $out/log")
     failed+=("$name")
   fi
-done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
+done
 
 printf 'vm-matrix: %s\n' "${summary[@]}" >&2
 ((${#failed[@]} == 0)) || { say "failed on: ${failed[*]}"; exit 1; }
