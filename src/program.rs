@@ -345,6 +345,12 @@ mod tests {
                 "cannot read config",
             ),
         ];
+        assert_each_refused(cases);
+    }
+
+    /// Asserts that selecting each selection fails with an error that
+    /// contains its text.
+    fn assert_each_refused(cases: Vec<(Selection, &str)>) {
         for (selection, expected) in cases {
             let err = format!("{:#}", select(&selection).unwrap_err());
             assert!(

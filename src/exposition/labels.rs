@@ -499,28 +499,35 @@ mod tests {
             ),
         ];
         for (chain, size, keys) in cases {
-            let mut fast = LabelCache::new(chain, size);
-            assert!(!matches!(fast, LabelCache::Text(_)));
-            let mut text = TextCache::new(chain);
-            let fast_ids: Vec<u32> = keys.iter().map(|k| fast.id(k)).collect();
-            let text_ids: Vec<u32> = keys.iter().map(|k| text.id(k)).collect();
-            let (fast_ranks, fast_values) = fast.ranks();
-            let (text_ranks, text_values) = text.ranks();
-            let ranked = |ids: &[u32], ranks: &[u32]| -> Vec<u32> {
-                ids.iter().map(|id| ranks[*id as usize]).collect()
-            };
-            assert_eq!(
-                ranked(&fast_ids, &fast_ranks),
-                ranked(&text_ids, &text_ranks)
-            );
-            assert_eq!(fast_values.len(), text_values.len());
-            for index in 0..fast_values.len() {
-                assert_eq!(fast_values.get(index), text_values.get(index));
-                let (mut a, mut b) = (String::new(), String::new());
-                fast_values.push_escaped(index, &mut a);
-                text_values.push_escaped(index, &mut b);
-                assert_eq!(a, b);
-            }
+            assert_ranks_as_text(chain, size, &keys);
+        }
+    }
+
+    /// Asserts that a plain label of `size` bytes decoded by `chain` is not
+    /// cached as text, and that it gives these keys the ranks, values and
+    /// escaped values the text cache gives them.
+    fn assert_ranks_as_text(chain: &Chain, size: usize, keys: &[Vec<u8>]) {
+        let mut fast = LabelCache::new(chain, size);
+        assert!(!matches!(fast, LabelCache::Text(_)));
+        let mut text = TextCache::new(chain);
+        let fast_ids: Vec<u32> = keys.iter().map(|k| fast.id(k)).collect();
+        let text_ids: Vec<u32> = keys.iter().map(|k| text.id(k)).collect();
+        let (fast_ranks, fast_values) = fast.ranks();
+        let (text_ranks, text_values) = text.ranks();
+        let ranked = |ids: &[u32], ranks: &[u32]| -> Vec<u32> {
+            ids.iter().map(|id| ranks[*id as usize]).collect()
+        };
+        assert_eq!(
+            ranked(&fast_ids, &fast_ranks),
+            ranked(&text_ids, &text_ranks)
+        );
+        assert_eq!(fast_values.len(), text_values.len());
+        for index in 0..fast_values.len() {
+            assert_eq!(fast_values.get(index), text_values.get(index));
+            let (mut a, mut b) = (String::new(), String::new());
+            fast_values.push_escaped(index, &mut a);
+            text_values.push_escaped(index, &mut b);
+            assert_eq!(a, b);
         }
     }
 }

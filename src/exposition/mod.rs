@@ -561,21 +561,46 @@ decoders = [{ name = "string" }]
     /// Specs and maps exercising the fast path: per-CPU sums and the `cpu`
     /// label, array zeros, labels over 8 bytes, padding, decode errors and
     /// skips, keys merging into one series, escaping, many labels (rows
-    /// too wide to pack into 64 bits).
+    /// too wide to pack into 64 bits). One generator runs through them all,
+    /// in this order.
     fn cases() -> Vec<(String, MapData)> {
         let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
-        let mut cases = Vec::new();
-        // {u32 kind, char comm[12]} per-CPU hash; comm through regexp (skips)
-        // and syscall (errors on non-numbers).
-        // kind: numbers below 300 are mapped to names, which `syscall` then
-        // rejects (decode errors); the others pass through to `syscall`.
+        let mut cases = per_cpu_cases(&mut rng);
+        cases.extend(plain_cases(&mut rng));
+        cases.extend(distinct_first_label_cases(&mut rng));
+        cases.extend(wide_cases(&mut rng));
+        cases
+    }
+
+    /// The words `comm` labels are made of: quotes, backslashes, a newline,
+    /// numbers, a word `regexp` skips, invalid UTF-8, all 12 bytes used.
+    const WORDS: [&[u8]; 7] = [
+        b"x\"q\\",
+        b"xa\nb",
+        b"12",
+        b"x",
+        b"nope",
+        b"x\xff\xfe",
+        b"123456789012",
+    ];
+
+    /// A word of [`WORDS`] picked by `rng`.
+    fn word(rng: &mut Rng) -> &'static [u8] {
+        WORDS[rng.below(WORDS.len() as u64) as usize]
+    }
+
+    /// The spec of `m_total`, keyed by {u32 kind, char comm[12]}: comm
+    /// through regexp (skips) and syscall (errors on non-numbers).
+    /// kind: numbers below 300 are mapped to names, which `syscall` then
+    /// rejects (decode errors); the others pass through to `syscall`.
+    fn per_cpu_spec() -> String {
         let names: Vec<String> = (0..300)
             .map(|k| match k {
                 7 => format!("\"{k}\" = 'a\\\"b\\\\c\\nd'"),
                 _ => format!("\"{k}\" = \"v{}\"", k / 2),
             })
             .collect();
-        let spec = format!(
+        format!(
             r#"
 [[metrics.counters]]
 name = "m_total"
@@ -591,17 +616,12 @@ size = 12
 decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)$"] }}]
 "#,
             names.join(", ")
-        );
-        let spec = spec.as_str();
-        let words: [&[u8]; 7] = [
-            b"x\"q\\",
-            b"xa\nb",
-            b"12",
-            b"x",
-            b"nope",
-            b"x\xff\xfe",
-            b"123456789012",
-        ];
+        )
+    }
+
+    /// The keys and values of a per-CPU hash of [`per_cpu_spec`] on two
+    /// CPUs.
+    fn per_cpu_keys(rng: &mut Rng) -> (Vec<u8>, Vec<u64>) {
         let mut keys = Vec::new();
         let mut values = Vec::new();
         for _ in 0..3000 {
@@ -609,7 +629,7 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
             keys.extend_from_slice(&kind.to_ne_bytes());
             keys.extend_from_slice(&[rng.below(256) as u8, 0]); // padding: ignored
             let mut comm = [0u8; 12];
-            let word = words[rng.below(words.len() as u64) as usize];
+            let word = word(rng);
             comm[..word.len()].copy_from_slice(word);
             if rng.below(4) == 0 {
                 comm[11] = b'z'; // junk after the NUL, or a longer word
@@ -617,68 +637,62 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
             keys.extend_from_slice(&comm);
             values.extend([rng.below(1 << 60), rng.below(3)]);
         }
-        cases.push((
-            spec.to_string(),
-            MapData {
-                name: "m_total".into(),
-                key_size: 16,
-                values_per_key: 2,
-                is_array: false,
-                per_cpu: true,
-                keys: keys.clone(),
-                values: values.clone(),
-            },
-        ));
+        (keys, values)
+    }
+
+    /// One set of per-CPU keys three ways: a hash summed over the CPUs, an
+    /// array with zeros split by CPU, and the array without the cpu label.
+    fn per_cpu_cases(rng: &mut Rng) -> Vec<(String, MapData)> {
+        let spec = per_cpu_spec();
+        let (keys, values) = per_cpu_keys(rng);
+        let summed = MapData {
+            name: "m_total".into(),
+            key_size: 16,
+            values_per_key: 2,
+            is_array: false,
+            per_cpu: true,
+            keys,
+            values,
+        };
         // The same keys split by CPU (last label `cpu`), as an array with zeros.
-        let cpu_spec = spec.to_string()
+        let cpu_spec = spec.clone()
             + "[[metrics.counters.labels]]\nname = \"cpu\"\nsize = 4\ndecoders = [{ name = \"uint\" }]\n";
-        let zeroed: Vec<u64> = values
-            .iter()
-            .enumerate()
-            .map(|(i, v)| if i % 5 == 0 { 0 } else { *v })
-            .collect();
-        cases.push((
-            cpu_spec,
-            MapData {
-                name: "m_total".into(),
-                key_size: 16,
-                values_per_key: 2,
-                is_array: true,
-                per_cpu: true,
-                keys: keys.clone(),
-                values: zeroed.clone(),
-            },
-        ));
-        // Array zeros without the cpu label.
-        cases.push((
-            spec.to_string(),
-            MapData {
-                name: "m_total".into(),
-                key_size: 16,
-                values_per_key: 2,
-                is_array: true,
-                per_cpu: true,
-                keys,
-                values: zeroed,
-            },
-        ));
-        // Labels read without decoding (a lone `uint` or `string`): a u64
-        // nearly every key of which is new (past the point where ids are no
-        // longer looked up, with some values twice), and a 12-byte string,
-        // once all valid UTF-8 and once with invalid bytes (ranked as text).
+        let zeroed = MapData {
+            is_array: true,
+            values: summed
+                .values
+                .iter()
+                .enumerate()
+                .map(|(i, v)| if i % 5 == 0 { 0 } else { *v })
+                .collect(),
+            ..summed.clone()
+        };
+        vec![
+            (spec.clone(), summed),
+            (cpu_spec, zeroed.clone()),
+            // Array zeros without the cpu label.
+            (spec, zeroed),
+        ]
+    }
+
+    /// Labels read without decoding (a lone `uint` or `string`): a u64
+    /// nearly every key of which is new (past the point where ids are no
+    /// longer looked up, with some values twice), and a 12-byte string,
+    /// once all valid UTF-8 and once with invalid bytes (ranked as text).
+    fn plain_cases(rng: &mut Rng) -> Vec<(String, MapData)> {
         let plain = "[[metrics.counters]]\nname = \"p_total\"\nhelp = \"P.\"\nmax_series = 100000\n\
             [[metrics.counters.labels]]\nname = \"addr\"\nsize = 8\ndecoders = [{ name = \"uint\" }]\n\
             [[metrics.counters.labels]]\nname = \"comm\"\nsize = 12\ndecoders = [{ name = \"string\" }]\n";
+        let mut cases = Vec::new();
         for with_invalid in [false, true] {
             let mut keys = Vec::new();
             for _ in 0..40_000 {
                 let addr = 0xffff_8880_0000_0000u64 | (rng.below(60_000) * 64);
                 keys.extend_from_slice(&addr.to_ne_bytes());
                 let mut comm = [0u8; 12];
-                let word = words[rng.below(words.len() as u64) as usize];
-                let word = match (with_invalid, word) {
+                let word = match (with_invalid, word(rng)) {
                     (false, b"x\xff\xfe") => &b"x\\y"[..],
-                    _ => word,
+                    (_, word) => word,
                 };
                 comm[..word.len()].copy_from_slice(word);
                 keys.extend_from_slice(&comm);
@@ -696,33 +710,38 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
                 },
             ));
         }
-        // A first label whose values are all distinct orders the keys by
-        // itself; the labels after it keep their values unranked: a string
-        // (with invalid UTF-8 in some) and a chain that rejects some keys.
-        // Some addresses come twice, the second time with a value `regexp`
-        // skips, so that as many addresses are left as keys but two keys
-        // share one.
+        cases
+    }
+
+    /// A first label whose values are all distinct orders the keys by
+    /// itself; the labels after it keep their values unranked: a string
+    /// (with invalid UTF-8 in some) and a chain that rejects some keys.
+    /// Some addresses come twice, the second time with a value `regexp`
+    /// skips, so that as many addresses are left as keys but two keys
+    /// share one.
+    fn distinct_first_label_cases(rng: &mut Rng) -> Vec<(String, MapData)> {
         let distinct = "[[metrics.counters]]\nname = \"d_total\"\nhelp = \"D.\"\nmax_series = 100000\n\
             [[metrics.counters.labels]]\nname = \"addr\"\nsize = 8\ndecoders = [{ name = \"uint\" }]\n\
             [[metrics.counters.labels]]\nname = \"comm\"\nsize = 12\ndecoders = [{ name = \"string\" }]\n\
             [[metrics.counters.labels]]\nname = \"nr\"\nsize = 4\ndecoders = [{ name = \"uint\" }, { name = \"regexp\", regexps = [\"^[0-9]{1,3}$\"] }]\n";
+        let mut cases = Vec::new();
         for (keys, repeats) in [(30_000u64, false), (30, false), (30_000, true)] {
             let mut data = Vec::new();
             let mut add = |addr: u64, nr: u32, rng: &mut Rng| {
                 data.extend_from_slice(&addr.to_ne_bytes());
                 let mut comm = [0u8; 12];
-                let word = words[rng.below(words.len() as u64) as usize];
+                let word = word(rng);
                 comm[..word.len()].copy_from_slice(word);
                 data.extend_from_slice(&comm);
                 data.extend_from_slice(&nr.to_ne_bytes());
             };
             for i in 0..keys {
                 let addr = 0xffff_8880_0000_0000u64 | ((i * 7919 % keys) * 64);
-                add(addr, rng.below(300) as u32, &mut rng);
+                add(addr, rng.below(300) as u32, rng);
                 if repeats && i % 100 == 0 {
                     // The same address, kept; then a new one, rejected.
-                    add(addr, 0, &mut rng);
-                    add(addr + 1, 100_000, &mut rng);
+                    add(addr, 0, rng);
+                    add(addr + 1, 100_000, rng);
                 }
             }
             let count = data.len() / 24;
@@ -739,8 +758,13 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
                 },
             ));
         }
-        // 1-byte labels of ~200 values each: 7 of them (56 bits) pack into
-        // a u64 but not with the key's index; 9 (72 bits) do not pack.
+        cases
+    }
+
+    /// 1-byte labels of ~200 values each: 7 of them (56 bits) pack into
+    /// a u64 but not with the key's index; 9 (72 bits) do not pack.
+    fn wide_cases(rng: &mut Rng) -> Vec<(String, MapData)> {
+        let mut cases = Vec::new();
         for width in [7usize, 9] {
             let mut wide =
                 String::from("[[metrics.counters]]\nname = \"w_total\"\nhelp = \"W.\"\n");

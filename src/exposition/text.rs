@@ -440,80 +440,105 @@ mod tests {
     /// histograms with and without labels, shared and differing bounds, an
     /// explicit +Inf bucket.
     fn varied() -> Vec<Family> {
-        let odd_values = [
-            0.0,
-            -0.0,
-            1.0,
-            -1.0,
-            0.1 + 0.2,
-            1e-7,
-            123456789.125,
-            1e15,
-            9_007_199_254_740_992.0,
-            1e21,
-            -3e300,
-            f64::MAX,
-            f64::MIN_POSITIVE,
-            f64::INFINITY,
-            f64::NEG_INFINITY,
-            f64::NAN,
-            u64::MAX as f64,
-        ];
         vec![
-            family(
-                "a_total",
-                "Help with \\ backslash,\nnewline and \"quotes\".",
-                Kind::Counter,
-                odd_values
-                    .iter()
-                    .enumerate()
-                    .map(|(i, v)| counter(&[("i", &i.to_string()), ("kind", "x")], *v))
-                    .collect(),
-            ),
-            family(
-                "b_total",
-                "",
-                Kind::Counter,
-                vec![
-                    counter(&[], 7.0),
-                    counter(&[("v", "a\"b\\c\nd")], 1.0),
-                    counter(&[("v", "\\\\\"\"\n\n")], 2.0),
-                    counter(&[("v", "ünïcödé \u{fffd} ✓")], 3.0),
-                    counter(&[("v", "")], 4.0),
-                ],
-            ),
-            family(
-                "c",
-                "Gauges.",
-                Kind::Gauge,
-                vec![
-                    gauge(&[], 0.5, 0),
-                    gauge(&[("at", "t")], -2.5, 1_700_000_000_123),
-                ],
-            ),
-            family(
-                "d_seconds",
-                "Histograms.",
-                Kind::Histogram,
-                vec![
-                    histogram(
-                        &[("op", "read")],
-                        &[0.000001, 0.000002, 0.3, 1.0, 1e20],
-                        40,
-                        0.75,
-                    ),
-                    histogram(
-                        &[("op", "wr\"ite")],
-                        &[0.000001, 0.000002, 0.3, 1.0, 1e20],
-                        41,
-                        0.0,
-                    ),
-                    histogram(&[("op", "x")], &[0.0, 5.0], 2, 1e-9),
-                    histogram(&[], &[1.0, f64::INFINITY], 3, 2.0),
-                    histogram(&[("op", "none")], &[], 0, 0.0),
-                ],
-            ),
+            odd_values_family(),
+            escaped_labels_family(),
+            gauge_family(),
+            histogram_family(),
         ]
+    }
+
+    /// Values whose text is easy to get wrong: signed zeros, long
+    /// fractions, exponents, the extremes, infinities and NaN.
+    const ODD_VALUES: [f64; 17] = [
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        0.1 + 0.2,
+        1e-7,
+        123456789.125,
+        1e15,
+        9_007_199_254_740_992.0,
+        1e21,
+        -3e300,
+        f64::MAX,
+        f64::MIN_POSITIVE,
+        f64::INFINITY,
+        f64::NEG_INFINITY,
+        f64::NAN,
+        u64::MAX as f64,
+    ];
+
+    /// Counters of [`ODD_VALUES`] under a help text to escape.
+    fn odd_values_family() -> Family {
+        family(
+            "a_total",
+            "Help with \\ backslash,\nnewline and \"quotes\".",
+            Kind::Counter,
+            ODD_VALUES
+                .iter()
+                .enumerate()
+                .map(|(i, v)| counter(&[("i", &i.to_string()), ("kind", "x")], *v))
+                .collect(),
+        )
+    }
+
+    /// Counters without help, with no label and with label values to
+    /// escape (and non-ASCII ones).
+    fn escaped_labels_family() -> Family {
+        family(
+            "b_total",
+            "",
+            Kind::Counter,
+            vec![
+                counter(&[], 7.0),
+                counter(&[("v", "a\"b\\c\nd")], 1.0),
+                counter(&[("v", "\\\\\"\"\n\n")], 2.0),
+                counter(&[("v", "ünïcödé \u{fffd} ✓")], 3.0),
+                counter(&[("v", "")], 4.0),
+            ],
+        )
+    }
+
+    /// Gauges, one with a timestamp.
+    fn gauge_family() -> Family {
+        family(
+            "c",
+            "Gauges.",
+            Kind::Gauge,
+            vec![
+                gauge(&[], 0.5, 0),
+                gauge(&[("at", "t")], -2.5, 1_700_000_000_123),
+            ],
+        )
+    }
+
+    /// Histograms with and without labels, with shared and differing
+    /// bounds, an explicit +Inf bucket and none at all.
+    fn histogram_family() -> Family {
+        family(
+            "d_seconds",
+            "Histograms.",
+            Kind::Histogram,
+            vec![
+                histogram(
+                    &[("op", "read")],
+                    &[0.000001, 0.000002, 0.3, 1.0, 1e20],
+                    40,
+                    0.75,
+                ),
+                histogram(
+                    &[("op", "wr\"ite")],
+                    &[0.000001, 0.000002, 0.3, 1.0, 1e20],
+                    41,
+                    0.0,
+                ),
+                histogram(&[("op", "x")], &[0.0, 5.0], 2, 1e-9),
+                histogram(&[], &[1.0, f64::INFINITY], 3, 2.0),
+                histogram(&[("op", "none")], &[], 0, 0.0),
+            ],
+        )
     }
 
     #[test]

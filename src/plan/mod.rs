@@ -326,111 +326,14 @@ mod tests {
 
     #[test]
     fn rejects_bad_configs_with_path_and_line() {
-        let cases: &[(&str, Format, &str)] = &[
-            (
-                &GOOD.replace("padding", "paddin"),
-                Format::Toml,
-                "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
-            ),
-            (
-                &GOOD_YAML.replace("size: 4", "size: four"),
-                Format::Yaml,
-                "metrics.counters[0].labels[0].size: invalid type",
-            ),
-            (
-                &GOOD_YAML.replace("2: two", "2: [two]"),
-                Format::Yaml,
-                "invalid type: sequence, expected a string",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_type: exp2", "bucket_type: log"),
-                Format::Yaml,
-                "unknown variant `log`",
-            ),
-            (
-                &GOOD.replace("things_total", "9things_total"),
-                Format::Toml,
-                "is not valid",
-            ),
-            (
-                &GOOD.replace("\"kind\"", "\"__kind\""),
-                Format::Toml,
-                "label name \"__kind\" is not valid",
-            ),
-            (
-                &GOOD.replace("size = 4", "size = 0"),
-                Format::Toml,
-                "has size 0",
-            ),
-            (
-                &GOOD.replace("\"uint\"", "\"nosuch\""),
-                Format::Toml,
-                "unknown decoder \"nosuch\"",
-            ),
-            (
-                &GOOD.replace("decoders = [{ name = \"uint\" }]", ""),
-                Format::Toml,
-                "has no decoders",
-            ),
-            (
-                &GOOD.replace("help = \"Things.\"", "help = \"\""),
-                Format::Toml,
-                "has no help text",
-            ),
-            ("description = \"x\"\n", Format::Toml, "defines no metrics"),
-            ("", Format::Yaml, "defines no metrics"),
-            ("metrics = 3", Format::Toml, "line 1: metrics: invalid type"),
-            (
-                "description: 'open\n",
-                Format::Yaml,
-                "line 2: description: found unexpected end of stream",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_max: 26", "bucket_max: 0"),
-                Format::Yaml,
-                "empty range",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_multiplier: 0.000001", "bucket_multiplier: 0"),
-                Format::Yaml,
-                "bucket_multiplier must be a positive",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_max: 26", "bucket_keys: [1]"),
-                Format::Yaml,
-                "bucket_keys only applies",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_type: exp2", "bucket_type: fixed"),
-                Format::Yaml,
-                "fixed needs bucket_keys",
-            ),
-            (
-                &GOOD_YAML.replace(
-                    "bucket_type: exp2",
-                    "bucket_type: fixed\n      bucket_keys: [5, 1]",
-                ),
-                Format::Yaml,
-                "sorted ascending",
-            ),
-            (
-                &GOOD_YAML.replace("bucket_max: 26", "bucket_max: 100"),
-                Format::Yaml,
-                "too large",
-            ),
-            (
-                &GOOD_YAML
-                    .replace("bucket_type: exp2", "bucket_type: linear")
-                    .replace("bucket_max: 26", "bucket_max: 1000000000000"),
-                Format::Yaml,
-                "at most 4096 per histogram",
-            ),
-            (
-                &GOOD_YAML.replace("latency_seconds", "things_total"),
-                Format::Yaml,
-                "defined twice",
-            ),
-        ];
+        assert_each_rejected(&syntax_and_type_mistakes());
+        assert_each_rejected(&metric_and_label_mistakes());
+        assert_each_rejected(&bucket_mistakes());
+    }
+
+    /// Asserts that each (text, format) fails to parse with a one-line
+    /// error that contains its expected text.
+    fn assert_each_rejected(cases: &[(String, Format, &str)]) {
         for (text, format, expected) in cases {
             let err = format!("{:#}", parse(text, *format).unwrap_err());
             assert!(
@@ -439,5 +342,138 @@ mod tests {
             );
             assert!(!err.contains('\n'), "error is one line: {err:?}");
         }
+    }
+
+    /// Configs the deserializer refuses (unknown keys, wrong types, broken
+    /// syntax), with the error each must contain.
+    fn syntax_and_type_mistakes() -> Vec<(String, Format, &'static str)> {
+        vec![
+            (
+                GOOD.replace("padding", "paddin"),
+                Format::Toml,
+                "line 9: metrics.counters[0].labels[0].paddin: unknown field `paddin`",
+            ),
+            (
+                GOOD_YAML.replace("size: 4", "size: four"),
+                Format::Yaml,
+                "metrics.counters[0].labels[0].size: invalid type",
+            ),
+            (
+                GOOD_YAML.replace("2: two", "2: [two]"),
+                Format::Yaml,
+                "invalid type: sequence, expected a string",
+            ),
+            (
+                GOOD_YAML.replace("bucket_type: exp2", "bucket_type: log"),
+                Format::Yaml,
+                "unknown variant `log`",
+            ),
+            (
+                "metrics = 3".into(),
+                Format::Toml,
+                "line 1: metrics: invalid type",
+            ),
+            (
+                "description: 'open\n".into(),
+                Format::Yaml,
+                "line 2: description: found unexpected end of stream",
+            ),
+        ]
+    }
+
+    /// Configs that parse but whose metrics or labels are wrong (names,
+    /// sizes, decoders, help, none at all, one twice), with the error each
+    /// must contain.
+    fn metric_and_label_mistakes() -> Vec<(String, Format, &'static str)> {
+        vec![
+            (
+                GOOD.replace("things_total", "9things_total"),
+                Format::Toml,
+                "is not valid",
+            ),
+            (
+                GOOD.replace("\"kind\"", "\"__kind\""),
+                Format::Toml,
+                "label name \"__kind\" is not valid",
+            ),
+            (
+                GOOD.replace("size = 4", "size = 0"),
+                Format::Toml,
+                "has size 0",
+            ),
+            (
+                GOOD.replace("\"uint\"", "\"nosuch\""),
+                Format::Toml,
+                "unknown decoder \"nosuch\"",
+            ),
+            (
+                GOOD.replace("decoders = [{ name = \"uint\" }]", ""),
+                Format::Toml,
+                "has no decoders",
+            ),
+            (
+                GOOD.replace("help = \"Things.\"", "help = \"\""),
+                Format::Toml,
+                "has no help text",
+            ),
+            (
+                "description = \"x\"\n".into(),
+                Format::Toml,
+                "defines no metrics",
+            ),
+            ("".into(), Format::Yaml, "defines no metrics"),
+            (
+                GOOD_YAML.replace("latency_seconds", "things_total"),
+                Format::Yaml,
+                "defined twice",
+            ),
+        ]
+    }
+
+    /// Configs whose histogram buckets are wrong, with the error each must
+    /// contain.
+    fn bucket_mistakes() -> Vec<(String, Format, &'static str)> {
+        vec![
+            (
+                GOOD_YAML.replace("bucket_max: 26", "bucket_max: 0"),
+                Format::Yaml,
+                "empty range",
+            ),
+            (
+                GOOD_YAML.replace("bucket_multiplier: 0.000001", "bucket_multiplier: 0"),
+                Format::Yaml,
+                "bucket_multiplier must be a positive",
+            ),
+            (
+                GOOD_YAML.replace("bucket_max: 26", "bucket_keys: [1]"),
+                Format::Yaml,
+                "bucket_keys only applies",
+            ),
+            (
+                GOOD_YAML.replace("bucket_type: exp2", "bucket_type: fixed"),
+                Format::Yaml,
+                "fixed needs bucket_keys",
+            ),
+            (
+                GOOD_YAML.replace(
+                    "bucket_type: exp2",
+                    "bucket_type: fixed\n      bucket_keys: [5, 1]",
+                ),
+                Format::Yaml,
+                "sorted ascending",
+            ),
+            (
+                GOOD_YAML.replace("bucket_max: 26", "bucket_max: 100"),
+                Format::Yaml,
+                "too large",
+            ),
+            (
+                GOOD_YAML
+                    .replace("bucket_type: exp2", "bucket_type: linear")
+                    .replace("bucket_max: 26", "bucket_max: 1000000000000"),
+                Format::Yaml,
+                "at most 4096 per histogram",
+            ),
+        ]
     }
 }

@@ -331,18 +331,34 @@ mod tests {
         }
     }
 
+    /// The names of the cipher suites [`cipher_suites`] picks for these Go
+    /// names, or its error.
+    fn suite_names(provider: &CryptoProvider, names: &[&str]) -> Result<Vec<&'static str>, String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        cipher_suites(provider, &names).map(|suites| {
+            suites
+                .iter()
+                .filter_map(|s| s.suite().as_str())
+                .collect::<Vec<_>>()
+        })
+    }
+
+    /// The names of the key exchange groups [`curves`] picks for these Go
+    /// names, or its error.
+    fn group_names(provider: &CryptoProvider, names: &[&str]) -> Result<Vec<String>, String> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        curves(provider, &names).map(|groups| {
+            groups
+                .iter()
+                .map(|g| format!("{:?}", g.name()))
+                .collect::<Vec<_>>()
+        })
+    }
+
     #[test]
     fn cipher_suites_and_curves_by_their_go_names() {
         let provider = ring::default_provider();
-        let suites = |names: &[&str]| {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            cipher_suites(&provider, &names).map(|suites| {
-                suites
-                    .iter()
-                    .filter_map(|s| s.suite().as_str())
-                    .collect::<Vec<_>>()
-            })
-        };
+        let suites = |names: &[&str]| suite_names(&provider, names);
         assert_eq!(suites(&[]).unwrap().len(), provider.cipher_suites.len());
         let chosen = suites(&[
             "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
@@ -374,15 +390,7 @@ mod tests {
             );
         }
 
-        let groups = |names: &[&str]| {
-            let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            curves(&provider, &names).map(|groups| {
-                groups
-                    .iter()
-                    .map(|g| format!("{:?}", g.name()))
-                    .collect::<Vec<_>>()
-            })
-        };
+        let groups = |names: &[&str]| group_names(&provider, names);
         assert_eq!(
             groups(&["CurveP384", "X25519"]).unwrap(),
             ["secp384r1", "X25519"]

@@ -459,71 +459,11 @@ mod tests {
 
     #[test]
     fn every_mistake_is_one_line_naming_the_key() {
-        let hash = hash();
-        for (text, says) in [
-            (
-                "tls_server_confg:\n  cert_file: a\n",
-                "line 1: unknown field `tls_server_confg`",
-            ),
-            (
-                "tls_server_config:\n  certfile: a.pem\n",
-                "line 2: tls_server_config: unknown field `certfile`",
-            ),
-            (
-                "basic_auth_users:\n  alice: secret\n",
-                "the password of \"alice\" is not a bcrypt hash",
-            ),
-            (
-                &format!(
-                    "basic_auth_users:\n  alice: {}\n",
-                    hash.replace("$04$", "$99$")
-                ),
-                "not a bcrypt hash",
-            ),
-            (
-                "basic_auth_users: [alice]\n",
-                "basic_auth_users: invalid type: sequence",
-            ),
-            (
-                &format!("basic_auth_users:\n  alice: {hash}\n  alice: {hash}\n"),
-                "basic_auth_users: key \"alice\" set twice",
-            ),
-            ("tls_server_config:\n  cert_file: [a\n", "line "),
-            ("- a\n", "invalid type: sequence"),
-            (
-                "tls_server_config:\n  key_file: key.pem\n",
-                "tls_server_config: missing one of cert or cert_file",
-            ),
-            (
-                "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n",
-                "tls_server_config.cert_file: cannot read /etc/bpfsnap/cert.pem",
-            ),
-            (
-                "tls_server_config:\n  cert: not a PEM\n  key_file: /k.pem\n",
-                "tls_server_config.cert: no PEM certificate in it",
-            ),
-            (
-                "rate_limit:\n  interval: 1s\n  burst: 1\n",
-                "rate_limit: not supported",
-            ),
-            (
-                "tls_server_config:\n  client_allowed_sans: [client]\n",
-                "client_allowed_sans: not supported",
-            ),
-            (
-                "http_server_config:\n  headers:\n    Server: bpfsnap\n",
-                "HTTP header \"Server\" can not be configured",
-            ),
-            (
-                "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
-                "invalid value for X-Frame-Options: expected one of deny, sameorigin",
-            ),
-            (
-                "http_server_config:\n  http3: true\n",
-                "unknown field `http3`",
-            ),
-        ] {
-            let err = match parse(text) {
+        let server = SERVER_MISTAKES
+            .iter()
+            .map(|(text, says)| (text.to_string(), *says));
+        for (text, says) in key_and_user_mistakes().into_iter().chain(server) {
+            let err = match parse(&text) {
                 Ok(_) => panic!("{text:?} accepted"),
                 Err(err) => err,
             };
@@ -531,6 +471,81 @@ mod tests {
             assert_eq!(err.lines().count(), 1, "{err}");
         }
     }
+
+    /// Web configs with unknown keys, broken YAML or a wrong
+    /// basic_auth_users, with what the error about each must say.
+    fn key_and_user_mistakes() -> Vec<(String, &'static str)> {
+        let hash = hash();
+        vec![
+            (
+                "tls_server_confg:\n  cert_file: a\n".into(),
+                "line 1: unknown field `tls_server_confg`",
+            ),
+            (
+                "tls_server_config:\n  certfile: a.pem\n".into(),
+                "line 2: tls_server_config: unknown field `certfile`",
+            ),
+            (
+                "basic_auth_users:\n  alice: secret\n".into(),
+                "the password of \"alice\" is not a bcrypt hash",
+            ),
+            (
+                format!(
+                    "basic_auth_users:\n  alice: {}\n",
+                    hash.replace("$04$", "$99$")
+                ),
+                "not a bcrypt hash",
+            ),
+            (
+                "basic_auth_users: [alice]\n".into(),
+                "basic_auth_users: invalid type: sequence",
+            ),
+            (
+                format!("basic_auth_users:\n  alice: {hash}\n  alice: {hash}\n"),
+                "basic_auth_users: key \"alice\" set twice",
+            ),
+            ("tls_server_config:\n  cert_file: [a\n".into(), "line "),
+            ("- a\n".into(), "invalid type: sequence"),
+        ]
+    }
+
+    /// Web configs whose tls_server_config, rate_limit or
+    /// http_server_config is wrong or asks for what bpfsnap serve does not
+    /// do, with what the error about each must say.
+    const SERVER_MISTAKES: &[(&str, &str)] = &[
+        (
+            "tls_server_config:\n  key_file: key.pem\n",
+            "tls_server_config: missing one of cert or cert_file",
+        ),
+        (
+            "tls_server_config:\n  cert_file: cert.pem\n  key_file: key.pem\n",
+            "tls_server_config.cert_file: cannot read /etc/bpfsnap/cert.pem",
+        ),
+        (
+            "tls_server_config:\n  cert: not a PEM\n  key_file: /k.pem\n",
+            "tls_server_config.cert: no PEM certificate in it",
+        ),
+        (
+            "rate_limit:\n  interval: 1s\n  burst: 1\n",
+            "rate_limit: not supported",
+        ),
+        (
+            "tls_server_config:\n  client_allowed_sans: [client]\n",
+            "client_allowed_sans: not supported",
+        ),
+        (
+            "http_server_config:\n  headers:\n    Server: bpfsnap\n",
+            "HTTP header \"Server\" can not be configured",
+        ),
+        (
+            "http_server_config:\n  headers:\n    X-Frame-Options: allow\n",
+            "invalid value for X-Frame-Options: expected one of deny, sameorigin",
+        ),
+        (
+            "http_server_config:\n  http3: true\n",
+            "unknown field `http3`",
+        ),
+    ];
 
     #[test]
     fn zero_durations_turn_the_rate_limit_off() {
