@@ -215,7 +215,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --for --interval --counts --count --output --namespace --pin --btf --strict --config.skip-cache-size --keep-caps --lock-timeout --allow-untrusted-files --format --verbose --quiet --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --for --interval --counts --count --output --pin --lock-timeout --format --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -234,6 +234,22 @@ _bpfsnap() {
                     return 0
                     ;;
                 -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config.skip-cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-caps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -261,23 +277,7 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --namespace)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --pin)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --btf)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config.skip-cache-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --keep-caps)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -297,7 +297,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --web.listen-address --listen --web.config.file --web.telemetry-path --namespace --max-requests --scrape-timeout --on-error --btf --strict --config.skip-cache-size --keep-caps --counts --allow-untrusted-files --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --web.listen-address --listen --web.config.file --web.telemetry-path --max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -319,6 +319,22 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --namespace)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --btf)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config.skip-cache-size)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --keep-caps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --listen)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -335,10 +351,6 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --namespace)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
                 --max-requests)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
@@ -349,18 +361,6 @@ _bpfsnap() {
                     ;;
                 --on-error)
                     COMPREPLY=($(compgen -W "fail partial" -- "${cur}"))
-                    return 0
-                    ;;
-                --btf)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --config.skip-cache-size)
-                    COMPREPLY=($(compgen -f "${cur}"))
-                    return 0
-                    ;;
-                --keep-caps)
-                    COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
                 --counts)

@@ -175,7 +175,7 @@ pub struct AttachArgs {
 
     /// A program that cannot attach fails its config. Without it the
     /// config's other programs run, a warning names the one that did not
-    /// attach and bpfsnap_program_attached{id} says 0 (ebpf_exporter's
+    /// attach and bpfsnap_program_attached says 0 for it (ebpf_exporter's
     /// default; this is its --config.strict).
     #[arg(long, alias = "config.strict")]
     pub strict: bool,
