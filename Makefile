@@ -44,11 +44,9 @@ deb: build
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in
-# must run, then the kernel matrix.
+# must run, a short soak, and the kernel matrix beside them (tools/test.sh).
 test: deps lint fuzz-smoke
-	BPFSNAP_MIN_BUILTINS=all $(CARGO) test --locked
-	$(MAKE) soak SOAK_WINDOWS=100
-	$(MAKE) vm-test
+	CARGO="$(CARGO)" tools/test.sh $(KERNELS)
 
 # The kernel matrix: Debian's 5.10, 6.1 and 6.12 kernels (pinned in
 # tools/vm/kernels.conf, fetched from Debian's package registry) booted in
