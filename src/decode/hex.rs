@@ -16,6 +16,10 @@ impl Decoder for Hex {
         }
         Ok(())
     }
+
+    fn injective(&self) -> bool {
+        true
+    }
 }
 
 /// Builds `hex` for a label of `size` bytes.

@@ -48,6 +48,10 @@ impl Decoder for InetIp {
         // Writing to a Vec cannot fail; map it rather than unwrap anyway.
         written.map_err(|err| DecodeError::new("inet_ip", err.to_string()))
     }
+
+    fn injective(&self) -> bool {
+        true
+    }
 }
 
 /// Builds `inet_ip` for a label of `size` bytes.

@@ -39,6 +39,10 @@ impl Decoder for Ksym {
         }
         Ok(())
     }
+
+    fn reads_integer(&self) -> bool {
+        true
+    }
 }
 
 /// Builds `ksym` for a label of `size` bytes (must be 8). Does not read

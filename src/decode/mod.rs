@@ -42,22 +42,19 @@ pub trait Decoder: Send + Sync {
     /// Decodes `input` into `out` (which the caller has cleared).
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError>;
 
-    /// What its output is, when a reader of many keys can take it from the
-    /// key's bytes without decoding (see [`Plain`]).
-    fn plain(&self) -> Option<Plain> {
-        None
+    /// Whether distinct inputs always give distinct outputs, valid UTF-8:
+    /// a reader of many keys then need not compare decoded values to find
+    /// keys whose labels are equal (`uint`, `hex`; not `string`, whose bytes
+    /// after a NUL are dropped, nor `ksym`, which names a whole function).
+    fn injective(&self) -> bool {
+        false
     }
-}
 
-/// Output a reader can compute and order straight from the key's bytes:
-/// the exposition stage ranks and writes such labels without a string per
-/// value (a map of a million distinct addresses or names).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Plain {
-    /// `uint`: the host-endian unsigned integer of the label's bytes.
-    Uint,
-    /// `string`: the bytes up to the first NUL.
-    CString,
+    /// Whether it reads its input as a host-endian unsigned integer: keys
+    /// are then ordered by that number rather than by its bytes.
+    fn reads_integer(&self) -> bool {
+        false
+    }
 }
 
 /// Why one key's label could not be decoded; the key is then skipped and,
@@ -166,37 +163,64 @@ impl Chain {
         Ok(Chain { decoders })
     }
 
-    /// What the chain's output is, when it is one decoder whose output a
-    /// reader can take from the bytes itself (see [`Plain`]).
-    pub fn plain(&self) -> Option<Plain> {
-        match self.decoders.as_slice() {
-            [decoder] => decoder.plain(),
-            _ => None,
-        }
+    /// Whether distinct inputs give distinct values (every decoder is
+    /// [`Decoder::injective`]).
+    pub fn injective(&self) -> bool {
+        self.decoders.iter().all(|decoder| decoder.injective())
+    }
+
+    /// Whether the key's bytes are a host-endian integer to its first
+    /// decoder (see [`Decoder::reads_integer`]).
+    pub fn reads_integer(&self) -> bool {
+        self.decoders
+            .first()
+            .is_some_and(|decoder| decoder.reads_integer())
     }
 
     /// Decodes a label's bytes into its value. Bytes that are not UTF-8 (kernel
     /// strings can be anything) become U+FFFD so the output is always valid.
     pub fn decode(&self, input: &[u8]) -> Result<String, DecodeError> {
-        let mut current = Vec::new();
+        let mut value = String::new();
+        self.decode_into(input, &mut Scratch::default(), &mut value)?;
+        Ok(value)
+    }
+
+    /// [`Chain::decode`], appending the value to `out` (nothing when a
+    /// decoder fails), with buffers kept in `scratch` from one call to the
+    /// next: a map of a million keys allocates nothing per value.
+    pub fn decode_into(
+        &self,
+        input: &[u8],
+        scratch: &mut Scratch,
+        out: &mut String,
+    ) -> Result<(), DecodeError> {
+        let Scratch { current, next } = scratch;
+        current.clear();
         match self.decoders.split_first() {
             None => current.extend_from_slice(input),
             Some((first, rest)) => {
                 // The first decoder reads the key's bytes in place.
-                first.decode(input, &mut current)?;
-                let mut next = Vec::new();
+                first.decode(input, current)?;
                 for decoder in rest {
                     next.clear();
-                    decoder.decode(&current, &mut next)?;
-                    std::mem::swap(&mut current, &mut next);
+                    decoder.decode(current, next)?;
+                    std::mem::swap(current, next);
                 }
             }
         }
-        Ok(match String::from_utf8(current) {
-            Ok(text) => text,
-            Err(err) => String::from_utf8_lossy(err.as_bytes()).into_owned(),
-        })
+        match std::str::from_utf8(current) {
+            Ok(text) => out.push_str(text),
+            Err(_) => out.push_str(&String::from_utf8_lossy(current)),
+        }
+        Ok(())
     }
+}
+
+/// Buffers [`Chain::decode_into`] reuses.
+#[derive(Default)]
+pub struct Scratch {
+    current: Vec<u8>,
+    next: Vec<u8>,
 }
 
 /// Runs a decoder over a table of (input, expected output) cases.

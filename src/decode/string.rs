@@ -12,10 +12,6 @@ impl Decoder for CString {
         out.extend_from_slice(until_nul(input));
         Ok(())
     }
-
-    fn plain(&self) -> Option<super::Plain> {
-        Some(super::Plain::CString)
-    }
 }
 
 /// The bytes of a C string up to its first NUL (all of them without one).

@@ -32,8 +32,12 @@ impl Decoder for Uint {
         Ok(())
     }
 
-    fn plain(&self) -> Option<super::Plain> {
-        Some(super::Plain::Uint)
+    fn injective(&self) -> bool {
+        true
+    }
+
+    fn reads_integer(&self) -> bool {
+        true
     }
 }
 

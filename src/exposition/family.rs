@@ -135,15 +135,11 @@ impl Family {
         match &self.series {
             Series::Table { labels, table } => {
                 table.for_each_series(|row, value| {
-                    let values: Vec<std::borrow::Cow<str>> = row
-                        .iter()
-                        .enumerate()
-                        .map(|(label, &index)| table.values[label].get(index as usize))
-                        .collect();
                     let pairs: Vec<(&str, &str)> = labels
                         .iter()
-                        .zip(&values)
-                        .map(|(name, value)| (name.as_str(), value.as_ref()))
+                        .zip(&table.values)
+                        .zip(row)
+                        .map(|((name, values), &id)| (name.as_str(), values.get(id as usize)))
                         .collect();
                     f(&pairs, value);
                 });

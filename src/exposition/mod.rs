@@ -16,6 +16,7 @@ mod carry;
 mod family;
 mod format;
 mod histogram;
+mod keys;
 mod labels;
 pub mod pretty;
 pub mod self_metrics;
@@ -492,7 +493,7 @@ decoders = [{ name = "string" }]
     }
 
     /// The series the original algorithm gives: every key decoded on its
-    /// own into a `BTreeMap<Vec<String>, f64>`.
+    /// own into a `BTreeMap<Vec<String>, u128>`, added exactly.
     fn reference(
         plan: &Plan,
         snapshot: &Snapshot,
@@ -503,14 +504,14 @@ decoders = [{ name = "string" }]
         for metric in &plan.metrics {
             let map = snapshot.map(&metric.name).unwrap();
             let cpu_size = metric.cpu_label(map.per_cpu).map(|i| metric.labels[i].size);
-            let mut series: BTreeMap<Vec<String>, f64> = BTreeMap::new();
+            let mut series: BTreeMap<Vec<String>, u128> = BTreeMap::new();
             for (key, values) in map.entries() {
                 if let Some(size) = cpu_size {
                     for (cpu, value) in values.iter().enumerate().filter(|(_, v)| **v != 0) {
                         let mut full = key.to_vec();
                         full.extend_from_slice(&(cpu as u64).to_ne_bytes()[..size.min(8)]);
                         if let Some(labels) = decode_key(&metric.labels, &full, &mut errors) {
-                            *series.entry(labels).or_default() += *value as f64;
+                            *series.entry(labels).or_default() += u128::from(*value);
                         }
                     }
                     continue;
@@ -520,7 +521,7 @@ decoders = [{ name = "string" }]
                     continue;
                 }
                 if let Some(labels) = decode_key(&metric.labels, key, &mut errors) {
-                    *series.entry(labels).or_default() += total as f64;
+                    *series.entry(labels).or_default() += u128::from(total);
                 }
             }
             let names = metric.label_names();
@@ -529,7 +530,7 @@ decoders = [{ name = "string" }]
                 .map(|(values, value)| {
                     let mut sample = Metric::from_label(family::label_pairs(&names, values));
                     let mut counter = Counter::default();
-                    counter.set_value(value);
+                    counter.set_value(value as f64);
                     sample.set_counter(counter);
                     sample
                 })
@@ -807,7 +808,20 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
                 want[0].get_metric().len() > 10,
                 "{spec}: too few series to mean much"
             );
-            let ours: Vec<MetricFamily> = exposed.families.iter().map(Family::to_proto).collect();
+            // The same series; their order is the keys' (see `keys`).
+            let mut ours: Vec<MetricFamily> =
+                exposed.families.iter().map(Family::to_proto).collect();
+            for family in &mut ours {
+                family.mut_metric().sort_by(|a, b| {
+                    let pairs = |m: &Metric| {
+                        let labels = m.get_label().iter();
+                        labels
+                            .map(|l| (l.name().to_string(), l.value().to_string()))
+                            .collect::<Vec<_>>()
+                    };
+                    pairs(a).cmp(&pairs(b))
+                });
+            }
             assert_eq!(ours, want, "{spec}");
             assert_eq!(exposed.decode_errors, want_errors, "{spec}");
             assert!(
@@ -818,7 +832,16 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
             );
             assert!(exposed.series_dropped.is_empty());
             // The text, straight from the table.
-            assert_eq!(encode(&exposed.families).unwrap(), theirs(&want), "{spec}");
+            let lines = |text: String| {
+                let mut lines: Vec<String> = text.lines().map(String::from).collect();
+                lines.sort();
+                lines
+            };
+            assert_eq!(
+                lines(encode(&exposed.families).unwrap()),
+                lines(theirs(&want)),
+                "{spec}"
+            );
         }
     }
 

@@ -1,259 +1,205 @@
-//! Decoding a whole map into series, fast: what `counters` and the text
+//! Decoding a whole map into series, fast: what counters and the text
 //! encoder share.
 //!
-//! Each label's decoder chain runs once per distinct label bytes, not once
-//! per key (a map of a million `{pid, syscall}` keys has a few hundred
-//! distinct syscalls): the label bytes are looked up in a per-label cache
-//! that holds the decoded value's index. A series is then a row of small
-//! integers, one per label, ranked so that integer order is the order of the
-//! label values as strings; rows are sorted (packed into one `u64` when they
-//! fit) and rows with equal values merged, their values added in map order —
-//! exactly the series, order and sums a `BTreeMap<Vec<String>, f64>` over
-//! the decoded keys gives, without a string or a vector per key.
+//! Each key becomes a row: per label the id of its decoded value (a label's
+//! decoders run once per distinct label bytes, see `labels`), and the
+//! key's value. Rows are ordered by the key's bytes (`keys`): one radix sort
+//! of fixed-size numbers, whichever decoders the labels use. Keys whose
+//! labels are all equal become one series, their values added: that can
+//! only happen when a decoder gives different bytes one value (a `string`
+//! with bytes after its NUL, `ksym`) or the bytes differ in padding, and
+//! only then are rows compared, by their ids.
 
+use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
 
-use super::labels::{LabelCache, Values, REJECTED};
+use rustc_hash::{FxHashMap, FxHasher};
+
+use super::keys::{KeyOrder, SortKeys};
+use super::labels::{LabelCache, Span, Values, REJECTED};
 use crate::plan::Label;
 use crate::snapshot::MapData;
 
-/// Decoded series of one map, in label-value order; keys with equal label
-/// values are merged as the series are read.
+/// Decoded series of one map, in the order of their keys.
 pub struct Table {
-    /// Per label: its distinct values, sorted (or, after a first label
-    /// whose values are all distinct, in the order they came).
+    /// Per label: its distinct values, by id.
     pub values: Vec<Values>,
     labels: usize,
-    sorted: Sorted,
+    /// Each row's value ids, `labels` per row.
+    ids: Vec<u32>,
+    /// The series in order.
+    series: Vec<Series>,
     /// Set by [`Table::cap`]: the smallest value kept, and how many series
     /// of exactly that value are kept.
     threshold: Option<(f64, usize)>,
-    /// Series kept at most.
-    cap: usize,
 }
 
-enum Sorted {
-    /// Each key's label ranks packed into one u64 (the first label in the
-    /// highest bits, `bits` each), with the key's value; sorted by the
-    /// packed ranks, keys with equal ranks in map order.
-    Packed {
-        keys: Vec<(u64, f64)>,
-        bits: Vec<u32>,
-    },
-    /// Too many labels to pack: rows of ranks (`labels` per key) and values
-    /// in map order, and the order of the keys.
-    Rows {
-        rows: Vec<u32>,
-        totals: Vec<f64>,
-        order: Vec<u32>,
-    },
+/// A series: its first row, and the values of its rows added, exactly
+/// (`f64` additions would round differently as the map's order changes,
+/// and a counter that did not change could then go down: a reset to
+/// `rate()`).
+#[derive(Clone, Copy)]
+struct Series {
+    row: u32,
+    /// Bits 64 and up of the sum.
+    high: u32,
+    low: u64,
+}
+
+impl Series {
+    fn new(row: u32, value: u64) -> Series {
+        Series {
+            row,
+            high: 0,
+            low: value,
+        }
+    }
+
+    fn add(&mut self, value: u64) {
+        let (low, carry) = self.low.overflowing_add(value);
+        self.low = low;
+        self.high = self.high.wrapping_add(u32::from(carry));
+    }
+
+    fn merge(&mut self, other: &Series) {
+        self.add(other.low);
+        self.high = self.high.wrapping_add(other.high);
+    }
+
+    fn total(&self) -> f64 {
+        ((u128::from(self.high) << 64) | u128::from(self.low)) as f64
+    }
 }
 
 impl Table {
     /// Whether there is no series.
     pub fn is_empty(&self) -> bool {
-        self.keys() == 0
-    }
-
-    /// Number of keys (series before merging).
-    fn keys(&self) -> usize {
-        match &self.sorted {
-            Sorted::Packed { keys, .. } => keys.len(),
-            Sorted::Rows { order, .. } => order.len(),
-        }
+        self.series.is_empty()
     }
 
     /// Keeps at most `cap` series: those with the largest values (on equal
-    /// values, the first in label order). Returns how many are left out.
+    /// values, the first in order). Returns how many are left out.
     pub fn cap(&mut self, cap: usize) -> usize {
-        let mut totals = Vec::new();
-        self.for_each_merged(|_, value| totals.push(value));
-        let series = totals.len();
+        let series = self.series.len();
         if series <= cap {
             return 0;
         }
         let cap = cap.max(1);
+        let mut totals: Vec<f64> = self.series.iter().map(Series::total).collect();
         let (_, nth, _) = totals.select_nth_unstable_by(cap - 1, |a, b| b.total_cmp(a));
         let nth = *nth;
         let above = totals.iter().filter(|v| v.total_cmp(&nth).is_gt()).count();
         self.threshold = Some((nth, cap - above));
-        self.cap = cap;
         series - cap
     }
 
-    /// Calls `f` with (label value indices, value) of every series kept (see
-    /// [`Table::cap`]), in order; the values of keys with equal labels added
-    /// in map order.
-    pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
-        let Some((nth, mut room)) = self.threshold else {
-            return self.for_each_merged(f);
-        };
-        self.for_each_merged(|row, value| {
-            let kept = match value.total_cmp(&nth) {
-                std::cmp::Ordering::Greater => true,
-                std::cmp::Ordering::Equal if room > 0 => {
-                    room -= 1;
-                    true
-                }
-                _ => false,
-            };
-            if kept {
-                f(row, value);
-            }
-        });
+    /// The series kept (see [`Table::cap`]), in order.
+    fn kept(&self) -> impl Iterator<Item = &Series> + '_ {
+        let mut room = self.threshold.map_or(0, |(_, room)| room);
+        self.series
+            .iter()
+            .filter(move |series| match self.threshold {
+                None => true,
+                Some((nth, _)) => match series.total().total_cmp(&nth) {
+                    std::cmp::Ordering::Greater => true,
+                    std::cmp::Ordering::Equal if room > 0 => {
+                        room -= 1;
+                        true
+                    }
+                    _ => false,
+                },
+            })
     }
 
-    /// [`Table::for_each_series`] of every series, cap or not.
-    fn for_each_merged(&self, mut f: impl FnMut(&[u32], f64)) {
+    /// Calls `f` with (label value ids, value) of every series kept (see
+    /// [`Table::cap`]), in order.
+    pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
         let width = self.labels;
-        match &self.sorted {
-            Sorted::Packed { keys, bits } => {
-                let mut row = vec![0u32; width];
-                let mut at = 0;
-                while at < keys.len() {
-                    let (packed, value) = keys[at];
-                    let mut total = 0.0 + value;
-                    at += 1;
-                    while at < keys.len() && keys[at].0 == packed {
-                        total += keys[at].1;
-                        at += 1;
-                    }
-                    let mut rest = packed;
-                    for (rank, &b) in row.iter_mut().zip(bits).rev() {
-                        *rank = (rest & ((1u64 << b) - 1)) as u32;
-                        rest = rest.checked_shr(b).unwrap_or(0);
-                    }
-                    f(&row, total);
-                }
-            }
-            Sorted::Rows {
-                rows,
-                totals,
-                order,
-            } => {
-                let row_of = |key: u32| &rows[key as usize * width..(key as usize + 1) * width];
-                let mut at = 0;
-                while at < order.len() {
-                    let first = order[at];
-                    let row = row_of(first);
-                    let mut total = 0.0 + totals[first as usize];
-                    at += 1;
-                    while at < order.len() && row_of(order[at]) == row {
-                        total += totals[order[at] as usize];
-                        at += 1;
-                    }
-                    f(row, total);
-                }
-            }
+        for series in self.kept() {
+            let row = series.row as usize;
+            f(&self.ids[row * width..(row + 1) * width], series.total());
         }
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
-    /// per series kept. Text values are escaped once per distinct value
-    /// (numbers are written straight in), and the line up to the last
-    /// label is kept from one series to the next (sorted series share it in
-    /// runs).
+    /// per series kept.
     pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
-        let width = self.labels;
-        let escaped: Vec<Escaped> = self.values.iter().map(Escaped::of).collect();
-        let (prefixes, tails) = line_pieces(label_names, &escaped);
-        // `line`: the name and every label but the last; `marks[l]`: its
-        // length before label l.
-        let mut line = String::from(name);
-        let mut marks = vec![name.len(); width];
-        let mut previous: Vec<Option<u32>> = vec![None; width];
-        let start = out.len();
-        let keys = self.keys();
-        let series = keys.min(self.cap);
-        let mut first = true;
-        self.for_each_series(|row, value| {
-            if let Some((&last, leading)) = row.split_last() {
-                if let Some(changed) = (0..leading.len()).find(|&l| previous[l] != Some(row[l])) {
-                    line.truncate(marks[changed]);
-                    for l in changed..leading.len() {
-                        marks[l] = line.len();
-                        line.push_str(&prefixes[l]);
-                        escaped[l].push(&self.values[l], row[l], &mut line);
-                        previous[l] = Some(row[l]);
-                    }
-                }
-                out.push_str(&line);
-                match tails.get(last as usize) {
-                    Some(tail) => out.push_str(tail),
-                    None => {
-                        out.push_str(&prefixes[width - 1]);
-                        escaped[width - 1].push(&self.values[width - 1], last, out);
-                        out.push_str("\"} ");
-                    }
-                }
-            } else {
-                out.push_str(name);
-                out.push(' ');
-            }
-            super::text::push_float(out, value);
-            out.push('\n');
-            // Room for every key's line (merged keys only leave some over).
-            if first && series > 1 {
-                out.reserve((out.len() - start + 2) * (series - 1));
-            }
-            first = false;
-        });
-    }
-}
-
-/// The pieces of a sample's line: each label's `{name="` or `",name="`, and
-/// for text values of the last label, each value's text with the line's
-/// end (a number's is written each time).
-fn line_pieces(label_names: &[&str], escaped: &[Escaped]) -> (Vec<String>, Vec<String>) {
-    let prefixes: Vec<String> = label_names
-        .iter()
-        .enumerate()
-        .map(|(i, label)| match i {
-            0 => format!("{{{label}=\""),
-            _ => format!("\",{label}=\""),
-        })
-        .collect();
-    let tails: Vec<String> = match (prefixes.last(), escaped.last()) {
-        (Some(prefix), Some(Escaped::Text(values))) => values
+        let prefixes: Vec<String> = label_names
             .iter()
-            .map(|value| format!("{prefix}{value}\"}} "))
-            .collect(),
-        _ => Vec::new(),
-    };
-    (prefixes, tails)
-}
-
-/// A label's values as the encoder writes them: text escaped once per
-/// value, numbers written as they come.
-enum Escaped {
-    Text(Vec<String>),
-    Direct,
-}
-
-impl Escaped {
-    fn of(values: &Values) -> Escaped {
-        if values.writes_directly() {
-            return Escaped::Direct;
+            .enumerate()
+            .map(|(i, label)| match i {
+                0 => format!("{{{label}=\""),
+                _ => format!("\",{label}=\""),
+            })
+            .collect();
+        let end = if prefixes.is_empty() { " " } else { "\"} " };
+        let width = self.labels;
+        let mut kept = self.kept();
+        let mut batch: Vec<Series> = Vec::with_capacity(AHEAD);
+        let mut spans = Vec::with_capacity(AHEAD * width);
+        let start = out.len();
+        let mut reserve = true;
+        loop {
+            batch.clear();
+            batch.extend(kept.by_ref().take(AHEAD));
+            if batch.is_empty() {
+                return;
+            }
+            self.load(&batch, &mut spans);
+            for (series, spans) in batch.iter().zip(spans.chunks_exact(width.max(1))) {
+                out.push_str(name);
+                for ((prefix, values), &span) in prefixes.iter().zip(&self.values).zip(spans) {
+                    out.push_str(prefix);
+                    values.push_escaped(span, out);
+                }
+                out.push_str(end);
+                super::text::push_float(out, series.total());
+                out.push('\n');
+            }
+            // Room for every series' line, from the first ones' length.
+            if reserve {
+                let per_line = (out.len() - start) / batch.len() + 2;
+                out.reserve(per_line * self.series.len().saturating_sub(AHEAD));
+                reserve = false;
+            }
         }
-        Escaped::Text(
-            (0..values.len())
-                .map(|index| {
-                    let mut text = String::new();
-                    values.push_escaped(index, &mut text);
-                    text
-                })
-                .collect(),
-        )
     }
 
-    /// Appends value `index` of `values`, escaped.
-    fn push(&self, values: &Values, index: u32, out: &mut String) {
-        match self {
-            Escaped::Text(escaped) => out.push_str(&escaped[index as usize]),
-            Escaped::Direct => values.push_escaped(index as usize, out),
+    /// The spans of the values of `batch`'s series (`labels` per series),
+    /// their text loaded: each step a loop of loads independent of each
+    /// other, so that the cache misses of many series overlap (rows are in
+    /// key order, their ids and values in map order: nearly every load
+    /// misses in a large map).
+    fn load(&self, batch: &[Series], spans: &mut Vec<Span>) {
+        let width = self.labels;
+        spans.clear();
+        for series in batch {
+            let row = series.row as usize * width;
+            spans.extend(
+                self.ids[row..row + width]
+                    .iter()
+                    .map(|&id| (id as usize, 0)),
+            );
         }
+        if width == 0 {
+            // One (empty) row per series, for the writer's chunks.
+            spans.resize(batch.len(), (0, 0));
+            return;
+        }
+        for (at, span) in spans.iter_mut().enumerate() {
+            *span = self.values[at % width].span(span.0);
+        }
+        let mut first_bytes = 0u8;
+        for (at, &span) in spans.iter().enumerate() {
+            first_bytes ^= self.values[at % width].first_byte(span);
+        }
+        std::hint::black_box(first_bytes);
     }
 }
+
+/// Series whose values [`Table::load`] loads ahead of writing them.
+const AHEAD: usize = 64;
 
 /// Bytes of CPU number `cpu` as a label of `size` bytes (host-endian), as
 /// the key of a per-CPU map gets them; None when no such label can be
@@ -280,22 +226,19 @@ pub(crate) fn counter_table(
     map: &MapData,
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Table {
-    let width = labels.len();
-    let mut rows = Rows {
-        labels,
-        // The `cpu` label's size: its bytes come from the CPU number.
-        cpu_size: cpu_label.map(|index| labels[index].size),
-        caches: labels
-            .iter()
-            .map(|label| LabelCache::new(&label.decoders, label.size))
-            .collect(),
-        rows: Vec::with_capacity(map.len() * width),
-        totals: Vec::with_capacity(map.len()),
-    };
+    let order = KeyOrder::new(labels, cpu_label);
+    let cpu_size = cpu_label.map(|index| labels[index].size);
+    let mut sort_keys = SortKeys::new(order.len(), map.len());
+    let mut sort_bytes = vec![0; order.len()];
     for (key, per_cpu) in map.entries() {
-        if rows.cpu_size.is_some() {
+        if let Some(size) = cpu_size {
             for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
-                rows.add(key, Some(cpu), *value, errors);
+                // A `cpu` label of more than 8 bytes cannot be read.
+                let Some((bytes, size)) = cpu_bytes(cpu, size) else {
+                    continue;
+                };
+                order.write(key, &bytes[..size], &mut sort_bytes);
+                sort_keys.push(&sort_bytes, *value);
             }
             continue;
         }
@@ -303,182 +246,152 @@ pub(crate) fn counter_table(
         if map.is_array && total == 0 {
             continue;
         }
-        rows.add(key, None, total, errors);
+        order.write(key, &[], &mut sort_bytes);
+        sort_keys.push(&sort_bytes, total);
     }
-    let (values, sorted) = order(rows.caches, rows.rows, rows.totals, width);
-    Table {
-        values,
-        labels: width,
-        sorted,
-        threshold: None,
-        cap: usize::MAX,
-    }
+    let mut rows = Rows::new(labels, &order, map.len());
+    sort_keys.for_each_sorted(|sort, value, same| rows.add(sort, value, same, errors));
+    rows.into_table()
 }
 
-/// A map's keys decoded into rows of value ids (one per label), with their
-/// values, in map order.
+/// Keys decoded in order into series: each series a row of value ids (one
+/// per label) and its value.
 struct Rows<'l> {
-    labels: &'l [Label],
-    /// With a `cpu` label: its size.
-    cpu_size: Option<usize>,
+    order: &'l KeyOrder,
+    width: usize,
     caches: Vec<LabelCache<'l>>,
-    rows: Vec<u32>,
-    totals: Vec<f64>,
+    ids: Vec<u32>,
+    series: Vec<Series>,
+    /// How the previous key fared: kept (None), or rejected by a decoder
+    /// (and whether it asked to skip).
+    rejected: Option<(&'static str, bool)>,
 }
 
-impl Rows<'_> {
-    /// Adds the row of `key` (with `cpu` for the last label, if split by
-    /// CPU) and `value`; nothing if a label's bytes are missing or a decoder
-    /// rejects them (an error counted in `errors`, a skip not).
+impl<'l> Rows<'l> {
+    fn new(labels: &'l [Label], order: &'l KeyOrder, keys: usize) -> Rows<'l> {
+        Rows {
+            order,
+            width: labels.len(),
+            caches: labels
+                .iter()
+                .map(|label| LabelCache::new(&label.decoders))
+                .collect(),
+            ids: Vec::with_capacity(keys * labels.len()),
+            series: Vec::with_capacity(keys),
+            rejected: None,
+        }
+    }
+
+    /// Adds the key whose sort bytes are `sort` and its value: to the previous series when it is the same key, else
+    /// as a series of its own; nothing if a decoder rejects a label (an
+    /// error counted in `errors`, a skip not).
     fn add(
         &mut self,
-        key: &[u8],
-        cpu: Option<usize>,
+        sort: &[u8],
         value: u64,
+        same: bool,
         errors: &mut BTreeMap<&'static str, u64>,
     ) {
-        let width = self.labels.len();
-        let mut offset = 0;
-        for (i, label) in self.labels.iter().enumerate() {
-            let cpu_field = match (cpu, self.cpu_size) {
-                (Some(cpu), Some(size)) if i + 1 == width => Some(cpu_bytes(cpu, size)),
-                _ => None,
-            };
-            let bytes = match &cpu_field {
-                Some(field) => field.as_ref().map(|(bytes, size)| &bytes[..*size]),
-                None => key.get(offset..offset + label.size),
-            };
-            let id = bytes.map(|bytes| self.caches[i].id(bytes));
-            let Some(id) = id.filter(|id| id & REJECTED == 0) else {
-                if let Some((decoder, false)) = id.and_then(|id| self.caches[i].rejection(id)) {
-                    *errors.entry(decoder).or_default() += 1;
+        if !same {
+            let row = self.series.len() as u32;
+            self.rejected = self.decode(sort);
+            if self.rejected.is_none() {
+                self.series.push(Series::new(row, 0));
+            }
+        }
+        match (self.rejected, self.series.last_mut()) {
+            (Some((decoder, false)), _) => *errors.entry(decoder).or_default() += 1,
+            (Some(_), _) => {}
+            (None, Some(series)) => series.add(value),
+            (None, None) => {}
+        }
+    }
+
+    /// Pushes the ids of the labels of the key whose sort bytes are
+    /// `sort`; the rejection if a decoder rejected one (nothing pushed then).
+    fn decode(&mut self, sort: &[u8]) -> Option<(&'static str, bool)> {
+        let start = self.ids.len();
+        let mut rejected = None;
+        let (caches, ids) = (&mut self.caches, &mut self.ids);
+        self.order.for_each_label(sort, |index, bytes| {
+            let id = caches[index].id(bytes);
+            if id & REJECTED != 0 {
+                rejected = Some(caches[index].rejection(id).unwrap_or(("", true)));
+                return false;
+            }
+            ids.push(id);
+            true
+        });
+        if rejected.is_some() {
+            self.ids.truncate(start);
+        }
+        rejected
+    }
+
+    /// The series, merged where their labels are equal.
+    fn into_table(self) -> Table {
+        let width = self.width;
+        let merges = self.caches.iter().any(LabelCache::merged);
+        let mut table = Table {
+            values: self
+                .caches
+                .into_iter()
+                .map(LabelCache::into_values)
+                .collect(),
+            labels: width,
+            ids: self.ids,
+            series: self.series,
+            threshold: None,
+        };
+        if merges {
+            table.merge();
+        }
+        table
+    }
+}
+
+impl Table {
+    /// Merges series whose labels' values are all equal into the first of
+    /// them, their values added. Their ids may differ (a label whose values
+    /// are nearly all distinct is decoded key by key): values are compared
+    /// as text, by hash.
+    fn merge(&mut self) {
+        let width = self.labels;
+        let text = |series: &Series| {
+            let row = series.row as usize * width;
+            let ids = &self.ids[row..row + width];
+            ids.iter()
+                .zip(&self.values)
+                .map(|(&id, values)| values.get(id as usize))
+        };
+        let mut first_of: FxHashMap<u64, usize> = FxHashMap::default();
+        let mut collided: FxHashMap<Vec<&str>, usize> = FxHashMap::default();
+        let mut kept: Vec<Series> = Vec::with_capacity(self.series.len());
+        for one in &self.series {
+            let mut hasher = FxHasher::default();
+            text(one).for_each(|value| value.hash(&mut hasher));
+            let into = match first_of.entry(hasher.finish()) {
+                Entry::Vacant(entry) => {
+                    entry.insert(kept.len());
+                    None
                 }
-                self.rows.truncate(self.totals.len() * width);
-                return;
+                Entry::Occupied(entry) if text(&kept[*entry.get()]).eq(text(one)) => {
+                    Some(*entry.get())
+                }
+                // Another row's values had this hash: rare enough to key by them.
+                Entry::Occupied(_) => match collided.entry(text(one).collect()) {
+                    Entry::Occupied(entry) => Some(*entry.get()),
+                    Entry::Vacant(entry) => {
+                        entry.insert(kept.len());
+                        None
+                    }
+                },
             };
-            self.rows.push(id);
-            offset += label.span();
+            match into {
+                Some(index) => kept[index].merge(one),
+                None => kept.push(*one),
+            }
         }
-        self.totals.push(value as f64);
-    }
-}
-
-/// Ranks each label's values and orders the keys by them: (per label its
-/// values, the keys in order). When the first label's values are all
-/// distinct (an address, a thread's comm and id), they alone give the
-/// order: the other labels keep their values in the order they came (their
-/// ids are their indices) and no sort of the rows is needed.
-fn order(
-    caches: Vec<LabelCache>,
-    mut rows: Vec<u32>,
-    totals: Vec<f64>,
-    width: usize,
-) -> (Vec<Values>, Sorted) {
-    let mut values = Vec::with_capacity(width);
-    let mut caches = caches.into_iter();
-    let Some(first) = caches.next() else {
-        return (values, sort(rows, totals, width, &[]));
-    };
-    let (ranks, sorted) = first.ranks();
-    for id in rows.iter_mut().step_by(width) {
-        *id = ranks[*id as usize];
-    }
-    drop(ranks);
-    let in_order = match sorted.len() == totals.len() {
-        true => in_first_label_order(&rows, &totals, width),
-        false => None,
-    };
-    values.push(sorted);
-    if let Some(in_order) = in_order {
-        values.extend(caches.map(LabelCache::into_values));
-        return (values, in_order);
-    }
-    for (label, cache) in caches.enumerate() {
-        let (ranks, sorted) = cache.ranks();
-        for id in rows.iter_mut().skip(label + 1).step_by(width) {
-            *id = ranks[*id as usize];
-        }
-        values.push(sorted);
-    }
-    let sorted = sort(rows, totals, width, &values);
-    (values, sorted)
-}
-
-/// The keys in the order of their first label's ranks, when those are a
-/// permutation of the keys (as many values as keys is not enough: a value
-/// may be left only by keys another label rejected): the rows and values
-/// moved into that order, to be read in order later.
-fn in_first_label_order(rows: &[u32], totals: &[f64], width: usize) -> Option<Sorted> {
-    let mut order = vec![u32::MAX; totals.len()];
-    for (key, row) in rows.chunks_exact(width).enumerate() {
-        let place = order.get_mut(row[0] as usize)?;
-        if *place != u32::MAX {
-            return None;
-        }
-        *place = key as u32;
-    }
-    let row = |key: u32| &rows[key as usize * width..(key as usize + 1) * width];
-    Some(Sorted::Rows {
-        rows: order.iter().flat_map(|&key| row(key)).copied().collect(),
-        totals: order.iter().map(|&key| totals[key as usize]).collect(),
-        order: (0..totals.len() as u32).collect(),
-    })
-}
-
-/// Sorts the keys by their rows of ranks, keeping keys with equal rows in
-/// map order.
-fn sort(rows: Vec<u32>, totals: Vec<f64>, width: usize, values: &[Values]) -> Sorted {
-    // Bits each label's rank needs: when they fit in 64, one u64 per key is
-    // the whole sort key, sorted by a (stable) radix sort.
-    let bits: Vec<u32> = values.iter().map(|v| bits_for(v.len())).collect();
-    let label_bits: u32 = bits.iter().sum();
-    if label_bits <= 64 {
-        let mut keys: Vec<(u64, f64)> = totals
-            .iter()
-            .enumerate()
-            .map(|(i, &total)| {
-                let packed = bits.iter().zip(&rows[i * width..(i + 1) * width]).fold(
-                    0u64,
-                    |key, (&b, &rank)| match b {
-                        0 => key,
-                        b => key.checked_shl(b).unwrap_or(0) | u64::from(rank),
-                    },
-                );
-                (packed, total)
-            })
-            .collect();
-        drop(rows);
-        drop(totals);
-        radsort::sort_by_key(&mut keys, |(key, _)| *key);
-        return Sorted::Packed { keys, bits };
-    }
-    let mut order: Vec<u32> = (0..totals.len() as u32).collect();
-    order.sort_by(|&a, &b| {
-        let (a, b) = (a as usize, b as usize);
-        rows[a * width..(a + 1) * width].cmp(&rows[b * width..(b + 1) * width])
-    });
-    Sorted::Rows {
-        rows,
-        totals,
-        order,
-    }
-}
-
-/// Bits that numbers below `n` need.
-fn bits_for(n: usize) -> u32 {
-    usize::BITS - n.saturating_sub(1).leading_zeros()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn bits_for_counts() {
-        assert_eq!(bits_for(0), 0);
-        assert_eq!(bits_for(1), 0);
-        assert_eq!(bits_for(2), 1);
-        assert_eq!(bits_for(256), 8);
-        assert_eq!(bits_for(257), 9);
+        self.series = kept;
     }
 }

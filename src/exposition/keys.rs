@@ -1,0 +1,333 @@
+//! The order of a family's series: by the bytes of their keys, each
+//! integer label read as a number (so `pid="9"` comes before `pid="10"`,
+//! and an address or a CPU number in numeric order).
+//!
+//! Any stable order serves the text format (node_exporter, diffs and tests
+//! need the same order for the same series, not a particular one), and this
+//! one is known before a value is decoded: sorting a million keys is one
+//! radix sort of fixed-size numbers, whichever decoders their labels use,
+//! with no string compared.
+
+use crate::plan::Label;
+
+/// Where a key's sort bytes come from, label by label.
+pub(super) struct KeyOrder {
+    fields: Vec<Field>,
+    /// Sort bytes per key.
+    len: usize,
+}
+
+struct Field {
+    /// Offset of the label in the key; None for the `cpu` label of a map
+    /// split by CPU (its bytes are the CPU number).
+    offset: Option<usize>,
+    size: usize,
+    /// A host-endian integer of 1, 2, 4 or 8 bytes, sorted as a number.
+    integer: bool,
+}
+
+impl KeyOrder {
+    /// The order of keys labelled by `labels`, the last one from the CPU
+    /// number when `cpu_label` is set.
+    pub fn new(labels: &[Label], cpu_label: Option<usize>) -> KeyOrder {
+        let mut offset = 0;
+        let fields: Vec<Field> = labels
+            .iter()
+            .enumerate()
+            .map(|(index, label)| {
+                let from_cpu = cpu_label == Some(index);
+                let field = Field {
+                    offset: (!from_cpu).then_some(offset),
+                    size: label.size,
+                    integer: matches!(label.size, 1 | 2 | 4 | 8)
+                        && (from_cpu || label.decoders.reads_integer()),
+                };
+                offset += label.span();
+                field
+            })
+            .collect();
+        let len = fields.iter().map(|field| field.size).sum();
+        KeyOrder { fields, len }
+    }
+
+    /// Sort bytes per key.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes the sort bytes of `key` (split by CPU: of CPU `cpu`, as
+    /// `cpu_bytes` gives it) into `out`, which holds [`KeyOrder::len`].
+    pub fn write(&self, key: &[u8], cpu: &[u8], out: &mut [u8]) {
+        let mut at = 0;
+        for field in &self.fields {
+            let bytes = match field.offset {
+                Some(offset) => &key[offset..offset + field.size],
+                None => cpu,
+            };
+            let out = &mut out[at..at + field.size];
+            out.copy_from_slice(bytes);
+            // Big-endian sorts as a number.
+            if field.integer && cfg!(target_endian = "little") {
+                out.reverse();
+            }
+            at += field.size;
+        }
+    }
+
+    /// Calls `f` with the bytes of each label of the key whose sort bytes
+    /// are `sort` (what [`KeyOrder::write`] wrote), in order; it stops at
+    /// the first `false`. Only integers are copied (back to host order):
+    /// other labels are the sort bytes themselves.
+    pub fn for_each_label(&self, sort: &[u8], mut f: impl FnMut(usize, &[u8]) -> bool) {
+        let mut at = 0;
+        for (index, field) in self.fields.iter().enumerate() {
+            let bytes = &sort[at..at + field.size];
+            at += field.size;
+            let mut word = [0u8; 8];
+            let bytes = match (field.integer, bytes) {
+                (false, _) => bytes,
+                (true, &[a]) => {
+                    word[0] = a;
+                    &word[..1]
+                }
+                (true, &[a, b]) => {
+                    word[..2].copy_from_slice(&u16::from_be_bytes([a, b]).to_ne_bytes());
+                    &word[..2]
+                }
+                (true, &[a, b, c, d]) => {
+                    word[..4].copy_from_slice(&u32::from_be_bytes([a, b, c, d]).to_ne_bytes());
+                    &word[..4]
+                }
+                (true, &[a, b, c, d, e, g, h, i]) => {
+                    word = u64::from_be_bytes([a, b, c, d, e, g, h, i]).to_ne_bytes();
+                    &word[..]
+                }
+                (true, bytes) => bytes,
+            };
+            if !f(index, bytes) {
+                return;
+            }
+        }
+    }
+}
+
+/// A key's sort bytes (as a number) and its value, packed: a million of
+/// them, and as many again while they are sorted. After the sort they are
+/// read in order, so the keys' labels are decoded and written in order too,
+/// and memory is read front to back rather than all over.
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+pub(super) struct Keyed<K: Copy> {
+    key: K,
+    value: u64,
+}
+
+/// A longer key's first 16 sort bytes, and where the whole is.
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+pub(super) struct Prefixed {
+    prefix: u128,
+    row: u32,
+}
+
+/// Every key's sort bytes and value, as keys are read; then sorted
+/// ([`SortKeys::for_each_sorted`]).
+pub(super) enum SortKeys {
+    /// Keys of up to 8 bytes, as big-endian numbers.
+    Narrow { keys: Vec<Keyed<u64>>, len: usize },
+    /// Keys of up to 16 bytes.
+    Medium { keys: Vec<Keyed<u128>>, len: usize },
+    /// Longer keys: their first 16 bytes, and every key's whole bytes and
+    /// value by row.
+    Wide {
+        prefixes: Vec<Prefixed>,
+        bytes: Vec<u8>,
+        values: Vec<u64>,
+        len: usize,
+    },
+}
+
+impl SortKeys {
+    /// Sort keys of `len` bytes, room for `rows`.
+    pub fn new(len: usize, rows: usize) -> SortKeys {
+        match len {
+            0..=8 => SortKeys::Narrow {
+                keys: Vec::with_capacity(rows),
+                len,
+            },
+            9..=16 => SortKeys::Medium {
+                keys: Vec::with_capacity(rows),
+                len,
+            },
+            _ => SortKeys::Wide {
+                prefixes: Vec::with_capacity(rows),
+                bytes: Vec::with_capacity(rows * len),
+                values: Vec::with_capacity(rows),
+                len,
+            },
+        }
+    }
+
+    /// Adds a key's sort bytes and its value.
+    pub fn push(&mut self, key: &[u8], value: u64) {
+        match self {
+            SortKeys::Narrow { keys, .. } => keys.push(Keyed {
+                key: be_number(key) as u64,
+                value,
+            }),
+            SortKeys::Medium { keys, .. } => keys.push(Keyed {
+                key: be_number(key),
+                value,
+            }),
+            SortKeys::Wide {
+                prefixes,
+                bytes,
+                values,
+                ..
+            } => {
+                let row = prefixes.len() as u32;
+                prefixes.push(Prefixed {
+                    prefix: be_number(&key[..16]),
+                    row,
+                });
+                bytes.extend_from_slice(key);
+                values.push(value);
+            }
+        }
+    }
+
+    /// Sorts the keys and calls `f` with each one's sort bytes, its value,
+    /// and whether its bytes are the previous key's (a key read twice from
+    /// a map that changed as it was read, or keys equal but for padding),
+    /// in order; equal keys in the order they were added.
+    pub fn for_each_sorted(self, mut f: impl FnMut(&[u8], u64, bool)) {
+        match self {
+            SortKeys::Narrow { mut keys, len } => {
+                radsort::sort_by_key(&mut keys, |keyed| keyed.key);
+                let mut previous = None;
+                for Keyed { key, value } in keys {
+                    f(&key.to_be_bytes()[8 - len..], value, previous == Some(key));
+                    previous = Some(key);
+                }
+            }
+            SortKeys::Medium { mut keys, len } => {
+                radsort::sort_by_key(&mut keys, |keyed| keyed.key);
+                let mut previous = None;
+                for Keyed { key, value } in keys {
+                    f(&key.to_be_bytes()[16 - len..], value, previous == Some(key));
+                    previous = Some(key);
+                }
+            }
+            SortKeys::Wide {
+                prefixes,
+                bytes,
+                values,
+                len,
+            } => {
+                let whole = |row: u32| &bytes[row as usize * len..(row as usize + 1) * len];
+                let mut previous: Option<u32> = None;
+                for row in sorted_wide(prefixes, &whole) {
+                    let same = previous.is_some_and(|p| whole(p) == whole(row));
+                    f(whole(row), values[row as usize], same);
+                    previous = Some(row);
+                }
+            }
+        }
+    }
+}
+
+/// The rows of longer keys in order: a radix sort of their first 16 bytes,
+/// then each run of equal prefixes by the whole bytes (stable).
+fn sorted_wide<'b>(mut prefixes: Vec<Prefixed>, whole: &impl Fn(u32) -> &'b [u8]) -> Vec<u32> {
+    radsort::sort_by_key(&mut prefixes, |keyed| keyed.prefix);
+    let mut rows: Vec<u32> = prefixes.iter().map(|keyed| keyed.row).collect();
+    let mut start = 0;
+    for at in 1..=prefixes.len() {
+        let (a, b) = (prefixes[start].prefix, prefixes.get(at).map(|p| p.prefix));
+        if b != Some(a) {
+            if at - start > 1 {
+                rows[start..at].sort_by(|&x, &y| whole(x).cmp(whole(y)));
+            }
+            start = at;
+        }
+    }
+    rows
+}
+
+/// Up to 16 bytes as a big-endian number.
+fn be_number(bytes: &[u8]) -> u128 {
+    bytes
+        .iter()
+        .fold(0u128, |number, &byte| (number << 8) | u128::from(byte))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_come_out_in_the_order_of_their_bytes() {
+        // Keys of 1, 12 and 20 bytes: each kind of sort key.
+        for len in [1usize, 12, 20] {
+            let mut state = 0x2545_f491_4f6c_dd1du64;
+            let keys: Vec<Vec<u8>> = (0..3000)
+                .map(|_| {
+                    (0..len)
+                        .map(|_| {
+                            state ^= state << 13;
+                            state ^= state >> 7;
+                            state ^= state << 17;
+                            // Few distinct bytes: long runs of equal prefixes.
+                            (state % 3) as u8
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut sort_keys = SortKeys::new(len, keys.len());
+            for (row, key) in keys.iter().enumerate() {
+                sort_keys.push(key, row as u64);
+            }
+            let mut got = Vec::new();
+            sort_keys.for_each_sorted(|key, row, same| got.push((key.to_vec(), row, same)));
+            // Stable: equal keys keep the order they were added in.
+            let mut want: Vec<(Vec<u8>, u64)> = keys.iter().cloned().zip(0..).collect();
+            want.sort();
+            let same: Vec<bool> = (0..want.len())
+                .map(|at| at > 0 && want[at - 1].0 == want[at].0)
+                .collect();
+            let want: Vec<(Vec<u8>, u64, bool)> = want
+                .into_iter()
+                .zip(same)
+                .map(|((k, r), s)| (k, r, s))
+                .collect();
+            assert_eq!(got, want, "{len} bytes");
+        }
+    }
+
+    #[test]
+    fn integers_sort_as_numbers_and_bytes_as_bytes() {
+        let spec = "[[metrics.counters]]\nname = \"x_total\"\nhelp = \"X.\"\n\
+            [[metrics.counters.labels]]\nname = \"n\"\nsize = 4\npadding = 4\ndecoders = [{ name = \"uint\" }]\n\
+            [[metrics.counters.labels]]\nname = \"h\"\nsize = 2\ndecoders = [{ name = \"hex\" }]\n";
+        let config = crate::spec::Config::parse("t", "t", spec, crate::spec::Format::Toml).unwrap();
+        let plan = crate::plan::Plan::compile(&config).unwrap();
+        let order = KeyOrder::new(&plan.metrics[0].labels, None);
+        assert_eq!(order.len(), 6);
+        let mut key = Vec::new();
+        key.extend_from_slice(&258u32.to_ne_bytes());
+        key.extend_from_slice(&[9, 9, 9, 9, 0xab, 0x01]);
+        let mut out = [0u8; 6];
+        order.write(&key, &[], &mut out);
+        assert_eq!(out, [0, 0, 1, 2, 0xab, 0x01]);
+        // And back: each label's bytes as the key has them, padding left out.
+        let mut labels = Vec::new();
+        order.for_each_label(&out, |index, bytes| {
+            labels.push((index, bytes.to_vec()));
+            true
+        });
+        assert_eq!(
+            labels,
+            [(0, 258u32.to_ne_bytes().to_vec()), (1, vec![0xab, 0x01])]
+        );
+    }
+}
