@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::panic::{self, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{mpsc, Arc, LazyLock};
+use std::sync::{mpsc, Arc, LazyLock, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -42,6 +42,18 @@ pub fn system() -> &'static Kallsyms {
 /// A handle on the worker thread that symbolizes against one kallsyms file.
 pub struct Kallsyms {
     requests: Result<mpsc::Sender<Request>, String>,
+    /// Names of the addresses of the last [`Kallsyms::prefetch`]: looked up
+    /// here, a snapshot's addresses cost no round trip to the worker each.
+    prefetched: Mutex<Prefetched>,
+}
+
+/// What the last prefetch found: each address's name, or why none could be
+/// read (then every lookup until the next prefetch fails the same way,
+/// rather than asking the worker again per address).
+#[derive(Default)]
+struct Prefetched {
+    names: HashMap<u64, Option<Name>>,
+    failed: Option<String>,
 }
 
 struct Request {
@@ -64,13 +76,52 @@ impl Kallsyms {
                 Ok(_) => Ok(requests),
                 Err(err) => Err(format!("cannot start the kernel symbolizer thread: {err}")),
             },
+            prefetched: Mutex::new(Prefetched::default()),
         }
+    }
+
+    /// Resolves `addrs` in one request and keeps their names for
+    /// [`Kallsyms::resolve`] until the next prefetch (a snapshot's worth:
+    /// names are not kept across reloads of kallsyms). A failure is left
+    /// for `resolve` to report.
+    pub fn prefetch(&self, mut addrs: Vec<u64>) {
+        addrs.sort_unstable();
+        addrs.dedup();
+        let found = self.request(&addrs);
+        let mut prefetched = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+        *prefetched = match found {
+            Ok(names) => Prefetched {
+                names: addrs.into_iter().zip(names).collect(),
+                failed: None,
+            },
+            Err(reason) => Prefetched {
+                names: HashMap::new(),
+                failed: Some(reason),
+            },
+        };
     }
 
     /// The name of the symbol each address falls in (`None`: below the first
     /// symbol, or not in kallsyms). Fails when kallsyms cannot be read or has
     /// no usable addresses (without root or CAP_SYSLOG they all read as 0).
     pub fn resolve(&self, addrs: &[u64]) -> Result<Vec<Option<Name>>, String> {
+        {
+            let prefetched = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(reason) = &prefetched.failed {
+                return Err(reason.clone());
+            }
+            let names: Option<Vec<Option<Name>>> = addrs
+                .iter()
+                .map(|addr| prefetched.names.get(addr).cloned())
+                .collect();
+            if let Some(names) = names {
+                return Ok(names);
+            }
+        }
+        self.request(addrs)
+    }
+
+    fn request(&self, addrs: &[u64]) -> Result<Vec<Option<Name>>, String> {
         let requests = self.requests.as_ref().map_err(Clone::clone)?;
         let (reply, answer) = mpsc::channel();
         requests

@@ -47,6 +47,23 @@ impl Decoder for Kstack {
         }
         Ok(())
     }
+
+    fn prefetches(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
+        let mut addrs = Vec::new();
+        for input in inputs {
+            let frames = input.chunks_exact(8).map(|word| {
+                let mut bytes = [0; 8];
+                bytes.copy_from_slice(word);
+                u64::from_ne_bytes(bytes)
+            });
+            addrs.extend(frames.take_while(|&addr| addr != 0));
+        }
+        self.kallsyms.prefetch(addrs);
+    }
 }
 
 /// Builds `kstack` for a label of `size` bytes (a positive multiple of 8).

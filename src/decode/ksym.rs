@@ -43,6 +43,16 @@ impl Decoder for Ksym {
     fn reads_integer(&self) -> bool {
         true
     }
+
+    fn prefetches(&self) -> bool {
+        true
+    }
+
+    fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
+        let addrs =
+            inputs.filter_map(|input| <[u8; 8]>::try_from(input).ok().map(u64::from_ne_bytes));
+        self.kallsyms.prefetch(addrs.collect());
+    }
 }
 
 /// Builds `ksym` for a label of `size` bytes (must be 8). Does not read

@@ -50,11 +50,30 @@ pub trait Decoder: Send + Sync {
         false
     }
 
+    /// Whether no other input decodes to what `input` does, unless that
+    /// input is itself not canonical (`string`: no byte after the NUL, and
+    /// valid UTF-8). A reader of many keys compares values only when some
+    /// input is not canonical. Every input of an injective decoder is.
+    fn canonical(&self, _input: &[u8]) -> bool {
+        self.injective()
+    }
+
     /// Whether it reads its input as a host-endian unsigned integer: keys
     /// are then ordered by that number rather than by its bytes.
     fn reads_integer(&self) -> bool {
         false
     }
+
+    /// Whether [`Decoder::prefetch`] is worth calling: decoding one input
+    /// alone costs far more than its share of a batch.
+    fn prefetches(&self) -> bool {
+        false
+    }
+
+    /// Looks up what decoding each of `inputs` needs, in one batch, before
+    /// they are decoded one by one (`ksym`: a million addresses resolved
+    /// one at a time are a million round trips to the symbolizer).
+    fn prefetch(&self, _inputs: &mut dyn Iterator<Item = &[u8]>) {}
 }
 
 /// Why one key's label could not be decoded; the key is then skipped and,
@@ -169,12 +188,37 @@ impl Chain {
         self.decoders.iter().all(|decoder| decoder.injective())
     }
 
+    /// Whether no other key bytes give the value `input` gives, unless they
+    /// are not canonical themselves (see [`Decoder::canonical`]).
+    pub fn canonical(&self, input: &[u8]) -> bool {
+        match self.decoders.split_first() {
+            None => std::str::from_utf8(input).is_ok(),
+            Some((first, rest)) => first.canonical(input) && rest.iter().all(|d| d.injective()),
+        }
+    }
+
     /// Whether the key's bytes are a host-endian integer to its first
     /// decoder (see [`Decoder::reads_integer`]).
     pub fn reads_integer(&self) -> bool {
         self.decoders
             .first()
             .is_some_and(|decoder| decoder.reads_integer())
+    }
+
+    /// Whether its first decoder (the one that reads the key's bytes)
+    /// prefetches (see [`Decoder::prefetches`]).
+    pub fn prefetches(&self) -> bool {
+        self.decoders
+            .first()
+            .is_some_and(|decoder| decoder.prefetches())
+    }
+
+    /// Hands the key bytes of every key to its first decoder's
+    /// [`Decoder::prefetch`].
+    pub fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
+        if let Some(decoder) = self.decoders.first() {
+            decoder.prefetch(inputs);
+        }
     }
 
     /// Decodes a label's bytes into its value. Bytes that are not UTF-8 (kernel

@@ -12,6 +12,11 @@ impl Decoder for CString {
         out.extend_from_slice(until_nul(input));
         Ok(())
     }
+
+    fn canonical(&self, input: &[u8]) -> bool {
+        let text = until_nul(input);
+        input[text.len()..].iter().all(|&byte| byte == 0) && std::str::from_utf8(text).is_ok()
+    }
 }
 
 /// The bytes of a C string up to its first NUL (all of them without one).
@@ -47,6 +52,24 @@ mod tests {
                 (b"\xff\xfeab\0cd", Ok("\u{fffd}\u{fffd}ab")),
             ],
         );
+    }
+
+    /// Canonical: no other bytes of the size give the value, unless they are
+    /// not canonical themselves (what lets a reader skip comparing values).
+    #[test]
+    fn canonical_when_nothing_follows_the_nul_and_the_text_is_utf8() {
+        for (input, canonical) in [
+            (&b"bash\0\0\0\0"[..], true),
+            (b"fullfull", true),
+            (b"\0\0\0\0", true),
+            (b"", true),
+            (b"bash\0x\0\0", false),
+            (b"\0junk", false),
+            (b"\xff\0\0\0", false),
+            (b"a\xc3\x28b", false),
+        ] {
+            assert_eq!(CString.canonical(input), canonical, "{input:?}");
+        }
     }
 
     /// Bytes that are not UTF-8 (kernel strings can hold anything) become

@@ -107,7 +107,7 @@ impl Family {
     }
 
     /// Keeps the `cap` series with the largest values (counts for
-    /// histograms; on equal values, the first in label order): node_exporter
+    /// histograms; on equal values, the first in order): node_exporter
     /// and the disk are protected, and what is kept is what matters most.
     /// Returns how many were left out.
     pub fn cap(&mut self, cap: usize) -> usize {

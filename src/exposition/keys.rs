@@ -131,19 +131,20 @@ pub(super) struct Prefixed {
 }
 
 /// Every key's sort bytes and value, as keys are read; then sorted
-/// ([`SortKeys::for_each_sorted`]).
+/// ([`SortKeys::sort`], [`SortKeys::for_each`]).
 pub(super) enum SortKeys {
     /// Keys of up to 8 bytes, as big-endian numbers.
     Narrow { keys: Vec<Keyed<u64>>, len: usize },
     /// Keys of up to 16 bytes.
     Medium { keys: Vec<Keyed<u128>>, len: usize },
     /// Longer keys: their first 16 bytes, and every key's whole bytes and
-    /// value by row.
+    /// value by row; once sorted, the rows in order.
     Wide {
         prefixes: Vec<Prefixed>,
         bytes: Vec<u8>,
         values: Vec<u64>,
         len: usize,
+        order: Vec<u32>,
     },
 }
 
@@ -164,6 +165,7 @@ impl SortKeys {
                 bytes: Vec::with_capacity(rows * len),
                 values: Vec::with_capacity(rows),
                 len,
+                order: Vec::new(),
             },
         }
     }
@@ -196,37 +198,54 @@ impl SortKeys {
         }
     }
 
-    /// Sorts the keys and calls `f` with each one's sort bytes, its value,
-    /// and whether its bytes are the previous key's (a key read twice from
-    /// a map that changed as it was read, or keys equal but for padding),
-    /// in order; equal keys in the order they were added.
-    pub fn for_each_sorted(self, mut f: impl FnMut(&[u8], u64, bool)) {
+    /// Sorts the keys (equal keys stay in the order they were added).
+    pub fn sort(&mut self) {
         match self {
-            SortKeys::Narrow { mut keys, len } => {
-                radsort::sort_by_key(&mut keys, |keyed| keyed.key);
+            SortKeys::Narrow { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
+            SortKeys::Medium { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
+            SortKeys::Wide {
+                prefixes,
+                bytes,
+                len,
+                order,
+                ..
+            } => {
+                let whole = |row: u32| &bytes[row as usize * *len..(row as usize + 1) * *len];
+                *order = sorted_wide(std::mem::take(prefixes), &whole);
+            }
+        }
+    }
+
+    /// Calls `f` with each key's sort bytes, its value, and whether its
+    /// bytes are the previous key's (a key read twice from a map that
+    /// changed as it was read, or keys equal but for padding), in order
+    /// once sorted.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], u64, bool)) {
+        match self {
+            SortKeys::Narrow { keys, len } => {
                 let mut previous = None;
-                for Keyed { key, value } in keys {
+                for &Keyed { key, value } in keys {
                     f(&key.to_be_bytes()[8 - len..], value, previous == Some(key));
                     previous = Some(key);
                 }
             }
-            SortKeys::Medium { mut keys, len } => {
-                radsort::sort_by_key(&mut keys, |keyed| keyed.key);
+            SortKeys::Medium { keys, len } => {
                 let mut previous = None;
-                for Keyed { key, value } in keys {
+                for &Keyed { key, value } in keys {
                     f(&key.to_be_bytes()[16 - len..], value, previous == Some(key));
                     previous = Some(key);
                 }
             }
             SortKeys::Wide {
-                prefixes,
                 bytes,
                 values,
                 len,
+                order,
+                ..
             } => {
                 let whole = |row: u32| &bytes[row as usize * len..(row as usize + 1) * len];
                 let mut previous: Option<u32> = None;
-                for row in sorted_wide(prefixes, &whole) {
+                for &row in order {
                     let same = previous.is_some_and(|p| whole(p) == whole(row));
                     f(whole(row), values[row as usize], same);
                     previous = Some(row);
@@ -288,7 +307,8 @@ mod tests {
                 sort_keys.push(key, row as u64);
             }
             let mut got = Vec::new();
-            sort_keys.for_each_sorted(|key, row, same| got.push((key.to_vec(), row, same)));
+            sort_keys.sort();
+            sort_keys.for_each(|key, row, same| got.push((key.to_vec(), row, same)));
             // Stable: equal keys keep the order they were added in.
             let mut want: Vec<(Vec<u8>, u64)> = keys.iter().cloned().zip(0..).collect();
             want.sort();

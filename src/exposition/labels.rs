@@ -98,12 +98,16 @@ pub struct LabelCache<'c> {
     /// Keys seen, for deciding to stop looking.
     seen: usize,
     /// For a label whose decoder can give different bytes one value: hash
-    /// of a value → its id, and values whose hash another value already
-    /// had (equal values get one id, and keys that share one are found).
+    /// of a value that is not canonical (see `Decoder::canonical`) → its
+    /// id, and values whose hash another value already had (equal values
+    /// get one id rather than being kept again).
     by_hash: Option<FxMap<u64, u32>>,
     collided: FxMap<String, u32>,
-    /// Whether different label bytes were given one value's id.
+    /// Whether different label bytes were given one value's id, or may
+    /// have equal values with different ids.
     merged: bool,
+    /// Whether a canonical value was kept without its hash.
+    unhashed: bool,
     values: Values,
     /// Why the value of each rejected id was rejected: the decoder, and
     /// whether it asked to skip rather than failed.
@@ -123,6 +127,7 @@ impl<'c> LabelCache<'c> {
             by_hash: (!chain.injective()).then(FxMap::default),
             collided: FxMap::default(),
             merged: false,
+            unhashed: false,
             values: Values::default(),
             rejections: Vec::new(),
             scratch: Scratch::default(),
@@ -180,11 +185,24 @@ impl<'c> LabelCache<'c> {
             return (self.rejections.len() - 1) as u32 | REJECTED;
         }
         let next = self.values.ends.len() as u32;
-        if let Some(id) = self.kept_equal(start, next) {
-            self.values.text.truncate(start);
-            // Once looking up stopped, they may be the same bytes again.
-            self.merged = true;
-            return id;
+        if self.by_hash.is_some() {
+            if self.chain.canonical(bytes) {
+                // Kept without a hash: no other canonical value equals it,
+                // but one kept with a hash may.
+                self.unhashed = true;
+                self.merged |= self
+                    .by_hash
+                    .as_ref()
+                    .is_some_and(|hashes| !hashes.is_empty());
+            } else if let Some(id) = self.kept_equal(start, next) {
+                self.values.text.truncate(start);
+                self.merged = true;
+                return id;
+            } else if self.unhashed {
+                // It may equal a value kept without a hash: the table
+                // compares them all.
+                self.merged = true;
+            }
         }
         self.values.ends.push(self.values.text.len());
         next
@@ -272,7 +290,15 @@ mod tests {
         let uint = chain("uint", 4);
         // (chain, keys, the ids they get, the values kept, merged)
         type Case<'a> = (&'a Chain, Vec<Vec<u8>>, Vec<u32>, Vec<&'a str>, bool);
-        let cases: [Case; 4] = [
+        let cases: [Case; 5] = [
+            (
+                // Canonical after not: different ids, compared later.
+                &string,
+                vec![b"ab\0x\0\0\0\0".to_vec(), b"ab\0\0\0\0\0\0".to_vec()],
+                vec![0, 1],
+                vec!["ab", "ab"],
+                true,
+            ),
             (
                 &string,
                 vec![
@@ -333,9 +359,10 @@ mod tests {
         let mut cache = LabelCache::new(&string);
         let n = DIRECT_AFTER as u64 * 2;
         for i in 0..n {
-            // Distinct bytes, each value twice (the byte after the NUL differs).
+            // Distinct bytes, each value twice (the byte after the NUL
+            // differs, and is not 0: not canonical).
             let mut key = format!("{:06}", i / 2).into_bytes();
-            key.extend_from_slice(&[0, (i % 2) as u8]);
+            key.extend_from_slice(&[0, 1 + (i % 2) as u8]);
             assert_eq!(cache.id(&key), (i / 2) as u32);
         }
         assert!(!cache.looking);
@@ -347,10 +374,10 @@ mod tests {
         let string = chain("string", 8);
         let mut cache = LabelCache::new(&string);
         // Force a collision: note "b" under the hash of "a".
-        assert_eq!(cache.id(b"a\0\0\0\0\0\0\0"), 0);
+        assert_eq!(cache.id(b"a\0z\0\0\0\0\0"), 0);
         let hash_of_b = fx_hash("b");
         cache.by_hash.as_mut().unwrap().insert(hash_of_b, 0);
-        assert_eq!(cache.id(b"b\0\0\0\0\0\0\0"), 1);
+        assert_eq!(cache.id(b"b\0z\0\0\0\0\0"), 1);
         assert_eq!(cache.id(b"b\0x\0\0\0\0\0"), 1);
         assert_eq!(cache.id(b"a\0x\0\0\0\0\0"), 0);
     }

@@ -9,8 +9,10 @@
 //! each label decoded by its decoder chain; per-CPU values are summed. Keys
 //! whose labels decode to the same values are added together. A key a
 //! decoder rejects is skipped and counted in `bpfsnap_decoder_errors_total`.
-//! Families come out sorted by name and series by label values, so the text
-//! of two runs over the same data is identical.
+//! Families come out sorted by name; a counter's series in the order of
+//! their keys' bytes (integer labels as numbers: see `keys`), histograms'
+//! and self metrics' by label values. Either way the text of two runs over
+//! the same data is identical.
 
 mod carry;
 mod family;
@@ -82,7 +84,7 @@ pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exp
     Ok(exposed)
 }
 
-/// The decoded, sorted, merged series of one counter's map.
+/// The decoded, ordered, merged series of one counter's map.
 fn counter_family(
     metric: &plan::Metric,
     name: String,

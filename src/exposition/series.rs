@@ -249,9 +249,35 @@ pub(crate) fn counter_table(
         order.write(key, &[], &mut sort_bytes);
         sort_keys.push(&sort_bytes, total);
     }
+    sort_keys.sort();
+    prefetch(labels, &order, &sort_keys);
     let mut rows = Rows::new(labels, &order, map.len());
-    sort_keys.for_each_sorted(|sort, value, same| rows.add(sort, value, same, errors));
+    sort_keys.for_each(|sort, value, same| rows.add(sort, value, same, errors));
     rows.into_table()
+}
+
+/// Hands each label whose decoders look values up in bulk (`ksym`,
+/// `kstack`) its bytes in every key, before they are decoded one by one.
+fn prefetch(labels: &[Label], order: &KeyOrder, sort_keys: &SortKeys) {
+    for (index, label) in labels.iter().enumerate() {
+        if !label.decoders.prefetches() {
+            continue;
+        }
+        let mut inputs: Vec<u8> = Vec::new();
+        sort_keys.for_each(|sort, _, same| {
+            if !same {
+                order.for_each_label(sort, |at, bytes| {
+                    if at == index {
+                        inputs.extend_from_slice(bytes);
+                    }
+                    at < index
+                });
+            }
+        });
+        label
+            .decoders
+            .prefetch(&mut inputs.chunks_exact(label.size));
+    }
 }
 
 /// Keys decoded in order into series: each series a row of value ids (one
@@ -393,5 +419,109 @@ impl Table {
             }
         }
         self.series = kept;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Plan;
+    use crate::spec::{Config, Format};
+
+    /// A counter `x_total` with one label per (name, size, decoders).
+    fn plan(labels: &[(&str, usize, &str)]) -> Plan {
+        let mut spec = String::from("[[metrics.counters]]\nname = \"x_total\"\nhelp = \"X.\"\n");
+        for (name, size, decoders) in labels {
+            spec.push_str(&format!(
+                "[[metrics.counters.labels]]\nname = \"{name}\"\nsize = {size}\ndecoders = [{decoders}]\n"
+            ));
+        }
+        Plan::compile(&Config::parse("t", "t", &spec, Format::Toml).unwrap()).unwrap()
+    }
+
+    fn map(key_size: usize, entries: &[(Vec<u8>, u64)]) -> MapData {
+        MapData {
+            name: "x_total".into(),
+            key_size,
+            values_per_key: 1,
+            is_array: false,
+            per_cpu: false,
+            keys: entries.iter().flat_map(|(key, _)| key.clone()).collect(),
+            values: entries.iter().map(|(_, value)| *value).collect(),
+        }
+    }
+
+    /// (label values joined by ",", value) of every series, in order.
+    fn series(table: &Table) -> Vec<(String, f64)> {
+        let mut out = Vec::new();
+        table.for_each_series(|ids, value| {
+            let values: Vec<&str> = ids
+                .iter()
+                .zip(&table.values)
+                .map(|(&id, values)| values.get(id as usize))
+                .collect();
+            out.push((values.join(","), value));
+        });
+        out
+    }
+
+    #[test]
+    fn merged_sums_are_exact() {
+        let plan = plan(&[("name", 4, "{ name = \"string\" }")]);
+        // Three byte strings of one value: u64::MAX + 1 + 1 = 2^64 + 1,
+        // which f64 additions in some orders would round to 2^64.
+        let entries = [
+            (b"a\0x\0".to_vec(), u64::MAX),
+            (b"a\0\0\0".to_vec(), 1),
+            (b"a\0y\0".to_vec(), 1),
+            (b"b\0\0\0".to_vec(), 5),
+        ];
+        let mut errors = BTreeMap::new();
+        let table = counter_table(
+            &plan.metrics[0].labels,
+            None,
+            &map(4, &entries),
+            &mut errors,
+        );
+        let exact = (u128::from(u64::MAX) + 2) as f64;
+        assert_eq!(
+            series(&table),
+            [("a".to_string(), exact), ("b".to_string(), 5.0)]
+        );
+    }
+
+    #[test]
+    fn keys_merge_past_the_point_where_lookups_stop() {
+        // 40,000 keys {id, name}: ids nearly all distinct (so the id's
+        // lookup stops and later ids are decoded key by key), but every
+        // eighth key has the id of the one before it and its name differs
+        // only after the NUL: the two are one series.
+        let plan = plan(&[
+            ("id", 4, "{ name = \"uint\" }"),
+            ("name", 4, "{ name = \"string\" }"),
+        ]);
+        let entries: Vec<(Vec<u8>, u64)> = (0..40_000u32)
+            .map(|n| {
+                let twin = n % 8 == 7;
+                let mut key = (if twin { n - 1 } else { n }).to_ne_bytes().to_vec();
+                key.extend_from_slice(&[b'n', 0, 1 + u8::from(twin), 0]);
+                (key, u64::from(n))
+            })
+            .collect();
+        let mut errors = BTreeMap::new();
+        let table = counter_table(
+            &plan.metrics[0].labels,
+            None,
+            &map(8, &entries),
+            &mut errors,
+        );
+        let want: Vec<(String, f64)> = (0..40_000u32)
+            .filter(|n| n % 8 != 7)
+            .map(|n| {
+                let value = if n % 8 == 6 { 2 * n + 1 } else { n };
+                (format!("{n},n"), f64::from(value))
+            })
+            .collect();
+        assert_eq!(series(&table), want);
     }
 }

@@ -43,8 +43,18 @@ done > "$suite"
 
 wanted=("$@")
 # Kernels boot side by side, each VM on a host thread of its own (TCG runs
-# single-threaded): BPFSNAP_VM_JOBS at once (default: one per CPU).
-jobs_max=${BPFSNAP_VM_JOBS:-$(nproc)}
+# single-threaded): BPFSNAP_VM_JOBS at once (default: one per CPU), or as
+# many as the file BPFSNAP_VM_JOBS_FILE says when the next one is due (so a
+# caller can allow more once its own work is done).
+jobs_max() {
+  local jobs
+  if [[ -n ${BPFSNAP_VM_JOBS_FILE:-} ]] && jobs=$(cat "$BPFSNAP_VM_JOBS_FILE" 2>/dev/null) &&
+    [[ $jobs =~ ^[1-9][0-9]*$ ]]; then
+    echo "$jobs"
+  else
+    echo "${BPFSNAP_VM_JOBS:-$(nproc)}"
+  fi
+}
 
 # run_kernel NAME MIN_BUILTINS: boots it and runs the suite; its status and
 # how long it took go to OUT/status and OUT/took.
@@ -66,7 +76,8 @@ while read -r name _suite _package _version min_builtins; do
     continue
   fi
   names+=("$name")
-  while (($(jobs -rp | wc -l) >= jobs_max)); do wait -n || true; done
+  # A poll, not a wait for the next VM to end: the file may allow more first.
+  while (($(jobs -rp | wc -l) >= $(jobs_max))); do sleep 2; done
   run_kernel "$name" "$min_builtins" &
 done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
 wait
