@@ -10,16 +10,27 @@
  *   0 (a) {u32 pid, u32 syscall}: few distinct values per label (above);
  *   1 (b) u64 address 0xffff888000000000 + 64 n: every key distinct;
  *   2 (c) {char comm[16] "task-NNNNNNNN", u32 tid n}: every key distinct;
- *   3 (d) (b) in a per-CPU hash (the filling CPU's slot set).
+ *   3 (d) (b) in a per-CPU hash (the filling CPU's slot set);
+ *   4 (f) u64 kernel text address BASE + 16 n, BASE set first with
+ *         `prctl(BASE_MAGIC, base)` (the kernel's _stext): many per function;
+ *   5 (g) {u32 IPv4 address 10.0.0.0 + n / 16 (network order), u32 port}:
+ *         every key distinct;
+ *   6 (h) char name[16] "task-NNNNNNNN": every key distinct;
+ *   7 (i) {u32 kind n % 64, u32 id n / 64}: kind named by a static_map;
+ *   8 (j) {u32 pid 1000 + n / 64, char comm[16] "proc-(pid % 500)",
+ *         u32 syscall n % 64}: three labels, few distinct values each.
+ * Shape e is (b) decoded as hex.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
 
 #ifndef MAX_ENTRIES
 #define MAX_ENTRIES 1000000
 #endif
 #define FILL_MAGIC 0x62706673 /* "bpfs" */
+#define BASE_MAGIC 0x62706674
 
 #if defined(__TARGET_ARCH_arm64)
 #define NR_PRCTL 167
@@ -56,7 +67,58 @@ struct bench_key {
 };
 #define BENCH_MAP bench_comm_total
 #define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 4
+struct bench_key {
+	u64 addr;
+};
+#define BENCH_MAP bench_ksym_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 5
+struct bench_key {
+	u32 addr;
+	u32 port;
+};
+#define BENCH_MAP bench_inet_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 6
+struct bench_key {
+	char name[16];
+};
+#define BENCH_MAP bench_name_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 7
+struct bench_key {
+	u32 kind;
+	u32 id;
+};
+#define BENCH_MAP bench_kind_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 8
+struct bench_key {
+	u32 pid;
+	char comm[16];
+	u32 nr;
+};
+#define BENCH_MAP bench_three_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
 #endif
+
+/* Shape 4's first address. */
+u64 base = 0;
+
+/* "PREFIX" then the NUL-padded decimal digits of n into out[at..16). */
+static void put_digits(char *out, int at, u64 n)
+{
+	char digits[20];
+	int len = 0;
+
+	do {
+		digits[len++] = '0' + n % 10;
+		n /= 10;
+	} while (n && len < 20);
+	for (int i = 0; i < 20 && i < len && at + i < 15; i++)
+		out[at + i] = digits[len - 1 - i];
+}
 
 struct {
 	__uint(type, BENCH_MAP_TYPE);
@@ -73,6 +135,22 @@ static void make_key(u64 n, struct bench_key *key)
 	key->nr = n % 64;
 #elif SHAPE == 1 || SHAPE == 3
 	key->addr = 0xffff888000000000ULL + n * 64;
+#elif SHAPE == 4
+	key->addr = base + n * 16;
+#elif SHAPE == 5
+	key->addr = bpf_htonl(0x0a000000 + n / 16);
+	key->port = 1024 + n % 16;
+#elif SHAPE == 6
+	__builtin_memcpy(key->name, "task-", 5);
+	put_digits(key->name, 5, n);
+#elif SHAPE == 7
+	key->kind = n % 64;
+	key->id = n / 64;
+#elif SHAPE == 8
+	key->pid = 1000 + n / 64;
+	__builtin_memcpy(key->comm, "proc-", 5);
+	put_digits(key->comm, 5, (1000 + n / 64) % 500);
+	key->nr = n % 64;
 #elif SHAPE == 2
 	u64 rest = n;
 
@@ -101,7 +179,13 @@ int BPF_PROG(bench_fill, struct pt_regs *regs, long id)
 {
 	u64 start;
 
-	if (id != NR_PRCTL || PT_REGS_PARM1(regs) != FILL_MAGIC)
+	if (id != NR_PRCTL)
+		return 0;
+	if (PT_REGS_PARM1(regs) == BASE_MAGIC) {
+		base = PT_REGS_PARM2(regs);
+		return 0;
+	}
+	if (PT_REGS_PARM1(regs) != FILL_MAGIC)
 		return 0;
 	start = PT_REGS_PARM2(regs);
 	bpf_loop(PT_REGS_PARM3(regs), fill_one, &start, 0);

@@ -6,6 +6,8 @@
  *                            ns per call of each run (ebpf_exporter's method)
  *   load fill START COUNT    prctl(FILL_MAGIC, start, count) in chunks, which
  *                            keys.bpf.c turns into map keys
+ *   load base ADDRESS        prctl(BASE_MAGIC, address): the first address of
+ *                            keys.bpf.c's kernel text shape
  *   load rss FILE CMD ARG... runs CMD, passing SIGINT and SIGTERM on to it,
  *                            and writes its peak RSS in KiB to FILE; exits
  *                            with its status. Forked from this small process,
@@ -25,6 +27,7 @@
 #include <unistd.h>
 
 #define FILL_MAGIC 0x62706673UL
+#define BASE_MAGIC 0x62706674UL
 #define FILL_CHUNK 100000UL
 
 static double now_ns(void)
@@ -101,6 +104,11 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
-	fprintf(stderr, "usage: load getpid CALLS RUNS | load fill START COUNT | load rss FILE CMD...\n");
+	if (argc == 3 && strcmp(argv[1], "base") == 0) {
+		syscall(SYS_prctl, BASE_MAGIC, strtoul(argv[2], NULL, 0), 0UL, 0UL, 0UL);
+		return 0;
+	}
+	fprintf(stderr, "usage: load getpid CALLS RUNS | load fill START COUNT | load base ADDRESS"
+		" | load rss FILE CMD...\n");
 	return 2;
 }
