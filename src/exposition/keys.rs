@@ -138,13 +138,12 @@ pub(super) enum SortKeys {
     /// Keys of up to 16 bytes.
     Medium { keys: Vec<Keyed<u128>>, len: usize },
     /// Longer keys: their first 16 bytes, and every key's whole bytes and
-    /// value by row; once sorted, the rows in order.
+    /// value by row (once sorted, in order).
     Wide {
         prefixes: Vec<Prefixed>,
         bytes: Vec<u8>,
         values: Vec<u64>,
         len: usize,
-        order: Vec<u32>,
     },
 }
 
@@ -165,7 +164,6 @@ impl SortKeys {
                 bytes: Vec::with_capacity(rows * len),
                 values: Vec::with_capacity(rows),
                 len,
-                order: Vec::new(),
             },
         }
     }
@@ -206,12 +204,19 @@ impl SortKeys {
             SortKeys::Wide {
                 prefixes,
                 bytes,
+                values,
                 len,
-                order,
-                ..
             } => {
                 let whole = |row: u32| &bytes[row as usize * *len..(row as usize + 1) * *len];
-                *order = sorted_wide(std::mem::take(prefixes), &whole);
+                let order = sorted_wide(std::mem::take(prefixes), &whole);
+                // Moved into order once, in loops of independent loads, so
+                // that reading them in order reads memory front to back.
+                let mut sorted = Vec::with_capacity(bytes.len());
+                for &row in &order {
+                    sorted.extend_from_slice(whole(row));
+                }
+                *values = order.iter().map(|&row| values[row as usize]).collect();
+                *bytes = sorted;
             }
         }
     }
@@ -237,18 +242,12 @@ impl SortKeys {
                 }
             }
             SortKeys::Wide {
-                bytes,
-                values,
-                len,
-                order,
-                ..
+                bytes, values, len, ..
             } => {
-                let whole = |row: u32| &bytes[row as usize * len..(row as usize + 1) * len];
-                let mut previous: Option<u32> = None;
-                for &row in order {
-                    let same = previous.is_some_and(|p| whole(p) == whole(row));
-                    f(whole(row), values[row as usize], same);
-                    previous = Some(row);
+                let mut previous: Option<&[u8]> = None;
+                for (key, &value) in bytes.chunks_exact(*len).zip(values) {
+                    f(key, value, previous == Some(key));
+                    previous = Some(key);
                 }
             }
         }
