@@ -122,11 +122,14 @@ pub(super) struct Keyed<K: Copy> {
     value: u64,
 }
 
-/// A longer key's first 16 sort bytes, and where the whole is.
+/// A longer key's first 24 sort bytes, and where the whole is: keys that
+/// share their first 16 bytes (a pid and a comm) are ordered by the next 8
+/// without reading the whole key from elsewhere.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 pub(super) struct Prefixed {
     prefix: u128,
+    next: u64,
     row: u32,
 }
 
@@ -186,8 +189,11 @@ impl SortKeys {
                 ..
             } => {
                 let row = prefixes.len() as u32;
+                let next = &key[16..key.len().min(24)];
                 prefixes.push(Prefixed {
                     prefix: be_number(&key[..16]),
+                    // Zero-padded on the right: the bytes' order.
+                    next: (be_number(next) as u64) << (8 * (8 - next.len())),
                     row,
                 });
                 bytes.extend_from_slice(key);
@@ -255,21 +261,31 @@ impl SortKeys {
 }
 
 /// The rows of longer keys in order: a radix sort of their first 16 bytes,
-/// then each run of equal prefixes by the whole bytes (stable).
+/// then each run of equal prefixes by the next 8 and the rest (stable).
 fn sorted_wide<'b>(mut prefixes: Vec<Prefixed>, whole: &impl Fn(u32) -> &'b [u8]) -> Vec<u32> {
     radsort::sort_by_key(&mut prefixes, |keyed| keyed.prefix);
-    let mut rows: Vec<u32> = prefixes.iter().map(|keyed| keyed.row).collect();
     let mut start = 0;
     for at in 1..=prefixes.len() {
         let (a, b) = (prefixes[start].prefix, prefixes.get(at).map(|p| p.prefix));
         if b != Some(a) {
             if at - start > 1 {
-                rows[start..at].sort_by(|&x, &y| whole(x).cmp(whole(y)));
+                // Stable: rows with equal keys keep their order. Bytes past
+                // the 24th are read from the whole key, rarely.
+                let rest = |row: u32| {
+                    let key = whole(row);
+                    &key[key.len().min(24)..]
+                };
+                prefixes[start..at].sort_by(|x, y| {
+                    let (x_next, y_next) = (x.next, y.next);
+                    x_next
+                        .cmp(&y_next)
+                        .then_with(|| rest(x.row).cmp(rest(y.row)))
+                });
             }
             start = at;
         }
     }
-    rows
+    prefixes.iter().map(|keyed| keyed.row).collect()
 }
 
 /// Up to 16 bytes as a big-endian number.
@@ -285,8 +301,9 @@ mod tests {
 
     #[test]
     fn keys_come_out_in_the_order_of_their_bytes() {
-        // Keys of 1, 12 and 20 bytes: each kind of sort key.
-        for len in [1usize, 12, 20] {
+        // Keys of 1, 12, 20 and 30 bytes: each kind of sort key, and keys
+        // longer than what a wide key's record holds.
+        for len in [1usize, 12, 20, 30] {
             let mut state = 0x2545_f491_4f6c_dd1du64;
             let keys: Vec<Vec<u8>> = (0..3000)
                 .map(|_| {
