@@ -63,6 +63,9 @@ struct Request {
 
 const STOPPED: &str = "the kernel symbolizer thread stopped";
 
+/// Addresses per request of [`Kallsyms::prefetch`].
+const PREFETCH_CHUNK: usize = 1 << 16;
+
 impl Kallsyms {
     /// Starts a worker for the kallsyms file at `path`; an unknown address
     /// reloads the file if the last load is at least `reload_interval` old.
@@ -80,25 +83,29 @@ impl Kallsyms {
         }
     }
 
-    /// Resolves `addrs` in one request and keeps their names for
+    /// Resolves `addrs` in few requests and keeps their names for
     /// [`Kallsyms::resolve`] until the next prefetch (a snapshot's worth:
     /// names are not kept across reloads of kallsyms). A failure is left
     /// for `resolve` to report.
     pub fn prefetch(&self, mut addrs: Vec<u64>) {
         addrs.sort_unstable();
         addrs.dedup();
-        let found = self.request(&addrs);
-        let mut prefetched = self.prefetched.lock().unwrap_or_else(|e| e.into_inner());
-        *prefetched = match found {
-            Ok(names) => Prefetched {
-                names: addrs.into_iter().zip(names).collect(),
-                failed: None,
-            },
-            Err(reason) => Prefetched {
-                names: HashMap::new(),
-                failed: Some(reason),
-            },
-        };
+        let mut found = Prefetched::default();
+        // In chunks: blazesym's answer for each address is far larger than
+        // the name while it is built.
+        for chunk in addrs.chunks(PREFETCH_CHUNK) {
+            match self.request(chunk) {
+                Ok(names) => found.names.extend(chunk.iter().copied().zip(names)),
+                Err(reason) => {
+                    found = Prefetched {
+                        names: HashMap::new(),
+                        failed: Some(reason),
+                    };
+                    break;
+                }
+            }
+        }
+        *self.prefetched.lock().unwrap_or_else(|e| e.into_inner()) = found;
     }
 
     /// The name of the symbol each address falls in (`None`: below the first
@@ -229,10 +236,18 @@ impl Worker {
                     self.path.display()
                 )
             })?;
+        // One `Name` per symbol, not per address: a million addresses in a
+        // few thousand functions.
+        let mut interned: HashMap<&str, Name> = HashMap::new();
         symbolized
-            .into_iter()
+            .iter()
             .map(|result| match result {
-                Symbolized::Sym(sym) => Ok(Some(Name::from(&*sym.name))),
+                Symbolized::Sym(sym) => Ok(Some(
+                    interned
+                        .entry(&*sym.name)
+                        .or_insert_with(|| Name::from(&*sym.name))
+                        .clone(),
+                )),
                 // blazesym drops zero addresses, so an empty table is most
                 // likely a restricted one.
                 Symbolized::Unknown(Reason::MissingSyms) => Err(no_symbols(&self.path)),
