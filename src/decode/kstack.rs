@@ -23,15 +23,7 @@ impl Decoder for Kstack {
                 format!("expected a multiple of 8 bytes, got {}", input.len()),
             ));
         }
-        let addrs: Vec<u64> = input
-            .chunks_exact(8)
-            .map(|word| {
-                let mut bytes = [0; 8];
-                bytes.copy_from_slice(word);
-                u64::from_ne_bytes(bytes)
-            })
-            .take_while(|&addr| addr != 0)
-            .collect();
+        let addrs: Vec<u64> = frames(input).collect();
         if addrs.is_empty() {
             return Ok(());
         }
@@ -53,17 +45,20 @@ impl Decoder for Kstack {
     }
 
     fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
-        let mut addrs = Vec::new();
-        for input in inputs {
-            let frames = input.chunks_exact(8).map(|word| {
-                let mut bytes = [0; 8];
-                bytes.copy_from_slice(word);
-                u64::from_ne_bytes(bytes)
-            });
-            addrs.extend(frames.take_while(|&addr| addr != 0));
-        }
-        self.kallsyms.prefetch(addrs);
+        self.kallsyms.prefetch(inputs.flat_map(frames).collect());
     }
+}
+
+/// The frames' addresses of a stack, up to the first 0.
+fn frames(input: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    input
+        .chunks_exact(8)
+        .map(|word| {
+            let mut bytes = [0; 8];
+            bytes.copy_from_slice(word);
+            u64::from_ne_bytes(bytes)
+        })
+        .take_while(|&addr| addr != 0)
 }
 
 /// Builds `kstack` for a label of `size` bytes (a positive multiple of 8).

@@ -1,14 +1,16 @@
 //! Decoding a whole map into series, fast: what counters and the text
 //! encoder share.
 //!
-//! Each key becomes a row: per label the id of its decoded value (a label's
-//! decoders run once per distinct label bytes, see `labels`), and the
-//! key's value. Rows are ordered by the key's bytes (`keys`): one radix sort
-//! of fixed-size numbers, whichever decoders the labels use. Keys whose
-//! labels are all equal become one series, their values added: that can
-//! only happen when a decoder gives different bytes one value (a `string`
-//! with bytes after its NUL, `ksym`) or the bytes differ in padding, and
-//! only then are rows compared, by their ids.
+//! Keys are ordered by their bytes (`keys`): one radix sort of fixed-size
+//! numbers that carry the keys' values, whichever decoders the labels use.
+//! Then each key, in that order, becomes a row: per label the id of its
+//! decoded value (a label's decoders run once per distinct label bytes
+//! while they repeat, see `labels`). Keys whose labels are all equal
+//! become one series, their values added: keys equal but for padding are
+//! next to each other once sorted; keys whose bytes differ can only be
+//! equal where a decoder gives different bytes one value (a `string` with
+//! bytes after its NUL, `ksym`), and only then are series compared, by
+//! their values' text.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -308,9 +310,10 @@ impl<'l> Rows<'l> {
         }
     }
 
-    /// Adds the key whose sort bytes are `sort` and its value: to the previous series when it is the same key, else
-    /// as a series of its own; nothing if a decoder rejects a label (an
-    /// error counted in `errors`, a skip not).
+    /// Adds the key whose sort bytes are `sort` and its value: to the
+    /// previous series when it is the same key, else as a series of its
+    /// own; nothing if a decoder rejects a label (an error counted in
+    /// `errors`, a skip not).
     fn add(
         &mut self,
         sort: &[u8],
