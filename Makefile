@@ -1,18 +1,26 @@
 # bpfsnap — run `make run` or `make test` as root on Debian 12; both install
-# what is missing first (tools/deps.sh).
+# what is missing first (tools/deps.sh): `make run` only what building and
+# running need, `make test` the test stack too.
 
+# Where tools/deps.sh installs Rust (rustup's default) if none is found.
+export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
 BIN := target/release/bpfsnap
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps build run install deb test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps test-deps build run install deb test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
 
+# What building and running need (a compiler, libbpf's libraries, Rust).
 deps:
-	@tools/deps.sh
+	@tools/deps.sh build
+
+# That and what `make test` needs (promtool, node_exporter, podman, QEMU ...).
+test-deps:
+	@tools/deps.sh test
 
 build: deps
 	$(CARGO) build --release --locked
@@ -39,25 +47,25 @@ install: build
 # not cargo-deb: dpkg-shlibdeps computes Depends from what the binary links,
 # as in a Debian build, and nothing has to be compiled or fetched for it.
 # Install with: apt install ./target/deb/bpfsnap_*.deb
-deb: build
+deb: test-deps build
 	tools/deb.sh $(BIN) target/deb
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in
 # must run, a short soak, and the kernel matrix beside them (tools/test.sh).
-test: deps lint fuzz-smoke
+test: test-deps lint fuzz-smoke
 	CARGO="$(CARGO)" tools/test.sh $(KERNELS)
 
 # The kernel matrix: Debian's 5.10, 6.1 and 6.12 kernels (pinned in
 # tools/vm/kernels.conf, fetched from Debian's package registry) booted in
 # QEMU over this machine's root, running tools/vm/suite.txt in each.
 # `make vm-test KERNELS=6.12` runs one.
-vm-test: deps
+vm-test: test-deps
 	CARGO="$(CARGO)" tools/vm/matrix.sh $(KERNELS)
 
 # bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
 # side by side in one run; prints the table (BENCHMARKS.md). As root.
-bench: deps
+bench: test-deps
 	CARGO="$(CARGO)" python3 bench/bench.py
 
 lint:
@@ -88,7 +96,7 @@ examples: deps
 
 # Regenerate the kernel type header from this machine's BTF.
 # Kernel types for CO-RE, from this machine's BTF, for its architecture.
-vmlinux: deps
+vmlinux: test-deps
 	arch=$$(uname -m); dir=bpf/vmlinux/$$arch; mkdir -p $$dir && \
 	{ printf '%s\n' "/* vmlinux.h for $$arch: kernel type definitions for CO-RE BPF programs." \
 	    ' *' \

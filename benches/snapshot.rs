@@ -40,6 +40,8 @@ fn median(mut samples: Vec<u128>) -> u128 {
 }
 
 fn main() {
+    // As the binary does (src/main.rs): the same allocator settings.
+    bpfsnap::give_back_large_allocations();
     let args: Vec<String> = std::env::args()
         .skip(1)
         .filter(|arg| !arg.starts_with("--"))

@@ -9,12 +9,16 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+include!("bpf_flags.rs");
+
 /// clang with the flags every bpfsnap BPF object is built with.
 pub struct Compiler {
     flags: Vec<OsString>,
 }
 
 impl Compiler {
+    /// The headers the built-ins compile with, also bundled for `bpfsnap
+    /// build` into `out_dir/headers.bundle.gz` (see [`bundle_headers`]).
     pub fn new(root: &Path, out_dir: &Path, arch: &str) -> Result<Compiler> {
         let vmlinux = root.join("bpf/vmlinux").join(arch);
         if !vmlinux.join("vmlinux.h").exists() {
@@ -34,21 +38,13 @@ impl Compiler {
         for (name, contents) in libbpf_sys::API_HEADERS {
             fs::write(headers.join("bpf").join(name), contents)?;
         }
+        bundle_headers(root, &vmlinux, out_dir)?;
         let target_arch = match arch {
             "x86_64" => "x86",
             "aarch64" => "arm64",
             other => bail!("no BPF target arch for {other}"),
         };
-        let mut flags: Vec<OsString> = [
-            "-g",
-            "-O2",
-            "-target",
-            "bpf",
-            "-Wall",
-            "-fno-stack-protector",
-        ]
-        .map(OsString::from)
-        .into();
+        let mut flags: Vec<OsString> = BPF_CFLAGS.map(OsString::from).into();
         flags.push(format!("-D__TARGET_ARCH_{target_arch}").into());
         for dir in [root.join("bpf"), vmlinux, headers] {
             flags.extend(["-I".into(), dir.into_os_string()]);
@@ -134,4 +130,32 @@ pub fn bpf_sources(dir: &Path) -> Result<Vec<PathBuf>> {
     }
     sources.sort();
     Ok(sources)
+}
+
+/// Writes `out_dir/headers.bundle.gz`: every header a user's program may
+/// include — `vmlinux.h` of the target architecture, libbpf's `bpf/*.h`, and
+/// bpfsnap's own `bpfsnap.h` and `block.h` — for `bpfsnap build` to unpack.
+/// Each entry: its path's length and bytes, then its contents' length and
+/// bytes (lengths as u32 little-endian), gzipped (vmlinux.h is 2.7 MB).
+fn bundle_headers(root: &Path, vmlinux: &Path, out_dir: &Path) -> Result<()> {
+    use std::io::Write;
+
+    let mut entries: Vec<(String, Vec<u8>)> =
+        vec![("vmlinux.h".into(), fs::read(vmlinux.join("vmlinux.h"))?)];
+    for name in ["bpfsnap.h", "block.h"] {
+        entries.push((name.into(), fs::read(root.join("bpf").join(name))?));
+    }
+    for (name, contents) in libbpf_sys::API_HEADERS {
+        entries.push((format!("bpf/{name}"), contents.as_bytes().to_vec()));
+    }
+    let file = fs::File::create(out_dir.join("headers.bundle.gz"))?;
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::best());
+    for (path, contents) in &entries {
+        for bytes in [path.as_bytes(), contents.as_slice()] {
+            gz.write_all(&u32::try_from(bytes.len())?.to_le_bytes())?;
+            gz.write_all(bytes)?;
+        }
+    }
+    gz.finish()?;
+    Ok(())
 }

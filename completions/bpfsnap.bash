@@ -16,6 +16,9 @@ _bpfsnap() {
             ",$1")
                 cmd="bpfsnap"
                 ;;
+            bpfsnap,build)
+                cmd="bpfsnap__subcmd__build"
+                ;;
             bpfsnap,check)
                 cmd="bpfsnap__subcmd__check"
                 ;;
@@ -33,6 +36,9 @@ _bpfsnap() {
                 ;;
             bpfsnap,stop)
                 cmd="bpfsnap__subcmd__stop"
+                ;;
+            bpfsnap__subcmd__help,build)
+                cmd="bpfsnap__subcmd__help__subcmd__build"
                 ;;
             bpfsnap__subcmd__help,check)
                 cmd="bpfsnap__subcmd__help__subcmd__check"
@@ -59,12 +65,58 @@ _bpfsnap() {
 
     case "${cmd}" in
         bpfsnap)
-            opts="-v -q -h -V --verbose --quiet --help --version run serve check list stop help"
+            opts="-v -q -h -V --verbose --quiet --log.level --log.format --help --version run serve check list build stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__build)
+            opts="-o -I -v -q -h --output --include --verbose --quiet --log.level --log.format --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --output)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --include)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -I)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -73,7 +125,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__check)
-            opts="-b -v -q -h --config-dir --configs --builtin --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -95,6 +147,14 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -103,8 +163,22 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__help)
-            opts="run serve check list stop help"
+            opts="run serve check list build stop help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        bpfsnap__subcmd__help__subcmd__build)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -201,12 +275,20 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__list)
-            opts="-l -v -q -h --long --verbose --quiet --help"
+            opts="-l -v -q -h --long --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -215,7 +297,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --for --interval --counts --count --output --pin --lock-timeout --format --verbose --quiet --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --for --interval --counts --count --output --pin --lock-timeout --format --top --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -289,6 +371,18 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -W "text pretty" -- "${cur}"))
                     return 0
                     ;;
+                --top)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -297,7 +391,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --web.listen-address --listen --web.config.file --web.telemetry-path --max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --verbose --quiet --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --web.listen-address --listen --web.systemd-socket --web.config.file --web.telemetry-path --web.max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --web.header-timeout --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -351,7 +445,7 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
-                --max-requests)
+                --web.max-requests)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -375,6 +469,18 @@ _bpfsnap() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --web.header-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -383,13 +489,21 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__stop)
-            opts="-v -q -h --pin --verbose --quiet --help"
+            opts="-v -q -h --pin --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --pin)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.level)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --log.format)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

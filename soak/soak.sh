@@ -54,7 +54,11 @@ measure() { # rss_kib fds programs threads of process $1, stopped meanwhile
   kill -CONT "$1"
   echo "$rss $fds $progs $threads"
 }
-written() { grep -c '^bpfsnap: wrote ' "$work/stderr" 2>/dev/null || true; }
+written() { # windows written so far; 0 until bpfsnap's stderr exists
+  local n
+  n=$(grep -c '^bpfsnap: wrote ' "$work/stderr" 2>/dev/null) || true
+  echo "${n:-0}"
+}
 
 # The load: execs, exits, file writes with fsync (block I/O), loopback TCP,
 # signals, and plain system calls, until killed.

@@ -6,15 +6,15 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use crate::check;
 use crate::exposition::OutputFormat;
-use crate::log::{Level, Log};
+use crate::log::{Format, Level, Log};
 use crate::privilege::KeepCaps;
 use crate::program::Selection;
 use crate::run::{self, RunOptions};
-use crate::serve::address::ListenAddress;
+use crate::serve::address::Listen;
 use crate::serve::scrape::Scraping;
 use crate::session::SessionOptions;
 use crate::sink::Sink;
@@ -73,6 +73,20 @@ Exit status:
   0  the list was printed
   2  bad usage";
 
+const BUILD_HELP: &str = "\
+Examples:
+  bpfsnap build comm_getpid.bpf.c          # writes comm_getpid.bpf.o beside it
+  bpfsnap run comm_getpid.toml --for 10s   # the config finds the object by its name
+  bpfsnap build -I ~/ebpf_exporter/include examples/biolatency.bpf.c
+
+clang compiles with -target bpf -g -O2 -D__TARGET_ARCH_<arch> and the
+embedded headers; BPFSNAP_CLANG names another clang.
+
+Exit status:
+  0  the object was written
+  1  clang failed (what it said follows the error) or could not be run
+  2  bad usage, or the source cannot be read or is not named NAME.bpf.c";
+
 const STOP_HELP: &str = "\
 Exit status:
   0  nothing of bpfsnap is left under DIR (also when nothing was there)
@@ -97,6 +111,24 @@ pub struct Cli {
     /// Print only errors on stderr.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+
+    /// Show messages of this level and above, as exporter-toolkit's flag:
+    /// debug (libbpf's own messages too), info, warn or error. In place of
+    /// -v and -q.
+    #[arg(
+        long = "log.level",
+        global = true,
+        value_name = "LEVEL",
+        value_parser = Level::parse,
+        conflicts_with_all = ["verbose", "quiet"]
+    )]
+    pub log_level: Option<Level>,
+
+    /// Write each message as a record, as exporter-toolkit's loggers do:
+    /// logfmt (time=… level=… msg=…) or json, with a timestamp unless
+    /// stderr is the journal. Without it, plain lines.
+    #[arg(long = "log.format", global = true, value_name = "FORMAT", value_parser = Format::parse)]
+    pub log_format: Option<Format>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -126,6 +158,11 @@ pub enum Command {
         #[arg(short, long)]
         long: bool,
     },
+    /// Compile your BPF program NAME.bpf.c into NAME.bpf.o beside it, with the
+    /// headers bpfsnap embeds (vmlinux.h, libbpf's bpf/*.h, bpfsnap.h): only
+    /// clang is needed.
+    #[command(after_help = BUILD_HELP)]
+    Build(BuildArgs),
     /// Detach and unpin everything an earlier `run --pin DIR` left in bpffs.
     #[command(after_help = STOP_HELP)]
     Stop {
@@ -133,6 +170,22 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         pin: PathBuf,
     },
+}
+
+/// `bpfsnap build`'s arguments.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The program's source, NAME.bpf.c.
+    #[arg(value_name = "NAME.bpf.c")]
+    pub source: PathBuf,
+    /// Where to write the object (default: NAME.bpf.o beside the source,
+    /// where a config NAME.toml or NAME.yaml finds it).
+    #[arg(short, long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Another directory to search for #include "..." files, after the
+    /// source's own (repeatable; e.g. ebpf_exporter's include/).
+    #[arg(short = 'I', long = "include", value_name = "DIR")]
+    pub include: Vec<PathBuf>,
 }
 
 /// Which programs to use; nothing named: the default built-in set.
@@ -240,13 +293,13 @@ pub struct RunArgs {
     /// Length of the sampling window, e.g. 500ms, 30s, 2m [default: 10s; with
     /// --pin: none, the window is the time since the last run]. SIGINT or
     /// SIGTERM ends it early; what was gathered is still written.
-    #[arg(long = "for", value_name = "DURATION", value_parser = parse_window)]
+    #[arg(long = "for", value_name = "DURATION", value_parser = parse_window, allow_hyphen_values = true)]
     pub window: Option<Duration>,
 
     /// Keep the probes attached and rewrite the output every DURATION until
     /// SIGINT/SIGTERM (which writes the last, partial window). Counters are
     /// cumulative since the start; the window gauges cover the last interval.
-    #[arg(long, value_name = "DURATION", value_parser = parse_window, conflicts_with = "window")]
+    #[arg(long, value_name = "DURATION", value_parser = parse_window, allow_hyphen_values = true, conflicts_with = "window")]
     pub interval: Option<Duration>,
 
     /// With --interval: what each window's counts cover. `cumulative`
@@ -288,6 +341,10 @@ pub struct RunArgs {
     /// Output format [default: pretty when writing to a terminal, else text].
     #[arg(long, value_name = "FORMAT")]
     pub format: Option<OutputFormat>,
+
+    /// Rows per table in the terminal view (pretty format; 0: all).
+    #[arg(long, value_name = "N", default_value = "10")]
+    pub top: usize,
 }
 
 #[derive(Debug, Args)]
@@ -297,18 +354,25 @@ pub struct ServeArgs {
 
     /// Address to listen on (exporter-toolkit's --web.listen-address):
     /// HOST:PORT (an IPv4 address or a host name, resolved at start),
-    /// [IPV6]:PORT, or :PORT for every address. Repeat it to listen on
-    /// several. The default answers this machine only; 9435
+    /// [IPV6]:PORT, :PORT for every address, or fd://N for a listening
+    /// socket left open as descriptor N (ebpf_exporter's form). Repeat it
+    /// to listen on several. The default answers this machine only; 9435
     /// is ebpf_exporter's port, which bpfsnap serve replaces.
     #[arg(
         long,
         visible_alias = "web.listen-address",
         value_name = "ADDRESS",
         default_value = "127.0.0.1:9435",
-        value_parser = ListenAddress::parse,
+        value_parser = Listen::parse,
         action = clap::ArgAction::Append
     )]
-    pub listen: Vec<ListenAddress>,
+    pub listen: Vec<Listen>,
+
+    /// Listen on the sockets systemd passes (socket activation, as
+    /// exporter-toolkit's flag: LISTEN_FDS from descriptor 3) instead of
+    /// --web.listen-address.
+    #[arg(long = "web.systemd-socket", conflicts_with = "listen")]
+    pub systemd_socket: bool,
 
     /// exporter-toolkit's web configuration file (YAML), as node_exporter
     /// and ebpf_exporter take it: TLS (tls_server_config) and basic
@@ -327,12 +391,20 @@ pub struct ServeArgs {
     )]
     pub telemetry_path: String,
 
-    /// Scrapes answered at once; more get HTTP 503.
-    #[arg(long, value_name = "N", default_value = "4", value_parser = clap::value_parser!(u64).range(1..=256))]
+    /// Scrapes answered at once; more get HTTP 503 (exporter-toolkit's
+    /// flag; --max-requests is its old name). Idle and half-open
+    /// connections do not count.
+    #[arg(
+        long = "web.max-requests",
+        alias = "max-requests",
+        value_name = "N",
+        default_value = "4",
+        value_parser = clap::value_parser!(u64).range(1..=256)
+    )]
     pub max_requests: u64,
 
     /// A scrape that takes longer gets HTTP 503.
-    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window)]
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_window, allow_hyphen_values = true)]
     pub scrape_timeout: Duration,
 
     /// When gathering fails: `fail` answers HTTP 500 with the error, `partial`
@@ -360,6 +432,20 @@ pub struct ServeArgs {
     /// scrapes only, so later scrapes show what they counted.
     #[arg(long, value_name = "N", hide = true)]
     pub faulty_scrapes: Option<usize>,
+
+    /// A connection that has not sent a whole request head (or ended its
+    /// TLS handshake) this long after connecting or after its previous
+    /// response is closed. Longer than Prometheus' default scrape interval
+    /// (1m), so that a scraper's kept-alive connection stays open; hidden,
+    /// for tests to use a short one.
+    #[arg(
+        long = "web.header-timeout",
+        value_name = "DURATION",
+        default_value = "90s",
+        hide = true,
+        value_parser = parse_window
+    )]
+    pub header_timeout: Duration,
 }
 
 impl ProgramArgs {
@@ -384,7 +470,83 @@ fn note_ignored_flags(skip_cache_size: Option<u64>, log: Log) {
     }
 }
 
+/// What to say instead of clap's tip for an unknown flag: that it belongs to
+/// another command (`run --web.listen-address` is `serve`'s), or the flag of
+/// this command it is closest to by edits (`--fro` → `--for`: clap's own
+/// similarity suggests `--format`). None: clap's message stands.
+fn unknown_flag_hint(err: &clap::Error, args: &[std::ffi::OsString]) -> Option<String> {
+    use clap::error::{ContextKind, ContextValue};
+    if err.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    let Some(ContextValue::String(given)) = err.get(ContextKind::InvalidArg) else {
+        return None;
+    };
+    let flag = given.split('=').next()?.strip_prefix("--")?;
+    let command = Cli::command();
+    let subcommands: Vec<&clap::Command> = command.get_subcommands().collect();
+    let used = args.iter().skip(1).find_map(|arg| {
+        let arg = arg.to_str()?;
+        subcommands.iter().find(|sub| sub.get_name() == arg)
+    })?;
+    let longs = |sub: &clap::Command| -> Vec<String> {
+        sub.get_arguments()
+            .flat_map(|arg| arg.get_long_and_visible_aliases().unwrap_or_default())
+            .map(str::to_string)
+            .collect()
+    };
+    let name = used.get_name();
+    if let Some(other) = subcommands
+        .iter()
+        .find(|sub| sub.get_name() != name && longs(sub).iter().any(|long| long == flag))
+    {
+        return Some(format!(
+            "--{flag} is a flag of `bpfsnap {}`, not of `bpfsnap {name}` (see bpfsnap {name} --help)",
+            other.get_name()
+        ));
+    }
+    let (distance, closest) = longs(used)
+        .into_iter()
+        .chain(
+            command
+                .get_arguments()
+                .filter_map(|arg| arg.get_long().map(str::to_string)),
+        )
+        .map(|long| (strsim::osa_distance(flag, &long), long))
+        .min()?;
+    (distance <= 2 && distance < flag.len()).then(|| {
+        format!("bpfsnap {name} has no flag --{flag}: did you mean --{closest}? (see bpfsnap {name} --help)")
+    })
+}
+
+/// Columns of the terminal on standard output, else `$COLUMNS`, else 100.
+fn terminal_width() -> usize {
+    let mut size = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ fills the winsize it is given, which outlives it.
+    let asked = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) };
+    if asked == 0 && size.ws_col > 0 {
+        return usize::from(size.ws_col);
+    }
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|columns| columns.parse().ok())
+        .unwrap_or(100)
+}
+
 fn parse_window(text: &str) -> Result<Duration, String> {
+    if let Some(positive) = text.strip_prefix('-') {
+        if positive.starts_with(|c: char| c.is_ascii_digit()) {
+            return Err(format!(
+                "a duration cannot be negative: give a positive one, e.g. {positive}"
+            ));
+        }
+        return Err("it needs a duration, e.g. 30s".into());
+    }
     let window =
         humantime::parse_duration(text).map_err(|err| format!("{err} (try 500ms, 30s or 2m)"))?;
     if window.is_zero() {
@@ -430,14 +592,31 @@ where
         Ok(cli) => cli,
         Err(status) => return status,
     };
-    let log = Log::new(cli.verbose, cli.quiet);
+    if let Some(format) = cli.log_format {
+        crate::log::set_format(format);
+    }
+    let log = match cli.log_level {
+        Some(level) => Log::at_level(level),
+        None => Log::new(cli.verbose, cli.quiet),
+    };
     let result = match cli.command {
         Command::Run(args) => run::run(&run_options(args, log)),
         Command::Serve(args) => crate::serve::serve(&serve_options(args, log)),
-        Command::Check(args) => return check::check(&args.selection(), cli.verbose >= 2),
+        Command::Check(args) => return check::check(&args.selection(), log.libbpf),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
-        Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
+        Command::Build(args) => crate::build_program::build(&crate::build_program::BuildOptions {
+            source: args.source,
+            output: args.output,
+            include: args.include,
+        })
+        .map(|object| {
             if !cli.quiet {
+                let wrote = format!("bpfsnap: wrote {}", object.display());
+                crate::log::print(Level::Info, &wrote);
+            }
+        }),
+        Command::Stop { pin } => crate::probe::pin::stop(&pin).map(|names| {
+            if !log.quiet {
                 for name in names {
                     crate::log::print(Level::Info, &format!("bpfsnap: unpinned {name}"));
                 }
@@ -464,8 +643,14 @@ where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    match Cli::try_parse_from(args) {
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(Into::into).collect();
+    match Cli::try_parse_from(&args) {
         Ok(cli) => Ok(cli),
+        Err(err) if unknown_flag_hint(&err, &args).is_some() => {
+            let hint = unknown_flag_hint(&err, &args).unwrap_or_default();
+            Log::default().error(&hint);
+            Err(ExitCode::from(crate::BAD_INPUT_STATUS))
+        }
         Err(err) if err.use_stderr() && crate::log::stderr_is_journal() => {
             crate::log::print(Level::Error, &err.render().to_string());
             Err(ExitCode::from(crate::BAD_INPUT_STATUS))
@@ -500,6 +685,11 @@ fn run_options(args: RunArgs, log: Log) -> RunOptions {
             OutputFormat::Text => Counts::Cumulative,
         }),
         format,
+        view: crate::exposition::pretty::View {
+            width: terminal_width(),
+            top: args.top,
+            all: log.verbose,
+        },
         sink,
         namespace: args.session.namespace,
         pin: args.pin,
@@ -512,6 +702,7 @@ fn serve_options(args: ServeArgs, log: Log) -> crate::serve::ServeOptions {
     crate::serve::ServeOptions {
         session: args.session.options(log),
         listen: args.listen,
+        systemd_socket: args.systemd_socket,
         web_config: args.web_config,
         scraping: Scraping {
             namespace: args.session.namespace,
@@ -524,6 +715,7 @@ fn serve_options(args: ServeArgs, log: Log) -> crate::serve::ServeOptions {
             scrape_error: args.scrape_error,
             faulty_scrapes: args.faulty_scrapes,
         },
+        header_timeout: args.header_timeout,
     }
 }
 

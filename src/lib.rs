@@ -28,10 +28,12 @@
 //!   metrics (`bpfsnap_up` among them), [`sink`] writes the text.
 //!
 //! The modes drive the stages: [`run`] writes windows to a textfile or
-//! stdout, [`serve`] answers scrapes, [`check`] and [`list`] load nothing;
+//! stdout, [`serve`] answers scrapes, [`check`] and [`list`] load nothing,
+//! [`build_program`] compiles a user's program with the embedded headers;
 //! [`cli`] picks one. Built-in programs are data: `bpf/NAME.bpf.c` plus its
 //! spec `bpf/NAME.toml`, in the same config format users write.
 
+pub mod build_program;
 pub mod builtin;
 pub mod check;
 pub mod cli;
@@ -113,4 +115,20 @@ pub(crate) fn kernel_unit_test(test: &str) -> bool {
     assert!(!required, "{test}: kernel tests are required but need root");
     eprintln!("SKIPPED {test}: needs root for BPF");
     false
+}
+
+/// Has glibc's malloc serve every block of 256 KiB or more with its own
+/// mmap, unmapped when freed. By default the threshold rises (up to 32 MiB)
+/// each time such a block is freed, so a snapshot's sort buffers and tables
+/// of a large map end up in the heap, where freeing them keeps them
+/// resident: measured on a million `{string, u32}` keys, the peak grew by
+/// 2.2× the text written with the default and by 1.3× with this, and a
+/// `serve` or `--interval` process stayed at its largest snapshot's size.
+pub fn give_back_large_allocations() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a tunable; called at start,
+    // before other threads.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 * 1024);
+    }
 }

@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use crate::builtin;
+use crate::exposition::pretty::wrap;
 use crate::probe::{self, availability::KernelTypes, variants};
 use crate::program::{self, ObjectSource, Program};
 use crate::spec::MetricRef;
@@ -118,26 +119,6 @@ fn series(metric: &MetricRef) -> String {
     } else {
         format!("bpfsnap_{}{{{}}}", metric.name, labels.join(","))
     }
-}
-
-/// `text` in lines of at most `width` characters, broken at spaces (a word
-/// longer than that gets a line of its own).
-fn wrap(text: &str, width: usize) -> Vec<String> {
-    let mut lines: Vec<String> = Vec::new();
-    let mut line = String::new();
-    for word in text.split_whitespace() {
-        if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
-            lines.push(std::mem::take(&mut line));
-        }
-        if !line.is_empty() {
-            line.push(' ');
-        }
-        line.push_str(word);
-    }
-    if !line.is_empty() {
-        lines.push(line);
-    }
-    lines
 }
 
 fn sections(program: &Program) -> Vec<String> {

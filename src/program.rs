@@ -231,9 +231,10 @@ pub fn load_file(path: &Path) -> Result<Program> {
     };
     if !object.is_file() {
         bail!(
-            "{}: BPF object {} not found: compile {name}.bpf.c into it (clang -target bpf -g -O2 -c), or set `object`",
+            "{}: BPF object {} not found: compile its program into it (bpfsnap build {}), or set `object`",
             path.display(),
-            object.display()
+            object.display(),
+            dir.join(format!("{name}.bpf.c")).display()
         );
     }
     Ok(Program {

@@ -481,7 +481,7 @@ impl Target {
             .arg(dir.join(Target::NAME))
             .arg(common::source_file("tests/fixtures/attach_types_target.c"))
             .output()
-            .expect("run cc (make deps installs gcc)");
+            .expect("run cc (make test-deps installs gcc)");
         assert!(
             output.status.success(),
             "compiling attach_types_target.c failed (its USDT probe needs <sys/sdt.h>: \
@@ -686,7 +686,7 @@ fn add_and_delete_dummy_links(names: &[&str]) {
         .args(["--net", "ip", "-batch", "-"])
         .stdin(std::process::Stdio::piped())
         .spawn()
-        .expect("run unshare and ip (make deps installs util-linux and iproute2)");
+        .expect("run unshare and ip (make test-deps installs util-linux and iproute2)");
     child
         .stdin
         .take()

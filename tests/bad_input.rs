@@ -865,3 +865,44 @@ fn fentry_refused_by_the_kernel_says_trampolines() {
         true,
     );
 }
+
+/// Mistyped and misplaced flags, and durations that cannot be windows, are
+/// each refused in one line that says what to type instead.
+#[test]
+fn flags_get_the_suggestion_that_fits() {
+    for (args, expected) in [
+        (
+            &["run", "--fro", "10s"][..],
+            &["--fro", "did you mean --for?"][..],
+        ),
+        (&["run", "--outptu=-"], &["did you mean --output?"]),
+        (
+            &["run", "--web.listen-address", ":9435"],
+            &["--web.listen-address is a flag of `bpfsnap serve`, not of `bpfsnap run`"],
+        ),
+        (
+            &["serve", "--for", "10s"],
+            &["--for is a flag of `bpfsnap run`"],
+        ),
+    ] {
+        fails_with(bpfsnap(args), 2, expected, true);
+    }
+    for (args, expected) in [
+        (
+            &["run", "--for", "-5s"][..],
+            "a duration cannot be negative",
+        ),
+        (&["run", "--for=-5s"], "a duration cannot be negative"),
+        (
+            &["run", "--interval", "-1m"],
+            "a duration cannot be negative",
+        ),
+        (&["run", "--for", "0s"], "longer than zero"),
+    ] {
+        let output = bpfsnap(args).output().expect("run bpfsnap");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(!stderr.contains("tip: to pass"), "{args:?}: {stderr}");
+    }
+}

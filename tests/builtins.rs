@@ -238,60 +238,48 @@ fn list_shows_every_builtin_with_its_metrics_attach_points_and_cost() {
     );
 }
 
-/// examples/README.md's hand-build command compiles a copy of every built-in
-/// source taken out of the tree (the links followed), which includes
-/// bpf/'s headers ("bpfsnap.h", "block.h").
+/// `bpfsnap build`, as examples/README.md shows it, compiles a copy of every
+/// built-in source taken out of the tree (no -I into it): the headers it
+/// includes ("bpfsnap.h", "block.h", vmlinux.h, libbpf's) are the embedded
+/// ones. `check` then accepts each object with its spec.
 #[test]
-fn readme_hand_build_compiles_copied_builtin_sources() {
-    if !cfg!(target_arch = "x86_64") {
-        // The documented command targets x86_64 (its vmlinux.h and arch).
-        println!("readme_hand_build: the documented command is for x86_64: not run here");
-        return;
-    }
+fn bpfsnap_build_compiles_copied_builtin_sources_with_embedded_headers() {
     let readme = std::fs::read_to_string(common::source_file("examples/README.md")).unwrap();
-    let block = readme
-        .split("```sh\n")
-        .skip(1)
-        .filter_map(|b| b.split_once("```").map(|(code, _)| code))
-        .find(|code| code.contains("clang "))
-        .expect("a sh block with the clang command in examples/README.md");
-    let clang: String = block
-        .lines()
-        .skip_while(|l| !l.starts_with("clang "))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let documented = "examples/comm_getpid.bpf.c -o examples/comm_getpid.bpf.o";
-    assert!(clang.contains(documented), "{clang}");
-    // libbpf's headers, where build.rs put them for this build (the
-    // README's `inc=` finds them under target/).
-    let include = std::path::Path::new(env!("BPFSNAP_EXAMPLE_OBJECTS"))
-        .parent()
-        .unwrap()
-        .join("include");
+    assert!(
+        readme.contains("bpfsnap build examples/comm_getpid.bpf.c"),
+        "examples/README.md shows bpfsnap build"
+    );
     let copies = tempfile::tempdir().unwrap();
     for builtin in bpfsnap::builtin::BUILTINS {
         let name = builtin.name;
         let copy = copies.path().join(format!("{name}.bpf.c"));
+        std::fs::copy(common::source_file(&format!("bpf/{name}.bpf.c")), &copy).unwrap();
         std::fs::copy(
-            common::source_file(&format!("examples/{name}.bpf.c")),
-            &copy,
+            common::source_file(&format!("bpf/{name}.toml")),
+            copies.path().join(format!("{name}.toml")),
         )
         .unwrap();
+        let output = common::bpfsnap()
+            .args(["build", common::path_str(&copy)])
+            .output()
+            .unwrap();
         let object = copies.path().join(format!("{name}.bpf.o"));
-        let command = clang.replace(
-            documented,
-            &format!("{} -o {}", copy.display(), object.display()),
+        assert!(
+            output.status.success() && object.exists(),
+            "bpfsnap build {name}.bpf.c: {}",
+            String::from_utf8_lossy(&output.stderr)
         );
-        let output = std::process::Command::new("bash")
-            .args(["-ec", &command])
-            .env("inc", &include)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
+        let checked = common::bpfsnap()
+            .args([
+                "check",
+                common::path_str(&copies.path().join(format!("{name}.toml"))),
+            ])
             .output()
             .unwrap();
         assert!(
-            output.status.success() && object.exists(),
-            "the README's command does not build a copy of examples/{name}.bpf.c: {}\n{command}",
-            String::from_utf8_lossy(&output.stderr)
+            checked.status.success(),
+            "bpfsnap check {name}.toml: {}",
+            String::from_utf8_lossy(&checked.stderr)
         );
     }
 }

@@ -124,7 +124,7 @@ fn strings(value: &Value) -> Vec<String> {
 /// own (CAP_SYS_ADMIN only, EPERM otherwise).
 fn runtime_default_seccomp(path: &Path) {
     let text = fs::read_to_string("/usr/share/containers/seccomp.json")
-        .expect("podman's default seccomp profile (make deps installs podman)");
+        .expect("podman's default seccomp profile (make test-deps installs podman)");
     let mut profile: serde_json::Value = serde_json::from_str(&text).unwrap();
     let rules = profile["syscalls"].as_array_mut().unwrap();
     for rule in rules.iter_mut() {

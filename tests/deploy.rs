@@ -71,7 +71,7 @@ fn alert_rules_pass_promtool() {
         .args(["check", "rules"])
         .arg(Path::new(DEPLOY).join("bpfsnap.rules.yml"))
         .output()
-        .expect("run promtool (make deps installs the prometheus package)");
+        .expect("run promtool (make test-deps installs the prometheus package)");
     assert!(
         output.status.success(),
         "{}{}",
@@ -149,7 +149,7 @@ fn the_units_pass_systemd_analyze_verify() {
         .args(["verify", "--man=no"])
         .args(&units)
         .output()
-        .expect("run systemd-analyze (make deps installs systemd)");
+        .expect("run systemd-analyze (make test-deps installs systemd)");
     let stderr = String::from_utf8_lossy(&output.stderr);
     // It warns (and exits 0) about what it ignores: no warning either.
     assert!(

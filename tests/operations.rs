@@ -698,11 +698,24 @@ fn every_thread_drops_the_capabilities_in_run_and_serve() {
 /// `bpfsnap ARGS` on a pseudo-terminal (util-linux's `script`); returns its
 /// exit status and everything it printed there.
 fn on_terminal(args: &[String]) -> (std::process::ExitStatus, String) {
+    let output = terminal_command(args)
+        .output()
+        .expect("run script (util-linux)");
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+/// `script` running `bpfsnap ARGS` on a pseudo-terminal (whose size is
+/// unset: bpfsnap then takes its width from `COLUMNS`).
+fn terminal_command(args: &[String]) -> std::process::Command {
     let command: Vec<String> = std::iter::once(env!("CARGO_BIN_EXE_bpfsnap"))
         .chain(args.iter().map(String::as_str))
         .map(|arg| format!("'{arg}'"))
         .collect();
-    let output = std::process::Command::new("script")
+    let mut script = std::process::Command::new("script");
+    script
         .args([
             "--quiet",
             "--return",
@@ -711,12 +724,63 @@ fn on_terminal(args: &[String]) -> (std::process::ExitStatus, String) {
             "/dev/null",
         ])
         .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run script (util-linux)");
-    (
-        output.status,
-        String::from_utf8_lossy(&output.stdout).into_owned(),
-    )
+        .stdout(std::process::Stdio::piped());
+    script
+}
+
+/// On a terminal `run` shows its window as tables fitted to the width, the
+/// user's metrics first (one aligned column per label, at most `--top` rows)
+/// and bpfsnap's own as one summary line at the end; `-v` adds them all.
+#[test]
+fn the_terminal_view_fits_the_width_and_sums_up_bpfsnaps_own_metrics() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    for (extra, all) in [(&[][..], false), (&["-v"][..], true)] {
+        let args: Vec<String> = ["run", "-b", "syscalls,execs", "--for", "1s", "--top", "4"]
+            .iter()
+            .chain(extra)
+            .map(|arg| arg.to_string())
+            .collect();
+        let mut child = terminal_command(&args)
+            .env("COLUMNS", "72")
+            .spawn()
+            .unwrap();
+        // Load until the window ends: execs of `true`, which also call getpid-free
+        // syscalls; the view must hold them whatever their number.
+        while child.try_wait().unwrap().is_none() {
+            let _ = std::process::Command::new("true").status();
+        }
+        let output = child.wait_with_output().unwrap();
+        let shown = String::from_utf8_lossy(&output.stdout).replace("\r\n", "\n");
+        assert!(output.status.success(), "{shown}");
+        // The view: from the first table on (stderr's progress comes before).
+        let start = shown.find("bpfsnap_execs_total\n").expect("execs table");
+        let view = &shown[start..];
+        for line in view.lines() {
+            assert!(
+                line.chars().count() <= 72,
+                "wider than 72: {line:?}\n{view}"
+            );
+        }
+        let execs = view.find("bpfsnap_execs_total\n").expect("execs table");
+        let syscalls = view
+            .find("bpfsnap_syscalls_total\n")
+            .expect("syscalls table");
+        let summary = view
+            .find("bpfsnap: 2 of 2 configs up; window 1")
+            .expect("summary");
+        assert!(execs < syscalls && syscalls < summary, "{view}");
+        assert!(
+            view.contains("\n  comm  ") && view.contains("\n  true  "),
+            "{view}"
+        );
+        assert!(
+            view.contains("more rows; "),
+            "--top 4 leaves some out: {view}"
+        );
+        assert_eq!(view.contains("bpfsnap_program_info"), all, "{view}");
+    }
 }
 
 #[test]

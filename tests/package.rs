@@ -125,6 +125,20 @@ fn tree(root: &Path) -> BTreeSet<String> {
         .collect()
 }
 
+/// The Debian 12 root tools/debroot.sh made (once; cached), never changed.
+fn cached_root() -> PathBuf {
+    let cache = debroot_dir().join("bookworm");
+    let status = Command::new(Path::new(SOURCE).join("tools/debroot.sh"))
+        .arg(&cache)
+        .status()
+        .expect("tools/debroot.sh");
+    assert!(
+        status.success(),
+        "tools/debroot.sh could not make {cache:?}"
+    );
+    cache
+}
+
 fn took(since: Instant) -> String {
     format!("{:.1} s", since.elapsed().as_secs_f64())
 }
@@ -138,15 +152,7 @@ fn the_package_installs_runs_as_its_unit_and_purges() {
     let start = Instant::now();
 
     // The root: made once (about a minute), then copied.
-    let cache = debroot_dir().join("bookworm");
-    let status = Command::new(Path::new(SOURCE).join("tools/debroot.sh"))
-        .arg(&cache)
-        .status()
-        .expect("tools/debroot.sh");
-    assert!(
-        status.success(),
-        "tools/debroot.sh could not make {cache:?}"
-    );
+    let cache = cached_root();
     times.push(format!("root {}", took(start)));
     let work = tempfile::Builder::new()
         .prefix("test-")
@@ -517,4 +523,113 @@ exec chroot "$R" env -i {PATH} /usr/bin/setpriv --no-new-privs --inh-caps=-all \
     assert_eq!(common::sample(&text, "bpfsnap_up"), Some(1.0), "{text}");
     common::promtool_check(&text);
     text
+}
+
+/// The packages `tools/deps.sh SET` would install on a fresh Debian 12 (the
+/// cached minbase root, whose package lists apt reads without writing: no
+/// caches saved), by apt's own resolution (`apt-get install --simulate`).
+fn packages_installed_by(set: &str, root: &Path) -> Vec<String> {
+    let listed = Command::new(Path::new(SOURCE).join("tools/deps.sh"))
+        .args(["--list", set])
+        .output()
+        .unwrap();
+    assert!(listed.status.success());
+    let wanted = String::from_utf8(listed.stdout).unwrap();
+    let simulated = Command::new("chroot")
+        .arg(root)
+        .args(["env", "-i", PATH, "apt-get", "install", "--simulate"])
+        .args(["--no-install-recommends", "-o", "Dir::Cache::pkgcache="])
+        .args(["-o", "Dir::Cache::srcpkgcache="])
+        .args(wanted.split_whitespace())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&simulated.stdout);
+    assert!(
+        simulated.status.success(),
+        "apt-get --simulate in the root: {said}{}",
+        String::from_utf8_lossy(&simulated.stderr)
+    );
+    said.lines()
+        .filter_map(|line| line.strip_prefix("Inst "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The systemd units (service, socket, timer) `package` ships: Debian's
+/// debhelper enables and starts such units when it is installed. From this
+/// machine's installed copy, else from the downloaded package.
+fn units_shipped_by(package: &str) -> Vec<String> {
+    let installed = Command::new("dpkg-query")
+        .args(["-L", package])
+        .output()
+        .unwrap();
+    let files = if installed.status.success() {
+        String::from_utf8_lossy(&installed.stdout).into_owned()
+    } else {
+        let dir = tempfile::tempdir().unwrap();
+        let fetched = Command::new("apt-get")
+            .args(["download", "-qq", package])
+            .current_dir(dir.path())
+            .status()
+            .unwrap();
+        assert!(fetched.success(), "apt-get download {package}");
+        let deb = fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let listed = Command::new("dpkg-deb")
+            .arg("-c")
+            .arg(&deb)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&listed.stdout).into_owned()
+    };
+    files
+        .lines()
+        .filter_map(|line| line.split_whitespace().last())
+        .filter(|path| path.contains("/systemd/system/"))
+        .filter(|path| {
+            [".service", ".socket", ".timer"]
+                .iter()
+                .any(|end| path.ends_with(end))
+        })
+        .map(str::to_string)
+        .collect()
+}
+
+/// `make run` installs what building and running need and nothing that
+/// starts a service; `make test`'s set does (Prometheus, node_exporter):
+/// the check sees the units where they are.
+#[test]
+fn make_run_installs_nothing_that_starts_a_service() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let cache = cached_root();
+    let build = packages_installed_by("build", &cache);
+    assert!(
+        build.iter().any(|p| p == "clang-14") && build.iter().any(|p| p == "libelf-dev"),
+        "{build:?}"
+    );
+    let with_units: Vec<(String, Vec<String>)> = build
+        .iter()
+        .map(|package| (package.clone(), units_shipped_by(package)))
+        .filter(|(_, units)| !units.is_empty())
+        .collect();
+    assert!(
+        with_units.is_empty(),
+        "make run would install packages with services: {with_units:?} (all: {build:?})"
+    );
+    let test = packages_installed_by("test", &cache);
+    let exporter = units_shipped_by("prometheus-node-exporter");
+    assert!(
+        test.iter().any(|p| p == "prometheus-node-exporter")
+            && exporter
+                .iter()
+                .any(|u| u.ends_with("prometheus-node-exporter.service")),
+        "the test set's node_exporter ships its service: {exporter:?}"
+    );
 }

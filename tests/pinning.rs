@@ -69,7 +69,7 @@ fn map_ids() -> BTreeSet<u64> {
     let output = Command::new("bpftool")
         .args(["map", "show", "--json"])
         .output()
-        .expect("run bpftool (make deps installs it)");
+        .expect("run bpftool (make test-deps installs it)");
     assert!(output.status.success(), "bpftool map show");
     let maps: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout).expect("JSON");
     maps.iter().filter_map(|m| m["id"].as_u64()).collect()

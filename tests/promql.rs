@@ -591,6 +591,7 @@ fn assert_per_window(what: &str, outputs: &[String]) {
     let process_counters = [
         "bpfsnap_scrape_errors_total",
         "bpfsnap_write_failures_total",
+        "process_cpu_seconds_total",
     ];
     for text in outputs {
         for (family, kind) in types_of(text) {

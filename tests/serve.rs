@@ -3,9 +3,10 @@
 //! negotiation, gzip, the in-flight limit, the scrape timeout, a timed-out
 //! gathering still running, gathering errors (`--on-error`), SIGTERM with a
 //! scrape in flight or an idle kept-alive connection, several listen
-//! addresses and the telemetry path; and event-stream counters served over
-//! time (`flush_interval`, perf-array lost events). The web config (TLS,
-//! basic auth) is tests/serve_web.rs'.
+//! addresses and the telemetry path; event-stream counters served over
+//! time (`flush_interval`, perf-array lost events); and clients that
+//! misbehave: thousands of half-sent requests, oversized heads, HTTP/1.0,
+//! pipelining. The web config (TLS, basic auth) is tests/serve_web.rs'.
 
 mod common;
 
@@ -160,7 +161,7 @@ fn over_the_in_flight_limit_and_past_the_timeout_answers_503() {
         &[
             "-b",
             "syscalls",
-            "--max-requests",
+            "--web.max-requests",
             "1",
             "--scrape-delay",
             "1s",
@@ -637,4 +638,380 @@ fn a_real_prometheus_ingests_the_series() {
     assert_eq!(prometheus.query(r#"up{job="bpfsnap"}"#), Some(1.0));
     server.signal(libc::SIGTERM);
     assert!(server.finish().0.success());
+}
+
+/// 2,000 connections that send half a request head and 500 that send
+/// nothing: a scrape from another client still gets 200 within a second,
+/// the server's memory grows by less than 50 MiB, and every stalled
+/// connection is closed once the header timeout (here 10 s) has passed.
+#[test]
+fn half_sent_requests_cannot_starve_a_scrape() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+    common::raise_open_files_limit();
+    let port = free_port();
+    let server = serve(port, &["-b", "syscalls", "--web.header-timeout", "10s"]);
+    let pid = server.child.id();
+    scrape(port);
+    let (fds, rss) = (
+        common::open_fds_when_idle(pid, port),
+        common::rss_bytes(pid),
+    );
+
+    let opened = Instant::now();
+    let mut stalled = common::stalled_connections(port, 2000, b"GET /metrics HTTP/1.1\r\nHos");
+    stalled.extend(common::stalled_connections(port, 500, b""));
+    poll("the server accepted every stalled connection", || {
+        (common::open_fds(pid) >= fds + 2500).then_some(())
+    });
+    let started = Instant::now();
+    scrape(port);
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "the scrape took {took:?}");
+    let grown = common::rss_bytes(pid).saturating_sub(rss);
+    eprintln!(
+        "2,500 stalled connections: RSS grew by {:.1} MiB, a scrape took {took:?}",
+        grown as f64 / common::MIB as f64
+    );
+    assert!(grown < 50 * common::MIB, "RSS grew by {grown} bytes");
+    assert!(opened.elapsed() < HEADER_TIMEOUT, "the test was too slow");
+
+    let deadline = opened + HEADER_TIMEOUT + common::PATIENCE;
+    for connection in &mut stalled {
+        assert!(common::closed_by_server(connection, deadline));
+    }
+    assert!(opened.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1));
+    scrape(port);
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+}
+
+/// What `request` gets on a connection of its own, read until the server
+/// closes it (a write the server cut short is no error: what it answered
+/// is still read).
+fn exchange(port: u16, request: &[u8]) -> String {
+    let mut connection = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let _ = connection.write_all(request);
+    connection.set_read_timeout(Some(common::PATIENCE)).unwrap();
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        match connection.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => answer.extend_from_slice(&chunk[..read]),
+            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(err) => panic!("{err}: {}", String::from_utf8_lossy(&answer)),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// An oversized request head is answered 431, HTTP/1.0 is answered and
+/// closed, pipelined requests are answered in order, a TLS ClientHello to
+/// the plain port is refused; after each, the server goes on serving.
+#[test]
+fn odd_requests_are_answered_or_closed_and_serving_goes_on() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let port = free_port();
+    let server = serve(port, &["-b", "syscalls"]);
+    let big = format!(
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(64 * 1024)
+    );
+    let answer = exchange(port, big.as_bytes());
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 431 "),
+        "{answer}"
+    );
+    scrape(port);
+
+    let answer = exchange(port, b"GET /healthz HTTP/1.0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.0 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nok\n"), "{answer}");
+    scrape(port);
+
+    let answer = exchange(
+        port,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /nowhere HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let statuses: Vec<&str> = answer
+        .split('\n')
+        .map(|line| line.trim_end_matches('\r'))
+        .filter(|line| line.starts_with("HTTP/1.1 "))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            "HTTP/1.1 200 OK",
+            "HTTP/1.1 404 Not Found",
+            "HTTP/1.1 200 OK"
+        ],
+        "{answer}"
+    );
+    scrape(port);
+
+    let answer = exchange(port, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03");
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 400 "),
+        "{answer}"
+    );
+    scrape(port);
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+}
+
+/// The `process_*` metrics of the Prometheus client libraries, with
+/// client_golang's help texts and types, and values that are this
+/// server's: its descriptors, its memory, its start, its limit of open
+/// files raised to the hard limit; promtool finds them well formed. In
+/// OpenMetrics too.
+#[test]
+fn process_metrics_are_those_of_the_client_libraries() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let port = free_port();
+    let server = serve(port, &["-b", "syscalls"]);
+    let pid = server.child.id();
+    let text = scrape(port);
+    for (name, kind, help) in [
+        (
+            "process_cpu_seconds_total",
+            "counter",
+            "Total user and system CPU time spent in seconds.",
+        ),
+        (
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+        ),
+        (
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+        ),
+        (
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+        ),
+        (
+            "process_virtual_memory_max_bytes",
+            "gauge",
+            "Maximum amount of virtual memory available in bytes.",
+        ),
+        (
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+        ),
+        (
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since unix epoch in seconds.",
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {name} {help}\n")),
+            "{name}: {text}"
+        );
+        assert!(
+            text.contains(&format!("# TYPE {name} {kind}\n")),
+            "{name}: {text}"
+        );
+    }
+    common::promtool_check(&text);
+    let value = |name: &str| common::sample(&text, name).unwrap();
+    let fds = common::open_fds(pid) as f64;
+    assert!(
+        (value("process_open_fds") - fds).abs() <= 4.0,
+        "{fds}: {text}"
+    );
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+        0
+    );
+    assert_eq!(value("process_max_fds"), limit.rlim_max as f64, "raised");
+    let rss = common::rss_bytes(pid) as f64;
+    let resident = value("process_resident_memory_bytes");
+    assert!((resident - rss).abs() < rss / 4.0, "{resident} vs {rss}");
+    assert!(value("process_virtual_memory_bytes") > resident);
+    // utime + stime of /proc/PID/stat, in clock ticks; read after the
+    // scrape, so at least what it reported (a start-up can take under a tick).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let cpu = ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let reported = value("process_cpu_seconds_total");
+    assert!(
+        reported >= 0.0 && reported <= cpu + 1e-9,
+        "{reported} vs {cpu} s in /proc"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let started = value("process_start_time_seconds");
+    assert!(
+        started <= now && started > now - 300.0,
+        "{started} vs {now}"
+    );
+
+    let (status, _, body) = curl(port, "/metrics", &["Accept: application/openmetrics-text"]);
+    assert_eq!(status, 200);
+    let openmetrics = String::from_utf8(body).unwrap();
+    assert!(
+        openmetrics.contains("# TYPE process_cpu_seconds counter\n"),
+        "{openmetrics}"
+    );
+    assert!(
+        openmetrics.contains("\nprocess_cpu_seconds_total "),
+        "{openmetrics}"
+    );
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+}
+
+/// exporter-toolkit's logging flags: `--log.format json` writes every
+/// message as a JSON object with a timestamp, its level and its message;
+/// `--log.level warn` hides where it serves, as it hides every info
+/// message.
+#[test]
+fn messages_are_json_records_at_the_level_asked_for() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut server = Running::spawn(&[
+        "serve",
+        "--log.format",
+        "json",
+        "--log.level",
+        "info",
+        "-b",
+        "syscalls",
+        "--listen",
+        &listen,
+    ]);
+    server.wait_for("serving http://");
+    scrape(port);
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    let records: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for record in &records {
+        assert!(
+            record["time"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{record}"
+        );
+        assert!(
+            record["level"].is_string() && record["msg"].is_string(),
+            "{record}"
+        );
+    }
+    assert!(
+        records.iter().any(|r| r["level"] == "info"
+            && r["msg"] == format!("serving http://{listen}/metrics").as_str()),
+        "{stderr}"
+    );
+
+    let quiet_port = free_port();
+    let quiet_listen = format!("127.0.0.1:{quiet_port}");
+    let server = Running::spawn(&[
+        "serve",
+        "--log.level",
+        "warn",
+        "-b",
+        "syscalls",
+        "--listen",
+        &quiet_listen,
+    ]);
+    poll("it serves", || {
+        curl_url(&format!("http://{quiet_listen}/healthz"), &[]).ok()
+    });
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+    assert!(!stderr.contains("serving"), "{stderr}");
+}
+
+/// `command` with `listener` as its descriptor 3 (and no other copy).
+fn with_socket_as_fd3(mut command: Command, listener: &std::net::TcpListener) -> Command {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fd = listener.as_raw_fd();
+    // SAFETY: dup2 and fcntl only, between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            let ok = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0) == 0,
+                _ => libc::dup2(fd, 3) == 3,
+            };
+            match ok {
+                true => Ok(()),
+                false => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    command
+}
+
+/// Listening sockets bpfsnap is given: `--listen fd://3` (ebpf_exporter's
+/// form) and `--web.systemd-socket` (LISTEN_PID and LISTEN_FDS naming
+/// descriptor 3, as systemd sets them) each serve on the socket passed.
+#[test]
+fn sockets_given_as_fd_or_by_systemd_are_served() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    for systemd in [false, true] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let command = match systemd {
+            false => {
+                let mut command = common::bpfsnap();
+                command.args(["serve", "-b", "syscalls", "--listen", "fd://3"]);
+                command
+            }
+            true => {
+                let mut command = Command::new("sh");
+                command.args([
+                    "-c",
+                    "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
+                    env!("CARGO_BIN_EXE_bpfsnap"),
+                    "serve",
+                    "-b",
+                    "syscalls",
+                    "--web.systemd-socket",
+                ]);
+                command
+            }
+        };
+        let mut server = Running::spawn_command(with_socket_as_fd3(command, &listener));
+        drop(listener);
+        server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
+        let text = scrape(port);
+        assert!(
+            text.contains("bpfsnap_syscalls_total{"),
+            "systemd {systemd}"
+        );
+        server.signal(libc::SIGTERM);
+        let (status, _, stderr) = server.finish();
+        assert!(status.success(), "{stderr}");
+    }
 }

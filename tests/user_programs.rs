@@ -278,6 +278,80 @@ fn comm_getpid_counts_exactly_the_calls_of_matching_comms() {
     );
 }
 
+/// `bpfsnap build DIR/NAME.bpf.c` (copied there with `files`), which must
+/// succeed and say what it wrote.
+fn build_copy(dir: &Path, from: &str, files: &[&str], name: &str) {
+    for file in files {
+        fs::copy(
+            common::source_file(&format!("{from}/{file}")),
+            dir.join(file),
+        )
+        .unwrap_or_else(|err| panic!("copy {from}/{file}: {err}"));
+    }
+    let built = common::bpfsnap()
+        .args(["build", path_str(&dir.join(format!("{name}.bpf.c")))])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&built.stderr);
+    assert!(built.status.success(), "bpfsnap build {name}: {stderr}");
+    assert!(stderr.contains("wrote "), "says what it wrote: {stderr}");
+}
+
+/// Programs compiled by `bpfsnap build` from copies of their sources — one
+/// of examples/ (the headers are the embedded ones) and one written for
+/// ebpf_exporter (its own headers beside it, `<vmlinux.h>` embedded) —
+/// load and count exactly.
+#[test]
+fn programs_compiled_by_bpfsnap_build_count_exactly() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let dir = common::config_dir();
+    build_copy(
+        dir.path(),
+        "examples",
+        &["comm_getpid.bpf.c", "comm_getpid.toml"],
+        "comm_getpid",
+    );
+    let comm = unique_comm("bpfsnap", 'd');
+    let config = dir.path().join("comm_getpid.toml");
+    let stdout = run_with_load(&[path_str(&config)], || getpid_calls_as(&comm, 777));
+    assert_eq!(
+        series_with(&stdout, "bpfsnap_getpid_calls_total", &comm),
+        expected(&[(format!("comm=\"{comm}\""), 777.0)]),
+        "{stdout}"
+    );
+
+    let upstream = common::config_dir();
+    let files = [
+        "getpid_comm.bpf.c",
+        "getpid_comm.yaml",
+        "maps.bpf.h",
+        "bits.bpf.h",
+    ];
+    build_copy(
+        upstream.path(),
+        "tests/fixtures/ebpf_exporter",
+        &files,
+        "getpid_comm",
+    );
+    let comm = unique_comm("eexp", 'b');
+    let args = [
+        "--namespace",
+        "ebpf_exporter",
+        "--config-dir",
+        path_str(upstream.path()),
+    ];
+    let stdout = run_with_load(&[&args[..], &["--configs", "getpid_comm"]].concat(), || {
+        getpid_calls_as(&comm, 321)
+    });
+    assert_eq!(
+        series_with(&stdout, "ebpf_exporter_getpid_calls_total", &comm),
+        expected(&[(format!("comm=\"{comm}\""), 321.0)]),
+        "{stdout}"
+    );
+}
+
 // --- struct_key ------------------------------------------------------------
 
 /// Significant bits of `fd`, as struct_key.bpf.c's `fd_bits`.

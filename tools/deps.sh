@@ -1,13 +1,33 @@
 #!/usr/bin/env bash
-# Installs what bpfsnap's build and tests need on Debian 12 and sets up the
-# kernel filesystems; does nothing that is already done. Run as root
-# (`make deps` calls it).
+# Installs what bpfsnap needs on Debian 12 and sets up the kernel
+# filesystems; does nothing that is already done. Run as root.
+#
+#   tools/deps.sh build   what building and running need (`make deps`,
+#                         `make run`): a C/BPF compiler, libbpf's libraries,
+#                         and Rust if none recent enough is found
+#   tools/deps.sh test    that plus the test stack (`make test`): promtool,
+#                         node_exporter, podman, QEMU for the kernel matrix ...
+#
+# Nothing in the build set starts a service: `prometheus` and
+# `prometheus-node-exporter` (which do, on :9090 and :9100) come only with
+# the test set.
 set -euo pipefail
 
-packages=(
+set_name=${1:-build}
+# `tools/deps.sh --list build|test`: print the set's packages and stop.
+list_only=false
+if [[ $set_name == --list ]]; then
+  list_only=true
+  set_name=${2:-build}
+fi
+
+build_packages=(
   clang llvm              # compile bpf/*.bpf.c (-target bpf)
   libelf-dev zlib1g-dev   # libbpf links them
   pkg-config make gcc     # libbpf-sys's build
+  curl ca-certificates    # fetching rustup when Rust must be installed
+)
+test_packages=(
   bpftool                 # make vmlinux; tests list loaded programs
   prometheus              # promtool check metrics
   prometheus-node-exporter # the textfile collector, in tests
@@ -17,7 +37,6 @@ packages=(
   dpkg-dev binutils       # make deb: dpkg-shlibdeps, dpkg-gencontrol, strip
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
-  curl                    # tests of `bpfsnap serve`
   openssl                 # certificates for the TLS tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
@@ -28,8 +47,23 @@ packages=(
   # busybox for its initramfs and kmod for modules in the guest.
   qemu-system-x86 busybox-static kmod python3-venv
   debian-archive-keyring  # verifies the kernel packages' suites
+  tmux                    # the terminal view, tested at fixed widths
 )
 
+case $set_name in
+  build) packages=("${build_packages[@]}") ;;
+  test) packages=("${build_packages[@]}" "${test_packages[@]}") ;;
+  *) echo "usage: tools/deps.sh [--list] build|test" >&2; exit 2 ;;
+esac
+if $list_only; then
+  printf '%s\n' "${packages[@]}"
+  exit 0
+fi
+
+# The Rust installed where none recent enough is found: rustup's minimal
+# profile, this version (the one CI and BENCHMARKS.md use), in rustup's
+# default place (~/.cargo; the Makefile puts ~/.cargo/bin on PATH).
+rust_toolchain=1.95.0
 say() { echo "deps: $*" >&2; }
 
 missing=()
@@ -50,9 +84,54 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-if ! command -v cargo >/dev/null; then
-  say "no Rust toolchain: install one with rustup (https://rustup.rs); Debian 12's rustc is too old for libbpf-rs"
-  exit 1
+# The oldest Rust that builds bpfsnap (Cargo.toml's rust-version).
+rust_minimum=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+
+# Whether version $1 (x.y or x.y.z) is at least $2.
+at_least() { [[ $(printf '%s\n%s\n' "$2" "$1" | sort -V | head -1) == "$2" ]]; }
+
+rust_ok() {
+  local version
+  version=$(rustc --version 2>/dev/null | awk '{print $2}') || return 1
+  [[ -n $version ]] && command -v cargo >/dev/null && at_least "$version" "$rust_minimum"
+}
+
+install_rust() {
+  local arch triple dir
+  arch=$(uname -m)
+  triple="$arch-unknown-linux-gnu"
+  dir=$(mktemp -d)
+  trap 'rm -rf "$dir"' RETURN
+  say "no Rust >= $rust_minimum found: installing Rust $rust_toolchain with rustup (minimal profile) into ~/.cargo"
+  curl -sSf --retry 3 -o "$dir/rustup-init" "https://static.rust-lang.org/rustup/dist/$triple/rustup-init"
+  curl -sSf --retry 3 -o "$dir/rustup-init.sha256" "https://static.rust-lang.org/rustup/dist/$triple/rustup-init.sha256"
+  (cd "$dir" && echo "$(awk '{print $1}' rustup-init.sha256)  rustup-init" | sha256sum -c --quiet -) || {
+    say "rustup-init from static.rust-lang.org does not match its checksum: not running it"
+    exit 1
+  }
+  chmod +x "$dir/rustup-init"
+  "$dir/rustup-init" -y -q --no-modify-path --profile minimal --default-toolchain "$rust_toolchain"
+  export PATH="$HOME/.cargo/bin:$PATH"
+}
+
+if ! rust_ok; then
+  if [[ $(id -u) != 0 && ! -w ${CARGO_HOME:-$HOME/.cargo} && -e ${CARGO_HOME:-$HOME/.cargo} ]]; then
+    say "no Rust >= $rust_minimum and ~/.cargo is not writable: install it with rustup (https://rustup.rs)"
+    exit 1
+  fi
+  install_rust
+  rust_ok || { say "Rust $rust_toolchain was installed but rustc/cargo still do not run"; exit 1; }
+fi
+
+# `make test` lints: rustfmt and clippy, which rustup's minimal profile lacks.
+if [[ $set_name == test ]] && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  if command -v rustup >/dev/null; then
+    say "adding rustfmt and clippy to the Rust toolchain"
+    rustup component add rustfmt clippy
+  else
+    say "cargo fmt or cargo clippy is missing and there is no rustup to add them"
+    exit 1
+  fi
 fi
 
 # Kernel filesystems: tracefs for classic tracepoints, bpffs for pinning.

@@ -27,25 +27,18 @@ impl Decoder for Kstack {
         if addrs.is_empty() {
             return Ok(());
         }
-        let names = self
-            .kallsyms
-            .resolve(&addrs)
-            .map_err(|reason| DecodeError::new("kstack", reason))?;
-        for (i, name) in names.iter().enumerate() {
-            if i > 0 {
-                out.push(b'\n');
-            }
-            out.extend_from_slice(name.as_deref().unwrap_or("??").as_bytes());
-        }
-        Ok(())
+        self.kallsyms
+            .resolve(&addrs, out, |out, index, _, name| {
+                if index > 0 {
+                    out.push(b'\n');
+                }
+                out.extend_from_slice(name.unwrap_or("??").as_bytes());
+            })
+            .map_err(|reason| DecodeError::new("kstack", reason))
     }
 
-    fn prefetches(&self) -> bool {
-        true
-    }
-
-    fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
-        self.kallsyms.prefetch(inputs.flat_map(frames).collect());
+    fn prepare(&self) {
+        self.kallsyms.preload();
     }
 }
 

@@ -1,9 +1,10 @@
 //! `ksym`: a kernel address (8 host-endian bytes, e.g. a kprobe's IP) → the
-//! name of the kernel function it falls in, from /proc/kallsyms (via
-//! blazesym); an address with no symbol becomes `unknown_addr:0x<hex>`.
+//! name of the kernel function it falls in, from /proc/kallsyms; an address with no symbol becomes `unknown_addr:0x<hex>`.
 //!
 //! ebpf_exporter compatible: same input, nearest-symbol-below lookup and
 //! unknown form; unlike there, unreadable kallsyms is a decode error.
+
+use std::io::Write;
 
 use anyhow::{bail, Result};
 
@@ -29,29 +30,25 @@ impl Decoder for Ksym {
                     format!("expected an 8-byte address, got {} bytes", input.len()),
                 )
             })?;
-        let names = self
-            .kallsyms
-            .resolve(&[addr])
-            .map_err(|reason| DecodeError::new("ksym", reason))?;
-        match names.first() {
-            Some(Some(name)) => out.extend_from_slice(name.as_bytes()),
-            _ => out.extend_from_slice(format!("unknown_addr:0x{addr:x}").as_bytes()),
-        }
-        Ok(())
+        self.kallsyms
+            .resolve(&[addr], out, |out, _, addr, name| {
+                match name {
+                    Some(name) => out.extend_from_slice(name.as_bytes()),
+                    None => {
+                        // As ebpf_exporter writes it.
+                        let _ = write!(out, "unknown_addr:0x{addr:x}");
+                    }
+                }
+            })
+            .map_err(|reason| DecodeError::new("ksym", reason))
     }
 
     fn reads_integer(&self) -> bool {
         true
     }
 
-    fn prefetches(&self) -> bool {
-        true
-    }
-
-    fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
-        let addrs =
-            inputs.filter_map(|input| <[u8; 8]>::try_from(input).ok().map(u64::from_ne_bytes));
-        self.kallsyms.prefetch(addrs.collect());
+    fn prepare(&self) {
+        self.kallsyms.preload();
     }
 }
 

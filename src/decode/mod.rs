@@ -64,16 +64,10 @@ pub trait Decoder: Send + Sync {
         false
     }
 
-    /// Whether [`Decoder::prefetch`] is worth calling: decoding one input
-    /// alone costs far more than its share of a batch.
-    fn prefetches(&self) -> bool {
-        false
-    }
-
-    /// Looks up what decoding each of `inputs` needs, in one batch, before
-    /// they are decoded one by one (`ksym`: a million addresses resolved
-    /// one at a time are a million round trips to the symbolizer).
-    fn prefetch(&self, _inputs: &mut dyn Iterator<Item = &[u8]>) {}
+    /// Starts in the background what decoding will need, once the probes
+    /// are attached (`ksym`, `kstack`: reading kallsyms), so that the first
+    /// snapshot does not wait for it.
+    fn prepare(&self) {}
 }
 
 /// Why one key's label could not be decoded; the key is then skipped and,
@@ -205,19 +199,10 @@ impl Chain {
             .is_some_and(|decoder| decoder.reads_integer())
     }
 
-    /// Whether its first decoder (the one that reads the key's bytes)
-    /// prefetches (see [`Decoder::prefetches`]).
-    pub fn prefetches(&self) -> bool {
-        self.decoders
-            .first()
-            .is_some_and(|decoder| decoder.prefetches())
-    }
-
-    /// Hands the key bytes of every key to its first decoder's
-    /// [`Decoder::prefetch`].
-    pub fn prefetch(&self, inputs: &mut dyn Iterator<Item = &[u8]>) {
-        if let Some(decoder) = self.decoders.first() {
-            decoder.prefetch(inputs);
+    /// Lets every decoder start what it will need ([`Decoder::prepare`]).
+    pub fn prepare(&self) {
+        for decoder in &self.decoders {
+            decoder.prepare();
         }
     }
 

@@ -252,34 +252,9 @@ pub(crate) fn counter_table(
         sort_keys.push(&sort_bytes, total);
     }
     sort_keys.sort();
-    prefetch(labels, &order, &sort_keys);
     let mut rows = Rows::new(labels, &order, map.len());
     sort_keys.for_each(|sort, value, same| rows.add(sort, value, same, errors));
     rows.into_table()
-}
-
-/// Hands each label whose decoders look values up in bulk (`ksym`,
-/// `kstack`) its bytes in every key, before they are decoded one by one.
-fn prefetch(labels: &[Label], order: &KeyOrder, sort_keys: &SortKeys) {
-    for (index, label) in labels.iter().enumerate() {
-        if !label.decoders.prefetches() {
-            continue;
-        }
-        let mut inputs: Vec<u8> = Vec::new();
-        sort_keys.for_each(|sort, _, same| {
-            if !same {
-                order.for_each_label(sort, |at, bytes| {
-                    if at == index {
-                        inputs.extend_from_slice(bytes);
-                    }
-                    at < index
-                });
-            }
-        });
-        label
-            .decoders
-            .prefetch(&mut inputs.chunks_exact(label.size));
-    }
 }
 
 /// Keys decoded in order into series: each series a row of value ids (one

@@ -131,6 +131,14 @@ impl Plan {
         Ok(Plan::with_chains(config, chains))
     }
 
+    /// Lets every decoder start, in the background, what it will need
+    /// (kallsyms for `ksym`): called once the probes are attached.
+    pub fn prepare(&self) {
+        for label in self.metrics.iter().flat_map(|metric| &metric.labels) {
+            label.decoders.prepare();
+        }
+    }
+
     pub fn metric(&self, name: &str) -> Option<&Metric> {
         self.metrics.iter().find(|metric| metric.name == name)
     }

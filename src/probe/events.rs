@@ -24,6 +24,7 @@
 //! from its first event, as a new series: a counter reset.
 
 use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -32,9 +33,10 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, Context, Result};
 use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType, PerfBufferBuilder, RingBufferBuilder};
 
-/// How often the consumer thread checks for a stop or a drain request: a
-/// snapshot waits at most this long for the events already in the buffer.
-const POLL: Duration = Duration::from_millis(25);
+/// How long the consumer thread waits for events before looking at its
+/// flags again; every request (stop, drain, the capability drop) also
+/// wakes it at once through its [`Wake`] descriptor.
+const IDLE: Duration = Duration::from_secs(1);
 
 struct Seen {
     count: u64,
@@ -71,6 +73,8 @@ pub struct EventStream {
     dropped: Arc<AtomicBool>,
     /// Asks the consumer to drain the buffer now; it answers when done.
     drain: Mutex<mpsc::Sender<mpsc::Sender<()>>>,
+    /// Wakes the consumer to look at its requests.
+    wake: Arc<Wake>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -112,11 +116,13 @@ impl EventStream {
         let dropped = Arc::new(AtomicBool::new(false));
         let (ready, started) = mpsc::channel::<Result<()>>();
         let (drain, drains) = mpsc::channel::<mpsc::Sender<()>>();
+        let wake = Arc::new(Wake::new().context("creating an event consumer's wake-up")?);
         let thread = {
             let (tally, stop) = (tally.clone(), stop.clone());
             let flags = Flags {
                 stop: stop.clone(),
                 dropped: dropped.clone(),
+                wake: wake.clone(),
             };
             std::thread::Builder::new()
                 .name(format!("events-{name}"))
@@ -136,8 +142,15 @@ impl EventStream {
             stop,
             dropped,
             drain: Mutex::new(drain),
+            wake,
             thread: Some(thread),
         })
+    }
+
+    /// Has the consumer thread look at its requests now (after the
+    /// capability drop: to follow it).
+    pub fn wake(&self) {
+        self.wake.signal();
     }
 
     /// Whether its consumer thread holds no more capabilities than the
@@ -171,6 +184,7 @@ impl EventStream {
             .lock()
             .is_ok_and(|drain| drain.send(done).is_ok())
         {
+            self.wake.signal();
             let _ = drained.recv_timeout(Duration::from_secs(1));
         }
         let mut keys = Vec::new();
@@ -197,6 +211,7 @@ impl EventStream {
 impl Drop for EventStream {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+        self.wake.signal();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -262,17 +277,93 @@ fn record(data: &[u8], tally: &Tally) {
 struct Flags {
     stop: Arc<AtomicBool>,
     dropped: Arc<AtomicBool>,
+    wake: Arc<Wake>,
 }
 
-/// A stream's buffer, as its consumer uses it: (poll with a timeout,
-/// consume what is there now).
-type Poll<'a> = (
-    Box<dyn Fn() -> Result<()> + 'a>,
-    Box<dyn Fn() -> Result<()> + 'a>,
-);
+/// A stream's buffer, as its consumer uses it: the epoll descriptor that is
+/// readable when events are waiting, and what consumes them.
+type Buffer<'a> = (RawFd, Box<dyn Fn() -> Result<()> + 'a>);
 
-/// The consumer thread: set up, say so on `ready`, poll until `stop`, drain
-/// on request, and drop the capabilities the process drops.
+/// An eventfd that wakes a consumer thread out of its wait.
+struct Wake(OwnedFd);
+
+impl Wake {
+    fn new() -> std::io::Result<Wake> {
+        // SAFETY: eventfd takes no pointers; a descriptor it returns is ours.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        Ok(Wake(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    fn signal(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writes 8 bytes from a live buffer. It cannot block
+        // (EFD_NONBLOCK); a counter already at its maximum is awake anyway.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), one.len()) };
+    }
+
+    /// Resets the counter, so that the next wait sleeps until a new signal.
+    fn clear(&self) {
+        let mut count = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live buffer; EAGAIN when unset.
+        unsafe { libc::read(self.0.as_raw_fd(), count.as_mut_ptr().cast(), count.len()) };
+    }
+}
+
+/// One epoll over a buffer's descriptor and its consumer's [`Wake`].
+struct Waiter(OwnedFd);
+
+/// The tokens of [`Waiter`]'s two descriptors.
+const EVENTS: u64 = 0;
+const WOKEN: u64 = 1;
+
+impl Waiter {
+    fn new(buffer: RawFd, wake: &Wake) -> std::io::Result<Waiter> {
+        // SAFETY: no pointers; a descriptor it returns is ours.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor, owned by nothing else.
+        let waiter = Waiter(unsafe { OwnedFd::from_raw_fd(fd) });
+        waiter.add(buffer, EVENTS)?;
+        waiter.add(wake.0.as_raw_fd(), WOKEN)?;
+        Ok(waiter)
+    }
+
+    fn add(&self, fd: RawFd, token: u64) -> std::io::Result<()> {
+        let mut event = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: token,
+        };
+        // SAFETY: both descriptors are open; `event` lives across the call.
+        let done =
+            unsafe { libc::epoll_ctl(self.0.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        match done {
+            0 => Ok(()),
+            _ => Err(std::io::Error::last_os_error()),
+        }
+    }
+
+    /// Waits up to `timeout`; says whether events are waiting and whether
+    /// it was woken (EINTR: neither).
+    fn wait(&self, timeout: Duration) -> (bool, bool) {
+        let mut ready = [libc::epoll_event { events: 0, u64: 0 }; 2];
+        let millis = timeout.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `ready` has room for the 2 events asked for.
+        let n = unsafe { libc::epoll_wait(self.0.as_raw_fd(), ready.as_mut_ptr(), 2, millis) };
+        let ready = ready.get(..n.max(0) as usize).unwrap_or_default();
+        let has = |token: u64| ready.iter().any(|event| event.u64 == token);
+        (has(EVENTS), has(WOKEN))
+    }
+}
+
+/// The consumer thread: set up, say so on `ready`, consume events as they
+/// come until `stop`, drain on request, and drop the capabilities the
+/// process drops.
 fn consume(
     map: &MapHandle,
     tally: &Tally,
@@ -284,7 +375,11 @@ fn consume(
         MapType::RingBuf => ring_buffer(map, tally),
         _ => perf_buffer(map, tally),
     };
-    let (poll, drain) = match built {
+    let waiter = built.and_then(|(fd, consume)| {
+        let waiter = Waiter::new(fd, &flags.wake).context("waiting for events")?;
+        Ok((waiter, consume))
+    });
+    let (waiter, consume) = match waiter {
         Ok(buffer) => buffer,
         Err(err) => {
             let _ = ready.send(Err(err));
@@ -298,33 +393,37 @@ fn consume(
         {
             flags.dropped.store(true, Ordering::SeqCst);
         }
-        // EINTR from a signal is not an error worth stopping for.
-        let _ = poll();
+        let (events, woken) = waiter.wait(IDLE);
+        if woken {
+            flags.wake.clear();
+        }
+        if events {
+            let _ = consume();
+        }
         while let Ok(done) = drains.try_recv() {
-            let _ = drain();
+            let _ = consume();
             let _ = done.send(());
         }
     }
 }
 
 /// A ring buffer's consumer, each event recorded in `tally`.
-fn ring_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Poll<'a>> {
+fn ring_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Buffer<'a>> {
     let mut builder = RingBufferBuilder::new();
     builder.add(map, |data| {
         record(data, tally);
         0
     })?;
-    let ring = std::rc::Rc::new(builder.build()?);
-    let again = ring.clone();
+    let ring = builder.build()?;
     Ok((
-        Box::new(move || ring.poll(POLL).map_err(anyhow::Error::from)),
-        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+        ring.epoll_fd(),
+        Box::new(move || ring.consume().map_err(anyhow::Error::from)),
     ))
 }
 
 /// A perf event array's consumer, each event recorded in `tally` and each
 /// loss counted.
-fn perf_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Poll<'a>> {
+fn perf_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Buffer<'a>> {
     let lost_events = tally.lost.clone();
     let perf = PerfBufferBuilder::new(map)
         .sample_cb(|_cpu, data: &[u8]| record(data, tally))
@@ -332,11 +431,9 @@ fn perf_buffer<'a>(map: &'a MapHandle, tally: &'a Tally) -> Result<Poll<'a>> {
             lost_events.fetch_add(n, Ordering::Relaxed);
         })
         .build()?;
-    let perf = std::rc::Rc::new(perf);
-    let again = perf.clone();
     Ok((
-        Box::new(move || perf.poll(POLL).map_err(anyhow::Error::from)),
-        Box::new(move || again.consume().map_err(anyhow::Error::from)),
+        perf.epoll_fd(),
+        Box::new(move || perf.consume().map_err(anyhow::Error::from)),
     ))
 }
 

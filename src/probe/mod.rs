@@ -691,6 +691,11 @@ impl Probe {
         self.events.iter().all(events::EventStream::follows_drop)
     }
 
+    /// Has the threads it started before the capability drop look at it now.
+    pub fn wake_threads(&self) {
+        self.events.iter().for_each(events::EventStream::wake);
+    }
+
     /// The event stream feeding counter `name`, if it is one.
     pub fn event_stream(&self, name: &str) -> Option<&events::EventStream> {
         self.events.iter().find(|stream| stream.map == name)

@@ -45,6 +45,8 @@ pub struct RunOptions {
     /// Prefix of every metric name (`bpfsnap`).
     pub namespace: String,
     pub format: OutputFormat,
+    /// How the terminal view (the pretty format) is laid out.
+    pub view: crate::exposition::pretty::View,
     /// Leave the programs attached and maps pinned under this bpffs directory.
     pub pin: Option<PathBuf>,
     pub lock_timeout: Duration,

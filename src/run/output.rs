@@ -172,9 +172,9 @@ impl<'a> Output<'a> {
                 (output.parts().collect(), output.len())
             }
             false => {
-                kept.extend(own);
-                kept.extend(failures);
-                pretty = window_heading(options, window) + &exposition::pretty::render(&kept);
+                own.extend(failures);
+                pretty = window_heading(options, window)
+                    + &exposition::pretty::render(&kept, &own, &options.view);
                 (sink::Text::whole(&pretty), kept.len())
             }
         };

@@ -15,6 +15,37 @@ use anyhow::{anyhow, Result};
 
 use crate::BadInput;
 
+/// Where to listen, as given: an address to bind, or a listening socket
+/// already open (`fd://N`, ebpf_exporter's form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Address(ListenAddress),
+    Fd(i32),
+}
+
+impl Listen {
+    pub fn parse(text: &str) -> Result<Listen, String> {
+        let Some(fd) = text.strip_prefix("fd://") else {
+            return ListenAddress::parse(text).map(Listen::Address);
+        };
+        match fd.parse::<i32>() {
+            Ok(number) if number >= 0 && number.to_string() == fd => Ok(Listen::Fd(number)),
+            _ => Err(format!(
+                "{text:?}: fd:// takes a descriptor number, as in fd://3"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Address(address) => address.fmt(f),
+            Listen::Fd(fd) => write!(f, "fd://{fd}"),
+        }
+    }
+}
+
 /// A listen address as given: a host (empty for every address) and a port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenAddress {
@@ -30,7 +61,7 @@ impl ListenAddress {
         if text.contains("://") {
             // exporter-toolkit's vsock://:PORT, or a URL given by mistake.
             return Err(format!(
-                "{text:?}: bpfsnap serve listens on TCP only: give HOST:PORT {hint}"
+                "{text:?}: bpfsnap serve listens on TCP only: give HOST:PORT {hint} or fd://N"
             ));
         }
         let Some((host, port)) = text.rsplit_once(':') else {
@@ -120,10 +151,24 @@ pub fn bind(given: &ListenAddress, address: SocketAddr) -> Result<TcpListener> {
             Err(err)
         }
     });
-    listener.map_err(|err| match given.to_string() == address.to_string() {
+    let listener = listener.map_err(|err| match given.to_string() == address.to_string() {
         true => anyhow!("cannot listen on {given}: {err}"),
         false => anyhow!("cannot listen on {given} ({address}): {err}"),
-    })
+    })?;
+    widen_backlog(&listener);
+    Ok(listener)
+}
+
+/// Lets the kernel queue as many connections as net.core.somaxconn allows,
+/// as Go's listeners do, instead of std's 128: a burst of clients beyond
+/// the queue has its SYNs dropped and retried a second later, even when
+/// the server accepts at once.
+fn widen_backlog(listener: &TcpListener) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: listen(2) again on a listening socket `listener` owns only
+    // changes its backlog (the kernel caps it at somaxconn); on failure
+    // std's backlog stays, which still works.
+    unsafe { libc::listen(listener.as_raw_fd(), libc::c_int::MAX) };
 }
 
 #[cfg(test)]
@@ -168,6 +213,19 @@ mod tests {
         ] {
             let err = ListenAddress::parse(text).expect_err(text);
             assert!(err.contains(says), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn fd_addresses_name_a_descriptor() {
+        assert_eq!(Listen::parse("fd://3"), Ok(Listen::Fd(3)));
+        assert_eq!(Listen::parse("fd://3").unwrap().to_string(), "fd://3");
+        assert!(matches!(Listen::parse(":9435"), Ok(Listen::Address(_))));
+        for text in [
+            "fd://", "fd://-1", "fd://+3", "fd://03", "fd://x", "fd://3 ",
+        ] {
+            let err = Listen::parse(text).expect_err(text);
+            assert!(err.contains("as in fd://3"), "{text}: {err}");
         }
     }
 

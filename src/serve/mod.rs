@@ -9,24 +9,30 @@
 //! default and OpenMetrics when the scraper asks for it, gzip when accepted,
 //! a limit on scrapes in flight (503 over it), a scrape timeout, and a
 //! choice between failing a scrape on a gathering error (500) or serving
-//! what was gathered — both counted in `bpfsnap_scrape_errors_total{cause}`.
+//! what was gathered — both counted in `bpfsnap_scrape_errors_total{cause}`;
+//! and the `process_*` metrics every client library exports.
 //! `/` is a landing page with the version and a link to the metrics;
 //! `/healthz` answers `ok`. `--web.config.file` adds TLS and basic
 //! authentication, as exporter-toolkit's web config does. SIGTERM/SIGINT:
 //! stop accepting, finish scrapes in flight, detach, exit 0.
 //!
 //! - [`address`]: the listen addresses, parsed and resolved as Go does.
-//! - [`server`] and [`http`]: accepting, a thread per connection, TLS,
-//!   HTTP/1.1.
+//! - [`inherited`]: listening sockets given by the parent (`fd://N`) or by
+//!   systemd (`--web.systemd-socket`).
+//! - [`server`] and [`http`]: accepting, TLS and HTTP/1.1 (hyper on tokio),
+//!   within a header timeout however many clients misbehave.
 //! - [`web_config`], [`tls`] and [`auth`]: the web config file, its TLS
 //!   settings as rustls', its users.
 //! - [`scrape`]: what each path answers, and gathering within the timeout.
 //! - [`negotiate`]: the exposition format and compression a scrape asks for.
+//! - [`process`]: the `process_*` metrics of the client libraries.
 
 pub mod address;
 pub mod auth;
 pub mod http;
+pub mod inherited;
 pub mod negotiate;
+pub mod process;
 pub mod scrape;
 pub mod server;
 pub mod tls;
@@ -35,14 +41,15 @@ pub mod web_config;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{anyhow, Result};
 
-use self::address::ListenAddress;
+use self::address::Listen;
 use self::auth::Authenticator;
 use self::http::{Request, Response};
 use self::scrape::{Scraping, State};
-use self::server::{Handler, Server, Tls};
+use self::server::{Handler, Limits, Server, Tls};
 use self::web_config::WebConfigSource;
 use crate::log::Log;
 use crate::session::{Session, SessionOptions};
@@ -52,15 +59,24 @@ pub struct ServeOptions {
     /// What to load and how (shared with `run`).
     pub session: SessionOptions,
     /// Where to listen: one socket each.
-    pub listen: Vec<ListenAddress>,
+    pub listen: Vec<Listen>,
+    /// Take the listening sockets systemd passed instead (socket activation).
+    pub systemd_socket: bool,
     /// exporter-toolkit's web config: TLS and basic authentication.
     pub web_config: Option<PathBuf>,
     pub scraping: Scraping,
+    /// A connection's time to send a request head or end its TLS handshake
+    /// (and the longest a kept-alive connection idles).
+    pub header_timeout: Duration,
 }
 
-/// Connections open at once beyond the scrapes in flight: the kept-alive
-/// connections of this many idle scrapers. More are closed as they come.
-const IDLE_CONNECTIONS: usize = 64;
+/// Requests answered at once beyond the scrapes in flight (health checks,
+/// refusals, password checks); more wait their turn.
+const OTHER_REQUESTS: usize = 64;
+
+/// How long stopping waits, beyond the scrape timeout, for a response to be
+/// taken by its client.
+const STOP_WRITE_GRACE: Duration = Duration::from_secs(30);
 
 pub fn serve(options: &ServeOptions) -> Result<()> {
     let log = options.session.log;
@@ -68,10 +84,14 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         Some(path) => Some(Arc::new(WebConfigSource::open(path, log)?)),
         None => None,
     };
+    raise_open_files_limit(log);
     let selected = Session::select(&options.session)?;
     // Before attaching: an address that is taken or does not resolve is
     // found in milliseconds, not after the probes are in.
-    let listeners = listen(&options.listen)?;
+    let listeners = match options.systemd_socket {
+        true => systemd_listeners()?,
+        false => listen(&options.listen)?,
+    };
     let session = selected.open(None)?;
     if session.probes.is_empty() {
         return Err(session.nothing_attached());
@@ -96,12 +116,16 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         &options.scraping.telemetry_path,
         log,
     );
-    let limit = options.scraping.max_requests.max(1) + IDLE_CONNECTIONS;
+    let limits = Limits {
+        header_timeout: options.header_timeout,
+        handlers: options.scraping.max_requests.max(1) + OTHER_REQUESTS,
+        stop_grace: options.scraping.scrape_timeout + STOP_WRITE_GRACE,
+    };
     let sockets = listeners
         .into_iter()
         .map(|(listener, _)| listener)
         .collect();
-    let server = Server::start(sockets, limit, handler, tls, log)?;
+    let server = Server::start(sockets, limits, handler, tls, log)?;
 
     let signal = stop.recv().ok();
     log.info(&format!(
@@ -174,14 +198,54 @@ fn say_where(
     }
 }
 
+/// Raises the soft limit of open files to the hard limit, as Go programs
+/// do at start (node_exporter holds thousands of connections so): each
+/// client, well-behaved or not, holds a descriptor until its header
+/// timeout, and the 1024 of a default soft limit are soon reached.
+fn raise_open_files_limit(log: Log) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write the one struct given.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            let err = std::io::Error::last_os_error();
+            log.warn(&format!(
+                "cannot raise the limit of open files from {soft} to {}: {err}",
+                limit.rlim_max
+            ));
+        }
+    }
+}
+
 /// A listening socket for each address, with the address it is bound to.
-fn listen(addresses: &[ListenAddress]) -> Result<Vec<(TcpListener, std::net::SocketAddr)>> {
+fn listen(addresses: &[Listen]) -> Result<Vec<(TcpListener, SocketAddr)>> {
     let mut listeners = Vec::new();
     for given in addresses {
-        let resolved = given.resolve()?;
-        let listener = address::bind(given, resolved)?;
-        let bound = listener.local_addr()?;
+        let listener = match given {
+            Listen::Address(address) => address::bind(address, address.resolve()?)?,
+            Listen::Fd(fd) => inherited::listener(*fd, &given.to_string())?,
+        };
+        let bound = listener
+            .local_addr()
+            .map_err(|err| anyhow!("listening on {given}: cannot read its address: {err}"))?;
         listeners.push((listener, bound));
     }
     Ok(listeners)
+}
+
+/// The listening sockets systemd passed (`--web.systemd-socket`).
+fn systemd_listeners() -> Result<Vec<(TcpListener, SocketAddr)>> {
+    let pid = std::env::var("LISTEN_PID").ok();
+    let fds = std::env::var("LISTEN_FDS").ok();
+    let fds = inherited::systemd_fds(pid.as_deref(), fds.as_deref())?;
+    let given: Vec<Listen> = fds.into_iter().map(Listen::Fd).collect();
+    listen(&given)
 }

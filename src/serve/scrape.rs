@@ -1,7 +1,8 @@
 //! What `serve` answers: a fresh snapshot at the telemetry path, a landing
 //! page at `/`, `ok` at `/healthz`; and how a scrape is gathered: on a
 //! thread of its own, bounded by the scrape timeout, at most `max_requests`
-//! at once, the failures counted in `bpfsnap_scrape_errors_total{cause}`.
+//! at once, the failures counted in `bpfsnap_scrape_errors_total{cause}`,
+//! with the process's own metrics (`process_*`) beside the snapshot's.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -14,6 +15,7 @@ use anyhow::{anyhow, bail, Result};
 
 use super::http::{Request, Response};
 use super::negotiate::{accepts_gzip, wants_openmetrics};
+use super::process;
 use crate::collect::Collector;
 use crate::exposition::self_metrics::{self, SelfMetric};
 use crate::exposition::{Encoding, Exposition};
@@ -338,6 +340,14 @@ fn gather(
     }
     let errors = state.errors.lock().map(|e| e.clone()).unwrap_or_default();
     if let Err(err) = exposition.add_cumulative(&self_metrics::scrape_errors(ns, &errors)) {
+        failure.get_or_insert(err);
+    }
+    let process = process::families().and_then(|families| {
+        families
+            .iter()
+            .try_for_each(|family| exposition.add_cumulative(family))
+    });
+    if let Err(err) = process {
         failure.get_or_insert(err);
     }
     let text = exposition.into_text();

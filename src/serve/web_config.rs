@@ -14,7 +14,7 @@
 //! - `http_server_config.headers`: the headers exporter-toolkit allows,
 //!   added to every response; `http2` is accepted (bpfsnap speaks HTTP/1.1).
 //!
-//! Refused, each with a message saying so: `rate_limit` (`--max-requests`
+//! Refused, each with a message saying so: `rate_limit` (`--web.max-requests`
 //! bounds scrapes in flight), `client_allowed_sans`, and the client auth
 //! types that take a certificate nobody verified.
 //!
@@ -227,7 +227,7 @@ impl WebConfig {
 fn refuse_unsupported(file: &WebConfigFile) -> Result<(), String> {
     if !file.rate_limit.interval.as_ref().is_none_or(zero_duration) {
         return Err(
-            "rate_limit: not supported by bpfsnap serve: remove it (--max-requests \
+            "rate_limit: not supported by bpfsnap serve: remove it (--web.max-requests \
                     bounds the scrapes in flight, and scrapes over it get 503)"
                 .into(),
         );

@@ -130,6 +130,9 @@ impl Selected<'_> {
         let kept = capabilities::keep_caps(&options.keep_caps, &self.programs, log);
         privilege::drop_capabilities(&kept)?;
         follow_drop(&probes)?;
+        for program in &self.programs {
+            program.plan.prepare();
+        }
         let stop = self.signals.forward()?;
         Ok(Session {
             probes,
@@ -145,11 +148,13 @@ impl Selected<'_> {
 /// consumers) has dropped what the main thread dropped.
 fn follow_drop(probes: &[Probe]) -> Result<()> {
     let deadline = Instant::now() + FOLLOW_DROP;
+    probes.iter().for_each(Probe::wake_threads);
     while !probes.iter().all(Probe::threads_follow_drop) {
         if Instant::now() >= deadline {
             bail!("an event consumer thread did not drop its capabilities within {FOLLOW_DROP:?}");
         }
-        std::thread::sleep(Duration::from_millis(2));
+        // Woken, a thread follows within microseconds.
+        std::thread::sleep(Duration::from_micros(100));
     }
     Ok(())
 }

@@ -74,7 +74,7 @@ pub fn promtool_check(text: &str) {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("run promtool (make deps installs the prometheus package)");
+        .expect("run promtool (make test-deps installs the prometheus package)");
     child
         .stdin
         .take()

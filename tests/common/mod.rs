@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 mod blockdev;
+mod clients;
 mod exposition;
 mod files;
 mod journal;
@@ -22,7 +23,7 @@ mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    blockdev::*, exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*,
+    blockdev::*, clients::*, exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*,
     node_exporter::*, pins::*, process::*, programs::*, serving::*, syscall_gate::*, test_name::*,
     units::*, user_config::*,
 };

@@ -28,7 +28,7 @@ impl NodeExporter {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start prometheus-node-exporter (make deps installs it)");
+            .expect("start prometheus-node-exporter (make test-deps installs it)");
         let exporter = NodeExporter { child, port };
         let deadline = Instant::now() + PATIENCE;
         while TcpStream::connect(("127.0.0.1", port)).is_err() {

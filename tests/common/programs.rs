@@ -12,7 +12,7 @@ pub fn loaded_program_ids() -> BTreeSet<u64> {
     let output = Command::new("bpftool")
         .args(["prog", "show", "--json"])
         .output()
-        .expect("run bpftool (make deps installs it)");
+        .expect("run bpftool (make test-deps installs it)");
     assert!(
         output.status.success(),
         "bpftool prog show: {}",

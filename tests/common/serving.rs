@@ -33,7 +33,7 @@ pub fn curl_url(url: &str, args: &[&str]) -> Result<(u16, String, Vec<u8>), Stri
         .args(args)
         .arg(url)
         .output()
-        .expect("run curl (make deps installs it)");
+        .expect("run curl (make test-deps installs it)");
     let raw = output.stdout;
     let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
         return Err(String::from_utf8_lossy(&output.stderr).into_owned());
@@ -97,7 +97,7 @@ impl Prometheus {
             .args(["check", "config"])
             .arg(&config)
             .output()
-            .expect("run promtool (make deps installs it)");
+            .expect("run promtool (make test-deps installs it)");
         assert!(
             check.status.success(),
             "prometheus.yml: {}",
@@ -114,7 +114,7 @@ impl Prometheus {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start prometheus (make deps installs it)");
+            .expect("start prometheus (make test-deps installs it)");
         Prometheus { child, port, dir }
     }
 
