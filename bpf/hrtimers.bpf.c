@@ -33,17 +33,20 @@ int BPF_PROG(hrtimers_expire, struct hrtimer *timer, ktime_t *now)
 	u64 function = (u64)timer->function;
 	u64 one = 1, *count;
 
-	count = bpf_map_lookup_elem(&hrtimer_expirations_total, &function);
-	if (count) {
-		*count += 1;
-		return 0;
-	}
-	/* First sight: a new element's other CPUs' values start at zero. If
-	 * another CPU inserted it meanwhile, add to this CPU's value instead. */
-	if (bpf_map_update_elem(&hrtimer_expirations_total, &function, &one, BPF_NOEXIST)) {
+	/* Two tries: an insert that fails for another reason than -EEXIST (a
+	 * bucket lock the kernel gave up on, no free LRU node for a moment)
+	 * would otherwise lose this event without a trace. */
+	for (int try = 0; try < 2; try++) {
 		count = bpf_map_lookup_elem(&hrtimer_expirations_total, &function);
-		if (count)
+		if (count) {
 			*count += 1;
+			return 0;
+		}
+		/* First sight: a new element's other CPUs' values start at
+		 * zero. If another CPU inserted it meanwhile (-EEXIST), the
+		 * next lookup adds to this CPU's value instead. */
+		if (!bpf_map_update_elem(&hrtimer_expirations_total, &function, &one, BPF_NOEXIST))
+			return 0;
 	}
 	return 0;
 }
