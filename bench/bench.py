@@ -9,7 +9,7 @@ Benchmarks never fail on a missed goal: they print it. Run as root; installs
 bpftrace and Python's prometheus_client when missing, builds what it needs,
 and stops every process (so every BPF program) it started.
 
-    bench/bench.py [--quick] [--only probe,snapshot,encode,startup,window] [--shapes a,b,...]
+    bench/bench.py [--quick] [--only probe,snapshot,encode,startup,window,serve] [--shapes a,b,...]
 """
 
 import argparse
@@ -712,6 +712,30 @@ def window(table, raw):
     table.add("peak RSS, default set, --for 10s (MiB)", fmt(rss), "—", "—", "≤ 30 MiB", verdict(rss <= 30))
 
 
+def serve_latency(table, raw, quick):
+    """`bpfsnap serve` and node_exporter under the same 20 scrapers over TLS
+    with basic auth, one after the other: tests/serve_web.rs's benchmark
+    serve_p99_beside_node_exporter, which prints one `bench-serve:` line."""
+    seconds = 6 if quick else 30
+    log(f"serve: 20 scrapers over TLS with basic auth, {seconds} s each for bpfsnap and node_exporter")
+    env = dict(os.environ, BPFSNAP_SCRAPE_LOAD_SECONDS=str(seconds))
+    result = run([CARGO, "test", "--release", "--locked", "--test", "serve_web", "--",
+                  "--ignored", "--exact", "serve_p99_beside_node_exporter", "--nocapture"],
+                 cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    line = re.search(r"^bench-serve: (.*)$", result.stdout, re.M)
+    if not line:
+        raise RuntimeError(f"serve benchmark printed no result:\n{result.stdout[-2000:]}")
+    figures = {k: float(v) for k, v in (pair.split("=") for pair in line.group(1).split())}
+    raw["serve"] = figures
+    ours, theirs = figures["bpfsnap_p99_s"] * 1e3, figures["node_exporter_p99_s"] * 1e3
+    table.add("serve p99, 20 scrapers, TLS + basic auth (ms; peer node_exporter, default collectors)",
+              fmt(ours), fmt(theirs), fmt(ours / theirs, "×"), "—", "—")
+    mib = 2**20
+    table.add("serve peak RSS under those scrapers (MiB; info)", fmt(figures["bpfsnap_peak_rss"] / mib),
+              fmt(figures["node_exporter_peak_rss"] / mib),
+              fmt(figures["bpfsnap_peak_rss"] / figures["node_exporter_peak_rss"], "×"), "—", "—")
+
+
 def machine():
     cpu = "?"
     try:
@@ -726,7 +750,7 @@ def machine():
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and sizes (a smoke test)")
-    parser.add_argument("--only", default="probe,snapshot,encode,startup,window")
+    parser.add_argument("--only", default="probe,snapshot,encode,startup,window,serve")
     parser.add_argument("--shapes", default="", help="the snapshot's key shapes to measure (default: all)")
     args = parser.parse_args()
     only = set(args.only.split(","))
@@ -760,6 +784,8 @@ def main():
             text_encoding(table, raw, exes, args.quick)
         if "window" in only:
             window(table, raw)
+        if "serve" in only:
+            serve_latency(table, raw, args.quick)
     except Exception as err:  # noqa: BLE001 - the figures so far are still printed
         failure = err
         import traceback

@@ -512,47 +512,18 @@ fn twenty_scrapers_over_tls_with_basic_auth() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    let seconds: u64 = std::env::var("BPFSNAP_SCRAPE_LOAD_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
     let pki = Pki::new();
     let config = tls_and_users(&pki);
     let port = free_port();
     let server = serve_with(port, &config, "https", &["--web.max-requests", "20"]);
-    let pid = server.child.id();
-    let target = Target {
-        port,
-        path: "/metrics".into(),
-        tls: Some(common::tls_client(&pki.path("ca.pem"))),
-        user: Some(("prometheus".into(), "s3cret".into())),
-    };
-    // In thirds, RSS after each: the first third warms up (a blocking thread
-    // and a malloc arena for each scraper); after it, RSS moves by a few MiB
-    // either way as malloc's arenas are reused, and must not grow.
-    let mut latencies = Vec::new();
-    let mut rss = vec![common::rss_bytes(pid)];
-    for _ in 0..3 {
-        let third = Duration::from_secs(seconds) / 3;
-        latencies.extend(common::scrape_in_parallel(&target, 20, third).unwrap());
-        rss.push(common::rss_bytes(pid));
-    }
-    latencies.sort();
-    let mib = |bytes: u64| format!("{:.1}", bytes as f64 / MIB as f64);
-    eprintln!(
-        "20 scrapers over TLS with basic auth for {seconds} s: {} scrapes, p50 {:?}, \
-         p99 {:?}, max {:?}; RSS (MiB) at the start and after each third: {}",
-        latencies.len(),
-        common::quantile(&latencies, 0.5),
-        common::quantile(&latencies, 0.99),
-        common::quantile(&latencies, 1.0),
-        rss.iter()
-            .map(|bytes| mib(*bytes))
-            .collect::<Vec<_>>()
-            .join(", ")
+    let load = twenty_scrapers(&pki, port, server.child.id(), "bpfsnap serve")
+        .unwrap_or_else(|err| panic!("bpfsnap serve: {err}"));
+    let grown = load.rss[3].saturating_sub(load.rss[1]);
+    assert!(
+        load.latencies.len() >= 20,
+        "{} scrapes",
+        load.latencies.len()
     );
-    let grown = rss[3].saturating_sub(rss[1]);
-    assert!(latencies.len() >= 20, "{} scrapes", latencies.len());
     assert!(
         grown < 16 * MIB,
         "RSS grew by {grown} bytes after the first third"
@@ -560,6 +531,50 @@ fn twenty_scrapers_over_tls_with_basic_auth() {
     server.signal(libc::SIGTERM);
     let (status, _, stderr) = server.finish();
     assert!(status.success(), "{stderr}");
+}
+
+/// What [`twenty_scrapers`] measured: every scrape's latency, sorted, and
+/// the server's RSS at the start and after each third.
+struct ScrapeLoad {
+    latencies: Vec<Duration>,
+    rss: Vec<u64>,
+}
+
+/// 20 scrapers over TLS with basic auth against the server `pid` on `port`
+/// for BPFSNAP_SCRAPE_LOAD_SECONDS (12 s by default), in thirds (the first
+/// warms up a blocking thread and a malloc arena per scraper; after it,
+/// RSS moves by a few MiB either way as arenas are reused). Prints p50,
+/// p99, max and RSS under `name`.
+fn twenty_scrapers(pki: &Pki, port: u16, pid: u32, name: &str) -> Result<ScrapeLoad, String> {
+    let seconds: u64 = std::env::var("BPFSNAP_SCRAPE_LOAD_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(12);
+    let target = Target {
+        port,
+        path: "/metrics".into(),
+        tls: Some(common::tls_client(&pki.path("ca.pem"))),
+        user: Some(("prometheus".into(), "s3cret".into())),
+    };
+    let mut latencies = Vec::new();
+    let mut rss = vec![common::rss_bytes(pid)];
+    for _ in 0..3 {
+        let third = Duration::from_secs(seconds) / 3;
+        latencies.extend(common::scrape_in_parallel(&target, 20, third)?);
+        rss.push(common::rss_bytes(pid));
+    }
+    latencies.sort();
+    let mib = |bytes: &u64| format!("{:.1}", *bytes as f64 / MIB as f64);
+    eprintln!(
+        "{name}, 20 scrapers over TLS with basic auth for {seconds} s: {} scrapes, \
+         p50 {:?}, p99 {:?}, max {:?}; RSS (MiB) at the start and after each third: {}",
+        latencies.len(),
+        common::quantile(&latencies, 0.5),
+        common::quantile(&latencies, 0.99),
+        common::quantile(&latencies, 1.0),
+        rss.iter().map(mib).collect::<Vec<_>>().join(", ")
+    );
+    Ok(ScrapeLoad { latencies, rss })
 }
 
 /// TLS records that are not a handshake, too long, or not TLS at all:
@@ -601,69 +616,80 @@ fn bad_tls_records_are_closed_and_serving_goes_on() {
     assert!(status.success(), "{stderr}");
 }
 
-/// For BENCHMARKS.md, not `make test`: Debian's node_exporter
-/// (prometheus-node-exporter, its default collectors) with the same web
-/// config and the same 20 scrapers as
-/// [`twenty_scrapers_over_tls_with_basic_auth`], for its p99 beside
-/// bpfsnap's. `cargo test --release --test serve_web -- --ignored`.
+/// A benchmark, run by `make bench` (bench/bench.py's `serve` stage), not
+/// by `make test`: `bpfsnap serve -b syscalls` and Debian's node_exporter
+/// (its default collectors) behind the same web config, one after the
+/// other under the same 20 scrapers, so that their p99 latencies are
+/// measured in one run. Prints one `bench-serve:` line that bench.py reads.
 #[test]
-#[ignore]
-fn node_exporter_under_the_same_twenty_scrapers() {
-    let binary = "/usr/bin/prometheus-node-exporter";
-    assert!(Path::new(binary).exists(), "{binary} is not installed");
-    let seconds: u64 = std::env::var("BPFSNAP_SCRAPE_LOAD_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(12);
+#[ignore = "a benchmark: make bench runs it (bench/bench.py, stage serve)"]
+fn serve_p99_beside_node_exporter() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
     let pki = Pki::new();
     let config = tls_and_users(&pki);
     let port = free_port();
-    /// Killed however the test ends: a node_exporter left running holds
-    /// the test harness's stdout open.
-    struct Exporter(std::process::Child);
-    impl Drop for Exporter {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let exporter = Exporter(
-        Command::new(binary)
+    let server = serve_with(port, &config, "https", &["--web.max-requests", "20"]);
+    let ours = twenty_scrapers(&pki, port, server.child.id(), "bpfsnap serve")
+        .unwrap_or_else(|err| panic!("bpfsnap serve: {err}"));
+    server.signal(libc::SIGTERM);
+    assert!(server.finish().0.success());
+    let exporter = NodeExporter::start(free_port(), &pki, &config);
+    let theirs = twenty_scrapers(&pki, exporter.port, exporter.child.id(), "node_exporter")
+        .unwrap_or_else(|err| panic!("node_exporter: {err}"));
+    let p99 = |load: &ScrapeLoad| common::quantile(&load.latencies, 0.99).as_secs_f64();
+    let peak = |load: &ScrapeLoad| load.rss.iter().max().copied().unwrap_or(0);
+    println!(
+        "bench-serve: bpfsnap_p99_s={} node_exporter_p99_s={} bpfsnap_scrapes={} \
+         node_exporter_scrapes={} bpfsnap_peak_rss={} node_exporter_peak_rss={}",
+        p99(&ours),
+        p99(&theirs),
+        ours.latencies.len(),
+        theirs.latencies.len(),
+        peak(&ours),
+        peak(&theirs)
+    );
+}
+
+/// Debian's node_exporter behind a web config, serving once this returns;
+/// killed however the test ends (left running, it would hold the test
+/// harness's stdout open).
+struct NodeExporter {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl NodeExporter {
+    fn start(port: u16, pki: &Pki, web_config: &Path) -> NodeExporter {
+        let binary = "/usr/bin/prometheus-node-exporter";
+        assert!(
+            Path::new(binary).exists(),
+            "{binary} is not installed: make test-deps installs it"
+        );
+        let child = Command::new(binary)
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--web.config.file={}", path_str(&config)))
+            .arg(format!("--web.config.file={}", path_str(web_config)))
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
-            .unwrap(),
-    );
-    let target = Target {
-        port,
-        path: "/metrics".into(),
-        tls: Some(common::tls_client(&pki.path("ca.pem"))),
-        user: Some(("prometheus".into(), "s3cret".into())),
-    };
-    poll("node_exporter serves", || {
-        common::scrape_in_parallel(&target, 1, Duration::ZERO).ok()
-    });
-    let mut latencies = Vec::new();
-    let mut rss = vec![common::rss_bytes(exporter.0.id())];
-    for _ in 0..3 {
-        let third = Duration::from_secs(seconds) / 3;
-        let scraped = common::scrape_in_parallel(&target, 20, third);
-        latencies.extend(scraped.unwrap_or_else(|err| panic!("node_exporter: {err}")));
-        rss.push(common::rss_bytes(exporter.0.id()));
+            .unwrap();
+        let exporter = NodeExporter { child, port };
+        let url = format!("https://127.0.0.1:{port}/metrics");
+        let ca = pki.arg("ca.pem");
+        let args = ["--cacert", ca.as_str(), "-u", "prometheus:s3cret"];
+        poll("node_exporter serves", || {
+            curl_url(&url, &args)
+                .ok()
+                .filter(|(code, _, _)| *code == 200)
+        });
+        exporter
     }
-    latencies.sort();
-    eprintln!(
-        "node_exporter, 20 scrapers over TLS with basic auth for {seconds} s: {} scrapes, \
-         p50 {:?}, p99 {:?}, max {:?}; RSS (MiB): {}",
-        latencies.len(),
-        common::quantile(&latencies, 0.5),
-        common::quantile(&latencies, 0.99),
-        common::quantile(&latencies, 1.0),
-        rss.iter()
-            .map(|bytes| format!("{:.1}", *bytes as f64 / MIB as f64))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+}
+
+impl Drop for NodeExporter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -176,7 +176,9 @@ impl Scraper {
         })
     }
 
-    /// One scrape: Ok with the body's length if answered 200.
+    /// One scrape: Ok with the body's length if answered 200. The body is
+    /// framed by Content-Length (bpfsnap) or chunked (Go's net/http, as
+    /// node_exporter answers a gzip scrape).
     fn scrape(&mut self) -> Result<usize, String> {
         let err = |e: std::io::Error| e.to_string();
         self.reader
@@ -186,7 +188,7 @@ impl Scraper {
         self.reader.get_mut().flush().map_err(err)?;
         let mut status = String::new();
         self.reader.read_line(&mut status).map_err(err)?;
-        let mut length = None;
+        let (mut length, mut chunked) = (None, false);
         loop {
             let mut line = String::new();
             if self.reader.read_line(&mut line).map_err(err)? == 0 {
@@ -199,14 +201,48 @@ impl Scraper {
                 if name.eq_ignore_ascii_case("content-length") {
                     length = value.trim().parse::<usize>().ok();
                 }
+                chunked |= name.eq_ignore_ascii_case("transfer-encoding")
+                    && value.trim().eq_ignore_ascii_case("chunked");
             }
         }
-        let length = length.ok_or_else(|| format!("{status:?}: no Content-Length"))?;
-        let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body).map_err(err)?;
+        let body = match (length, chunked) {
+            (Some(length), _) => self.read_body(length).map_err(err)?,
+            (None, true) => self.read_chunked().map_err(err)?,
+            (None, false) => return Err(format!("{status:?}: no Content-Length")),
+        };
         match status.starts_with("HTTP/1.1 200 ") {
-            true => Ok(length),
+            true => Ok(body.len()),
             false => Err(format!("{status:?}: {}", String::from_utf8_lossy(&body))),
+        }
+    }
+
+    fn read_body(&mut self, length: usize) -> std::io::Result<Vec<u8>> {
+        let mut body = vec![0u8; length];
+        self.reader.read_exact(&mut body)?;
+        Ok(body)
+    }
+
+    /// A chunked body: hex sizes, each chunk followed by CRLF, up to the
+    /// zero-sized chunk and the (empty) trailer.
+    fn read_chunked(&mut self) -> std::io::Result<Vec<u8>> {
+        let invalid = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let mut body = Vec::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line)?;
+            let hex = line.trim().split(';').next().unwrap_or_default();
+            let size = usize::from_str_radix(hex, 16)
+                .map_err(|_| invalid(format!("chunk size {line:?}")))?;
+            if size == 0 {
+                let mut trailer = String::new();
+                while self.reader.read_line(&mut trailer)? > 2 {
+                    trailer.clear();
+                }
+                return Ok(body);
+            }
+            body.extend(self.read_body(size)?);
+            let mut crlf = [0u8; 2];
+            self.reader.read_exact(&mut crlf)?;
         }
     }
 }
