@@ -972,46 +972,39 @@ fn with_socket_as_fd3(mut command: Command, listener: &std::net::TcpListener) ->
 }
 
 /// Listening sockets bpfsnap is given: `--listen fd://3` (ebpf_exporter's
-/// form) and `--web.systemd-socket` (LISTEN_PID and LISTEN_FDS naming
-/// descriptor 3, as systemd sets them) each serve on the socket passed.
+/// form) serves on the descriptor passed; `--web.systemd-socket` under
+/// systemd's own `systemd-socket-activate`, which listens, and on the first
+/// connection execs bpfsnap with the socket as descriptor 3 and LISTEN_PID
+/// and LISTEN_FDS set: that first connection is answered too.
 #[test]
 fn sockets_given_as_fd_or_by_systemd_are_served() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    for systemd in [false, true] {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let command = match systemd {
-            false => {
-                let mut command = common::bpfsnap();
-                command.args(["serve", "-b", "syscalls", "--listen", "fd://3"]);
-                command
-            }
-            true => {
-                let mut command = Command::new("sh");
-                command.args([
-                    "-c",
-                    "export LISTEN_PID=$$ LISTEN_FDS=1; exec \"$0\" \"$@\"",
-                    env!("CARGO_BIN_EXE_bpfsnap"),
-                    "serve",
-                    "-b",
-                    "syscalls",
-                    "--web.systemd-socket",
-                ]);
-                command
-            }
-        };
-        let mut server = Running::spawn_command(with_socket_as_fd3(command, &listener));
-        drop(listener);
-        server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
-        let text = scrape(port);
-        assert!(
-            text.contains("bpfsnap_syscalls_total{"),
-            "systemd {systemd}"
-        );
-        server.signal(libc::SIGTERM);
-        let (status, _, stderr) = server.finish();
-        assert!(status.success(), "{stderr}");
-    }
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mut command = common::bpfsnap();
+    command.args(["serve", "-b", "syscalls", "--listen", "fd://3"]);
+    let mut server = Running::spawn_command(with_socket_as_fd3(command, &listener));
+    drop(listener);
+    server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
+    assert!(scrape(port).contains("bpfsnap_syscalls_total{"));
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
+
+    let port = common::free_port();
+    let mut command = Command::new("systemd-socket-activate");
+    command
+        .args(["-l", &format!("127.0.0.1:{port}")])
+        .args([env!("CARGO_BIN_EXE_bpfsnap"), "serve", "-b", "syscalls"])
+        .arg("--web.systemd-socket");
+    let mut server = Running::spawn_command(command);
+    server.wait_for(&format!("Listening on 127.0.0.1:{port}"));
+    // The first scrape starts bpfsnap, which answers it once attached.
+    assert!(scrape(port).contains("bpfsnap_syscalls_total{"));
+    server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
+    server.signal(libc::SIGTERM);
+    let (status, _, stderr) = server.finish();
+    assert!(status.success(), "{stderr}");
 }

@@ -33,7 +33,7 @@ test_packages=(
   prometheus-node-exporter # the textfile collector, in tests
   util-linux              # setpriv, mount, unshare, script (tests)
   mount                   # losetup: a loop device for the block I/O tests
-  systemd                 # systemd-analyze verify of the units (tests)
+  systemd                 # systemd-analyze verify of the units, systemd-socket-activate (tests)
   dpkg-dev binutils       # make deb: dpkg-shlibdeps, dpkg-gencontrol, strip
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
