@@ -185,9 +185,14 @@ def health(layout):
         24, 6)
 
 
-# Per built-in: (config, row title, panels as (function, args, width)).
-# The config name is the file name in bpf/; the test checks every one has a row.
+# Per built-in: (config, row title or None to go on in the row above,
+# panels as (function, args, width)); tests/monitoring.rs checks that every
+# metric of bpf/*.toml has a panel.
 def builtins():
+    return storage_and_scheduler() + system_calls_and_processes() + network()
+
+
+def storage_and_scheduler():
     bio = "bpfsnap_block_io_latency_seconds"
     return [
         ("biolatency", "Block I/O latency (biolatency)", [
@@ -214,6 +219,11 @@ def builtins():
             (topk, ("Timer expirations (top 15)", "High-resolution timers fired per second, by callback.",
                     "bpfsnap_hrtimer_expirations_total", "function"), 12),
         ]),
+    ]
+
+
+def system_calls_and_processes():
+    return [
         ("syscalls", "System calls (syscalls, syscall_latency, syscall_errors)", [
             (topk, ("System calls (top 15)", "Calls per second, by system call.", "bpfsnap_syscalls_total", "syscall"), 8),
         ]),
@@ -249,6 +259,11 @@ def builtins():
             (timeseries, ("User page faults", "Page faults per second in user mode, by access and cause.",
                           [target(rate("bpfsnap_user_page_faults_total", "access, cause"), "{{access}} {{cause}}")]), 8),
         ]),
+    ]
+
+
+def network():
+    return [
         ("tcp_retransmits", "Network (tcp_retransmits, tcp_states, skb_drops)", [
             (timeseries, ("TCP retransmits", "Retransmitted packets per second, by socket state and family.",
                           [target(rate("bpfsnap_tcp_retransmits_total", "state, family"), "{{state}} {{family}}")], "pps"), 8),

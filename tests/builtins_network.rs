@@ -12,7 +12,6 @@ use common::run_builtin;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Ipv6Addr, TcpListener, TcpStream, UdpSocket};
-use std::time::Duration;
 
 use common::PATIENCE;
 

@@ -10,11 +10,9 @@ mod common;
 
 use common::{run_builtin, LoopDevice, OomCgroup, OOM_COMM, OOM_LIMIT, OOM_TRY};
 
-use std::ffi::CString;
 use std::fs;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
 
 /// Straight to the stream: libtest captures eprintln! of passing tests.
 fn say(text: &str) {
