@@ -69,7 +69,7 @@ fn every_command_line_in_the_examples_parses() {
 fn alert_rules_pass_promtool() {
     let output = Command::new("promtool")
         .args(["check", "rules"])
-        .arg(Path::new(DEPLOY).join("bpfsnap.rules.yml"))
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("monitoring/rules/bpfsnap.yml"))
         .output()
         .expect("run promtool (make test-deps installs the prometheus package)");
     assert!(

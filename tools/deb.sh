@@ -57,7 +57,8 @@ install -d -m 0755 "$pkg/var/lib/prometheus/node-exporter"
 
 doc=$pkg/usr/share/doc/bpfsnap
 install -D -m 0644 "$root/packaging/deb/copyright" "$doc/copyright"
-install -D -m 0644 "$root/examples/deploy/bpfsnap.rules.yml" "$doc/examples/bpfsnap.rules.yml"
+install -D -m 0644 "$root/monitoring/rules/bpfsnap.yml" "$doc/examples/bpfsnap.rules.yml"
+install -D -m 0644 "$root/monitoring/dashboards/bpfsnap.json" "$doc/examples/grafana-dashboard.json"
 install -D -m 0644 "$root/examples/deploy/web-config.yml" "$doc/examples/web-config.yml"
 install -D -m 0644 "$root/packaging/deb/lintian-overrides" "$pkg/usr/share/lintian/overrides/bpfsnap"
 

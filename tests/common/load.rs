@@ -71,3 +71,60 @@ pub fn timed_waits(n: u64, wait: std::time::Duration) {
         libc::semctl(set, 0, libc::IPC_RMID);
     }
 }
+
+/// Sends `n` datagrams on loopback to a socket that never reads them and
+/// whose receive buffer is as small as the kernel allows: all but the first
+/// few are dropped with reason socket_rcvbuff (the `skb_drops` built-in).
+pub fn udp_receive_buffer_drops(n: u64) {
+    use std::net::{Ipv4Addr, UdpSocket};
+    use std::os::fd::AsRawFd;
+    let receiver = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("receiver");
+    let size: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket of our own with an int option.
+    let rc = unsafe {
+        libc::setsockopt(
+            receiver.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "SO_RCVBUF: {}", std::io::Error::last_os_error());
+    let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("sender");
+    let to = receiver.local_addr().unwrap();
+    for _ in 0..n {
+        sender.send_to(&[0u8; 1024], to).expect("send a datagram");
+    }
+}
+
+/// One TCP connection on 127.0.0.1, from connect to close on both sides,
+/// with a message each way (state transitions for `tcp_states`).
+pub fn tcp_loopback_exchange() {
+    use std::io::{Read, Write};
+    use std::net::{Ipv4Addr, TcpListener, TcpStream};
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("listen");
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    server.set_read_timeout(Some(super::PATIENCE)).unwrap();
+    client.set_read_timeout(Some(super::PATIENCE)).unwrap();
+    let mut byte = [0u8; 1];
+    client.write_all(b"q").expect("send");
+    server.read_exact(&mut byte).expect("receive");
+    server.write_all(b"a").expect("answer");
+    client.read_exact(&mut byte).expect("receive the answer");
+    drop(client);
+    // The client's FIN: the server reads end of file, then closes.
+    assert_eq!(server.read(&mut byte).expect("read the close"), 0);
+}
+
+/// Runs `n` short-lived programs (`true`), each a fork, an exec, an exit
+/// and a SIGCHLD; waits for each.
+pub fn short_processes(n: u64) {
+    for _ in 0..n {
+        let status = std::process::Command::new("true")
+            .status()
+            .expect("run true");
+        assert!(status.success());
+    }
+}

@@ -11,7 +11,9 @@ mod journal;
 mod kernel;
 mod load;
 mod mounts;
+mod netns;
 mod node_exporter;
+mod oom;
 mod pins;
 mod process;
 mod programs;
@@ -24,8 +26,8 @@ mod user_config;
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
     blockdev::*, clients::*, exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*,
-    node_exporter::*, pins::*, process::*, programs::*, serving::*, syscall_gate::*, test_name::*,
-    units::*, user_config::*,
+    netns::*, node_exporter::*, oom::*, pins::*, process::*, programs::*, serving::*,
+    syscall_gate::*, test_name::*, units::*, user_config::*,
 };
 
 use std::time::Duration;

@@ -85,14 +85,19 @@ impl Prometheus {
 
     /// [`Prometheus::start_with`] in `dir`, which holds files `job` names.
     pub fn start_in(dir: tempfile::TempDir, job: &str) -> Prometheus {
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(
-            &config,
-            format!(
+        Prometheus::start_config(
+            dir,
+            &format!(
                 "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: bpfsnap\n    {job}"
             ),
         )
-        .unwrap();
+    }
+
+    /// A server with the whole of `prometheus.yml` given, in `dir` (which
+    /// holds files it names).
+    pub fn start_config(dir: tempfile::TempDir, yaml: &str) -> Prometheus {
+        let config = dir.path().join("prometheus.yml");
+        std::fs::write(&config, yaml).unwrap();
         let check = Command::new("promtool")
             .args(["check", "config"])
             .arg(&config)
@@ -126,6 +131,27 @@ impl Prometheus {
     pub fn query(&self, query: &str) -> Option<f64> {
         let json = self.api(&["--data-urlencode", &format!("query={query}")], "query")?;
         json["data"]["result"][0]["value"][1].as_str()?.parse().ok()
+    }
+
+    /// An instant query's result (one element per series), or the error
+    /// Prometheus gives (a parse error: `bad_data: ...`); Err too while it
+    /// does not answer.
+    pub fn instant(&self, query: &str) -> Result<Vec<serde_json::Value>, String> {
+        let json = self
+            .api(&["--data-urlencode", &format!("query={query}")], "query")
+            .ok_or("no answer")?;
+        match json["status"].as_str() {
+            Some("success") => Ok(json["data"]["result"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()),
+            _ => Err(format!("{}: {}", json["errorType"], json["error"])),
+        }
+    }
+
+    /// Polls until Prometheus answers queries.
+    pub fn wait_ready(&self) {
+        super::poll("prometheus answers queries", || self.instant("1").ok());
     }
 
     /// Why the scrapes of the target fail, as Prometheus says it ("" while
