@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::run_builtin;
+use common::{path_str, run_builtin};
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -209,35 +209,82 @@ fn profile_samples_a_spinning_thread_by_name() {
     let Some(_kernel) = common::kernel_test!() else {
         return;
     };
-    const SPIN: Duration = Duration::from_secs(1);
-    let text = run_builtin("profile", || {
-        std::thread::spawn(|| {
-            let rc = unsafe { libc::prctl(libc::PR_SET_NAME, c"bpfsnap-spin".as_ptr()) };
-            assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
-            // Spin until this thread has used SPIN of CPU time, however long
-            // that takes in wall time on a busy machine (bounded by PATIENCE).
-            let start = thread_cpu_time();
-            let deadline = Instant::now() + common::PATIENCE;
-            let mut spins = 0u64;
-            while thread_cpu_time() - start < SPIN {
-                spins = std::hint::black_box(spins.wrapping_add(1));
-                assert!(
-                    Instant::now() < deadline,
-                    "no CPU time for the spinner in {:?}",
-                    common::PATIENCE
-                );
-            }
-        })
-        .join()
-        .expect("spinner");
-    });
-    // 1 s of CPU at 99 Hz is about 99 samples; half of that leaves room for
-    // timer jitter and virtualised clocks.
-    let samples = value(&text, r#"bpfsnap_cpu_samples_total{comm="bpfsnap-spin"}"#);
+    let text = run_builtin("profile", || spin_named(c"bpfsnap-spin", SPIN));
+    assert_spinner_sampled(&text);
+    // The idle task is not counted.
+    assert!(!text.contains("comm=\"swapper"), "{text}");
+}
+
+/// `profile` pinned as the package's timer runs it (`--pin`, no window):
+/// its perf events go on sampling between runs, when no bpfsnap runs.
+#[test]
+fn pinned_profile_samples_between_runs() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let pin = common::PinDir::new(common::test_name!());
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let args = ["run", "-b", "profile", "--pin", path_str(&pin.0)];
+    let run = || {
+        let ran = common::bpfsnap()
+            .args(args)
+            .args(["--output", path_str(&output)])
+            .output()
+            .unwrap();
+        assert!(
+            ran.status.success(),
+            "{}",
+            String::from_utf8_lossy(&ran.stderr)
+        );
+        std::fs::read_to_string(&output).unwrap()
+    };
+    run();
+    spin_named(c"bpfsnap-spin", SPIN);
+    let text = run();
+    assert_spinner_sampled(&text);
+    let stopped = common::bpfsnap()
+        .args(["stop", "--pin", path_str(&pin.0)])
+        .output()
+        .unwrap();
+    assert!(
+        stopped.status.success(),
+        "{}",
+        String::from_utf8_lossy(&stopped.stderr)
+    );
+}
+
+/// CPU time the spinner uses.
+const SPIN: Duration = Duration::from_secs(1);
+
+/// 1 s of CPU at 99 Hz is about 99 samples; half of that leaves room for
+/// timer jitter and virtualised clocks.
+fn assert_spinner_sampled(text: &str) {
+    let samples = value(text, r#"bpfsnap_cpu_samples_total{comm="bpfsnap-spin"}"#);
     assert!(
         samples >= 50.0,
         "{samples} samples of a thread that spun for {SPIN:?} of CPU time\n{text}"
     );
-    // The idle task is not counted.
-    assert!(!text.contains("comm=\"swapper"), "{text}");
+}
+
+/// A thread named `name` spins until it has used `cpu` of CPU time, however
+/// long that takes in wall time on a busy machine (bounded by PATIENCE).
+fn spin_named(name: &'static std::ffi::CStr, cpu: Duration) {
+    std::thread::spawn(move || {
+        let rc = unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
+        assert_eq!(rc, 0, "prctl(PR_SET_NAME)");
+        let start = thread_cpu_time();
+        let deadline = Instant::now() + common::PATIENCE;
+        let mut spins = 0u64;
+        while thread_cpu_time() - start < cpu {
+            spins = std::hint::black_box(spins.wrapping_add(1));
+            assert!(
+                Instant::now() < deadline,
+                "no CPU time for the spinner in {:?}",
+                common::PATIENCE
+            );
+        }
+    })
+    .join()
+    .expect("spinner");
 }

@@ -523,10 +523,9 @@ fn rare_call_rate(outputs: &[String]) -> (f64, f64) {
 }
 
 /// What the rules must give at the last output: `count()`s of what must
-/// hold (1), or of alerts that must not fire (0). Not the CPU profile's:
-/// in `--pin` mode its perf-event links stay pinned but count nothing
-/// between runs (a bug of bpfsnap's, found by this test: `serve` counts
-/// them, see [`every_query_returns_data_from_prometheus`]).
+/// hold (1), or of alerts that must not fire (0). Not the CPU profile's,
+/// which samples rather than counts (tests/builtins_cpu.rs checks that
+/// pinned, it samples between runs: it once did not, found by this file).
 fn rule_checks(outputs: &[String], load: &Load) -> Vec<(String, f64)> {
     let (low, high) = rare_call_rate(outputs);
     let mut checks = vec![

@@ -960,6 +960,13 @@ impl Probe {
                 return Ok(0);
             }
         }
+        // Pinned, the links are bpffs's now: dropping ours must not detach
+        // them. libbpf detaches a perf event link by disabling the perf
+        // event (PERF_EVENT_IOC_DISABLE), which left a pinned `profile`
+        // attached but sampling nothing once the run had exited.
+        for link in &mut self.links {
+            link.disconnect();
+        }
         Ok(self.links.len())
     }
 }
