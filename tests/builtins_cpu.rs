@@ -239,7 +239,15 @@ fn pinned_profile_samples_between_runs() {
         );
         std::fs::read_to_string(&output).unwrap()
     };
-    run();
+    let first = run();
+    let links = common::sample(&first, r#"bpfsnap_pinned_links{config="profile"}"#);
+    if !kernel_has_perf_links() {
+        // No BPF perf links (before 5.15): the program is attached to the
+        // perf events themselves, which bpffs cannot hold.
+        assert_eq!(links, Some(0.0), "{first}");
+        return;
+    }
+    assert!(links >= Some(1.0), "{first}");
     spin_named(c"bpfsnap-spin", SPIN);
     let text = run();
     assert_spinner_sampled(&text);
@@ -252,6 +260,13 @@ fn pinned_profile_samples_between_runs() {
         "{}",
         String::from_utf8_lossy(&stopped.stderr)
     );
+}
+
+/// Whether this kernel has BPF perf links, read from its BTF.
+fn kernel_has_perf_links() -> bool {
+    let btf = std::fs::read("/sys/kernel/btf/vmlinux").expect("the kernel's BTF");
+    btf.windows(b"bpf_perf_link\0".len())
+        .any(|name| name == b"bpf_perf_link\0")
 }
 
 /// CPU time the spinner uses.
