@@ -5,7 +5,28 @@
 # Where tools/deps.sh installs Rust (rustup's default) if none is found.
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 CARGO ?= cargo
+
+# The architecture to build for: the host's by default; `make build
+# ARCH=arm64` cross-builds an aarch64 binary on an x86_64 host (Debian's
+# cross gcc and arm64 multiarch libelf/zlib, which `make deps ARCH=arm64`
+# installs; the linker is set in .cargo/config.toml). Debian's (amd64, arm64)
+# and Rust's (x86_64, aarch64) names both work. build.rs compiles the BPF
+# programs for the cargo target's architecture (CARGO_CFG_TARGET_ARCH), with
+# bpf/vmlinux/<arch>/vmlinux.h, never for the host's.
+HOST_ARCH := $(shell uname -m)
+ARCH ?=
+RUST_ARCH := $(strip $(or $(if $(filter arm64 aarch64,$(ARCH)),aarch64),\
+	$(if $(filter amd64 x86_64 x86,$(ARCH)),x86_64),$(if $(ARCH),$(ARCH)),$(HOST_ARCH)))
+ifeq ($(filter x86_64 aarch64,$(RUST_ARCH)),)
+$(error ARCH=$(ARCH): bpfsnap builds for x86_64 (amd64) and aarch64 (arm64))
+endif
+ifeq ($(RUST_ARCH),$(HOST_ARCH))
+CARGO_TARGET :=
 BIN := target/release/bpfsnap
+else
+CARGO_TARGET := --target $(RUST_ARCH)-unknown-linux-gnu
+BIN := target/$(RUST_ARCH)-unknown-linux-gnu/release/bpfsnap
+endif
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
@@ -16,14 +37,14 @@ all: build
 
 # What building and running need (a compiler, libbpf's libraries, Rust).
 deps:
-	@tools/deps.sh build
+	@BPFSNAP_ARCH=$(RUST_ARCH) tools/deps.sh build
 
 # That and what `make test` needs (promtool, node_exporter, podman, QEMU ...).
 test-deps:
 	@tools/deps.sh test
 
 build: deps
-	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked $(CARGO_TARGET)
 
 # A 5 s snapshot of the default programs, to stdout, in the text format
 # node_exporter reads (`bpfsnap run` alone shows tables on a terminal).
@@ -94,8 +115,13 @@ examples: deps
 	  [shutil.copy(os.path.join(outs[-1], f), "examples/") for f in objects]; \
 	  print("examples/:", *objects)'
 
-# Regenerate the kernel type header from this machine's BTF.
-# Kernel types for CO-RE, from this machine's BTF, for its architecture.
+# Kernel types for CO-RE, from this machine's BTF, for its architecture;
+# with ARCH=arm64, from the BTF of Debian's arm64 kernel package, on any
+# machine (tools/gen-vmlinux.sh, which pins the package).
+ifneq ($(CARGO_TARGET),)
+vmlinux: test-deps
+	tools/gen-vmlinux.sh
+else
 vmlinux: test-deps
 	arch=$$(uname -m); dir=bpf/vmlinux/$$arch; mkdir -p $$dir && \
 	{ printf '%s\n' "/* vmlinux.h for $$arch: kernel type definitions for CO-RE BPF programs." \
@@ -108,6 +134,7 @@ vmlinux: test-deps
 	    ' */'; \
 	  bpftool btf dump file /sys/kernel/btf/vmlinux format c; } > $$dir/vmlinux.h.new && \
 	mv $$dir/vmlinux.h.new $$dir/vmlinux.h
+endif
 
 # Regenerate the syscall number → name table from the Linux UAPI headers.
 syscall-table:

@@ -81,6 +81,20 @@ enum drop_slot {
 	    reason == bpf_core_enum_value(enum skb_drop_reason, SKB_DROP_REASON_##name)) \
 		return DROP_##name
 
+/* Reasons newer than some vmlinux.h bpfsnap builds with (Debian's arm64
+ * 6.12, bpf/vmlinux/aarch64, lacks TCP_LISTEN_OVERFLOW): named in a local
+ * flavor of the enum, which libbpf matches by the names before "___". */
+enum skb_drop_reason___newer {
+	SKB_DROP_REASON_TCP_LISTEN_OVERFLOW___newer,
+};
+
+#define MAP_NEWER_REASON(name)                                                        \
+	if (bpf_core_enum_value_exists(enum skb_drop_reason___newer,                   \
+				       SKB_DROP_REASON_##name##___newer) &&            \
+	    reason == bpf_core_enum_value(enum skb_drop_reason___newer,                \
+					  SKB_DROP_REASON_##name##___newer))           \
+		return DROP_##name
+
 static __always_inline u32 drop_slot(u32 reason)
 {
 	MAP_REASON(NOT_SPECIFIED);
@@ -105,7 +119,7 @@ static __always_inline u32 drop_slot(u32 reason)
 	MAP_REASON(TCP_OLD_SEQUENCE);
 	MAP_REASON(TCP_INVALID_SEQUENCE);
 	MAP_REASON(TCP_RESET);
-	MAP_REASON(TCP_LISTEN_OVERFLOW);
+	MAP_NEWER_REASON(TCP_LISTEN_OVERFLOW);
 	MAP_REASON(TCP_CLOSE);
 	MAP_REASON(TCP_RFC7323_PAWS);
 	MAP_REASON(IP_INHDR);

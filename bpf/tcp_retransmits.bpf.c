@@ -33,6 +33,14 @@ struct {
 	__type(value, u64);
 } tcp_retransmits_total SEC(".maps");
 
+/* The event's record as of 6.17, which added `err`; a local flavor of the
+ * kernel's type (libbpf matches it by the name before "___"), so the program
+ * also compiles against the vmlinux.h of a kernel whose BTF lacks the type
+ * (Debian's arm64 6.12, bpf/vmlinux/aarch64). */
+struct trace_event_raw_tcp_retransmit_skb___err {
+	int err;
+} __attribute__((preserve_access_index));
+
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit, const struct sock *sk)
 {
@@ -42,7 +50,7 @@ int BPF_PROG(tcp_retransmit, const struct sock *sk)
 	/* The third argument came with the event's `err` field (6.17). On
 	 * older kernels ctx[2] does not exist: the relocation turns the check
 	 * into a constant 0, and the verifier never walks the dead branch. */
-	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb, err) &&
+	if (bpf_core_field_exists(struct trace_event_raw_tcp_retransmit_skb___err, err) &&
 	    (int)ctx[2] != 0)
 		return 0;
 	state = sk->__sk_common.skc_state;

@@ -49,7 +49,7 @@ impl Compiler {
         for dir in [root.join("bpf"), vmlinux, headers] {
             flags.extend(["-I".into(), dir.into_os_string()]);
         }
-        // clang's own directories for the host, searched last.
+        // clang's own directories for the target (then the host's), searched last.
         for dir in system_include_dirs()? {
             flags.extend(["-idirafter".into(), dir.into_os_string()]);
         }
@@ -85,22 +85,37 @@ fn clang() -> Command {
 }
 
 /// The directories clang searches for <...> headers when compiling for the
-/// host, to be searched last by BPF compiles (as libbpf-tools does): `-target
-/// bpf` leaves out the multiarch directory, where Debian keeps <asm/...>,
-/// which libbpf's <bpf/usdt.bpf.h> reaches through <linux/errno.h>.
+/// cargo target (`$TARGET`, e.g. /usr/include/aarch64-linux-gnu in a cross
+/// build with Debian's arm64 multiarch headers), then those it searches for
+/// the host, to be searched last by BPF compiles (as libbpf-tools does):
+/// `-target bpf` leaves out the multiarch directory, where Debian keeps
+/// <asm/...>, which libbpf's <bpf/usdt.bpf.h> reaches through
+/// <linux/errno.h>.
 fn system_include_dirs() -> Result<Vec<PathBuf>> {
-    let output = clang()
-        .args(["-v", "-E", "-x", "c", "/dev/null", "-o", "/dev/null"])
-        .output()
-        .context("running clang (is it installed? `make deps`)")?;
-    let said = String::from_utf8_lossy(&output.stderr);
-    let dirs = said
-        .lines()
-        .skip_while(|line| !line.starts_with("#include <...> search starts here:"))
-        .skip(1)
-        .take_while(|line| !line.starts_with("End of search list."))
-        .map(|line| PathBuf::from(line.trim()))
-        .collect();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    let target = env::var("TARGET").ok();
+    for target in [target.as_deref(), None] {
+        let mut command = clang();
+        if let Some(target) = target {
+            command.arg(format!("--target={target}"));
+        }
+        let output = command
+            .args(["-v", "-E", "-x", "c", "/dev/null", "-o", "/dev/null"])
+            .output()
+            .context("running clang (is it installed? `make deps`)")?;
+        let said = String::from_utf8_lossy(&output.stderr);
+        for dir in said
+            .lines()
+            .skip_while(|line| !line.starts_with("#include <...> search starts here:"))
+            .skip(1)
+            .take_while(|line| !line.starts_with("End of search list."))
+            .map(|line| PathBuf::from(line.trim()))
+        {
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+        }
+    }
     Ok(dirs)
 }
 

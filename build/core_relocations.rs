@@ -34,6 +34,7 @@ pub fn relocated_types(object: &Path) -> Result<Vec<String>> {
         .filter_map(|(type_id, _)| btf.type_by_id::<BtfType<'_>>(TypeId::from(type_id)))
         // libbpf-rs says None for an anonymous type, libbpf "".
         .map(|ty| ty.name().unwrap_or_default().to_string_lossy().into_owned())
+        .map(|name| essential_name(&name).to_string())
         .collect();
     types.sort();
     types.dedup();
@@ -123,6 +124,15 @@ fn core_relocations(raw: &[u8]) -> Vec<(u32, u32)> {
     found
 }
 
+/// The name libbpf looks a type up by: a local flavor of a kernel type
+/// (`task_struct___old`) by the name before its last "___".
+fn essential_name(name: &str) -> &str {
+    match name.rfind("___") {
+        Some(at) if at > 0 => &name[..at],
+        _ => name,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +167,17 @@ mod tests {
         assert_eq!(section(&elf, "license"), Some(&b"Dual BSD/GPL\0"[..]));
         assert_eq!(section(&elf, ".BTF.ex"), None);
         assert_eq!(section(&elf[..64], ".BTF.ext"), None);
+    }
+
+    #[test]
+    fn flavors_are_named_as_the_kernel_type() {
+        assert_eq!(
+            essential_name("task_struct___state_before_5_14"),
+            "task_struct"
+        );
+        assert_eq!(essential_name("a___b___c"), "a___b");
+        assert_eq!(essential_name("task_struct"), "task_struct");
+        assert_eq!(essential_name("___x"), "___x");
     }
 
     /// core_btf reads the task's comm with BPF_CORE_READ_STR_INTO.

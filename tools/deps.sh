@@ -8,6 +8,11 @@
 #   tools/deps.sh test    that plus the test stack (`make test`): promtool,
 #                         node_exporter, podman, QEMU for the kernel matrix ...
 #
+# BPFSNAP_ARCH=aarch64 (`make deps ARCH=arm64`) on another host adds what
+# cross-building for arm64 needs: Debian's cross gcc, libelf and zlib of the
+# arm64 multiarch packages (dpkg --add-architecture arm64), qemu-user to run
+# the result, and Rust's aarch64-unknown-linux-gnu standard library.
+#
 # Nothing in the build set starts a service: `prometheus` and
 # `prometheus-node-exporter` (which do, on :9090 and :9100) come only with
 # the test set.
@@ -50,11 +55,28 @@ test_packages=(
   tmux                    # the terminal view, tested at fixed widths
 )
 
+# Cross-building for arm64 on another host (BPFSNAP_ARCH=aarch64).
+arm64_packages=(
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross # the linker, and cc for libbpf
+  libelf-dev:arm64 zlib1g-dev:arm64           # libbpf links them (multiarch)
+  qemu-user-static                            # runs the arm64 binary here (.cargo/config.toml)
+)
+target_arch=${BPFSNAP_ARCH:-$(uname -m)}
+cross=false
+case $target_arch in
+  "$(uname -m)") ;;
+  aarch64 | arm64) cross=true target_arch=aarch64 ;;
+  *) echo "deps: no cross build for $target_arch from $(uname -m)" >&2; exit 2 ;;
+esac
+
 case $set_name in
   build) packages=("${build_packages[@]}") ;;
   test) packages=("${build_packages[@]}" "${test_packages[@]}") ;;
   *) echo "usage: tools/deps.sh [--list] build|test" >&2; exit 2 ;;
 esac
+if $cross; then
+  packages+=("${arm64_packages[@]}")
+fi
 if $list_only; then
   printf '%s\n' "${packages[@]}"
   exit 0
@@ -80,6 +102,10 @@ if ((${#missing[@]})); then
   fi
   say "installing ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  if $cross && ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    say "adding arm64 as a foreign architecture (dpkg --add-architecture arm64)"
+    dpkg --add-architecture arm64
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
@@ -121,6 +147,21 @@ if ! rust_ok; then
   fi
   install_rust
   rust_ok || { say "Rust $rust_toolchain was installed but rustc/cargo still do not run"; exit 1; }
+fi
+
+# The Rust standard library of the cross target.
+if $cross; then
+  triple=$target_arch-unknown-linux-gnu
+  if ! rustc --print sysroot >/dev/null 2>&1 ||
+    [[ ! -d $(rustc --print sysroot)/lib/rustlib/$triple ]]; then
+    if command -v rustup >/dev/null; then
+      say "adding Rust's $triple target"
+      rustup target add "$triple"
+    else
+      say "Rust has no $triple standard library and there is no rustup to add it"
+      exit 1
+    fi
+  fi
 fi
 
 # `make test` lints: rustfmt and clippy, which rustup's minimal profile lacks.

@@ -22,6 +22,9 @@ pub struct Fit {
 /// The fit of `config` on this kernel; configs without variants load whole.
 /// Err: why none of its variants can run here, in one line.
 pub fn fit(config: &Config, kernel: &KernelTypes) -> Result<Fit, String> {
+    if let Some(reason) = config.builtin.not_on_arch(std::env::consts::ARCH) {
+        return Err(reason);
+    }
     let variants = &config.builtin.variants;
     let mut passed_over = Vec::new();
     for (index, variant) in variants.iter().enumerate() {
@@ -130,6 +133,36 @@ mod tests {
             let left_out = leaving_out(&variants, *chosen);
             assert_eq!(left_out.programs, *programs, "variant {chosen}");
             assert_eq!(left_out.maps, *maps, "variant {chosen}");
+        }
+    }
+
+    /// A built-in of other architectures is refused with its reason before
+    /// the kernel is asked anything; pagefaults exists on x86_64 only.
+    #[test]
+    fn builtins_of_other_architectures_are_refused() {
+        let mut config = crate::builtin::find("pagefaults")
+            .unwrap()
+            .config()
+            .unwrap();
+        assert_eq!(config.builtin.not_on_arch("x86_64"), None);
+        let reason = config.builtin.not_on_arch("aarch64").unwrap();
+        assert!(
+            reason.starts_with("x86_64 only, and this is aarch64: ")
+                && reason.contains("page_fault_user"),
+            "{reason}"
+        );
+        config.builtin.arches = vec!["no_such_arch".into()];
+        config.builtin.arches_reason = String::new();
+        assert_eq!(
+            fit(&config, &KernelTypes::load()).unwrap_err(),
+            format!("no_such_arch only, and this is {}", std::env::consts::ARCH)
+        );
+        for builtin in crate::builtin::BUILTINS {
+            let builtin = builtin.config().unwrap().builtin;
+            assert!(
+                builtin.arches.is_empty() || !builtin.arches_reason.is_empty(),
+                "arches without a reason"
+            );
         }
     }
 

@@ -97,6 +97,27 @@ pub struct BuiltinInfo {
     /// needs the kernel meets is loaded (see [`Variant`]).
     #[serde(default)]
     pub variants: Vec<Variant>,
+    /// The architectures it exists on (as Rust names them:
+    /// `std::env::consts::ARCH`, e.g. "x86_64", "aarch64"); empty: all. On
+    /// another, `bpfsnap list` says it is unavailable, with `arches_reason`.
+    #[serde(default)]
+    pub arches: Vec<String>,
+    #[serde(default)]
+    pub arches_reason: String,
+}
+
+impl BuiltinInfo {
+    /// Why it does not exist on `arch`, if it does not.
+    pub fn not_on_arch(&self, arch: &str) -> Option<String> {
+        if self.arches.is_empty() || self.arches.iter().any(|a| a == arch) {
+            return None;
+        }
+        let mut reason = format!("{} only, and this is {arch}", self.arches.join(", "));
+        if !self.arches_reason.is_empty() {
+            reason = format!("{reason}: {}", self.arches_reason);
+        }
+        Some(reason)
+    }
 }
 
 /// ebpf_exporter's `cgroup_id_map`: the BPF map `name` holds the ids of the
