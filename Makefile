@@ -63,13 +63,13 @@ install: build
 	install -D -m 0644 completions/bpfsnap.fish $(DESTDIR)$(PREFIX)/share/fish/vendor_completions.d/bpfsnap.fish
 
 # The Debian package, target/deb/bpfsnap_VERSION_ARCH.deb: the binary, man
-# pages, completions, systemd units (packaging/systemd) and their
-# /etc/default files. Built by tools/deb.sh with Debian's own dpkg-dev tools,
-# not cargo-deb: dpkg-shlibdeps computes Depends from what the binary links,
-# as in a Debian build, and nothing has to be compiled or fetched for it.
-# Install with: apt install ./target/deb/bpfsnap_*.deb
-deb: test-deps build
-	tools/deb.sh $(BIN) target/deb
+# pages, completions, systemd units (packaging/systemd), their /etc/default
+# files, README and examples. Built from debian/ (debhelper) by
+# `dpkg-buildpackage -us -uc -b` in a cached Debian 12 root (tools/deb.sh,
+# tools/debroot.sh), with this machine's Rust and cargo's registry cache,
+# then checked by lintian. Install with: apt install ./target/deb/bpfsnap_*.deb
+deb: test-deps
+	tools/deb.sh target/deb
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in

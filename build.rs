@@ -108,7 +108,13 @@ fn revision(root: &Path) {
             .filter(|output| output.status.success())
             .map(|output| String::from_utf8_lossy(&output.stdout).trim().to_string())
     };
-    let revision = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    // A build without .git (debian/rules, from a source package) says it.
+    println!("cargo:rerun-if-env-changed=BPFSNAP_REVISION");
+    let revision = env::var("BPFSNAP_REVISION")
+        .ok()
+        .filter(|revision| !revision.is_empty())
+        .or_else(|| git(&["rev-parse", "--short=12", "HEAD"]))
+        .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=BPFSNAP_REVISION={revision}");
     if let Some(dir) = git(&["rev-parse", "--absolute-git-dir"]) {
         let dir = PathBuf::from(dir);

@@ -157,3 +157,26 @@ fn the_units_pass_systemd_analyze_verify() {
         "{stderr}"
     );
 }
+
+/// Both services rate 3.0 or better by `systemd-analyze security`, offline
+/// (from the unit files; tests/package.rs asks the running systemd of a
+/// booted Debian 12 root too).
+#[test]
+fn the_services_are_hardened() {
+    let packaged = Path::new(common::PACKAGING).join("systemd");
+    for name in ["bpfsnap.service", "bpfsnap-serve.service"] {
+        let output = Command::new("systemd-analyze")
+            .args(["security", "--offline=true", "--no-pager"])
+            .arg(packaged.join(name))
+            .output()
+            .expect("run systemd-analyze (make test-deps installs systemd)");
+        let said = String::from_utf8_lossy(&output.stdout);
+        let figure: f64 = said
+            .lines()
+            .find_map(|line| line.split_once("Overall exposure level for "))
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|figure| figure.parse().ok())
+            .unwrap_or_else(|| panic!("{name}: no overall exposure level: {said}"));
+        assert!(figure <= 3.0, "{name}: exposure {figure} > 3.0\n{said}");
+    }
+}

@@ -1,97 +1,96 @@
 #!/usr/bin/env bash
-# Builds bpfsnap's Debian package from a built binary:
+# Builds bpfsnap's Debian package from this source tree, with its debian/
+# directory, as a Debian build does: `dpkg-buildpackage -us -uc -b` in a
+# Debian 12 root (tools/debroot.sh DIR build: build-essential, debhelper,
+# lintian and debian/control's Build-Depends; cached), then lintian:
 #
-#   tools/deb.sh BINARY OUTDIR     (prints the path of OUTDIR/bpfsnap_VERSION_ARCH.deb)
+#   tools/deb.sh OUTDIR     (as root; prints the path of OUTDIR/bpfsnap_VERSION_ARCH.deb)
 #
-# `make deb` runs it on the release build, tests/package.rs on the test
-# build. It uses dpkg-deb rather than cargo-deb: Debian's own tools (dpkg-dev)
-# do what a Debian build's debhelper would, so nothing has to be compiled or
-# fetched from crates.io for it: dpkg-shlibdeps computes Depends from the
-# libraries the binary links (${shlibs:Depends}), dpkg-gencontrol writes the
-# control file, dpkg-deb builds the archive. What goes in the package is
-# plain files under packaging/ (control, maintainer scripts, systemd units,
-# /etc/default files), the man pages and the completions.
+# `make deb` runs it, tests/package.rs too. The root is never changed: the
+# build runs on an overlay of it that dies with the build's mount namespace.
+# What goes in: the tree's files that git tracks or would track (uncommitted
+# changes included; without git, the tree but target/), copied to
+# /build/bpfsnap. Rust is this machine's toolchain (`rustc --print sysroot`),
+# mounted read-only at the same path (bookworm's rustc 1.63 is older than Cargo.toml's
+# rust-version), and crates come from cargo's registry cache without the
+# network (CARGO_NET_OFFLINE; Cargo.lock is followed). cargo's output is kept
+# between builds in target/debroot/cargo-target, seen at the same path
+# (/build/target) by every build, so a rebuild compiles only what changed
+# and gives the same binary.
 #
-# DEB_COMPRESS: dpkg-deb's compressor (default xz; the tests use gzip, much
-# quicker on an unoptimised binary). DEB_REVISION: the Debian revision
-# (default 1).
+# DEB_BUILD_OPTIONS: dpkg-buildpackage's (default nocheck: `make test` runs
+# the tests; noopt for an unoptimised binary); noddebs is always added (one
+# package, as before: no -dbgsym). DEB_LINTIAN=0 skips lintian, which
+# otherwise fails the build on an error or a warning it does not have an
+# override for (debian/bpfsnap.lintian-overrides says why each is there).
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
-binary=$1
-out=$2
-[[ -x $binary ]] || { echo "deb: $binary: no such executable" >&2; exit 1; }
+out=$1
+say() { echo "deb: $*" >&2; }
+[[ $(id -u) == 0 ]] || { say "run as root (chroot, mounts)"; exit 1; }
 
-upstream=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -1)
-version=$upstream-${DEB_REVISION:-1}
-# File dates from the last commit, so that rebuilding a commit gives the same package.
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || date +%s)}
+cache=$root/target/debroot/bookworm-build
+"$root/tools/debroot.sh" "$cache" build
+sysroot=$(rustc --print sysroot)
+cargo_home=${CARGO_HOME:-$HOME/.cargo}
+[[ -x $sysroot/bin/cargo && -d $cargo_home/registry ]] || { say "no cargo in $sysroot or no registry in $cargo_home"; exit 1; }
+# The crates Cargo.lock names, in the registry cache (offline from here on).
+(cd "$root" && cargo fetch --quiet --locked --target "$(rustc -vV | sed -n 's/^host: //p')")
 
-mkdir -p "$out"
-work=$(mktemp -d "$out/.build.XXXXXX")
+mkdir -p "$out" "$root/target/debroot/cargo-target"
+work=$(mktemp -d "$root/target/debroot/build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-# dh's layout: dpkg-shlibdeps expects the binary under debian/PACKAGE.
-pkg=$work/debian/bpfsnap
 
-# The binary, stripped of what only a debugger reads (as dh_strip does);
-# its dynamic symbols stay (post_attach_mark is found through them).
-install -D -m 0755 "$binary" "$pkg/usr/bin/bpfsnap"
-strip --strip-unneeded --remove-section=.comment --remove-section=.note "$pkg/usr/bin/bpfsnap"
+# The source, as it would be exported.
+mkdir -p "$work/source"
+if git -C "$root" rev-parse --git-dir >/dev/null 2>&1; then
+  (cd "$root" && git ls-files -z --cached --others --exclude-standard |
+    python3 -c 'import os, sys; sys.stdout.write("".join(p + "\0" for p in sys.stdin.read().split("\0") if p and os.path.lexists(p)))' |
+    tar --null -T - -cf -) | tar -xf - -C "$work/source"
+  revision=$(git -C "$root" rev-parse --short=12 HEAD)
+  git -C "$root" diff --quiet HEAD 2>/dev/null || revision+=-dirty
+else
+  tar -C "$root" --exclude=./target -cf - . | tar -xf - -C "$work/source"
+  revision=unknown
+fi
 
-install -d "$pkg/usr/share/man/man1"
-for page in "$root"/man/*.1; do
-  gzip -9n < "$page" > "$pkg/usr/share/man/man1/$(basename "$page").gz"
-done
-# Debian's zsh reads vendor-completions, not site-functions.
-install -D -m 0644 "$root/completions/bpfsnap.bash" "$pkg/usr/share/bash-completion/completions/bpfsnap"
-install -D -m 0644 "$root/completions/_bpfsnap" "$pkg/usr/share/zsh/vendor-completions/_bpfsnap"
-install -D -m 0644 "$root/completions/bpfsnap.fish" "$pkg/usr/share/fish/vendor_completions.d/bpfsnap.fish"
-
-# bookworm's packages put units in /lib/systemd/system (trixie's in /usr/lib).
-install -d "$pkg/lib/systemd/system" "$pkg/etc/default"
-install -m 0644 "$root"/packaging/systemd/*.service "$root"/packaging/systemd/*.timer "$pkg/lib/systemd/system/"
-install -m 0644 "$root"/packaging/default/* "$pkg/etc/default/"
-# The textfile directory, as prometheus-node-exporter ships it (root's,
-# 0755): the timer's output has a place without node_exporter installed.
-install -d -m 0755 "$pkg/var/lib/prometheus/node-exporter"
-
-doc=$pkg/usr/share/doc/bpfsnap
-install -D -m 0644 "$root/packaging/deb/copyright" "$doc/copyright"
-install -D -m 0644 "$root/monitoring/rules/bpfsnap.yml" "$doc/examples/bpfsnap.rules.yml"
-install -D -m 0644 "$root/monitoring/dashboards/bpfsnap.json" "$doc/examples/grafana-dashboard.json"
-install -D -m 0644 "$root/examples/deploy/web-config.yml" "$doc/examples/web-config.yml"
-install -D -m 0644 "$root/packaging/deb/lintian-overrides" "$pkg/usr/share/lintian/overrides/bpfsnap"
-
-# A Debian source tree's debian/ for dpkg-shlibdeps and dpkg-gencontrol,
-# with a changelog saying what this package was built from.
-mkdir -p "$work/debian"  # (beside pkg)
-cp "$root/packaging/deb/control" "$work/debian/control"
-maintainer=$(sed -n 's/^Maintainer: //p' "$root/packaging/deb/control")
-commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)
-cat > "$work/debian/changelog" <<EOF
-bpfsnap ($version) unstable; urgency=medium
-
-  * Built from the bpfsnap source tree at commit $commit.
-
- -- $maintainer  $(date -R -u -d "@$SOURCE_DATE_EPOCH")
-EOF
-gzip -9n < "$work/debian/changelog" > "$doc/changelog.Debian.gz"
-
-install -d "$pkg/DEBIAN"
-install -m 0755 "$root"/packaging/deb/{postinst,prerm,postrm} "$pkg/DEBIAN/"
-# Every file under /etc is a conffile (as dh_installdeb makes them).
-(cd "$pkg" && find etc -type f -printf '/%p\n' | sort) > "$pkg/DEBIAN/conffiles"
-(cd "$pkg" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) > "$pkg/DEBIAN/md5sums"
-
-# The file dates, as dpkg-deb would clamp them.
-find "$pkg" -newermt "@$SOURCE_DATE_EPOCH" -exec touch --no-dereference -d "@$SOURCE_DATE_EPOCH" {} +
-
-(
-  cd "$work"
-  dpkg-shlibdeps -Tdebian/substvars -edebian/bpfsnap/usr/bin/bpfsnap
-  dpkg-gencontrol -pbpfsnap -Pdebian/bpfsnap -v"$version"
-)
-dpkg-deb --root-owner-group -Z"${DEB_COMPRESS:-xz}" --build "$pkg" "$out" >/dev/null
-deb=$out/bpfsnap_${version}_$(dpkg-architecture -qDEB_HOST_ARCH).deb
-[[ -f $deb ]] || { echo "deb: dpkg-deb did not write $deb" >&2; exit 1; }
-echo "$deb"
+log=$work/build.log
+mkdir -p "$work/upper" "$work/overlay" "$work/merged"
+if ! unshare --mount --propagation private bash -euo pipefail -c '
+  cache=$1 work=$2 sysroot=$3 cargo_home=$4 target=$5
+  R=$work/merged
+  mount -t overlay overlay -o "lowerdir=$cache,upperdir=$work/upper,workdir=$work/overlay" "$R"
+  # The toolchain and cargo'"'"'s home at the paths they have here.
+  mkdir -p "$R/build/bpfsnap" "$R/build/target" "$R$sysroot" "$R$cargo_home"
+  mount --bind "$work/source" "$R/build/bpfsnap"
+  mount --bind "$target" "$R/build/target"
+  mount --bind "$sysroot" "$R$sysroot"
+  mount -o remount,bind,ro "$R$sysroot"
+  mount --bind "$cargo_home" "$R$cargo_home"
+  mount -t proc proc "$R/proc"
+  mount --rbind /dev "$R/dev"
+  mount -t tmpfs tmpfs "$R/tmp"
+  chroot "$R" env -i \
+    PATH="$sysroot/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root LANG=C.UTF-8 \
+    CARGO_HOME="$cargo_home" CARGO_TARGET_DIR=/build/target CARGO_NET_OFFLINE=true \
+    BPFSNAP_REVISION="$6" DEB_BUILD_OPTIONS="$7" \
+    sh -ec "cd /build/bpfsnap && dpkg-buildpackage -us -uc -b"
+  cp "$R"/build/bpfsnap_*.deb "$R"/build/bpfsnap_*.changes "$R"/build/bpfsnap_*.buildinfo "$work/"
+  if [ "$8" != 0 ]; then
+    # (as nobody: lintian warns it should not run as root)
+    chroot --userspec=nobody:nogroup "$R" env -i PATH=/usr/bin:/bin HOME=/tmp LANG=C.UTF-8 \
+      sh -c "lintian --fail-on error,warning --display-info /build/bpfsnap_*.changes"
+  fi
+' deb "$cache" "$work" "$sysroot" "$cargo_home" "$root/target/debroot/cargo-target" \
+  "$revision" "${DEB_BUILD_OPTIONS:-nocheck} noddebs" "${DEB_LINTIAN:-1}" > "$log" 2>&1; then
+  tail -40 "$log" >&2
+  cp "$log" "$out/build.log"
+  say "failed (whole output: $out/build.log)"
+  exit 1
+fi
+grep -E '^[EWI]: |^N: [0-9]+ hints? overridden|lintian' "$log" | grep -v '^dpkg' >&2 || true
+debs=("$work"/bpfsnap_*.deb)
+[[ -f ${debs[0]} ]] || { say "dpkg-buildpackage wrote no .deb"; exit 1; }
+cp "${debs[0]}" "$out/"
+echo "$out/$(basename "${debs[0]}")"

@@ -39,7 +39,7 @@ test_packages=(
   util-linux              # setpriv, mount, unshare, script (tests)
   mount                   # losetup: a loop device for the block I/O tests
   systemd                 # systemd-analyze verify of the units, systemd-socket-activate (tests)
-  dpkg-dev binutils       # make deb: dpkg-shlibdeps, dpkg-gencontrol, strip
+  systemd-container       # tests/package.rs: systemd-nspawn boots the installed package
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
   openssl                 # certificates for the TLS tests of `bpfsnap serve`
