@@ -598,9 +598,13 @@ fn the_rules_unit_tests_pass_on_the_timers_outputs() {
 // ---------------------------------------------------------------- a real Prometheus
 
 /// How long the live test may take to see data for every query (a hang
-/// guard: it ends as soon as they all have data, in well under a minute
-/// here).
+/// guard).
 const LIVE_PATIENCE: Duration = Duration::from_secs(180);
+
+/// How long Prometheus scrapes, with load and runs going on, before the
+/// queries must all give data: a minute, so that rates and the recording
+/// rules span many scrapes and runs, not the first few.
+const SCRAPED_FOR: Duration = Duration::from_secs(60);
 
 /// A Prometheus scraping `bpfsnap serve` (job bpfsnap) and node_exporter's
 /// textfile collector (job node) every second, and evaluating the rules
@@ -659,8 +663,9 @@ fn expected_queries(load: &Load) -> (Vec<Query>, Vec<String>) {
 
 /// Every query of the dashboard and the rules gives data from a real
 /// Prometheus that scrapes `bpfsnap serve` (every built-in) and
-/// node_exporter's textfile collector over the timer's pinned runs, while
-/// the test makes load between runs (an OOM kill in the first round).
+/// node_exporter's textfile collector over the timer's pinned runs for a
+/// minute, while the test makes load between runs (an OOM kill in the
+/// first round).
 #[test]
 fn every_query_returns_data_from_prometheus() {
     let Some(_kernel) = common::kernel_test!() else {
@@ -686,7 +691,8 @@ fn every_query_returns_data_from_prometheus() {
         pinned_run(&pin.0, &output);
         round += 1;
         let missing = without_data(&prometheus, &queries);
-        if missing.is_empty() || started.elapsed() >= LIVE_PATIENCE {
+        let scraped_long_enough = started.elapsed() >= SCRAPED_FOR;
+        if (missing.is_empty() && scraped_long_enough) || started.elapsed() >= LIVE_PATIENCE {
             break missing;
         }
     };
