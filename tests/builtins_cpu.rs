@@ -251,15 +251,7 @@ fn pinned_profile_samples_between_runs() {
     spin_named(c"bpfsnap-spin", SPIN);
     let text = run();
     assert_spinner_sampled(&text);
-    let stopped = common::bpfsnap()
-        .args(["stop", "--pin", path_str(&pin.0)])
-        .output()
-        .unwrap();
-    assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    pin.stop();
 }
 
 /// Whether this kernel has BPF perf links, read from its BTF.

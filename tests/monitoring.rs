@@ -472,7 +472,6 @@ fn input_series(outputs: &[String]) -> String {
 /// Checks at the last output's time: each expression must give one
 /// sample, `{}` = `value` (a `count()` of what must hold, or a number).
 fn promtool_rules_test(outputs: &[String], checks: &[(String, f64)]) -> Result<(), String> {
-    let dir = tempfile::tempdir().unwrap();
     let mut yaml = format!(
         "rule_files: ['{}']\nevaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{}    promql_expr_test:\n",
         rules_file().display(),
@@ -485,21 +484,7 @@ fn promtool_rules_test(outputs: &[String], checks: &[(String, f64)]) -> Result<(
             outputs.len() - 1
         ));
     }
-    let file = dir.path().join("test.yml");
-    fs::write(&file, &yaml).unwrap();
-    let output = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&file)
-        .output()
-        .expect("run promtool");
-    match output.status.success() {
-        true => Ok(()),
-        false => Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )),
-    }
+    common::promtool_test_rules(&yaml)
 }
 
 /// The rare system call's calls per second while counted, as the outputs

@@ -345,15 +345,7 @@ fn pinned_probes_count_between_runs_and_stop_removes_them() {
     assert!(value(&second, sampled) > value(&first, sampled), "{second}");
     common::promtool_check(&second);
 
-    let stopped = common::bpfsnap()
-        .args(["stop", "--pin", path_str(&pin.0)])
-        .output()
-        .unwrap();
-    assert!(
-        stopped.status.success(),
-        "{}",
-        String::from_utf8_lossy(&stopped.stderr)
-    );
+    pin.stop();
     assert!(!pin.0.exists(), "stop removes the pin directory");
     assert!(
         common::still_loaded_after_exit(&ours).is_empty(),

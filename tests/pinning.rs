@@ -314,11 +314,7 @@ fn sigkill_between_two_configs_pins_is_recovered() {
             "{config} is pinned"
         );
     }
-    let stop = common::bpfsnap()
-        .args(["stop", "--pin", path_str(&pin.0)])
-        .output()
-        .unwrap();
-    assert!(stop.status.success());
+    pin.stop();
     assert!(!pin.0.exists(), "stop removed everything");
 }
 

@@ -26,7 +26,6 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{path_str, PinDir, Running};
@@ -193,7 +192,7 @@ fn assert_promql(what: &str, outputs: &[String], checks: &[Check]) {
         .iter()
         .map(|check| (check.holds(), Some(1.0)))
         .collect();
-    let Err(failed) = promtool(&promtool_test(outputs, &exprs)) else {
+    let Err(failed) = common::promtool_test_rules(&promtool_test(outputs, &exprs)) else {
         return;
     };
     // Again, each query as it is, expecting nothing: promtool shows what
@@ -202,7 +201,7 @@ fn assert_promql(what: &str, outputs: &[String], checks: &[Check]) {
         .iter()
         .map(|check| (check.expr.clone(), None))
         .collect();
-    let gave = promtool(&promtool_test(outputs, &raw))
+    let gave = common::promtool_test_rules(&promtool_test(outputs, &raw))
         .err()
         .unwrap_or_default();
     let expected: Vec<String> = checks
@@ -214,26 +213,6 @@ fn assert_promql(what: &str, outputs: &[String], checks: &[Check]) {
         expected.join("\n  "),
         outputs.last().map(String::as_str).unwrap_or_default()
     );
-}
-
-/// `promtool test rules` on `yaml`: Err with what it said when it fails.
-fn promtool(yaml: &str) -> Result<(), String> {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("test.yml");
-    fs::write(&file, yaml).unwrap();
-    let output = Command::new("promtool")
-        .args(["test", "rules"])
-        .arg(&file)
-        .output()
-        .expect("run promtool (`make deps` installs the prometheus package)");
-    match output.status.success() {
-        true => Ok(()),
-        false => Err(format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )),
-    }
 }
 
 /// The type of every family of an output, by name.

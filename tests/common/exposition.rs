@@ -66,6 +66,27 @@ pub fn recursion_misses(text: &str) -> f64 {
         .sum()
 }
 
+/// `promtool test rules` on a test file's `yaml`: Err with what promtool
+/// said when a test fails.
+pub fn promtool_test_rules(yaml: &str) -> Result<(), String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("test.yml");
+    std::fs::write(&file, yaml).unwrap();
+    let output = Command::new("promtool")
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool (make test-deps installs the prometheus package)");
+    match output.status.success() {
+        true => Ok(()),
+        false => Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )),
+    }
+}
+
 /// `promtool check metrics` on `text`: must exit 0 and print no lint problem.
 pub fn promtool_check(text: &str) {
     let mut child = Command::new("promtool")

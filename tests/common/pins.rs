@@ -19,6 +19,21 @@ impl PinDir {
     }
 }
 
+impl PinDir {
+    /// `bpfsnap stop --pin` on this directory, which must succeed.
+    pub fn stop(&self) {
+        let stopped = bpfsnap()
+            .args(["stop", "--pin", path_str(&self.0)])
+            .output()
+            .unwrap();
+        assert!(
+            stopped.status.success(),
+            "bpfsnap stop: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+    }
+}
+
 impl Drop for PinDir {
     fn drop(&mut self) {
         let _ = bpfsnap()
