@@ -941,6 +941,29 @@ impl Drop for BpfStats {
     }
 }
 
+/// With kernel.bpf_stats_enabled=1 and `--counts window`, the run
+/// statistics are gauges of one window, under names promtool accepts (a
+/// gauge named `..._run_count` it refuses: `_count` is a histogram's).
+#[test]
+fn run_statistics_of_one_window_pass_promtool() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let dir = install_examples(&["comm_getpid.toml"]);
+    let config = dir.path().join("comm_getpid.toml");
+    let _stats = BpfStats::enable();
+    let comm = unique_comm("bpfsnap", 'w');
+    let stdout = run_with_load(&["--counts", "window", path_str(&config)], || {
+        getpid_calls_as(&comm, GETPID_CALLS)
+    });
+    let program = r#"{config="comm_getpid",program="count_getpid"}"#;
+    let runs = common::sample(&stdout, &format!("bpfsnap_program_runs{program}"));
+    assert!(
+        runs.is_some_and(|n| n >= GETPID_CALLS as f64),
+        "{runs:?}\n{stdout}"
+    );
+}
+
 /// The id label (with its quotes) of `config`'s one program in `info`'s samples.
 fn program_id(text: &str, info: &str, config: &str) -> String {
     common::samples(text, info)
@@ -972,10 +995,7 @@ fn run_time_and_count_follow_kernel_bpf_stats() {
         getpid_calls_as(&comm, GETPID_CALLS)
     });
     let program = r#"{config="comm_getpid",program="count_getpid"}"#;
-    let count = common::sample(
-        &stdout,
-        &format!("bpfsnap_program_run_count_total{program}"),
-    );
+    let count = common::sample(&stdout, &format!("bpfsnap_program_runs_total{program}"));
     assert!(
         count.is_some_and(|n| n >= GETPID_CALLS as f64),
         "the program ran once per getpid call at least: {count:?}\n{stdout}"

@@ -91,9 +91,11 @@ impl SelfMetric {
         "Time the BPF program has run in the kernel (kernel.bpf_stats_enabled=1).",
         upstream = ("ebpf_program_run_time_seconds", ["id"])
     );
+    // Not `program_run_count_total`: with `--counts window` a counter is a
+    // gauge without `_total`, and promtool refuses a gauge named `_count`.
     self_metric!(
         PROGRAM_RUN_COUNT,
-        "program_run_count_total",
+        "program_runs_total",
         Counter,
         ["config", "program"],
         "Times the BPF program has run (kernel.bpf_stats_enabled=1).",
