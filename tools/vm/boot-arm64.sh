@@ -85,12 +85,14 @@ mkdir -p "$stage$root/target/aarch64-unknown-linux-gnu/tmp"
 
 # What the guest runs after the root is mounted; the command as on x86.
 mkdir -p "$stage/vmout"
+# Its output also goes to the console (console.log), to follow a long run
+# and to keep what it printed if the guest never finishes.
 {
-  echo '#!/bin/sh'
+  echo '#!/bin/bash'
   printf 'cd %q || exit 1\n' "$PWD"
   printf '%q ' "$@"
-  printf '> /vmout/log 2>&1\n'
-  printf 'echo $? > /vmout/rc\n'
+  printf '2>&1 | tee /vmout/log > /dev/console\n'
+  printf 'echo "${PIPESTATUS[0]}" > /vmout/rc\n'
 } > "$stage/vmout/guest.sh"
 cat > "$stage/vmout/init" <<'EOF'
 #!/bin/bash
@@ -114,7 +116,7 @@ hostname bpfsnap-arm64
 ip link set lo up
 ulimit -l unlimited
 echo "vm-init: running the command" > /dev/console
-BPFSNAP_VM_SCRATCH=/dev/vdb /bin/sh /vmout/guest.sh
+BPFSNAP_VM_SCRATCH=/dev/vdb /bin/bash /vmout/guest.sh
 echo "vm-init: the command exited $(cat /vmout/rc 2> /dev/null)" > /dev/console
 sync
 echo o > /proc/sysrq-trigger

@@ -29,11 +29,13 @@ suite=bookworm
 # modprobe (kmod), mkfs.ext4 (e2fsprogs), bpftool, gzip, find; cc with
 # <sys/sdt.h> (tests/attach_types compiles its uprobe/USDT target in the
 # guest); busybox-static for the guest's initramfs (boot.sh), which loads the
-# modules the root is mounted with.
+# modules the root is mounted with; promtool and node_exporter (prometheus,
+# prometheus-node-exporter), which the tests check bpfsnap's output with.
 packages=(
   bash util-linux mount iproute2 procps curl ca-certificates kmod e2fsprogs
   bpftool gzip findutils coreutils grep sed gawk
   gcc libc6-dev systemtap-sdt-dev busybox-static
+  prometheus prometheus-node-exporter
 )
 stamp="$suite ${packages[*]}"
 
@@ -68,7 +70,7 @@ mirror() {
 }
 
 mkdir -p "$dir"
-rm -rf "$dir/stamp" "$dir/tree" "$dir/tree.new"
+rm -rf --one-file-system "$dir/stamp" "$dir/tree" "$dir/tree.new"
 say "building a Debian $suite arm64 root ($dir/tree): ${packages[*]}"
 start=$(date +%s)
 include=$(IFS=,; echo "${packages[*]}")
