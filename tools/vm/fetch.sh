@@ -37,7 +37,7 @@ wanted=" $* "
 kernels() {
   grep -vE '^\s*(#|$)' "$conf" | awk '{print $1, $2, $3, $4}' |
     while read -r name rest; do
-      [[ $wanted == "  " || $wanted == *" $name "* ]] && echo "$name $rest"
+      if [[ $wanted == "  " || $wanted == *" $name "* ]]; then echo "$name $rest"; fi
     done
 }
 
@@ -68,7 +68,7 @@ apt_setup() { # apt_setup ARCH: sets apt_opts, updating the lists once per run
   [[ -z ${updated[$arch]:-} ]] || return 0
   mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial"
   kernels | while read -r name suite _; do
-    [[ $(arch_of "$name") == "$arch" ]] && echo "$suite"
+    if [[ $(arch_of "$name") == "$arch" ]]; then echo "$suite"; fi
   done | sort -u | while read -r suite; do
     echo "deb [arch=$arch signed-by=$keyring] $(mirror) $suite main"
   done > "$apt_dir/sources.list"
