@@ -30,7 +30,7 @@ endif
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps test-deps build run install deb test vm-test lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps test-deps build run install deb test vm-test vm-test-arm64 lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
@@ -82,7 +82,17 @@ test: test-deps lint fuzz-smoke
 # QEMU over this machine's root, running tools/vm/suite.txt in each.
 # `make vm-test KERNELS=6.12` runs one.
 vm-test: test-deps
+	$(if $(findstring -arm64,$(KERNELS)),@BPFSNAP_ARCH=aarch64 tools/deps.sh test)
 	CARGO="$(CARGO)" tools/vm/matrix.sh $(KERNELS)
+
+# The arm64 legs of the matrix: Debian's arm64 6.1 and 6.12 kernels booted in
+# qemu-system-aarch64 (software emulation) over an arm64 root built by
+# tools/vm/root-arm64.sh, running the same suite cross-built for aarch64
+# (what cross-building needs is installed first, as `make deps ARCH=arm64`).
+# `make vm-test KERNELS=6.12-arm64` runs one.
+vm-test-arm64: test-deps
+	@BPFSNAP_ARCH=aarch64 tools/deps.sh test
+	CARGO="$(CARGO)" tools/vm/matrix.sh 6.1-arm64 6.12-arm64
 
 # bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
 # side by side in one run; prints the table (BENCHMARKS.md). As root.

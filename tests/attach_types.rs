@@ -297,9 +297,39 @@ fn fentry_and_fexit_count_the_test_threads_calls_exactly() {
         return;
     };
     let object = common::fixture_object("attach_types_fentry");
-    if feature_present(common::test_name!(), trampolines_missing(&object)) {
-        getpgid_calls_are_counted("attach_types_fentry", ["fentry", "fexit"]);
+    if !feature_present(common::test_name!(), trampolines_missing(&object)) {
+        return;
     }
+    if trampolines_attach() {
+        getpgid_calls_are_counted("attach_types_fentry", ["fentry", "fexit"]);
+    } else {
+        let (_dir, config) = install("attach_types_fentry", "attach_types_calls.yaml");
+        let stderr = run_refused(&config);
+        assert!(
+            stderr.starts_with("bpfsnap: error: attach_types_fentry: cannot attach program ")
+                && stderr.ends_with(
+                    "this kernel cannot attach fentry/fexit programs to kernel functions \
+                     (no ftrace direct calls: arm64 has them from Linux 6.4): \
+                     use kprobe or kretprobe sections"
+                ),
+            "names the program and says why: {stderr}"
+        );
+    }
+}
+
+/// Whether fentry/fexit programs that load here also attach to kernel
+/// functions: arm64 kernels call BPF trampolines from a function's entry
+/// only from Linux 6.4 (ftrace direct calls); 6.1 refuses the attach.
+fn trampolines_attach() -> bool {
+    if !cfg!(target_arch = "aarch64") {
+        return true;
+    }
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let mut numbers = release
+        .split(|c: char| !c.is_ascii_digit())
+        .map(|n| n.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    (major, minor) >= (6, 4)
 }
 
 // --- kprobe.multi ------------------------------------------------------------
@@ -387,7 +417,8 @@ fn kprobe_multi_is_refused(config: &Path) {
 /// The kernel function that calls the system call's function here.
 fn syscall_caller() -> &'static str {
     if cfg!(target_arch = "aarch64") {
-        "invoke_syscall"
+        // invoke_syscall is inlined into el0_svc_common in Debian's kernels.
+        "do_el0_svc"
     } else {
         "do_syscall_64"
     }

@@ -778,16 +778,18 @@ fn is_bpf(call: &Trapped, cmds: &[u32]) -> bool {
     call.nr == libc::SYS_bpf && cmds.contains(&call.bpf_cmd())
 }
 
+/// The system calls that rename a file (arm64 has no plain rename(2)).
+#[cfg(target_arch = "x86_64")]
+const RENAMES: [libc::c_long; 3] = [libc::SYS_rename, libc::SYS_renameat, libc::SYS_renameat2];
+#[cfg(not(target_arch = "x86_64"))]
+const RENAMES: [libc::c_long; 2] = [libc::SYS_renameat, libc::SYS_renameat2];
+
 fn is_rename(call: &Trapped) -> bool {
-    [libc::SYS_rename, libc::SYS_renameat, libc::SYS_renameat2].contains(&call.nr)
+    RENAMES.contains(&call.nr)
 }
 
 fn rename_traps() -> Vec<Trap> {
-    vec![
-        Trap::Syscall(libc::SYS_rename),
-        Trap::Syscall(libc::SYS_renameat),
-        Trap::Syscall(libc::SYS_renameat2),
-    ]
+    RENAMES.iter().map(|&nr| Trap::Syscall(nr)).collect()
 }
 
 /// Whether `pid` has a handler for `signal` (SigCgt in /proc/PID/status).

@@ -51,6 +51,9 @@ test_packages=(
   # virtme-ng (installed from PyPI into a venv under target/vm), with
   # busybox for its initramfs and kmod for modules in the guest.
   qemu-system-x86 busybox-static kmod python3-venv
+  # Its arm64 legs: qemu-system-aarch64, and an arm64 root built by
+  # mmdebstrap, whose maintainer scripts run through qemu-user (binfmt_misc).
+  qemu-system-arm mmdebstrap arch-test qemu-user-static e2fsprogs cpio
   debian-archive-keyring  # verifies the kernel packages' suites
   tmux                    # the terminal view, tested at fixed widths
 )

@@ -113,6 +113,16 @@ pub(super) fn attach_error(name: &str, point: &AttachPoint, err: &anyhow::Error)
             return anyhow!("{what}: {reason}");
         }
     }
+    // ENOTSUPP (524) from the attach of a program that loaded: the kernel
+    // has BPF trampolines but cannot call them from a kernel function's
+    // entry (no ftrace direct calls: arm64 before Linux 6.4).
+    if attach.is_trampoline() && format!("{err:#}").contains("(os error 524)") {
+        libbpf_log::take();
+        return anyhow!(
+            "{what}: this kernel cannot attach fentry/fexit programs to kernel functions \
+             (no ftrace direct calls: arm64 has them from Linux 6.4): use kprobe or kretprobe sections"
+        );
+    }
     anyhow!("{what}: {err:#}{}", last_message(&libbpf_log::take()))
 }
 

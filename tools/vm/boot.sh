@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Boots kernel NAME of tools/vm/kernels.conf (fetched by fetch.sh) in QEMU
 # over this machine's root file system, runs COMMAND inside as root, and
-# exits with its status. OUT_DIR is shared read-write with the guest and
+# exits with its status (kernels named *-arm64: tools/vm/boot-arm64.sh).
+# OUT_DIR is shared read-write with the guest and
 # receives `log` (the command's output) and `console.log` (the kernel's).
 #
 #   tools/vm/boot.sh NAME OUT_DIR COMMAND [ARGS...]
@@ -24,6 +25,8 @@ say() { echo "vm-boot: $*" >&2; }
 
 (($# >= 3)) || { say "usage: $0 NAME OUT_DIR COMMAND [ARGS...]"; exit 2; }
 name=$1 out=$2
+# The arm64 legs boot in qemu-system-aarch64 over an arm64 root of their own.
+[[ $name == *-arm64 ]] && exec "$root/tools/vm/boot-arm64.sh" "$@"
 shift 2
 tree=$vm_dir/kernels/$name
 [[ -f $tree/.release ]] || { say "kernel $name is not fetched: run tools/vm/fetch.sh"; exit 1; }

@@ -24,7 +24,8 @@ setup() {
   # kernels. The scratch disk is boot.sh's.
   modprobe -a virtio_blk loop || return
   local scratch
-  scratch=/dev/$(ls /sys/block | grep -m1 '^vd') || return
+  # (the arm64 guests' root is a vd* disk too: boot-arm64.sh names the scratch one)
+  scratch=${BPFSNAP_VM_SCRATCH:-/dev/$(ls /sys/block | grep -m1 '^vd')} || return
   mkfs.ext4 -q -F "$scratch" && mount "$scratch" /mnt || return
   export TMPDIR=/mnt
 }

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The kernel matrix (`make vm-test`, part of `make test`): for each kernel of
 # tools/vm/kernels.conf, boots it in QEMU over this machine's root and runs
-# the tests of tools/vm/suite.txt inside, built here. The host's own kernel is
+# the tests of tools/vm/suite.txt inside, built here (cross-built for the
+# arm64 legs, kernels named *-arm64, which boot over an arm64 root:
+# tools/vm/boot-arm64.sh). The host's own kernel is
 # covered by `cargo test`. Fails loudly if a kernel cannot be fetched or
 # booted or a test fails: nothing is skipped.
 #
-#   tools/vm/matrix.sh [NAME...]     (default: every kernel)
+#   tools/vm/matrix.sh [NAME...]     (default: every kernel but the *-arm64 ones)
 #
 # BPFSNAP_VM_SUITE names another suite file (for a quicker look at one test).
 set -euo pipefail
@@ -15,13 +17,19 @@ vm_dir=${BPFSNAP_VM_DIR:-$root/target/vm}
 cd "$root"
 say() { echo "vm-matrix: $*" >&2; }
 
-tools/vm/fetch.sh
+# The architecture of kernel NAME's guest: the arm64 legs are named NAME-arm64.
+arch_of() { [[ $1 == *-arm64 ]] && echo aarch64 || echo "$(uname -m)"; }
 
-# The test binaries, by target name (`lib` for the library's unit tests).
-binaries=$vm_dir/binaries.txt
-mkdir -p "$vm_dir"
-"${CARGO:-cargo}" test --locked --no-run --message-format=json 2> "$vm_dir/build.log" |
-  python3 -c '
+# build_suite ARCH: the test binaries for ARCH (cross-built for aarch64:
+# .cargo/config.toml), by target name (`lib` for the library's unit tests),
+# and the suite file of their paths, $vm_dir/suite-ARCH.
+build_suite() {
+  local arch=$1 target=() binaries=$vm_dir/binaries-$1.txt
+  [[ $arch == "$(uname -m)" ]] || target=(--target "$arch-unknown-linux-gnu")
+  mkdir -p "$vm_dir"
+  say "building the test binaries ($arch)"
+  "${CARGO:-cargo}" test --locked --no-run "${target[@]}" --message-format=json 2> "$vm_dir/build-$arch.log" |
+    python3 -c '
 import json, sys
 for line in sys.stdin:
     m = json.loads(line)
@@ -30,16 +38,15 @@ for line in sys.stdin:
         name = "lib" if t["kind"] == ["lib"] else t["name"]
         if t["kind"] != ["bin"]:
             print(name, m["executable"])' > "$binaries" || {
-  tail -30 "$vm_dir/build.log" >&2
-  exit 1
+    tail -30 "$vm_dir/build-$arch.log" >&2
+    exit 1
+  }
+  grep -vE '^\s*(#|$)' "${BPFSNAP_VM_SUITE:-tools/vm/suite.txt}" | while read -r name args; do
+    path=$(awk -v n="$name" '$1 == n {print $2}' "$binaries")
+    [[ -n $path ]] || { say "tools/vm/suite.txt names $name, which is no test target"; exit 1; }
+    echo "$path $args"
+  done > "$vm_dir/suite-$arch"
 }
-
-suite=$vm_dir/suite
-grep -vE '^\s*(#|$)' "${BPFSNAP_VM_SUITE:-tools/vm/suite.txt}" | while read -r name args; do
-  path=$(awk -v n="$name" '$1 == n {print $2}' "$binaries")
-  [[ -n $path ]] || { say "tools/vm/suite.txt names $name, which is no test target"; exit 1; }
-  echo "$path $args"
-done > "$suite"
 
 wanted=("$@")
 # Kernels boot side by side, each VM on a host thread of its own (TCG runs
@@ -64,22 +71,35 @@ run_kernel() {
   rm -f "$out/status" "$out/took"
   say "kernel $name: booting (results in $out/log)"
   start=$(date +%s)
-  tools/vm/boot.sh "$name" "$out" tools/vm/guest-suite.sh "$suite" "$name" "$min_builtins" \
+  tools/vm/boot.sh "$name" "$out" tools/vm/guest-suite.sh "$vm_dir/suite-$(arch_of "$name")" "$name" "$min_builtins" \
     2> "$out/boot.log" || status=$?
   echo $(($(date +%s) - start)) > "$out/took"
   echo "$status" > "$out/status"
 }
 
 names=()
+declare -A min_of=() arches=()
 while read -r name _suite _package _version min_builtins; do
-  if ((${#wanted[@]})) && [[ ! " ${wanted[*]} " == *" $name "* ]]; then
+  # Named ones, or by default the host architecture's (the arm64 legs take
+  # longer under emulation than `make test` allows: `make vm-test-arm64`).
+  if ((${#wanted[@]})); then
+    [[ " ${wanted[*]} " == *" $name "* ]] || continue
+  elif [[ $name == *-arm64 ]]; then
     continue
   fi
   names+=("$name")
+  min_of[$name]=$min_builtins
+  arches[$(arch_of "$name")]=1
+done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
+((${#names[@]})) || { say "no kernel named ${wanted[*]} in tools/vm/kernels.conf"; exit 1; }
+tools/vm/fetch.sh "${names[@]}"
+for arch in "${!arches[@]}"; do build_suite "$arch"; done
+
+for name in "${names[@]}"; do
   # A poll, not a wait for the next VM to end: the file may allow more first.
   while (($(jobs -rp | wc -l) >= $(jobs_max))); do sleep 2; done
-  run_kernel "$name" "$min_builtins" &
-done < <(grep -vE '^\s*(#|$)' tools/vm/kernels.conf)
+  run_kernel "$name" "${min_of[$name]}" &
+done
 wait
 
 failed=()
