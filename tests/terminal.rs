@@ -21,7 +21,9 @@ const VALUES: [(u64, usize); 3] = [(1, 20), (3, 20), (7, 10)];
 const LINEAR: &str = "count 50, sum 150, p50 2.25, p90 6.5, p99 6.95";
 const EXP2: &str = "count 50, sum 150, p50 2.5, p90 6, p99 7.8";
 
-/// A tmux session running one command, killed when dropped.
+/// A tmux session running one command, killed when dropped. Each on a
+/// server of its own (`-L`): on the default socket, a session started while
+/// the previous one's server was exiting failed ("tmux new-session").
 struct Tmux {
     session: String,
 }
@@ -29,12 +31,15 @@ struct Tmux {
 impl Tmux {
     fn start(width: usize, command: &str) -> Tmux {
         let session = format!("bpfsnap-test-{}-{width}", std::process::id());
-        let status = Command::new("tmux")
+        let tmux = Tmux { session };
+        let status = tmux
+            .command()
+            .args(["-f", "/dev/null"])
             .args([
                 "new-session",
                 "-d",
                 "-s",
-                &session,
+                &tmux.session,
                 "-x",
                 &width.to_string(),
             ])
@@ -42,11 +47,19 @@ impl Tmux {
             .status()
             .expect("run tmux (make test-deps installs it)");
         assert!(status.success(), "tmux new-session");
-        Tmux { session }
+        tmux
+    }
+
+    /// tmux, talking to this session's own server.
+    fn command(&self) -> Command {
+        let mut command = Command::new("tmux");
+        command.args(["-L", &self.session]);
+        command
     }
 
     fn capture(&self) -> String {
-        let output = Command::new("tmux")
+        let output = self
+            .command()
             .args(["capture-pane", "-p", "-J", "-S", "-", "-t", &self.session])
             .output()
             .unwrap();
@@ -67,7 +80,8 @@ impl Tmux {
     }
 
     fn send(&self, keys: &str) {
-        let status = Command::new("tmux")
+        let status = self
+            .command()
             .args(["send-keys", "-t", &self.session, keys])
             .status()
             .unwrap();
@@ -77,9 +91,7 @@ impl Tmux {
 
 impl Drop for Tmux {
     fn drop(&mut self) {
-        let _ = Command::new("tmux")
-            .args(["kill-session", "-t", &self.session])
-            .status();
+        let _ = self.command().arg("kill-server").status();
     }
 }
 
