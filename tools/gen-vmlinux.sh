@@ -34,17 +34,8 @@ for tool in apt-get dpkg-deb python3 bpftool; do
   command -v "$tool" >/dev/null || { say "$tool is missing (make test-deps installs it)"; exit 1; }
 done
 
-# The machine's Debian mirror, as tools/vm/fetch.sh finds it.
-mirror() {
-  local uri
-  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '{print $2}' | grep -v security | head -1 || true)
-  if [[ -z $uri ]]; then
-    uri=$(grep -hoE '^deb +(\[[^]]*\] +)?[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '{print $NF}' | grep -v security | head -1 || true)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
-}
+# mirror(): the machine's Debian mirror.
+source "$root/tools/debian-mirror.sh"
 
 apt_dir=$work/apt
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$work/debs"

@@ -19,17 +19,8 @@ vm_dir=${BPFSNAP_VM_DIR:-$root/target/vm}
 conf=$root/tools/vm/kernels.conf
 say() { echo "vm-fetch: $*" >&2; }
 
-# The machine's Debian mirror (deb822 .sources or one-line lists).
-mirror() {
-  local uri
-  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '{print $2}' | grep -v security | head -1 || true)
-  if [[ -z $uri ]]; then
-    uri=$(grep -hoE '^deb +(\[[^]]*\] +)?[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '{print $NF}' | grep -v security | head -1 || true)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
-}
+# mirror(): the machine's Debian mirror.
+source "$root/tools/debian-mirror.sh"
 
 # name suite package version, one line per kernel (those named on the
 # command line, or all).

@@ -57,17 +57,8 @@ if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
   cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
 fi
 
-# The machine's Debian mirror, as tools/vm/fetch.sh finds it.
-mirror() {
-  local uri
-  uri=$(grep -hoE '^URIs: *[^ ]+' /etc/apt/sources.list.d/*.sources 2>/dev/null |
-    awk '{print $2}' | grep -v security | head -1 || true)
-  if [[ -z $uri ]]; then
-    uri=$(grep -hoE '^deb +(\[[^]]*\] +)?[^ ]+' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
-      awk '{print $NF}' | grep -v security | head -1 || true)
-  fi
-  echo "${uri:-http://deb.debian.org/debian}"
-}
+# mirror(): the machine's Debian mirror.
+source "$root/tools/debian-mirror.sh"
 
 mkdir -p "$dir"
 rm -rf --one-file-system "$dir/stamp" "$dir/tree" "$dir/tree.new"
