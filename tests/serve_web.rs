@@ -635,8 +635,9 @@ fn serve_p99_beside_node_exporter() {
         .unwrap_or_else(|err| panic!("bpfsnap serve: {err}"));
     server.signal(libc::SIGTERM);
     assert!(server.finish().0.success());
-    let exporter = NodeExporter::start(free_port(), &pki, &config);
-    let theirs = twenty_scrapers(&pki, exporter.port, exporter.child.id(), "node_exporter")
+    let web_config = format!("--web.config.file={}", path_str(&config));
+    let exporter = common::NodeExporter::with_args(&[web_config]);
+    let theirs = twenty_scrapers(&pki, exporter.port, exporter.pid(), "node_exporter")
         .unwrap_or_else(|err| panic!("node_exporter: {err}"));
     let p99 = |load: &ScrapeLoad| common::quantile(&load.latencies, 0.99).as_secs_f64();
     let peak = |load: &ScrapeLoad| load.rss.iter().max().copied().unwrap_or(0);
@@ -650,46 +651,4 @@ fn serve_p99_beside_node_exporter() {
         peak(&ours),
         peak(&theirs)
     );
-}
-
-/// Debian's node_exporter behind a web config, serving once this returns;
-/// killed however the test ends (left running, it would hold the test
-/// harness's stdout open).
-struct NodeExporter {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl NodeExporter {
-    fn start(port: u16, pki: &Pki, web_config: &Path) -> NodeExporter {
-        let binary = "/usr/bin/prometheus-node-exporter";
-        assert!(
-            Path::new(binary).exists(),
-            "{binary} is not installed: make test-deps installs it"
-        );
-        let child = Command::new(binary)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg(format!("--web.config.file={}", path_str(web_config)))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let exporter = NodeExporter { child, port };
-        let url = format!("https://127.0.0.1:{port}/metrics");
-        let ca = pki.arg("ca.pem");
-        let args = ["--cacert", ca.as_str(), "-u", "prometheus:s3cret"];
-        poll("node_exporter serves", || {
-            curl_url(&url, &args)
-                .ok()
-                .filter(|(code, _, _)| *code == 200)
-        });
-        exporter
-    }
-}
-
-impl Drop for NodeExporter {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }

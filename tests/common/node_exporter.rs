@@ -1,13 +1,14 @@
 //! A real node_exporter serving bpfsnap's textfiles, for tests that check
-//! it reads every file bpfsnap writes without a scrape error.
+//! it reads every file bpfsnap writes without a scrape error, or with the
+//! flags a test gives (its default collectors behind a web config).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::PATIENCE;
+use super::{free_port, PATIENCE};
 
 /// A node_exporter with only the textfile collector, on loopback; killed on drop.
 pub struct NodeExporter {
@@ -17,14 +18,19 @@ pub struct NodeExporter {
 
 impl NodeExporter {
     pub fn start(textfile_dir: &Path) -> NodeExporter {
+        NodeExporter::with_args(&[
+            "--collector.disable-defaults".to_string(),
+            "--collector.textfile".to_string(),
+            format!("--collector.textfile.directory={}", textfile_dir.display()),
+        ])
+    }
+
+    /// node_exporter with `args` on a free loopback port, once it listens.
+    pub fn with_args(args: &[String]) -> NodeExporter {
         let port = free_port();
         let child = Command::new("prometheus-node-exporter")
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .args(["--collector.disable-defaults", "--collector.textfile"])
-            .arg(format!(
-                "--collector.textfile.directory={}",
-                textfile_dir.display()
-            ))
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,6 +45,10 @@ impl NodeExporter {
             std::thread::sleep(Duration::from_millis(10));
         }
         exporter
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// GET /metrics; the body.
@@ -63,11 +73,4 @@ impl Drop for NodeExporter {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
