@@ -141,9 +141,7 @@ fn negotiation_gzip_health_and_sigterm() {
         .contains("href=\"/metrics\""));
     assert_eq!(curl(port, "/nope", &[]).0, 404);
 
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
     assert!(
         common::still_loaded_after_exit(&ours).is_empty(),
         "SIGTERM detaches everything"
@@ -501,9 +499,7 @@ fn an_overflowing_perf_array_counts_lost_events_and_exits_0() {
         (BURST + more) as f64,
         "every event counted or counted as lost ({counted} + {lost})"
     );
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// exporter-toolkit's flags: every `--web.listen-address` (`--listen`) is
@@ -579,9 +575,7 @@ fn every_listen_address_serves_the_telemetry_path() {
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&connects.stdout), "200:1 200:0 ");
 
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// A scraper's kept-alive connection, idle between scrapes, is closed at
@@ -612,9 +606,7 @@ fn sigterm_closes_idle_kept_alive_connections() {
         "kept alive: {answer}"
     );
 
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
     assert_eq!(connection.read(&mut chunk).unwrap_or(0), 0, "closed");
 }
 
@@ -684,9 +676,7 @@ fn half_sent_requests_cannot_starve_a_scrape() {
     }
     assert!(opened.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1));
     scrape(port);
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// What `request` gets on a connection of its own, read until the server
@@ -762,9 +752,7 @@ fn odd_requests_are_answered_or_closed_and_serving_goes_on() {
         "{answer}"
     );
     scrape(port);
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// The `process_*` metrics of the Prometheus client libraries, with
@@ -989,9 +977,7 @@ fn sockets_given_as_fd_or_by_systemd_are_served() {
     drop(listener);
     server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
     assert!(scrape(port).contains("bpfsnap_syscalls_total{"));
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 
     let port = common::free_port();
     let mut command = Command::new("systemd-socket-activate");
@@ -1004,7 +990,5 @@ fn sockets_given_as_fd_or_by_systemd_are_served() {
     // The first scrape starts bpfsnap, which answers it once attached.
     assert!(scrape(port).contains("bpfsnap_syscalls_total{"));
     server.wait_for(&format!("serving http://127.0.0.1:{port}/metrics"));
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }

@@ -246,9 +246,7 @@ fn tls_and_basic_auth_as_curl_sees_them() {
     let tls12 = [&trusted[..], &["--tlsv1.2", "--tls-max", "1.2"]].concat();
     assert!(curl_url(&url, &tls12).is_err());
 
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 #[test]
@@ -293,9 +291,7 @@ fn client_certificates_are_required_and_verified() {
     assert!(curl_url(&url, &["--cacert", &ca]).is_err());
     assert!(curl_url(&url, &args(&certificate("stranger"))).is_err());
 
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// Prometheus scrapes bpfsnap as it scrapes node_exporter behind a web
@@ -338,9 +334,7 @@ fn a_real_prometheus_scrapes_over_tls_with_a_client_certificate_and_a_password()
     assert!(prometheus
         .query(r#"count(bpfsnap_syscalls_total{job="bpfsnap"})"#)
         .is_some_and(|series| series > 0.0));
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// The file is read again when it changes, as exporter-toolkit reads it at
@@ -497,9 +491,7 @@ fn stalled_tls_handshakes_cannot_starve_a_scrape() {
     }
     assert!(opened.elapsed() >= HEADER_TIMEOUT - Duration::from_secs(1));
     assert_eq!(curl_url(&url, &scrape).unwrap().0, 200);
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// 20 scrapers, each on its own kept-alive TLS connection with the
@@ -528,9 +520,7 @@ fn twenty_scrapers_over_tls_with_basic_auth() {
         grown < 16 * MIB,
         "RSS grew by {grown} bytes after the first third"
     );
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// What [`twenty_scrapers`] measured: every scrape's latency, sorted, and
@@ -611,9 +601,7 @@ fn bad_tls_records_are_closed_and_serving_goes_on() {
         );
         assert_eq!(curl_url(&url, &scrape).unwrap().0, 200, "after {record:?}");
     }
-    server.signal(libc::SIGTERM);
-    let (status, _, stderr) = server.finish();
-    assert!(status.success(), "{stderr}");
+    server.terminate();
 }
 
 /// A benchmark, run by `make bench` (bench/bench.py's `serve` stage), not

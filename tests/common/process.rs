@@ -115,6 +115,13 @@ impl Running {
         let rc = unsafe { libc::kill(self.child.id() as i32, signal) };
         assert_eq!(rc, 0, "kill");
     }
+
+    /// SIGTERM, as systemd stops a service: it must exit 0.
+    pub fn terminate(self) {
+        self.signal(libc::SIGTERM);
+        let (status, _, stderr) = self.finish();
+        assert!(status.success(), "{stderr}");
+    }
 }
 
 /// A test that fails while bpfsnap runs must not leave it running with its
