@@ -122,6 +122,16 @@ pub(super) struct Keyed<K: Copy> {
     value: u64,
 }
 
+/// A key of 17 to 24 sort bytes, whole, and its value: its first 16 bytes
+/// as a number, the rest zero-padded on the right (the bytes' order).
+#[derive(Clone, Copy)]
+#[repr(C, packed)]
+pub(super) struct Keyed24 {
+    prefix: u128,
+    next: u64,
+    value: u64,
+}
+
 /// A longer key's first 24 sort bytes, and where the whole is: keys that
 /// share their first 16 bytes (a pid and a comm) are ordered by the next 8
 /// without reading the whole key from elsewhere.
@@ -140,6 +150,9 @@ pub(super) enum SortKeys {
     Narrow { keys: Vec<Keyed<u64>>, len: usize },
     /// Keys of up to 16 bytes.
     Medium { keys: Vec<Keyed<u128>>, len: usize },
+    /// Keys of up to 24 bytes (a `string` and an integer, an address and a
+    /// port): whole, with their values, as the shorter ones.
+    Long { keys: Vec<Keyed24>, len: usize },
     /// Longer keys: their first 16 bytes, and every key's whole bytes and
     /// value by row (once sorted, in order).
     Wide {
@@ -159,6 +172,10 @@ impl SortKeys {
                 len,
             },
             9..=16 => SortKeys::Medium {
+                keys: Vec::with_capacity(rows),
+                len,
+            },
+            17..=24 => SortKeys::Long {
                 keys: Vec::with_capacity(rows),
                 len,
             },
@@ -182,6 +199,11 @@ impl SortKeys {
                 key: be_number(key),
                 value,
             }),
+            SortKeys::Long { keys, .. } => keys.push(Keyed24 {
+                prefix: be_number(&key[..16]),
+                next: next_number(key),
+                value,
+            }),
             SortKeys::Wide {
                 prefixes,
                 bytes,
@@ -189,11 +211,9 @@ impl SortKeys {
                 ..
             } => {
                 let row = prefixes.len() as u32;
-                let next = &key[16..key.len().min(24)];
                 prefixes.push(Prefixed {
                     prefix: be_number(&key[..16]),
-                    // Zero-padded on the right: the bytes' order.
-                    next: (be_number(next) as u64) << (8 * (8 - next.len())),
+                    next: next_number(key),
                     row,
                 });
                 bytes.extend_from_slice(key);
@@ -207,6 +227,14 @@ impl SortKeys {
         match self {
             SortKeys::Narrow { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
             SortKeys::Medium { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
+            SortKeys::Long { keys, .. } => sort_by_prefix(
+                keys,
+                |keyed| keyed.prefix,
+                |x, y| {
+                    let (x, y) = (x.next, y.next);
+                    x.cmp(&y)
+                },
+            ),
             SortKeys::Wide {
                 prefixes,
                 bytes,
@@ -247,6 +275,21 @@ impl SortKeys {
                     previous = Some(key);
                 }
             }
+            SortKeys::Long { keys, len } => {
+                let mut previous = None;
+                let mut sort = [0u8; 24];
+                for &Keyed24 {
+                    prefix,
+                    next,
+                    value,
+                } in keys
+                {
+                    sort[..16].copy_from_slice(&prefix.to_be_bytes());
+                    sort[16..].copy_from_slice(&next.to_be_bytes());
+                    f(&sort[..*len], value, previous == Some((prefix, next)));
+                    previous = Some((prefix, next));
+                }
+            }
             SortKeys::Wide {
                 bytes, values, len, ..
             } => {
@@ -260,32 +303,52 @@ impl SortKeys {
     }
 }
 
-/// The rows of longer keys in order: a radix sort of their first 16 bytes,
-/// then each run of equal prefixes by the next 8 and the rest (stable).
+/// The rows of longer keys in order: by their first 16 bytes, then the
+/// next 8 and the rest (stable).
 fn sorted_wide<'b>(mut prefixes: Vec<Prefixed>, whole: &impl Fn(u32) -> &'b [u8]) -> Vec<u32> {
-    radsort::sort_by_key(&mut prefixes, |keyed| keyed.prefix);
+    // Bytes past the 24th are read from the whole key, rarely.
+    let rest = |row: u32| {
+        let key = whole(row);
+        &key[key.len().min(24)..]
+    };
+    sort_by_prefix(
+        &mut prefixes,
+        |keyed| keyed.prefix,
+        |x, y| {
+            let (x_next, y_next) = (x.next, y.next);
+            x_next
+                .cmp(&y_next)
+                .then_with(|| rest(x.row).cmp(rest(y.row)))
+        },
+    );
+    prefixes.iter().map(|keyed| keyed.row).collect()
+}
+
+/// Sorts `records` by a 16-byte prefix (a radix sort), then each run of
+/// equal prefixes by `rest` (stable: equal records keep their order).
+fn sort_by_prefix<T: Copy>(
+    records: &mut [T],
+    prefix: impl Fn(&T) -> u128 + Copy,
+    mut rest: impl FnMut(&T, &T) -> std::cmp::Ordering,
+) {
+    radsort::sort_by_key(records, prefix);
     let mut start = 0;
-    for at in 1..=prefixes.len() {
-        let (a, b) = (prefixes[start].prefix, prefixes.get(at).map(|p| p.prefix));
-        if b != Some(a) {
+    for at in 1..=records.len() {
+        let first = prefix(&records[start]);
+        if records.get(at).map(prefix) != Some(first) {
             if at - start > 1 {
-                // Stable: rows with equal keys keep their order. Bytes past
-                // the 24th are read from the whole key, rarely.
-                let rest = |row: u32| {
-                    let key = whole(row);
-                    &key[key.len().min(24)..]
-                };
-                prefixes[start..at].sort_by(|x, y| {
-                    let (x_next, y_next) = (x.next, y.next);
-                    x_next
-                        .cmp(&y_next)
-                        .then_with(|| rest(x.row).cmp(rest(y.row)))
-                });
+                records[start..at].sort_by(&mut rest);
             }
             start = at;
         }
     }
-    prefixes.iter().map(|keyed| keyed.row).collect()
+}
+
+/// A key's bytes 16 to 24 as a number, zero-padded on the right (the
+/// bytes' order).
+fn next_number(key: &[u8]) -> u64 {
+    let next = &key[16.min(key.len())..key.len().min(24)];
+    (be_number(next) as u64) << (8 * (8 - next.len()))
 }
 
 /// Up to 16 bytes as a big-endian number.
@@ -301,9 +364,9 @@ mod tests {
 
     #[test]
     fn keys_come_out_in_the_order_of_their_bytes() {
-        // Keys of 1, 12, 20 and 30 bytes: each kind of sort key, and keys
-        // longer than what a wide key's record holds.
-        for len in [1usize, 12, 20, 30] {
+        // Keys of 1 to 30 bytes: each kind of sort key at its edges, and
+        // keys longer than what a wide key's record holds.
+        for len in [1usize, 12, 17, 20, 24, 30] {
             let mut state = 0x2545_f491_4f6c_dd1du64;
             let keys: Vec<Vec<u8>> = (0..3000)
                 .map(|_| {
