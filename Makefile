@@ -27,6 +27,8 @@ else
 CARGO_TARGET := --target $(RUST_ARCH)-unknown-linux-gnu
 BIN := target/$(RUST_ARCH)-unknown-linux-gnu/release/bpfsnap
 endif
+# Debian's name of it (make deb).
+DEB_ARCH := $(if $(filter aarch64,$(RUST_ARCH)),arm64,amd64)
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
@@ -41,7 +43,7 @@ deps:
 
 # That and what `make test` needs (promtool, node_exporter, podman, QEMU ...).
 test-deps:
-	@tools/deps.sh test
+	@BPFSNAP_ARCH=$(RUST_ARCH) tools/deps.sh test
 
 build: deps
 	$(CARGO) build --release --locked $(CARGO_TARGET)
@@ -68,8 +70,10 @@ install: build
 # `dpkg-buildpackage -us -uc -b` in a cached Debian 12 root (tools/deb.sh,
 # tools/debroot.sh), with this machine's Rust and cargo's registry cache,
 # then checked by lintian. Install with: apt install ./target/deb/bpfsnap_*.deb
+# `make deb ARCH=arm64` cross-builds bpfsnap_VERSION_arm64.deb on amd64
+# (dpkg-buildpackage -a arm64 in a root with crossbuild-essential-arm64).
 deb: test-deps
-	tools/deb.sh target/deb
+	tools/deb.sh target/deb $(DEB_ARCH)
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in
