@@ -544,33 +544,8 @@ fn the_arm64_image_runs_bpfsnap_on_aarch64_and_the_manifest_list_holds_both() {
     let arm64 = arm64_binary();
     let work = tempfile::tempdir_in(Path::new(SOURCE).join("target")).unwrap();
     let out = work.path();
-    let list = format!("localhost/bpfsnap:test-arm64-{}", std::process::id());
-    let script = r#"
-list=$1 amd64=$2 arm64=$3 out=$4
-tools/image.sh "$list" "$amd64" "$arm64"
-trap 'remove "$list"' EXIT
-podman image inspect --format '{{.Os}}/{{.Architecture}}' "$list-arm64" > "$out/arch"
-podman manifest inspect "$list" > "$out/manifest.json"
-files_of "$list-arm64" > "$out/files"
-for platform in amd64 arm64; do
-  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" --version > "$out/version-$platform"
-  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" list --long > "$out/list-$platform"
-done
-"#;
-    let output = podman_script(out, script)
-        .arg(&list)
-        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
-        .arg(&arm64)
-        .arg(out)
-        .output()
-        .expect("unshare (util-linux)");
+    build_and_run_both_images(&arm64, out);
     let read = |name: &str| fs::read_to_string(out.join(name)).unwrap_or_default();
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
     assert_eq!(read("arch").trim(), "linux/arm64");
     check_manifest_list(&read("manifest.json"));
     // The arm64 loader lists what the arm64 binary links (run through
@@ -605,6 +580,39 @@ done
         std::io::stderr(),
         "container test (arm64): built, cross-built and run in {:.1} s",
         start.elapsed().as_secs_f64()
+    );
+}
+
+/// tools/image.sh on this build's binary and `arm64`; into `out`: the arm64
+/// image's platform, the manifest list, the arm64 image's files, and what
+/// `--version` and `list --long` print, run from the list for each
+/// platform.
+fn build_and_run_both_images(arm64: &Path, out: &Path) {
+    let list = format!("localhost/bpfsnap:test-arm64-{}", std::process::id());
+    let script = r#"
+list=$1 amd64=$2 arm64=$3 out=$4
+tools/image.sh "$list" "$amd64" "$arm64"
+trap 'remove "$list"' EXIT
+podman image inspect --format '{{.Os}}/{{.Architecture}}' "$list-arm64" > "$out/arch"
+podman manifest inspect "$list" > "$out/manifest.json"
+files_of "$list-arm64" > "$out/files"
+for platform in amd64 arm64; do
+  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" --version > "$out/version-$platform"
+  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" list --long > "$out/list-$platform"
+done
+"#;
+    let output = podman_script(out, script)
+        .arg(&list)
+        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
+        .arg(arm64)
+        .arg(out)
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
 }
 

@@ -1066,13 +1066,9 @@ fn the_arm64_package_is_cross_built_for_arm64() {
     installs_and_runs_on_arm64(&deb);
 }
 
-/// The arm64 package installed with dpkg into an arm64 Debian 12 root (the
-/// kernel matrix's, tools/vm/root-arm64.sh: built once, under an overlay
-/// that dies with the command), dpkg, the maintainer scripts and bpfsnap
-/// itself run by qemu-user: bpfsnap runs there, and on aarch64.
-fn installs_and_runs_on_arm64(deb: &Path) {
-    let start = Instant::now();
-    // (under the lock the arm64 legs of the kernel matrix take to build it)
+/// The arm64 Debian 12 root of the kernel matrix's arm64 legs
+/// (tools/vm/root-arm64.sh: built once, under the lock they take for it).
+fn arm64_root() -> PathBuf {
     let vm_dir = std::env::var_os("BPFSNAP_VM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(SOURCE).join("target/vm"));
@@ -1084,7 +1080,16 @@ fn installs_and_runs_on_arm64(deb: &Path) {
         .output()
         .expect("tools/vm/root-arm64.sh");
     assert!(tree.status.success(), "tools/vm/root-arm64.sh");
-    let tree = String::from_utf8(tree.stdout).unwrap();
+    PathBuf::from(String::from_utf8(tree.stdout).unwrap().trim())
+}
+
+/// The arm64 package installed with dpkg into an arm64 Debian 12 root (the
+/// kernel matrix's, tools/vm/root-arm64.sh: built once, under an overlay
+/// that dies with the command), dpkg, the maintainer scripts and bpfsnap
+/// itself run by qemu-user: bpfsnap runs there, and on aarch64.
+fn installs_and_runs_on_arm64(deb: &Path) {
+    let start = Instant::now();
+    let tree = arm64_root();
     let work = tempfile::tempdir_in(debroot_dir()).unwrap();
     let script = r#"
 tree=$1 work=$2 deb=$3 R=$2/root
@@ -1111,7 +1116,7 @@ in_root bpfsnap list --long
             script,
             "sh",
         ])
-        .arg(tree.trim())
+        .arg(tree)
         .arg(work.path())
         .arg(deb)
         .output()
