@@ -3,6 +3,12 @@
 #   docker build -t bpfsnap .        (or podman build; the build stage needs
 #                                     Debian's and crates.io's registries)
 #
+# For amd64 and arm64 nodes both, a manifest list (see
+# examples/deploy/kubernetes/README.md): `podman build --platform
+# linux/amd64,linux/arm64 --manifest NAME .` (the arm64 build stage runs
+# under qemu-user emulation), or `make image`, which builds only the runtime
+# stage, from this machine's builds (the arm64 one cross-built: tools/image.sh).
+#
 # Built with the Rust toolchain on Debian 12; the runtime image holds only
 # the binary and the libraries it links (libelf, zlib, libgcc_s, libc and the
 # dynamic loader, as ldd finds them: tools/image-root.sh), no shell, no

@@ -27,10 +27,12 @@ else
 CARGO_TARGET := --target $(RUST_ARCH)-unknown-linux-gnu
 BIN := target/$(RUST_ARCH)-unknown-linux-gnu/release/bpfsnap
 endif
+# Debian's name of it (make deb).
+DEB_ARCH := $(if $(filter aarch64,$(RUST_ARCH)),arm64,amd64)
 # Kernel tests must run in `make test`: never let them skip.
 export BPFSNAP_REQUIRE_KERNEL_TESTS := 1
 
-.PHONY: all deps test-deps build run install deb test vm-test vm-test-arm64 lint fmt docs examples vmlinux syscall-table errno-table clean \
+.PHONY: all deps test-deps build run install deb image test vm-test vm-test-arm64 lint fmt docs examples vmlinux syscall-table errno-table clean \
 	cargo-fuzz fuzz fuzz-smoke fuzz-cmin soak bench
 
 all: build
@@ -41,7 +43,7 @@ deps:
 
 # That and what `make test` needs (promtool, node_exporter, podman, QEMU ...).
 test-deps:
-	@tools/deps.sh test
+	@BPFSNAP_ARCH=$(RUST_ARCH) tools/deps.sh test
 
 build: deps
 	$(CARGO) build --release --locked $(CARGO_TARGET)
@@ -68,8 +70,21 @@ install: build
 # `dpkg-buildpackage -us -uc -b` in a cached Debian 12 root (tools/deb.sh,
 # tools/debroot.sh), with this machine's Rust and cargo's registry cache,
 # then checked by lintian. Install with: apt install ./target/deb/bpfsnap_*.deb
+# `make deb ARCH=arm64` cross-builds bpfsnap_VERSION_arm64.deb on amd64
+# (dpkg-buildpackage -a arm64 in a root with crossbuild-essential-arm64).
 deb: test-deps
-	tools/deb.sh target/deb
+	tools/deb.sh target/deb $(DEB_ARCH)
+
+# The container image for linux/amd64 and linux/arm64, and the manifest list
+# IMAGE naming both (the one name the DaemonSet needs on either kind of
+# node), in podman's local storage: the Dockerfile's runtime stage from the
+# release builds, native and cross-built for arm64, on an x86_64 host
+# (tools/image.sh). Publish: podman manifest push --all IMAGE docker://REGISTRY/bpfsnap:VERSION
+IMAGE ?= localhost/bpfsnap:$(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+image: test-deps
+	$(CARGO) build --release --locked
+	$(CARGO) build --release --locked --target aarch64-unknown-linux-gnu
+	tools/image.sh $(IMAGE) target/release/bpfsnap target/aarch64-unknown-linux-gnu/release/bpfsnap
 
 # Everything: format, lints, unit tests and the kernel/promtool/node_exporter
 # integration tests (as root) on this machine's kernel, where every built-in

@@ -8,14 +8,18 @@
 //!   privileges, read-only root, volumes, the runtime's default seccomp
 //!   profile) on this kernel: stopped by SIGTERM once attached, as the
 //!   kubelet stops it, it writes into the hostPath directory a file in which
-//!   every default built-in that runs on this machine ran.
+//!   every default built-in that runs on this machine ran;
+//! - on x86_64, the linux/arm64 image (bpfsnap cross-built for aarch64, the
+//!   arm64 libraries) and the manifest list of both, as `make image` makes
+//!   them: run by platform through qemu-user, each is bpfsnap of its
+//!   architecture.
 //!
 //! What this machine does not allow, and what the test does instead:
 //! - No image registry is reachable, so no Rust image for the build stage:
-//!   podman builds the runtime stage only, its build stage replaced
-//!   (--build-context build=DIR) by what the build stage would leave,
-//!   tools/image-root.sh run on this build's binary, as the Dockerfile's
-//!   build stage runs it on the release binary. (The whole Dockerfile was
+//!   podman builds the runtime stage only (tools/image.sh, as `make image`),
+//!   its build stage replaced (--build-context build=DIR) by what the build
+//!   stage would leave, tools/image-root.sh run on this build's binary, as
+//!   the Dockerfile's build stage runs it on the release binary. (The whole Dockerfile was
 //!   built once by hand, with a stand-in for the Rust image made of a
 //!   debootstrapped Debian 12 and this machine's toolchain: 4 min 41 s, a
 //!   17.9 MB image that ran as below. A release build in a container does
@@ -215,7 +219,6 @@ fn the_image_holds_the_binary_and_its_libraries_and_runs_as_the_daemonset_says()
     assert_eq!(strings(&security["capabilities"]["drop"]), ["ALL"]);
 
     let work = tempfile::tempdir_in(Path::new(SOURCE).join("target")).unwrap();
-    let store = Path::new(SOURCE).join("target/containers");
     let seccomp = work.path().join("seccomp.json");
     runtime_default_seccomp(&seccomp);
 
@@ -277,54 +280,28 @@ fn the_image_holds_the_binary_and_its_libraries_and_runs_as_the_daemonset_says()
         .strip_prefix(&format!("{textfile_mount}/"))
         .expect("the output is in the textfile directory");
 
-    // The runtime stage, from what the build stage would leave.
-    let context = work.path().join("build");
-    let status = Command::new(Path::new(SOURCE).join("tools/image-root.sh"))
-        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
-        .arg(context.join("out"))
-        .status()
-        .unwrap();
-    assert!(status.success(), "tools/image-root.sh");
-    let empty = work.path().join("context");
-    fs::create_dir(&empty).unwrap();
+    // The runtime stage, from what the build stage would leave
+    // (tools/image.sh: tools/image-root.sh's root of this build's binary).
     let files = work.path().join("files.txt");
     let pidfile = work.path().join("pid");
     let image = format!("localhost/bpfsnap:test-{}", std::process::id());
-
     let script = r#"
-store=$1 context=$2 empty=$3 files=$4 pidfile=$5 image=$6; shift 6
-mount -t cgroup2 none /sys/fs/cgroup
-podman() { command podman --root "$store/storage" --runroot "$store/run" --cgroup-manager=cgroupfs "$@"; }
-podman build --quiet --target runtime --build-context "build=$context" -f Dockerfile -t "$image" "$empty" >/dev/null
-container=$(podman create "$image")
-podman export "$container" | tar -t > "$files"
-podman rm "$container" >/dev/null
+binary=$1 files=$2 pidfile=$3 image=$4; shift 4
+tools/image.sh "$image" "$binary"
+files_of "$image-$ARCH" > "$files"
 status=0
-podman run --rm --pidfile "$pidfile" --cgroups=disabled \
-  --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "$@" || status=$?
-podman rmi "$image" >/dev/null
+podman run --rm --pidfile "$pidfile" $RUN "$@" || status=$?
+remove "$image"
 exit $status
 "#;
-    let mut command = Command::new("unshare");
+    let mut command = podman_script(work.path(), script);
     command
-        .current_dir(SOURCE)
-        .args([
-            "--mount",
-            "--propagation",
-            "private",
-            "sh",
-            "-euc",
-            script,
-            "sh",
-        ])
-        .arg(&store)
-        .arg(&context)
-        .arg(&empty)
+        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
         .arg(&files)
         .arg(&pidfile)
         .arg(&image)
         .args(&flags)
-        .arg(&image)
+        .arg(format!("{image}-{}", debian_arch(std::env::consts::ARCH)))
         .args(&args);
     let mut running = common::Running::spawn_command(command);
     // Killing podman (what Running does to a test that fails) would leave
@@ -373,38 +350,14 @@ exit $status
 
     // The image: the binary and its ldd closure (and the two empty
     // directories bpfsnap writes in), nothing else.
-    let listed = fs::read_to_string(&files).unwrap();
-    let image_files: BTreeSet<String> = listed
-        .lines()
-        .filter(|path| !path.ends_with('/'))
-        .map(|path| format!("/{}", path.trim_start_matches("./")))
-        .collect();
     let ldd = Command::new("ldd")
         .arg(env!("CARGO_BIN_EXE_bpfsnap"))
         .output()
         .unwrap();
-    let ldd = String::from_utf8(ldd.stdout).unwrap();
-    let mut expected: BTreeSet<String> = ldd
-        .lines()
-        .filter_map(|line| {
-            let words: Vec<&str> = line.split_whitespace().collect();
-            match words.as_slice() {
-                [_, "=>", path, ..] if path.starts_with('/') => Some(path.to_string()),
-                [path, ..] if path.starts_with('/') => Some(path.to_string()),
-                _ => None,
-            }
-        })
-        .collect();
-    assert!(expected.iter().any(|l| l.contains("libelf")), "{ldd}");
-    expected.insert("/usr/bin/bpfsnap".into());
-    assert_eq!(
-        image_files, expected,
-        "the image's files against ldd: {ldd}"
+    check_image_files(
+        &fs::read_to_string(&files).unwrap(),
+        &String::from_utf8(ldd.stdout).unwrap(),
     );
-    let directories: BTreeSet<&str> = listed.lines().filter(|p| p.ends_with('/')).collect();
-    for directory in ["run/lock/", "tmp/"] {
-        assert!(directories.contains(directory), "{listed}");
-    }
 
     // What it wrote into the hostPath.
     let text =
@@ -435,6 +388,95 @@ exit $status
     );
 }
 
+/// The image's files (`files_of`'s list): the binary and the libraries
+/// `ldd` (its text) says it links, nothing else, and the two empty
+/// directories bpfsnap writes in.
+fn check_image_files(listed: &str, ldd: &str) {
+    let image_files: BTreeSet<String> = listed
+        .lines()
+        .filter(|path| !path.ends_with('/'))
+        .map(|path| format!("/{}", path.trim_start_matches("./")))
+        .collect();
+    let mut expected: BTreeSet<String> = ldd
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [_, "=>", path, ..] if path.starts_with('/') => Some(path.to_string()),
+                [path, ..] if path.starts_with('/') => Some(path.to_string()),
+                _ => None,
+            }
+        })
+        .collect();
+    assert!(expected.iter().any(|l| l.contains("libelf")), "{ldd}");
+    expected.insert("/usr/bin/bpfsnap".into());
+    assert_eq!(
+        image_files, expected,
+        "the image's files against ldd: {ldd}"
+    );
+    let directories: BTreeSet<&str> = listed.lines().filter(|p| p.ends_with('/')).collect();
+    for directory in ["run/lock/", "tmp/"] {
+        assert!(directories.contains(directory), "{listed}");
+    }
+}
+
+/// Debian's (and the OCI image's) name of a Rust target architecture.
+fn debian_arch(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
+}
+
+/// `script` (sh; its arguments follow) with the tests' podman: its storage
+/// under target/containers (the machine's own is left alone), the cgroupfs
+/// manager, in a mount namespace of its own where /sys/fs/cgroup is a plain
+/// cgroup2 mount (crun refuses this machine's hybrid cgroups; see the top of
+/// this file). `$ARCH` is this machine's architecture (amd64), `$RUN` the
+/// flags every `podman run` needs here, `files_of IMAGE` lists an image's
+/// files, `remove NAME` removes tools/image.sh's manifest list and images.
+fn podman_script(work: &Path, script: &str) -> Command {
+    let store = Path::new(SOURCE).join("target/containers");
+    let storage = work.join("storage.conf");
+    fs::write(
+        &storage,
+        format!(
+            "[storage]\ndriver = \"overlay\"\ngraphroot = \"{}\"\nrunroot = \"{}\"\n",
+            store.join("storage").display(),
+            store.join("run").display()
+        ),
+    )
+    .unwrap();
+    let engine = work.join("containers.conf");
+    fs::write(&engine, "[engine]\ncgroup_manager = \"cgroupfs\"\n").unwrap();
+    let prelude = r#"
+mount -t cgroup2 none /sys/fs/cgroup
+# No cgroup (see above); podman raises RLIMIT_NOFILE and RLIMIT_NPROC, which
+# crun cannot do here without CAP_SYS_RESOURCE: below the hard limits.
+RUN="--cgroups=disabled --ulimit nofile=1024:1024 --ulimit nproc=1024:1024"
+files_of() {
+  container=$(podman create "$1")
+  podman export "$container" | tar -t
+  podman rm "$container" >/dev/null
+}
+remove() {
+  podman manifest rm "$1" >/dev/null
+  podman rmi $(podman images --quiet --filter "reference=$1-*") >/dev/null
+}
+"#;
+    let mut command = Command::new("unshare");
+    command
+        .current_dir(SOURCE)
+        .env("CONTAINERS_STORAGE_CONF", storage)
+        .env("CONTAINERS_CONF", engine)
+        .env("ARCH", debian_arch(std::env::consts::ARCH))
+        .args(["--mount", "--propagation", "private", "sh", "-euc"])
+        .arg(format!("{prelude}{script}"))
+        .arg("sh");
+    command
+}
+
 /// On a failing test, SIGKILL to the process whose pid is in the file.
 struct KillOnPanic(PathBuf);
 
@@ -450,4 +492,146 @@ impl Drop for KillOnPanic {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// bpfsnap cross-built for arm64 (aarch64-unknown-linux-gnu) in this test
+/// build's profile and target directory, as `make build ARCH=arm64` builds
+/// it (.cargo/config.toml's linker; `make test-deps` installs the cross
+/// toolchain and the arm64 libelf and zlib on x86_64).
+fn arm64_binary() -> PathBuf {
+    const TRIPLE: &str = "aarch64-unknown-linux-gnu";
+    let profile_dir = Path::new(env!("CARGO_BIN_EXE_bpfsnap")).parent().unwrap();
+    let target_dir = profile_dir.parent().unwrap();
+    let profile = profile_dir.file_name().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .current_dir(SOURCE)
+        .args([
+            "build", "--quiet", "--locked", "--bin", "bpfsnap", "--target", TRIPLE,
+        ])
+        .env("CARGO_TARGET_DIR", target_dir);
+    if profile == "release" {
+        cargo.arg("--release");
+    }
+    let output = cargo.output().expect("cargo");
+    assert!(
+        output.status.success(),
+        "cargo build --target {TRIPLE}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target_dir.join(TRIPLE).join(profile).join("bpfsnap")
+}
+
+/// The image for linux/arm64 and the manifest list that holds it beside
+/// the amd64 one, as `make image` makes them (tools/image.sh), on this
+/// x86_64 machine: the arm64 image's config says arm64, it holds the arm64
+/// binary and the arm64 libraries it links, and run through qemu-user
+/// (binfmt_misc, which `make test-deps` registers) it is bpfsnap on
+/// aarch64. Run by the manifest list's name, podman picks each platform's
+/// image, as a kubelet pulling the DaemonSet's image does on each node; the
+/// DaemonSet pins no architecture.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_arm64_image_runs_bpfsnap_on_aarch64_and_the_manifest_list_holds_both() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let start = Instant::now();
+    let pod = pod_spec();
+    for pinning in ["nodeSelector", "affinity", "nodeName"] {
+        assert!(pod.get(pinning).is_none(), "the DaemonSet sets {pinning}");
+    }
+    let arm64 = arm64_binary();
+    let work = tempfile::tempdir_in(Path::new(SOURCE).join("target")).unwrap();
+    let out = work.path();
+    build_and_run_both_images(&arm64, out);
+    let read = |name: &str| fs::read_to_string(out.join(name)).unwrap_or_default();
+    assert_eq!(read("arch").trim(), "linux/arm64");
+    check_manifest_list(&read("manifest.json"));
+    // The arm64 loader lists what the arm64 binary links (run through
+    // qemu-user, as ldd runs the host's loader).
+    let ldd = Command::new("/lib/ld-linux-aarch64.so.1")
+        .arg("--list")
+        .arg(&arm64)
+        .output()
+        .expect("the arm64 dynamic loader (libc6:arm64, make test-deps)");
+    let ldd = String::from_utf8_lossy(&ldd.stdout);
+    assert!(ldd.contains("/lib/aarch64-linux-gnu/libelf.so.1"), "{ldd}");
+    check_image_files(&read("files"), &ldd);
+
+    let version = format!("bpfsnap {}", env!("CARGO_PKG_VERSION"));
+    for platform in ["amd64", "arm64"] {
+        assert_eq!(read(&format!("version-{platform}")).trim(), version);
+    }
+    // pagefaults' tracepoint is x86's: the arm64 binary says so, by name
+    // of the architecture it runs on; the amd64 one does not.
+    let aarch64 = "x86_64 only, and this is aarch64";
+    let listed = read("list-arm64");
+    assert!(
+        listed.contains(aarch64) && listed.contains("syscalls"),
+        "{listed}"
+    );
+    let listed = read("list-amd64");
+    assert!(
+        !listed.contains(aarch64) && listed.contains("syscalls"),
+        "{listed}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "container test (arm64): built, cross-built and run in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+}
+
+/// tools/image.sh on this build's binary and `arm64`; into `out`: the arm64
+/// image's platform, the manifest list, the arm64 image's files, and what
+/// `--version` and `list --long` print, run from the list for each
+/// platform.
+fn build_and_run_both_images(arm64: &Path, out: &Path) {
+    let list = format!("localhost/bpfsnap:test-arm64-{}", std::process::id());
+    let script = r#"
+list=$1 amd64=$2 arm64=$3 out=$4
+tools/image.sh "$list" "$amd64" "$arm64"
+trap 'remove "$list"' EXIT
+podman image inspect --format '{{.Os}}/{{.Architecture}}' "$list-arm64" > "$out/arch"
+podman manifest inspect "$list" > "$out/manifest.json"
+files_of "$list-arm64" > "$out/files"
+for platform in amd64 arm64; do
+  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" --version > "$out/version-$platform"
+  podman run --rm --platform "linux/$platform" $RUN --network=none "$list" list --long > "$out/list-$platform"
+done
+"#;
+    let output = podman_script(out, script)
+        .arg(&list)
+        .arg(env!("CARGO_BIN_EXE_bpfsnap"))
+        .arg(arm64)
+        .arg(out)
+        .output()
+        .expect("unshare (util-linux)");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// `podman manifest inspect`'s JSON: one linux image per architecture,
+/// amd64 and arm64.
+fn check_manifest_list(json: &str) {
+    let list: serde_json::Value = serde_json::from_str(json).expect(json);
+    let platforms: Vec<String> = list["manifests"]
+        .as_array()
+        .map(|manifests| {
+            manifests
+                .iter()
+                .map(|m| format!("{}/{}", m["platform"]["os"], m["platform"]["architecture"]))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(
+        platforms,
+        ["\"linux\"/\"amd64\"", "\"linux\"/\"arm64\""],
+        "{json}"
+    );
 }

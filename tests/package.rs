@@ -153,27 +153,35 @@ fn took(since: Instant) -> String {
 fn package() -> &'static Path {
     static DEB: OnceLock<PathBuf> = OnceLock::new();
     DEB.get_or_init(|| {
-        let start = Instant::now();
-        let output = Command::new(Path::new(SOURCE).join("tools/deb.sh"))
-            .arg(debroot_dir().join("deb"))
-            .output()
-            .expect("tools/deb.sh");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "tools/deb.sh: {stderr}");
-        let deb = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
-        let name = deb.file_name().unwrap().to_string_lossy().into_owned();
-        assert!(
-            name.starts_with(&format!("bpfsnap_{}-", env!("CARGO_PKG_VERSION"))),
-            "debian/changelog's upstream version is Cargo.toml's: {name}"
-        );
-        let _ = writeln!(
-            std::io::stderr(),
-            "package test: dpkg-buildpackage and lintian {}\n{stderr}",
-            took(start)
-        );
+        let deb = build_package(&[]);
         check_contents(&deb);
         deb
     })
+}
+
+/// tools/deb.sh with `args` after the output directory (an architecture to
+/// cross-build for); the .deb it made.
+fn build_package(args: &[&str]) -> PathBuf {
+    let start = Instant::now();
+    let output = Command::new(Path::new(SOURCE).join("tools/deb.sh"))
+        .arg(debroot_dir().join("deb"))
+        .args(args)
+        .output()
+        .expect("tools/deb.sh");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "tools/deb.sh {args:?}: {stderr}");
+    let deb = PathBuf::from(String::from_utf8(output.stdout).unwrap().trim());
+    let name = deb.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with(&format!("bpfsnap_{}-", env!("CARGO_PKG_VERSION"))),
+        "debian/changelog's upstream version is Cargo.toml's: {name}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "package test: dpkg-buildpackage {args:?} and lintian {}\n{stderr}",
+        took(start)
+    );
+    deb
 }
 
 /// What the package ships: what tools/deb.sh's dpkg-deb build shipped, plus
@@ -906,12 +914,16 @@ fn packages_installed_by(set: &str, root: &Path) -> Vec<String> {
         .unwrap();
     assert!(listed.status.success());
     let wanted = String::from_utf8(listed.stdout).unwrap();
+    // Not the arm64 multiarch libraries of the test set on x86_64
+    // (libelf-dev:arm64 ...), which need arm64 among dpkg's architectures,
+    // as tools/deps.sh adds it but the root has not: libraries, no units.
+    let wanted = wanted.split_whitespace().filter(|p| !p.ends_with(":arm64"));
     let simulated = Command::new("chroot")
         .arg(root)
         .args(["env", "-i", PATH, "apt-get", "install", "--simulate"])
         .args(["--no-install-recommends", "-o", "Dir::Cache::pkgcache="])
         .args(["-o", "Dir::Cache::srcpkgcache="])
-        .args(wanted.split_whitespace())
+        .args(wanted)
         .output()
         .unwrap();
     let said = String::from_utf8_lossy(&simulated.stdout);
@@ -1003,4 +1015,175 @@ fn make_run_installs_nothing_that_starts_a_service() {
                 .any(|u| u.ends_with("prometheus-node-exporter.service")),
         "the test set's node_exporter ships its service: {exporter:?}"
     );
+}
+
+/// The arm64 package, cross-built on this x86_64 machine as `make deb
+/// ARCH=arm64` builds it (tools/deb.sh: `dpkg-buildpackage -a arm64` in a
+/// root with crossbuild-essential-arm64 and the arm64 libelf and zlib;
+/// lintian clean): named and marked arm64, shipping what the amd64 package
+/// ships, its binary aarch64's, and its Depends, which dpkg-shlibdeps
+/// computed from the arm64 libraries, exactly the packages of the libraries
+/// that binary needs (DT_NEEDED; its loader is libc6's).
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_arm64_package_is_cross_built_for_arm64() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let deb = build_package(&["arm64"]);
+    assert!(deb.to_string_lossy().ends_with("_arm64.deb"), "{deb:?}");
+    check_contents(&deb);
+    let field = |name: &str| {
+        let output = Command::new("dpkg-deb")
+            .arg("--field")
+            .arg(&deb)
+            .arg(name)
+            .output()
+            .unwrap();
+        String::from_utf8(output.stdout).unwrap().trim().to_string()
+    };
+    assert_eq!(field("Architecture"), "arm64");
+    let depends: BTreeSet<String> = field("Depends")
+        .split(',')
+        .filter_map(|dep| dep.split_whitespace().next().map(str::to_string))
+        .collect();
+
+    let unpacked = tempfile::tempdir_in(debroot_dir()).unwrap();
+    let status = Command::new("dpkg-deb")
+        .arg("--extract")
+        .arg(&deb)
+        .arg(unpacked.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let binary = unpacked.path().join("usr/bin/bpfsnap");
+    let header = readelf(&binary, "-h");
+    assert!(
+        header.contains("Machine:                           AArch64"),
+        "{header}"
+    );
+    assert_eq!(depends, arm64_owners(&readelf(&binary, "-d")), "Depends");
+    installs_and_runs_on_arm64(&deb);
+}
+
+/// The arm64 Debian 12 root of the kernel matrix's arm64 legs
+/// (tools/vm/root-arm64.sh: built once, under the lock they take for it).
+fn arm64_root() -> PathBuf {
+    let vm_dir = std::env::var_os("BPFSNAP_VM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(SOURCE).join("target/vm"));
+    fs::create_dir_all(&vm_dir).unwrap();
+    let tree = Command::new("flock")
+        .arg(vm_dir.join("boot.lock"))
+        .arg(Path::new(SOURCE).join("tools/vm/root-arm64.sh"))
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("tools/vm/root-arm64.sh");
+    assert!(tree.status.success(), "tools/vm/root-arm64.sh");
+    PathBuf::from(String::from_utf8(tree.stdout).unwrap().trim())
+}
+
+/// The arm64 package installed with dpkg into an arm64 Debian 12 root (the
+/// kernel matrix's, tools/vm/root-arm64.sh: built once, under an overlay
+/// that dies with the command), dpkg, the maintainer scripts and bpfsnap
+/// itself run by qemu-user: bpfsnap runs there, and on aarch64.
+fn installs_and_runs_on_arm64(deb: &Path) {
+    let start = Instant::now();
+    let tree = arm64_root();
+    let work = tempfile::tempdir_in(debroot_dir()).unwrap();
+    let script = r#"
+tree=$1 work=$2 deb=$3 R=$2/root
+mkdir "$work/upper" "$work/overlay" "$R"
+mount -t overlay overlay -o "lowerdir=$tree,upperdir=$work/upper,workdir=$work/overlay" "$R"
+mount -t proc proc "$R/proc"
+mount --rbind /sys "$R/sys"
+mount --rbind /dev "$R/dev"
+cp "$deb" "$R/tmp/bpfsnap.deb"
+in_root() { chroot "$R" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"; }
+in_root dpkg -i /tmp/bpfsnap.deb >&2
+in_root dpkg-query -W -f '${Status} ${Architecture}
+' bpfsnap
+in_root bpfsnap --version
+in_root bpfsnap list --long
+"#;
+    let output = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-euc",
+            script,
+            "sh",
+        ])
+        .arg(tree)
+        .arg(work.path())
+        .arg(deb)
+        .output()
+        .expect("unshare (util-linux)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let said = format!("{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "{said}");
+    let mut lines = stdout.lines();
+    assert_eq!(lines.next(), Some("install ok installed arm64"), "{said}");
+    let version = format!("bpfsnap {}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(lines.next(), Some(version.as_str()), "{said}");
+    assert!(
+        stdout.contains("x86_64 only, and this is aarch64") && stdout.contains("syscalls"),
+        "bpfsnap list on aarch64: {said}"
+    );
+    let _ = writeln!(
+        std::io::stderr(),
+        "package test (arm64): installed and run under qemu-user in {}",
+        took(start)
+    );
+}
+
+fn readelf(file: &Path, option: &str) -> String {
+    let output = Command::new("readelf")
+        .arg(option)
+        .arg(file)
+        .output()
+        .expect("readelf (binutils)");
+    assert!(output.status.success(), "readelf {option} {file:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The packages (this machine's arm64 multiarch ones, which `make
+/// test-deps` installs) of the libraries an arm64 binary needs, from
+/// `readelf -d`'s text.
+fn arm64_owners(dynamic: &str) -> BTreeSet<String> {
+    let needed: Vec<&str> = dynamic
+        .lines()
+        .filter(|line| line.contains("(NEEDED)"))
+        .filter_map(|line| line.split('[').nth(1)?.strip_suffix(']'))
+        .collect();
+    assert!(
+        needed.contains(&"libelf.so.1") && needed.contains(&"libz.so.1"),
+        "{dynamic}"
+    );
+    needed
+        .iter()
+        .map(|library| {
+            let owner = [
+                "/lib/",
+                "/lib/aarch64-linux-gnu/",
+                "/usr/lib/aarch64-linux-gnu/",
+            ]
+            .iter()
+            .find_map(|dir| {
+                let output = Command::new("dpkg")
+                    .arg("-S")
+                    .arg(format!("{dir}{library}"))
+                    .output()
+                    .ok()?;
+                let text = String::from_utf8(output.stdout).ok()?;
+                output
+                    .status
+                    .success()
+                    .then(|| text.split(':').next().unwrap_or("").to_string())
+            });
+            owner.unwrap_or_else(|| panic!("no arm64 package has {library}"))
+        })
+        .collect()
 }

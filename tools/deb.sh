@@ -4,8 +4,15 @@
 # Debian 12 root (tools/debroot.sh DIR build: build-essential, debhelper,
 # lintian and debian/control's Build-Depends; cached), then lintian:
 #
-#   tools/deb.sh OUTDIR     (as root; prints the path of OUTDIR/bpfsnap_VERSION_ARCH.deb)
+#   tools/deb.sh OUTDIR [ARCH]  (as root; prints the path of OUTDIR/bpfsnap_VERSION_ARCH.deb)
 #
+# ARCH is the package's Debian architecture, this machine's by default. Another
+# one (arm64 on amd64: `make deb ARCH=arm64`) is a Debian cross build,
+# `dpkg-buildpackage -a ARCH` in a root of its own (tools/debroot.sh DIR
+# build ARCH: crossbuild-essential-ARCH and the Build-Depends for ARCH);
+# debian/rules takes cargo's target from DEB_HOST_GNU_TYPE, and this
+# machine's Rust must have that target's standard library (`make deps
+# ARCH=arm64` adds it).
 # `make deb` runs it, tests/package.rs too. The root is never changed: the
 # build runs on an overlay of it that dies with the build's mount namespace.
 # What goes in: the tree's files that git tracks or would track (uncommitted
@@ -29,14 +36,28 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=$1
 say() { echo "deb: $*" >&2; }
 [[ $(id -u) == 0 ]] || { say "run as root (chroot, mounts)"; exit 1; }
+build_arch=$(dpkg --print-architecture)
+arch=${2:-$build_arch}
+case $arch in
+  amd64) triple=x86_64-unknown-linux-gnu ;;
+  arm64) triple=aarch64-unknown-linux-gnu ;;
+  *) say "no package for $arch: bpfsnap builds for amd64 and arm64"; exit 2 ;;
+esac
 
-cache=$root/target/debroot/bookworm-build
-"$root/tools/debroot.sh" "$cache" build
 sysroot=$(rustc --print sysroot)
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 [[ -x $sysroot/bin/cargo && -d $cargo_home/registry ]] || { say "no cargo in $sysroot or no registry in $cargo_home"; exit 1; }
+[[ -d $sysroot/lib/rustlib/$triple ]] ||
+  { say "Rust in $sysroot has no $triple standard library: make deps ARCH=$arch (rustup target add $triple)"; exit 1; }
+cache=$root/target/debroot/bookworm-build
+cross=
+if [[ $arch != "$build_arch" ]]; then
+  cache+=-$arch
+  cross="-a $arch"
+fi
+"$root/tools/debroot.sh" "$cache" build ${cross:+"$arch"}
 # The crates Cargo.lock names, in the registry cache (offline from here on).
-(cd "$root" && cargo fetch --quiet --locked --target "$(rustc -vV | sed -n 's/^host: //p')")
+(cd "$root" && cargo fetch --quiet --locked --target "$triple")
 
 mkdir -p "$out" "$root/target/debroot/cargo-target"
 work=$(mktemp -d "$root/target/debroot/build.XXXXXX")
@@ -75,7 +96,7 @@ if ! unshare --mount --propagation private bash -euo pipefail -c '
     PATH="$sysroot/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root LANG=C.UTF-8 \
     CARGO_HOME="$cargo_home" CARGO_TARGET_DIR=/build/target CARGO_NET_OFFLINE=true \
     BPFSNAP_REVISION="$6" DEB_BUILD_OPTIONS="$7" \
-    sh -ec "cd /build/bpfsnap && dpkg-buildpackage -us -uc -b"
+    sh -ec "cd /build/bpfsnap && dpkg-buildpackage -us -uc -b $9"
   cp "$R"/build/bpfsnap_*.deb "$R"/build/bpfsnap_*.changes "$R"/build/bpfsnap_*.buildinfo "$work/"
   if [ "$8" != 0 ]; then
     # (as nobody: lintian warns it should not run as root)
@@ -83,7 +104,7 @@ if ! unshare --mount --propagation private bash -euo pipefail -c '
       sh -c "lintian --fail-on error,warning --display-info /build/bpfsnap_*.changes"
   fi
 ' deb "$cache" "$work" "$sysroot" "$cargo_home" "$root/target/debroot/cargo-target" \
-  "$revision" "${DEB_BUILD_OPTIONS:-nocheck} noddebs" "${DEB_LINTIAN:-1}" > "$log" 2>&1; then
+  "$revision" "${DEB_BUILD_OPTIONS:-nocheck} noddebs" "${DEB_LINTIAN:-1}" "$cross" > "$log" 2>&1; then
   tail -40 "$log" >&2
   cp "$log" "$out/build.log"
   say "failed (whole output: $out/build.log)"

@@ -6,12 +6,14 @@
 #                         `make run`): a C/BPF compiler, libbpf's libraries,
 #                         and Rust if none recent enough is found
 #   tools/deps.sh test    that plus the test stack (`make test`): promtool,
-#                         node_exporter, podman, QEMU for the kernel matrix ...
+#                         node_exporter, podman, QEMU for the kernel matrix ...,
+#                         and on x86_64 what cross-building for arm64 needs
 #
 # BPFSNAP_ARCH=aarch64 (`make deps ARCH=arm64`) on another host adds what
 # cross-building for arm64 needs: Debian's cross gcc, libelf and zlib of the
 # arm64 multiarch packages (dpkg --add-architecture arm64), qemu-user to run
-# the result, and Rust's aarch64-unknown-linux-gnu standard library.
+# the result (registered with binfmt_misc, as root), and Rust's
+# aarch64-unknown-linux-gnu standard library.
 #
 # Nothing in the build set starts a service: `prometheus` and
 # `prometheus-node-exporter` (which do, on :9090 and :9100) come only with
@@ -71,6 +73,11 @@ case $target_arch in
   aarch64 | arm64) cross=true target_arch=aarch64 ;;
   *) echo "deps: no cross build for $target_arch from $(uname -m)" >&2; exit 2 ;;
 esac
+# The tests build and run the arm64 image (tests/container.rs) and package
+# (tests/package.rs) on x86_64 too: the test set cross-builds.
+if [[ $set_name == test && $(uname -m) == x86_64 ]]; then
+  cross=true target_arch=aarch64
+fi
 
 case $set_name in
   build) packages=("${build_packages[@]}") ;;
@@ -164,6 +171,23 @@ if $cross; then
       say "Rust has no $triple standard library and there is no rustup to add it"
       exit 1
     fi
+  fi
+fi
+
+# arm64 executables (the cross-built binary, the arm64 root's and the
+# arm64 container image's programs) run here through qemu-user: binfmt_misc
+# must know them. qemu-user-static's registration (/usr/lib/binfmt.d, flag F:
+# the interpreter is opened now, so it works in containers and chroots too)
+# is done by systemd-binfmt at boot, which a container or a machine without
+# systemd lacks: done here when missing; it lasts until the machine reboots.
+if $cross && [[ $(id -u) == 0 ]]; then
+  if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
+    say "mounting binfmt_misc"
+    mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+  fi
+  if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
+    say "registering qemu-aarch64 with binfmt_misc (/usr/lib/binfmt.d/qemu-aarch64.conf)"
+    cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
   fi
 fi
 

@@ -9,10 +9,9 @@
 #   tools/vm/root-arm64.sh          prints the path of the root's tree
 #
 # mmdebstrap runs the arm64 packages' maintainer scripts through qemu-user
-# (qemu-user-static, registered with binfmt_misc: this script mounts
-# binfmt_misc and registers qemu-aarch64 when they are not, which changes
-# the machine until it reboots). The packages come from Debian's registry,
-# the mirror the machine's apt sources name.
+# (qemu-user-static, registered with binfmt_misc by tools/deps.sh: its test
+# set on x86_64, or BPFSNAP_ARCH=aarch64). The packages come from Debian's
+# registry, the mirror the machine's apt sources name.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,15 +46,10 @@ command -v mmdebstrap > /dev/null || { say "mmdebstrap is missing (make test-dep
 [[ -e /usr/libexec/qemu-binfmt/aarch64-binfmt-P || -x /usr/bin/qemu-aarch64-static ]] ||
   { say "qemu-user-static is missing (make test-deps installs it)"; exit 1; }
 
-# arm64 executables run here through qemu-user: binfmt_misc must know them.
-if [[ ! -e /proc/sys/fs/binfmt_misc/register ]]; then
-  say "mounting binfmt_misc"
-  mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
-fi
-if [[ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]]; then
-  say "registering qemu-aarch64 with binfmt_misc (/usr/lib/binfmt.d/qemu-aarch64.conf)"
-  cat /usr/lib/binfmt.d/qemu-aarch64.conf > /proc/sys/fs/binfmt_misc/register
-fi
+# arm64 executables run here through qemu-user: tools/deps.sh registers
+# qemu-aarch64 with binfmt_misc (make vm-test-arm64 runs it first).
+[[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]] ||
+  { say "qemu-aarch64 is not registered with binfmt_misc: run make test-deps (tools/deps.sh test registers it)"; exit 1; }
 
 # mirror(): the machine's Debian mirror.
 source "$root/tools/debian-mirror.sh"
