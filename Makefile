@@ -108,6 +108,7 @@ vm-test: test-deps
 vm-test-arm64: test-deps
 	@BPFSNAP_ARCH=aarch64 tools/deps.sh test
 	CARGO="$(CARGO)" tools/vm/matrix.sh 6.1-arm64 6.12-arm64
+	$(CARGO) test --locked --test package --test container -- --ignored the_arm64_
 
 # bpfsnap against its peers (bpftrace, bpftool, prometheus_client), measured
 # side by side in one run; prints the table (BENCHMARKS.md). As root.
