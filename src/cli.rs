@@ -286,17 +286,31 @@ pub struct ContainerArgs {
     /// container's, e.g. host [default: the cgroup's path].
     #[arg(long, value_name = "VALUE")]
     pub container_host: Option<String>,
+
+    /// Keep only keys of containers whose FIELD (namespace, pod or
+    /// container: its name) matches REGEX (unanchored, as the regexp
+    /// decoder's; repeatable: one match per field named), in every label
+    /// decoded by a container decoder; dropped before series are made.
+    #[arg(long, value_name = "FIELD=REGEX")]
+    pub container_include: Vec<String>,
+
+    /// Drop keys of containers whose FIELD matches REGEX (repeatable), as
+    /// --container-include keeps them.
+    #[arg(long, value_name = "FIELD=REGEX")]
+    pub container_exclude: Vec<String>,
 }
 
 impl ContainerArgs {
     /// Configures the container decoders before any config is compiled; a
-    /// root that is no readable directory is bad input.
+    /// root that is no readable directory, or a bad rule, is bad input.
     fn configure(&self) -> anyhow::Result<()> {
         crate::decode::container::configure(crate::decode::container::Settings {
             root: self.container_root.clone(),
             host: self.container_host.clone(),
+            include: self.container_include.clone(),
+            exclude: self.container_exclude.clone(),
         })
-        .map_err(|err| crate::BadInput::new(format!("--container-root: {err:#}")).into())
+        .map_err(|err| crate::BadInput::new(format!("{err:#}")).into())
     }
 }
 

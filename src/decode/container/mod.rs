@@ -18,6 +18,7 @@
 //! ([`MAX_CACHED`]): when full it starts again empty.
 
 mod cgroup_path;
+mod filter;
 mod runtime;
 
 use std::collections::HashMap;
@@ -48,6 +49,10 @@ pub struct Settings {
     pub root: PathBuf,
     /// The value of a cgroup that is not a container's; None: its path.
     pub host: Option<String>,
+    /// `FIELD=REGEX` rules of the containers whose keys are kept, and of
+    /// those dropped (see [`filter`]).
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
 }
 
 impl Default for Settings {
@@ -55,19 +60,24 @@ impl Default for Settings {
         Settings {
             root: PathBuf::from("/"),
             host: None,
+            include: Vec::new(),
+            exclude: Vec::new(),
         }
     }
 }
 
 static SETTINGS: OnceLock<Settings> = OnceLock::new();
+static FILTER: OnceLock<filter::Filter> = OnceLock::new();
 
-/// Sets where the container decoders look, once, before any is built; the
-/// root must be a directory.
+/// Sets where the container decoders look and which containers they keep,
+/// once, before any is built; the root must be a directory.
 pub fn configure(settings: Settings) -> Result<()> {
     if let Err(err) = std::fs::read_dir(&settings.root) {
-        bail!("container root {}: {err}", settings.root.display());
+        bail!("--container-root {}: {err}", settings.root.display());
     }
+    let compiled = filter::Filter::new(&settings.include, &settings.exclude)?;
     let set = SETTINGS.get_or_init(|| settings.clone());
+    FILTER.get_or_init(|| compiled);
     if *set != settings {
         bail!("the container decoders were configured already, with {set:?}");
     }
@@ -228,6 +238,8 @@ pub struct ContainerField {
     field: Field,
     identities: &'static Identities,
     host: Option<String>,
+    /// Keys of containers it drops.
+    filter: &'static filter::Filter,
 }
 
 impl Decoder for ContainerField {
@@ -242,17 +254,25 @@ impl Decoder for ContainerField {
                     format!("input is not a decimal number: put `uint` before `{name}`"),
                 )
             })?;
-        match self.identities.owner(id) {
-            Ok(Owner::Container(identity)) => {
+        let owner = self
+            .identities
+            .owner(id)
+            .map_err(|reason| DecodeError::new(name, reason))?;
+        let identity = match &owner {
+            Owner::Container(identity) => Some(identity.as_ref()),
+            Owner::Host(_) | Owner::Unknown => None,
+        };
+        if !self.filter.keeps(identity) {
+            return Err(DecodeError::skip(name));
+        }
+        match owner {
+            Owner::Container(identity) => {
                 out.extend_from_slice(self.field.of(&identity).as_bytes())
             }
-            Ok(Owner::Host(path)) => {
+            Owner::Host(path) => {
                 out.extend_from_slice(self.host.as_deref().unwrap_or(&path).as_bytes())
             }
-            Ok(Owner::Unknown) => {
-                out.extend_from_slice(format!("unknown_cgroup_id:{id}").as_bytes())
-            }
-            Err(reason) => return Err(DecodeError::new(name, reason)),
+            Owner::Unknown => out.extend_from_slice(format!("unknown_cgroup_id:{id}").as_bytes()),
         }
         Ok(())
     }
@@ -264,6 +284,7 @@ fn build(field: Field, spec: &DecoderSpec) -> Result<Box<dyn Decoder>> {
         field,
         identities: system(),
         host: settings().host.clone(),
+        filter: FILTER.get_or_init(filter::Filter::default),
     }))
 }
 
@@ -324,6 +345,11 @@ mod tests {
     }
 
     fn decoder(field: Field, host_value: Option<&str>) -> ContainerField {
+        filtered(field, host_value, &[])
+    }
+
+    /// A decoder keeping only what the `--container-include` rules `include` keep.
+    fn filtered(field: Field, host_value: Option<&str>, include: &[&str]) -> ContainerField {
         static PATHS: CgroupPaths = CgroupPaths::new(cgroups, Duration::ZERO);
         static IDENTITIES: OnceLock<Identities> = OnceLock::new();
         let identities = IDENTITIES.get_or_init(|| Identities::new(&PATHS, host().to_path_buf()));
@@ -331,6 +357,13 @@ mod tests {
             field,
             identities,
             host: host_value.map(str::to_string),
+            filter: Box::leak(Box::new(
+                filter::Filter::new(
+                    &include.iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+                    &[],
+                )
+                .unwrap(),
+            )),
         }
     }
 
@@ -402,6 +435,23 @@ mod tests {
             ];
             check_table(&decoder(field, Some("host")), &hosted);
         }
+    }
+
+    #[test]
+    fn a_filter_drops_the_keys_of_other_containers() {
+        let web = cgroup(&format!("shop.slice/cri-containerd-{CONTAINERD}.scope"));
+        let api = cgroup(&format!("kubepods/podef/{CRIO}"));
+        let ssh = cgroup("system.slice/ssh.service");
+        let skip = "label set skipped";
+        let cases: [(&[u8], Result<&str, &str>); 3] = [
+            (web.as_bytes(), Ok("web-7d9f")),
+            (api.as_bytes(), Err(skip)),
+            (ssh.as_bytes(), Err(skip)),
+        ];
+        check_table(
+            &filtered(Field::KubePod, None, &["namespace=^shop$"]),
+            &cases,
+        );
     }
 
     #[test]
