@@ -9,7 +9,7 @@
 //!   `<state>/<namespace>/<id>`), its annotations written by the CRI plugin
 //!   (`internal/cri/annotations/annotations.go`: `io.kubernetes.cri.*`).
 //! - CRI-O and podman: the OCI spec they keep in containers/storage,
-//!   `/var/lib/containers/storage/overlay-containers/<id>/userdata/config.json`
+//!   `/var/lib/containers/storage/<driver>-containers/<id>/userdata/config.json`
 //!   (or under `/run/containers/storage`), annotated by CRI-O
 //!   (`pkg/annotations/internal.go`: `io.kubernetes.cri-o.*`, the kubelet's
 //!   labels in `io.kubernetes.cri-o.Labels`); podman's name and image are in
@@ -155,8 +155,8 @@ fn containerd(root: &Path, id: &str) -> Result<Option<Identity>, String> {
 /// CRI-O and podman: the spec in containers/storage, podman's name and image
 /// from its container list.
 fn storage(root: &Path, id: &str) -> Result<Option<Identity>, String> {
-    for base in ["var/lib/containers/storage", "run/containers/storage"] {
-        let containers = root.join(base).join("overlay-containers");
+    let bases = ["var/lib/containers/storage", "run/containers/storage"];
+    for containers in bases.iter().flat_map(|base| driver_dirs(&root.join(base))) {
         let spec: Option<OciSpec> = read_json(&containers.join(id).join("userdata/config.json"))?;
         let Some(spec) = spec else {
             continue;
@@ -174,6 +174,25 @@ fn storage(root: &Path, id: &str) -> Result<Option<Identity>, String> {
         return Ok(Some(identity));
     }
     Ok(None)
+}
+
+/// containers/storage's directories of containers in `base`, one per
+/// storage driver used there: `<driver>-containers` (containers/storage
+/// `store.go`, `load`: `driverPrefix + "containers"`), `overlay-` on most
+/// hosts, `vfs-` where overlay cannot be used (on an overlay, in the VMs).
+fn driver_dirs(base: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return Vec::new();
+    };
+    let mut dirs: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| {
+            entry.file_name().to_str().is_some_and(|name| name.ends_with("-containers"))
+        })
+        .map(|entry| entry.path())
+        .collect();
+    dirs.sort();
+    dirs
 }
 
 /// Container `id`'s name and image from containers/storage's lists in
