@@ -64,10 +64,10 @@ mod tests {
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
-    #[test]
-    fn finds_the_id_in_every_runtime_shape() {
+    /// Paths of every shape a container's cgroup has, and the id each names.
+    fn shapes() -> Vec<(String, Option<&'static str>)> {
         let pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice";
-        let cases: Vec<(String, Option<&str>)> = vec![
+        let cases: Vec<(String, Option<&'static str>)> = vec![
             (
                 format!("/sys/fs/cgroup/system.slice/docker-{ID}.scope"),
                 Some(ID),
@@ -108,29 +108,34 @@ mod tests {
                 format!("/sys/fs/cgroup/system.slice/docker-{ID}.scope/system.slice/cron.service"),
                 Some(ID),
             ),
-            // Monitors and the rest are not containers.
-            (
-                format!("/sys/fs/cgroup/machine.slice/libpod-conmon-{ID}.scope"),
-                None,
-            ),
-            (format!("/sys/fs/cgroup/{pod}/crio-conmon-{ID}.scope"), None),
-            (format!("/sys/fs/cgroup/{pod}"), None),
-            ("/sys/fs/cgroup/system.slice/ssh.service".into(), None),
-            (
-                "/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope".into(),
-                None,
-            ),
-            ("/sys/fs/cgroup".into(), None),
-            (format!("/sys/fs/cgroup/docker/{}", &ID[..63]), None),
-            (format!("/sys/fs/cgroup/docker/{}", ID.to_uppercase()), None),
-            (
-                format!("/sys/fs/cgroup/system.slice/docker-{ID}.service"),
-                None,
-            ),
-            (format!("/sys/fs/cgroup/x.slice:unknown:{ID}"), None),
         ];
-        for (path, want) in &cases {
+        cases
+    }
+
+    /// Paths that name no container: monitors, services, near misses.
+    fn not_containers() -> Vec<String> {
+        let pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod1234_5678.slice";
+        vec![
+            format!("/sys/fs/cgroup/machine.slice/libpod-conmon-{ID}.scope"),
+            format!("/sys/fs/cgroup/{pod}/crio-conmon-{ID}.scope"),
+            format!("/sys/fs/cgroup/{pod}"),
+            "/sys/fs/cgroup/system.slice/ssh.service".into(),
+            "/sys/fs/cgroup/user.slice/user-1000.slice/session-2.scope".into(),
+            "/sys/fs/cgroup".into(),
+            format!("/sys/fs/cgroup/docker/{}", &ID[..63]),
+            format!("/sys/fs/cgroup/docker/{}", ID.to_uppercase()),
+            format!("/sys/fs/cgroup/system.slice/docker-{ID}.service"),
+            format!("/sys/fs/cgroup/x.slice:unknown:{ID}"),
+        ]
+    }
+
+    #[test]
+    fn finds_the_id_in_every_runtime_shape() {
+        for (path, want) in &shapes() {
             assert_eq!(container_id(Path::new(path)), *want, "{path}");
+        }
+        for path in &not_containers() {
+            assert_eq!(container_id(Path::new(path)), None, "{path}");
         }
     }
 }

@@ -367,6 +367,16 @@ mod tests {
         }
     }
 
+    /// Every field, in the order of the rows' columns below.
+    const FIELDS: [Field; 6] = [
+        Field::Name,
+        Field::Id,
+        Field::Image,
+        Field::KubeNamespace,
+        Field::KubePod,
+        Field::KubeContainer,
+    ];
+
     #[test]
     fn gives_each_field_of_the_cgroups_container() {
         let pod = "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-podab_cd.slice";
@@ -410,15 +420,7 @@ mod tests {
             (&db, ["db", DOCKER, "postgres:16", "", "", ""]),
             (&bare, [short, NO_METADATA, "", "", "", ""]),
         ];
-        let fields = [
-            Field::Name,
-            Field::Id,
-            Field::Image,
-            Field::KubeNamespace,
-            Field::KubePod,
-            Field::KubeContainer,
-        ];
-        for (column, field) in fields.into_iter().enumerate() {
+        for (column, field) in FIELDS.into_iter().enumerate() {
             let mut cases: Vec<(&[u8], Result<&str, &str>)> = rows
                 .iter()
                 .map(|(id, values)| (id.as_bytes(), Ok(values[column])))

@@ -401,11 +401,9 @@ pub(super) mod tests {
         }
     }
 
-    #[test]
-    fn reads_each_runtimes_files() {
-        let dir = tempfile::tempdir().unwrap();
-        fixture(dir.path());
-        let cases = [
+    /// What each fixture container's files say.
+    fn expected() -> [(&'static str, Result<Option<Identity>, String>); 7] {
+        [
             (
                 CONTAINERD,
                 Ok(Some(identity(
@@ -456,8 +454,14 @@ pub(super) mod tests {
                 ))),
             ),
             (NO_METADATA, Ok(None)),
-        ];
-        for (id, want) in cases {
+        ]
+    }
+
+    #[test]
+    fn reads_each_runtimes_files() {
+        let dir = tempfile::tempdir().unwrap();
+        fixture(dir.path());
+        for (id, want) in expected() {
             assert_eq!(super::identity(dir.path(), id), want, "{id}");
         }
         let err = super::identity(dir.path(), UNREADABLE).unwrap_err();
