@@ -38,6 +38,10 @@ struct Podman {
 impl Podman {
     fn new() -> Podman {
         let root = tempfile::tempdir().expect("tempdir");
+        // The host's cgroup tree where a DaemonSet mounts it below the root.
+        fs::create_dir_all(root.path().join("sys/fs")).expect("mkdir sys/fs");
+        std::os::unix::fs::symlink("/sys/fs/cgroup", root.path().join("sys/fs/cgroup"))
+            .expect("symlink sys/fs/cgroup");
         let rootfs = root.path().join("rootfs");
         fs::create_dir_all(&rootfs).expect("mkdir rootfs");
         let output = Command::new("cc")
@@ -211,7 +215,7 @@ fn podman_containers_are_labelled_by_name_with_exact_counts() {
     let (first, later) = (format!("bpfsnap-a{tag}"), format!("bpfsnap-b{tag}"));
     // Running before bpfsnap starts, its calls made after.
     podman.start(&first, 1000);
-    let (mut serving, listen, _dir) = serve(podman.root.path());
+    let (serving, listen, _dir) = serve(podman.root.path());
     podman.go(&first);
     assert_eq!(count_once_done(&listen, &first, 1000), 1000.0, "{first}");
     // Started after bpfsnap: its cgroup id is new to the decoders.

@@ -187,7 +187,10 @@ fn driver_dirs(base: &Path) -> Vec<PathBuf> {
     let mut dirs: Vec<PathBuf> = entries
         .filter_map(|entry| entry.ok())
         .filter(|entry| {
-            entry.file_name().to_str().is_some_and(|name| name.ends_with("-containers"))
+            entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| name.ends_with("-containers"))
         })
         .map(|entry| entry.path())
         .collect();
