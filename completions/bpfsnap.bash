@@ -297,7 +297,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --for --interval --counts --count --output --pin --lock-timeout --format --top --verbose --quiet --log.level --log.format --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --for --interval --counts --count --output --pin --lock-timeout --format --top --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -332,6 +332,22 @@ _bpfsnap() {
                     return 0
                     ;;
                 --keep-caps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-include)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -391,7 +407,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --web.listen-address --listen --web.systemd-socket --web.config.file --web.telemetry-path --web.max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --web.header-timeout --verbose --quiet --log.level --log.format --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --web.listen-address --listen --web.systemd-socket --web.config.file --web.telemetry-path --web.max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --web.header-timeout --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -426,6 +442,22 @@ _bpfsnap() {
                     return 0
                     ;;
                 --keep-caps)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-root)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-host)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-include)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --container-exclude)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

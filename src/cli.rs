@@ -267,6 +267,51 @@ pub struct SessionArgs {
     /// owned by another user.
     #[arg(long)]
     pub allow_untrusted_files: bool,
+
+    #[command(flatten)]
+    pub containers: ContainerArgs,
+}
+
+/// Where the container decoders (container_name, kube_pod, ...) read the
+/// container runtimes' files.
+#[derive(Debug, Args)]
+pub struct ContainerArgs {
+    /// Where the host's / is mounted, for the container decoders: its
+    /// sys/fs/cgroup, run/containerd, run/containers, var/lib/containers and
+    /// var/lib/docker are read below it (e.g. /host in a DaemonSet).
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    pub container_root: PathBuf,
+
+    /// What the container decoders give for a cgroup that is not a
+    /// container's, e.g. host [default: the cgroup's path].
+    #[arg(long, value_name = "VALUE")]
+    pub container_host: Option<String>,
+
+    /// Keep only keys of containers whose FIELD (namespace, pod or
+    /// container: its name) matches REGEX (unanchored, as the regexp
+    /// decoder's; repeatable: one match per field named), in every label
+    /// decoded by a container decoder; dropped before series are made.
+    #[arg(long, value_name = "FIELD=REGEX")]
+    pub container_include: Vec<String>,
+
+    /// Drop keys of containers whose FIELD matches REGEX (repeatable), as
+    /// --container-include keeps them.
+    #[arg(long, value_name = "FIELD=REGEX")]
+    pub container_exclude: Vec<String>,
+}
+
+impl ContainerArgs {
+    /// Configures the container decoders before any config is compiled; a
+    /// root that is no readable directory, or a bad rule, is bad input.
+    fn configure(&self) -> anyhow::Result<()> {
+        crate::decode::container::configure(crate::decode::container::Settings {
+            root: self.container_root.clone(),
+            host: self.container_host.clone(),
+            include: self.container_include.clone(),
+            exclude: self.container_exclude.clone(),
+        })
+        .map_err(|err| crate::BadInput::new(format!("{err:#}")).into())
+    }
 }
 
 impl SessionArgs {
@@ -600,8 +645,16 @@ where
         None => Log::new(cli.verbose, cli.quiet),
     };
     let result = match cli.command {
-        Command::Run(args) => run::run(&run_options(args, log)),
-        Command::Serve(args) => crate::serve::serve(&serve_options(args, log)),
+        Command::Run(args) => args
+            .session
+            .containers
+            .configure()
+            .and_then(|()| run::run(&run_options(args, log))),
+        Command::Serve(args) => args
+            .session
+            .containers
+            .configure()
+            .and_then(|()| crate::serve::serve(&serve_options(args, log))),
         Command::Check(args) => return check::check(&args.selection(), log.libbpf),
         Command::List { long } => crate::list::list(long).map(|text| print!("{text}")),
         Command::Build(args) => crate::build_program::build(&crate::build_program::BuildOptions {

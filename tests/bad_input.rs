@@ -906,3 +906,49 @@ fn flags_get_the_suggestion_that_fits() {
         assert!(!stderr.contains("tip: to pass"), "{args:?}: {stderr}");
     }
 }
+
+/// The container decoders' flags are checked before anything is loaded:
+/// `run` and `serve` stop with one line naming the flag and the cause.
+#[test]
+fn bad_container_flags_are_one_line() {
+    let cases: [(&[&str], &[&str]); 4] = [
+        (
+            &["--container-root", "/nonexistent/host"],
+            &["--container-root /nonexistent/host", "os error 2"],
+        ),
+        (
+            &["--container-include", "shop"],
+            &["--container-include \"shop\": write FIELD=REGEX"],
+        ),
+        (
+            &["--container-exclude", "node=x"],
+            &["unknown field \"node\""],
+        ),
+        (
+            &["--container-include", "pod=("],
+            &["--container-include: ", "unclosed group"],
+        ),
+    ];
+    for (flags, expected) in cases {
+        run_fails(flags, expected);
+        let mut serve = vec!["serve", "--web.listen-address", "127.0.0.1:0"];
+        serve.extend_from_slice(flags);
+        fails_with(bpfsnap(&serve), 2, expected, true);
+    }
+}
+
+/// A label reading another's bytes must name an earlier one.
+#[test]
+fn same_bytes_as_must_name_an_earlier_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("comm.toml");
+    let text = format!(
+        "{COMM_TOML}\n[[metrics.counters.labels]]\nname = \"again\"\nsame_bytes_as = \"nope\"\n\
+         decoders = [{{ name = \"string\" }}]\n"
+    );
+    fs::write(&config, text).unwrap();
+    check_fails(
+        &[path_str(&config)],
+        &["label \"again\": same_bytes_as \"nope\" names no earlier label"],
+    );
+}

@@ -44,6 +44,7 @@ test_packages=(
   systemd-container       # tests/package.rs: systemd-nspawn boots the installed package
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
+  runc                    # tests/containers.rs: podman containers with cgroups on a hybrid host (crun refuses)
   openssl                 # certificates for the TLS tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py

@@ -67,20 +67,24 @@ impl CgroupPaths {
     }
 }
 
-/// The system's tree, shared by every `cgroup` decoder.
-static SYSTEM: CgroupPaths = CgroupPaths::new(system_root, SYSTEM_REWALK_INTERVAL);
+/// The system's tree, shared by every `cgroup` decoder (and the container
+/// decoders when the host's `/` is ours).
+pub(super) static SYSTEM: CgroupPaths = CgroupPaths::new(system_root, SYSTEM_REWALK_INTERVAL);
 
 /// The cgroup v2 tree: /sys/fs/cgroup itself, or its `unified` subtree on a
 /// hybrid host; on a v1-only host all of /sys/fs/cgroup (like ebpf_exporter).
 fn system_root() -> PathBuf {
-    static ROOT: LazyLock<PathBuf> = LazyLock::new(|| {
-        let base = Path::new("/sys/fs/cgroup");
-        [base.to_path_buf(), base.join("unified")]
-            .into_iter()
-            .find(|dir| dir.join("cgroup.controllers").exists())
-            .unwrap_or_else(|| base.to_path_buf())
-    });
+    static ROOT: LazyLock<PathBuf> = LazyLock::new(|| v2_root(Path::new("/sys/fs/cgroup")));
     ROOT.clone()
+}
+
+/// The cgroup v2 tree of a cgroup file system mounted at `base`: `base`
+/// itself, or its `unified` subtree on a hybrid host, else `base`.
+pub(super) fn v2_root(base: &Path) -> PathBuf {
+    [base.to_path_buf(), base.join("unified")]
+        .into_iter()
+        .find(|dir| dir.join("cgroup.controllers").exists())
+        .unwrap_or_else(|| base.to_path_buf())
 }
 
 /// Adds every directory under `root` (and `root` itself) by inode number.

@@ -9,6 +9,7 @@
 //! build a [`Chain`]); the plan stage builds each label's chain once.
 
 mod cgroup;
+pub mod container;
 mod dname;
 pub mod errno;
 mod hex;
@@ -113,6 +114,9 @@ impl std::error::Error for DecodeError {}
 type Builder = fn(&DecoderSpec, usize) -> Result<Box<dyn Decoder>>;
 const DECODERS: &[(&str, Builder)] = &[
     ("cgroup", cgroup::build),
+    ("container_id", container::build_id),
+    ("container_image", container::build_image),
+    ("container_name", container::build_name),
     ("dname", dname::build),
     ("errno", errno::build),
     ("hex", hex::build),
@@ -120,6 +124,9 @@ const DECODERS: &[(&str, Builder)] = &[
     ("inet_ip", inet_ip::build),
     ("kstack", kstack::build),
     ("ksym", ksym::build),
+    ("kube_container", container::build_kube_container),
+    ("kube_namespace", container::build_kube_namespace),
+    ("kube_pod", container::build_kube_pod),
     ("majorminor", majorminor::build),
     ("pci_class", pci::build_class),
     ("pci_device", pci::build_device),

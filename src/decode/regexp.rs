@@ -45,6 +45,13 @@ impl RegexpFilter {
     }
 }
 
+impl RegexpFilter {
+    /// Whether one of the patterns matches somewhere in `text`.
+    pub fn matches(&self, text: &str) -> bool {
+        self.patterns.iter().any(|regex| regex.is_match(text))
+    }
+}
+
 impl Decoder for RegexpFilter {
     fn decode(&self, input: &[u8], out: &mut Vec<u8>) -> Result<(), DecodeError> {
         // Go's regexp reads invalid UTF-8 as U+FFFD; so does a lossy conversion

@@ -93,7 +93,7 @@ fn bucket_counts(metric: &plan::Metric, map: &MapData, errors: &mut Errors) -> S
     // Each CPU's count is a series of its own: the CPU number goes into
     // the key where the `cpu` label sits (before the bucket).
     let cpu = &metric.labels[index];
-    let offset: usize = metric.labels[..index].iter().map(plan::Label::span).sum();
+    let offset = cpu.offset;
     let mut full = Vec::with_capacity(map.key_size + cpu.span());
     for (key, values) in map.entries() {
         for (number, &count) in values.iter().enumerate().filter(|(_, c)| **c != 0) {

@@ -30,20 +30,17 @@ impl KeyOrder {
     /// The order of keys labelled by `labels`, the last one from the CPU
     /// number when `cpu_label` is set.
     pub fn new(labels: &[Label], cpu_label: Option<usize>) -> KeyOrder {
-        let mut offset = 0;
         let fields: Vec<Field> = labels
             .iter()
             .enumerate()
             .map(|(index, label)| {
                 let from_cpu = cpu_label == Some(index);
-                let field = Field {
-                    offset: (!from_cpu).then_some(offset),
+                Field {
+                    offset: (!from_cpu).then_some(label.offset),
                     size: label.size,
                     integer: matches!(label.size, 1 | 2 | 4 | 8)
                         && (from_cpu || label.decoders.reads_integer()),
-                };
-                offset += label.span();
-                field
+                }
             })
             .collect();
         let len = fields.iter().map(|field| field.size).sum();

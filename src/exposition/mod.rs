@@ -135,9 +135,8 @@ fn unlabelled_entry(map: &MapData, errors: &mut Errors) -> MapData {
 /// `errors`) or asked to skip it.
 fn decode_key(labels: &[plan::Label], key: &[u8], errors: &mut Errors) -> Option<Vec<String>> {
     let mut values = Vec::with_capacity(labels.len());
-    let mut offset = 0;
     for label in labels {
-        let bytes = key.get(offset..offset + label.size)?;
+        let bytes = key.get(label.offset..label.offset + label.size)?;
         match label.decoders.decode(bytes) {
             Ok(value) => values.push(value),
             Err(err) if err.skip => return None,
@@ -146,7 +145,6 @@ fn decode_key(labels: &[plan::Label], key: &[u8], errors: &mut Errors) -> Option
                 return None;
             }
         }
-        offset += label.span();
     }
     Some(values)
 }
@@ -431,6 +429,35 @@ decoders = [{ name = "string" }]
              bpfsnap_events_total{kind=\"1\",comm=\"zsh\"} 5\n\
              bpfsnap_events_total{kind=\"2\",comm=\"sh\"} 3\n\
              bpfsnap_events_total{kind=\"3\",comm=\"x\"} 0\n"
+        );
+    }
+
+    #[test]
+    fn a_label_with_same_bytes_as_decodes_the_bytes_of_another() {
+        let spec = SPEC.replace(
+            "[[metrics.counters.labels]]\nname = \"comm\"",
+            "[[metrics.counters.labels]]\nname = \"kind_name\"\nsame_bytes_as = \"kind\"\n\
+             decoders = [{ name = \"uint\" }, { name = \"static_map\", static_map = { 1 = \"one\" }, \
+             allow_unknown = true }]\n[[metrics.counters.labels]]\nname = \"comm\"",
+        );
+        let plan = compile(&spec);
+        let offsets: Vec<_> = plan.metrics[0]
+            .labels
+            .iter()
+            .map(|l| (l.offset, l.size))
+            .collect();
+        assert_eq!(offsets, [(0, 4), (0, 4), (4, 4)]);
+        assert_eq!(plan.metrics[0].key_size(true), 8);
+        let snap = snapshot(
+            &[(key(1, b"sh\0\0"), [1, 2]), (key(2, b"ls\0\0"), [3, 0])],
+            false,
+        );
+        assert_eq!(
+            text_of(&plan, &snap, "bpfsnap"),
+            "# HELP bpfsnap_events_total Events.\n\
+             # TYPE bpfsnap_events_total counter\n\
+             bpfsnap_events_total{kind=\"1\",kind_name=\"one\",comm=\"sh\"} 3\n\
+             bpfsnap_events_total{kind=\"2\",kind_name=\"2\",comm=\"ls\"} 3\n"
         );
     }
 

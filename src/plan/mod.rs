@@ -50,17 +50,27 @@ pub struct Metric {
 /// A slice of the map key and the chain that decodes it.
 pub struct Label {
     pub name: String,
-    /// Bytes of the key it takes.
+    /// Where its bytes start in the key (a key split by CPU: with the `cpu`
+    /// label's bytes in their place).
+    pub offset: usize,
+    /// Bytes of the key it reads.
     pub size: usize,
     /// Bytes skipped after it.
     pub padding: usize,
+    /// Whether it reads an earlier label's bytes (`same_bytes_as`) rather
+    /// than bytes of its own.
+    pub shares_bytes: bool,
     pub decoders: Chain,
 }
 
 impl Label {
-    /// Bytes it takes in the key, padding included.
+    /// Bytes of its own it takes in the key, padding included.
     pub fn span(&self) -> usize {
-        self.size + self.padding
+        if self.shares_bytes {
+            0
+        } else {
+            self.size + self.padding
+        }
     }
 }
 
@@ -156,17 +166,7 @@ impl Plan {
                     Some(histogram) => Kind::Histogram(Layout::of(histogram)),
                     None => Kind::Counter,
                 },
-                labels: metric
-                    .labels
-                    .iter()
-                    .zip(chains.by_ref())
-                    .map(|(label, decoders)| Label {
-                        name: label.name.clone(),
-                        size: label.size,
-                        padding: label.padding,
-                        decoders,
-                    })
-                    .collect(),
+                labels: laid_out(metric.labels, chains.by_ref()),
                 max_series: metric.max_series,
             })
             .collect();
@@ -175,6 +175,32 @@ impl Plan {
             metrics,
         }
     }
+}
+
+/// A metric's labels with their chains, each at its offset in the key: the
+/// next bytes for a label of its own, those of the label it names for one
+/// with `same_bytes_as`.
+fn laid_out(labels: &[crate::spec::Label], chains: impl Iterator<Item = Chain>) -> Vec<Label> {
+    let mut next = 0;
+    let mut laid: Vec<Label> = Vec::with_capacity(labels.len());
+    for (label, decoders) in labels.iter().zip(chains) {
+        let origin = label.same_bytes_as.as_ref().and_then(|origin| {
+            laid.iter()
+                .find(|l| &l.name == origin && !l.shares_bytes)
+                .map(|l| l.offset)
+        });
+        let offset = origin.unwrap_or(next);
+        next += label.span();
+        laid.push(Label {
+            name: label.name.clone(),
+            offset,
+            size: label.size,
+            padding: label.padding,
+            shares_bytes: label.same_bytes_as.is_some(),
+            decoders,
+        });
+    }
+    laid
 }
 
 /// Parses a config's text and compiles it: each label's decoder chain is

@@ -228,11 +228,18 @@ pub enum BucketType {
 #[serde(deny_unknown_fields)]
 pub struct Label {
     pub name: String,
-    /// Bytes of the key this label takes.
+    /// Bytes of the key this label takes (with `same_bytes_as`, those of
+    /// the label named, filled in when the config is validated).
+    #[serde(default)]
     pub size: usize,
     /// Bytes skipped after it (C struct alignment).
     #[serde(default)]
     pub padding: usize,
+    /// bpfsnap's extension: this label takes no bytes of its own but
+    /// decodes the bytes of the earlier label of that name again, so that
+    /// one cgroup id can give a namespace, a pod and a container label.
+    #[serde(default)]
+    pub same_bytes_as: Option<String>,
     #[serde(default)]
     pub decoders: Vec<DecoderSpec>,
 }
@@ -467,6 +474,11 @@ impl Config {
     /// then returns every problem found (none: the config is valid).
     fn validate(&mut self, check_decoders: DecoderCheck) -> Vec<String> {
         self.set_aside_unsupported();
+        let counters = self.metrics.counters.iter_mut().map(|c| &mut c.labels);
+        let histograms = self.metrics.histograms.iter_mut().map(|h| &mut h.labels);
+        for labels in counters.chain(histograms) {
+            resolve_same_bytes(labels);
+        }
         if self.metrics.is_empty() {
             return vec![match self.tracing {
                 Some(_) => "defines only `tracing` (spans, which ebpf_exporter exports to \
@@ -652,10 +664,69 @@ fn check_histogram(histogram: &Histogram) -> Result<()> {
 }
 
 impl Label {
-    /// Bytes this label takes in the key, padding included.
+    /// Bytes this label takes in the key, padding included (none when it
+    /// reads another label's bytes).
     pub fn span(&self) -> usize {
-        self.size + self.padding
+        match self.same_bytes_as {
+            Some(_) => 0,
+            None => self.size + self.padding,
+        }
     }
+}
+
+/// Fills in the size of each label that reads an earlier label's bytes
+/// (`same_bytes_as`), where that label exists: what is wrong with the
+/// reference is [`check_same_bytes`]'s to say.
+fn resolve_same_bytes(labels: &mut [Label]) {
+    for index in 0..labels.len() {
+        let (earlier, rest) = labels.split_at_mut(index);
+        let label = &mut rest[0];
+        let Some(origin) = &label.same_bytes_as else {
+            continue;
+        };
+        let found = earlier
+            .iter()
+            .find(|l| &l.name == origin && l.same_bytes_as.is_none());
+        if let (Some(found), 0) = (found, label.size) {
+            label.size = found.size;
+        }
+    }
+}
+
+/// What is wrong with label `index`'s `same_bytes_as`, if it has one: it
+/// must name an earlier label with bytes of its own, of the same size, and
+/// take no padding; a histogram's bucket and a `cpu` label read their own.
+fn check_same_bytes(metric: &MetricRef, index: usize) -> Result<()> {
+    let label = &metric.labels[index];
+    let Some(origin) = &label.same_bytes_as else {
+        return Ok(());
+    };
+    let Some(found) = metric.labels[..index]
+        .iter()
+        .find(|l| &l.name == origin && l.same_bytes_as.is_none())
+    else {
+        bail!(
+            "label {:?}: same_bytes_as {origin:?} names no earlier label of this metric \
+             with bytes of its own",
+            label.name
+        );
+    };
+    if label.size != found.size || label.padding != 0 {
+        bail!(
+            "label {:?}: with same_bytes_as it takes the {} bytes of {origin:?}: \
+             give no size or that one, and no padding",
+            label.name,
+            found.size
+        );
+    }
+    let bucket = metric.kind == MetricKind::Histogram && index + 1 == metric.labels.len();
+    if bucket || label.name == "cpu" {
+        bail!(
+            "label {:?}: a histogram's bucket and a cpu label cannot use same_bytes_as",
+            label.name
+        );
+    }
+    Ok(())
 }
 
 fn label_name_is_valid(name: &str) -> bool {
@@ -683,8 +754,10 @@ fn check_metric_name(name: &str) -> Result<()> {
 /// Pushes one problem per faulty label (its first) onto `problems`.
 fn check_labels(metric: &MetricRef, problems: &mut Vec<String>, check_decoders: DecoderCheck) {
     let mut names = HashSet::new();
-    for label in metric.labels {
-        if let Err(err) = check_label(label, &mut names, check_decoders) {
+    for (index, label) in metric.labels.iter().enumerate() {
+        let checked = check_same_bytes(metric, index)
+            .and_then(|()| check_label(label, &mut names, check_decoders));
+        if let Err(err) = checked {
             problems.push(format!("metric {:?}: {err:#}", metric.name));
         }
     }
@@ -807,6 +880,56 @@ metrics:
                 .unwrap()[0],
             "^(bpfsnap-.*)$"
         );
+    }
+
+    /// `same_bytes_as`: the size filled in from the label named; each wrong
+    /// use one line naming the label.
+    #[test]
+    fn same_bytes_as_reads_an_earlier_labels_bytes() {
+        let yaml = |second: &str| {
+            format!(
+                "metrics:\n  counters:\n    - name: runs_total\n      help: Runs.\n      labels:\n\
+                 \x20       - name: cgroup\n          size: 8\n          decoders: [{{name: uint}}]\n\
+                 \x20       - name: pod\n{second}          decoders: [{{name: uint}}, {{name: kube_pod}}]\n"
+            )
+        };
+        let config = parse(&yaml("          same_bytes_as: cgroup\n"), Format::Yaml).unwrap();
+        let labels = &config.metrics.counters[0].labels;
+        assert_eq!((labels[1].size, labels[1].span()), (8, 0));
+        let cases = [
+            ("          same_bytes_as: cgroup\n          size: 8\n", None),
+            (
+                "          same_bytes_as: nope\n",
+                Some("names no earlier label of this metric"),
+            ),
+            (
+                "          same_bytes_as: pod\n",
+                Some("names no earlier label"),
+            ),
+            (
+                "          same_bytes_as: cgroup\n          size: 4\n",
+                Some("takes the 8 bytes of \"cgroup\""),
+            ),
+            (
+                "          same_bytes_as: cgroup\n          padding: 4\n",
+                Some("no padding"),
+            ),
+        ];
+        for (second, want) in cases {
+            let result = parse(&yaml(second), Format::Yaml);
+            match (want, result) {
+                (None, Ok(_)) => {}
+                (Some(want), Err(err)) => {
+                    let lines = problem_lines(&err);
+                    assert_eq!(lines.len(), 1, "{lines:?}");
+                    assert!(
+                        lines[0].contains("label \"pod\": ") && lines[0].contains(want),
+                        "{lines:?}"
+                    );
+                }
+                (want, got) => panic!("{second}: expected {want:?}, got {:?}", got.map(|_| ())),
+            }
+        }
     }
 
     #[test]
