@@ -303,7 +303,7 @@ fn label_without_size_or_decoders_is_refused() {
         );
     both_fail(
         &[&setup.arg("a.toml")],
-        &["metrics.counters[0].labels[0]", "missing field `size`"],
+        &["getpid_calls_total", "label \"comm\" has no size"],
     );
     both_fail(&[&setup.arg("b.toml")], &["label \"comm\" has no decoders"]);
 }

@@ -433,7 +433,7 @@ mod tests {
             (
                 GOOD.replace("size = 4", "size = 0"),
                 Format::Toml,
-                "has size 0",
+                "has no size (or 0)",
             ),
             (
                 GOOD.replace("\"uint\"", "\"nosuch\""),

@@ -780,7 +780,8 @@ fn check_label<'a>(
     }
     if label.size == 0 {
         bail!(
-            "label {:?} has size 0: give the bytes it takes in the key",
+            "label {:?} has no size (or 0): give the bytes it takes in the key \
+             as `size`, or read an earlier label's with `same_bytes_as`",
             label.name
         );
     }
