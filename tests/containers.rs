@@ -23,7 +23,6 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use common::{path_str, Running};
 
@@ -108,23 +107,16 @@ impl Podman {
 
     /// Polls the container's output for ctr-getpid's "ready".
     fn wait_until_ready(&self, name: &str) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        common::poll(&format!("container {name} starting ctr-getpid"), || {
             let output = self
                 .command()
                 .args(["logs", name])
                 .output()
                 .expect("podman logs");
-            if String::from_utf8_lossy(&output.stdout).contains("ready") {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "container {name} did not start its load program: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            String::from_utf8_lossy(&output.stdout)
+                .contains("ready")
+                .then_some(())
+        });
     }
 
     /// Has container `name` make its calls (SIGUSR1 to its ctr-getpid).
@@ -182,27 +174,19 @@ fn serve(root: &Path) -> (Running, String, tempfile::TempDir) {
 }
 
 fn scrape(listen: &str) -> String {
-    let output = Command::new("curl")
-        .args(["-sf", &format!("http://{listen}/metrics")])
-        .output()
-        .expect("curl");
-    assert!(output.status.success(), "scrape failed");
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    let (status, _, body) =
+        common::curl_url(&format!("http://{listen}/metrics"), &[]).expect("a scrape");
+    assert_eq!(status, 200, "scrape of {listen}");
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 /// Scrapes until container `name`'s count is `calls` or more (its load
 /// runs on its own), then says what it is.
 fn count_once_done(listen: &str, name: &str, calls: u64) -> f64 {
     let series = format!(r#"bpfsnap_container_getpid_calls_total{{container="{name}"}}"#);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let text = scrape(listen);
-        let count = common::sample(&text, &series);
-        if count.is_some_and(|count| count >= calls as f64) || Instant::now() > deadline {
-            return count.unwrap_or_else(|| panic!("no {series} in:\n{text}"));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    common::poll(&format!("{series} reaching {calls}"), || {
+        common::sample(&scrape(listen), &series).filter(|&count| count >= calls as f64)
+    })
 }
 
 #[test]
