@@ -49,6 +49,11 @@ impl CgroupPaths {
         }
     }
 
+    /// Where the tree is: the v2 hierarchy's root directory.
+    pub fn root(&self) -> PathBuf {
+        (self.root)()
+    }
+
     /// The path of cgroup `id`, if its directory exists (or existed).
     pub fn path(&self, id: u64) -> Option<PathBuf> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

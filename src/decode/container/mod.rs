@@ -6,9 +6,10 @@
 //! and give one field of the container's identity. The id is resolved to
 //! its cgroup's path ([`super::cgroup`]'s walk of the tree), the path to a
 //! container id ([`cgroup_path`]), the id to what its runtime recorded
-//! about it ([`runtime`]). A cgroup that is not a container's gives its
-//! path, as `cgroup` does, or the configured host value (`--container-host
-//! host`); an id with no cgroup `unknown_cgroup_id:<id>`.
+//! about it ([`runtime`]). A cgroup that is not a container's has no
+//! Kubernetes namespace or pod (empty); its other fields are its path below
+//! the v2 root, as /proc/PID/cgroup shows it, or the configured host value
+//! (`--container-host host`); an id with no cgroup `unknown_cgroup_id:<id>`.
 //!
 //! One cache of identities by cgroup id serves every label of every
 //! config, so that a config's namespace, pod and container labels read the
@@ -112,6 +113,12 @@ impl Field {
         }
     }
 
+    /// Whether the field groups containers (a namespace, a pod), which a
+    /// cgroup that is no container's has none of.
+    fn is_kube_grouping(self) -> bool {
+        matches!(self, Field::KubeNamespace | Field::KubePod)
+    }
+
     fn of(self, identity: &Identity) -> &str {
         match self {
             Field::Name => &identity.name,
@@ -204,11 +211,13 @@ impl Identities {
         }
     }
 
-    /// `path` as the host shows it: without the root it is read under.
+    /// The cgroup at `path` as /proc/PID/cgroup and systemd name it: its
+    /// path below the v2 hierarchy's root (`/system.slice/ssh.service`, `/`
+    /// for the root), wherever the tree is mounted.
     fn host_path(&self, path: &Path) -> String {
-        match path.strip_prefix(&self.root) {
-            Ok(rest) if self.root != Path::new("/") => format!("/{}", rest.display()),
-            _ => path.display().to_string(),
+        match path.strip_prefix(self.paths.root()) {
+            Ok(rest) => format!("/{}", rest.display()),
+            Err(_) => path.display().to_string(),
         }
     }
 }
@@ -269,6 +278,8 @@ impl Decoder for ContainerField {
             Owner::Container(identity) => {
                 out.extend_from_slice(self.field.of(&identity).as_bytes())
             }
+            // Not in Kubernetes: no namespace or pod.
+            Owner::Host(_) if self.field.is_kube_grouping() => {}
             Owner::Host(path) => {
                 out.extend_from_slice(self.host.as_deref().unwrap_or(&path).as_bytes())
             }
@@ -387,8 +398,9 @@ mod tests {
         let bare = cgroup(&format!("system.slice/docker-{NO_METADATA}.scope"));
         let ssh = cgroup("system.slice/ssh.service");
         let conmon = cgroup(&format!("machine.slice/libpod-conmon-{PODMAN}.scope"));
-        let ssh_path = "/sys/fs/cgroup/system.slice/ssh.service";
-        let conmon_path = format!("/sys/fs/cgroup/machine.slice/libpod-conmon-{PODMAN}.scope");
+        // Below the tree's root, as /proc/PID/cgroup shows them.
+        let ssh_path = "/system.slice/ssh.service";
+        let conmon_path = format!("/machine.slice/libpod-conmon-{PODMAN}.scope");
         let short = &NO_METADATA[..12];
         let rows: [(&str, [&str; 6]); 5] = [
             (
@@ -425,14 +437,17 @@ mod tests {
                 .iter()
                 .map(|(id, values)| (id.as_bytes(), Ok(values[column])))
                 .collect();
-            cases.push((ssh.as_bytes(), Ok(ssh_path)));
-            cases.push((conmon.as_bytes(), Ok(conmon_path.as_str())));
+            // A host cgroup is in no Kubernetes namespace or pod.
+            let grouping = field.is_kube_grouping();
+            let host_cgroup = |path| Ok(if grouping { "" } else { path });
+            cases.push((ssh.as_bytes(), host_cgroup(ssh_path)));
+            cases.push((conmon.as_bytes(), host_cgroup(conmon_path.as_str())));
             cases.push((b"1", Ok("unknown_cgroup_id:1")));
             cases.push((b"", Err("put `uint` before")));
             cases.push((&[1, 0, 0, 0, 0, 0, 0, 0], Err("not a decimal number")));
             check_table(&decoder(field, None), &cases);
             let hosted = [
-                (ssh.as_bytes(), Ok("host")),
+                (ssh.as_bytes(), host_cgroup("host")),
                 (web.as_bytes(), Ok(rows[0].1[column])),
             ];
             check_table(&decoder(field, Some("host")), &hosted);
@@ -487,18 +502,22 @@ mod tests {
     }
 
     #[test]
-    fn paths_under_another_root_are_shown_as_the_host_has_them() {
-        let identities = Identities::new(&cgroup::SYSTEM, PathBuf::from("/host"));
-        let path = Path::new("/host/sys/fs/cgroup/system.slice/ssh.service");
-        assert_eq!(
-            identities.host_path(path),
-            "/sys/fs/cgroup/system.slice/ssh.service"
-        );
-        let identities = Identities::new(&cgroup::SYSTEM, PathBuf::from("/"));
-        assert_eq!(
-            identities.host_path(Path::new("/sys/fs/cgroup/a")),
-            "/sys/fs/cgroup/a"
-        );
+    fn host_cgroups_are_named_below_the_trees_root_wherever_it_is_mounted() {
+        fn mounted() -> PathBuf {
+            PathBuf::from("/host/sys/fs/cgroup/unified")
+        }
+        static PATHS: CgroupPaths = CgroupPaths::new(mounted, Duration::ZERO);
+        let identities = Identities::new(&PATHS, PathBuf::from("/host"));
+        for (path, shown) in [
+            (
+                "/host/sys/fs/cgroup/unified/system.slice/ssh.service",
+                "/system.slice/ssh.service",
+            ),
+            ("/host/sys/fs/cgroup/unified", "/"),
+            ("/elsewhere/a", "/elsewhere/a"),
+        ] {
+            assert_eq!(identities.host_path(Path::new(path)), shown, "{path}");
+        }
     }
 
     #[test]
