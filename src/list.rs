@@ -90,8 +90,20 @@ fn short_table(out: &mut String, rows: &[(Program, String)]) -> Result<()> {
             writeln!(out)?;
         }
         for (i, metric) in metrics.enumerate() {
-            let indent = if i == 0 { 2 } else { metrics_column };
-            writeln!(out, "{:indent$}{}", "", series(&metric))?;
+            let series = series(&metric);
+            // One that does not fit in its column gets a line of its own.
+            let fits = metrics_column + series.len() <= WIDTH;
+            let indent = match (i, fits) {
+                (0, true) => 2,
+                (0, false) => {
+                    out.truncate(out.trim_end_matches(' ').len());
+                    writeln!(out)?;
+                    2
+                }
+                (_, true) => metrics_column,
+                (_, false) => 2,
+            };
+            writeln!(out, "{:indent$}{series}", "")?;
         }
         for line in wrap(&config.description, WIDTH - 2) {
             writeln!(out, "  {line}")?;
