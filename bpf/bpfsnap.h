@@ -126,4 +126,41 @@ static __always_inline u64 native_syscall_nr(struct pt_regs *regs)
 #endif
 }
 
+/*
+ * The id of `task`'s cgroup in the v2 hierarchy (the kernfs node id of its
+ * css_set's default cgroup, a u64 since Linux 5.5): what
+ * bpf_get_current_cgroup_id() returns for the current task, for any task.
+ * The container decoders (container_name, kube_pod ...) name it. Read with
+ * BPF_CORE_READ: the css_set pointer is RCU-protected, which BTF-typed loads
+ * refuse on some kernels.
+ */
+static __always_inline u64 task_cgroup_id(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+}
+
+/*
+ * The v2 cgroup id of the socket's owner: the cgroup the socket was created
+ * in (sock_cgroup_data, set at socket creation), which is whose it is even
+ * where the kernel works on it from a timer or softirq. Its first 8 bytes
+ * hold the cgroup pointer on every kernel: Linux 5.15 made it `struct
+ * cgroup *cgroup`; before, a union whose `val` is the pointer unless its low
+ * bits (`is_data`, `no_refcnt`) are set, which sock_cgroup_ptr() of those
+ * kernels reads as the root cgroup, as it does a NULL pointer. The root's
+ * id is 1 (the kernfs root's).
+ */
+#define ROOT_CGROUP_ID 1
+
+static __always_inline u64 sock_cgroup_id(const struct sock *sk)
+{
+	struct cgroup *cgroup;
+	u64 word = 0;
+
+	bpf_core_read(&word, sizeof(word), &sk->sk_cgrp_data);
+	if (!word || (word & 3))
+		return ROOT_CGROUP_ID;
+	cgroup = (struct cgroup *)word;
+	return BPF_CORE_READ(cgroup, kn, id);
+}
+
 #endif

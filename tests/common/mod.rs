@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 mod blockdev;
+mod cgroup2;
 mod clients;
 mod exposition;
 mod files;
@@ -25,8 +26,8 @@ mod user_config;
 
 #[allow(unused_imports)] // each test binary uses its own subset, as above
 pub use self::{
-    blockdev::*, clients::*, exposition::*, files::*, journal::*, kernel::*, load::*, mounts::*,
-    netns::*, node_exporter::*, oom::*, pins::*, process::*, programs::*, serving::*,
+    blockdev::*, cgroup2::*, clients::*, exposition::*, files::*, journal::*, kernel::*, load::*,
+    mounts::*, netns::*, node_exporter::*, oom::*, pins::*, process::*, programs::*, serving::*,
     syscall_gate::*, test_name::*, units::*, user_config::*,
 };
 

@@ -205,7 +205,7 @@ impl Drop for OomCgroup {
 /// Where a cgroup hierarchy of `fstype` ("cgroup" for v1, "cgroup2") is
 /// mounted; for v1, the one with `option` (its controller) among its mount
 /// options.
-fn cgroup_mount(fstype: &str, option: &str) -> Option<PathBuf> {
+pub fn cgroup_mount(fstype: &str, option: &str) -> Option<PathBuf> {
     fs::read_to_string("/proc/self/mounts")
         .ok()?
         .lines()

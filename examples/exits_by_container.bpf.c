@@ -1,0 +1,1 @@
+../bpf/exits_by_container.bpf.c

@@ -1,0 +1,1 @@
+../bpf/oomkill_by_container.bpf.c

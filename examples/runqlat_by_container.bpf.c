@@ -1,0 +1,1 @@
+../bpf/runqlat_by_container.bpf.c

@@ -1,0 +1,1 @@
+../bpf/syscall_errors_by_container.bpf.c

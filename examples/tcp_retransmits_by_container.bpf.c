@@ -1,0 +1,1 @@
+../bpf/tcp_retransmits_by_container.bpf.c
