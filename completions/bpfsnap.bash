@@ -125,7 +125,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__check)
-            opts="-b -v -q -h --config-dir --configs --builtin --verbose --quiet --log.level --log.format --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --by --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -145,6 +145,10 @@ _bpfsnap() {
                     ;;
                 -b)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -W "container" -- "${cur}"))
                     return 0
                     ;;
                 --log.level)
@@ -297,7 +301,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__run)
-            opts="-b -o -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --for --interval --counts --count --output --pin --lock-timeout --format --top --verbose --quiet --log.level --log.format --help"
+            opts="-b -o -v -q -h --config-dir --configs --builtin --by --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --for --interval --counts --count --output --pin --lock-timeout --format --top --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -317,6 +321,10 @@ _bpfsnap() {
                     ;;
                 -b)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -W "container" -- "${cur}"))
                     return 0
                     ;;
                 --namespace)
@@ -407,7 +415,7 @@ _bpfsnap() {
             return 0
             ;;
         bpfsnap__subcmd__serve)
-            opts="-b -v -q -h --config-dir --configs --builtin --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --web.listen-address --listen --web.systemd-socket --web.config.file --web.telemetry-path --web.max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --web.header-timeout --verbose --quiet --log.level --log.format --help"
+            opts="-b -v -q -h --config-dir --configs --builtin --by --namespace --btf --strict --config.skip-cache-size --keep-caps --allow-untrusted-files --container-root --container-host --container-include --container-exclude --web.listen-address --listen --web.systemd-socket --web.config.file --web.telemetry-path --web.max-requests --scrape-timeout --on-error --counts --scrape-delay --scrape-error --faulty-scrapes --web.header-timeout --verbose --quiet --log.level --log.format --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -427,6 +435,10 @@ _bpfsnap() {
                     ;;
                 -b)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --by)
+                    COMPREPLY=($(compgen -W "container" -- "${cur}"))
                     return 0
                     ;;
                 --namespace)

@@ -40,6 +40,7 @@ complete -c bpfsnap -n "__fish_bpfsnap_needs_command" -f -a "help" -d 'Print thi
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l by -d '`container`: use each selected (or default) built-in\'s NAME_by_container twin where it has one, labelled namespace, pod and container (see --container-root)' -r -f -a "container\t'The cgroup of the event\'s owner, named as its container'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l btf -d 'The kernel\'s types in BTF, for a kernel without /sys/kernel/btf/vmlinux (BTFHub\'s archives have them for older distribution kernels): libbpf relocates CO-RE programs against it. Programs that attach through the kernel\'s own BTF (tp_btf, fentry, so the built-ins) still need the kernel\'s' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -l config.skip-cache-size -d 'ebpf_exporter\'s flag, accepted so its command lines work, and ignored: bpfsnap decodes each distinct label value once per window, with no cache to size' -r
@@ -69,6 +70,7 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand run" -s h -l help -d 'Pr
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l by -d '`container`: use each selected (or default) built-in\'s NAME_by_container twin where it has one, labelled namespace, pod and container (see --container-root)' -r -f -a "container\t'The cgroup of the event\'s owner, named as its container'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l namespace -d 'Prefix of every metric name; `ebpf_exporter` gives ebpf_exporter\'s names, so existing dashboards keep working' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l btf -d 'The kernel\'s types in BTF, for a kernel without /sys/kernel/btf/vmlinux (BTFHub\'s archives have them for older distribution kernels): libbpf relocates CO-RE programs against it. Programs that attach through the kernel\'s own BTF (tp_btf, fentry, so the built-ins) still need the kernel\'s' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -l config.skip-cache-size -d 'ebpf_exporter\'s flag, accepted so its command lines work, and ignored: bpfsnap decodes each distinct label value once per window, with no cache to size' -r
@@ -101,11 +103,12 @@ complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand serve" -s h -l help -d '
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l config-dir -d 'Directory holding NAME.toml or NAME.yaml and NAME.bpf.o for --configs' -r -F
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l configs -d 'Configs to use from --config-dir, comma-separated; a name not found there may be a built-in' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s b -l builtin -d 'Built-in programs to use, comma-separated' -r
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l by -d '`container`: use each selected (or default) built-in\'s NAME_by_container twin where it has one, labelled namespace, pod and container (see --container-root)' -r -f -a "container\t'The cgroup of the event\'s owner, named as its container'"
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l log.level -d 'Show messages of this level and above, as exporter-toolkit\'s flag: debug (libbpf\'s own messages too), info, warn or error. In place of -v and -q' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -l log.format -d 'Write each message as a record, as exporter-toolkit\'s loggers do: logfmt (time=… level=… msg=…) or json, with a timestamp unless stderr is the journal. Without it, plain lines' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s v -l verbose -d 'Say what is happening on stderr; twice (-vv) also libbpf\'s own messages (CO-RE relocations, the verifier\'s logs: long)'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s q -l quiet -d 'Print only errors on stderr'
-complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help'
+complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand check" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -l log.level -d 'Show messages of this level and above, as exporter-toolkit\'s flag: debug (libbpf\'s own messages too), info, warn or error. In place of -v and -q' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -l log.format -d 'Write each message as a record, as exporter-toolkit\'s loggers do: logfmt (time=… level=… msg=…) or json, with a timestamp unless stderr is the journal. Without it, plain lines' -r
 complete -c bpfsnap -n "__fish_bpfsnap_using_subcommand list" -s l -l long -d 'Also show the exact attach points, why a program is unavailable, the cardinality bound of its labels and its cost'

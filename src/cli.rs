@@ -213,6 +213,12 @@ pub struct ProgramArgs {
     /// Built-in programs to use, comma-separated.
     #[arg(short, long, value_name = "NAMES", value_delimiter = ',')]
     pub builtin: Vec<String>,
+
+    /// `container`: use each selected (or default) built-in's
+    /// NAME_by_container twin where it has one, labelled namespace, pod and
+    /// container (see --container-root).
+    #[arg(long, value_name = "KEY")]
+    pub by: Option<By>,
 }
 
 /// How programs are loaded and attached (run and serve).
@@ -500,8 +506,16 @@ impl ProgramArgs {
             config_dir: self.config_dir.clone(),
             configs: self.configs.clone(),
             builtins: self.builtin.clone(),
+            by_container: self.by == Some(By::Container),
         }
     }
+}
+
+/// What `--by` keys the built-ins by instead of their own labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum By {
+    /// The cgroup of the event's owner, named as its container.
+    Container,
 }
 
 /// Says that ebpf_exporter's flags bpfsnap takes without acting on were

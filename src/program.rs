@@ -88,6 +88,9 @@ pub struct Selection {
     pub config_dir: Option<PathBuf>,
     pub configs: Vec<String>,
     pub builtins: Vec<String>,
+    /// `--by container`: every built-in taken (named or default) that has
+    /// a `NAME_by_container` twin is replaced by it.
+    pub by_container: bool,
 }
 
 impl Selection {
@@ -110,6 +113,11 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
             .iter()
             .filter_map(|source| match source.config() {
                 Ok(config) if config.builtin.default => {
+                    let source = twin(selection, source.name).unwrap_or(source);
+                    let config = match source.config() {
+                        Ok(config) => config,
+                        Err(err) => return Some(Err(err)),
+                    };
                     Some(from_builtin(source, config).map(|program| Program {
                         optional: true,
                         ..program
@@ -137,7 +145,9 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
         });
     }
     results.extend(selection.files.iter().map(|path| load_file(path)));
-    results.extend(selection.builtins.iter().map(|name| builtin_program(name)));
+    results.extend(selection.builtins.iter().map(|name| {
+        builtin_program(twin(selection, name).map_or(name.as_str(), |source| source.name))
+    }));
 
     // Names are unique in a run.
     let mut seen: Vec<(String, String)> = Vec::new();
@@ -153,6 +163,15 @@ pub fn select_each(selection: &Selection) -> Vec<Result<Program>> {
         }
     }
     results
+}
+
+/// The `_by_container` twin of built-in `name`, if the selection asks for
+/// them and it has one.
+fn twin(selection: &Selection, name: &str) -> Option<&'static BuiltinSource> {
+    if !selection.by_container {
+        return None;
+    }
+    builtin::find(&format!("{name}_by_container"))
 }
 
 /// A built-in's program, its spec compiled.
@@ -290,6 +309,39 @@ mod tests {
         assert_eq!(names(&programs), ["a", "b", "syscalls"]);
         assert!(matches!(&programs[0].object, ObjectSource::File(p) if p.ends_with("a.bpf.o")));
         assert!(matches!(programs[2].object, ObjectSource::Embedded(_)));
+    }
+
+    #[test]
+    fn by_container_takes_the_twins_of_the_builtins_that_have_one() {
+        let by_container = |builtins: &[&str]| Selection {
+            builtins: builtins.iter().map(|b| b.to_string()).collect(),
+            by_container: true,
+            ..Selection::default()
+        };
+        let named = select(&by_container(&[
+            "oomkill",
+            "syscalls",
+            "runqlat_by_container",
+        ]))
+        .unwrap();
+        assert_eq!(
+            names(&named),
+            ["oomkill_by_container", "syscalls", "runqlat_by_container"]
+        );
+        let defaults = select(&by_container(&[])).unwrap();
+        let defaults = names(&defaults);
+        let plain = select(&Selection::default()).unwrap();
+        assert_eq!(defaults.len(), plain.len());
+        for name in names(&plain) {
+            let twin = format!("{name}_by_container");
+            let expected = if crate::builtin::find(&twin).is_some() {
+                twin.as_str()
+            } else {
+                name
+            };
+            assert!(defaults.contains(&expected), "{expected} in {defaults:?}");
+        }
+        assert!(defaults.contains(&"exits_by_container"));
     }
 
     #[test]
