@@ -258,8 +258,18 @@ fn the_image_holds_the_binary_and_its_libraries_and_runs_as_the_daemonset_says()
             let host = if path == "/var/lib/prometheus/node-exporter" {
                 textfile_mount = Some(at.to_string());
                 textfile.clone()
-            } else {
+            } else if Path::new(path).exists() {
                 PathBuf::from(path)
+            } else {
+                // DirectoryOrCreate on a node without that runtime: empty.
+                assert_eq!(
+                    volume["hostPath"]["type"].as_str(),
+                    Some("DirectoryOrCreate"),
+                    "{name}"
+                );
+                let empty = work.path().join(name);
+                fs::create_dir(&empty).unwrap();
+                empty
             };
             let mode = if read_only { ":ro" } else { "" };
             flags.push(format!("--volume={}:{at}{mode}", host.display()));
@@ -370,14 +380,37 @@ exit $status
             Some(name[..name.find('"')?].to_string())
         })
         .collect();
+    // --by container: the default set's built-ins that have a twin by
+    // container are replaced by it.
+    assert!(args.windows(2).any(|pair| pair == ["--by", "container"]));
+    let expected: BTreeSet<String> = default_builtins_here()
+        .into_iter()
+        .map(|name| {
+            let twin = format!("{name}_by_container");
+            if bpfsnap::builtin::find(&twin).is_some() {
+                twin
+            } else {
+                name
+            }
+        })
+        .collect();
     assert_eq!(
-        enabled,
-        default_builtins_here(),
-        "the default built-ins that run here, in the container"
+        enabled, expected,
+        "the default built-ins that run here, by container, in the container"
     );
     assert!(
         !common::samples(&text, "bpfsnap_syscalls_total").is_empty(),
         "{text}"
+    );
+    // The host's cgroup tree, mounted below --container-root, names the
+    // cgroups of the processes whose system calls failed.
+    let named = common::samples(&text, "bpfsnap_container_syscall_errors_total")
+        .into_iter()
+        .filter(|(labels, _)| labels.contains(r#"container="/"#))
+        .count();
+    assert!(
+        named > 0,
+        "no failed call's cgroup named by its path\n{text}"
     );
     common::promtool_check(&text);
 
