@@ -111,7 +111,7 @@ fn runqlat_by_container_times_each_wakeup_of_the_cgroups_task() {
         let status = cgroup.run_child(|| {
             let nap = libc::timespec {
                 tv_sec: 0,
-                tv_nsec: 100_000,
+                tv_nsec: 1_000_000,
             };
             for _ in 0..SLEEPS {
                 unsafe { libc::nanosleep(&nap, std::ptr::null_mut()) };
@@ -121,14 +121,19 @@ fn runqlat_by_container_times_each_wakeup_of_the_cgroups_task() {
         assert!(libc::WIFEXITED(status));
     });
     let name = "bpfsnap_container_runqueue_latency_seconds_count";
-    let series = series(name, &cgroup.path, "");
-    let count = common::sample(&text, &series).unwrap_or_else(|| panic!("no {series}\n{text}"));
-    // Each wakeup from a nap is one wait for a CPU; a preemption while
-    // runnable adds one, which a sleeping task seldom meets.
+    let counted = series(name, &cgroup.path, "");
+    let count = common::sample(&text, &counted).unwrap_or_else(|| panic!("no {counted}\n{text}"));
+    // A wakeup is a wait for a CPU unless the timer fired before the task
+    // switched out (then it never left the CPU: 198 of 200 in a TCG VM);
+    // a preemption while runnable adds one, which a sleeping task seldom
+    // meets. Not exact: the kernel decides.
     assert!(
-        count >= SLEEPS as f64 && count < 2.0 * SLEEPS as f64,
-        "{series} = {count} for {SLEEPS} wakeups\n{text}"
+        count >= 0.75 * SLEEPS as f64 && count < 2.0 * SLEEPS as f64,
+        "{counted} = {count} for {SLEEPS} wakeups\n{text}"
     );
+    let bucket = "bpfsnap_container_runqueue_latency_seconds_bucket";
+    let inf = series(bucket, &cgroup.path, r#",le="+Inf""#);
+    assert_eq!(common::sample(&text, &inf), Some(count), "{inf}\n{text}");
 }
 
 #[test]
