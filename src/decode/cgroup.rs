@@ -7,7 +7,7 @@
 //! v1/v2 host only the v2 tree (`/sys/fs/cgroup/unified`) is walked, as v2
 //! ids are what BPF sees and v1 inode numbers would collide with them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
@@ -24,8 +24,13 @@ use crate::spec::DecoderSpec;
 const SYSTEM_REWALK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// The id → path map of one cgroup tree, walked on first use and again on a
-/// miss (at most once per interval). Entries are kept when a cgroup goes
-/// away: maps may still hold its keys, and ids are not reused.
+/// miss (at most once per interval). A cgroup that goes away is kept until
+/// two walks in a row have not found it: a map read just after it went may
+/// still hold its keys, and forgetting it then would leave that last read
+/// without its path; forgetting it at all keeps the map to the cgroups that
+/// live, not every one there has been (containers come and go by the
+/// thousand). Ids are not reused, so a path kept a walk longer is never
+/// another cgroup's.
 pub struct CgroupPaths {
     root: fn() -> PathBuf,
     rewalk_interval: Duration,
@@ -33,8 +38,16 @@ pub struct CgroupPaths {
 }
 
 struct State {
-    paths: BTreeMap<u64, PathBuf>,
+    paths: BTreeMap<u64, Known>,
+    /// Walks so far; the number of the last one.
+    walks: u64,
     walked: Option<Instant>,
+}
+
+/// A cgroup's path and the last walk that found it.
+struct Known {
+    path: PathBuf,
+    seen: u64,
 }
 
 impl CgroupPaths {
@@ -44,6 +57,7 @@ impl CgroupPaths {
             rewalk_interval,
             state: Mutex::new(State {
                 paths: BTreeMap::new(),
+                walks: 0,
                 walked: None,
             }),
         }
@@ -54,11 +68,16 @@ impl CgroupPaths {
         (self.root)()
     }
 
-    /// The path of cgroup `id`, if its directory exists (or existed).
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The path of cgroup `id`, if its directory exists (or existed until
+    /// the walk before last).
     pub fn path(&self, id: u64) -> Option<PathBuf> {
-        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(path) = state.paths.get(&id) {
-            return Some(path.clone());
+        let mut state = self.lock();
+        if let Some(known) = state.paths.get(&id) {
+            return Some(known.path.clone());
         }
         if state
             .walked
@@ -66,9 +85,34 @@ impl CgroupPaths {
         {
             return None;
         }
-        walk(&(self.root)(), &mut state.paths);
-        state.walked = Some(Instant::now());
-        state.paths.get(&id).cloned()
+        state.rewalk(&(self.root)());
+        state.paths.get(&id).map(|known| known.path.clone())
+    }
+
+    /// Drops from `cached` the ids this map has forgotten, if it has walked
+    /// since `*walk` (then set to its last walk): what others keep by cgroup
+    /// id goes when the cgroup does.
+    pub fn forget_gone<V>(&self, cached: &mut HashMap<u64, V>, walk: &mut u64) {
+        let state = self.lock();
+        if state.walks == *walk {
+            return;
+        }
+        cached.retain(|id, _| state.paths.contains_key(id));
+        *walk = state.walks;
+    }
+}
+
+impl State {
+    /// Walks the tree under `root` again, forgetting cgroups that neither
+    /// this walk nor the one before found.
+    fn rewalk(&mut self, root: &Path) {
+        self.walks += 1;
+        let walk = self.walks;
+        walk_tree(root, |id, path| {
+            self.paths.insert(id, Known { path, seen: walk });
+        });
+        self.paths.retain(|_, known| walk - known.seen < 2);
+        self.walked = Some(Instant::now());
     }
 }
 
@@ -92,9 +136,10 @@ pub(super) fn v2_root(base: &Path) -> PathBuf {
         .unwrap_or_else(|| base.to_path_buf())
 }
 
-/// Adds every directory under `root` (and `root` itself) by inode number.
-/// Unreadable or vanishing directories are skipped: the tree changes under us.
-fn walk(root: &Path, paths: &mut BTreeMap<u64, PathBuf>) {
+/// Calls `found` with the inode number and path of every directory under
+/// `root` (and `root` itself). Unreadable or vanishing directories are
+/// skipped: the tree changes under us.
+fn walk_tree(root: &Path, mut found: impl FnMut(u64, PathBuf)) {
     let mut pending = vec![root.to_path_buf()];
     while let Some(dir) = pending.pop() {
         // symlink_metadata: never follow links out of the tree.
@@ -104,7 +149,7 @@ fn walk(root: &Path, paths: &mut BTreeMap<u64, PathBuf>) {
         if !meta.is_dir() {
             continue;
         }
-        paths.insert(meta.ino(), dir.clone());
+        found(meta.ino(), dir.clone());
         let Ok(entries) = fs::read_dir(&dir) else {
             continue;
         };
@@ -203,7 +248,7 @@ mod tests {
         );
 
         // A cgroup created after the first walk is found by the next one;
-        // one removed since stays resolvable.
+        // one removed since stays resolvable for a walk (see below).
         let late = root.join("late.scope");
         fs::create_dir(&late).unwrap();
         let (late_id, late_path) = (id_of(&late).to_string(), text(&late));
@@ -232,6 +277,61 @@ mod tests {
         let late_id = id_of(&late).to_string();
         let unknown = format!("unknown_cgroup_id:{late_id}");
         check_table(&decoder, &[(late_id.as_bytes(), Ok(unknown.as_str()))]);
+    }
+
+    /// A removed cgroup resolves until two walks in a row have not found it,
+    /// then is forgotten, and so is what others cached by its id. Each row:
+    /// what happens, then the walks so far and whether the removed cgroup
+    /// (and the others' cache entry for it) is still known.
+    #[test]
+    fn forgets_a_cgroup_missing_from_two_walks_in_a_row() {
+        fn root() -> PathBuf {
+            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            temp_root(&DIR)
+        }
+        static PATHS: CgroupPaths = CgroupPaths::new(root, Duration::ZERO);
+        let (gone, stays) = (root().join("gone.scope"), root().join("stays.scope"));
+        fs::create_dir_all(&gone).unwrap();
+        fs::create_dir_all(&stays).unwrap();
+        let (gone_id, stays_id) = (id_of(&gone), id_of(&stays));
+        let mut cached: HashMap<u64, &str> = HashMap::from([(gone_id, "g"), (stays_id, "s")]);
+        let mut pruned_at = 0;
+        enum Step {
+            Resolve(u64),
+            Remove,
+        }
+        let steps = [
+            (Step::Resolve(gone_id), 1, true), // the first walk finds both
+            (Step::Remove, 1, true),
+            (Step::Resolve(gone_id), 1, true), // known: no walk
+            (Step::Resolve(1), 2, true),       // a miss walks: gone once
+            (Step::Resolve(gone_id), 2, true), // a map read one last time
+            (Step::Resolve(1), 3, false),      // gone twice: forgotten
+        ];
+        for (row, (step, walks, known)) in steps.into_iter().enumerate() {
+            match step {
+                Step::Resolve(id) => {
+                    PATHS.path(id);
+                }
+                Step::Remove => fs::remove_dir(&gone).unwrap(),
+            }
+            assert_eq!(PATHS.lock().walks, walks, "row {row}");
+            assert_eq!(
+                PATHS.lock().paths.contains_key(&gone_id),
+                known,
+                "row {row}"
+            );
+            PATHS.forget_gone(&mut cached, &mut pruned_at);
+            assert_eq!(pruned_at, walks, "row {row}");
+            assert_eq!(cached.contains_key(&gone_id), known, "row {row}");
+            assert_eq!(PATHS.path(stays_id), Some(stays.clone()), "row {row}");
+        }
+        let unknown = format!("unknown_cgroup_id:{gone_id}");
+        let gone_text = gone_id.to_string();
+        check_table(
+            &Cgroup { paths: &PATHS },
+            &[(gone_text.as_bytes(), Ok(unknown.as_str()))],
+        );
     }
 
     #[test]

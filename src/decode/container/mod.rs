@@ -13,10 +13,13 @@
 //!
 //! One cache of identities by cgroup id serves every label of every
 //! config, so that a config's namespace, pod and container labels read the
-//! runtime's files once per container. Identities found are kept (a cgroup
-//! id is never reused); a container whose runtime files are missing or
-//! unreadable is asked again after [`RETRY_INTERVAL`]. The cache is bounded
-//! ([`MAX_CACHED`]): when full it starts again empty.
+//! runtime's files once per container. Identities found are kept while
+//! their cgroup is (a cgroup id is never reused), and forgotten when the
+//! cgroup tree's walk forgets the cgroup's path: the cache follows the
+//! containers that run, not every one there has been. A container whose
+//! runtime files are missing or unreadable is asked again after
+//! [`RETRY_INTERVAL`]. The cache is bounded all the same ([`MAX_CACHED`]):
+//! when full it starts again empty.
 
 mod cgroup_path;
 mod filter;
@@ -152,7 +155,14 @@ struct Cached {
 pub struct Identities {
     paths: &'static CgroupPaths,
     root: PathBuf,
-    cache: Mutex<HashMap<u64, Cached>>,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    entries: HashMap<u64, Cached>,
+    /// The walk of `paths` after which gone cgroups were last dropped.
+    pruned_at: u64,
 }
 
 impl Identities {
@@ -160,14 +170,21 @@ impl Identities {
         Identities {
             paths,
             root,
-            cache: Mutex::new(HashMap::new()),
+            cache: Mutex::new(Cache::default()),
         }
     }
 
     /// Who cgroup `id` belongs to; Err names the runtime file that could
     /// not be read, and why.
     fn owner(&self, id: u64) -> Result<Owner, String> {
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        let Cache {
+            entries: cache,
+            pruned_at,
+        } = &mut *guard;
+        // Cgroups the tree's walks have forgotten are dropped first, so that
+        // what is kept is the identities of the containers there are.
+        self.paths.forget_gone(cache, pruned_at);
         if let Some(cached) = cache.get(&id) {
             if cached.retry_after.is_none_or(|at| Instant::now() < at) {
                 return cached.owner.clone();
@@ -496,9 +513,74 @@ mod tests {
         assert_eq!(first.name, "999999999999");
         let cached = identities.cache.lock().unwrap();
         assert!(
-            cached[&late_id].retry_after.is_some(),
+            cached.entries[&late_id].retry_after.is_some(),
             "a miss is asked again"
         );
+    }
+
+    /// A container's identity goes with its cgroup: kept while a map read
+    /// one last time may still name it (the tree's walk keeps a removed
+    /// cgroup for one walk), then forgotten; other containers' stay.
+    #[test]
+    fn identities_of_removed_cgroups_are_forgotten() {
+        // A host of its own: no other test's walk sees or reuses its cgroups.
+        fn host() -> &'static Path {
+            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            DIR.get_or_init(|| {
+                let dir = tempfile::tempdir().unwrap();
+                fixture(dir.path());
+                dir
+            })
+            .path()
+        }
+        fn cgroups() -> PathBuf {
+            host().join("sys/fs/cgroup")
+        }
+        static PATHS: CgroupPaths = CgroupPaths::new(cgroups, Duration::ZERO);
+        let identities = Identities::new(&PATHS, host().to_path_buf());
+        let gone = cgroups().join(format!("libpod_parent/libpod-{PODMAN}"));
+        let stays = cgroups().join(format!("system.slice/docker-{DOCKER}.scope"));
+        let ids: Vec<u64> = [&gone, &stays]
+            .iter()
+            .map(|dir| {
+                fs::create_dir_all(dir).unwrap();
+                fs::metadata(dir).unwrap().ino()
+            })
+            .collect();
+        let (gone_id, stays_id) = (ids[0], ids[1]);
+        let name = |id| match identities.owner(id) {
+            Ok(Owner::Container(identity)) => identity.name.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(
+            (name(gone_id), name(stays_id)),
+            ("busy".into(), "db".into())
+        );
+        fs::remove_dir(&gone).unwrap();
+        // Each row: the lookup of an id, then whose identities are cached.
+        let unknown = format!("{:?}", Ok::<Owner, String>(Owner::Unknown));
+        let rows: [(u64, &str, &[u64]); 4] = [
+            (1, &unknown, &[gone_id, stays_id]), // a miss walks: gone once
+            (gone_id, "busy", &[gone_id, stays_id]), // read one last time
+            (1, &unknown, &[gone_id, stays_id]), // gone twice: the path goes
+            (gone_id, &unknown, &[stays_id]),    // and the identity with it
+        ];
+        for (row, (id, want, cached)) in rows.into_iter().enumerate() {
+            assert_eq!(name(id), want, "row {row}");
+            let mut held: Vec<u64> = identities
+                .cache
+                .lock()
+                .unwrap()
+                .entries
+                .keys()
+                .copied()
+                .collect();
+            held.sort();
+            let mut cached = cached.to_vec();
+            cached.sort();
+            assert_eq!(held, cached, "row {row}");
+        }
+        assert_eq!(name(stays_id), "db");
     }
 
     #[test]
