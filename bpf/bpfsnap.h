@@ -163,4 +163,75 @@ static __always_inline u64 sock_cgroup_id(const struct sock *sk)
 	return BPF_CORE_READ(cgroup, kn, id);
 }
 
+/*
+ * Run-queue waits (runqlat, runqlat_by_container): when a task became
+ * runnable, kept in task-local storage, or in an LRU hash by thread id on
+ * kernels whose tracing programs have no task storage (before 5.11).
+ * `by_pid` is a constant in each caller, so each program refers to one of
+ * the two maps only and loads where the other cannot be created.
+ */
+#define TASK_RUNNING 0
+
+/* task_struct's state was `state` before Linux 5.14 renamed it `__state`. */
+struct task_struct___state_before_5_14 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline bool task_runnable(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return task->__state == TASK_RUNNING;
+	return BPF_CORE_READ((struct task_struct___state_before_5_14 *)task, state) == TASK_RUNNING;
+}
+
+/* The slot holding `task`'s enqueue time (created if `create`), in the
+ * task storage map `storage` or, `by_pid`, in the hash `by_pid_map`. */
+static __always_inline u64 *enqueued_slot(void *storage, void *by_pid_map,
+					  struct task_struct *task, bool by_pid, bool create)
+{
+	u32 pid = task->pid;
+	u64 zero = 0;
+
+	if (!by_pid)
+		return bpf_task_storage_get(storage, task, 0,
+					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (create)
+		bpf_map_update_elem(by_pid_map, &pid, &zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(by_pid_map, &pid);
+}
+
+/* Notes that `task` waits on a run queue from now (not the idle task). */
+static __always_inline void enqueued_now(void *storage, void *by_pid_map,
+					 struct task_struct *task, bool by_pid)
+{
+	u64 *at;
+
+	if (!task->pid)
+		return;
+	at = enqueued_slot(storage, by_pid_map, task, by_pid, true);
+	if (at)
+		*at = bpf_ktime_get_ns();
+}
+
+/* At a switch from `prev` to `next`: a preempted `prev` waits again from
+ * now; returns how long `next` waited in µs, or -1 if it was not seen
+ * becoming runnable (or is the idle task). */
+static __always_inline s64 switch_waited_us(void *storage, void *by_pid_map,
+					    struct task_struct *prev, struct task_struct *next,
+					    bool by_pid)
+{
+	u64 *at, waited_us;
+
+	if (task_runnable(prev))
+		enqueued_now(storage, by_pid_map, prev, by_pid);
+	if (!next->pid)
+		return -1;
+	at = enqueued_slot(storage, by_pid_map, next, by_pid, false);
+	if (!at || !*at)
+		return -1;
+	waited_us = (bpf_ktime_get_ns() - *at) / 1000;
+	*at = 0;
+	return waited_us;
+}
+
 #endif

@@ -19,7 +19,6 @@
 #include "bpfsnap.h"
 
 #define MAX_BUCKET 26 /* 2^26 µs ≈ 67 s */
-#define TASK_RUNNING 0
 /* Runnable threads waiting for a CPU at once, with the by-pid variant; an
  * LRU hash, so threads that exit while queued cannot fill it. */
 #define MAX_QUEUED 16384
@@ -46,43 +45,9 @@ struct {
 	__type(value, u64);
 } runqueue_latency_seconds SEC(".maps");
 
-/* task_struct's state was `state` before Linux 5.14 renamed it `__state`. */
-struct task_struct___state_before_5_14 {
-	long state;
-} __attribute__((preserve_access_index));
-
-static __always_inline bool runnable(struct task_struct *task)
-{
-	if (bpf_core_field_exists(task->__state))
-		return task->__state == TASK_RUNNING;
-	return BPF_CORE_READ((struct task_struct___state_before_5_14 *)task, state) == TASK_RUNNING;
-}
-
-/* The slot holding `task`'s enqueue time (created if `create`), in task
- * storage or, `by_pid`, in the hash; `by_pid` is a constant in each caller,
- * so each program refers to one map only. */
-static __always_inline u64 *enqueued_slot(struct task_struct *task, bool by_pid, bool create)
-{
-	u32 pid = task->pid;
-	u64 zero = 0;
-
-	if (!by_pid)
-		return bpf_task_storage_get(&enqueued_at, task, 0,
-					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-	if (create)
-		bpf_map_update_elem(&enqueued_at_by_pid, &pid, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&enqueued_at_by_pid, &pid);
-}
-
 static __always_inline void enqueue(struct task_struct *task, bool by_pid)
 {
-	u64 *at;
-
-	if (!task->pid)
-		return;
-	at = enqueued_slot(task, by_pid, true);
-	if (at)
-		*at = bpf_ktime_get_ns();
+	enqueued_now(&enqueued_at, &enqueued_at_by_pid, task, by_pid);
 }
 
 static __always_inline void add(u32 key, u64 n)
@@ -96,18 +61,10 @@ static __always_inline void add(u32 key, u64 n)
 static __always_inline void switched(struct task_struct *prev, struct task_struct *next,
 				     bool by_pid)
 {
-	u64 *at, waited_us;
+	s64 waited_us = switch_waited_us(&enqueued_at, &enqueued_at_by_pid, prev, next, by_pid);
 
-	/* Preempted while runnable: it waits in the queue again from now. */
-	if (runnable(prev))
-		enqueue(prev, by_pid);
-	if (!next->pid)
+	if (waited_us < 0)
 		return;
-	at = enqueued_slot(next, by_pid, false);
-	if (!at || !*at)
-		return;
-	waited_us = (bpf_ktime_get_ns() - *at) / 1000;
-	*at = 0;
 	add(exp2_bucket(waited_us, MAX_BUCKET), 1);
 	add(MAX_BUCKET + 1, waited_us);
 }

@@ -17,7 +17,6 @@
 #include "bpfsnap.h"
 
 #define MAX_BUCKET 26 /* 2^26 µs ≈ 67 s */
-#define TASK_RUNNING 0
 #define MAX_QUEUED 16384
 /* (cgroup, bucket) keys: 29 per cgroup (27 buckets, sum, above range). */
 #define MAX_KEYS 65536
@@ -50,57 +49,20 @@ struct {
 	__type(value, u64);
 } container_runqueue_latency_seconds SEC(".maps");
 
-struct task_struct___state_before_5_14 {
-	long state;
-} __attribute__((preserve_access_index));
-
-static __always_inline bool runnable(struct task_struct *task)
-{
-	if (bpf_core_field_exists(task->__state))
-		return task->__state == TASK_RUNNING;
-	return BPF_CORE_READ((struct task_struct___state_before_5_14 *)task, state) == TASK_RUNNING;
-}
-
-/* `by_pid` is a constant in each caller: each program uses one map. */
-static __always_inline u64 *enqueued_slot(struct task_struct *task, bool by_pid, bool create)
-{
-	u32 pid = task->pid;
-	u64 zero = 0;
-
-	if (!by_pid)
-		return bpf_task_storage_get(&container_enqueued_at, task, 0,
-					    create ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
-	if (create)
-		bpf_map_update_elem(&container_enqueued_at_by_pid, &pid, &zero, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&container_enqueued_at_by_pid, &pid);
-}
-
 static __always_inline void enqueue(struct task_struct *task, bool by_pid)
 {
-	u64 *at;
-
-	if (!task->pid)
-		return;
-	at = enqueued_slot(task, by_pid, true);
-	if (at)
-		*at = bpf_ktime_get_ns();
+	enqueued_now(&container_enqueued_at, &container_enqueued_at_by_pid, task, by_pid);
 }
 
 static __always_inline void switched(struct task_struct *prev, struct task_struct *next,
 				     bool by_pid)
 {
 	struct container_bucket_key key = {};
-	u64 *at, waited_us;
+	s64 waited_us = switch_waited_us(&container_enqueued_at, &container_enqueued_at_by_pid,
+					 prev, next, by_pid);
 
-	if (runnable(prev))
-		enqueue(prev, by_pid);
-	if (!next->pid)
+	if (waited_us < 0)
 		return;
-	at = enqueued_slot(next, by_pid, false);
-	if (!at || !*at)
-		return;
-	waited_us = (bpf_ktime_get_ns() - *at) / 1000;
-	*at = 0;
 	key.cgroup_id = task_cgroup_id(next);
 	key.bucket = exp2_bucket(waited_us, MAX_BUCKET);
 	hash_add(&container_runqueue_latency_seconds, &key, 1);
