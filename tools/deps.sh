@@ -6,7 +6,8 @@
 #                         `make run`): a C/BPF compiler, libbpf's libraries,
 #                         and Rust if none recent enough is found
 #   tools/deps.sh test    that plus the test stack (`make test`): promtool,
-#                         node_exporter, podman, QEMU for the kernel matrix ...,
+#                         node_exporter, podman, containerd, QEMU for the
+#                         kernel matrix ...,
 #                         and on x86_64 what cross-building for arm64 needs
 #
 # BPFSNAP_ARCH=aarch64 (`make deps ARCH=arm64`) on another host adds what
@@ -16,8 +17,9 @@
 # aarch64-unknown-linux-gnu standard library.
 #
 # Nothing in the build set starts a service: `prometheus` and
-# `prometheus-node-exporter` (which do, on :9090 and :9100) come only with
-# the test set.
+# `prometheus-node-exporter` (which do, on :9090 and :9100) and `containerd`
+# (the system's, where systemd boots; the tests start their own) come only
+# with the test set.
 set -euo pipefail
 
 set_name=${1:-build}
@@ -45,6 +47,7 @@ test_packages=(
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
   runc                    # tests/containers.rs: podman containers with cgroups on a hybrid host (crun refuses)
+  containerd              # tests/containers.rs: a private containerd (and ctr) with CRI-annotated containers
   openssl                 # certificates for the TLS tests of `bpfsnap serve`
   iproute2                # ip netns, tc (network built-in tests)
   python3                 # tools/*.py
