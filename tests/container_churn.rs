@@ -237,29 +237,11 @@ fn remove_cgroup(dir: &Path) -> std::io::Result<()> {
 
 /// bpfsnap serving churn_calls.yaml with `--container-root`.
 fn serve(root: &Path) -> (Running, String, tempfile::TempDir) {
-    let dir = common::config_dir();
-    for (from, to) in [
-        (
-            common::source_file("tests/fixtures/churn_calls.yaml"),
-            "churn_calls.yaml",
-        ),
-        (common::fixture_object("churn_calls"), "churn_calls.bpf.o"),
-    ] {
-        fs::copy(&from, dir.path().join(to)).expect("copy the config");
-    }
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let config = dir.path().join("churn_calls.yaml");
-    let mut serving = Running::spawn(&[
-        "serve",
-        "-v",
-        "--listen",
-        &listen,
-        "--container-root",
-        path_str(root),
-        path_str(&config),
-    ]);
-    serving.wait_for("serving http://");
-    (serving, listen, dir)
+    common::serve_fixture(
+        "churn_calls",
+        "churn_calls",
+        &["--container-root", path_str(root)],
+    )
 }
 
 /// Scrapes bpfsnap and checks what every scrape must show, given the
@@ -274,10 +256,7 @@ struct Scraper {
 
 impl Scraper {
     fn scrape(&mut self, counted: u64) -> String {
-        let (status, _, body) =
-            common::curl_url(&format!("http://{}/metrics", self.listen), &[]).expect("a scrape");
-        assert_eq!(status, 200, "scrape of {}", self.listen);
-        let text = String::from_utf8_lossy(&body).into_owned();
+        let text = common::scrape_metrics(&self.listen);
         self.dropped += counted.saturating_sub(CAP);
         let kept = counted.min(CAP);
         let mut values: Vec<f64> = common::samples(&text, METRIC)

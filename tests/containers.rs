@@ -413,33 +413,13 @@ impl Drop for Containerd {
 /// bpfsnap serving tests/fixtures/`config`.yaml (container_calls.bpf.c's
 /// map) with `--container-root root` and `args`.
 fn serve(root: &Path, config: &str, args: &[&str]) -> (Running, String, tempfile::TempDir) {
-    let dir = common::config_dir();
-    let yaml = dir.path().join(format!("{config}.yaml"));
-    fs::copy(
-        common::source_file(&format!("tests/fixtures/{config}.yaml")),
-        &yaml,
-    )
-    .expect("copy config");
-    fs::copy(
-        common::fixture_object("container_calls"),
-        dir.path().join(format!("{config}.bpf.o")),
-    )
-    .expect("copy object");
-    let listen = format!("127.0.0.1:{}", common::free_port());
-    let mut argv = vec!["serve", "-v", "--listen", &listen];
-    argv.extend_from_slice(&["--container-root", path_str(root)]);
+    let mut argv = vec!["--container-root", path_str(root)];
     argv.extend_from_slice(args);
-    argv.push(path_str(&yaml));
-    let mut serving = Running::spawn(&argv);
-    serving.wait_for("serving http://");
-    (serving, listen, dir)
+    common::serve_fixture(config, "container_calls", &argv)
 }
 
 fn scrape(listen: &str) -> String {
-    let (status, _, body) =
-        common::curl_url(&format!("http://{listen}/metrics"), &[]).expect("a scrape");
-    assert_eq!(status, 200, "scrape of {listen}");
-    String::from_utf8_lossy(&body).into_owned()
+    common::scrape_metrics(listen)
 }
 
 const METRIC: &str = "bpfsnap_container_getpid_calls_total";

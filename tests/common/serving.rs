@@ -179,3 +179,40 @@ impl Drop for Prometheus {
         let _ = self.child.wait();
     }
 }
+
+/// `bpfsnap serve` of the fixture config tests/fixtures/CONFIG.yaml with
+/// the fixture object OBJECT as its object, copied to a directory of their
+/// own, on a free loopback port, with `args` before the config; returns it
+/// once it serves, its address and the directory (kept while it runs).
+pub fn serve_fixture(
+    config: &str,
+    object: &str,
+    args: &[&str],
+) -> (super::Running, String, tempfile::TempDir) {
+    let dir = super::config_dir();
+    let yaml = dir.path().join(format!("{config}.yaml"));
+    std::fs::copy(
+        super::source_file(&format!("tests/fixtures/{config}.yaml")),
+        &yaml,
+    )
+    .expect("copy the config");
+    std::fs::copy(
+        super::fixture_object(object),
+        dir.path().join(format!("{config}.bpf.o")),
+    )
+    .expect("copy the object");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut argv = vec!["serve", "-v", "--listen", &listen];
+    argv.extend_from_slice(args);
+    argv.push(super::path_str(&yaml));
+    let mut serving = super::Running::spawn(&argv);
+    serving.wait_for("serving http://");
+    (serving, listen, dir)
+}
+
+/// One scrape of `listen`'s /metrics, which must answer 200.
+pub fn scrape_metrics(listen: &str) -> String {
+    let (status, _, body) = curl_url(&format!("http://{listen}/metrics"), &[]).expect("a scrape");
+    assert_eq!(status, 200, "scrape of {listen}");
+    String::from_utf8_lossy(&body).into_owned()
+}
