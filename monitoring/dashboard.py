@@ -189,7 +189,7 @@ def health(layout):
 # panels as (function, args, width)); tests/monitoring.rs checks that every
 # metric of bpf/*.toml has a panel.
 def builtins():
-    return storage_and_scheduler() + system_calls_and_processes() + network()
+    return storage_and_scheduler() + system_calls_and_processes() + network() + containers()
 
 
 def storage_and_scheduler():
@@ -276,6 +276,37 @@ def network():
         ("skb_drops", None, [
             (timeseries, ("Packet drops by reason", "Packets the kernel dropped per second, by reason and protocol.",
                           [target(rate("bpfsnap_skb_drops_total", "reason, protocol"), "{{reason}} {{protocol}}")], "pps"), 8),
+        ]),
+    ]
+
+
+def containers():
+    who = "namespace, pod, container"
+    legend = "{{namespace}} {{pod}} {{container}}"
+    return [
+        ("exits_by_container", "Containers (the _by_container built-ins, --by container)", [
+            (topk, ("Exits by container (top 15)", "Processes ending per second, by container, how and code.",
+                    "bpfsnap_container_process_exits_total", who + ", how, code"), 8),
+        ]),
+        ("syscall_errors_by_container", None, [
+            (topk, ("Failed system calls by container (top 15)", "Failed calls per second, by container, call and errno.",
+                    "bpfsnap_container_syscall_errors_total", who + ", syscall, errno"), 8),
+        ]),
+        ("oomkill_by_container", None, [
+            (timeseries, ("OOM kills by container", "Tasks the OOM killer chose, by the victim's container, per 5 minutes.",
+                          [target(f"sum by ({who}) (increase(bpfsnap_container_oom_kills_total{{{SEL}}}[5m]))",
+                                  legend)]), 8),
+        ]),
+        ("tcp_retransmits_by_container", None, [
+            (timeseries, ("TCP retransmits by container", "Retransmitted packets per second, by the socket's container.",
+                          [target(rate("bpfsnap_container_tcp_retransmits_total", who), legend)], "pps"), 12),
+        ]),
+        ("runqlat_by_container", None, [
+            (heatmap, ("Run-queue latency, containers", "Time runnable tasks waited for a CPU, every cgroup.",
+                       "bpfsnap_container_runqueue_latency_seconds", "s"), 12),
+            (topk_quantile, ("Longest run-queue waits by container, p99 (top 15)",
+                             "99th percentile of the wait for a CPU, by container.",
+                             "bpfsnap_container_runqueue_latency_seconds", who), 12),
         ]),
     ]
 

@@ -38,8 +38,11 @@ loaded_ids() { bpftool prog show --json | python3 -c 'import json,sys; print(*so
 held_ids() { # ids of the BPF programs process $1 holds a descriptor of
   local fd
   for fd in /proc/"$1"/fd/*; do
-    [[ $(readlink "$fd" 2>/dev/null) == anon_inode:bpf-prog ]] &&
+    # if, not &&: a last fd that is no program must not fail the pipeline
+    # (set -e and pipefail would end the soak without a word).
+    if [[ $(readlink "$fd" 2>/dev/null) == anon_inode:bpf-prog ]]; then
       awk '/^prog_id:/ {print $2}' /proc/"$1"/fdinfo/"${fd##*/}"
+    fi
   done | sort -u
 }
 held_programs() { held_ids "$1" | grep -c . || true; }

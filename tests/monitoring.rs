@@ -341,6 +341,7 @@ impl Load {
             .map_err(|why| {
                 common::not_exercised(test, &format!("no memory cgroup for an OOM kill: {why}"));
                 lacking.push(("bpfsnap_oom_kills", format!("no memory cgroup: {why}")));
+                lacking.push(("bpfsnap_container_oom_kills", format!("no memory cgroup: {why}")));
             })
             .ok();
         Load {
@@ -384,7 +385,7 @@ impl Load {
 
 /// Built-ins `run --pin` refuses: their event-stream counters are counted
 /// by the bpfsnap process itself (`serve` runs them in the live test).
-const NOT_PINNABLE: &[&str] = &["exits"];
+const NOT_PINNABLE: &[&str] = &["exits", "exits_by_container"];
 
 /// One run as the package's timer runs it, of every built-in but
 /// [`NOT_PINNABLE`], pinned in `pin`, into `output`; returns the output.
