@@ -341,7 +341,10 @@ impl Load {
             .map_err(|why| {
                 common::not_exercised(test, &format!("no memory cgroup for an OOM kill: {why}"));
                 lacking.push(("bpfsnap_oom_kills", format!("no memory cgroup: {why}")));
-                lacking.push(("bpfsnap_container_oom_kills", format!("no memory cgroup: {why}")));
+                lacking.push((
+                    "bpfsnap_container_oom_kills",
+                    format!("no memory cgroup: {why}"),
+                ));
             })
             .ok();
         Load {
