@@ -28,8 +28,9 @@
 //!   supported, drop all controllers from cgroupv2" (this machine mounts
 //!   cgroup v1 controllers beside a cgroup2 hierarchy that has one). In the
 //!   test's own mount namespace /sys/fs/cgroup is a plain cgroup2 mount,
-//!   and the container gets no cgroup (--cgroups=disabled): the cgroup is
-//!   not what the DaemonSet's spec is about.
+//!   and the container gets no cgroup (--cgroups=disabled, which crun
+//!   allows and runc does not: the test names crun): the cgroup is not what
+//!   the DaemonSet's spec is about.
 //! - podman raises RLIMIT_NOFILE and RLIMIT_NPROC for a container; without
 //!   CAP_SYS_RESOURCE (which this sandbox withholds) crun fails with EPERM:
 //!   the test sets both below the current hard limits.
@@ -482,7 +483,14 @@ fn podman_script(work: &Path, script: &str) -> Command {
     )
     .unwrap();
     let engine = work.join("containers.conf");
-    fs::write(&engine, "[engine]\ncgroup_manager = \"cgroupfs\"\n").unwrap();
+    // crun by name: with runc installed too (tests/containers.rs needs it),
+    // podman's default on a host without a unified cgroup tree is runc,
+    // which refuses --cgroups=disabled ("not compatible with NoCgroups").
+    fs::write(
+        &engine,
+        "[engine]\ncgroup_manager = \"cgroupfs\"\nruntime = \"crun\"\n",
+    )
+    .unwrap();
     let prelude = r#"
 mount -t cgroup2 none /sys/fs/cgroup
 # No cgroup (see above); podman raises RLIMIT_NOFILE and RLIMIT_NPROC, which

@@ -46,6 +46,7 @@ test_packages=(
   systemd-container       # tests/package.rs: systemd-nspawn boots the installed package
   debootstrap             # tests/package.rs: a Debian 12 root to install the package into
   podman                  # tests/container.rs: builds and runs the image (no Docker engine here)
+  crun                    # tests/container.rs: the image's container without a cgroup (runc refuses)
   runc                    # tests/containers.rs: podman containers with cgroups on a hybrid host (crun refuses)
   containerd              # tests/containers.rs: a private containerd (and ctr) with CRI-annotated containers
   openssl                 # certificates for the TLS tests of `bpfsnap serve`
