@@ -28,6 +28,16 @@ type FxMap<K, V> = rustc_hash::FxHashMap<K, V>;
 /// again: each key's bytes are then decoded without looking.
 const DIRECT_AFTER: usize = 1 << 14;
 
+/// The most text one label's values hold (their ends are u32): a million
+/// values of 4 KiB each, far beyond what a map key's label decodes to. A
+/// value that would end past it rejects its key, counted under
+/// [`TOO_MUCH_TEXT`].
+const MAX_TEXT: usize = u32::MAX as usize;
+
+/// The decoder a key is rejected by when its label's values outgrow
+/// [`MAX_TEXT`] (counted in `bpfsnap_decoder_errors_total` under this name).
+const TOO_MUCH_TEXT: &str = "label_text_over_4GiB";
+
 /// Where a value is in [`Values`]' text: its start and end.
 pub type Span = (usize, usize);
 
@@ -37,8 +47,10 @@ pub type Span = (usize, usize);
 #[derive(Default)]
 pub struct Values {
     text: String,
-    /// Where each value ends in `text`.
-    ends: Vec<usize>,
+    /// Where each value ends in `text` (u32: half the memory of a usize
+    /// for a million distinct values; a label's text stops at 4 GiB, see
+    /// [`MAX_TEXT`]).
+    ends: Vec<u32>,
     /// Whether no value has a byte the text format escapes.
     plain: bool,
 }
@@ -52,9 +64,9 @@ impl Values {
     pub fn span(&self, index: usize) -> Span {
         let start = match index {
             0 => 0,
-            _ => self.ends[index - 1],
+            _ => self.ends[index - 1] as usize,
         };
-        (start, self.ends[index])
+        (start, self.ends[index] as usize)
     }
 
     /// The text of value `index`.
@@ -176,12 +188,17 @@ impl<'c> LabelCache<'c> {
     /// compares values, the id of an equal value already kept).
     fn decode(&mut self, bytes: &[u8]) -> u32 {
         let start = self.values.text.len();
-        if let Err(err) = self
+        let decoded = self
             .chain
-            .decode_into(bytes, &mut self.scratch, &mut self.values.text)
-        {
+            .decode_into(bytes, &mut self.scratch, &mut self.values.text);
+        let rejected = match decoded {
+            Err(err) => Some((err.decoder, err.skip)),
+            Ok(()) if self.values.text.len() > MAX_TEXT => Some((TOO_MUCH_TEXT, false)),
+            Ok(()) => None,
+        };
+        if let Some(rejection) = rejected {
             self.values.text.truncate(start);
-            self.rejections.push((err.decoder, err.skip));
+            self.rejections.push(rejection);
             return (self.rejections.len() - 1) as u32 | REJECTED;
         }
         let next = self.values.ends.len() as u32;
@@ -204,7 +221,8 @@ impl<'c> LabelCache<'c> {
                 self.merged = true;
             }
         }
-        self.values.ends.push(self.values.text.len());
+        // At most MAX_TEXT (checked above).
+        self.values.ends.push(self.values.text.len() as u32);
         next
     }
 

@@ -28,8 +28,8 @@ pub struct Table {
     /// Per label: its distinct values, by id.
     pub values: Vec<Values>,
     labels: usize,
-    /// Each row's value ids, `labels` per row.
-    ids: Vec<u32>,
+    /// Per label: each row's value id.
+    ids: Vec<Ids>,
     /// The series in order.
     series: Vec<Series>,
     /// Set by [`Table::cap`]: the smallest value kept, and how many series
@@ -79,6 +79,47 @@ impl Series {
     }
 }
 
+/// One label's value id for each row. A label whose values are all
+/// distinct and decoded in row order (a pid, an address, a string per key:
+/// most of a big map's labels) has each row's own index as its id: nothing
+/// is stored for it, 4 bytes less per key and label.
+#[derive(Debug, PartialEq)]
+enum Ids {
+    /// Row `n`'s id is `n`, for this many rows.
+    Row(usize),
+    Stored(Vec<u32>),
+}
+
+impl Ids {
+    fn push(&mut self, id: u32, capacity: usize) {
+        match self {
+            Ids::Row(rows) if id as usize == *rows => *rows += 1,
+            Ids::Row(rows) => {
+                let mut ids = Vec::with_capacity(capacity.max(*rows + 1));
+                ids.extend(0..*rows as u32);
+                ids.push(id);
+                *self = Ids::Stored(ids);
+            }
+            Ids::Stored(ids) => ids.push(id),
+        }
+    }
+
+    /// Takes back the last row's id.
+    fn pop(&mut self) {
+        match self {
+            Ids::Row(rows) => *rows = rows.saturating_sub(1),
+            Ids::Stored(ids) => drop(ids.pop()),
+        }
+    }
+
+    fn get(&self, row: usize) -> u32 {
+        match self {
+            Ids::Row(_) => row as u32,
+            Ids::Stored(ids) => ids[row],
+        }
+    }
+}
+
 impl Table {
     /// Whether there is no series.
     pub fn is_empty(&self) -> bool {
@@ -122,11 +163,18 @@ impl Table {
     /// Calls `f` with (label value ids, value) of every series kept (see
     /// [`Table::cap`]), in order.
     pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
-        let width = self.labels;
+        let mut row_ids = Vec::with_capacity(self.labels);
         for series in self.kept() {
-            let row = series.row as usize;
-            f(&self.ids[row * width..(row + 1) * width], series.total());
+            row_ids.clear();
+            row_ids.extend(self.row_ids(series));
+            f(&row_ids, series.total());
         }
+    }
+
+    /// The value ids of `series`' row, label by label.
+    fn row_ids<'t>(&'t self, series: &Series) -> impl Iterator<Item = u32> + 't {
+        let row = series.row as usize;
+        self.ids.iter().map(move |ids| ids.get(row))
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
@@ -182,12 +230,7 @@ impl Table {
         let width = self.labels;
         spans.clear();
         for series in batch {
-            let row = series.row as usize * width;
-            spans.extend(
-                self.ids[row..row + width]
-                    .iter()
-                    .map(|&id| (id as usize, 0)),
-            );
+            spans.extend(self.row_ids(series).map(|id| (id as usize, 0)));
         }
         if width == 0 {
             // One (empty) row per series, for the writer's chunks.
@@ -268,7 +311,9 @@ struct Rows<'l> {
     order: &'l KeyOrder,
     width: usize,
     caches: Vec<LabelCache<'l>>,
-    ids: Vec<u32>,
+    ids: Vec<Ids>,
+    /// Keys in the map: the most rows there can be.
+    keys: usize,
     series: Vec<Series>,
     /// How the previous key fared: kept (None), or rejected by a decoder
     /// (and whether it asked to skip).
@@ -284,7 +329,8 @@ impl<'l> Rows<'l> {
                 .iter()
                 .map(|label| LabelCache::new(&label.decoders))
                 .collect(),
-            ids: Vec::with_capacity(keys * labels.len()),
+            ids: labels.iter().map(|_| Ids::Row(0)).collect(),
+            keys,
             series: Vec::with_capacity(keys),
             rejected: None,
         }
@@ -319,20 +365,21 @@ impl<'l> Rows<'l> {
     /// Pushes the ids of the labels of the key whose sort bytes are
     /// `sort`; the rejection if a decoder rejected one (nothing pushed then).
     fn decode(&mut self, sort: &[u8]) -> Option<(&'static str, bool)> {
-        let start = self.ids.len();
         let mut rejected = None;
-        let (caches, ids) = (&mut self.caches, &mut self.ids);
+        let mut pushed = 0;
+        let (caches, ids, keys) = (&mut self.caches, &mut self.ids, self.keys);
         self.order.for_each_label(sort, |index, bytes| {
             let id = caches[index].id(bytes);
             if id & REJECTED != 0 {
                 rejected = Some(caches[index].rejection(id).unwrap_or(("", true)));
                 return false;
             }
-            ids.push(id);
+            ids[index].push(id, keys);
+            pushed += 1;
             true
         });
         if rejected.is_some() {
-            self.ids.truncate(start);
+            self.ids[..pushed].iter_mut().for_each(Ids::pop);
         }
         rejected
     }
@@ -365,13 +412,10 @@ impl Table {
     /// are nearly all distinct is decoded key by key): values are compared
     /// as text, by hash.
     fn merge(&mut self) {
-        let width = self.labels;
         let text = |series: &Series| {
-            let row = series.row as usize * width;
-            let ids = &self.ids[row..row + width];
-            ids.iter()
+            self.row_ids(series)
                 .zip(&self.values)
-                .map(|(&id, values)| values.get(id as usize))
+                .map(|(id, values)| values.get(id as usize))
         };
         let mut first_of: FxHashMap<u64, usize> = FxHashMap::default();
         let mut collided: FxHashMap<Vec<&str>, usize> = FxHashMap::default();
@@ -446,6 +490,82 @@ mod tests {
             out.push((values.join(","), value));
         });
         out
+    }
+
+    /// A label whose ids are its rows' indices stores none; the first id
+    /// that is not stores them all from there, and a row taken back is
+    /// taken back either way.
+    #[test]
+    fn ids_are_stored_only_when_they_are_not_the_row() {
+        // (ids pushed, or None to take the last back; what is kept)
+        let cases: [(&[Option<u32>], Ids); 4] = [
+            (&[Some(0), Some(1), Some(2)], Ids::Row(3)),
+            (&[Some(0), Some(1), None, Some(1)], Ids::Row(2)),
+            (&[Some(0), Some(0), Some(1)], Ids::Stored(vec![0, 0, 1])),
+            (&[Some(0), Some(1), None, Some(2)], Ids::Stored(vec![0, 2])),
+        ];
+        for (pushed, want) in cases {
+            let mut ids = Ids::Row(0);
+            for push in pushed {
+                match push {
+                    Some(id) => ids.push(*id, 4),
+                    None => ids.pop(),
+                }
+            }
+            assert_eq!(ids, want, "{pushed:?}");
+            if let Ids::Stored(stored) = &want {
+                for (row, id) in stored.iter().enumerate() {
+                    assert_eq!(ids.get(row), *id);
+                }
+            }
+        }
+    }
+
+    /// Distinct keys store no ids; a key a decoder rejects in the middle
+    /// makes the next rows' ids differ from their indices, and every
+    /// series still names its own values.
+    #[test]
+    fn distinct_keys_store_no_ids_and_rejected_keys_keep_the_rows_right() {
+        let distinct_plan = plan(&[
+            ("id", 4, "{ name = \"uint\" }"),
+            ("name", 4, "{ name = \"string\" }"),
+        ]);
+        let key = |id: u32, name: &[u8; 4]| {
+            let mut key = id.to_ne_bytes().to_vec();
+            key.extend_from_slice(name);
+            key
+        };
+        let labels = &distinct_plan.metrics[0].labels;
+        let mut errors = BTreeMap::new();
+        let distinct = [(key(1, b"a\0\0\0"), 10), (key(2, b"b\0\0\0"), 20)];
+        let table = counter_table(labels, None, &map(8, &distinct), &mut errors);
+        assert_eq!(table.ids, [Ids::Row(2), Ids::Row(2)]);
+        assert_eq!(
+            series(&table),
+            [("1,a".to_string(), 10.0), ("2,b".to_string(), 20.0)]
+        );
+        // The regexp drops b after 2 took id 1 of label `id`: the rows
+        // after it store their ids.
+        let filtered_plan = plan(&[
+            ("id", 4, "{ name = \"uint\" }"),
+            (
+                "name",
+                4,
+                "{ name = \"string\" }, { name = \"regexp\", regexps = [\"^[ac]$\"] }",
+            ),
+        ]);
+        let labels = &filtered_plan.metrics[0].labels;
+        let entries = [
+            (key(1, b"a\0\0\0"), 1),
+            (key(2, b"b\0\0\0"), 2),
+            (key(3, b"c\0\0\0"), 3),
+        ];
+        let table = counter_table(labels, None, &map(8, &entries), &mut errors);
+        assert_eq!(table.ids, [Ids::Stored(vec![0, 2]), Ids::Row(2)]);
+        assert_eq!(
+            series(&table),
+            [("1,a".to_string(), 1.0), ("3,c".to_string(), 3.0)]
+        );
     }
 
     #[test]
