@@ -80,8 +80,7 @@ fn main() {
             ..Snapshot::default()
         };
         let read_at = Instant::now();
-        let exposed = exposition::families(&plan, &snapshot, "bpfsnap").expect("exposing");
-        drop(snapshot);
+        let exposed = exposition::families(&plan, snapshot, "bpfsnap").expect("exposing");
         let mut exposition = Exposition::default();
         exposition.add_all(&exposed.families).expect("encoding");
         drop(exposed);

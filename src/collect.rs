@@ -77,14 +77,16 @@ impl Collector {
         let ns = self.namespace.as_str();
         let bookkeeping = &mut self.bookkeeping;
         let unread = snapshot::take_each(probes, self.deltas.as_mut(), |probe, snapshot| {
-            let exposed = exposition::families(probe.plan(), &snapshot, ns)?;
+            let mut snapshot = snapshot;
+            let events_lost = std::mem::take(&mut snapshot.events_lost);
+            // The snapshot's maps are freed as they are sorted.
+            let exposed = exposition::families(probe.plan(), snapshot, ns)?;
             bookkeeping.add(
                 &probe.config().name,
                 &exposed.decode_errors,
                 &exposed.series_dropped,
-                &snapshot.events_lost,
+                &events_lost,
             );
-            drop(snapshot);
             each(exposed.families)
         })?;
         let taken_at = SystemTime::now();

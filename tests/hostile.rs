@@ -430,7 +430,7 @@ fn histogram_of(buckets: &str, entries: &[(u64, u64)]) -> prometheus::proto::Met
         }],
         events_lost: Vec::new(),
     };
-    let exposed = bpfsnap::exposition::families(&plan, &snapshot, "x").expect("histograms");
+    let exposed = bpfsnap::exposition::families(&plan, snapshot, "x").expect("histograms");
     exposed.families[0].to_proto()
 }
 

@@ -183,7 +183,7 @@ decoders = [{{ name = "uint" }}]
     }
 
     fn text(bucket_settings: &str, entries: &[(u32, u32, [u64; 2])]) -> String {
-        let exposed = families(&config(bucket_settings), &map(entries), "bpfsnap").unwrap();
+        let exposed = families(&config(bucket_settings), map(entries), "bpfsnap").unwrap();
         encode(&exposed.families).unwrap()
     }
 
@@ -219,7 +219,7 @@ decoders = [{{ name = "uint" }}]
         let config = compiled(Config::parse("t", "t.toml", text_config, Format::Toml).unwrap());
         // CPU 0 saw one value in bucket 1; CPU 1 two in bucket 2 (sum 4).
         let snapshot = map(&[(5, 1, [1, 0]), (5, 2, [0, 2]), (5, 3, [0, 4])]);
-        let exposed = families(&config, &snapshot, "bpfsnap").unwrap();
+        let exposed = families(&config, snapshot.clone(), "bpfsnap").unwrap();
         let want = format!(
             "{HEAD}bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"1\"}} 1\n\
              bpfsnap_latency_seconds_bucket{{op=\"5\",cpu=\"0\",le=\"2\"}} 1\n\
@@ -237,7 +237,7 @@ decoders = [{{ name = "uint" }}]
         // keys are 4 bytes short of what the labels describe.
         let mut whole = snapshot;
         whole.maps[0].per_cpu = false;
-        let err = families(&config, &whole, "bpfsnap").err().unwrap();
+        let err = families(&config, whole, "bpfsnap").err().unwrap();
         assert!(
             format!("{err:#}").contains("label sizes do not match the map's key size"),
             "{err:#}"
@@ -362,7 +362,7 @@ decoders = [{{ name = "uint" }}]
         };
         let render = |text: &str, format: Format| {
             let config = compiled(Config::parse("histograms", "h", text, format).unwrap());
-            let exposed = families(&config, &maps, "bpfsnap").unwrap();
+            let exposed = families(&config, maps.clone(), "bpfsnap").unwrap();
             encode(&exposed.families).unwrap()
         };
         let from_toml = render(toml, Format::Toml);

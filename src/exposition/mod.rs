@@ -59,18 +59,19 @@ pub fn metric_name(namespace: &str, name: &str) -> String {
 
 /// Every family `plan` defines from `snapshot`, each capped at its
 /// `max_series`.
-pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exposed> {
+pub fn families(plan: &Plan, mut snapshot: Snapshot, namespace: &str) -> Result<Exposed> {
     let mut exposed = Exposed::default();
     for metric in &plan.metrics {
+        // Each metric has a map of its own (the spec refuses a name twice).
         let map = snapshot
-            .map(&metric.name)
+            .take_map(&metric.name)
             .with_context(|| format!("{}: no snapshot of map {}", plan.config, metric.name))?;
         let name = metric_name(namespace, &metric.name);
         let errors = &mut exposed.decode_errors;
         let mut family = match &metric.kind {
             plan::Kind::Counter => counter_family(metric, name, map, errors)
                 .with_context(|| format!("{}: metric {}", plan.config, metric.name))?,
-            plan::Kind::Histogram(layout) => histogram::family(metric, layout, &name, map, errors)
+            plan::Kind::Histogram(layout) => histogram::family(metric, layout, &name, &map, errors)
                 .with_context(|| format!("{}: histogram {}", plan.config, metric.name))?,
         };
         let dropped = family.cap(metric.max_series);
@@ -88,14 +89,12 @@ pub fn families(plan: &Plan, snapshot: &Snapshot, namespace: &str) -> Result<Exp
 fn counter_family(
     metric: &plan::Metric,
     name: String,
-    map: &MapData,
+    map: MapData,
     errors: &mut Errors,
 ) -> Result<Family> {
     let label_bytes = metric.key_size(map.per_cpu);
-    let unlabelled;
     let map = if label_bytes == 0 && map.key_size == crate::spec::UNLABELLED_KEY.len() {
-        unlabelled = unlabelled_entry(map, errors);
-        &unlabelled
+        unlabelled_entry(&map, errors)
     } else if map.key_size == label_bytes {
         map
     } else {
@@ -356,7 +355,7 @@ mod tests {
 
     /// The text of `plan`'s families from `snapshot` under namespace `ns`.
     fn text_of(plan: &Plan, snapshot: &Snapshot, ns: &str) -> String {
-        encode(&families(plan, snapshot, ns).unwrap().families).unwrap()
+        encode(&families(plan, snapshot.clone(), ns).unwrap().families).unwrap()
     }
 
     /// What the prometheus crate's encoder writes for these families.
@@ -496,7 +495,7 @@ decoders = [{ name = "string" }]
             &[(key(1, b"39\0\0"), [1, 0]), (key(2, b"bad\0"), [1, 0])],
             false,
         );
-        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        let exposed = families(&config, snap, "bpfsnap").unwrap();
         assert_eq!(exposed.decode_errors.get("syscall"), Some(&1));
         let text = encode(&exposed.families).unwrap();
         assert!(text.contains("kind=\"1\""));
@@ -832,7 +831,7 @@ decoders = [{{ name = "string" }}, {{ name = "regexp", regexps = ["^(x.*|[0-9]+)
                 ..Snapshot::default()
             };
             let (want, want_errors) = reference(&config, &snapshot, "ns");
-            let exposed = families(&config, &snapshot, "ns").unwrap();
+            let exposed = families(&config, snapshot, "ns").unwrap();
             assert!(
                 want[0].get_metric().len() > 10,
                 "{spec}: too few series to mean much"
@@ -917,7 +916,7 @@ decoders = [{ name = "uint" }]
                 .collect(),
             values: vec![3, 4, 5],
         });
-        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        let exposed = families(&config, snap, "bpfsnap").unwrap();
         let mut streamed = Exposition::default();
         streamed.add_all(&exposed.families).unwrap();
         assert_eq!(streamed.len(), 2);
@@ -991,7 +990,7 @@ decoders = [{ name = "uint" }]
             ],
             false,
         );
-        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        let exposed = families(&config, snap, "bpfsnap").unwrap();
         assert_eq!(exposed.series_dropped, [("events_total".to_string(), 3)]);
         // The terminal view reads the same series.
         let mut rows = Vec::new();
@@ -1042,7 +1041,7 @@ decoders = [{ name = "uint" }]
             }],
             ..Snapshot::default()
         };
-        let exposed = families(&config, &snap, "bpfsnap").unwrap();
+        let exposed = families(&config, snap, "bpfsnap").unwrap();
         assert_eq!(exposed.series_dropped, [("latency_seconds".to_string(), 2)]);
         let text = encode(&exposed.families).unwrap();
         assert!(text.contains("_count{op=\"2\"} 7\n"), "{text}");

@@ -269,11 +269,12 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 
 /// Decodes every counter series of `map`: values summed over CPUs (or split
 /// by CPU into the last label `cpu`), zero entries of arrays left out, keys
-/// a decoder rejects skipped and counted in `errors`.
+/// a decoder rejects skipped and counted in `errors`. The map's data is
+/// freed once its keys are sorted (they are all in the sort records then).
 pub(crate) fn counter_table(
     labels: &[Label],
     cpu_label: Option<usize>,
-    map: &MapData,
+    map: MapData,
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Table {
     let order = KeyOrder::new(labels, cpu_label);
@@ -299,8 +300,10 @@ pub(crate) fn counter_table(
         order.write(key, &[], &mut sort_bytes);
         sort_keys.push(&sort_bytes, total);
     }
+    let keys = map.len();
+    drop(map);
     sort_keys.sort();
-    let mut rows = Rows::new(labels, &order, map.len());
+    let mut rows = Rows::new(labels, &order, keys);
     sort_keys.for_each(|sort, value, same| rows.add(sort, value, same, errors));
     rows.into_table()
 }
@@ -538,7 +541,7 @@ mod tests {
         let labels = &distinct_plan.metrics[0].labels;
         let mut errors = BTreeMap::new();
         let distinct = [(key(1, b"a\0\0\0"), 10), (key(2, b"b\0\0\0"), 20)];
-        let table = counter_table(labels, None, &map(8, &distinct), &mut errors);
+        let table = counter_table(labels, None, map(8, &distinct), &mut errors);
         assert_eq!(table.ids, [Ids::Row(2), Ids::Row(2)]);
         assert_eq!(
             series(&table),
@@ -560,7 +563,7 @@ mod tests {
             (key(2, b"b\0\0\0"), 2),
             (key(3, b"c\0\0\0"), 3),
         ];
-        let table = counter_table(labels, None, &map(8, &entries), &mut errors);
+        let table = counter_table(labels, None, map(8, &entries), &mut errors);
         assert_eq!(table.ids, [Ids::Stored(vec![0, 2]), Ids::Row(2)]);
         assert_eq!(
             series(&table),
@@ -580,12 +583,7 @@ mod tests {
             (b"b\0\0\0".to_vec(), 5),
         ];
         let mut errors = BTreeMap::new();
-        let table = counter_table(
-            &plan.metrics[0].labels,
-            None,
-            &map(4, &entries),
-            &mut errors,
-        );
+        let table = counter_table(&plan.metrics[0].labels, None, map(4, &entries), &mut errors);
         let exact = (u128::from(u64::MAX) + 2) as f64;
         assert_eq!(
             series(&table),
@@ -612,12 +610,7 @@ mod tests {
             })
             .collect();
         let mut errors = BTreeMap::new();
-        let table = counter_table(
-            &plan.metrics[0].labels,
-            None,
-            &map(8, &entries),
-            &mut errors,
-        );
+        let table = counter_table(&plan.metrics[0].labels, None, map(8, &entries), &mut errors);
         let want: Vec<(String, f64)> = (0..40_000u32)
             .filter(|n| n % 8 != 7)
             .map(|n| {

@@ -89,6 +89,13 @@ impl Snapshot {
     pub fn map(&self, name: &str) -> Option<&MapData> {
         self.maps.iter().find(|map| map.name == name)
     }
+
+    /// Takes map `name`'s data out of the snapshot: the exposition frees a
+    /// map's keys once it has sorted them, before it decodes them.
+    pub fn take_map(&mut self, name: &str) -> Option<MapData> {
+        let at = self.maps.iter().position(|map| map.name == name)?;
+        Some(self.maps.swap_remove(at))
+    }
 }
 
 /// Snapshots every probe in order, its cgroup id map brought up to date
