@@ -150,7 +150,7 @@ fuzz_target!(|data: &[u8]| {
         events_lost: Vec::new(),
     };
     let exposed =
-        exposition::families(plan, &snapshot, "fuzz").expect("counters of a matching map");
+        exposition::families(plan, snapshot, "fuzz").expect("counters of a matching map");
     let text = exposition::encode(&exposed.families).expect("encode");
     let samples = check_exposition(&text);
     let most = if cpu_label {

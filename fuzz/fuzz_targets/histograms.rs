@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
         }],
         events_lost: Vec::new(),
     };
-    let exposed = exposition::families(&plan, &snapshot, "fuzz").expect("histograms");
+    let exposed = exposition::families(&plan, snapshot, "fuzz").expect("histograms");
     for family in exposed.families.iter().map(exposition::Family::to_proto) {
         for metric in family.get_metric() {
             let histogram = metric.get_histogram();
