@@ -76,8 +76,7 @@ impl Collector {
         let started = Instant::now();
         let ns = self.namespace.as_str();
         let bookkeeping = &mut self.bookkeeping;
-        let unread = snapshot::take_each(probes, self.deltas.as_mut(), |probe, snapshot| {
-            let mut snapshot = snapshot;
+        let unread = snapshot::take_each(probes, self.deltas.as_mut(), |probe, mut snapshot| {
             let events_lost = std::mem::take(&mut snapshot.events_lost);
             // The snapshot's maps are freed as they are sorted.
             let exposed = exposition::families(probe.plan(), snapshot, ns)?;

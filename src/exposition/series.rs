@@ -27,7 +27,6 @@ use crate::snapshot::MapData;
 pub struct Table {
     /// Per label: its distinct values, by id.
     pub values: Vec<Values>,
-    labels: usize,
     /// Per label: each row's value id.
     ids: Vec<Ids>,
     /// The series in order.
@@ -163,7 +162,7 @@ impl Table {
     /// Calls `f` with (label value ids, value) of every series kept (see
     /// [`Table::cap`]), in order.
     pub fn for_each_series(&self, mut f: impl FnMut(&[u32], f64)) {
-        let mut row_ids = Vec::with_capacity(self.labels);
+        let mut row_ids = Vec::with_capacity(self.ids.len());
         for series in self.kept() {
             row_ids.clear();
             row_ids.extend(self.row_ids(series));
@@ -189,7 +188,7 @@ impl Table {
             })
             .collect();
         let end = if prefixes.is_empty() { " " } else { "\"} " };
-        let width = self.labels;
+        let width = self.ids.len();
         let mut kept = self.kept();
         let mut batch: Vec<Series> = Vec::with_capacity(AHEAD);
         let mut spans = Vec::with_capacity(AHEAD * width);
@@ -227,7 +226,7 @@ impl Table {
     /// key order, their ids and values in map order: nearly every load
     /// misses in a large map).
     fn load(&self, batch: &[Series], spans: &mut Vec<Span>) {
-        let width = self.labels;
+        let width = self.ids.len();
         spans.clear();
         for series in batch {
             spans.extend(self.row_ids(series).map(|id| (id as usize, 0)));
@@ -270,7 +269,7 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 /// Decodes every counter series of `map`: values summed over CPUs (or split
 /// by CPU into the last label `cpu`), zero entries of arrays left out, keys
 /// a decoder rejects skipped and counted in `errors`. The map's data is
-/// freed once its keys are sorted (they are all in the sort records then).
+/// freed once its keys are in the sort records, before they are sorted.
 pub(crate) fn counter_table(
     labels: &[Label],
     cpu_label: Option<usize>,
@@ -312,7 +311,6 @@ pub(crate) fn counter_table(
 /// per label) and its value.
 struct Rows<'l> {
     order: &'l KeyOrder,
-    width: usize,
     caches: Vec<LabelCache<'l>>,
     ids: Vec<Ids>,
     /// Keys in the map: the most rows there can be.
@@ -327,7 +325,6 @@ impl<'l> Rows<'l> {
     fn new(labels: &'l [Label], order: &'l KeyOrder, keys: usize) -> Rows<'l> {
         Rows {
             order,
-            width: labels.len(),
             caches: labels
                 .iter()
                 .map(|label| LabelCache::new(&label.decoders))
@@ -389,7 +386,6 @@ impl<'l> Rows<'l> {
 
     /// The series, merged where their labels are equal.
     fn into_table(self) -> Table {
-        let width = self.width;
         let merges = self.caches.iter().any(LabelCache::merged);
         let mut table = Table {
             values: self
@@ -397,7 +393,6 @@ impl<'l> Rows<'l> {
                 .into_iter()
                 .map(LabelCache::into_values)
                 .collect(),
-            labels: width,
             ids: self.ids,
             series: self.series,
             threshold: None,
