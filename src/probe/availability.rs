@@ -8,13 +8,12 @@ use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::path::Path;
 
-use libbpf_rs::btf::types::{Enum, FuncProto, Typedef};
-use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
 use libbpf_rs::MapType;
 
 use crate::spec::normalise_type;
 
 use super::host;
+use super::raw_btf::{kind, RawBtf, Type};
 use super::section::Attach;
 
 /// tracefs's events directory, where it is mounted (the usual place first).
@@ -31,7 +30,7 @@ fn tracefs_events() -> Option<&'static str> {
 /// each read only if needed.
 #[derive(Default)]
 pub struct KernelTypes {
-    btf: OnceCell<Option<Btf<'static>>>,
+    btf: OnceCell<Option<RawBtf>>,
     events: OnceCell<Option<HashSet<String>>>,
 }
 
@@ -40,14 +39,13 @@ impl KernelTypes {
         KernelTypes::default()
     }
 
-    /// The kernel's BTF, found and parsed as libbpf does for its own loads:
-    /// it maps /sys/kernel/btf/vmlinux instead of reading it through, which
-    /// costs a fraction of `Btf::from_path` on the same file.
-    fn btf(&self) -> Option<&Btf<'static>> {
+    /// The kernel's BTF (or --btf's file), mapped and indexed in place
+    /// ([`RawBtf`]: this runs before any program loads).
+    fn btf(&self) -> Option<&RawBtf> {
         self.btf
-            .get_or_init(|| match host::external_btf() {
-                Some(path) => Btf::from_path(path).ok(),
-                None => Btf::from_vmlinux().ok(),
+            .get_or_init(|| {
+                let path = host::external_btf().unwrap_or(Path::new(host::BTF_PATH));
+                RawBtf::open(path).ok()
             })
             .as_ref()
     }
@@ -91,7 +89,7 @@ impl KernelTypes {
                 }
                 let btf = self.btf()?;
                 let name = format!("btf_trace_{target}");
-                btf.type_by_name::<Typedef<'_>>(&name)
+                btf.find(kind::TYPEDEF, &name)
                     .is_none()
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
@@ -113,10 +111,8 @@ impl KernelTypes {
     /// Whether the kernel has fprobe, which kprobe.multi links are made of:
     /// their type is in its BTF only then.
     fn has_fprobe(&self) -> bool {
-        self.btf().is_some_and(|btf| {
-            btf.type_by_name::<libbpf_rs::btf::types::Struct<'_>>("bpf_kprobe_multi_link")
-                .is_some()
-        })
+        self.btf()
+            .is_some_and(|btf| btf.find(kind::STRUCT, "bpf_kprobe_multi_link").is_some())
     }
 
     /// The argument types of tracepoint `name` as the kernel's BTF declares
@@ -125,14 +121,16 @@ impl KernelTypes {
     /// like a variant's needs; None without BTF or without the tracepoint.
     pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
         let btf = self.btf()?;
-        let typedef = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))?;
-        let proto = typedef.referenced_type().next_type()?;
-        let proto = FuncProto::try_from(proto).ok()?;
+        let (_, typedef) = btf.find(kind::TYPEDEF, &format!("btf_trace_{name}"))?;
+        let pointer = btf.type_by_id(typedef.size_or_type)?;
+        let proto = btf.type_by_id(pointer.size_or_type)?;
+        if pointer.kind != kind::PTR || proto.kind != kind::FUNC_PROTO {
+            return None;
+        }
         Some(
-            proto
-                .iter()
+            btf.params(&proto)
                 .skip(1)
-                .map(|param| normalise_type(&c_type(btf.type_by_id(param.ty), 0)))
+                .map(|param| normalise_type(&c_type(btf, param, 0)))
                 .collect(),
         )
     }
@@ -148,12 +146,10 @@ impl KernelTypes {
         }
         let btf = self.btf().ok_or("cannot read the kernel's BTF")?;
         let wanted = format!("BPF_MAP_TYPE_{}", name.to_ascii_uppercase());
-        let types = btf
-            .type_by_name::<Enum<'_>>("bpf_map_type")
+        let (_, types) = btf
+            .find(kind::ENUM, "bpf_map_type")
             .ok_or("the kernel's BTF has no enum bpf_map_type")?;
-        let known = types
-            .iter()
-            .any(|value| value.name.and_then(|n| n.to_str()) == Some(wanted.as_str()));
+        let known = btf.enumerators(&types).any(|value| value == wanted);
         Ok(known)
     }
 }
@@ -198,29 +194,25 @@ fn map_type_named(name: &str) -> Option<MapType> {
     })
 }
 
-/// A BTF type in C spelling, as bpftool prints it (`const struct sock *`);
+/// Type `id` in C spelling, as bpftool prints it (`const struct sock *`);
 /// `depth` bounds the walk through pointers and modifiers.
-fn c_type(ty: Option<BtfType<'_>>, depth: usize) -> String {
-    let Some(ty) = ty.filter(|_| depth < 16) else {
+fn c_type(btf: &RawBtf, id: u32, depth: usize) -> String {
+    let Some(ty) = btf.type_by_id(id).filter(|_| depth < 16) else {
         return "void".into();
     };
-    let name = || {
-        ty.name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    };
-    let inner = || c_type(ty.next_type(), depth + 1);
-    match ty.kind() {
-        BtfKind::Void => "void".into(),
-        BtfKind::Ptr => format!("{} *", inner()),
-        BtfKind::Const => format!("const {}", inner()),
-        BtfKind::Volatile => format!("volatile {}", inner()),
-        BtfKind::Restrict | BtfKind::TypeTag => inner(),
-        BtfKind::Struct | BtfKind::Fwd => format!("struct {}", name()),
-        BtfKind::Union => format!("union {}", name()),
-        BtfKind::Enum | BtfKind::Enum64 => format!("enum {}", name()),
-        BtfKind::FuncProto => "function".into(),
-        _ => name(),
+    let name = |ty: &Type<'_>| btf.name(ty).unwrap_or_default().to_string();
+    let inner = || c_type(btf, ty.size_or_type, depth + 1);
+    match ty.kind {
+        kind::PTR => format!("{} *", inner()),
+        kind::CONST => format!("const {}", inner()),
+        kind::VOLATILE => format!("volatile {}", inner()),
+        kind::RESTRICT | kind::TYPE_TAG => inner(),
+        kind::STRUCT => format!("struct {}", name(&ty)),
+        kind::FWD if !ty.kind_flag => format!("struct {}", name(&ty)),
+        kind::UNION | kind::FWD => format!("union {}", name(&ty)),
+        kind::ENUM | kind::ENUM64 => format!("enum {}", name(&ty)),
+        kind::FUNC_PROTO => "function".into(),
+        _ => name(&ty),
     }
 }
 
@@ -251,5 +243,72 @@ mod tests {
             Some("no tracepoint no_such_tracepoint in this kernel")
         );
         assert_eq!(check("perf_event/type=1,config=0,frequency=99"), None);
+    }
+}
+
+/// The raw reader against libbpf's parser, on the running kernel's BTF.
+#[cfg(test)]
+mod against_libbpf {
+    use libbpf_rs::btf::types::{FuncProto, Typedef};
+    use libbpf_rs::btf::{Btf, BtfKind, BtfType, ReferencesType};
+
+    use super::*;
+
+    /// c_type, spelled through libbpf-rs's types.
+    fn libbpf_c_type(ty: Option<BtfType<'_>>, depth: usize) -> String {
+        let Some(ty) = ty.filter(|_| depth < 16) else {
+            return "void".into();
+        };
+        let name = || {
+            ty.name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let inner = || libbpf_c_type(ty.next_type(), depth + 1);
+        match ty.kind() {
+            BtfKind::Void => "void".into(),
+            BtfKind::Ptr => format!("{} *", inner()),
+            BtfKind::Const => format!("const {}", inner()),
+            BtfKind::Volatile => format!("volatile {}", inner()),
+            BtfKind::Restrict | BtfKind::TypeTag => inner(),
+            BtfKind::Struct => format!("struct {}", name()),
+            BtfKind::Union => format!("union {}", name()),
+            BtfKind::Enum | BtfKind::Enum64 => format!("enum {}", name()),
+            BtfKind::FuncProto => "function".into(),
+            _ => name(),
+        }
+    }
+
+    #[test]
+    fn every_tracepoints_arguments_read_as_libbpf_reads_them() {
+        let (Ok(btf), Some(events)) = (Btf::from_vmlinux(), KernelTypes::load().events().cloned())
+        else {
+            eprintln!(
+                "SKIPPED every_tracepoints_arguments_read_as_libbpf_reads_them: no BTF or tracefs"
+            );
+            return;
+        };
+        let kernel = KernelTypes::load();
+        let mut compared = 0;
+        for name in &events {
+            let Some(typedef) = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
+            else {
+                assert_eq!(kernel.tracepoint_args(name), None, "{name}");
+                continue;
+            };
+            let proto = typedef.referenced_type().next_type();
+            let Some(proto) = proto.and_then(|p| FuncProto::try_from(p).ok()) else {
+                continue;
+            };
+            let expected: Vec<String> = proto
+                .iter()
+                .skip(1)
+                .map(|param| normalise_type(&libbpf_c_type(btf.type_by_id(param.ty), 0)))
+                .collect();
+            assert_eq!(kernel.tracepoint_args(name), Some(expected), "{name}");
+            compared += 1;
+        }
+        assert!(compared > 100, "only {compared} tracepoints compared");
+        assert_eq!(kernel.can_create_map("hash"), Ok(true));
     }
 }

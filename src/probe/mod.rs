@@ -17,6 +17,7 @@ mod libbpf_log;
 mod perf;
 pub mod pin;
 pub mod pinning;
+mod raw_btf;
 pub mod section;
 pub mod variants;
 

@@ -1,0 +1,334 @@
+//! The kernel's BTF read in place, for the few lookups bpfsnap makes before
+//! loading anything (a tracepoint's arguments, whether a type exists).
+//!
+//! libbpf's `btf__parse` validates and indexes every one of the kernel's
+//! ≈ 150k types into fresh memory (≈ 5 ms, on the start-up's critical path,
+//! before a single program loads); its loads do that again anyway. Here the
+//! file is mapped (read on kernels that cannot map it), one pass records
+//! where each type starts, and a name is found by searching the string
+//! section for it once: what a lookup needs, a tenth of the cost. The layout
+//! is the kernel's (include/uapi/linux/btf.h), in host byte order as the
+//! kernel writes it.
+
+use std::fs::File;
+use std::path::Path;
+
+/// BTF kinds (BTF_KIND_*).
+pub mod kind {
+    pub const INT: u8 = 1;
+    pub const PTR: u8 = 2;
+    pub const ARRAY: u8 = 3;
+    pub const STRUCT: u8 = 4;
+    pub const UNION: u8 = 5;
+    pub const ENUM: u8 = 6;
+    pub const FWD: u8 = 7;
+    pub const TYPEDEF: u8 = 8;
+    pub const VOLATILE: u8 = 9;
+    pub const CONST: u8 = 10;
+    pub const RESTRICT: u8 = 11;
+    pub const FUNC: u8 = 12;
+    pub const FUNC_PROTO: u8 = 13;
+    pub const VAR: u8 = 14;
+    pub const DATASEC: u8 = 15;
+    pub const FLOAT: u8 = 16;
+    pub const DECL_TAG: u8 = 17;
+    pub const TYPE_TAG: u8 = 18;
+    pub const ENUM64: u8 = 19;
+}
+
+const MAGIC: u16 = 0xeb9f;
+/// struct btf_type: name_off, info, size or type.
+const TYPE_HEADER: usize = 12;
+
+/// A BTF file's bytes, mapped or read.
+enum Bytes {
+    Mapped { at: *const u8, len: usize },
+    Read(Vec<u8>),
+}
+
+impl Bytes {
+    fn open(path: &Path) -> std::io::Result<Bytes> {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path)?;
+        let len = usize::try_from(file.metadata()?.len()).unwrap_or(0);
+        // SAFETY: a read-only private mapping of a file we opened; checked
+        // for failure; unmapped in Drop, never written.
+        let at = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_PRIVATE | libc::MAP_POPULATE,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        if len == 0 || at == libc::MAP_FAILED {
+            // Kernels before 6.16 cannot map /sys/kernel/btf/vmlinux.
+            return Ok(Bytes::Read(std::fs::read(path)?));
+        }
+        Ok(Bytes::Mapped { at: at.cast(), len })
+    }
+
+    fn as_slice(&self) -> &[u8] {
+        match self {
+            // SAFETY: `len` bytes mapped at `at`, alive until Drop.
+            Bytes::Mapped { at, len } => unsafe { std::slice::from_raw_parts(*at, *len) },
+            Bytes::Read(bytes) => bytes,
+        }
+    }
+}
+
+impl Drop for Bytes {
+    fn drop(&mut self) {
+        if let Bytes::Mapped { at, len } = self {
+            // SAFETY: the mapping made in `open`, unmapped once.
+            unsafe { libc::munmap(at.cast_mut().cast(), *len) };
+        }
+    }
+}
+
+/// A whole (not split) BTF: the kernel's, or a file in its format.
+pub struct RawBtf {
+    bytes: Bytes,
+    /// Byte ranges of the type and string sections.
+    types: std::ops::Range<usize>,
+    strings: std::ops::Range<usize>,
+    /// Where type id `n + 1` starts in the type section (id 0 is void).
+    starts: Vec<u32>,
+}
+
+/// One type: its kind, name and the words after its name.
+#[derive(Clone, Copy)]
+pub struct Type<'a> {
+    pub kind: u8,
+    pub kind_flag: bool,
+    name_off: u32,
+    /// The `size` or `type` word.
+    pub size_or_type: u32,
+    /// The records after the header (members, parameters, enumerators).
+    records: &'a [u8],
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let word = bytes.get(at..at + 4)?;
+    Some(u32::from_ne_bytes(word.try_into().ok()?))
+}
+
+/// The length of what follows a type's header, by kind and member count.
+fn records_len(kind: u8, vlen: usize) -> Option<usize> {
+    Some(match kind {
+        kind::INT | kind::VAR | kind::DECL_TAG => 4,
+        kind::ARRAY => 12,
+        kind::STRUCT | kind::UNION | kind::DATASEC | kind::ENUM64 => 12 * vlen,
+        kind::ENUM | kind::FUNC_PROTO => 8 * vlen,
+        kind::PTR | kind::FWD | kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT => 0,
+        kind::FUNC | kind::FLOAT | kind::TYPE_TAG => 0,
+        _ => return None,
+    })
+}
+
+impl RawBtf {
+    /// Maps (or reads) and indexes the BTF file at `path`.
+    pub fn open(path: &Path) -> Result<RawBtf, String> {
+        let bytes = Bytes::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
+        RawBtf::index(bytes).map_err(|err| format!("{}: {err}", path.display()))
+    }
+
+    /// Parses `bytes` (a BTF file's contents).
+    #[cfg(test)]
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<RawBtf, String> {
+        RawBtf::index(Bytes::Read(bytes))
+    }
+
+    fn index(bytes: Bytes) -> Result<RawBtf, String> {
+        let data = bytes.as_slice();
+        let magic = data.get(..2).map(|m| u16::from_ne_bytes([m[0], m[1]]));
+        if magic != Some(MAGIC) {
+            return Err("not BTF in this machine's byte order (bad magic)".into());
+        }
+        let word = |at| {
+            u32_at(data, at)
+                .map(|w| w as usize)
+                .ok_or("truncated BTF header")
+        };
+        let header = word(4)?;
+        let (type_off, type_len) = (word(8)?, word(12)?);
+        let (str_off, str_len) = (word(16)?, word(20)?);
+        let types = header + type_off..header + type_off + type_len;
+        let strings = header + str_off..header + str_off + str_len;
+        if types.end > data.len() || strings.end > data.len() {
+            return Err("a BTF section ends past the end of the file".into());
+        }
+        let starts = type_starts(&data[types.clone()])?;
+        Ok(RawBtf {
+            bytes,
+            types,
+            strings,
+            starts,
+        })
+    }
+
+    /// Type `id` (0, void, is not a type here).
+    pub fn type_by_id(&self, id: u32) -> Option<Type<'_>> {
+        let start = *self.starts.get((id as usize).checked_sub(1)?)? as usize;
+        let section = &self.bytes.as_slice()[self.types.clone()];
+        let info = u32_at(section, start + 4)?;
+        let kind = ((info >> 24) & 0x1f) as u8;
+        let records = records_len(kind, (info & 0xffff) as usize)?;
+        Some(Type {
+            kind,
+            kind_flag: info >> 31 == 1,
+            name_off: u32_at(section, start)?,
+            size_or_type: u32_at(section, start + 8)?,
+            records: section.get(start + TYPE_HEADER..start + TYPE_HEADER + records)?,
+        })
+    }
+
+    /// The string at `offset` in the string section.
+    pub fn string(&self, offset: u32) -> Option<&str> {
+        let strings = &self.bytes.as_slice()[self.strings.clone()];
+        let tail = strings.get(offset as usize..)?;
+        let end = memchr::memchr(0, tail)?;
+        std::str::from_utf8(&tail[..end]).ok()
+    }
+
+    pub fn name(&self, ty: &Type<'_>) -> Option<&str> {
+        self.string(ty.name_off).filter(|name| !name.is_empty())
+    }
+
+    /// The first type of kind `kind` named `name`. The name is found in the
+    /// string section first (the kernel's BTF stores each string once), then
+    /// the type whose name is at that offset.
+    pub fn find(&self, kind: u8, name: &str) -> Option<(u32, Type<'_>)> {
+        let strings = &self.bytes.as_slice()[self.strings.clone()];
+        let needle = [b"\0", name.as_bytes(), b"\0"].concat();
+        let offsets: Vec<u32> = memchr::memmem::find_iter(strings, &needle)
+            .map(|at| at as u32 + 1)
+            .collect();
+        if offsets.is_empty() {
+            return None;
+        }
+        // Only a type's first word (its name) is read until one matches.
+        let section = &self.bytes.as_slice()[self.types.clone()];
+        let named = |start: &u32| {
+            u32_at(section, *start as usize).is_some_and(|name| offsets.contains(&name))
+        };
+        let ids = self.starts.iter().enumerate();
+        ids.filter(|(_, start)| named(start))
+            .find_map(|(index, _)| {
+                let id = index as u32 + 1;
+                let ty = self.type_by_id(id)?;
+                (ty.kind == kind).then_some((id, ty))
+            })
+    }
+
+    /// The parameter type ids of a FUNC_PROTO.
+    pub fn params<'a>(&self, ty: &Type<'a>) -> impl Iterator<Item = u32> + 'a {
+        ty.records
+            .chunks_exact(8)
+            .filter_map(|param| u32_at(param, 4))
+    }
+
+    /// The enumerator names of an ENUM or ENUM64.
+    pub fn enumerators<'b>(&'b self, ty: &Type<'b>) -> impl Iterator<Item = &'b str> + 'b {
+        let stride = if ty.kind == kind::ENUM64 { 12 } else { 8 };
+        ty.records
+            .chunks_exact(stride)
+            .filter_map(|value| self.string(u32_at(value, 0)?))
+    }
+}
+
+/// Where each type starts in `section`, in id order; Err on a kind this
+/// reader does not know (a BTF newer than it) or a type cut short.
+fn type_starts(section: &[u8]) -> Result<Vec<u32>, String> {
+    // ≈ 36 bytes per type in the kernel's BTF.
+    let mut starts = Vec::with_capacity(section.len() / 32);
+    let mut at = 0usize;
+    while at < section.len() {
+        let info = u32_at(section, at + 4).ok_or("a BTF type is cut short")?;
+        let kind = ((info >> 24) & 0x1f) as u8;
+        let records = records_len(kind, (info & 0xffff) as usize)
+            .ok_or_else(|| format!("BTF type kind {kind} is not one bpfsnap knows"))?;
+        starts.push(u32::try_from(at).map_err(|_| "BTF type section over 4 GiB")?);
+        at += TYPE_HEADER + records;
+    }
+    if at != section.len() {
+        return Err("the last BTF type is cut short".into());
+    }
+    Ok(starts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A BTF file of `types` (id 1 onwards) and `strings`.
+    fn btf(types: &[&[u32]], strings: &[u8]) -> Vec<u8> {
+        let types: Vec<u8> = types
+            .iter()
+            .flat_map(|words| words.iter().flat_map(|w| w.to_ne_bytes()))
+            .collect();
+        let mut file = Vec::new();
+        file.extend(MAGIC.to_ne_bytes());
+        file.extend([1u8, 0]);
+        for word in [24u32, 0, types.len() as u32, types.len() as u32] {
+            file.extend(word.to_ne_bytes());
+        }
+        file.extend((strings.len() as u32).to_ne_bytes());
+        file.extend(types);
+        file.extend(strings);
+        file
+    }
+
+    fn info(kind: u8, vlen: u32) -> u32 {
+        (kind as u32) << 24 | vlen
+    }
+
+    #[test]
+    fn finds_types_by_kind_and_name_and_reads_their_records() {
+        // 1 int "int"; 2 ptr -> 1; 3 func_proto(void *, int) -> void;
+        // 4 typedef "btf_trace_x" -> 5; 5 ptr -> 3; 6 enum "e" {A, B};
+        // 7 struct "int" (same name, other kind).
+        let strings = b"\0int\0btf_trace_x\0e\0A\0B\0";
+        let file = btf(
+            &[
+                &[1, info(kind::INT, 0), 4, 32],
+                &[0, info(kind::PTR, 0), 1],
+                &[0, info(kind::FUNC_PROTO, 2), 0, 0, 0, 0, 1],
+                &[5, info(kind::TYPEDEF, 0), 5],
+                &[0, info(kind::PTR, 0), 3],
+                &[17, info(kind::ENUM, 2), 4, 19, 0, 21, 1],
+                &[1, info(kind::STRUCT, 0), 0],
+            ],
+            strings,
+        );
+        let btf = RawBtf::from_bytes(file).unwrap();
+        let (id, typedef) = btf.find(kind::TYPEDEF, "btf_trace_x").unwrap();
+        assert_eq!((id, typedef.size_or_type), (4, 5));
+        let proto = btf.type_by_id(3).unwrap();
+        assert_eq!(btf.params(&proto).collect::<Vec<_>>(), [0, 1]);
+        let (_, e) = btf.find(kind::ENUM, "e").unwrap();
+        assert_eq!(btf.enumerators(&e).collect::<Vec<_>>(), ["A", "B"]);
+        assert_eq!(btf.find(kind::STRUCT, "int").map(|(id, _)| id), Some(7));
+        assert_eq!(btf.find(kind::INT, "int").map(|(id, _)| id), Some(1));
+        // Not a whole string, or not of that kind: not found.
+        assert!(btf.find(kind::TYPEDEF, "btf_trace").is_none());
+        assert!(btf.find(kind::UNION, "int").is_none());
+        assert!(btf.type_by_id(0).is_none() && btf.type_by_id(8).is_none());
+    }
+
+    #[test]
+    fn rejects_what_is_not_btf_or_is_cut_short() {
+        let good = btf(&[&[0, info(kind::PTR, 0), 0]], b"\0");
+        assert!(RawBtf::from_bytes(good.clone()).is_ok());
+        let err = |bytes: Vec<u8>| RawBtf::from_bytes(bytes).err().unwrap();
+        assert!(err(b"ELF".to_vec()).contains("magic"));
+        assert!(err(good[..20].to_vec()).contains("header"));
+        assert!(err(good[..good.len() - 2].to_vec()).contains("past the end"));
+        let unknown = btf(&[&[0, info(31, 0), 0]], b"\0");
+        assert!(err(unknown).contains("kind 31"));
+        let short = btf(&[&[0, info(kind::STRUCT, 1), 0]], b"\0");
+        assert!(err(short).contains("cut short"));
+    }
+}
