@@ -271,7 +271,7 @@ mod against_libbpf {
             BtfKind::Const => format!("const {}", inner()),
             BtfKind::Volatile => format!("volatile {}", inner()),
             BtfKind::Restrict | BtfKind::TypeTag => inner(),
-            BtfKind::Struct => format!("struct {}", name()),
+            BtfKind::Struct | BtfKind::Fwd => format!("struct {}", name()),
             BtfKind::Union => format!("union {}", name()),
             BtfKind::Enum | BtfKind::Enum64 => format!("enum {}", name()),
             BtfKind::FuncProto => "function".into(),
