@@ -280,17 +280,20 @@ mod against_libbpf {
     }
 
     #[test]
-    fn every_tracepoints_arguments_read_as_libbpf_reads_them() {
+    fn tracepoints_arguments_read_as_libbpf_reads_them() {
         let (Ok(btf), Some(events)) = (Btf::from_vmlinux(), KernelTypes::load().events().cloned())
         else {
-            eprintln!(
-                "SKIPPED every_tracepoints_arguments_read_as_libbpf_reads_them: no BTF or tracefs"
-            );
+            eprintln!("SKIPPED tracepoints_arguments_read_as_libbpf_reads_them: no BTF or tracefs");
             return;
         };
         let kernel = KernelTypes::load();
+        // 150 of the ≈ 1,500 spread over the alphabet (each lookup searches
+        // the string section: all of them take minutes in an emulated VM).
+        let mut events: Vec<String> = events.into_iter().collect();
+        events.sort_unstable();
+        let step = events.len().div_ceil(150).max(1);
         let mut compared = 0;
-        for name in &events {
+        for name in events.iter().step_by(step) {
             let Some(typedef) = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
             else {
                 assert_eq!(kernel.tracepoint_args(name), None, "{name}");
@@ -308,7 +311,15 @@ mod against_libbpf {
             assert_eq!(kernel.tracepoint_args(name), Some(expected), "{name}");
             compared += 1;
         }
-        assert!(compared > 100, "only {compared} tracepoints compared");
+        assert!(compared > 50, "only {compared} tracepoints compared");
+        for name in [
+            "sys_enter",
+            "sched_process_exit",
+            "mark_victim",
+            "kfree_skb",
+        ] {
+            assert!(kernel.tracepoint_args(name).is_some(), "{name}");
+        }
         assert_eq!(kernel.can_create_map("hash"), Ok(true));
     }
 }
