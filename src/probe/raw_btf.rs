@@ -129,14 +129,22 @@ fn records_len(kind: u8, vlen: usize) -> Option<usize> {
 }
 
 impl RawBtf {
-    /// Maps (or reads) and indexes the BTF file at `path`.
+    /// Maps (or reads) and indexes the BTF file at `path`. A file that is
+    /// not raw BTF but something else libbpf reads types from (an ELF file
+    /// with a .BTF section, such as a vmlinux image given to --btf) goes
+    /// through libbpf's parser.
     pub fn open(path: &Path) -> Result<RawBtf, String> {
-        let bytes = Bytes::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
-        RawBtf::index(bytes).map_err(|err| format!("{}: {err}", path.display()))
+        let context = |err: String| format!("{}: {err}", path.display());
+        let bytes = Bytes::open(path).map_err(|err| context(err.to_string()))?;
+        if !bytes.as_slice().starts_with(&MAGIC.to_ne_bytes()) {
+            return libbpf_raw_data(path)
+                .and_then(RawBtf::from_bytes)
+                .map_err(context);
+        }
+        RawBtf::index(bytes).map_err(context)
     }
 
     /// Parses `bytes` (a BTF file's contents).
-    #[cfg(test)]
     pub fn from_bytes(bytes: Vec<u8>) -> Result<RawBtf, String> {
         RawBtf::index(Bytes::Read(bytes))
     }
@@ -239,6 +247,34 @@ impl RawBtf {
     }
 }
 
+/// The raw BTF of the file at `path` as libbpf reads it (raw BTF, or an
+/// ELF file's .BTF section).
+fn libbpf_raw_data(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| "the path holds a NUL byte".to_string())?;
+    // SAFETY: a NUL-terminated path; libbpf returns a btf to free or an
+    // error pointer (NULL with errno set, in libbpf 1.x).
+    let btf = unsafe { libbpf_sys::btf__parse(c_path.as_ptr(), std::ptr::null_mut()) };
+    if btf.is_null() || unsafe { libbpf_sys::libbpf_get_error(btf.cast()) } != 0 {
+        let err = std::io::Error::last_os_error();
+        return Err(format!("neither raw BTF nor an ELF file with BTF ({err})"));
+    }
+    let mut size = 0u32;
+    // SAFETY: `btf` is valid until freed below; the raw data it returns is
+    // `size` bytes owned by it, copied before the free.
+    let bytes = unsafe {
+        let data = libbpf_sys::btf__raw_data(btf, &mut size);
+        let bytes = match data.is_null() {
+            true => Vec::new(),
+            false => std::slice::from_raw_parts(data.cast::<u8>(), size as usize).to_vec(),
+        };
+        libbpf_sys::btf__free(btf);
+        bytes
+    };
+    Ok(bytes)
+}
+
 /// Where each type starts in `section`, in id order; Err on a kind this
 /// reader does not know (a BTF newer than it) or a type cut short.
 fn type_starts(section: &[u8]) -> Result<Vec<u32>, String> {
@@ -316,6 +352,23 @@ mod tests {
         assert!(btf.find(kind::TYPEDEF, "btf_trace").is_none());
         assert!(btf.find(kind::UNION, "int").is_none());
         assert!(btf.type_by_id(0).is_none() && btf.type_by_id(8).is_none());
+    }
+
+    #[test]
+    fn reads_the_btf_of_an_elf_file_through_libbpf() {
+        let dir = tempfile::tempdir().unwrap();
+        let elf = dir.path().join("builtins.bpf.o");
+        std::fs::write(&elf, crate::builtin::LINKED).unwrap();
+        let btf = RawBtf::open(&elf).unwrap();
+        let (_, func) = btf.find(kind::FUNC, "syscalls_enter").unwrap();
+        assert_eq!(btf.name(&func), Some("syscalls_enter"));
+        let text = dir.path().join("not-btf");
+        std::fs::write(&text, "neither").unwrap();
+        let err = RawBtf::open(&text).err().unwrap();
+        assert!(
+            err.contains("not-btf: neither raw BTF nor an ELF file with BTF"),
+            "{err}"
+        );
     }
 
     #[test]
