@@ -2,11 +2,12 @@
 //! loading anything (a tracepoint's arguments, whether a type exists).
 //!
 //! libbpf's `btf__parse` validates and indexes every one of the kernel's
-//! ≈ 150k types into fresh memory (≈ 5 ms, on the start-up's critical path,
+//! ≈ 150k types into fresh memory (≈ 3 ms on the start-up's critical path,
 //! before a single program loads); its loads do that again anyway. Here the
 //! file is mapped (read on kernels that cannot map it), one pass records
 //! where each type starts, and a name is found by searching the string
-//! section for it once: what a lookup needs, a tenth of the cost. The layout
+//! section for it once: what a lookup needs, about a third of the cost
+//! (BENCHMARKS.md, 2026-12-06 night). The layout
 //! is the kernel's (include/uapi/linux/btf.h), in host byte order as the
 //! kernel writes it.
 
@@ -64,7 +65,8 @@ impl Bytes {
             )
         };
         if len == 0 || at == libc::MAP_FAILED {
-            // Kernels before 6.16 cannot map /sys/kernel/btf/vmlinux.
+            // Kernels before 6.16 cannot map /sys/kernel/btf/vmlinux; a
+            // file system may not map at all.
             return Ok(Bytes::Read(std::fs::read(path)?));
         }
         Ok(Bytes::Mapped { at: at.cast(), len })
