@@ -318,6 +318,37 @@ fn btf_from_a_file_serves_core_programs_on_a_kernel_without_its_own() {
     );
 }
 
+/// A --btf file that is not BTF is refused before anything loads, in one
+/// line naming the file and what it is not; the previous output stays.
+#[test]
+fn btf_file_that_is_not_btf_is_bad_input() {
+    let dir = common::output_dir();
+    let btf = dir.path().join("not.btf");
+    fs::write(&btf, "not the kernel's types\n".repeat(64)).unwrap();
+    let output = dir.path().join("bpfsnap.prom");
+    fs::write(&output, "previous\n").unwrap();
+    let stderr = fails(
+        2,
+        &[
+            "run",
+            "--btf",
+            path_str(&btf),
+            "--for",
+            "1s",
+            "--output",
+            path_str(&output),
+        ],
+    );
+    assert!(
+        stderr.contains(&format!(
+            "--btf {}: neither raw BTF nor an ELF file",
+            btf.display()
+        )) && stderr.contains("give a file of the kernel's types in BTF"),
+        "{stderr}"
+    );
+    assert_eq!(fs::read_to_string(&output).unwrap(), "previous\n");
+}
+
 #[test]
 fn missing_kernel_btf_is_explained() {
     let Some(_kernel) = common::kernel_test!() else {

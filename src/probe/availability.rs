@@ -6,7 +6,7 @@
 
 use std::cell::OnceCell;
 use std::collections::HashSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use libbpf_rs::MapType;
 
@@ -28,26 +28,40 @@ fn tracefs_events() -> Option<&'static str> {
 
 /// Looks up attach points in tracefs and the kernel's type information,
 /// each read only if needed.
-#[derive(Default)]
 pub struct KernelTypes {
-    btf: OnceCell<Option<RawBtf>>,
+    /// The kernel's BTF: its own, or --btf's file.
+    btf_path: PathBuf,
+    btf: OnceCell<Result<RawBtf, String>>,
     events: OnceCell<Option<HashSet<String>>>,
 }
 
 impl KernelTypes {
     pub fn load() -> KernelTypes {
-        KernelTypes::default()
+        let path = host::external_btf().unwrap_or(Path::new(host::BTF_PATH));
+        KernelTypes::with_btf(path)
     }
 
-    /// The kernel's BTF (or --btf's file), mapped and indexed in place
-    /// ([`RawBtf`]: this runs before any program loads).
-    fn btf(&self) -> Option<&RawBtf> {
+    /// Types read from the BTF file at `path` instead of the kernel's.
+    fn with_btf(path: &Path) -> KernelTypes {
+        KernelTypes {
+            btf_path: path.to_path_buf(),
+            btf: OnceCell::new(),
+            events: OnceCell::new(),
+        }
+    }
+
+    /// The kernel's BTF, mapped and indexed in place ([`RawBtf`]: this runs
+    /// before any program loads); or why it cannot be read, with the file
+    /// and the error: a kernel whose types cannot be read is not one
+    /// without the types looked up.
+    fn btf(&self) -> Result<&RawBtf, String> {
         self.btf
             .get_or_init(|| {
-                let path = host::external_btf().unwrap_or(Path::new(host::BTF_PATH));
-                RawBtf::open(path).ok()
+                RawBtf::open(&self.btf_path)
+                    .map_err(|err| format!("cannot read the kernel's types: {err}"))
             })
             .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// Names of the tracepoints tracefs lists (≈ 1 ms: one directory read
@@ -87,7 +101,10 @@ impl KernelTypes {
                 if self.events().is_some_and(|events| events.contains(target)) {
                     return None;
                 }
-                let btf = self.btf()?;
+                let btf = match self.btf() {
+                    Ok(btf) => btf,
+                    Err(why) => return Some(why),
+                };
                 let name = format!("btf_trace_{target}");
                 btf.find(kind::TYPEDEF, &name)
                     .is_none()
@@ -99,40 +116,34 @@ impl KernelTypes {
                     .then(|| format!("no tracepoint {target} in this kernel"))
             }
             _ if attach.is_kprobe() => kprobe_missing(target),
-            _ if attach.is_kprobe_multi() => (!self.has_fprobe()).then(|| {
-                "this kernel cannot attach kprobe.multi programs (it has no fprobe: \
-                 CONFIG_FPROBE is off): use kprobe or kretprobe sections"
-                    .to_string()
-            }),
+            _ if attach.is_kprobe_multi() => match self.has_fprobe() {
+                Ok(true) => None,
+                Ok(false) => Some(
+                    "this kernel cannot attach kprobe.multi programs (it has no fprobe: \
+                     CONFIG_FPROBE is off): use kprobe or kretprobe sections"
+                        .to_string(),
+                ),
+                Err(why) => Some(why),
+            },
             _ => None,
         }
     }
 
     /// Whether the kernel has fprobe, which kprobe.multi links are made of:
     /// their type is in its BTF only then.
-    fn has_fprobe(&self) -> bool {
-        self.btf()
-            .is_some_and(|btf| btf.find(kind::STRUCT, "bpf_kprobe_multi_link").is_some())
+    fn has_fprobe(&self) -> Result<bool, String> {
+        let btf = self.btf()?;
+        Ok(btf.find(kind::STRUCT, "bpf_kprobe_multi_link").is_some())
     }
 
     /// The argument types of tracepoint `name` as the kernel's BTF declares
     /// them (`btf_trace_NAME`: a pointer to a function whose first argument,
     /// the tracepoint's own `void *`, is left out), in C spelling normalised
-    /// like a variant's needs; None without BTF or without the tracepoint.
-    pub fn tracepoint_args(&self, name: &str) -> Option<Vec<String>> {
+    /// like a variant's needs; None without the tracepoint, Err when the
+    /// BTF cannot be read.
+    pub fn tracepoint_args(&self, name: &str) -> Result<Option<Vec<String>>, String> {
         let btf = self.btf()?;
-        let (_, typedef) = btf.find(kind::TYPEDEF, &format!("btf_trace_{name}"))?;
-        let pointer = btf.type_by_id(typedef.size_or_type)?;
-        let proto = btf.type_by_id(pointer.size_or_type)?;
-        if pointer.kind != kind::PTR || proto.kind != kind::FUNC_PROTO {
-            return None;
-        }
-        Some(
-            btf.params(&proto)
-                .skip(1)
-                .map(|param| normalise_type(&c_type(btf, param, 0)))
-                .collect(),
-        )
+        Ok(tracepoint_args_in(btf, name))
     }
 
     /// Whether this kernel can create maps of type `name` (libbpf's names:
@@ -144,7 +155,7 @@ impl KernelTypes {
         if let Ok(supported) = map_type.is_supported() {
             return Ok(supported);
         }
-        let btf = self.btf().ok_or("cannot read the kernel's BTF")?;
+        let btf = self.btf()?;
         let wanted = format!("BPF_MAP_TYPE_{}", name.to_ascii_uppercase());
         let (_, types) = btf
             .find(kind::ENUM, "bpf_map_type")
@@ -152,6 +163,22 @@ impl KernelTypes {
         let known = btf.enumerators(&types).any(|value| value == wanted);
         Ok(known)
     }
+}
+
+/// [`KernelTypes::tracepoint_args`] in `btf`.
+fn tracepoint_args_in(btf: &RawBtf, name: &str) -> Option<Vec<String>> {
+    let (_, typedef) = btf.find(kind::TYPEDEF, &format!("btf_trace_{name}"))?;
+    let pointer = btf.type_by_id(typedef.size_or_type)?;
+    let proto = btf.type_by_id(pointer.size_or_type)?;
+    if pointer.kind != kind::PTR || proto.kind != kind::FUNC_PROTO {
+        return None;
+    }
+    Some(
+        btf.params(&proto)
+            .skip(1)
+            .map(|param| normalise_type(&c_type(btf, param, 0)))
+            .collect(),
+    )
 }
 
 /// Why a kprobe on `target` (`FUNCTION` or `FUNCTION+OFFSET`, as in its
@@ -232,10 +259,7 @@ mod tests {
         assert_eq!(check("tp_btf/sched_switch"), None);
         // A bare tracepoint (no tracefs event): found in the BTF, on kernels
         // whose BTF has it (5.10's has no bare tracepoints).
-        if kernel
-            .tracepoint_args("sched_update_nr_running_tp")
-            .is_some()
-        {
+        if let Ok(Some(_)) = kernel.tracepoint_args("sched_update_nr_running_tp") {
             assert_eq!(check("tp_btf/sched_update_nr_running_tp"), None);
         }
         assert_eq!(
@@ -243,6 +267,45 @@ mod tests {
             Some("no tracepoint no_such_tracepoint in this kernel")
         );
         assert_eq!(check("perf_event/type=1,config=0,frequency=99"), None);
+    }
+}
+
+/// A BTF file that cannot be read is said to be so, with its path and
+/// why, wherever its types are asked for: not taken for a kernel without
+/// the tracepoint or fprobe.
+#[cfg(test)]
+mod unreadable {
+    use super::*;
+    use crate::probe::section;
+
+    #[test]
+    fn an_unreadable_btf_is_named_not_taken_for_missing_types() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (dir.path().join("absent.btf"), "No such file or directory"),
+            (
+                dir.path().join("garbage.btf"),
+                "neither raw BTF nor an ELF file",
+            ),
+            // This test's own executable: ELF, without a .BTF section.
+            (
+                std::env::current_exe().unwrap(),
+                "an ELF file without usable BTF",
+            ),
+        ];
+        std::fs::write(&cases[1].0, [0x5a; 256]).unwrap();
+        for (path, why) in &cases {
+            let kernel = KernelTypes::with_btf(path);
+            let err = kernel
+                .tracepoint_args("no_such_event_anywhere")
+                .unwrap_err();
+            let expected = format!("cannot read the kernel's types: {}: ", path.display());
+            assert!(err.starts_with(&expected) && err.contains(why), "{err}");
+            for s in ["tp_btf/no_such_event_anywhere", "kprobe.multi/vfs_*"] {
+                let missing = kernel.missing(s, &section::parse(s).unwrap());
+                assert_eq!(missing.as_deref(), Some(err.as_str()), "{s}");
+            }
+        }
     }
 }
 
@@ -296,7 +359,7 @@ mod against_libbpf {
         for name in events.iter().step_by(step) {
             let Some(typedef) = btf.type_by_name::<Typedef<'_>>(&format!("btf_trace_{name}"))
             else {
-                assert_eq!(kernel.tracepoint_args(name), None, "{name}");
+                assert_eq!(kernel.tracepoint_args(name), Ok(None), "{name}");
                 continue;
             };
             let proto = typedef.referenced_type().next_type();
@@ -308,7 +371,7 @@ mod against_libbpf {
                 .skip(1)
                 .map(|param| normalise_type(&libbpf_c_type(btf.type_by_id(param.ty), 0)))
                 .collect();
-            assert_eq!(kernel.tracepoint_args(name), Some(expected), "{name}");
+            assert_eq!(kernel.tracepoint_args(name), Ok(Some(expected)), "{name}");
             compared += 1;
         }
         assert!(compared > 50, "only {compared} tracepoints compared");
@@ -318,7 +381,10 @@ mod against_libbpf {
             "mark_victim",
             "kfree_skb",
         ] {
-            assert!(kernel.tracepoint_args(name).is_some(), "{name}");
+            assert!(
+                matches!(kernel.tracepoint_args(name), Ok(Some(_))),
+                "{name}"
+            );
         }
         assert_eq!(kernel.can_create_map("hash"), Ok(true));
     }

@@ -73,11 +73,20 @@ pub fn check_btf() -> Result<()> {
 static EXTERNAL_BTF: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
 
 /// Makes `path` the kernel's BTF for CO-RE relocations and for what
-/// bpfsnap reads of the kernel's types (ebpf_exporter's --btf.path).
+/// bpfsnap reads of the kernel's types (ebpf_exporter's --btf.path). The
+/// file is read once here: one that is not BTF would otherwise fail every
+/// CO-RE config's load with libbpf's bare error code, and read as a kernel
+/// without the tracepoints the built-ins' variants look up.
 pub fn use_external_btf(path: &Path) -> Result<()> {
     std::fs::File::open(path)
         .with_context(|| format!("--btf {}: cannot read it", path.display()))
         .map_err(crate::BadInput::wrap)?;
+    if let Err(err) = super::raw_btf::RawBtf::open(path) {
+        return Err(crate::BadInput::wrap(anyhow::anyhow!(
+            "--btf {err}: give a file of the kernel's types in BTF (raw, as \
+             /sys/kernel/btf/vmlinux or BTFHub's .btf files, or an ELF image with a .BTF section)"
+        )));
+    }
     let _ = EXTERNAL_BTF.set(path.to_path_buf());
     Ok(())
 }

@@ -139,6 +139,11 @@ impl RawBtf {
         let context = |err: String| format!("{}: {err}", path.display());
         let bytes = Bytes::open(path).map_err(|err| context(err.to_string()))?;
         if !bytes.as_slice().starts_with(&MAGIC.to_ne_bytes()) {
+            if !bytes.as_slice().starts_with(b"\x7fELF") {
+                return Err(context(
+                    "neither raw BTF nor an ELF file (it starts with neither's magic)".into(),
+                ));
+            }
             return libbpf_raw_data(path)
                 .and_then(RawBtf::from_bytes)
                 .map_err(context);
@@ -249,8 +254,8 @@ impl RawBtf {
     }
 }
 
-/// The raw BTF of the file at `path` as libbpf reads it (raw BTF, or an
-/// ELF file's .BTF section).
+/// The raw BTF of the ELF file at `path` (its .BTF section), as libbpf
+/// reads it.
 fn libbpf_raw_data(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::ffi::OsStrExt;
     let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
@@ -259,8 +264,12 @@ fn libbpf_raw_data(path: &Path) -> Result<Vec<u8>, String> {
     // error pointer (NULL with errno set, in libbpf 1.x).
     let btf = unsafe { libbpf_sys::btf__parse(c_path.as_ptr(), std::ptr::null_mut()) };
     if btf.is_null() || unsafe { libbpf_sys::libbpf_get_error(btf.cast()) } != 0 {
-        let err = std::io::Error::last_os_error();
-        return Err(format!("neither raw BTF nor an ELF file with BTF ({err})"));
+        let errno = std::io::Error::last_os_error().raw_os_error().unwrap_or(0);
+        return Err(format!(
+            "an ELF file without usable BTF ({}){}",
+            libbpf_strerror(errno),
+            super::explain::last_message(&super::libbpf_log::take())
+        ));
     }
     let mut size = 0u32;
     // SAFETY: `btf` is valid until freed below; the raw data it returns is
@@ -275,6 +284,18 @@ fn libbpf_raw_data(path: &Path) -> Result<Vec<u8>, String> {
         bytes
     };
     Ok(bytes)
+}
+
+/// libbpf's text for error `errno`, its own codes (4000 and up) included.
+fn libbpf_strerror(errno: i32) -> String {
+    let mut text = [0u8; 128];
+    // SAFETY: libbpf writes at most `len` bytes, NUL-terminated, into `text`.
+    let failed =
+        unsafe { libbpf_sys::libbpf_strerror(errno, text.as_mut_ptr().cast(), text.len() as _) };
+    match std::ffi::CStr::from_bytes_until_nul(&text) {
+        Ok(text) if failed == 0 => format!("{} (errno {errno})", text.to_string_lossy()),
+        _ => std::io::Error::from_raw_os_error(errno).to_string(),
+    }
 }
 
 /// Where each type starts in `section`, in id order; Err on a kind this
@@ -368,7 +389,7 @@ mod tests {
         std::fs::write(&text, "neither").unwrap();
         let err = RawBtf::open(&text).err().unwrap();
         assert!(
-            err.contains("not-btf: neither raw BTF nor an ELF file with BTF"),
+            err.contains("not-btf: neither raw BTF nor an ELF file"),
             "{err}"
         );
     }

@@ -71,11 +71,20 @@ fn unmet_need(variant: &Variant, kernel: &KernelTypes) -> Option<String> {
             Ok(need) => need,
             Err(err) => return Some(format!("{programs}: {err}")),
         };
-        let Some(args) = kernel.tracepoint_args(&need.name) else {
-            return Some(format!(
-                "{programs} needs the tracepoint {}, which this kernel's BTF does not have",
-                need.name
-            ));
+        let args = match kernel.tracepoint_args(&need.name) {
+            Ok(Some(args)) => args,
+            Ok(None) => {
+                return Some(format!(
+                    "{programs} needs the tracepoint {}, which this kernel's BTF does not have",
+                    need.name
+                ))
+            }
+            Err(why) => {
+                return Some(format!(
+                    "{programs} needs the tracepoint {}: {why}",
+                    need.name
+                ))
+            }
         };
         if !args.starts_with(&need.args) {
             return Some(format!(
@@ -172,15 +181,12 @@ mod tests {
     #[test]
     fn needs_are_read_from_the_kernel() {
         let kernel = KernelTypes::load();
-        if kernel.tracepoint_args("sys_enter").is_none() {
+        let Ok(Some(sys_enter)) = kernel.tracepoint_args("sys_enter") else {
             eprintln!("SKIPPED needs_are_read_from_the_kernel: no kernel BTF here");
             return;
-        }
-        assert_eq!(
-            kernel.tracepoint_args("sys_enter").unwrap(),
-            ["struct pt_regs *", "long int"]
-        );
-        assert_eq!(kernel.tracepoint_args("no_such_tracepoint_here"), None);
+        };
+        assert_eq!(sys_enter, ["struct pt_regs *", "long int"]);
+        assert_eq!(kernel.tracepoint_args("no_such_tracepoint_here"), Ok(None));
         let mut config = crate::builtin::find("syscalls").unwrap().config().unwrap();
         let need = |tracepoint: &str| Variant {
             tracepoints: vec![tracepoint.into()],

@@ -76,6 +76,8 @@ impl Session {
     /// checks their files.
     pub fn select(options: &SessionOptions) -> Result<Selected<'_>> {
         let signals = signals::catch()?;
+        // Before anything calls libbpf: reading --btf may.
+        probe::capture_libbpf_log(options.log.libbpf);
         if let Some(path) = &options.btf {
             probe::host::use_external_btf(path)?;
         }
