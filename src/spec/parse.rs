@@ -34,7 +34,19 @@ pub fn deserialize<T: DeserializeOwned>(
 ) -> Result<(T, Vec<String>), String> {
     match format {
         Format::Toml => {
-            let deserializer = toml::Deserializer::new(text);
+            let deserializer = toml::Deserializer::parse(text).map_err(|err| {
+                let span = err.span();
+                let line = span.clone().map(|span| line_of(text, span.start));
+                // The parser's message leaves out what it is about (a
+                // duplicate key's name): the text it points at says.
+                let at = span.and_then(|span| text.get(span)).unwrap_or("");
+                let message = match at.trim() {
+                    "" => err.message().to_string(),
+                    at if at.len() > 40 || at.contains('\n') => err.message().to_string(),
+                    at => format!("{}: `{at}`", err.message()),
+                };
+                describe(line, "", &message)
+            })?;
             let value = serde_path_to_error::deserialize(deserializer).map_err(|err| {
                 let line = err.inner().span().map(|span| line_of(text, span.start));
                 describe(line, &err.path().to_string(), err.inner().message())
@@ -251,5 +263,31 @@ mod tests {
         }
         let toml = deserialize::<Doc>("extra = 1\n[[items]]\nname = \"a\"\n", Format::Toml);
         assert!(toml.unwrap_err().contains("unknown field `extra`"));
+    }
+
+    /// TOML that does not parse: one line, with the line and what the
+    /// parser points at.
+    #[test]
+    fn toml_syntax_errors_name_their_line_and_what_is_wrong() {
+        let cases = [
+            (
+                "[[items]]\nname = \"a\"\nname = \"b\"\n",
+                "line 3: duplicate key: `name`",
+            ),
+            ("[[items]]\nname = \"a\n", "line 2: invalid basic string"),
+            (
+                "[[items]]\nname = a b\n",
+                "line 2: string values must be quoted",
+            ),
+            ("[[items]\n", "line 1: "),
+            ("[[items]]\nsize = [1,\n", "line 2: unclosed array"),
+        ];
+        for (text, want) in cases {
+            let err = deserialize::<Doc>(text, Format::Toml).unwrap_err();
+            assert!(
+                err.starts_with(want) && !err.contains('\n'),
+                "{err:?} for {text:?}"
+            );
+        }
     }
 }
