@@ -661,9 +661,10 @@ def default_probes_bt():
 
 
 def startup(table, raw, probe_startup, bt_missing, quick):
-    # Five alternating runs: a start takes tens of ms on a shared machine
-    # whose neighbours move single runs by ±10 ms.
-    runs = 1 if quick else 5
+    # Eleven alternating runs: a start takes tens of ms on a shared machine
+    # whose neighbours move single runs by ±10 ms; the median of five still
+    # moved by ±15 % from one bench to the next (BENCHMARKS.md, 2026-12-06).
+    runs = 1 if quick else 11
     ours, ours_stop, theirs, theirs_stop = [], [], [], []
     for attempt in range(runs):
         log(f"start-up: default set (run {attempt + 1}/{runs})")
