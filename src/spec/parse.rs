@@ -279,7 +279,7 @@ mod tests {
                 "[[items]]\nname = a b\n",
                 "line 2: string values must be quoted",
             ),
-            ("[[items]\n", "line 1: "),
+            ("[[items]\n", "line 1: unclosed array table"),
             ("[[items]]\nsize = [1,\n", "line 2: unclosed array"),
         ];
         for (text, want) in cases {
