@@ -1,9 +1,9 @@
 //! Session: what `run` and `serve` share between choosing programs and
 //! reading their maps, opened once in two steps. [`Session::select`] catches
-//! SIGINT and SIGTERM, reads external BTF, chooses the programs and checks
-//! their files for trust; the mode then checks what it must before anything
-//! is loaded (an output, listen addresses). [`Selected::open`] checks the
-//! host, captures libbpf's log, attaches (built-ins loaded together, in
+//! SIGINT and SIGTERM, captures libbpf's log, reads external BTF, chooses the
+//! programs and checks their files for trust; the mode then checks what it
+//! must before anything is loaded (an output, listen addresses).
+//! [`Selected::open`] checks the host, attaches (built-ins loaded together, in
 //! parallel; the variants this kernel runs; a config that attached in part),
 //! drops capabilities in every thread of the process and from then on
 //! forwards the signals, on a thread started after the drop.
@@ -76,7 +76,8 @@ impl Session {
     /// checks their files.
     pub fn select(options: &SessionOptions) -> Result<Selected<'_>> {
         let signals = signals::catch()?;
-        // Before anything calls libbpf: reading --btf may.
+        // Before anything calls libbpf (reading --btf may), for this and
+        // every later step: a Selected comes only from here.
         probe::capture_libbpf_log(options.log.libbpf);
         if let Some(path) = &options.btf {
             probe::host::use_external_btf(path)?;
@@ -122,7 +123,6 @@ impl Selected<'_> {
         let options = self.options;
         let log = options.log;
         probe::check_host()?;
-        probe::capture_libbpf_log(log.libbpf);
         let (probes, failed) = attach_each(&self.programs, pin, options.strict, log)?;
         let attached_at = SystemTime::now();
         match probes.is_empty() {

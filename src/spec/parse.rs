@@ -41,8 +41,9 @@ pub fn deserialize<T: DeserializeOwned>(
                 // duplicate key's name): the text it points at says.
                 let at = span.and_then(|span| text.get(span)).unwrap_or("");
                 let message = match at.trim() {
-                    "" => err.message().to_string(),
-                    at if at.len() > 40 || at.contains('\n') => err.message().to_string(),
+                    at if at.is_empty() || at.len() > 40 || at.contains('\n') => {
+                        err.message().to_string()
+                    }
                     at => format!("{}: `{at}`", err.message()),
                 };
                 describe(line, "", &message)
