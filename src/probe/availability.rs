@@ -55,13 +55,12 @@ impl KernelTypes {
     /// and the error: a kernel whose types cannot be read is not one
     /// without the types looked up.
     fn btf(&self) -> Result<&RawBtf, String> {
-        self.btf
-            .get_or_init(|| {
-                RawBtf::open(&self.btf_path)
-                    .map_err(|err| format!("cannot read the kernel's types: {err}"))
-            })
-            .as_ref()
-            .map_err(Clone::clone)
+        let cannot = |err: &String| format!("cannot read the kernel's types: {err}");
+        if self.btf_path == Path::new(host::BTF_PATH) {
+            return RawBtf::kernel().map_err(cannot);
+        }
+        let btf = self.btf.get_or_init(|| RawBtf::open(&self.btf_path));
+        btf.as_ref().map_err(cannot)
     }
 
     /// Names of the tracepoints tracefs lists (≈ 1 ms: one directory read

@@ -9,6 +9,7 @@
 pub mod availability;
 pub mod cgroups;
 mod check;
+mod core_btf;
 mod events;
 mod explain;
 pub mod host;
@@ -145,6 +146,14 @@ pub fn check_host() -> Result<()> {
     host::check_btf()
 }
 
+/// Makes the kernel types the built-ins relocate against ([`core_btf`]) on
+/// a thread of its own, so that it is ready when they load.
+pub fn make_core_btf_for_builtins() -> std::thread::JoinHandle<()> {
+    std::thread::spawn(|| {
+        core_btf::for_builtins();
+    })
+}
+
 /// A function of ours that user programs can put a uprobe on
 /// (`uprobe//proc/self/exe:post_attach_mark`, ebpf_exporter's convention):
 /// it is called once every program is attached, so a program can run once at
@@ -157,7 +166,8 @@ pub extern "C" fn post_attach_mark() {
 
 fn open(program: &Program) -> Result<OpenObject> {
     let name = &program.config.name;
-    let mut builder = object_builder(name)?;
+    let builtin = matches!(program.object, ObjectSource::Embedded(_));
+    let mut builder = object_builder(name, builtin)?;
     libbpf_log::take();
     let opened = match &program.object {
         ObjectSource::Embedded(bytes) => builder.open_memory(bytes),
@@ -179,11 +189,18 @@ fn open(program: &Program) -> Result<OpenObject> {
     })
 }
 
-/// An object builder for `name`, with `--btf`'s file for CO-RE if given.
-fn object_builder(name: &str) -> Result<ObjectBuilder> {
+/// An object builder for `name`, with `--btf`'s file for CO-RE if given,
+/// else for a built-in's object the kernel's types it relocates against
+/// ([`core_btf`]).
+fn object_builder(name: &str, builtin: bool) -> Result<ObjectBuilder> {
     let mut builder = ObjectBuilder::default();
     builder.name(name).map_err(|err| anyhow!("{name}: {err}"))?;
-    if let Some(path) = host::external_btf() {
+    let core_btf = match host::external_btf() {
+        Some(path) => Some(path),
+        None if builtin => core_btf::for_builtins(),
+        None => None,
+    };
+    if let Some(path) = core_btf {
         builder.btf_custom_path(path)?;
     }
     Ok(builder)
@@ -393,7 +410,7 @@ impl Probe {
                 None => bail!("{} is not a linked built-in", program.config.name),
             }
         }
-        let mut builder = object_builder("bpfsnap")?;
+        let mut builder = object_builder("bpfsnap", true)?;
         libbpf_log::take();
         let mut object = builder.open_memory(crate::builtin::LINKED)?;
         let wanted = |name: &str, of: fn(&BuiltinSource) -> &[&str]| {
