@@ -7,6 +7,7 @@
 use std::cell::OnceCell;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use libbpf_rs::MapType;
 
@@ -31,7 +32,7 @@ fn tracefs_events() -> Option<&'static str> {
 pub struct KernelTypes {
     /// The kernel's BTF: its own, or --btf's file.
     btf_path: PathBuf,
-    btf: OnceCell<Result<RawBtf, String>>,
+    btf: OnceCell<Arc<Result<RawBtf, String>>>,
     events: OnceCell<Option<HashSet<String>>>,
 }
 
@@ -55,12 +56,14 @@ impl KernelTypes {
     /// and the error: a kernel whose types cannot be read is not one
     /// without the types looked up.
     fn btf(&self) -> Result<&RawBtf, String> {
+        let btf = self
+            .btf
+            .get_or_init(|| match self.btf_path == Path::new(host::BTF_PATH) {
+                true => RawBtf::kernel(),
+                false => Arc::new(RawBtf::open(&self.btf_path)),
+            });
         let cannot = |err: &String| format!("cannot read the kernel's types: {err}");
-        if self.btf_path == Path::new(host::BTF_PATH) {
-            return RawBtf::kernel().map_err(cannot);
-        }
-        let btf = self.btf.get_or_init(|| RawBtf::open(&self.btf_path));
-        btf.as_ref().map_err(cannot)
+        btf.as_ref().as_ref().map_err(cannot)
     }
 
     /// Names of the tracepoints tracefs lists (≈ 1 ms: one directory read

@@ -37,40 +37,49 @@ use std::sync::OnceLock;
 use super::raw_btf::{kind, RawBtf, MAGIC, TYPE_HEADER};
 
 /// The built-ins' BTF, made once per process from the kernel's: the path
-/// libbpf opens it by (a memfd under /proc/self/fd). None when it cannot be
-/// made (the kernel's BTF unreadable, no /proc): libbpf then relocates
-/// against the kernel's BTF, as for any other object (the unit test below
-/// requires it made).
+/// libbpf opens it by (a memfd under /proc/self/fd, ≈ 50 KB, kept: loads
+/// open it by path until they are done, and a process may load again).
+/// None when it cannot be made (the kernel's BTF unreadable, no /proc):
+/// libbpf then relocates against the kernel's BTF, as for any other object
+/// (the unit test below requires it made).
 pub(super) fn for_builtins() -> Option<&'static Path> {
-    static MADE: OnceLock<Option<(File, PathBuf)>> = OnceLock::new();
+    static MADE: OnceLock<Option<InMemoryFile>> = OnceLock::new();
     let made = MADE.get_or_init(|| {
-        let btf = RawBtf::kernel().ok()?;
+        let kernel = RawBtf::kernel();
+        let btf = kernel.as_ref().as_ref().ok()?;
         let mut roots: Vec<&str> = crate::builtin::BUILTINS
             .iter()
             .flat_map(|builtin| builtin.types.iter().copied())
             .collect();
         roots.sort_unstable();
         roots.dedup();
-        in_memory_file(&minimal(btf, &roots)).ok()
+        InMemoryFile::new(&minimal(btf, &roots)).ok()
     });
-    made.as_ref().map(|(_, path)| path.as_path())
+    made.as_ref().map(|file| file.path.as_path())
 }
 
-/// `bytes` in a memory-backed file, and the path that opens it.
-fn in_memory_file(bytes: &[u8]) -> std::io::Result<(File, PathBuf)> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: a NUL-terminated name.
-    let fd = unsafe { libc::memfd_create(c"bpfsnap-core-btf".as_ptr(), libc::MFD_CLOEXEC) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
+/// A file in memory, and the path that opens it.
+struct InMemoryFile {
+    _file: File,
+    path: PathBuf,
+}
+
+impl InMemoryFile {
+    fn new(bytes: &[u8]) -> std::io::Result<InMemoryFile> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: a NUL-terminated name.
+        let fd = unsafe { libc::memfd_create(c"bpfsnap-core-btf".as_ptr(), libc::MFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a descriptor just made and owned by nothing else.
+        let mut file = unsafe { File::from_raw_fd(fd) };
+        file.write_all(bytes)?;
+        let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+        // libbpf opens it by this path: without /proc there is no using it.
+        File::open(&path)?;
+        Ok(InMemoryFile { _file: file, path })
     }
-    // SAFETY: a descriptor just made and owned by nothing else.
-    let mut file = unsafe { File::from_raw_fd(fd) };
-    file.write_all(bytes)?;
-    let path = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
-    // libbpf opens it by this path: without /proc there is no using it.
-    File::open(&path)?;
-    Ok((file, path))
 }
 
 /// Whether a type of this kind can be what a relocation is against.
@@ -423,9 +432,10 @@ mod tests {
         assert!(relocating >= 10, "only {relocating} built-ins relocate");
         // The comparison sees a difference: against a BTF without the
         // types, a built-in relocates otherwise.
-        let kernel = RawBtf::kernel().unwrap();
-        let (_file, without) = in_memory_file(&minimal(kernel, &["int"])).unwrap();
+        let kernel = RawBtf::kernel();
+        let kernel = kernel.as_ref().as_ref().unwrap();
+        let without = InMemoryFile::new(&minimal(kernel, &["int"])).unwrap();
         let exits = crate::builtin::find("exits").unwrap().object;
-        assert!(relocated(exits, None) != relocated(exits, Some(&without)));
+        assert!(relocated(exits, None) != relocated(exits, Some(&without.path)));
     }
 }

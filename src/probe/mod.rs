@@ -146,11 +146,20 @@ pub fn check_host() -> Result<()> {
     host::check_btf()
 }
 
-/// Makes the kernel types the built-ins relocate against ([`core_btf`]) on
-/// a thread of its own, so that it is ready when they load.
-pub fn make_core_btf_for_builtins() -> std::thread::JoinHandle<()> {
+/// The kernel's types, held while a session loads (they go with the last
+/// holder, see [`raw_btf::RawBtf::kernel`]).
+pub struct KernelBtf {
+    _held: Arc<Result<raw_btf::RawBtf, String>>,
+}
+
+/// Opens the kernel's types and makes those the built-ins relocate against
+/// ([`core_btf`]) on a thread of its own, so that both are ready when
+/// loading starts; the thread gives the kernel's types back to be held.
+pub fn make_core_btf_for_builtins() -> std::thread::JoinHandle<KernelBtf> {
     std::thread::spawn(|| {
+        let kernel = raw_btf::RawBtf::kernel();
         core_btf::for_builtins();
+        KernelBtf { _held: kernel }
     })
 }
 

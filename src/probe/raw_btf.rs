@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::{Arc, Mutex, Weak};
 
 /// BTF kinds (BTF_KIND_*).
 pub mod kind {
@@ -96,6 +97,9 @@ impl Drop for Bytes {
     }
 }
 
+/// The kernel's BTF while something holds it ([`RawBtf::kernel`]).
+static KERNEL: Mutex<Weak<Result<RawBtf, String>>> = Mutex::new(Weak::new());
+
 /// A whole (not split) BTF: the kernel's, or a file in its format.
 pub struct RawBtf {
     bytes: Bytes,
@@ -157,14 +161,21 @@ impl RawBtf {
         RawBtf::index(bytes).map_err(context)
     }
 
-    /// The running kernel's BTF, opened once per process: shared by the
+    /// The running kernel's BTF, opened once while anything holds it: the
     /// lookups before loading ([`super::availability`]) and the built-ins'
-    /// CO-RE types ([`super::core_btf`]), which may be made on another
-    /// thread.
-    pub fn kernel() -> Result<&'static RawBtf, &'static String> {
-        static KERNEL: std::sync::OnceLock<Result<RawBtf, String>> = std::sync::OnceLock::new();
-        let btf = KERNEL.get_or_init(|| RawBtf::open(Path::new(super::host::BTF_PATH)));
-        btf.as_ref()
+    /// CO-RE types ([`super::core_btf`], made on another thread) share it,
+    /// and it goes when the last holder does (its 6 MB, read into memory
+    /// where the kernel cannot map them, are not kept by a `serve`).
+    pub fn kernel() -> Arc<Result<RawBtf, String>> {
+        let mut kernel = KERNEL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(btf) = kernel.upgrade() {
+            return btf;
+        }
+        let btf = Arc::new(RawBtf::open(Path::new(super::host::BTF_PATH)));
+        *kernel = Arc::downgrade(&btf);
+        btf
     }
 
     /// Parses `bytes` (a BTF file's contents).

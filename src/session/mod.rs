@@ -51,8 +51,9 @@ pub struct Selected<'a> {
     options: &'a SessionOptions,
     programs: Vec<Program>,
     signals: signals::Caught,
-    /// The built-ins' CO-RE types being made, joined before loading.
-    core_btf: Option<std::thread::JoinHandle<()>>,
+    /// The built-ins' CO-RE types being made, joined before loading; it
+    /// gives the kernel's types, held until everything is loaded.
+    core_btf: Option<std::thread::JoinHandle<probe::KernelBtf>>,
 }
 
 /// Attached probes, running with the capabilities kept.
@@ -131,12 +132,11 @@ impl Selected<'_> {
         let options = self.options;
         let log = options.log;
         probe::check_host()?;
-        if let Some(making) = self.core_btf {
-            // Its thread gone before capabilities drop; loading would wait
-            // for what it makes anyway.
-            let _ = making.join();
-        }
+        // Its thread gone before capabilities drop; loading would wait for
+        // what it makes anyway.
+        let kernel_btf = self.core_btf.and_then(|making| making.join().ok());
         let (probes, failed) = attach_each(&self.programs, pin, options.strict, log)?;
+        drop(kernel_btf);
         let attached_at = SystemTime::now();
         match probes.is_empty() {
             false => log_problems(&probes, &failed, log),
