@@ -155,12 +155,15 @@ pub struct KernelBtf {
 /// Opens the kernel's types and makes those the built-ins relocate against
 /// ([`core_btf`]) on a thread of its own, so that both are ready when
 /// loading starts; the thread gives the kernel's types back to be held.
-pub fn make_core_btf_for_builtins() -> std::thread::JoinHandle<KernelBtf> {
-    std::thread::spawn(|| {
+/// None if no thread can be made now (the first load makes them then).
+pub fn make_core_btf_for_builtins() -> Option<std::thread::JoinHandle<KernelBtf>> {
+    let thread = std::thread::Builder::new().name("bpfsnap-btf".into());
+    let making = thread.spawn(|| {
         let kernel = raw_btf::RawBtf::kernel();
         core_btf::for_builtins();
         KernelBtf { _held: kernel }
-    })
+    });
+    making.ok()
 }
 
 /// A function of ours that user programs can put a uprobe on

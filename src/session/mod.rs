@@ -86,10 +86,10 @@ impl Session {
             probe::host::use_external_btf(path)?;
         }
         // Made while the specs are read, off start-up's path (≈ 1.5 ms).
-        let core_btf = options
-            .btf
-            .is_none()
-            .then(probe::make_core_btf_for_builtins);
+        let core_btf = match options.btf {
+            None => probe::make_core_btf_for_builtins(),
+            Some(_) => None,
+        };
         let programs = select(
             &options.selection,
             options.allow_untrusted_files,
