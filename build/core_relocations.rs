@@ -1,9 +1,10 @@
 //! The kernel types a BPF object's CO-RE relocations look up, for the
 //! `types` of a built-in (build.rs; included by the library's tests too).
 //!
-//! libbpf looks each of them up in the kernel's BTF by scanning all of it
-//! (≈ 1 ms) once per load: what a load group costs beyond its programs, and
-//! what its members can share. The records are in the object's .BTF.ext,
+//! libbpf looks each of them up by scanning every type of the BTF it
+//! relocates against, once per load: the built-ins relocate against a BTF of
+//! just these types and what they contain (src/probe/core_btf.rs), made at
+//! run time from the kernel's. The records are in the object's .BTF.ext,
 //! which libbpf-rs does not expose (its `Btf` reads .BTF only), so this reads
 //! that section from the ELF file itself and names the types with libbpf-rs.
 //! The object is one clang just compiled for this machine (`-target bpf`

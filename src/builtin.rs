@@ -15,9 +15,9 @@ pub struct BuiltinSource {
     /// Its programs' names, and its declared maps' names, in [`LINKED`].
     pub programs: &'static [&'static str],
     pub maps: &'static [&'static str],
-    /// The kernel types its CO-RE relocations look up: libbpf scans the
-    /// kernel's BTF for each once per load, so built-ins that share them are
-    /// best loaded together.
+    /// The kernel types its CO-RE relocations look up: what the built-ins'
+    /// own BTF is made of (`probe::core_btf`), and what built-ins loaded
+    /// together share.
     pub types: &'static [&'static str],
 }
 

@@ -6,10 +6,10 @@ use std::path::Path;
 use crate::program::Program;
 
 /// Which programs load together. Built-ins load from the object they are
-/// linked into, in one group per CPU: the groups load in parallel, and each
-/// load parses the kernel's BTF once and scans it once for each kernel type
-/// its programs relocate against, so built-ins that share kernel types go
-/// together (see [`group_by_cost`]). Anything else (user programs, and
+/// linked into, in one group per CPU: the groups load in parallel, each
+/// load parses the kernel's BTF once (libbpf, for the tp_btf attach points)
+/// and looks up each kernel type its programs relocate against once, so
+/// built-ins that share kernel types go together (see [`group_by_cost`]). Anything else (user programs, and
 /// everything in --pin mode, whose sets are pinned per config) loads alone.
 pub(super) fn load_groups(programs: &[Program], pin: Option<&Path>) -> Vec<Vec<usize>> {
     let (linked, alone): (Vec<usize>, Vec<usize>) = (0..programs.len())
@@ -28,9 +28,11 @@ pub(super) fn load_groups(programs: &[Program], pin: Option<&Path>) -> Vec<Vec<u
 
 /// `items` in `count` groups of about equal loading time. An item brings
 /// its programs (each loaded, verified and attached) and the kernel types
-/// its relocations look up (each a scan of the kernel's BTF, once per
-/// group however many members share it), all of about the same cost
-/// (about the same each). Greedily, the heaviest items first, each goes where the
+/// its relocations look up (once per group however many members share
+/// it), weighed alike. A type lookup was a scan of the kernel's 126k types
+/// (≈ 1 ms) until the built-ins relocated against their own small BTF
+/// (`probe::core_btf`); weighing programs alone since starts the default
+/// set no faster (BENCHMARKS.md, 2026-12-07), so the weights stay. Greedily, the heaviest items first, each goes where the
 /// longest group would end the soonest were the rest spread evenly (so a
 /// first item's types draw the items sharing them instead of being
 /// scanned twice); then where it adds the least; then the lighter group.
