@@ -340,7 +340,7 @@ def probe_overhead(table, raw, configs, exes, quick, bt_missing, builtins):
     bpftrace; rounds interleave the conditions against drift."""
     # Rounds in two halves: the floor ratio from each must agree within 0.05
     # for the figure to be read (it is a few ns on top of a few hundred).
-    calls, runs, rounds = (300_000, 3, 2) if quick else (1_000_000, 3, 12)
+    calls, runs, rounds = (300_000, 3, 2) if quick else (1_000_000, 3, 20)
     load = BUILD / "load"
     # Their start-up is timed too: no `load rss` wrapper (see Proc).
     conditions = [("none", None),
