@@ -247,26 +247,11 @@ mod tests {
 
     use super::*;
 
-    fn info(kind: u8, vlen: u32) -> u32 {
-        (kind as u32) << 24 | vlen
-    }
+    use crate::probe::raw_btf::tests::info;
 
-    /// A raw BTF file of `types` (id 1 onwards) and `strings`.
+    /// A BTF of `types` (id 1 onwards) and `strings`.
     fn btf(types: &[&[u32]], strings: &[u8]) -> RawBtf {
-        let types: Vec<u8> = types
-            .iter()
-            .flat_map(|words| words.iter().flat_map(|w| w.to_ne_bytes()))
-            .collect();
-        let mut file = Vec::new();
-        file.extend(MAGIC.to_ne_bytes());
-        file.extend([1u8, 0]);
-        for word in [24u32, 0, types.len() as u32, types.len() as u32] {
-            file.extend(word.to_ne_bytes());
-        }
-        file.extend((strings.len() as u32).to_ne_bytes());
-        file.extend(types);
-        file.extend(strings);
-        RawBtf::from_bytes(file).unwrap()
+        RawBtf::from_bytes(crate::probe::raw_btf::tests::btf(types, strings)).unwrap()
     }
 
     /// Each type of `btf` as text, members and targets by name, to compare.

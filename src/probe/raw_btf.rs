@@ -412,11 +412,11 @@ fn type_starts(section: &[u8]) -> Result<Vec<u32>, String> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     /// A BTF file of `types` (id 1 onwards) and `strings`.
-    fn btf(types: &[&[u32]], strings: &[u8]) -> Vec<u8> {
+    pub(in crate::probe) fn btf(types: &[&[u32]], strings: &[u8]) -> Vec<u8> {
         let types: Vec<u8> = types
             .iter()
             .flat_map(|words| words.iter().flat_map(|w| w.to_ne_bytes()))
@@ -433,7 +433,7 @@ mod tests {
         file
     }
 
-    fn info(kind: u8, vlen: u32) -> u32 {
+    pub(in crate::probe) fn info(kind: u8, vlen: u32) -> u32 {
         (kind as u32) << 24 | vlen
     }
 
