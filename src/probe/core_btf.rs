@@ -98,7 +98,7 @@ fn is_root_kind(kind: u8) -> bool {
 
 /// A raw BTF file holding the types of `btf` named one of `roots` and all
 /// they contain short of pointers' targets.
-pub(super) fn minimal(btf: &RawBtf, roots: &[&str]) -> Vec<u8> {
+fn minimal(btf: &RawBtf, roots: &[&str]) -> Vec<u8> {
     let mut kept = BTreeSet::new();
     let mut pending: Vec<u32> = btf.ids_named(roots, is_root_kind).collect();
     while let Some(id) = pending.pop() {
