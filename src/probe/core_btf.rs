@@ -34,7 +34,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use super::raw_btf::{kind, RawBtf, MAGIC, TYPE_HEADER};
+use super::raw_btf::{kind, kind_and_vlen, u32_at, RawBtf, MAGIC, TYPE_HEADER};
 
 /// The built-ins' BTF, made once per process from the kernel's: the path
 /// libbpf opens it by (a memfd under /proc/self/fd, ≈ 50 KB, kept: loads
@@ -112,25 +112,9 @@ fn minimal(btf: &RawBtf, roots: &[&str]) -> Vec<u8> {
     write(btf, &kept)
 }
 
-/// A type's header words.
-struct Header {
-    kind: u8,
-    vlen: usize,
-}
-
+/// The word at `at` of a type's bytes (0 past their end).
 fn word(bytes: &[u8], at: usize) -> u32 {
-    bytes
-        .get(at..at + 4)
-        .and_then(|word| word.try_into().ok())
-        .map_or(0, u32::from_ne_bytes)
-}
-
-fn header(bytes: &[u8]) -> Header {
-    let info = word(bytes, 4);
-    Header {
-        kind: ((info >> 24) & 0x1f) as u8,
-        vlen: (info & 0xffff) as usize,
-    }
+    u32_at(bytes, at).unwrap_or(0)
 }
 
 /// Where a type's words that name other types and strings are (byte
@@ -145,7 +129,7 @@ struct Words {
 }
 
 fn words(bytes: &[u8]) -> Words {
-    let Header { kind, vlen } = header(bytes);
+    let (kind, vlen) = kind_and_vlen(word(bytes, 4));
     let (contains, points_to, mut names) = match kind {
         kind::PTR => (Vec::new(), Some(8), Vec::new()),
         kind::TYPEDEF | kind::VOLATILE | kind::CONST | kind::RESTRICT | kind::TYPE_TAG => {

@@ -122,7 +122,12 @@ pub struct Type<'a> {
     records: &'a [u8],
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+/// A type's kind and member count, from its info word.
+pub fn kind_and_vlen(info: u32) -> (u8, usize) {
+    (((info >> 24) & 0x1f) as u8, (info & 0xffff) as usize)
+}
+
+pub fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     let word = bytes.get(at..at + 4)?;
     Some(u32::from_ne_bytes(word.try_into().ok()?))
 }
@@ -216,8 +221,8 @@ impl RawBtf {
         let start = *self.starts.get((id as usize).checked_sub(1)?)? as usize;
         let section = &self.bytes.as_slice()[self.types.clone()];
         let info = u32_at(section, start + 4)?;
-        let kind = ((info >> 24) & 0x1f) as u8;
-        let records = records_len(kind, (info & 0xffff) as usize)?;
+        let (kind, vlen) = kind_and_vlen(info);
+        let records = records_len(kind, vlen)?;
         Some(Type {
             kind,
             kind_flag: info >> 31 == 1,
@@ -273,7 +278,7 @@ impl RawBtf {
             .for_each(|name| prefixes.insert(name.as_bytes()));
         let named = move |start: usize| {
             let info = u32_at(section, start + 4)?;
-            if !of_kind(((info >> 24) & 0x1f) as u8) {
+            if !of_kind(kind_and_vlen(info).0) {
                 return None;
             }
             let name = strings.get(u32_at(section, start)? as usize..)?;
@@ -399,8 +404,8 @@ fn type_starts(section: &[u8]) -> Result<Vec<u32>, String> {
     let mut at = 0usize;
     while at < section.len() {
         let info = u32_at(section, at + 4).ok_or("a BTF type is cut short")?;
-        let kind = ((info >> 24) & 0x1f) as u8;
-        let records = records_len(kind, (info & 0xffff) as usize)
+        let (kind, vlen) = kind_and_vlen(info);
+        let records = records_len(kind, vlen)
             .ok_or_else(|| format!("BTF type kind {kind} is not one bpfsnap knows"))?;
         starts.push(u32::try_from(at).map_err(|_| "BTF type section over 4 GiB")?);
         at += TYPE_HEADER + records;
