@@ -15,17 +15,28 @@
 //! The time the counts began (`counters_start_timestamp_seconds`, a gauge)
 //! is carried the same way: the earlier of the two.
 //!
+//! A counter map's family, most of a large file, takes the previous values
+//! as it is encoded ([`Theirs`], through `Exposition::carrying_on`); the
+//! other families are encoded first and carried on in their text
+//! ([`Carried::carry_on`]). Both give the same text.
+//!
 //! The previous file is read as bpfsnap writes the text format 0.0.4. A
 //! family whose type is not the same, or a histogram whose buckets are not
 //! the same, starts again instead (a config changed its meaning).
 
 use std::collections::{HashMap, HashSet};
+use std::ops::Range;
+
+use rustc_hash::FxHashMap;
 
 use super::text::push_float;
 
 /// The previous file's families, by name.
 #[derive(Debug, Default)]
 pub struct Carried {
+    /// The previous file, whole: its families are ranges of it, not copies
+    /// (a large map's family is most of it).
+    text: String,
     families: HashMap<String, Previous>,
 }
 
@@ -43,22 +54,43 @@ pub enum Carry {
 #[derive(Debug)]
 struct Previous {
     type_name: String,
-    /// Its text as written (header and samples).
-    text: String,
+    /// Where its text as written (header and samples) is in the file.
+    text: Range<usize>,
 }
 
 /// A sample line: the series (name and labels, as written) and its value.
 fn split_sample(line: &str) -> Option<(&str, f64)> {
     let (key, value) = line.rsplit_once(' ')?;
-    Some((key, value.parse().ok()?))
+    Some((key, parse_value(value)?))
+}
+
+/// A sample's value. Counters are written as integers: those of up to 15
+/// digits (exact in an f64) are read without the general float parser,
+/// which took most of the time of carrying a large family on.
+fn parse_value(text: &str) -> Option<f64> {
+    let digits = text.as_bytes();
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let value = digits
+            .iter()
+            .fold(0u64, |value, digit| value * 10 + u64::from(digit - b'0'));
+        return Some(value as f64);
+    }
+    text.parse().ok()
 }
 
 impl Carried {
     /// The counters and histograms of `text`, a previous output.
-    pub fn parse(text: &str) -> Carried {
+    pub fn parse(mut text: String) -> Carried {
+        if !text.is_empty() && !text.ends_with('\n') {
+            text.push('\n');
+        }
         let mut families = HashMap::new();
         let mut current: Option<(String, Previous)> = None;
-        for line in text.lines() {
+        let mut at = 0;
+        for line in text.split_inclusive('\n') {
+            let start = at;
+            at += line.len();
+            let line = line.trim_end_matches('\n');
             let header = line
                 .strip_prefix("# HELP ")
                 .or_else(|| line.strip_prefix("# TYPE "));
@@ -70,7 +102,7 @@ impl Carried {
                     }
                     let family = Previous {
                         type_name: String::new(),
-                        text: String::new(),
+                        text: start..start,
                     };
                     current = Some((name.to_string(), family));
                 }
@@ -81,18 +113,33 @@ impl Carried {
             if let Some(rest) = line.strip_prefix("# TYPE ") {
                 family.type_name = rest.split(' ').nth(1).unwrap_or_default().to_string();
             }
-            family.text.push_str(line);
-            family.text.push('\n');
+            family.text.end = at;
         }
         families.extend(current);
-        Carried { families }
+        Carried { text, families }
+    }
+
+    /// The text and type of the previous file's family `name`.
+    fn family(&self, name: &str) -> Option<(&str, &str)> {
+        let family = self.families.get(name)?;
+        let text = self.text.get(family.text.clone())?;
+        Some((text, family.type_name.as_str()))
     }
 
     /// The previous file's text of counter or histogram family `name`, to
     /// write as it was when this run has no series of it.
     pub fn family_text(&self, name: &str) -> Option<&str> {
-        let family = self.families.get(name)?;
-        matches!(family.type_name.as_str(), "counter" | "histogram").then_some(family.text.as_str())
+        let (text, type_name) = self.family(name)?;
+        matches!(type_name, "counter" | "histogram").then_some(text)
+    }
+
+    /// The previous file's samples of counter `name`, for this run's
+    /// counter of that name to take theirs as it is encoded: what
+    /// [`Carry::Add`] does to a counter's text, without writing the text
+    /// twice (a large map's counter is most of the file).
+    pub(super) fn counter(&self, name: &str) -> Option<Theirs<'_>> {
+        let (text, type_name) = self.family(name)?;
+        (type_name == "counter").then(|| Theirs::of(text))
     }
 
     /// `text`, this run's family `name` (header and samples), carried on
@@ -106,26 +153,30 @@ impl Carried {
         }
     }
 
-    /// [`Carry::Add`].
+    /// [`Carry::Add`]. Each of this run's samples is matched with the
+    /// previous file's of the same series: both files are bpfsnap's text of
+    /// the same maps, in the same order, so the previous file's next sample
+    /// nearly always is the one; only where it is not are its samples
+    /// looked up by series (indexed at the first miss).
     fn add(&self, name: &str, text: &str, cap: usize) -> Option<String> {
-        let previous = self.families.get(name)?;
-        let type_name = text
+        let (before, type_name) = self.family(name)?;
+        let ours_type = text
             .lines()
             .find_map(|line| line.strip_prefix("# TYPE "))
             .and_then(|rest| rest.split(' ').nth(1))?;
-        if type_name != previous.type_name
-            || (type_name == "histogram" && bucket_bounds(text) != bucket_bounds(&previous.text))
+        if ours_type != type_name
+            || (type_name == "histogram" && bucket_bounds(text) != bucket_bounds(before))
         {
             return None;
         }
-        let mut values: HashMap<&str, f64> = samples(&previous.text).collect();
-        let mut out = String::with_capacity(text.len() + previous.text.len() / 4);
-        let mut ours = HashSet::new();
+        let mut theirs = Theirs::of(before);
+        let mut out = String::with_capacity(text.len() + before.len() / 4);
+        let mut ours = 0usize;
         for line in text.lines() {
             match split_sample(line).filter(|_| !line.starts_with('#')) {
                 Some((key, value)) => {
-                    ours.insert(series_of(name, key));
-                    let carried = values.remove(key).unwrap_or(0.0);
+                    ours += usize::from(is_count(name, key));
+                    let carried = theirs.take(key).unwrap_or(0.0);
                     out.push_str(key);
                     out.push(' ');
                     push_float(&mut out, value + carried);
@@ -137,24 +188,14 @@ impl Carried {
                 }
             }
         }
-        let kept = kept_series(name, &previous.text, &values, &ours, cap);
-        for (key, value) in samples(&previous.text) {
-            if values.contains_key(key) && kept.contains(series_of(name, key).as_str()) {
-                out.push_str(key);
-                out.push(' ');
-                push_float(&mut out, value);
-                out.push('\n');
-            }
-        }
+        theirs.keep_only_theirs(name, ours, cap, &mut out);
         Some(out)
     }
-}
 
-impl Carried {
     /// [`Carry::Earliest`].
     fn earliest(&self, name: &str, text: &str) -> Option<String> {
-        let previous = self.families.get(name)?;
-        let values: HashMap<&str, f64> = samples(&previous.text).collect();
+        let (before, _) = self.family(name)?;
+        let values: HashMap<&str, f64> = samples(before).collect();
         let mut out = String::with_capacity(text.len());
         for line in text.lines() {
             match split_sample(line).filter(|_| !line.starts_with('#')) {
@@ -170,6 +211,124 @@ impl Carried {
         }
         Some(out)
     }
+}
+
+/// The previous file's samples of one family, as this run's take theirs.
+///
+/// Both files are bpfsnap's text of the same maps, in the same order, so
+/// the previous file's next sample nearly always is the one this run
+/// asks for: its samples are read in step with this run's, and only at
+/// the first that is not where expected are the ones not yet taken
+/// indexed by series. (Indexing them all up front cost a large map's
+/// carry more than encoding it.)
+pub(super) struct Theirs<'t> {
+    /// The family's text; before `next`, every sample has been taken.
+    text: &'t str,
+    next: usize,
+    /// The samples not taken, by series: (where its line starts, value as
+    /// written). Made at the first sample not where expected.
+    rest: Option<FxHashMap<&'t str, (usize, &'t str)>>,
+}
+
+impl<'t> Theirs<'t> {
+    fn of(text: &'t str) -> Theirs<'t> {
+        Theirs {
+            text,
+            next: 0,
+            rest: None,
+        }
+    }
+
+    /// The sample lines of the text from byte `at` on: (where the line
+    /// starts, series as written, value as written).
+    fn samples_from(&self, at: usize) -> impl Iterator<Item = (usize, &'t str, &'t str)> {
+        let text: &'t str = self.text;
+        let mut start = at;
+        text.get(at..)
+            .unwrap_or_default()
+            .split_inclusive('\n')
+            .filter_map(move |line| {
+                let at = start;
+                start += line.len();
+                let line = line.trim_end_matches('\n');
+                let (key, value) = line.rsplit_once(' ').filter(|_| !line.starts_with('#'))?;
+                Some((at, key, value))
+            })
+    }
+
+    /// The value of the next sample if it is of series `key`, which is then
+    /// taken. (Compared in place: splitting each line first took as long.)
+    fn next_sample_is(&mut self, key: &str) -> Option<&'t str> {
+        let text: &'t str = self.text;
+        let mut at = self.next;
+        while text.get(at..)?.starts_with('#') {
+            at += text[at..].find('\n')? + 1;
+        }
+        let sample = text[at..].strip_prefix(key)?.strip_prefix(' ')?;
+        let length = sample.find('\n').unwrap_or(sample.len());
+        let value = &sample[..length];
+        if value.contains(' ') {
+            // A timestamp after the value: not bpfsnap's, and not this one.
+            return None;
+        }
+        self.next = (at + key.len() + 1 + length + 1).min(text.len());
+        Some(value)
+    }
+
+    /// The previous value of series `key`, once: a series taken is not
+    /// carried again, nor kept as theirs alone.
+    pub(super) fn take(&mut self, key: &str) -> Option<f64> {
+        if self.rest.is_none() {
+            if let Some(value) = self.next_sample_is(key) {
+                return parse_value(value);
+            }
+            let mut rest = FxHashMap::default();
+            for (at, theirs, value) in self.samples_from(self.next) {
+                // The first of a series written twice, as a walk finds it.
+                rest.entry(theirs).or_insert((at, value));
+            }
+            self.rest = Some(rest);
+        }
+        let (_, value) = self.rest.as_mut()?.remove(key)?;
+        parse_value(value)
+    }
+
+    /// Appends the series only the previous file had that fit under `cap`
+    /// beside this run's `ours` series: the largest first (by
+    /// value; for a histogram, by count), in the previous file's order.
+    pub(super) fn keep_only_theirs(&self, name: &str, ours: usize, cap: usize, out: &mut String) {
+        let mut left: Vec<(usize, &str, &str)> = match &self.rest {
+            None => self.samples_from(self.next).collect(),
+            Some(rest) => rest
+                .iter()
+                .map(|(key, &(at, value))| (at, *key, value))
+                .collect(),
+        };
+        left.sort_unstable_by_key(|&(at, _, _)| at);
+        let left: Vec<(&str, f64)> = left
+            .into_iter()
+            .filter_map(|(_, key, value)| Some((key, parse_value(value)?)))
+            .collect();
+        if left.is_empty() {
+            return;
+        }
+        let kept = kept_series(name, &left, ours, cap);
+        for (key, value) in left {
+            if kept.contains(series_of(name, key).as_str()) {
+                out.push_str(key);
+                out.push(' ');
+                push_float(out, value);
+                out.push('\n');
+            }
+        }
+    }
+}
+
+/// Whether sample `key` of family `name` is the one that stands for its
+/// series: a counter's only sample, a histogram's `_count`.
+fn is_count(name: &str, key: &str) -> bool {
+    key.strip_prefix(name)
+        .is_some_and(|rest| rest.starts_with("_count") || !rest.starts_with('_'))
 }
 
 /// The sample lines of a family's text.
@@ -203,30 +362,19 @@ fn series_of(name: &str, key: &str) -> String {
     }
 }
 
-/// The series only the previous file had that fit under `cap` with `ours`:
-/// the largest first (by value; for a histogram, by count).
-fn kept_series(
-    name: &str,
-    previous: &str,
-    left: &HashMap<&str, f64>,
-    ours: &HashSet<String>,
-    cap: usize,
-) -> HashSet<String> {
+/// The series only the previous file had (`left`: its samples no sample of
+/// this run took; a file bpfsnap wrote has each series once, so none of
+/// them is one of this run's) that fit under `cap` beside this run's `ours`
+/// series: the largest first (by value; for a histogram, by count).
+fn kept_series(name: &str, left: &[(&str, f64)], ours: usize, cap: usize) -> HashSet<String> {
     let mut theirs: HashMap<String, f64> = HashMap::new();
-    for (key, value) in samples(previous).filter(|(key, _)| left.contains_key(key)) {
-        let series = series_of(name, key);
-        if ours.contains(&series) {
-            continue;
-        }
-        let weight = theirs.entry(series).or_insert(0.0);
-        let is_count = key
-            .strip_prefix(name)
-            .is_some_and(|rest| rest.starts_with("_count") || !rest.starts_with('_'));
-        if is_count {
+    for &(key, value) in left {
+        let weight = theirs.entry(series_of(name, key)).or_insert(0.0);
+        if is_count(name, key) {
             *weight = value;
         }
     }
-    let room = cap.saturating_sub(ours.len());
+    let room = cap.saturating_sub(ours);
     let mut ranked: Vec<(String, f64)> = theirs.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
     ranked
@@ -283,7 +431,7 @@ h_seconds_count{k=\"b\"} 1
 
     #[test]
     fn the_start_of_counting_is_the_earlier_one() {
-        let carried = Carried::parse(PREVIOUS);
+        let carried = Carried::parse(PREVIOUS.to_string());
         let now = "# TYPE g gauge\ng 5\n";
         assert_eq!(
             carried.carry_on("g", now, Carry::Earliest).unwrap(),
@@ -298,7 +446,7 @@ h_seconds_count{k=\"b\"} 1
 
     #[test]
     fn counters_add_up_and_series_only_the_previous_file_had_are_kept() {
-        let carried = Carried::parse(PREVIOUS);
+        let carried = Carried::parse(PREVIOUS.to_string());
         assert!(
             carried.family_text("g").is_none(),
             "gauges are not written as they were"
@@ -317,7 +465,7 @@ h_seconds_count{k=\"b\"} 1
 
     #[test]
     fn histograms_add_bucket_by_bucket_and_keep_whole_series() {
-        let carried = Carried::parse(PREVIOUS);
+        let carried = Carried::parse(PREVIOUS.to_string());
         let now = "# HELP h_seconds H.\n# TYPE h_seconds histogram\n\
                    h_seconds_bucket{k=\"a\",le=\"1\"} 4\nh_seconds_bucket{k=\"a\",le=\"+Inf\"} 4\n\
                    h_seconds_sum{k=\"a\"} 1\nh_seconds_count{k=\"a\"} 4\n";
@@ -339,7 +487,7 @@ h_seconds_count{k=\"b\"} 1
 
     #[test]
     fn another_type_or_other_buckets_start_again() {
-        let carried = Carried::parse(PREVIOUS);
+        let carried = Carried::parse(PREVIOUS.to_string());
         let gauge = "# TYPE x_total gauge\nx_total{a=\"1\"} 3\n";
         assert_eq!(carried.carry_on("x_total", gauge, add(100)), None);
         let buckets = "# TYPE h_seconds histogram\nh_seconds_bucket{k=\"a\",le=\"2\"} 1\n\
@@ -369,7 +517,7 @@ h_seconds_count{k=\"b\"} 1
 
     #[test]
     fn garbage_is_no_family() {
-        let carried = Carried::parse("not a file\n\u{0}\nx 1\n# TYPE\n");
+        let carried = Carried::parse("not a file\n\u{0}\nx 1\n# TYPE\n".to_string());
         assert!(carried.family_text("x").is_none() && carried.family_text("").is_none());
     }
 }

@@ -5,6 +5,7 @@
 
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric};
 
+use super::carry::Theirs;
 use super::series::Table;
 use super::text;
 
@@ -163,10 +164,12 @@ impl Family {
     }
 
     /// Appends the family in the text format, named and typed as `written`
-    /// says.
+    /// says; a counter table's values carried on from `previous` (see
+    /// [`super::carry`]), with the series only it has that fit under `cap`.
     pub(super) fn encode(
         &self,
         written: text::Written<'_>,
+        previous: Option<(Theirs<'_>, usize)>,
         out: &mut String,
     ) -> anyhow::Result<()> {
         match &self.series {
@@ -174,7 +177,12 @@ impl Family {
                 let type_name = text::type_name(self.kind, written.typed);
                 text::push_header(out, written.header, &self.help, type_name)?;
                 let names: Vec<&str> = labels.iter().map(String::as_str).collect();
-                table.encode_samples(written.sample, &names, out);
+                let mut previous = previous;
+                let theirs = previous.as_mut().map(|(theirs, _)| theirs);
+                let ours = table.encode_samples(written.sample, &names, theirs, out);
+                if let Some((theirs, cap)) = previous {
+                    theirs.keep_only_theirs(written.sample, ours, cap, out);
+                }
                 Ok(())
             }
             Series::Metrics(metrics) => {

@@ -25,11 +25,12 @@ pub mod self_metrics;
 mod series;
 pub mod text;
 
+use carry::Theirs;
 pub use carry::{Carried, Carry};
 pub use family::{Family, Kind, Samples, Series};
 pub use format::OutputFormat;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{bail, Context, Result};
 
@@ -168,29 +169,60 @@ pub enum Encoding {
 /// without `_total`, and a histogram as a gauge histogram
 /// ([`text::Typed`]): `rate()` and `increase()` see a reset only where a
 /// value goes down, so such counts typed `counter` would be misread.
+///
+/// An exposition replacing a file whose counters it carries on
+/// ([`Exposition::carrying_on`]) adds the previous values to a counter
+/// map's series as it encodes them; [`Exposition::carry_on`] then carries
+/// on the other families.
 #[derive(Debug, Default)]
-pub struct Exposition {
+pub struct Exposition<'c> {
     encoding: Encoding,
     counts: Counts,
     families: BTreeMap<String, String>,
+    carry: Option<Carrying<'c>>,
+}
+
+/// The file an exposition replaces, what carries on from it, and which
+/// families have already.
+#[derive(Debug)]
+struct Carrying<'c> {
+    previous: &'c Carried,
+    carried: &'c BTreeMap<String, Carry>,
+    done: BTreeSet<String>,
 }
 
 /// Ends an OpenMetrics exposition.
 const OPENMETRICS_END: &str = "# EOF\n";
 
-impl Exposition {
-    pub fn new(encoding: Encoding) -> Exposition {
+impl<'c> Exposition<'c> {
+    pub fn new(encoding: Encoding) -> Exposition<'c> {
         Exposition {
             encoding,
-            counts: Counts::Cumulative,
-            families: BTreeMap::new(),
+            ..Exposition::default()
         }
     }
 
     /// What the counts of the families added with [`Exposition::add`]
     /// cover (by default, everything since counting began).
-    pub fn counting(mut self, counts: Counts) -> Exposition {
+    pub fn counting(mut self, counts: Counts) -> Exposition<'c> {
         self.counts = counts;
+        self
+    }
+
+    /// Carries on the counters and histograms of `previous`, the file this
+    /// exposition replaces (see [`Carried`]): each family `carried` names
+    /// carries on as it says, a counter map's as it is added, the others in
+    /// [`Exposition::carry_on`].
+    pub fn carrying_on(
+        mut self,
+        previous: &'c Carried,
+        carried: &'c BTreeMap<String, Carry>,
+    ) -> Exposition<'c> {
+        self.carry = Some(Carrying {
+            previous,
+            carried,
+            done: BTreeSet::new(),
+        });
         self
     }
 
@@ -209,6 +241,9 @@ impl Exposition {
     /// Adds a family in place of the one of its name, if any.
     pub fn replace(&mut self, family: &Family) -> Result<()> {
         self.families.remove(&family.name);
+        if let Some(carrying) = &mut self.carry {
+            carrying.done.remove(&family.name);
+        }
         self.add(family)
     }
 
@@ -253,23 +288,51 @@ impl Exposition {
                 typed: text::Typed::Own,
             },
         };
+        let previous = self.previous_counter(family, counts);
+        let carried = previous.is_some();
         let mut text = String::new();
         family
-            .encode(written, &mut text)
+            .encode(written, previous, &mut text)
             .with_context(|| format!("encoding {name}"))?;
+        if let Some(carrying) = self.carry.as_mut().filter(|_| carried) {
+            carrying.done.insert(family.name.clone());
+        }
         self.families.insert(family.name.clone(), text);
         Ok(())
     }
 
-    /// Carries on the counters and histograms of `previous`, the file this
-    /// exposition replaces (see [`Carried`]): each family `carried` names
-    /// carries on as it says, and a counter or histogram this exposition
-    /// has no series of is taken as it was.
-    pub fn carry_on(&mut self, previous: &Carried, carried: &BTreeMap<String, Carry>) {
-        for (name, &carry) in carried {
+    /// The previous file's samples of counter map `family` and its cap,
+    /// when it carries on as it is encoded: a counter the previous file
+    /// has, written as one (cumulative, in the text format).
+    fn previous_counter(&self, family: &Family, counts: Counts) -> Option<(Theirs<'c>, usize)> {
+        let carrying = self.carry.as_ref()?;
+        let as_counter = counts == Counts::Cumulative
+            && family.kind == Kind::Counter
+            && self.encoding == Encoding::Text;
+        if !as_counter || !matches!(family.series, Series::Table { .. }) {
+            return None;
+        }
+        let Carry::Add { cap } = *carrying.carried.get(&family.name)? else {
+            return None;
+        };
+        Some((carrying.previous.counter(&family.name)?, cap))
+    }
+
+    /// Carries on the families of the file this exposition replaces (see
+    /// [`Exposition::carrying_on`]) that have not carried on as they were
+    /// added: each one this exposition has as it says, and a counter or
+    /// histogram it has no series of as it was.
+    pub fn carry_on(&mut self) {
+        let Some(carrying) = &self.carry else {
+            return;
+        };
+        for (name, &carry) in carrying.carried {
+            if carrying.done.contains(name) {
+                continue;
+            }
             let merged = match self.families.get(name) {
-                Some(text) => previous.carry_on(name, text, carry),
-                None => previous.family_text(name).map(str::to_string),
+                Some(text) => carrying.previous.carry_on(name, text, carry),
+                None => carrying.previous.family_text(name).map(str::to_string),
             };
             if let Some(text) = merged {
                 self.families.insert(name.clone(), text);
@@ -429,6 +492,80 @@ decoders = [{ name = "string" }]
              bpfsnap_events_total{kind=\"2\",comm=\"sh\"} 3\n\
              bpfsnap_events_total{kind=\"3\",comm=\"x\"} 0\n"
         );
+    }
+
+    /// A counter map's family carried on as it is encoded is the text the
+    /// general path (encode, then [`Carried::carry_on`]) makes of it, for
+    /// previous files in step with this run's and not.
+    #[test]
+    fn counters_carried_as_encoded_are_as_carried_in_text() {
+        let config = compile(SPEC);
+        let snap = snapshot(
+            &[
+                (key(1, b"bash"), [1, 2]),
+                (key(1, b"zsh\0"), [5, 0]),
+                (key(2, b"sh\0\0"), [0, 4]),
+            ],
+            false,
+        );
+        let name = "bpfsnap_events_total";
+        let head = format!("# HELP {name} Events.\n# TYPE {name} counter\n");
+        let line = |labels: &str, value: &str| format!("{name}{{{labels}}} {value}\n");
+        let (bash, zsh, sh) = (
+            "kind=\"1\",comm=\"bash\"",
+            "kind=\"1\",comm=\"zsh\"",
+            "kind=\"2\",comm=\"sh\"",
+        );
+        let only_theirs = "kind=\"9\",comm=\"old\"";
+        let previous_files = [
+            // In step, then a series this run does not have.
+            head.clone()
+                + &line(bash, "10")
+                + &line(zsh, "20")
+                + &line(sh, "30")
+                + &line(only_theirs, "7"),
+            // Out of step; a series missing; a value past 2^53.
+            head.clone()
+                + &line(only_theirs, "7")
+                + &line(sh, "9007199254740993")
+                + &line(bash, "1"),
+            // A series twice, a timestamp, a value that is not one.
+            head.clone()
+                + &line(bash, "2")
+                + &line(bash, "3")
+                + &line(zsh, "4 1700000000")
+                + &line(sh, "x"),
+            // Another family in between and around, a gauge of the name.
+            format!(
+                "# TYPE a gauge\na 1\n{head}{}# TYPE z gauge\nz 2\n",
+                line(zsh, "5")
+            ),
+            format!(
+                "# HELP {name} Events.\n# TYPE {name} gauge\n{}",
+                line(bash, "5")
+            ),
+            String::new(),
+        ];
+        let ours = text_of(&config, &snap, "bpfsnap");
+        for previous in previous_files {
+            let carried_file = Carried::parse(previous.clone());
+            for cap in [1, 3, 4, 100] {
+                let carried = BTreeMap::from([(name.to_string(), Carry::Add { cap })]);
+                let exposed = families(&config, snap.clone(), "bpfsnap").unwrap();
+                let mut exposition = Exposition::default().carrying_on(&carried_file, &carried);
+                exposition.add_all(&exposed.families).unwrap();
+                let as_encoded = exposition.carry.as_ref().unwrap().done.contains(name);
+                let has_counter = previous.contains(&format!("{name} counter"));
+                assert_eq!(as_encoded, has_counter, "carried as encoded:\n{previous}");
+                exposition.carry_on();
+                let in_text = carried_file.carry_on(name, &ours, Carry::Add { cap });
+                assert_eq!(
+                    exposition.into_text(),
+                    in_text.unwrap_or_else(|| ours.clone()),
+                    "cap {cap}, previous:\n{previous}"
+                );
+            }
+        }
     }
 
     #[test]

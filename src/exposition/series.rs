@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 
 use rustc_hash::{FxHashMap, FxHasher};
 
+use super::carry::Theirs;
 use super::keys::{KeyOrder, SortKeys};
 use super::labels::{LabelCache, Span, Values, REJECTED};
 use crate::plan::Label;
@@ -177,8 +178,16 @@ impl Table {
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
-    /// per series kept.
-    pub fn encode_samples(&self, name: &str, label_names: &[&str], out: &mut String) {
+    /// per series kept, each value plus that of the same series in
+    /// `previous` (the file a run replaces: see `carry`) if given. Returns
+    /// how many series it wrote.
+    pub(super) fn encode_samples(
+        &self,
+        name: &str,
+        label_names: &[&str],
+        mut previous: Option<&mut Theirs<'_>>,
+        out: &mut String,
+    ) -> usize {
         let prefixes: Vec<String> = label_names
             .iter()
             .enumerate()
@@ -194,21 +203,29 @@ impl Table {
         let mut spans = Vec::with_capacity(AHEAD * width);
         let start = out.len();
         let mut reserve = true;
+        let mut written = 0;
         loop {
             batch.clear();
             batch.extend(kept.by_ref().take(AHEAD));
             if batch.is_empty() {
-                return;
+                return written;
             }
+            written += batch.len();
             self.load(&batch, &mut spans);
             for (series, spans) in batch.iter().zip(spans.chunks_exact(width.max(1))) {
+                let line = out.len();
                 out.push_str(name);
                 for ((prefix, values), &span) in prefixes.iter().zip(&self.values).zip(spans) {
                     out.push_str(prefix);
                     values.push_escaped(span, out);
                 }
                 out.push_str(end);
-                super::text::push_float(out, series.total());
+                let carried = match previous.as_deref_mut() {
+                    // The series as written: the line up to its value's space.
+                    Some(previous) => previous.take(&out[line..out.len() - 1]).unwrap_or(0.0),
+                    None => 0.0,
+                };
+                super::text::push_float(out, series.total() + carried);
                 out.push('\n');
             }
             // Room for every series' line, from the first ones' length.

@@ -49,7 +49,7 @@ impl Counting {
             true => options.sink.previous_text()?,
             false => None,
         };
-        let carry = previous.map(|text| (Carried::parse(&text), carried(options, programs)));
+        let carry = previous.map(|text| (Carried::parse(text), carried(options, programs)));
         Ok(Counting { counts, carry })
     }
 }
@@ -138,6 +138,9 @@ impl<'a> Output<'a> {
         let options = self.options;
         let ns = options.namespace.as_str();
         let mut output = Exposition::default().counting(self.counting.counts);
+        if let Some((previous, carried)) = &self.counting.carry {
+            output = output.carrying_on(previous, carried);
+        }
         let mut kept: Vec<Family> = Vec::new();
         // In the text format each config's families are encoded as they
         // come and freed (a large map's family is most of the text); the
@@ -164,9 +167,7 @@ impl<'a> Output<'a> {
                     label_output(options, std::slice::from_mut(&mut failures));
                     output.add_cumulative(&failures)?;
                 }
-                if let Some((previous, carried)) = &self.counting.carry {
-                    output.carry_on(previous, carried);
-                }
+                output.carry_on();
                 // Written family by family, never joined: a big map's family is
                 // most of the text, and joining would copy it.
                 (output.parts().collect(), output.len())

@@ -292,7 +292,7 @@ fn gather_programs(
     state: &State,
     (probes, collector): &mut (Vec<Probe>, Collector),
     faults: Faults,
-    exposition: &mut Exposition,
+    exposition: &mut Exposition<'_>,
 ) -> Result<()> {
     let ns = state.scraping.namespace.as_str();
     if faults.error {
