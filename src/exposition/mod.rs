@@ -505,6 +505,7 @@ decoders = [{ name = "string" }]
                 (key(1, b"bash"), [1, 2]),
                 (key(1, b"zsh\0"), [5, 0]),
                 (key(2, b"sh\0\0"), [0, 4]),
+                (key(3, b"a b\0"), [1, 0]),
             ],
             false,
         );
@@ -517,6 +518,7 @@ decoders = [{ name = "string" }]
             "kind=\"2\",comm=\"sh\"",
         );
         let only_theirs = "kind=\"9\",comm=\"old\"";
+        let spaced = "kind=\"3\",comm=\"a b\"";
         let previous_files = [
             // In step, then a series this run does not have.
             head.clone()
@@ -535,6 +537,8 @@ decoders = [{ name = "string" }]
                 + &line(bash, "3")
                 + &line(zsh, "4 1700000000")
                 + &line(sh, "x"),
+            // A label value with a space; an empty line, a line ending in \r.
+            head.clone() + &line(spaced, "6") + "\n" + &line(zsh, "1\r") + &line(sh, "2"),
             // Another family in between and around, a gauge of the name.
             format!(
                 "# TYPE a gauge\na 1\n{head}{}# TYPE z gauge\nz 2\n",
