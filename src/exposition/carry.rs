@@ -225,9 +225,17 @@ pub(super) struct Theirs<'t> {
     /// The family's text; before `next`, every sample has been taken.
     text: &'t str,
     next: usize,
-    /// The samples not taken, by series: (where its line starts, value as
-    /// written). Made at the first sample not where expected.
-    rest: Option<FxHashMap<&'t str, (usize, &'t str)>>,
+    /// Every sample by series (the first of a series written twice), made
+    /// at the first sample not where expected.
+    by_series: Option<FxHashMap<&'t str, Sample<'t>>>,
+}
+
+/// A sample of the previous file, indexed.
+struct Sample<'t> {
+    /// Where its line starts: the file's order.
+    at: usize,
+    value: &'t str,
+    taken: bool,
 }
 
 impl<'t> Theirs<'t> {
@@ -235,7 +243,7 @@ impl<'t> Theirs<'t> {
         Theirs {
             text,
             next: 0,
-            rest: None,
+            by_series: None,
         }
     }
 
@@ -278,32 +286,53 @@ impl<'t> Theirs<'t> {
     /// The previous value of series `key`, once: a series taken is not
     /// carried again, nor kept as theirs alone.
     pub(super) fn take(&mut self, key: &str) -> Option<f64> {
-        if self.rest.is_none() {
+        if self.by_series.is_none() {
             if let Some(value) = self.next_sample_is(key) {
                 return parse_value(value);
             }
-            let mut rest = FxHashMap::default();
-            for (at, theirs, value) in self.samples_from(self.next) {
-                // The first of a series written twice, as a walk finds it.
-                rest.entry(theirs).or_insert((at, value));
-            }
-            self.rest = Some(rest);
         }
-        let (_, value) = self.rest.as_mut()?.remove(key)?;
-        parse_value(value)
+        let sample = self.by_series().get_mut(key)?;
+        if std::mem::replace(&mut sample.taken, true) {
+            return None;
+        }
+        parse_value(sample.value)
+    }
+
+    /// Every sample by series, those before `next` taken.
+    fn by_series(&mut self) -> &mut FxHashMap<&'t str, Sample<'t>> {
+        let next = self.next;
+        let samples = self.samples_from(0);
+        self.by_series.get_or_insert_with(|| {
+            let mut by_series = FxHashMap::default();
+            for (at, key, value) in samples {
+                let taken = at < next;
+                by_series.entry(key).or_insert(Sample { at, value, taken });
+            }
+            by_series
+        })
     }
 
     /// Appends the series only the previous file had that fit under `cap`
     /// beside this run's `ours` series: the largest first (by
     /// value; for a histogram, by count), in the previous file's order.
-    pub(super) fn keep_only_theirs(&self, name: &str, ours: usize, cap: usize, out: &mut String) {
-        let mut left: Vec<(usize, &str, &str)> = match &self.rest {
-            None => self.samples_from(self.next).collect(),
-            Some(rest) => rest
-                .iter()
-                .map(|(key, &(at, value))| (at, *key, value))
-                .collect(),
-        };
+    /// A series twice in that file is not kept beside this run's.
+    pub(super) fn keep_only_theirs(
+        mut self,
+        name: &str,
+        ours: usize,
+        cap: usize,
+        out: &mut String,
+    ) {
+        if self.by_series.is_none() && self.samples_from(self.next).next().is_none() {
+            // Every sample taken in step: nothing is theirs alone.
+            return;
+        }
+        let mut left: Vec<(usize, &str, &str)> = self
+            .by_series()
+            .iter()
+            .filter(|(_, sample)| !sample.taken)
+            .map(|(key, sample)| (sample.at, *key, sample.value))
+            .collect();
         left.sort_unstable_by_key(|&(at, _, _)| at);
         let left: Vec<(&str, f64)> = left
             .into_iter()

@@ -563,11 +563,20 @@ decoders = [{ name = "string" }]
                 assert_eq!(as_encoded, has_counter, "carried as encoded:\n{previous}");
                 exposition.carry_on();
                 let in_text = carried_file.carry_on(name, &ours, Carry::Add { cap });
+                let text = exposition.into_text();
                 assert_eq!(
-                    exposition.into_text(),
+                    text,
                     in_text.unwrap_or_else(|| ours.clone()),
                     "cap {cap}, previous:\n{previous}"
                 );
+                // node_exporter refuses a file with a series twice.
+                let series: Vec<&str> = text
+                    .lines()
+                    .filter(|line| !line.starts_with('#'))
+                    .filter_map(|line| line.rsplit_once(' ').map(|(series, _)| series))
+                    .collect();
+                let distinct: std::collections::HashSet<&str> = series.iter().copied().collect();
+                assert_eq!(series.len(), distinct.len(), "a series twice:\n{text}");
             }
         }
     }
