@@ -24,6 +24,7 @@
 //! family whose type is not the same, or a histogram whose buckets are not
 //! the same, starts again instead (a config changed its meaning).
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::ops::Range;
 
@@ -216,26 +217,35 @@ impl Carried {
 /// The previous file's samples of one family, as this run's take theirs.
 ///
 /// Both files are bpfsnap's text of the same maps, in the same order, so
-/// the previous file's next sample nearly always is the one this run
-/// asks for: its samples are read in step with this run's, and only at
-/// the first that is not where expected are the ones not yet taken
-/// indexed by series. (Indexing them all up front cost a large map's
-/// carry more than encoding it.)
+/// the previous file's next sample nearly always is the one this run asks
+/// for: its samples are read in step with this run's. At the first that is
+/// not where expected (a series gone or new since) every sample is indexed
+/// by series, and the reading goes on in step from the one found.
+/// (Indexing them all up front cost a large map's carry more than encoding
+/// it; looking every sample up once indexed, twice the encoding.)
 pub(super) struct Theirs<'t> {
-    /// The family's text; before `next`, every sample has been taken.
+    /// The family's text.
     text: &'t str,
+    /// Where the next sample is expected: the start of its line (or of
+    /// comments before it), and how many samples come before it.
     next: usize,
-    /// Every sample by series (the first of a series written twice), made
-    /// at the first sample not where expected.
-    by_series: Option<FxHashMap<&'t str, Sample<'t>>>,
+    ordinal: usize,
+    /// Made at the first sample not where expected; until then, every
+    /// sample before `next` has been taken.
+    index: Option<Index<'t>>,
 }
 
-/// A sample of the previous file, indexed.
-struct Sample<'t> {
-    /// Where its line starts: the file's order.
-    at: usize,
-    value: &'t str,
-    taken: bool,
+/// The previous file's samples of one family, by series.
+struct Index<'t> {
+    /// The ordinal of each series' sample (the first, of a series written
+    /// twice).
+    by_series: FxHashMap<&'t str, usize>,
+    /// Where each sample's line starts, by ordinal.
+    starts: Vec<usize>,
+    taken: Vec<bool>,
+    /// Whether a series is written twice: then the sample where expected
+    /// may not be its series' first, and every sample is looked up.
+    twice: bool,
 }
 
 impl<'t> Theirs<'t> {
@@ -243,32 +253,29 @@ impl<'t> Theirs<'t> {
         Theirs {
             text,
             next: 0,
-            by_series: None,
+            ordinal: 0,
+            index: None,
         }
     }
 
-    /// The sample lines of the text from byte `at` on: (where the line
-    /// starts, series as written, value as written).
-    fn samples_from(&self, at: usize) -> impl Iterator<Item = (usize, &'t str, &'t str)> {
-        let text: &'t str = self.text;
-        let mut start = at;
-        text.get(at..)
-            .unwrap_or_default()
-            .split_inclusive('\n')
-            .filter_map(move |line| {
-                let at = start;
-                start += line.len();
-                let line = line.trim_end_matches('\n');
-                let (key, value) = line.rsplit_once(' ').filter(|_| !line.starts_with('#'))?;
-                Some((at, key, value))
-            })
+    /// The sample lines of the text: (where the line starts, series as
+    /// written, value as written).
+    fn samples(&self) -> impl Iterator<Item = (usize, &'t str, &'t str)> {
+        let mut start = 0;
+        self.text.split_inclusive('\n').filter_map(move |line| {
+            let at = start;
+            start += line.len();
+            let line = line.trim_end_matches('\n');
+            let (key, value) = line.rsplit_once(' ').filter(|_| !line.starts_with('#'))?;
+            Some((at, key, value))
+        })
     }
 
-    /// The value of the next sample if it is of series `key`, which is then
-    /// taken. (Compared in place: splitting each line first took as long.)
-    fn next_sample_is(&mut self, key: &str) -> Option<&'t str> {
+    /// The value of the sample at `at` (or after comments there) if it is
+    /// of series `key`, and where the line after it starts. (Compared in
+    /// place: splitting each line first took as long.)
+    fn sample_at(&self, mut at: usize, key: &str) -> Option<(&'t str, usize)> {
         let text: &'t str = self.text;
-        let mut at = self.next;
         while text.get(at..)?.starts_with('#') {
             at += text[at..].find('\n')? + 1;
         }
@@ -279,37 +286,62 @@ impl<'t> Theirs<'t> {
             // A timestamp after the value: not bpfsnap's, and not this one.
             return None;
         }
-        self.next = (at + key.len() + 1 + length + 1).min(text.len());
-        Some(value)
+        Some((value, (at + key.len() + 1 + length + 1).min(text.len())))
     }
 
     /// The previous value of series `key`, once: a series taken is not
     /// carried again, nor kept as theirs alone.
     pub(super) fn take(&mut self, key: &str) -> Option<f64> {
-        if self.by_series.is_none() {
-            if let Some(value) = self.next_sample_is(key) {
-                return parse_value(value);
+        let in_step = match &self.index {
+            Some(index) if index.twice => None,
+            _ => self.sample_at(self.next, key),
+        };
+        let (ordinal, (value, after)) = match in_step {
+            Some(found) => (self.ordinal, found),
+            None => {
+                let index = self.index();
+                let ordinal = *index.by_series.get(key)?;
+                let start = index.starts[ordinal];
+                (ordinal, self.sample_at(start, key)?)
+            }
+        };
+        if let Some(index) = &mut self.index {
+            if std::mem::replace(&mut index.taken[ordinal], true) {
+                return None;
             }
         }
-        let sample = self.by_series().get_mut(key)?;
-        if std::mem::replace(&mut sample.taken, true) {
-            return None;
-        }
-        parse_value(sample.value)
+        (self.next, self.ordinal) = (after, ordinal + 1);
+        parse_value(value)
     }
 
     /// Every sample by series, those before `next` taken.
-    fn by_series(&mut self) -> &mut FxHashMap<&'t str, Sample<'t>> {
-        let next = self.next;
-        let samples = self.samples_from(0);
-        self.by_series.get_or_insert_with(|| {
-            let mut by_series = FxHashMap::default();
-            for (at, key, value) in samples {
-                let taken = at < next;
-                by_series.entry(key).or_insert(Sample { at, value, taken });
+    fn index(&mut self) -> &mut Index<'t> {
+        let index = match self.index.take() {
+            Some(index) => index,
+            None => self.make_index(),
+        };
+        self.index.insert(index)
+    }
+
+    fn make_index(&self) -> Index<'t> {
+        let lines = memchr::memchr_iter(b'\n', self.text.as_bytes()).count() + 1;
+        let mut index = Index {
+            by_series: FxHashMap::with_capacity_and_hasher(lines, Default::default()),
+            starts: Vec::with_capacity(lines),
+            taken: Vec::with_capacity(lines),
+            twice: false,
+        };
+        for (ordinal, (at, key, _)) in self.samples().enumerate() {
+            index.starts.push(at);
+            index.taken.push(ordinal < self.ordinal);
+            match index.by_series.entry(key) {
+                Entry::Occupied(_) => index.twice = true,
+                Entry::Vacant(entry) => {
+                    entry.insert(ordinal);
+                }
             }
-            by_series
-        })
+        }
+        index
     }
 
     /// Appends the series only the previous file had that fit under `cap`
@@ -323,20 +355,26 @@ impl<'t> Theirs<'t> {
         cap: usize,
         out: &mut String,
     ) {
-        if self.by_series.is_none() && self.samples_from(self.next).next().is_none() {
+        let text = self.text;
+        if self.index.is_none() && text[self.next..].lines().all(|line| line.starts_with('#')) {
             // Every sample taken in step: nothing is theirs alone.
             return;
         }
-        let mut left: Vec<(usize, &str, &str)> = self
-            .by_series()
-            .iter()
-            .filter(|(_, sample)| !sample.taken)
-            .map(|(key, sample)| (sample.at, *key, sample.value))
+        let index = self.index();
+        let mut left: Vec<usize> = index
+            .by_series
+            .values()
+            .copied()
+            .filter(|&ordinal| !index.taken[ordinal])
             .collect();
-        left.sort_unstable_by_key(|&(at, _, _)| at);
+        left.sort_unstable();
         let left: Vec<(&str, f64)> = left
             .into_iter()
-            .filter_map(|(_, key, value)| Some((key, parse_value(value)?)))
+            .filter_map(|ordinal| {
+                let line = text[index.starts[ordinal]..].lines().next()?;
+                let (key, value) = line.rsplit_once(' ')?;
+                Some((key, parse_value(value)?))
+            })
             .collect();
         if left.is_empty() {
             return;
