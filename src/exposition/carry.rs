@@ -356,7 +356,8 @@ impl<'t> Theirs<'t> {
         out: &mut String,
     ) {
         let text = self.text;
-        if self.index.is_none() && text[self.next..].lines().all(|line| line.starts_with('#')) {
+        let no_sample = |line: &str| line.is_empty() || line.starts_with('#');
+        if self.index.is_none() && text[self.next..].split('\n').all(no_sample) {
             // Every sample taken in step: nothing is theirs alone.
             return;
         }
@@ -371,7 +372,8 @@ impl<'t> Theirs<'t> {
         let left: Vec<(&str, f64)> = left
             .into_iter()
             .filter_map(|ordinal| {
-                let line = text[index.starts[ordinal]..].lines().next()?;
+                // Split at \n alone, as `samples` reads them.
+                let line = text[index.starts[ordinal]..].split('\n').next()?;
                 let (key, value) = line.rsplit_once(' ')?;
                 Some((key, parse_value(value)?))
             })
