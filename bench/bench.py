@@ -253,6 +253,11 @@ class Proc:
         self.proc.send_signal(sig)
         return self.wait()
 
+    def check_exited_ok(self):
+        """Raises, with the end of its output, if it exited with an error."""
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"{self.name} exited {self.proc.returncode}:\n{self.output()[-2000:]}")
+
     @property
     def max_rss_mib(self):
         """Peak RSS of the loader itself (not of the process that forked it)."""
@@ -517,6 +522,13 @@ def kernel_text_start():
     raise RuntimeError("no _stext in /proc/kallsyms")
 
 
+def fill(shape, size):
+    """Has the running keys.bpf.c put `size` keys into its map (shape f from _stext)."""
+    if shape.name == "f":
+        run([BUILD / "load", "base", hex(kernel_text_start())])
+    run([BUILD / "load", "fill", 0, size])
+
+
 def snapshot_at_scale(table, raw, configs, exes, quick, names):
     raw["snapshot"] = {}
     for shape in SHAPES:
@@ -543,9 +555,7 @@ def snapshot_once(shape, size, config, exes, runs):
         proc = bpfsnap(name, [config, "--for", "1h"], output)
         proc.wait_for(BPFSNAP_READY)
         mid = map_id(proc.pid, size)
-        if shape.name == "f":
-            run([BUILD / "load", "base", hex(kernel_text_start())])
-        run([BUILD / "load", "fill", 0, size])
+        fill(shape, size)
         lines = run([exes["maploop"], mid, 3], stdout=subprocess.PIPE, text=True).stdout.split("\n")
         pairs = [tuple(map(int, line.split())) for line in lines if line.strip()]
         if any(entries != size for entries, _ in pairs):
@@ -566,8 +576,7 @@ def snapshot_once(shape, size, config, exes, runs):
             bpftool_json = time.monotonic() - started
         ours.append(proc.stop())
         rss.append(proc.max_rss_mib)
-        if proc.proc.returncode != 0:
-            raise RuntimeError(f"bpfsnap exited {proc.proc.returncode}:\n{proc.output()[-2000:]}")
+        proc.check_exited_ok()
         text = output.read_text()
         snap.append(metric(text, "bpfsnap_snapshot_duration_seconds"))
         series = text.count(f"\nbpfsnap_{shape.metric}{{")
@@ -590,12 +599,9 @@ def replacing(shape, size, config, name, output, before):
     fill). Returns its SIGINT → written and exit, in seconds."""
     proc = bpfsnap(f"{name}-again", [config, "--for", "1h"], output, rss=False)
     proc.wait_for(BPFSNAP_READY)
-    if shape.name == "f":
-        run([BUILD / "load", "base", hex(kernel_text_start())])
-    run([BUILD / "load", "fill", 0, size])
+    fill(shape, size)
     seconds = proc.stop()
-    if proc.proc.returncode != 0:
-        raise RuntimeError(f"bpfsnap exited {proc.proc.returncode}:\n{proc.output()[-2000:]}")
+    proc.check_exited_ok()
     total = lambda text: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()  # noqa: E731
                              if line.startswith(f"bpfsnap_{shape.metric}{{"))
     after = output.read_text()
@@ -728,8 +734,7 @@ def window(table, raw):
         output = textfile(f"window-{seconds}s")
         proc = bpfsnap(f"window-{seconds}s", ["--for", f"{seconds}s"], output)
         proc.wait(timeout=seconds + 120)
-        if proc.proc.returncode != 0:
-            raise RuntimeError(f"bpfsnap exited {proc.proc.returncode}:\n{proc.output()[-2000:]}")
+        proc.check_exited_ok()
         measured = metric(output.read_text(), "bpfsnap_window_seconds")
         results[seconds] = {"measured_s": measured, "max_rss_mib": proc.max_rss_mib}
         error = abs(measured - seconds)
