@@ -522,6 +522,29 @@ def kernel_text_start():
     raise RuntimeError("no _stext in /proc/kallsyms")
 
 
+def eviction_bytes():
+    """Twice the largest CPU cache (at least 64 MiB): what is written
+    before every timed read pushes the map out of the caches, so the floor,
+    the library path, bpfsnap and bpftool all read a map as cold as one that
+    sat idle through a sampling window. (A fixed 64 MiB did not: this
+    machine's L3 is 480 MiB, and the floor read a warm map.)"""
+    largest = 0
+    for size in Path("/sys/devices/system/cpu").glob("cpu*/cache/index*/size"):
+        text = size.read_text().strip()
+        units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+        value = int(text.rstrip("KMG")) * units.get(text[-1:], 1)
+        largest = max(largest, value)
+    return max(64 << 20, 2 * largest)
+
+
+EVICT_BYTES = eviction_bytes()
+
+
+def evict():
+    """Pushes what was read last out of the CPU caches (see eviction_bytes)."""
+    run([BUILD / "load", "evict", EVICT_BYTES])
+
+
 def fill(shape, size):
     """Has the running keys.bpf.c put `size` keys into its map (shape f from _stext)."""
     if shape.name == "f":
@@ -556,24 +579,28 @@ def snapshot_once(shape, size, config, exes, runs):
         proc.wait_for(BPFSNAP_READY)
         mid = map_id(proc.pid, size)
         fill(shape, size)
-        lines = run([exes["maploop"], mid, 3], stdout=subprocess.PIPE, text=True).stdout.split("\n")
+        lines = run([exes["maploop"], mid, 3, EVICT_BYTES], stdout=subprocess.PIPE, text=True).stdout.split("\n")
         pairs = [tuple(map(int, line.split())) for line in lines if line.strip()]
         if any(entries != size for entries, _ in pairs):
             raise RuntimeError(f"the map holds {pairs[0][0]} entries, not {size}: fill failed")
         floor.extend(ns / 1e9 for _, ns in pairs)
         if attempt == 0:
-            library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), 3],
+            library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), 3,
+                                      EVICT_BYTES],
                                      stdout=subprocess.PIPE, text=True).stdout)
             dumps = 1 if size >= 1_000_000 else 3
             times = []
             for _ in range(dumps):
+                evict()
                 started = time.monotonic()
                 run(["bpftool", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
                 times.append(time.monotonic() - started)
             bpftool = statistics.median(times)
+            evict()
             started = time.monotonic()
             run(["bpftool", "-j", "map", "dump", "id", mid], stdout=subprocess.DEVNULL)
             bpftool_json = time.monotonic() - started
+        evict()
         ours.append(proc.stop())
         rss.append(proc.max_rss_mib)
         proc.check_exited_ok()
@@ -600,6 +627,7 @@ def replacing(shape, size, config, name, output, before):
     proc = bpfsnap(f"{name}-again", [config, "--for", "1h"], output, rss=False)
     proc.wait_for(BPFSNAP_READY)
     fill(shape, size)
+    evict()
     seconds = proc.stop()
     proc.check_exited_ok()
     total = lambda text: sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()  # noqa: E731

@@ -8,6 +8,9 @@
  *                            keys.bpf.c turns into map keys
  *   load base ADDRESS        prctl(BASE_MAGIC, address): the first address of
  *                            keys.bpf.c's kernel text shape
+ *   load evict BYTES         writes a line of every 64 bytes of a BYTES buffer:
+ *                            what a map held in the CPU caches is pushed out
+ *                            (bench.py sizes it at twice the largest cache)
  *   load rss FILE CMD ARG... runs CMD, passing SIGINT and SIGTERM on to it,
  *                            and writes its peak RSS in KiB to FILE; exits
  *                            with its status. Forked from this small process,
@@ -20,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -77,6 +81,18 @@ static int run_measured(const char *file, char **argv)
 	return WEXITSTATUS(status);
 }
 
+static int evict(size_t bytes)
+{
+	volatile char *buffer = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+
+	if (buffer == MAP_FAILED)
+		return perror("mmap"), 1;
+	for (size_t at = 0; at < bytes; at += 64)
+		buffer[at] = (char)at;
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc >= 4 && strcmp(argv[1], "rss") == 0)
@@ -104,11 +120,13 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
+	if (argc == 3 && strcmp(argv[1], "evict") == 0)
+		return evict(strtoul(argv[2], NULL, 0));
 	if (argc == 3 && strcmp(argv[1], "base") == 0) {
 		syscall(SYS_prctl, BASE_MAGIC, strtoul(argv[2], NULL, 0), 0UL, 0UL, 0UL);
 		return 0;
 	}
 	fprintf(stderr, "usage: load getpid CALLS RUNS | load fill START COUNT | load base ADDRESS"
-		" | load rss FILE CMD...\n");
+		" | load evict BYTES | load rss FILE CMD...\n");
 	return 2;
 }

@@ -3,11 +3,14 @@
 //! runs it on the map of a running bpfsnap (by map id) beside bpfsnap's own
 //! snapshot of the same map.
 //!
-//! Before each run a 64 MiB buffer is written, evicting the map from the CPU
-//! caches: a snapshot reads a map that sat idle through a sampling window.
-//! benches/snapshot.rs does the same before each of its runs.
+//! Before each run a buffer of EVICT_BYTES is written, evicting the map from
+//! the CPU caches: a snapshot reads a map that sat idle through a sampling
+//! window. bench.py sizes it at twice the largest cache (this machine's L3
+//! is 480 MiB: a fixed 64 MiB left the map there, and the floor read a warm
+//! map); benches/snapshot.rs and `load evict` do the same.
 //!
-//! Usage: maploop MAP_ID RUNS — prints `ENTRIES NANOSECONDS` per run.
+//! Usage: maploop MAP_ID RUNS EVICT_BYTES — prints `ENTRIES NANOSECONDS` per
+//! run.
 
 use std::time::Instant;
 
@@ -20,14 +23,15 @@ fn main() {
     if args.is_empty() {
         // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
         // without bench/bench.py's map and files.
-        eprintln!("usage: maploop MAP_ID RUNS (run by `make bench`)");
+        eprintln!("usage: maploop MAP_ID RUNS EVICT_BYTES (run by `make bench`)");
         return;
     }
-    let (Some(id), Some(runs)) = (
+    let (Some(id), Some(runs), Some(evict_bytes)) = (
         args.first().and_then(|a| a.parse::<u32>().ok()),
         args.get(1).and_then(|a| a.parse::<usize>().ok()),
+        args.get(2).and_then(|a| a.parse::<usize>().ok()),
     ) else {
-        eprintln!("usage: maploop MAP_ID RUNS");
+        eprintln!("usage: maploop MAP_ID RUNS EVICT_BYTES");
         std::process::exit(2);
     };
     // SAFETY: plain libbpf calls on an fd we own; the info struct is sized
@@ -71,7 +75,7 @@ fn main() {
         flags: 0,
     };
     let chunk = max.clamp(1, 8192);
-    let mut evict = vec![0u8; 64 << 20];
+    let mut evict = vec![0u8; evict_bytes];
     for run in 0..runs {
         evict.iter_mut().step_by(64).for_each(|b| *b = run as u8);
         std::hint::black_box(&evict);

@@ -6,10 +6,10 @@
 //! part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
 //!
-//! Before each run a 64 MiB buffer is written, evicting the map from the CPU
-//! caches, as benches/maploop.rs (the floor) does.
+//! Before each run a buffer of EVICT_BYTES is written, evicting the map from
+//! the CPU caches, as benches/maploop.rs (the floor) does.
 //!
-//! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS — prints one JSON object:
+//! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES — prints one JSON object:
 //! medians in ns of `read`, `expose` (decode + encode), `write` and
 //! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
 //! the first run).
@@ -49,11 +49,13 @@ fn main() {
     if args.is_empty() {
         // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
         // without bench/bench.py's map and files.
-        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS (run by `make bench`)");
+        eprintln!(
+            "usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES (run by `make bench`)"
+        );
         return;
     }
-    let [config_path, id, output, runs] = &args[..] else {
-        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS");
+    let [config_path, id, output, runs, evict_bytes] = &args[..] else {
+        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES");
         std::process::exit(2);
     };
     let (id, runs): (u32, usize) = (id.parse().expect("MAP_ID"), runs.parse().expect("RUNS"));
@@ -64,7 +66,7 @@ fn main() {
     let plan = Plan::compile(&config).expect("compiling the config");
     let map = MapHandle::from_map_id(id).expect("map id");
 
-    let mut evict = vec![1u8; 64 << 20];
+    let mut evict = vec![1u8; evict_bytes.parse().expect("EVICT_BYTES")];
     let before = max_rss_kib();
     let mut rss_growth = 0;
     let (mut read, mut expose, mut write, mut total) = (vec![], vec![], vec![], vec![]);
