@@ -636,7 +636,7 @@ fn thread_capabilities(pid: u32) -> Vec<(String, u64, u64)> {
 
 /// Once attached, no thread of bpfsnap holds a capability it dropped: not
 /// the event consumer (the `exits` built-in's) that started before the
-/// drop, nor the signal thread, nor serve's connection and scrape threads.
+/// drop, nor serve's connection and scrape threads.
 /// What is kept (nothing, or CAP_BPF/CAP_SYS_ADMIN where this kernel checks
 /// it on every map read) is the same in every thread.
 #[test]
@@ -648,7 +648,8 @@ fn every_thread_drops_the_capabilities_in_run_and_serve() {
     const KEPT_FOR_READS: u64 = 1 << 39 | 1 << 21;
     let check = |pid: u32, mode: &str| {
         let threads = thread_capabilities(pid);
-        assert!(threads.len() >= 3, "{mode}: threads {threads:?}");
+        // The main thread and the event consumer at least.
+        assert!(threads.len() >= 2, "{mode}: threads {threads:?}");
         let (_, main_eff, main_prm) = threads[0].clone();
         for (name, eff, prm) in &threads {
             assert!(

@@ -2,13 +2,13 @@
 //! time left shown on a terminal's stderr (never in pipes or cron).
 
 use std::io::Write;
-use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use crate::log::Log;
+use crate::session::Stop;
 
 /// Waits `length` or until a signal comes on `stop` (then true).
-pub(super) fn wait(stop: &mpsc::Receiver<i32>, length: Duration, log: Log) -> bool {
+pub(super) fn wait(stop: &mut Stop, length: Duration, log: Log) -> bool {
     let deadline = Instant::now() + length;
     let shown = log.countdown() && length >= Duration::from_secs(2);
     let signalled = loop {
@@ -26,16 +26,12 @@ pub(super) fn wait(stop: &mpsc::Receiver<i32>, length: Duration, log: Log) -> bo
             true => left.min(Duration::from_secs(1)),
             false => left,
         };
-        match stop.recv_timeout(step) {
-            Ok(signal) => {
-                if shown {
-                    show("");
-                }
-                log.info(&format!("signal {signal}: ending the window early"));
-                break true;
+        if let Some(signal) = stop.wait(Some(step)) {
+            if shown {
+                show("");
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break false,
+            log.info(&format!("signal {signal}: ending the window early"));
+            break true;
         }
     };
     if shown && !signalled {

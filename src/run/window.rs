@@ -24,7 +24,7 @@ pub(super) fn sample(
     let Session {
         mut probes,
         failed,
-        stop,
+        mut stop,
         attached_at,
         ..
     } = session;
@@ -38,7 +38,7 @@ pub(super) fn sample(
     let mut write_failures = 0u64;
     loop {
         let started = Instant::now();
-        let signalled = countdown::wait(&stop, length, log);
+        let signalled = countdown::wait(&mut stop, length, log);
         let ended_at = SystemTime::now();
         windows += 1;
         let window = Window {

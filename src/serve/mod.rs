@@ -100,7 +100,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         web.check_readable()?;
     }
 
-    let (state, stop) = State::new(session, options.scraping.clone());
+    let (state, mut stop) = State::new(session, options.scraping.clone());
     let state = Arc::new(state);
     let handler = handler(state.clone(), web.clone())?;
     let tls = web.as_ref().filter(|web| web.tls()).map(|web| {
@@ -127,7 +127,7 @@ pub fn serve(options: &ServeOptions) -> Result<()> {
         .collect();
     let server = Server::start(sockets, limits, handler, tls, log)?;
 
-    let signal = stop.recv().ok();
+    let signal = stop.wait(None);
     log.info(&format!(
         "signal {}: finishing scrapes in flight",
         signal.unwrap_or_default()

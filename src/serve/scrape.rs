@@ -72,10 +72,7 @@ struct Faults {
 impl State {
     /// The session's probes, scraped as `scraping` says (and its signals,
     /// which the server waits for).
-    pub fn new(
-        session: Session,
-        mut scraping: Scraping,
-    ) -> (State, std::sync::mpsc::Receiver<i32>) {
+    pub fn new(session: Session, mut scraping: Scraping) -> (State, crate::session::Stop) {
         scraping.max_requests = scraping.max_requests.max(1);
         let window = scraping.counts == Counts::Window;
         let collector = Collector::new(

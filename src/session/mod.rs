@@ -5,8 +5,8 @@
 //! must before anything is loaded (an output, listen addresses).
 //! [`Selected::open`] checks the host, attaches (built-ins loaded together, in
 //! parallel; the variants this kernel runs; a config that attached in part),
-//! drops capabilities in every thread of the process and from then on
-//! forwards the signals, on a thread started after the drop.
+//! and drops capabilities in every thread of the process; the signals are
+//! waited for by the thread that acts on them ([`Stop::wait`]).
 //!
 //! Takes [`SessionOptions`]; hands on a [`Session`]: attached [`Probe`]s,
 //! the configs that [`Failed`], and the signals that end a window or a
@@ -16,8 +16,9 @@ mod capabilities;
 mod load;
 mod signals;
 
+pub use signals::Stop;
+
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Result};
@@ -50,7 +51,7 @@ pub struct SessionOptions {
 pub struct Selected<'a> {
     options: &'a SessionOptions,
     programs: Vec<Program>,
-    signals: signals::Caught,
+    signals: Stop,
     /// The built-ins' CO-RE types being made, joined before loading; it
     /// gives the kernel's types, held until everything is loaded.
     core_btf: Option<std::thread::JoinHandle<probe::KernelBtf>>,
@@ -61,8 +62,8 @@ pub struct Session {
     pub probes: Vec<Probe>,
     /// Configs that failed while others ran.
     pub failed: Vec<Failed>,
-    /// SIGINT and SIGTERM, as messages: they no longer kill the process.
-    pub stop: mpsc::Receiver<i32>,
+    /// SIGINT and SIGTERM: they no longer kill the process.
+    pub stop: Stop,
     /// When the probes were attached.
     pub attached_at: SystemTime,
     /// The capabilities the process kept.
@@ -125,7 +126,7 @@ impl Selected<'_> {
     }
 
     /// Attaches every program (pinned under `pin` if given), drops the
-    /// capabilities not kept in every thread, and forwards the signals. A
+    /// capabilities not kept in every thread, and hands on the signals. A
     /// program that fails at run time is set aside in `failed` (the others
     /// run; there may be none left); bad input fails at once.
     pub fn open(self, pin: Option<&Path>) -> Result<Session> {
@@ -148,11 +149,10 @@ impl Selected<'_> {
         for program in &self.programs {
             program.plan.prepare();
         }
-        let stop = self.signals.forward()?;
         Ok(Session {
             probes,
             failed,
-            stop,
+            stop: self.signals,
             attached_at,
             kept,
         })
