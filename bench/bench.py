@@ -523,11 +523,11 @@ def kernel_text_start():
 
 
 def eviction_bytes():
-    """Twice the largest CPU cache (at least 64 MiB): what is written
-    before every timed read pushes the map out of the caches, so the floor,
-    the library path, bpfsnap and bpftool all read a map as cold as one that
-    sat idle through a sampling window. (A fixed 64 MiB did not: this
-    machine's L3 is 480 MiB, and the floor read a warm map.)"""
+    """Twice the largest CPU cache (at least 64 MiB): what the evictor sweeps
+    before every timed read, so the floor, the library path, bpfsnap and
+    bpftool all read a map as cold as one that sat idle through a sampling
+    window. (A fixed 64 MiB did not: this machine's L3 is 480 MiB, and the
+    floor read a warm map.)"""
     largest = 0
     for size in Path("/sys/devices/system/cpu").glob("cpu*/cache/index*/size"):
         text = size.read_text().strip()
@@ -537,12 +537,45 @@ def eviction_bytes():
     return max(64 << 20, 2 * largest)
 
 
-EVICT_BYTES = eviction_bytes()
+class Evictor:
+    """`load evictor`: one buffer for the whole bench, swept on request. A
+    buffer per eviction would be freed each time, and this VM hands freed
+    memory back to its host (free page reporting): the next process to
+    touch fresh memory then paid for it."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([str(BUILD / "load"), "evictor", str(eviction_bytes())],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+    def evict(self):
+        self.proc.stdin.write(b"e")
+        self.proc.stdin.flush()
+        if self.proc.stdout.read(1) != b"k":
+            raise RuntimeError(f"the evictor failed (exit {self.proc.poll()})")
+
+    def fds(self):
+        """Its two pipe ends, for a bench program: (argument, pass_fds)."""
+        fds = (self.proc.stdin.fileno(), self.proc.stdout.fileno())
+        return f"{fds[0]},{fds[1]}", fds
+
+    def stop(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+EVICTOR = None
 
 
 def evict():
     """Pushes what was read last out of the CPU caches (see eviction_bytes)."""
-    run([BUILD / "load", "evict", EVICT_BYTES])
+    evictor().evict()
+
+
+def evictor():
+    global EVICTOR
+    if EVICTOR is None:
+        EVICTOR = Evictor()
+    return EVICTOR
 
 
 def fill(shape, size):
@@ -579,14 +612,16 @@ def snapshot_once(shape, size, config, exes, runs):
         proc.wait_for(BPFSNAP_READY)
         mid = map_id(proc.pid, size)
         fill(shape, size)
-        lines = run([exes["maploop"], mid, 3, EVICT_BYTES], stdout=subprocess.PIPE, text=True).stdout.split("\n")
+        evict_fds, pass_fds = evictor().fds()
+        lines = run([exes["maploop"], mid, 3, evict_fds], stdout=subprocess.PIPE, text=True,
+                    pass_fds=pass_fds).stdout.split("\n")
         pairs = [tuple(map(int, line.split())) for line in lines if line.strip()]
         if any(entries != size for entries, _ in pairs):
             raise RuntimeError(f"the map holds {pairs[0][0]} entries, not {size}: fill failed")
         floor.extend(ns / 1e9 for _, ns in pairs)
         if attempt == 0:
             library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), 3,
-                                      EVICT_BYTES],
+                                      evict_fds], pass_fds=pass_fds,
                                      stdout=subprocess.PIPE, text=True).stdout)
             dumps = 1 if size >= 1_000_000 else 3
             times = []
@@ -854,6 +889,8 @@ def main():
         traceback.print_exc()
     finally:
         stop_all()
+        if EVICTOR is not None:
+            EVICTOR.stop()
     elapsed = time.monotonic() - started
     report = f"Measured {machine()}; `make bench` took {elapsed:.0f} s.\n\n{table.markdown()}\n"
     if failure:

@@ -8,9 +8,14 @@
  *                            keys.bpf.c turns into map keys
  *   load base ADDRESS        prctl(BASE_MAGIC, address): the first address of
  *                            keys.bpf.c's kernel text shape
- *   load evict BYTES         writes a line of every 64 bytes of a BYTES buffer:
- *                            what a map held in the CPU caches is pushed out
- *                            (bench.py sizes it at twice the largest cache)
+ *   load evictor BYTES       holds a BYTES buffer and, for each byte read on
+ *                            stdin, writes a line of every 64 bytes of it
+ *                            (pushing what a map held out of the CPU caches),
+ *                            then answers with a byte on stdout; ends at EOF.
+ *                            One buffer for the whole bench: this VM hands
+ *                            freed memory back to its host (virtio-balloon
+ *                            free page reporting), and the next process to
+ *                            touch fresh memory paid for a freed buffer.
  *   load rss FILE CMD ARG... runs CMD, passing SIGINT and SIGTERM on to it,
  *                            and writes its peak RSS in KiB to FILE; exits
  *                            with its status. Forked from this small process,
@@ -81,15 +86,20 @@ static int run_measured(const char *file, char **argv)
 	return WEXITSTATUS(status);
 }
 
-static int evict(size_t bytes)
+static int evictor(size_t bytes)
 {
 	volatile char *buffer = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
 				     MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+	char request;
 
 	if (buffer == MAP_FAILED)
 		return perror("mmap"), 1;
-	for (size_t at = 0; at < bytes; at += 64)
-		buffer[at] = (char)at;
+	for (unsigned long round = 0; read(0, &request, 1) == 1; round++) {
+		for (size_t at = 0; at < bytes; at += 64)
+			buffer[at] = (char)(at + round);
+		if (write(1, "k", 1) != 1)
+			return perror("write"), 1;
+	}
 	return 0;
 }
 
@@ -120,13 +130,13 @@ int main(int argc, char **argv)
 		}
 		return 0;
 	}
-	if (argc == 3 && strcmp(argv[1], "evict") == 0)
-		return evict(strtoul(argv[2], NULL, 0));
+	if (argc == 3 && strcmp(argv[1], "evictor") == 0)
+		return evictor(strtoul(argv[2], NULL, 0));
 	if (argc == 3 && strcmp(argv[1], "base") == 0) {
 		syscall(SYS_prctl, BASE_MAGIC, strtoul(argv[2], NULL, 0), 0UL, 0UL, 0UL);
 		return 0;
 	}
 	fprintf(stderr, "usage: load getpid CALLS RUNS | load fill START COUNT | load base ADDRESS"
-		" | load evict BYTES | load rss FILE CMD...\n");
+		" | load evictor BYTES | load rss FILE CMD...\n");
 	return 2;
 }

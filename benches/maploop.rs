@@ -3,14 +3,17 @@
 //! runs it on the map of a running bpfsnap (by map id) beside bpfsnap's own
 //! snapshot of the same map.
 //!
-//! Before each run a buffer of EVICT_BYTES is written, evicting the map from
-//! the CPU caches: a snapshot reads a map that sat idle through a sampling
-//! window. bench.py sizes it at twice the largest cache (this machine's L3
-//! is 480 MiB: a fixed 64 MiB left the map there, and the floor read a warm
-//! map); benches/snapshot.rs and `load evict` do the same.
+//! Before each run bench.py's evictor sweeps twice the largest CPU cache
+//! (common/evict.rs), evicting the map: a snapshot reads a map that sat idle
+//! through a sampling window. (This machine's L3 is 480 MiB: the fixed
+//! 64 MiB written before left the map there, and the floor read it warm.)
+//! benches/snapshot.rs does the same before each of its runs.
 //!
-//! Usage: maploop MAP_ID RUNS EVICT_BYTES — prints `ENTRIES NANOSECONDS` per
+//! Usage: maploop MAP_ID RUNS EVICT_FDS — prints `ENTRIES NANOSECONDS` per
 //! run.
+
+#[path = "common/evict.rs"]
+mod evict;
 
 use std::time::Instant;
 
@@ -23,15 +26,15 @@ fn main() {
     if args.is_empty() {
         // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
         // without bench/bench.py's map and files.
-        eprintln!("usage: maploop MAP_ID RUNS EVICT_BYTES (run by `make bench`)");
+        eprintln!("usage: maploop MAP_ID RUNS EVICT_FDS (run by `make bench`)");
         return;
     }
-    let (Some(id), Some(runs), Some(evict_bytes)) = (
+    let (Some(id), Some(runs), Some(mut evictor)) = (
         args.first().and_then(|a| a.parse::<u32>().ok()),
         args.get(1).and_then(|a| a.parse::<usize>().ok()),
-        args.get(2).and_then(|a| a.parse::<usize>().ok()),
+        args.get(2).and_then(|a| evict::Evictor::from_fds(a)),
     ) else {
-        eprintln!("usage: maploop MAP_ID RUNS EVICT_BYTES");
+        eprintln!("usage: maploop MAP_ID RUNS EVICT_FDS");
         std::process::exit(2);
     };
     // SAFETY: plain libbpf calls on an fd we own; the info struct is sized
@@ -75,10 +78,8 @@ fn main() {
         flags: 0,
     };
     let chunk = max.clamp(1, 8192);
-    let mut evict = vec![0u8; evict_bytes];
-    for run in 0..runs {
-        evict.iter_mut().step_by(64).for_each(|b| *b = run as u8);
-        std::hint::black_box(&evict);
+    for _ in 0..runs {
+        evictor.evict();
         let started = Instant::now();
         let mut filled = 0usize;
         let mut first = true;

@@ -6,13 +6,16 @@
 //! part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
 //!
-//! Before each run a buffer of EVICT_BYTES is written, evicting the map from
-//! the CPU caches, as benches/maploop.rs (the floor) does.
+//! Before each run bench.py's evictor sweeps twice the largest CPU cache,
+//! evicting the map, as for benches/maploop.rs (the floor).
 //!
-//! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES — prints one JSON object:
+//! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_FDS — prints one JSON object:
 //! medians in ns of `read`, `expose` (decode + encode), `write` and
 //! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
 //! the first run).
+
+#[path = "common/evict.rs"]
+mod evict;
 
 use std::path::Path;
 use std::time::Instant;
@@ -49,13 +52,11 @@ fn main() {
     if args.is_empty() {
         // Plain `cargo bench` (or `cargo test --all-targets`): nothing to do
         // without bench/bench.py's map and files.
-        eprintln!(
-            "usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES (run by `make bench`)"
-        );
+        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_FDS (run by `make bench`)");
         return;
     }
-    let [config_path, id, output, runs, evict_bytes] = &args[..] else {
-        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_BYTES");
+    let [config_path, id, output, runs, evict_fds] = &args[..] else {
+        eprintln!("usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_FDS");
         std::process::exit(2);
     };
     let (id, runs): (u32, usize) = (id.parse().expect("MAP_ID"), runs.parse().expect("RUNS"));
@@ -66,14 +67,13 @@ fn main() {
     let plan = Plan::compile(&config).expect("compiling the config");
     let map = MapHandle::from_map_id(id).expect("map id");
 
-    let mut evict = vec![1u8; evict_bytes.parse().expect("EVICT_BYTES")];
+    let mut evictor = evict::Evictor::from_fds(evict_fds).expect("EVICT_FDS: W,R");
     let before = max_rss_kib();
     let mut rss_growth = 0;
     let (mut read, mut expose, mut write, mut total) = (vec![], vec![], vec![], vec![]);
     let mut bytes = 0;
     for run in 0..runs.max(1) {
-        evict.iter_mut().step_by(64).for_each(|b| *b = run as u8);
-        std::hint::black_box(&evict);
+        evictor.evict();
         let started = Instant::now();
         let mut data = snapshot::read_map(&map).expect("reading the map");
         data.name = name.clone();
