@@ -4,8 +4,8 @@
 //! The handler writes a byte to a self-pipe that the thread acting on the
 //! signal waits on itself (`ppoll` with the time left), so a signal wakes it
 //! directly. A thread of its own forwarding signals as messages had cost a
-//! second wake-up, on the other CPU, before the snapshot began (0.4–1.1 ms
-//! from SIGINT to the first map read, measured with the process cold).
+//! second wake-up, on the other CPU, before the snapshot began (SIGINT to
+//! the first map read, the process cold: median 664 µs with it, 482 without).
 
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
