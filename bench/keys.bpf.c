@@ -106,8 +106,9 @@ struct bench_key {
 /* Shape 4's first address. */
 u64 base = 0;
 
-/* "PREFIX" then the NUL-padded decimal digits of n into out[at..16). */
-static void put_digits(char *out, int at, u64 n)
+/* "PREFIX" then the NUL-padded decimal digits of n into out[at..16).
+ * Only the shapes with a string label call it. */
+static __attribute__((unused)) void put_digits(char *out, int at, u64 n)
 {
 	char digits[20];
 	int len = 0;
