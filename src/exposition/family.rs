@@ -7,6 +7,7 @@ use prometheus::proto::{Counter, Gauge, LabelPair, Metric};
 
 use super::carry::Theirs;
 use super::series::Table;
+use super::spill::Spilling;
 use super::text;
 
 /// What a metric family is: a counter, a gauge or a histogram.
@@ -171,6 +172,7 @@ impl Family {
         written: text::Written<'_>,
         previous: Option<(Theirs<'_>, usize)>,
         out: &mut String,
+        spill: Option<&mut Spilling<'_>>,
     ) -> anyhow::Result<()> {
         match &self.series {
             Series::Table { labels, table } => {
@@ -179,7 +181,7 @@ impl Family {
                 let names: Vec<&str> = labels.iter().map(String::as_str).collect();
                 let mut previous = previous;
                 let theirs = previous.as_mut().map(|(theirs, _)| theirs);
-                let ours = table.encode_samples(written.sample, &names, theirs, out);
+                let ours = table.encode_samples(written.sample, &names, theirs, out, spill);
                 if let Some((theirs, cap)) = previous {
                     theirs.keep_only_theirs(written.sample, ours, cap, out);
                 }

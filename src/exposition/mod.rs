@@ -23,12 +23,15 @@ mod labels;
 pub mod pretty;
 pub mod self_metrics;
 mod series;
+mod spill;
 pub mod text;
 
 use carry::Theirs;
 pub use carry::{Carried, Carry};
 pub use family::{Family, Kind, Samples, Series};
 pub use format::OutputFormat;
+use spill::Spilling;
+pub use spill::{Spill, SPILL_AT};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -174,12 +177,30 @@ pub enum Encoding {
 /// ([`Exposition::carrying_on`]) adds the previous values to a counter
 /// map's series as it encodes them; [`Exposition::carry_on`] then carries
 /// on the other families.
+///
+/// An exposition spilling into a textfile ([`Exposition::spilling_into`])
+/// writes a family out as it encodes it once its text is large (see
+/// [`Spill`]); it holds the others, whose parts the sink writes after,
+/// sorted by name (the text format does not order families: the large
+/// ones come first in the file, in the order they were added).
 #[derive(Debug, Default)]
 pub struct Exposition<'c> {
     encoding: Encoding,
     counts: Counts,
     families: BTreeMap<String, String>,
     carry: Option<Carrying<'c>>,
+    spill: Option<(&'c mut dyn Spill, usize)>,
+    /// The head of each family spilled (see [`Held`]).
+    spilled: BTreeMap<String, String>,
+}
+
+/// An exposition's text once every family is added: the families it holds,
+/// by name, and the head of each it spilled (its lines up to its first
+/// sample, which a collision check reads).
+#[derive(Debug, Default)]
+pub struct Held {
+    pub families: BTreeMap<String, String>,
+    pub spilled: BTreeMap<String, String>,
 }
 
 /// The file an exposition replaces, what carries on from it, and which
@@ -226,6 +247,19 @@ impl<'c> Exposition<'c> {
         self
     }
 
+    /// Spills into `spill` each family whose text reaches [`SPILL_AT`]
+    /// bytes as it is encoded (see [`Spill`]). Families spilled cannot be
+    /// replaced, nor carried on after they are added: a counter map's
+    /// carries on as it is encoded, the others are held.
+    pub fn spilling_into(self, spill: &'c mut dyn Spill) -> Exposition<'c> {
+        self.spilling_every(spill, SPILL_AT)
+    }
+
+    fn spilling_every(mut self, spill: &'c mut dyn Spill, bytes: usize) -> Exposition<'c> {
+        self.spill = Some((spill, bytes.max(1)));
+        self
+    }
+
     /// Adds a family whose counts cover what the exposition's do.
     pub fn add(&mut self, family: &Family) -> Result<()> {
         self.add_typed(family, self.counts)
@@ -240,6 +274,9 @@ impl<'c> Exposition<'c> {
 
     /// Adds a family in place of the one of its name, if any.
     pub fn replace(&mut self, family: &Family) -> Result<()> {
+        if self.spilled.contains_key(&family.name) {
+            bail!("metric {} is written out already", family.name);
+        }
         self.families.remove(&family.name);
         if let Some(carrying) = &mut self.carry {
             carrying.done.remove(&family.name);
@@ -251,7 +288,7 @@ impl<'c> Exposition<'c> {
         if family.is_empty() {
             return Ok(());
         }
-        if self.families.contains_key(&family.name) {
+        if self.families.contains_key(&family.name) || self.spilled.contains_key(&family.name) {
             bail!(
                 "metric {} is defined twice: rename one of them",
                 family.name
@@ -290,14 +327,24 @@ impl<'c> Exposition<'c> {
         };
         let previous = self.previous_counter(family, counts);
         let carried = previous.is_some();
+        // A family carry_on() still has to merge is held.
+        let held_for_carrying =
+            !carried && (self.carry.as_ref()).is_some_and(|c| c.carried.contains_key(name));
+        let mut spilling = match &mut self.spill {
+            Some((spill, at)) if !held_for_carrying => Some(Spilling::new(&mut **spill, *at)),
+            _ => None,
+        };
         let mut text = String::new();
         family
-            .encode(written, previous, &mut text)
+            .encode(written, previous, &mut text, spilling.as_mut())
             .with_context(|| format!("encoding {name}"))?;
         if let Some(carrying) = self.carry.as_mut().filter(|_| carried) {
             carrying.done.insert(family.name.clone());
         }
-        self.families.insert(family.name.clone(), text);
+        match spilling.and_then(|spilling| spilling.finish(&mut text)) {
+            Some(head) => self.spilled.insert(family.name.clone(), head),
+            None => self.families.insert(family.name.clone(), text),
+        };
         Ok(())
     }
 
@@ -346,11 +393,19 @@ impl<'c> Exposition<'c> {
 
     /// Number of families with at least one series.
     pub fn len(&self) -> usize {
-        self.families.len()
+        self.families.len() + self.spilled.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.families.is_empty()
+        self.len() == 0
+    }
+
+    /// What is left to write once every family is added (see [`Held`]).
+    pub fn into_held(self) -> Held {
+        Held {
+            families: self.families,
+            spilled: self.spilled,
+        }
     }
 
     /// Each family's name and text, in order: for a sink that writes them
@@ -619,6 +674,68 @@ decoders = [{ name = "string" }]
                 );
                 if cap == 100 {
                     assert_carried_naively(&previous, &ours, &text);
+                }
+            }
+        }
+    }
+
+    /// What a [`Spill`] is given, in order.
+    #[derive(Debug, Default)]
+    struct Spilled(String);
+
+    impl Spill for Spilled {
+        fn spill(&mut self, text: &str) {
+            self.0.push_str(text);
+        }
+    }
+
+    /// A family spilled as it is encoded (in parts of any size, carried on
+    /// or not) is written as it would be held; a family carry_on() merges
+    /// later is held, whatever its size.
+    #[test]
+    fn spilled_families_are_written_as_held_ones_would_be() {
+        let config = compile(SPEC);
+        let few = [(key(1, b"bash"), [1, 2]), (key(2, b"sh\0\0"), [0, 4])];
+        let many: Vec<(Vec<u8>, [u64; 2])> = (0..300)
+            .map(|n| (key(n, b"x\0\0\0"), [n as u64, 1]))
+            .collect();
+        let name = "bpfsnap_events_total";
+        let gauge = Family::gauge("bpfsnap_up", "Up.", 1.0);
+        for entries in [&few[..], &many[..]] {
+            let snap = snapshot(entries, false);
+            for previous in previous_files() {
+                let carried_file = Carried::parse(previous.clone());
+                let carried = BTreeMap::from([(name.to_string(), Carry::Add { cap: 1000 })]);
+                let exposed = families(&config, snap.clone(), "bpfsnap").unwrap();
+                let mut held = Exposition::default().carrying_on(&carried_file, &carried);
+                held.add_all(exposed.families.iter().chain([&gauge]))
+                    .unwrap();
+                held.carry_on();
+                let want: BTreeMap<&str, &str> = held.parts().collect();
+                for every in [1, 100, 1 << 20] {
+                    let mut spilled = Spilled::default();
+                    let mut exposition = Exposition::default()
+                        .carrying_on(&carried_file, &carried)
+                        .spilling_every(&mut spilled, every);
+                    exposition
+                        .add_all(exposed.families.iter().chain([&gauge]))
+                        .unwrap();
+                    exposition.carry_on();
+                    let as_encoded = exposition.carry.as_ref().unwrap().done.contains(name);
+                    assert_eq!(exposition.len(), 2);
+                    let left = exposition.into_held();
+                    let family = want[name];
+                    if as_encoded && family.len() >= every {
+                        assert_eq!(spilled.0, family, "every {every}, previous:\n{previous}");
+                        let head = family.split_inclusive('\n').take(3).collect::<String>();
+                        assert_eq!(left.spilled, BTreeMap::from([(name.to_string(), head)]));
+                        assert_eq!(Vec::from_iter(left.families.keys()), ["bpfsnap_up"]);
+                    } else {
+                        assert_eq!(spilled.0, "", "every {every}, previous:\n{previous}");
+                        assert!(left.spilled.is_empty());
+                        assert_eq!(left.families[name], family);
+                    }
+                    assert_eq!(left.families["bpfsnap_up"], want["bpfsnap_up"]);
                 }
             }
         }

@@ -21,6 +21,7 @@ use rustc_hash::{FxHashMap, FxHasher};
 use super::carry::Theirs;
 use super::keys::{KeyOrder, SortKeys};
 use super::labels::{LabelCache, Span, Values, REJECTED};
+use super::spill::Spilling;
 use crate::plan::Label;
 use crate::snapshot::MapData;
 
@@ -187,6 +188,7 @@ impl Table {
         label_names: &[&str],
         mut previous: Option<&mut Theirs<'_>>,
         out: &mut String,
+        mut spill: Option<&mut Spilling<'_>>,
     ) -> usize {
         let prefixes: Vec<String> = label_names
             .iter()
@@ -227,6 +229,10 @@ impl Table {
                 };
                 super::text::push_float(out, series.total() + carried);
                 out.push('\n');
+            }
+            if let Some(spill) = spill.as_deref_mut() {
+                spill.maybe(out);
+                continue;
             }
             // Room for every series' line, from the first ones' length.
             if reserve {

@@ -393,7 +393,7 @@ mod tests {
             sample: &family.name,
             typed: Typed::Own,
         };
-        family.encode(written, None, &mut out)?;
+        family.encode(written, None, &mut out, None)?;
         Ok(out)
     }
 

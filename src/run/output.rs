@@ -137,15 +137,23 @@ impl<'a> Output<'a> {
     ) -> Result<Vec<Failed>> {
         let options = self.options;
         let ns = options.namespace.as_str();
+        let text_format = options.format == OutputFormat::Text;
+        // A textfile's large families go into it as they are encoded.
+        let mut partial = match text_format {
+            true => options.sink.start()?,
+            false => None,
+        };
         let mut output = Exposition::default().counting(self.counting.counts);
         if let Some((previous, carried)) = &self.counting.carry {
             output = output.carrying_on(previous, carried);
+        }
+        if let Some(partial) = partial.as_mut() {
+            output = output.spilling_into(partial);
         }
         let mut kept: Vec<Family> = Vec::new();
         // In the text format each config's families are encoded as they
         // come and freed (a large map's family is most of the text); the
         // terminal view keeps them.
-        let text_format = options.format == OutputFormat::Text;
         let collected = self
             .collector
             .collect(probes, failed, |families| match text_format {
@@ -158,7 +166,7 @@ impl<'a> Output<'a> {
         let mut own = collected.families;
         own.extend(window_families(options, probes, window, collected.up));
         let failures = write_failures.map(|n| SelfMetric::WRITE_FAILURES.value(ns, n as f64));
-        let pretty;
+        let (pretty, held);
         let (text, written): (sink::Text, usize) = match text_format {
             true => {
                 label_output(options, &mut own);
@@ -168,18 +176,19 @@ impl<'a> Output<'a> {
                     output.add_cumulative(&failures)?;
                 }
                 output.carry_on();
-                // Written family by family, never joined: a big map's family is
-                // most of the text, and joining would copy it.
-                (output.parts().collect(), output.len())
+                let written = output.len();
+                held = output.into_held();
+                (sink::Text::from(&held), written)
             }
             false => {
+                drop(output);
                 own.extend(failures);
                 pretty = window_heading(options, window)
                     + &exposition::pretty::render(&kept, &own, &options.view);
                 (sink::Text::whole(&pretty), kept.len())
             }
         };
-        options.sink.write_parts(&text)?;
+        options.sink.finish(partial, &text)?;
         if let Sink::Textfile(path) = &options.sink {
             options.session.log.info(&format!(
                 "wrote {written} metric families to {}",

@@ -6,6 +6,11 @@
 //! renamed over the target, and the directory fsynced so the rename survives a
 //! crash. Readers see the old file or the new one, never a part. On any error
 //! the temporary file is removed and the old file stays as it was.
+//!
+//! A large family's text goes into the temporary file while it is encoded
+//! ([`Partial`], [`crate::exposition::Spill`]), its writeback started every
+//! few MB, so that the final fsync waits for the last part only: 6.7 of the
+//! 45 ms from SIGINT to exit of a 100k-key run was that fsync.
 
 use std::fs::{self, File, Permissions};
 use std::io::{self, Write};
@@ -13,6 +18,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+
+use crate::exposition::{Held, Spill};
 
 pub mod collide;
 pub mod lock;
@@ -156,15 +163,36 @@ impl Sink {
     /// Writes `text`'s parts one after another, never joined: a million-key
     /// map's family is most of a 60 MB text, which joining would copy.
     pub fn write_parts(&self, text: &Text<'_>) -> Result<()> {
+        self.finish(None, text)
+    }
+
+    /// For a textfile, its temporary file, opened for the exposition to
+    /// spill its large families into as it encodes them ([`Partial`]);
+    /// None for the other sinks, which are written in one go.
+    pub fn start(&self) -> Result<Option<Partial>> {
+        match self {
+            Sink::Textfile(path) => Partial::open(path).map(Some),
+            Sink::Stdout | Sink::Stream(_) => Ok(None),
+        }
+    }
+
+    /// [`Sink::write_parts`] after what `partial` holds (from
+    /// [`Sink::start`]). `text.families` lists the spilled families too,
+    /// for the collision check, which comes before the file is replaced.
+    pub fn finish(&self, partial: Option<Partial>, text: &Text<'_>) -> Result<()> {
         let parts = text.parts.iter().map(|part| part.as_bytes());
         match self {
             Sink::Stdout => write_stdout(parts),
             Sink::Stream(path) => write_stream(path, parts),
             Sink::Textfile(path) => {
-                // Before touching anything: a collision means node_exporter
-                // would silently drop data.
+                // Before the file is replaced: a collision means
+                // node_exporter would silently drop data.
                 collide::check(path, &text.families)?;
-                write_atomic_parts(path, parts)
+                let partial = match partial {
+                    Some(partial) => partial,
+                    None => Partial::open(path)?,
+                };
+                partial.commit(path, parts)
             }
         }
     }
@@ -186,6 +214,22 @@ impl<'a> FromIterator<(&'a str, &'a str)> for Text<'a> {
             text.families
                 .insert(name, collide::Family::at_start_of(part));
             text.parts.push(part);
+        }
+        text
+    }
+}
+
+/// What an exposition left to write: the families it held, written
+/// family by family, never joined (a big map's family is most of the text,
+/// and joining would copy it), and for the collision check every family's
+/// head, the spilled ones' too.
+impl<'a> From<&'a Held> for Text<'a> {
+    fn from(held: &'a Held) -> Self {
+        let mut text: Text = (held.families.iter())
+            .map(|(name, text)| (name.as_str(), text.as_str()))
+            .collect();
+        for (name, head) in &held.spilled {
+            (text.families).insert(name, collide::Family::at_start_of(head));
         }
         text
     }
@@ -287,32 +331,106 @@ pub fn write_atomic_parts<'p>(
     path: &Path,
     parts: impl IntoIterator<Item = &'p [u8]>,
 ) -> Result<()> {
-    let (dir, _) = split(path)?;
-    if path.is_dir() {
-        bail!("cannot write {}: it is a directory", path.display());
+    Partial::open(path)?.commit(path, parts)
+}
+
+/// A textfile being written: its temporary file, which holds the text
+/// written so far. The exposition spills a large family into it as it
+/// encodes it ([`Spill`]): its text then passes through one small buffer,
+/// never held whole, and the disk writes the first parts while the rest
+/// is encoded. Dropped without [`Sink::finish`], the file is removed.
+#[derive(Debug)]
+pub struct Partial {
+    temp: tempfile::NamedTempFile,
+    written: u64,
+    /// Where the bytes not yet handed to writeback start.
+    unsubmitted: u64,
+    /// The first write error: the text is then abandoned, and
+    /// [`Sink::finish`] reports it.
+    error: Option<io::Error>,
+}
+
+/// Bytes spilled between two starts of writeback: large enough for few
+/// calls, small enough that little is left for the final fsync.
+const WRITEBACK_STEP: u64 = 4 << 20;
+
+impl Partial {
+    fn open(path: &Path) -> Result<Partial> {
+        let (dir, _) = split(path)?;
+        if path.is_dir() {
+            bail!("cannot write {}: it is a directory", path.display());
+        }
+        // Renaming over a device or FIFO would put a file in its place.
+        if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+            bail!(
+                "cannot replace {}: it is not a regular file",
+                path.display()
+            );
+        }
+        Ok(Partial {
+            temp: temp_file(dir, path)?,
+            written: 0,
+            unsubmitted: 0,
+            error: None,
+        })
     }
-    // Renaming over a device or FIFO would put a file in its place.
-    if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
-        bail!(
-            "cannot replace {}: it is not a regular file",
-            path.display()
-        );
+
+    /// Writes the parts after what was spilled, makes the file 0644,
+    /// fsyncs it, renames it over `path` and fsyncs the directory.
+    fn commit<'p>(mut self, path: &Path, parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
+        let (dir, _) = split(path)?;
+        let temp = &mut self.temp;
+        let written = match self.error.take() {
+            Some(err) => Err(err),
+            None => write_all_parts(temp, parts).and_then(|()| {
+                temp.as_file()
+                    .set_permissions(Permissions::from_mode(FILE_MODE))?;
+                temp.as_file().sync_all()
+            }),
+        };
+        written.with_context(|| format!("cannot write {}", temp.path().display()))?;
+        self.temp
+            .persist(path)
+            .map_err(|err| err.error)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync directory {}", dir.display()))?;
+        Ok(())
     }
-    let mut temp = temp_file(dir, path)?;
-    let written = (|| -> io::Result<()> {
-        write_all_parts(&mut temp, parts)?;
-        temp.as_file()
-            .set_permissions(Permissions::from_mode(FILE_MODE))?;
-        temp.as_file().sync_all()
-    })();
-    written.with_context(|| format!("cannot write {}", temp.path().display()))?;
-    temp.persist(path)
-        .map_err(|err| err.error)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("cannot sync directory {}", dir.display()))?;
-    Ok(())
+
+    /// Starts writing back what was spilled since the last start, without
+    /// waiting: the final fsync then waits for the last part only.
+    fn start_writeback(&mut self) {
+        use std::os::fd::AsRawFd;
+        let (from, len) = (self.unsubmitted, self.written - self.unsubmitted);
+        // SAFETY: a plain syscall on our own open file. Its result is only
+        // a hint's: a failure shows again at the fsync, which reports it.
+        unsafe {
+            libc::sync_file_range(
+                self.temp.as_file().as_raw_fd(),
+                from as libc::off64_t,
+                len as libc::off64_t,
+                libc::SYNC_FILE_RANGE_WRITE,
+            );
+        }
+        self.unsubmitted = self.written;
+    }
+}
+
+impl Spill for Partial {
+    fn spill(&mut self, text: &str) {
+        if self.error.is_some() {
+            return;
+        }
+        match self.temp.as_file().write_all(text.as_bytes()) {
+            Ok(()) => self.written += text.len() as u64,
+            Err(err) => self.error = Some(err),
+        }
+        if self.written - self.unsubmitted >= WRITEBACK_STEP {
+            self.start_writeback();
+        }
+    }
 }
 
 /// Temporary files of ours left in `dir` (by a killed process).
@@ -406,6 +524,60 @@ mod tests {
         assert!(format!("{err:#}").contains("other.prom"), "{err:#}");
         assert_eq!(fs::read_to_string(&target).unwrap(), parts.concat());
         assert_eq!(entries(dir.path()), ["other.prom", "ours.prom"]);
+    }
+
+    /// What was spilled comes first and the parts after it; the file is
+    /// replaced only at finish, and not at all when a spill failed or a
+    /// spilled family collides (the temporary file is removed).
+    #[test]
+    fn spilled_text_comes_first_and_replaces_the_file_only_at_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("ours.prom");
+        fs::write(&target, "old 1\n").unwrap();
+        let sink = Sink::Textfile(target.clone());
+        let (spilled, part) = ("# TYPE a counter\na 1\n", "# TYPE b gauge\nb 2\n");
+        let mut text: Text = [("b", part)].into_iter().collect();
+        text.families
+            .insert("a", collide::Family::at_start_of(spilled));
+        let spill = |then: &dyn Fn(&mut Partial)| {
+            let mut partial = sink.start().unwrap().unwrap();
+            partial.spill(&spilled[..9]);
+            partial.spill(&spilled[9..]);
+            then(&mut partial);
+            assert_eq!(fs::read_to_string(&target).unwrap(), "old 1\n");
+            let temps = entries(dir.path())
+                .into_iter()
+                .filter(|n| n.starts_with(".ours.prom."));
+            assert_eq!(temps.count(), 1, "one temporary file beside");
+            partial
+        };
+
+        let failed = spill(&|partial| {
+            partial.error = Some(io::Error::from_raw_os_error(libc::ENOSPC));
+        });
+        let err = format!("{:#}", sink.finish(Some(failed), &text).unwrap_err());
+        assert!(
+            err.contains(".ours.prom.") && err.contains("No space left"),
+            "{err}"
+        );
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old 1\n");
+        assert_eq!(entries(dir.path()), ["ours.prom"]);
+
+        fs::write(dir.path().join("other.prom"), "# TYPE a gauge\na 3\n").unwrap();
+        let colliding = spill(&|_| ());
+        let err = format!("{:#}", sink.finish(Some(colliding), &text).unwrap_err());
+        assert!(err.contains("other.prom"), "{err}");
+        assert_eq!(fs::read_to_string(&target).unwrap(), "old 1\n");
+        assert_eq!(entries(dir.path()), ["other.prom", "ours.prom"]);
+
+        fs::remove_file(dir.path().join("other.prom")).unwrap();
+        sink.finish(Some(spill(&|_| ())), &text).unwrap();
+        assert_eq!(
+            fs::read_to_string(&target).unwrap(),
+            [spilled, part].concat()
+        );
+        assert_eq!(fs::metadata(&target).unwrap().mode() & 0o777, 0o644);
+        assert_eq!(entries(dir.path()), ["ours.prom"]);
     }
 
     /// A device or FIFO given as the output is written in place: renaming
