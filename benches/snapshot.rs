@@ -1,16 +1,17 @@
 //! A snapshot through bpfsnap's library, in process, on the map of a running
 //! bpfsnap (by map id): `snapshot::read_map`, then `exposition::families`
 //! and `Exposition::add_all` (decode + encode straight into text, no struct
-//! or string per series), then
-//! the atomic textfile write — the path `bpfsnap run` takes, timed part by
-//! part (see BENCHMARKS.md). bench/bench.py
+//! or string per series; a large family spilled into the temporary file as
+//! it is encoded), then the rest of the atomic textfile write — the path
+//! `bpfsnap run` takes, timed part by part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
 //!
 //! Before each run bench.py's evictor sweeps twice the largest CPU cache,
 //! evicting the map, as for benches/maploop.rs (the floor).
 //!
 //! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_FDS — prints one JSON object:
-//! medians in ns of `read`, `expose` (decode + encode), `write` and
+//! medians in ns of `read`, `expose` (decode + encode, and writing what
+//! spills), `write` (the rest, fsync, rename) and
 //! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
 //! the first run).
 
@@ -22,6 +23,7 @@ use std::time::Instant;
 
 use bpfsnap::exposition::{self, Exposition};
 use bpfsnap::plan::Plan;
+use bpfsnap::sink::{Sink, Text};
 use bpfsnap::snapshot::{self, Snapshot};
 use bpfsnap::spec::{Config, Format};
 use libbpf_rs::MapHandle;
@@ -83,20 +85,23 @@ fn main() {
         };
         let read_at = Instant::now();
         let exposed = exposition::families(&plan, snapshot, "bpfsnap").expect("exposing");
+        // As `bpfsnap run` writes: large families spilled into the
+        // temporary file as they are encoded, then the collision check
+        // and the rest of the text, family by family.
+        let sink = Sink::Textfile(Path::new(output).to_path_buf());
+        let mut partial = sink.start().expect("creating the file");
         let mut exposition = Exposition::default();
+        if let Some(partial) = partial.as_mut() {
+            exposition = exposition.spilling_into(partial);
+        }
         exposition.add_all(&exposed.families).expect("encoding");
         drop(exposed);
+        let held = exposition.into_held();
         let exposed_at = Instant::now();
-        // As `bpfsnap run` writes: the collision check, then the atomic
-        // write of the families one after another.
-        let text: bpfsnap::sink::Text = exposition.parts().collect();
-        bpfsnap::sink::Sink::Textfile(Path::new(output).to_path_buf())
-            .write_parts(&text)
-            .expect("writing");
+        sink.finish(partial, &Text::from(&held)).expect("writing");
         let done = Instant::now();
-        bytes = text.parts.iter().map(|part| part.len()).sum();
-        drop(text);
-        drop(exposition);
+        bytes = std::fs::metadata(output).expect("the file written").len();
+        drop(held);
         read.push((read_at - started).as_nanos());
         expose.push((exposed_at - read_at).as_nanos());
         write.push((done - exposed_at).as_nanos());

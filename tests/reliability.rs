@@ -296,6 +296,37 @@ fn full_disk_fails_cleanly_and_keeps_the_old_file() {
     assert_nothing_left_loaded(&before);
 }
 
+/// A disk that fills while a large family is written into the temporary
+/// file, before the rest of the text is even encoded: the same one-line
+/// error, naming that file, and the old file intact.
+#[test]
+fn full_disk_while_a_large_family_is_written_keeps_the_old_file() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mount = Mount::tmpfs(&dir.path().join("out"), "512k");
+    let output = mount.0.join("bpfsnap.prom");
+    fs::write(&output, OLD).unwrap();
+    let config = common::many_keys_config(dir.path());
+    let before = common::loaded_program_ids();
+    let args = ["run", "-v", path_str(&config), "--for", "1h", "--output"];
+    let mut running = Running::spawn(&[&args[..], &[path_str(&output)]].concat());
+    running.wait_for("sampling");
+    // About 900 kB of text: past the file system's 512 kB before its end.
+    common::many_keys(0..20_000);
+    running.signal(libc::SIGINT);
+    let (status, _, stderr) = running.finish();
+    assert_one_line_error(
+        status,
+        &stderr,
+        1,
+        &["No space left on device", ".bpfsnap.prom."],
+    );
+    assert_untouched(&output);
+    assert_nothing_left_loaded(&before);
+}
+
 /// In interval mode a full disk is logged, retried each window and counted;
 /// once space is freed the next window is written and says how many failed.
 #[test]

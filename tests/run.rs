@@ -350,3 +350,92 @@ fn output_to_dev_null_leaves_it_a_device() {
     assert!(null.file_type().is_char_device(), "/dev/null was replaced");
     assert_eq!(null.rdev(), libc::makedev(1, 3));
 }
+
+/// The samples of tests/fixtures/many_keys' family in `text`, by key,
+/// after checking the family is in one piece: its HELP and TYPE once,
+/// then every sample of it, none twice.
+fn many_keys_samples(text: &str) -> std::collections::BTreeMap<u64, f64> {
+    let name = "bpfsnap_many_keys_total";
+    let lines: Vec<&str> = text.lines().collect();
+    let ours = |line: &&str| line.contains(name);
+    assert_eq!(
+        lines
+            .iter()
+            .filter(|l| l.starts_with('#') && ours(l))
+            .count(),
+        2
+    );
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with(name))
+        .expect("samples");
+    let count = lines.iter().filter(|l| l.starts_with(name)).count();
+    assert!(
+        lines[first..first + count]
+            .iter()
+            .all(|l| l.starts_with(name)),
+        "the family's samples are together"
+    );
+    let mut samples = std::collections::BTreeMap::new();
+    for line in &lines[first..first + count] {
+        let (series, value) = line.rsplit_once(' ').expect("a sample");
+        let key = series
+            .strip_prefix(&format!("{name}{{n=\""))
+            .and_then(|rest| rest.strip_suffix("\"}"))
+            .and_then(|key| key.parse().ok())
+            .unwrap_or_else(|| panic!("a key: {line}"));
+        let value = value.parse().expect("a value");
+        assert_eq!(samples.insert(key, value), None, "{line} twice");
+    }
+    samples
+}
+
+/// A family many times the size of the buffer it is written through
+/// (the text is spilled into the file while it is encoded) comes out whole,
+/// and the next run into the file carries each of its series on: the keys
+/// both runs counted add up, those of one run alone keep their count.
+#[test]
+fn a_large_family_is_written_whole_and_the_next_run_carries_it_on() {
+    let Some(_kernel) = common::kernel_test!() else {
+        return;
+    };
+    let configs = tempfile::tempdir().unwrap();
+    let config = common::many_keys_config(configs.path());
+    let dir = common::output_dir();
+    let output = dir.path().join("bpfsnap.prom");
+    let run = |keys: std::ops::Range<u64>| {
+        let args = ["--for", "1h", "--output", path_str(&output)];
+        let mut running = Running::spawn(&[&["run", "-v", path_str(&config)], &args[..]].concat());
+        running.wait_for("sampling");
+        common::many_keys(keys);
+        running.signal(libc::SIGINT);
+        let (status, _, stderr) = running.finish();
+        assert!(status.success(), "bpfsnap failed: {status}\n{stderr}");
+        let text = fs::read_to_string(&output).expect("the output");
+        common::promtool_check(&text);
+        text
+    };
+    let first = run(0..20_000);
+    assert!(
+        first.len() > 2 * (256 << 10),
+        "spilled twice or more: {}",
+        first.len()
+    );
+    let once = |keys: std::ops::Range<u64>| keys.map(|n| (n, 1.0));
+    assert_eq!(many_keys_samples(&first), once(0..20_000).collect());
+
+    let second = run(10_000..30_000);
+    let want = once(0..30_000)
+        .map(|(n, one)| {
+            (
+                n,
+                if (10_000..20_000).contains(&n) {
+                    2.0
+                } else {
+                    one
+                },
+            )
+        })
+        .collect();
+    assert_eq!(many_keys_samples(&second), want);
+}

@@ -128,3 +128,14 @@ pub fn short_processes(n: u64) {
         assert!(status.success());
     }
 }
+
+/// Has tests/fixtures/many_keys.bpf.c add 1 to keys `keys` of its map.
+pub fn many_keys(keys: std::ops::Range<u64>) {
+    const MANY_KEYS_MAGIC: libc::c_int = 0x6d61_6e79;
+    for start in keys.clone().step_by(1024) {
+        let count = (keys.end - start).min(1024);
+        // SAFETY: an option no kernel has: prctl fails with EINVAL and
+        // touches nothing; the fixture's program sees its arguments.
+        unsafe { libc::prctl(MANY_KEYS_MAGIC, start, count, 0u64, 0u64) };
+    }
+}

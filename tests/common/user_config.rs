@@ -29,6 +29,8 @@ pub enum Decoder {
     String,
     /// Keeps only values this pattern matches, as its capture group.
     Regexp(&'static str),
+    /// An unsigned integer in decimal.
+    Uint,
 }
 
 impl UserConfig {
@@ -71,6 +73,7 @@ impl UserConfig {
                 .iter()
                 .map(|decoder| match decoder {
                     Decoder::String => r#"{ name = "string" }"#.to_string(),
+                    Decoder::Uint => r#"{ name = "uint" }"#.to_string(),
                     Decoder::Regexp(pattern) => {
                         format!(r#"{{ name = "regexp", regexps = [{}] }}"#, quoted(pattern))
                     }
@@ -96,6 +99,16 @@ impl UserConfig {
             .unwrap_or_else(|err| panic!("copy {}: {err}", object.display()));
         config
     }
+}
+
+/// tests/fixtures/many_keys as a config in `dir`: its map's u64 keys as
+/// label `n` (see [`super::many_keys`]), every key a series (the default
+/// max_series is 10,000). Returns the config's path.
+pub fn many_keys_config(dir: &Path) -> PathBuf {
+    UserConfig::counter("many_keys_total", "Keys the test added, by number.")
+        .max_series(1 << 16)
+        .label("n", 8, &[Decoder::Uint])
+        .install(dir, "many_keys", &super::fixture_object("many_keys"))
 }
 
 /// `text` as a TOML basic string.
