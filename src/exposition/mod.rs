@@ -684,8 +684,9 @@ decoders = [{ name = "string" }]
     struct Spilled(String);
 
     impl Spill for Spilled {
-        fn spill(&mut self, text: &str) {
+        fn spill(&mut self, text: &mut String) {
             self.0.push_str(text);
+            text.clear();
         }
     }
 

@@ -4,7 +4,7 @@
 //! sink writes it, every page of it is fresh memory (a page fault each) and
 //! the disk only starts on it once it is complete, after which the writer
 //! waits for all of it at the fsync. Spilled instead, the text passes
-//! through one buffer of [`SPILL_AT`] bytes that is written and reused, and
+//! through a few buffers of [`SPILL_AT`] bytes, written and reused, and
 //! the disk writes the first parts while the rest is encoded.
 
 /// Where an exposition writes a family's text while it encodes it: a
@@ -13,7 +13,9 @@
 /// write error is the receiver's to keep and report when it is finished:
 /// the encoding goes on, its text abandoned.
 pub trait Spill: std::fmt::Debug {
-    fn spill(&mut self, text: &str);
+    /// Takes the next part of the text, leaving `text` empty: the
+    /// receiver may keep the buffer and put another in its place.
+    fn spill(&mut self, text: &mut String);
 }
 
 /// Bytes of a family's text that are written out as soon as they are
@@ -56,6 +58,7 @@ impl<'s> Spilling<'s> {
             self.head = Some(head_of(out).to_string());
         }
         self.to.spill(out);
+        // (Empty already, unless the receiver failed to take it.)
         out.clear();
     }
 }

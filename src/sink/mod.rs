@@ -8,21 +8,21 @@
 //! the temporary file is removed and the old file stays as it was.
 //!
 //! A large family's text goes into the temporary file while it is encoded
-//! ([`Partial`], [`crate::exposition::Spill`]), its writeback started every
-//! few MB, so that the final fsync waits for the last part only: 6.7 of the
-//! 45 ms from SIGINT to exit of a 100k-key run was that fsync.
+//! ([`Partial`]).
 
-use std::fs::{self, File, Permissions};
+use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
-use crate::exposition::{Held, Spill};
+use crate::exposition::Held;
 
 pub mod collide;
 pub mod lock;
+mod partial;
+
+pub use partial::Partial;
 
 /// Mode of the written file: node_exporter often runs as another user.
 pub const FILE_MODE: u32 = 0o644;
@@ -171,7 +171,7 @@ impl Sink {
     /// None for the other sinks, which are written in one go.
     pub fn start(&self) -> Result<Option<Partial>> {
         match self {
-            Sink::Textfile(path) => Partial::open(path).map(Some),
+            Sink::Textfile(path) => open_partial(path).map(Some),
             Sink::Stdout | Sink::Stream(_) => Ok(None),
         }
     }
@@ -190,7 +190,7 @@ impl Sink {
                 collide::check(path, &text.families)?;
                 let partial = match partial {
                     Some(partial) => partial,
-                    None => Partial::open(path)?,
+                    None => open_partial(path)?,
                 };
                 partial.commit(path, parts)
             }
@@ -331,106 +331,24 @@ pub fn write_atomic_parts<'p>(
     path: &Path,
     parts: impl IntoIterator<Item = &'p [u8]>,
 ) -> Result<()> {
-    Partial::open(path)?.commit(path, parts)
+    open_partial(path)?.commit(path, parts)
 }
 
-/// A textfile being written: its temporary file, which holds the text
-/// written so far. The exposition spills a large family into it as it
-/// encodes it ([`Spill`]): its text then passes through one small buffer,
-/// never held whole, and the disk writes the first parts while the rest
-/// is encoded. Dropped without [`Sink::finish`], the file is removed.
-#[derive(Debug)]
-pub struct Partial {
-    temp: tempfile::NamedTempFile,
-    written: u64,
-    /// Where the bytes not yet handed to writeback start.
-    unsubmitted: u64,
-    /// The first write error: the text is then abandoned, and
-    /// [`Sink::finish`] reports it.
-    error: Option<io::Error>,
-}
-
-/// Bytes spilled between two starts of writeback: large enough for few
-/// calls, small enough that little is left for the final fsync.
-const WRITEBACK_STEP: u64 = 4 << 20;
-
-impl Partial {
-    fn open(path: &Path) -> Result<Partial> {
-        let (dir, _) = split(path)?;
-        if path.is_dir() {
-            bail!("cannot write {}: it is a directory", path.display());
-        }
-        // Renaming over a device or FIFO would put a file in its place.
-        if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
-            bail!(
-                "cannot replace {}: it is not a regular file",
-                path.display()
-            );
-        }
-        Ok(Partial {
-            temp: temp_file(dir, path)?,
-            written: 0,
-            unsubmitted: 0,
-            error: None,
-        })
+/// A new [`Partial`] for `path`: refuses a directory or anything but a
+/// regular file there, creates the temporary file beside it.
+fn open_partial(path: &Path) -> Result<Partial> {
+    let (dir, _) = split(path)?;
+    if path.is_dir() {
+        bail!("cannot write {}: it is a directory", path.display());
     }
-
-    /// Writes the parts after what was spilled, makes the file 0644,
-    /// fsyncs it, renames it over `path` and fsyncs the directory.
-    fn commit<'p>(mut self, path: &Path, parts: impl IntoIterator<Item = &'p [u8]>) -> Result<()> {
-        let (dir, _) = split(path)?;
-        let temp = &mut self.temp;
-        let written = match self.error.take() {
-            Some(err) => Err(err),
-            None => write_all_parts(temp, parts).and_then(|()| {
-                temp.as_file()
-                    .set_permissions(Permissions::from_mode(FILE_MODE))?;
-                temp.as_file().sync_all()
-            }),
-        };
-        written.with_context(|| format!("cannot write {}", temp.path().display()))?;
-        self.temp
-            .persist(path)
-            .map_err(|err| err.error)
-            .with_context(|| format!("cannot replace {}", path.display()))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .with_context(|| format!("cannot sync directory {}", dir.display()))?;
-        Ok(())
+    // Renaming over a device or FIFO would put a file in its place.
+    if fs::metadata(path).is_ok_and(|meta| !meta.is_file()) {
+        bail!(
+            "cannot replace {}: it is not a regular file",
+            path.display()
+        );
     }
-
-    /// Starts writing back what was spilled since the last start, without
-    /// waiting: the final fsync then waits for the last part only.
-    fn start_writeback(&mut self) {
-        use std::os::fd::AsRawFd;
-        let (from, len) = (self.unsubmitted, self.written - self.unsubmitted);
-        // SAFETY: a plain syscall on our own open file. Its result is only
-        // a hint's: a failure shows again at the fsync, which reports it.
-        unsafe {
-            libc::sync_file_range(
-                self.temp.as_file().as_raw_fd(),
-                from as libc::off64_t,
-                len as libc::off64_t,
-                libc::SYNC_FILE_RANGE_WRITE,
-            );
-        }
-        self.unsubmitted = self.written;
-    }
-}
-
-impl Spill for Partial {
-    fn spill(&mut self, text: &str) {
-        if self.error.is_some() {
-            return;
-        }
-        match self.temp.as_file().write_all(text.as_bytes()) {
-            Ok(()) => self.written += text.len() as u64,
-            Err(err) => self.error = Some(err),
-        }
-        if self.written - self.unsubmitted >= WRITEBACK_STEP {
-            self.start_writeback();
-        }
-    }
+    Ok(Partial::new(temp_file(dir, path)?))
 }
 
 /// Temporary files of ours left in `dir` (by a killed process).
@@ -454,7 +372,9 @@ pub fn leftover_temp_files(dir: &Path, target_name: &str) -> Vec<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
+    use crate::exposition::Spill;
+    use std::fs::Permissions;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A directory that is read-only even for root: a read-only bind mount when
     /// we may mount, else mode 0555 (which binds non-root users).
@@ -541,8 +461,8 @@ mod tests {
             .insert("a", collide::Family::at_start_of(spilled));
         let spill = |then: &dyn Fn(&mut Partial)| {
             let mut partial = sink.start().unwrap().unwrap();
-            partial.spill(&spilled[..9]);
-            partial.spill(&spilled[9..]);
+            partial.spill(&mut spilled[..9].to_string());
+            partial.spill(&mut spilled[9..].to_string());
             then(&mut partial);
             assert_eq!(fs::read_to_string(&target).unwrap(), "old 1\n");
             let temps = entries(dir.path())
