@@ -174,8 +174,12 @@ LIVE = []
 class Proc:
     """A loader (bpfsnap or bpftrace) with its output in a file."""
 
-    def __init__(self, name, argv, rss=True):
+    def __init__(self, name, argv, rss=True, resend=None):
         self.name = name
+        # bpftrace 0.17 has lost a SIGINT at its stop (2026-12-07: it
+        # waited 5 minutes, until a second one): a loader given `resend`
+        # seconds gets the signal again after each.
+        self.resend = resend
         self.log_path = OUT / f"{name}.log"
         self.rss_path = OUT / f"{name}.rss"
         self.rss_path.unlink(missing_ok=True)
@@ -213,9 +217,10 @@ class Proc:
             time.sleep(0.001)
         raise RuntimeError(f"{self.name}: no {marker!r} after {timeout} s:\n{self.output()[-2000:]}")
 
-    def wait(self, timeout=300):
-        """Waits for the exit; returns seconds waited."""
-        started = time.monotonic()
+    def wait(self, timeout=300, resend=None):
+        """Waits for the exit (sending signal `resend` again every
+        self.resend seconds); returns seconds waited."""
+        started = signalled = time.monotonic()
         while True:
             pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
             if pid:
@@ -227,6 +232,10 @@ class Proc:
             if time.monotonic() - started > timeout:
                 self.kill()
                 timeout = float("inf")
+            if resend and self.resend and time.monotonic() - signalled > self.resend:
+                log(f"{self.name}: still running {self.resend} s after the signal: sending it again")
+                self.proc.send_signal(resend)
+                signalled = time.monotonic()
             time.sleep(0.0005)
 
     @property
@@ -251,7 +260,7 @@ class Proc:
     def stop(self, sig=signal.SIGINT):
         """Signals, waits; returns seconds from the signal to the exit."""
         self.proc.send_signal(sig)
-        return self.wait()
+        return self.wait(resend=sig)
 
     def check_exited_ok(self):
         """Raises, with the end of its output, if it exited with an error."""
@@ -353,14 +362,16 @@ def probe_overhead(table, raw, configs, exes, quick, bt_missing, builtins):
     conditions.append(("syscalls", lambda: bpfsnap("syscalls", ["--builtin", "syscalls", "--for", "1h"], rss=False)))
     if not bt_missing:
         conditions.append(("bpftrace count",
-                           lambda: Proc("bpftrace-count", ["bpftrace", "-e", BT_COUNT + BT_READY], rss=False)))
+                           lambda: Proc("bpftrace-count", ["bpftrace", "-e", BT_COUNT + BT_READY],
+                                        rss=False, resend=10)))
     if "syscall_latency" in builtins:
         conditions.append(("syscall_latency",
                            lambda: bpfsnap("syscall_latency", ["--builtin", "syscall_latency", "--for", "1h"],
                                            rss=False)))
         if not bt_missing:
             conditions.append(("bpftrace hist",
-                               lambda: Proc("bpftrace-hist", ["bpftrace", "-e", BT_HIST + BT_READY], rss=False)))
+                               lambda: Proc("bpftrace-hist", ["bpftrace", "-e", BT_HIST + BT_READY],
+                                        rss=False, resend=10)))
     # Paired: each condition's runs right after runs with no probe, its
     # added cost the difference of the two medians; then the median of
     # those differences over the rounds (the machine drifts between pairs).
@@ -768,7 +779,7 @@ def startup(table, raw, probe_startup, bt_missing, quick):
         ours.append(proc.wait_for(BPFSNAP_READY))
         ours_stop.append(proc.stop())
         if not bt_missing:
-            proc = Proc("bpftrace-default", ["bpftrace", "-e", default_probes_bt()], rss=False)
+            proc = Proc("bpftrace-default", ["bpftrace", "-e", default_probes_bt()], rss=False, resend=10)
             theirs.append(proc.wait_for("attached"))
             theirs_stop.append(proc.stop())
     raw["startup"] = {"bpfsnap_s": ours, "bpfsnap_stop_s": ours_stop, "bpftrace_s": theirs,
