@@ -127,7 +127,7 @@ pub fn check(target: &Path, ours: &BTreeMap<&str, Family<'_>>) -> Result<()> {
         let Ok(file) = fs::File::open(&path) else {
             continue;
         };
-        let theirs = heads(BufReader::new(file).lines().map_while(Result::ok));
+        let theirs = heads(comment_lines(file).into_iter());
         for (name, family) in ours {
             let Some((help, kind)) = theirs.get(*name) else {
                 continue;
@@ -156,6 +156,34 @@ pub fn check(target: &Path, ours: &BTreeMap<&str, Family<'_>>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The comment lines (`#` first, without the line end) of `file`, read in
+/// blocks: sample lines, nearly all of a large file (another output's
+/// million-key family), are skipped at memchr's speed, never decoded or
+/// copied. A comment that is not UTF-8 is read lossily, and what follows
+/// it is still read; a read error ends the file there.
+fn comment_lines(file: fs::File) -> Vec<String> {
+    let mut reader = BufReader::with_capacity(64 << 10, file);
+    let (mut comments, mut line) = (Vec::new(), Vec::new());
+    loop {
+        let read = match reader.fill_buf() {
+            Ok([]) | Err(_) => break,
+            Ok([b'#', ..]) => {
+                line.clear();
+                let read = reader.read_until(b'\n', &mut line);
+                let text = line.strip_suffix(b"\n").unwrap_or(&line);
+                let text = text.strip_suffix(b"\r").unwrap_or(text);
+                comments.push(String::from_utf8_lossy(text).into_owned());
+                read
+            }
+            Ok(_) => reader.skip_until(b'\n'),
+        };
+        if read.is_err() {
+            break;
+        }
+    }
+    comments
 }
 
 /// The `# HELP` and `# TYPE` lines of a file's families, by family name.
@@ -215,6 +243,24 @@ mod tests {
 
     /// What another file in the directory may define, from node_exporter's
     /// rules: table of (other file, our text, refused with).
+    /// A family is found after a sample that is not UTF-8, after more
+    /// lines than one read holds, with CRLF line ends.
+    #[test]
+    fn finds_their_families_anywhere_in_a_long_file() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("bpfsnap.prom");
+        let mut theirs = b"# TYPE node_x gauge\nnode_x{v=\"\xff\"} 1\n".to_vec();
+        for i in 0..20_000 {
+            writeln!(theirs, "node_x{{i=\"{i}\"}} 1").unwrap();
+        }
+        theirs.extend_from_slice(b"# HELP a_total A.\r\n# TYPE a_total counter\r\na_total 1\r\n");
+        fs::write(dir.path().join("other.prom"), theirs).unwrap();
+        let ours = "# HELP a_total A.\n# TYPE a_total counter\na_total{b=\"c\"} 1\n";
+        let err = check(&target, &families(ours)).unwrap_err().to_string();
+        assert!(err.contains("already defines a_total"), "{err}");
+    }
+
     #[test]
     fn refuses_only_what_node_exporter_would_drop() {
         let ours_self = format!("{UP}bpfsnap_up{{output=\"bpfsnap\"}} 1\n");
