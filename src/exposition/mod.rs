@@ -327,25 +327,32 @@ impl<'c> Exposition<'c> {
         };
         let previous = self.previous_counter(family, counts);
         let carried = previous.is_some();
-        // A family carry_on() still has to merge is held.
-        let held_for_carrying =
-            !carried && (self.carry.as_ref()).is_some_and(|c| c.carried.contains_key(name));
-        let mut spilling = match &mut self.spill {
-            Some((spill, at)) if !held_for_carrying => Some(Spilling::new(&mut **spill, *at)),
-            _ => None,
-        };
+        let mut spilling = self.spilling(name, carried);
         let mut text = String::new();
         family
             .encode(written, previous, &mut text, spilling.as_mut())
             .with_context(|| format!("encoding {name}"))?;
+        let head = spilling.and_then(|spilling| spilling.finish(&mut text));
         if let Some(carrying) = self.carry.as_mut().filter(|_| carried) {
             carrying.done.insert(family.name.clone());
         }
-        match spilling.and_then(|spilling| spilling.finish(&mut text)) {
+        match head {
             Some(head) => self.spilled.insert(family.name.clone(), head),
             None => self.families.insert(family.name.clone(), text),
         };
         Ok(())
+    }
+
+    /// How family `name` is spilled as it is encoded, if this exposition
+    /// spills: unless carry_on() still has to merge it (it is carried on,
+    /// but not as it is encoded: not `carried`), which needs it held.
+    fn spilling(&mut self, name: &str, carried: bool) -> Option<Spilling<'_>> {
+        let held_for_carrying =
+            !carried && (self.carry.as_ref()).is_some_and(|c| c.carried.contains_key(name));
+        match &mut self.spill {
+            Some((spill, at)) if !held_for_carrying => Some(Spilling::new(&mut **spill, *at)),
+            _ => None,
+        }
     }
 
     /// The previous file's samples of counter map `family` and its cap,

@@ -11,11 +11,11 @@ use super::RunOptions;
 use crate::collect::Collector;
 use crate::exposition::self_metrics::{unix_seconds, SelfMetric};
 use crate::exposition::{
-    self, metric_name, Carried, Carry, Exposition, Family, Kind, OutputFormat,
+    self, metric_name, Carried, Carry, Exposition, Family, Held, Kind, OutputFormat,
 };
 use crate::probe::Probe;
 use crate::program::{Failed, Program};
-use crate::sink::{self, collide::OUTPUT_LABEL, Sink};
+use crate::sink::{self, collide::OUTPUT_LABEL, Partial, Sink};
 use crate::snapshot::Counts;
 
 /// What the counts of an output cover, and the file they carry on from.
@@ -143,13 +143,7 @@ impl<'a> Output<'a> {
             true => options.sink.start()?,
             false => None,
         };
-        let mut output = Exposition::default().counting(self.counting.counts);
-        if let Some((previous, carried)) = &self.counting.carry {
-            output = output.carrying_on(previous, carried);
-        }
-        if let Some(partial) = partial.as_mut() {
-            output = output.spilling_into(partial);
-        }
+        let mut output = exposition_of(&self.counting, partial.as_mut());
         let mut kept: Vec<Family> = Vec::new();
         // In the text format each config's families are encoded as they
         // come and freed (a large map's family is most of the text); the
@@ -169,16 +163,8 @@ impl<'a> Output<'a> {
         let (pretty, held);
         let (text, written): (sink::Text, usize) = match text_format {
             true => {
-                label_output(options, &mut own);
-                output.add_all(&own)?;
-                if let Some(mut failures) = failures {
-                    label_output(options, std::slice::from_mut(&mut failures));
-                    output.add_cumulative(&failures)?;
-                }
-                output.carry_on();
-                let written = output.len();
-                held = output.into_held();
-                (sink::Text::from(&held), written)
+                held = add_own(options, output, own, failures)?;
+                (sink::Text::from(&held.0), held.1)
             }
             false => {
                 drop(output);
@@ -196,6 +182,40 @@ impl<'a> Output<'a> {
             ));
         }
         Ok(collected.unread)
+    }
+}
+
+/// Adds bpfsnap's own families to a text exposition (`failures`, the
+/// count of failed writes, cumulative), labelled with the output, then
+/// carries on the families of the file it replaces. Returns what is left
+/// to write and how many families the output has.
+fn add_own(
+    options: &RunOptions,
+    mut output: Exposition<'_>,
+    mut own: Vec<Family>,
+    failures: Option<Family>,
+) -> Result<(Held, usize)> {
+    label_output(options, &mut own);
+    output.add_all(&own)?;
+    if let Some(mut failures) = failures {
+        label_output(options, std::slice::from_mut(&mut failures));
+        output.add_cumulative(&failures)?;
+    }
+    output.carry_on();
+    let written = output.len();
+    Ok((output.into_held(), written))
+}
+
+/// An exposition of counts as `counting` says, carrying on from the file
+/// it replaces if any, spilling into `partial` if given.
+fn exposition_of<'e>(counting: &'e Counting, partial: Option<&'e mut Partial>) -> Exposition<'e> {
+    let mut exposition = Exposition::default().counting(counting.counts);
+    if let Some((previous, carried)) = &counting.carry {
+        exposition = exposition.carrying_on(previous, carried);
+    }
+    match partial {
+        Some(partial) => exposition.spilling_into(partial),
+        None => exposition,
     }
 }
 
