@@ -99,13 +99,11 @@ impl Partial {
 
     /// The writer, started at the first spill.
     fn writer(&mut self) -> io::Result<&mut Writer> {
-        if self.writer.is_none() {
-            self.writer = Some(Writer::start(self.temp.as_file())?);
-        }
-        // Just set when it was not.
-        self.writer
-            .as_mut()
-            .ok_or_else(|| io::Error::other("no writer"))
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => Writer::start(self.temp.as_file())?,
+        };
+        Ok(self.writer.insert(writer))
     }
 }
 
