@@ -241,8 +241,6 @@ mod tests {
         assert_eq!(output_name(Path::new("/d/fast.prom")), "fast");
     }
 
-    /// What another file in the directory may define, from node_exporter's
-    /// rules: table of (other file, our text, refused with).
     /// A family is found after a sample that is not UTF-8, after more
     /// lines than one read holds, with CRLF line ends.
     #[test]
@@ -261,6 +259,8 @@ mod tests {
         assert!(err.contains("already defines a_total"), "{err}");
     }
 
+    /// What another file in the directory may define, from node_exporter's
+    /// rules: table of (other file, our text, refused with).
     #[test]
     fn refuses_only_what_node_exporter_would_drop() {
         let ours_self = format!("{UP}bpfsnap_up{{output=\"bpfsnap\"}} 1\n");
