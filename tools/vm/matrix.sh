@@ -102,6 +102,15 @@ for name in "${names[@]}"; do
 done
 wait
 
+# The lines of a guest's log worth reading here: each binary's start, end
+# and result, and of a failure where it panicked, the first line of its
+# message and an assertion's two sides (the message may be a whole output).
+summarise() {
+  awk '/^(===|test result|FAILED|failures:|    [a-z_:]+$)/ || /^  left: |^ right: / { print; next }
+       /panicked at/ { print; message = 1; next }
+       message { print; message = 0 }' "$1" 2>/dev/null
+}
+
 failed=()
 summary=()
 for name in "${names[@]}"; do
@@ -109,7 +118,7 @@ for name in "${names[@]}"; do
   status=$(cat "$out/status" 2>/dev/null || echo 125)
   took=$(cat "$out/took" 2>/dev/null || echo "?")
   sed "s/^/  [$name] /" "$out/boot.log" >&2 2>/dev/null || true
-  grep -E '^(===|test result|FAILED|failures:|    [a-z_:]+$)|panicked' "$out/log" 2>/dev/null | sed "s/^/  [$name] /" >&2 || true
+  summarise "$out/log" | sed "s/^/  [$name] /" >&2 || true
   if ((status == 0)); then
     summary+=("$name: passed in ${took}s")
   else
