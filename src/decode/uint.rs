@@ -53,18 +53,8 @@ pub fn host_uint(bytes: &[u8]) -> Option<u64> {
 }
 
 /// Appends `value` in decimal (what `to_string` gives, without its string).
-pub(super) fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[at..]);
+pub(super) fn push_decimal(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
 /// Builds `uint` for a label of `size` bytes.

@@ -319,19 +319,7 @@ pub fn push_float(out: &mut String, value: f64) {
 
 /// Appends `value` in decimal.
 pub fn push_u64(out: &mut String, value: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = value;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&digits[at..]).unwrap_or_default());
+    out.push_str(itoa::Buffer::new().format(value));
 }
 
 fn push_integer(out: &mut String, value: i64) {
