@@ -78,7 +78,7 @@ impl Collector {
         let bookkeeping = &mut self.bookkeeping;
         let unread = snapshot::take_each(probes, self.deltas.as_mut(), |probe, mut snapshot| {
             let events_lost = std::mem::take(&mut snapshot.events_lost);
-            // The snapshot's maps are freed as they are sorted.
+            // Counters' maps are read as they are decoded (snapshot::Unread).
             let exposed = exposition::families(probe.plan(), snapshot, ns)?;
             bookkeeping.add(
                 &probe.config().name,

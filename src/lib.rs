@@ -22,7 +22,8 @@
 //!   layouts, caps. [`program`] pairs a plan with its BPF object.
 //! - [`session`] is what `run` and `serve` share: [`probe`] loads and
 //!   attaches, [`privilege`] drops capabilities and checks file trust.
-//! - [`snapshot`] reads the maps, [`exposition`] turns a snapshot into
+//! - [`snapshot`] reads the maps (a counter's batch by batch, as the
+//!   exposition decodes it), [`exposition`] turns a snapshot into
 //!   [`exposition::Family`]s (plain data in, text out), [`collect`] is the
 //!   one path every mode takes from probes to families and bpfsnap's own
 //!   metrics (`bpfsnap_up` among them), [`sink`] writes the text.

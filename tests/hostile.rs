@@ -428,6 +428,7 @@ fn histogram_of(buckets: &str, entries: &[(u64, u64)]) -> prometheus::proto::Met
             keys: entries.iter().flat_map(|(k, _)| k.to_ne_bytes()).collect(),
             values: entries.iter().map(|(_, v)| *v).collect(),
         }],
+        unread: Vec::new(),
         events_lost: Vec::new(),
     };
     let exposed = bpfsnap::exposition::families(&plan, snapshot, "x").expect("histograms");

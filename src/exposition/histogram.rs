@@ -167,6 +167,7 @@ decoders = [{{ name = "uint" }}]
     fn map(entries: &[(u32, u32, [u64; 2])]) -> Snapshot {
         Snapshot {
             events_lost: Vec::new(),
+            unread: Vec::new(),
             maps: vec![MapData {
                 name: "latency_seconds".into(),
                 key_size: 8,
@@ -354,6 +355,7 @@ decoders = [{{ name = "uint" }}]
         };
         let maps = Snapshot {
             events_lost: Vec::new(),
+            unread: Vec::new(),
             maps: vec![
                 snapshot("test_values_exp2"),
                 snapshot("test_values_linear"),

@@ -70,48 +70,10 @@ impl KeyOrder {
             at += field.size;
         }
     }
-
-    /// Calls `f` with the bytes of each label of the key whose sort bytes
-    /// are `sort` (what [`KeyOrder::write`] wrote), in order; it stops at
-    /// the first `false`. Only integers are copied (back to host order):
-    /// other labels are the sort bytes themselves.
-    pub fn for_each_label(&self, sort: &[u8], mut f: impl FnMut(usize, &[u8]) -> bool) {
-        let mut at = 0;
-        for (index, field) in self.fields.iter().enumerate() {
-            let bytes = &sort[at..at + field.size];
-            at += field.size;
-            let mut word = [0u8; 8];
-            let bytes = match (field.integer, bytes) {
-                (false, _) => bytes,
-                (true, &[a]) => {
-                    word[0] = a;
-                    &word[..1]
-                }
-                (true, &[a, b]) => {
-                    word[..2].copy_from_slice(&u16::from_be_bytes([a, b]).to_ne_bytes());
-                    &word[..2]
-                }
-                (true, &[a, b, c, d]) => {
-                    word[..4].copy_from_slice(&u32::from_be_bytes([a, b, c, d]).to_ne_bytes());
-                    &word[..4]
-                }
-                (true, &[a, b, c, d, e, g, h, i]) => {
-                    word = u64::from_be_bytes([a, b, c, d, e, g, h, i]).to_ne_bytes();
-                    &word[..]
-                }
-                (true, bytes) => bytes,
-            };
-            if !f(index, bytes) {
-                return;
-            }
-        }
-    }
 }
 
-/// A key's sort bytes (as a number) and its value, packed: a million of
-/// them, and as many again while they are sorted. After the sort they are
-/// read in order, so the keys' labels are decoded and written in order too,
-/// and memory is read front to back rather than all over.
+/// A key's sort bytes (as a number) and its row, packed: a million of
+/// them, and as many again while they are sorted.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 pub(super) struct Keyed<K: Copy> {
@@ -415,15 +377,5 @@ mod tests {
         let mut out = [0u8; 6];
         order.write(&key, &[], &mut out);
         assert_eq!(out, [0, 0, 1, 2, 0xab, 0x01]);
-        // And back: each label's bytes as the key has them, padding left out.
-        let mut labels = Vec::new();
-        order.for_each_label(&out, |index, bytes| {
-            labels.push((index, bytes.to_vec()));
-            true
-        });
-        assert_eq!(
-            labels,
-            [(0, 258u32.to_ne_bytes().to_vec()), (1, vec![0xab, 0x01])]
-        );
     }
 }

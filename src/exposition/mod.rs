@@ -38,7 +38,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use anyhow::{bail, Context, Result};
 
 use crate::plan::{self, Plan};
-use crate::snapshot::{Counts, MapData, Snapshot};
+use crate::snapshot::{Counts, MapData, Snapshot, Source};
 
 /// (decoder, count) of keys skipped because a decoder rejected them.
 pub type Errors = BTreeMap<&'static str, u64>;
@@ -67,16 +67,20 @@ pub fn families(plan: &Plan, mut snapshot: Snapshot, namespace: &str) -> Result<
     let mut exposed = Exposed::default();
     for metric in &plan.metrics {
         // Each metric has a map of its own (the spec refuses a name twice).
-        let map = snapshot
-            .take_map(&metric.name)
-            .with_context(|| format!("{}: no snapshot of map {}", plan.config, metric.name))?;
+        let missing = || format!("{}: no snapshot of map {}", plan.config, metric.name);
         let name = metric_name(namespace, &metric.name);
         let errors = &mut exposed.decode_errors;
         let mut family = match &metric.kind {
-            plan::Kind::Counter => counter_family(metric, name, map, errors)
-                .with_context(|| format!("{}: metric {}", plan.config, metric.name))?,
-            plan::Kind::Histogram(layout) => histogram::family(metric, layout, &name, &map, errors)
-                .with_context(|| format!("{}: histogram {}", plan.config, metric.name))?,
+            plan::Kind::Counter => {
+                let map = snapshot.take_source(&metric.name).with_context(missing)?;
+                counter_family(metric, name, map, errors)
+                    .with_context(|| format!("{}: metric {}", plan.config, metric.name))?
+            }
+            plan::Kind::Histogram(layout) => {
+                let map = snapshot.take_map(&metric.name).with_context(missing)?;
+                histogram::family(metric, layout, &name, &map, errors)
+                    .with_context(|| format!("{}: histogram {}", plan.config, metric.name))?
+            }
         };
         let dropped = family.cap(metric.max_series);
         if dropped > 0 {
@@ -89,23 +93,25 @@ pub fn families(plan: &Plan, mut snapshot: Snapshot, namespace: &str) -> Result<
     Ok(exposed)
 }
 
-/// The decoded, ordered, merged series of one counter's map.
+/// The decoded, ordered, merged series of one counter's map (read as it
+/// is decoded when it is still to read).
 fn counter_family(
     metric: &plan::Metric,
     name: String,
-    map: MapData,
+    map: Source,
     errors: &mut Errors,
 ) -> Result<Family> {
-    let label_bytes = metric.key_size(map.per_cpu);
-    let map = if label_bytes == 0 && map.key_size == crate::spec::UNLABELLED_KEY.len() {
-        unlabelled_entry(&map, errors)
-    } else if map.key_size == label_bytes {
+    let header = map.header();
+    let label_bytes = metric.key_size(header.per_cpu);
+    let cpu_label = metric.cpu_label(header.per_cpu);
+    let map = if label_bytes == 0 && header.key_size == crate::spec::UNLABELLED_KEY.len() {
+        Source::Read(unlabelled_entry(&map.into_whole()?, errors))
+    } else if header.key_size == label_bytes {
         map
     } else {
         bail!("label sizes do not match the map's key size");
     };
-    let cpu_label = metric.cpu_label(map.per_cpu);
-    let table = series::counter_table(&metric.labels, cpu_label, map, errors);
+    let table = series::counter_table(&metric.labels, cpu_label, map, errors)?;
     let labels = metric.labels.iter().map(|l| l.name.clone()).collect();
     Ok(Family::table(name, &metric.help, labels, table))
 }
@@ -519,6 +525,7 @@ decoders = [{ name = "string" }]
     fn snapshot(entries: &[(Vec<u8>, [u64; 2])], is_array: bool) -> Snapshot {
         Snapshot {
             events_lost: Vec::new(),
+            unread: Vec::new(),
             maps: vec![MapData {
                 name: "events_total".into(),
                 key_size: 8,

@@ -1,16 +1,17 @@
 //! Decoding a whole map into series, fast: what counters and the text
 //! encoder share.
 //!
-//! Keys are ordered by their bytes (`keys`): one radix sort of fixed-size
-//! numbers that carry the keys' values, whichever decoders the labels use.
-//! Then each key, in that order, becomes a row: per label the id of its
-//! decoded value (a label's decoders run once per distinct label bytes
-//! while they repeat, see `labels`). Keys whose labels are all equal
-//! become one series, their values added: keys equal but for padding are
-//! next to each other once sorted; keys whose bytes differ can only be
-//! equal where a decoder gives different bytes one value (a `string` with
-//! bytes after its NUL, `ksym`), and only then are series compared, by
-//! their values' text.
+//! Each key becomes a row as it is read, batch by batch (the kernel copies
+//! out the next batch meanwhile, see `snapshot::Unread`): per label the id
+//! of its decoded value (a label's decoders run once per distinct label
+//! bytes while they repeat, see `labels`). Rows are then ordered by their
+//! keys' bytes (`keys`): one radix sort of fixed-size numbers, whichever
+//! decoders the labels use. Keys whose labels are all equal become one
+//! series, their values added: keys equal but for padding are next to each
+//! other once sorted; keys whose bytes differ can only be equal where a
+//! decoder gives different bytes one value (a `string` with bytes after
+//! its NUL, `ksym`), and only then are series compared, by their values'
+//! text.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -23,7 +24,7 @@ use super::keys::{KeyOrder, SortKeys};
 use super::labels::{LabelCache, Span, Values, REJECTED};
 use super::spill::Spilling;
 use crate::plan::Label;
-use crate::snapshot::MapData;
+use crate::snapshot::{ReadError, Source};
 
 /// Decoded series of one map, in the order of their keys.
 pub struct Table {
@@ -291,124 +292,132 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 
 /// Decodes every counter series of `map`: values summed over CPUs (or split
 /// by CPU into the last label `cpu`), zero entries of arrays left out, keys
-/// a decoder rejects skipped and counted in `errors`. The map's data is
-/// freed once its keys are in the sort records, before they are sorted.
+/// a decoder rejects skipped and counted in `errors`.
+///
+/// Keys are decoded as they are read, batch by batch: a map still to read
+/// ([`Source::Unread`]) is read on another thread meanwhile, so decoding
+/// costs next to nothing beside the kernel's copying. Only then are the
+/// rows ordered, by their keys' sort bytes, into series.
 pub(crate) fn counter_table(
     labels: &[Label],
     cpu_label: Option<usize>,
-    map: MapData,
+    map: Source,
     errors: &mut BTreeMap<&'static str, u64>,
-) -> Table {
+) -> Result<Table, ReadError> {
+    let header = map.header();
+    let (key_size, stride, is_array) = (header.key_size, header.values_per_key, header.is_array);
+    let rows_hint = map.rows_hint();
     let order = KeyOrder::new(labels, cpu_label);
     let cpu_size = cpu_label.map(|index| labels[index].size);
-    let mut sort_keys = SortKeys::new(order.len(), map.len());
+    let mut rows = Rows::new(labels, cpu_label, rows_hint);
+    let mut sort_keys = SortKeys::new(order.len(), rows_hint);
     let mut sort_bytes = vec![0; order.len()];
-    for (key, per_cpu) in map.entries() {
-        if let Some(size) = cpu_size {
-            for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
-                // A `cpu` label of more than 8 bytes cannot be read.
-                let Some((bytes, size)) = cpu_bytes(cpu, size) else {
-                    continue;
-                };
-                order.write(key, &bytes[..size], &mut sort_bytes);
-                sort_keys.push(&sort_bytes, *value);
+    let mut add = |key: &[u8], cpu: &[u8], value: u64| {
+        if let Some(row) = rows.add(key, cpu, value, errors) {
+            order.write(key, cpu, &mut sort_bytes);
+            sort_keys.push(&sort_bytes, row);
+        }
+    };
+    map.read(&mut |keys, values| {
+        let entries = keys
+            .chunks_exact(key_size.max(1))
+            .zip(values.chunks_exact(stride.max(1)));
+        for (key, per_cpu) in entries {
+            if let Some(size) = cpu_size {
+                for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
+                    // A `cpu` label of more than 8 bytes cannot be read.
+                    if let Some((bytes, size)) = cpu_bytes(cpu, size) {
+                        add(key, &bytes[..size], *value);
+                    }
+                }
+                continue;
             }
-            continue;
+            let total: u64 = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
+            if !(is_array && total == 0) {
+                add(key, &[], total);
+            }
         }
-        let total: u64 = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
-        if map.is_array && total == 0 {
-            continue;
-        }
-        order.write(key, &[], &mut sort_bytes);
-        sort_keys.push(&sort_bytes, total);
-    }
-    let keys = map.len();
-    drop(map);
+    })?;
     sort_keys.sort();
-    let mut rows = Rows::new(labels, &order, keys);
-    sort_keys.for_each(|sort, value, same| rows.add(sort, value, same, errors));
-    rows.into_table()
+    Ok(rows.into_table(&sort_keys))
 }
 
-/// Keys decoded in order into series: each series a row of value ids (one
-/// per label) and its value.
+/// Keys decoded as they are read: per label the id of each row's value,
+/// and each row's value. Rows become series once ordered
+/// ([`Rows::into_table`]).
 struct Rows<'l> {
-    order: &'l KeyOrder,
+    labels: &'l [Label],
+    cpu_label: Option<usize>,
     caches: Vec<LabelCache<'l>>,
     ids: Vec<Ids>,
-    /// Keys in the map: the most rows there can be.
-    keys: usize,
-    series: Vec<Series>,
-    /// How the previous key fared: kept (None), or rejected by a decoder
-    /// (and whether it asked to skip).
-    rejected: Option<(&'static str, bool)>,
+    /// Each row's value, by row.
+    values: Vec<u64>,
+    /// The most rows expected (room for stored ids).
+    capacity: usize,
 }
 
 impl<'l> Rows<'l> {
-    fn new(labels: &'l [Label], order: &'l KeyOrder, keys: usize) -> Rows<'l> {
+    fn new(labels: &'l [Label], cpu_label: Option<usize>, capacity: usize) -> Rows<'l> {
         Rows {
-            order,
+            labels,
+            cpu_label,
             caches: labels
                 .iter()
                 .map(|label| LabelCache::new(&label.decoders))
                 .collect(),
             ids: labels.iter().map(|_| Ids::Row(0)).collect(),
-            keys,
-            series: Vec::with_capacity(keys),
-            rejected: None,
+            values: Vec::with_capacity(capacity),
+            capacity,
         }
     }
 
-    /// Adds the key whose sort bytes are `sort` and its value: to the
-    /// previous series when it is the same key, else as a series of its
-    /// own; nothing if a decoder rejects a label (an error counted in
-    /// `errors`, a skip not).
+    /// Decodes the labels of `key` (and of CPU `cpu`, as the `cpu` label's
+    /// bytes) into a row of value `value`: its index, or None when a
+    /// decoder rejected a label (counted in `errors`) or asked to skip it.
     fn add(
         &mut self,
-        sort: &[u8],
+        key: &[u8],
+        cpu: &[u8],
         value: u64,
-        same: bool,
         errors: &mut BTreeMap<&'static str, u64>,
-    ) {
-        if !same {
-            let row = self.series.len() as u32;
-            self.rejected = self.decode(sort);
-            if self.rejected.is_none() {
-                self.series.push(Series::new(row, 0));
-            }
-        }
-        match (self.rejected, self.series.last_mut()) {
-            (Some((decoder, false)), _) => *errors.entry(decoder).or_default() += 1,
-            (Some(_), _) => {}
-            (None, Some(series)) => series.add(value),
-            (None, None) => {}
-        }
-    }
-
-    /// Pushes the ids of the labels of the key whose sort bytes are
-    /// `sort`; the rejection if a decoder rejected one (nothing pushed then).
-    fn decode(&mut self, sort: &[u8]) -> Option<(&'static str, bool)> {
-        let mut rejected = None;
-        let mut pushed = 0;
-        let (caches, ids, keys) = (&mut self.caches, &mut self.ids, self.keys);
-        self.order.for_each_label(sort, |index, bytes| {
-            let id = caches[index].id(bytes);
+    ) -> Option<u64> {
+        for (index, label) in self.labels.iter().enumerate() {
+            let bytes = match self.cpu_label == Some(index) {
+                true => Some(cpu),
+                false => key.get(label.offset..label.offset + label.size),
+            };
+            // (The key's size was checked against its labels': always Some.)
+            let Some(bytes) = bytes else {
+                self.ids[..index].iter_mut().for_each(Ids::pop);
+                return None;
+            };
+            let id = self.caches[index].id(bytes);
             if id & REJECTED != 0 {
-                rejected = Some(caches[index].rejection(id).unwrap_or(("", true)));
-                return false;
+                let (decoder, skip) = self.caches[index].rejection(id).unwrap_or(("", true));
+                if !skip {
+                    *errors.entry(decoder).or_default() += 1;
+                }
+                self.ids[..index].iter_mut().for_each(Ids::pop);
+                return None;
             }
-            ids[index].push(id, keys);
-            pushed += 1;
-            true
-        });
-        if rejected.is_some() {
-            self.ids[..pushed].iter_mut().for_each(Ids::pop);
+            self.ids[index].push(id, self.capacity);
         }
-        rejected
+        self.values.push(value);
+        Some(self.values.len() as u64 - 1)
     }
 
-    /// The series, merged where their labels are equal.
-    fn into_table(self) -> Table {
+    /// The rows in the order of `sort_keys` (sorted, rows as their values)
+    /// as series, merged where their keys are equal, and where their
+    /// labels' values are.
+    fn into_table(self, sort_keys: &SortKeys) -> Table {
+        let mut series: Vec<Series> = Vec::with_capacity(self.values.len());
+        sort_keys.for_each(|_, row, same| {
+            let value = self.values[row as usize];
+            match (same, series.last_mut()) {
+                (true, Some(last)) => last.add(value),
+                _ => series.push(Series::new(row as u32, value)),
+            }
+        });
         let merges = self.caches.iter().any(LabelCache::merged);
         let mut table = Table {
             values: self
@@ -417,7 +426,7 @@ impl<'l> Rows<'l> {
                 .map(LabelCache::into_values)
                 .collect(),
             ids: self.ids,
-            series: self.series,
+            series,
             threshold: None,
         };
         if merges {
@@ -474,6 +483,7 @@ impl Table {
 mod tests {
     use super::*;
     use crate::plan::Plan;
+    use crate::snapshot::MapData;
     use crate::spec::{Config, Format};
 
     /// A counter `x_total` with one label per (name, size, decoders).
@@ -559,7 +569,8 @@ mod tests {
         let labels = &distinct_plan.metrics[0].labels;
         let mut errors = BTreeMap::new();
         let distinct = [(key(1, b"a\0\0\0"), 10), (key(2, b"b\0\0\0"), 20)];
-        let table = counter_table(labels, None, map(8, &distinct), &mut errors);
+        let table =
+            counter_table(labels, None, Source::Read(map(8, &distinct)), &mut errors).unwrap();
         assert_eq!(table.ids, [Ids::Row(2), Ids::Row(2)]);
         assert_eq!(
             series(&table),
@@ -581,7 +592,8 @@ mod tests {
             (key(2, b"b\0\0\0"), 2),
             (key(3, b"c\0\0\0"), 3),
         ];
-        let table = counter_table(labels, None, map(8, &entries), &mut errors);
+        let table =
+            counter_table(labels, None, Source::Read(map(8, &entries)), &mut errors).unwrap();
         assert_eq!(table.ids, [Ids::Stored(vec![0, 2]), Ids::Row(2)]);
         assert_eq!(
             series(&table),
@@ -601,7 +613,13 @@ mod tests {
             (b"b\0\0\0".to_vec(), 5),
         ];
         let mut errors = BTreeMap::new();
-        let table = counter_table(&plan.metrics[0].labels, None, map(4, &entries), &mut errors);
+        let table = counter_table(
+            &plan.metrics[0].labels,
+            None,
+            Source::Read(map(4, &entries)),
+            &mut errors,
+        )
+        .unwrap();
         let exact = (u128::from(u64::MAX) + 2) as f64;
         assert_eq!(
             series(&table),
@@ -628,7 +646,13 @@ mod tests {
             })
             .collect();
         let mut errors = BTreeMap::new();
-        let table = counter_table(&plan.metrics[0].labels, None, map(8, &entries), &mut errors);
+        let table = counter_table(
+            &plan.metrics[0].labels,
+            None,
+            Source::Read(map(8, &entries)),
+            &mut errors,
+        )
+        .unwrap();
         let want: Vec<(String, f64)> = (0..40_000u32)
             .filter(|n| n % 8 != 7)
             .map(|n| {

@@ -100,14 +100,15 @@ impl std::error::Error for NotPinnable {}
 /// `snapshot::read_map_as`).
 pub struct MetricMap {
     pub handle: MapHandle,
-    pub batched: std::sync::OnceLock<bool>,
+    /// Shared with the map's unread snapshots (`snapshot::Unread`).
+    pub batched: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl MetricMap {
     fn new(handle: MapHandle) -> MetricMap {
         MetricMap {
             handle,
-            batched: std::sync::OnceLock::new(),
+            batched: std::sync::Arc::default(),
         }
     }
 }

@@ -7,17 +7,27 @@
 //! support fall back to key-by-key iteration, chosen once per map: its first
 //! read finds out which works, later ones use only that.
 //!
+//! A counter's map is not read whole before it is decoded: its [`Unread`]
+//! reads it on a thread of its own and hands each batch to the exposition
+//! as it comes, so that decoding one batch and the kernel copying out the
+//! next happen at once, and the map is never held whole (three batches
+//! are). Histograms, and every map with `--counts window` (which subtracts
+//! the previous snapshot key by key), are read whole.
+//!
 //! Takes the session's attached [`Probe`]s; hands on a [`Snapshot`] per
 //! probe (with `--counts window`, less the previous one: [`Deltas`]) to the
 //! exposition stage.
 
+mod batch;
 mod delta;
 
-use std::os::fd::AsRawFd;
-use std::sync::OnceLock;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{bail, Context, Result};
-use libbpf_rs::{MapCore, MapFlags, MapType};
+use libbpf_rs::{MapCore, MapFlags, MapHandle, MapType};
+
+use batch::Batch;
 
 use crate::probe::Probe;
 use crate::program::Failed;
@@ -59,6 +69,16 @@ impl MapData {
         self.len() == 0
     }
 
+    /// The map's name and shape, without its entries.
+    pub fn clone_empty(&self) -> MapData {
+        MapData {
+            name: self.name.clone(),
+            keys: Vec::new(),
+            values: Vec::new(),
+            ..*self
+        }
+    }
+
     /// (key bytes, values) of every entry.
     pub fn entries(&self) -> impl Iterator<Item = (&[u8], &[u64])> {
         self.keys
@@ -67,12 +87,125 @@ impl MapData {
     }
 }
 
-/// Everything a probe's metrics need, read in one go.
+/// Everything a probe's metrics need: maps read, and counters' maps left
+/// for the exposition to read batch by batch ([`Unread`]).
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub maps: Vec<MapData>,
+    pub unread: Vec<Unread>,
     /// What each event-stream counter could not count so far.
     pub events_lost: Vec<StreamLoss>,
+}
+
+/// A map read whole, or one still to read.
+pub enum Source {
+    Read(MapData),
+    Unread(Unread),
+}
+
+impl Source {
+    /// The map's name and shape (and, read, its entries).
+    pub fn header(&self) -> &MapData {
+        match self {
+            Source::Read(map) => map,
+            Source::Unread(unread) => &unread.header,
+        }
+    }
+
+    /// How many rows its entries may make, to make room for: a read map's
+    /// entries, or an unread one's most (up to 4M: room past what a map
+    /// holds costs address space only, but not without bound).
+    pub fn rows_hint(&self) -> usize {
+        match self {
+            Source::Read(map) => map.len(),
+            Source::Unread(unread) => unread.sizes.max_entries.min(1 << 22),
+        }
+    }
+
+    /// Calls `each` with the map's entries (keys, values), batch by batch
+    /// for a map still to read ([`Unread::read`]), at once for one read.
+    pub fn read(self, each: &mut dyn FnMut(&[u8], &[u64])) -> Result<(), ReadError> {
+        match self {
+            Source::Read(map) => {
+                if !map.is_empty() {
+                    each(&map.keys, &map.values);
+                }
+                Ok(())
+            }
+            Source::Unread(unread) => unread.read(each),
+        }
+    }
+
+    /// The map read whole.
+    pub fn into_whole(self) -> Result<MapData, ReadError> {
+        let mut whole = self.header().clone_empty();
+        self.read(&mut |keys, values| {
+            whole.keys.extend_from_slice(keys);
+            whole.values.extend_from_slice(values);
+        })?;
+        Ok(whole)
+    }
+}
+
+/// A counter's map not read yet: [`Unread::read`] reads it on a thread of
+/// its own and hands each batch on as it comes, so that the batches before
+/// are decoded while the kernel copies out the next one (a million-key map
+/// spends about half its snapshot in the kernel).
+#[derive(Debug, Clone)]
+pub struct Unread {
+    /// The map's name and shape, without entries.
+    pub header: MapData,
+    handle: Arc<MapHandle>,
+    batched: Arc<OnceLock<bool>>,
+    sizes: batch::Sizes,
+    /// The config it belongs to, for errors.
+    config: String,
+}
+
+/// Why a map could not be read: its probe is reported failed (config_up 0)
+/// and the others are written all the same.
+#[derive(Debug)]
+pub struct ReadError(anyhow::Error);
+
+impl std::fmt::Display for ReadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for ReadError {}
+
+impl Unread {
+    /// Calls `each` with every batch of the map's entries (keys, values),
+    /// read as [`read_map_as`] reads them; a map the kernel has no batch
+    /// lookups for comes whole, key by key.
+    pub fn read(self, each: &mut dyn FnMut(&[u8], &[u64])) -> Result<(), ReadError> {
+        let Unread {
+            header,
+            handle,
+            batched,
+            sizes,
+            config,
+        } = self;
+        let name = header.name.clone();
+        let read = || -> Result<()> {
+            if batched.get() != Some(&false) {
+                let batch = batch::stream(handle.as_fd().as_raw_fd(), sizes, each)?;
+                let done = matches!(batch, Batch::Done);
+                let _ = batched.set(done);
+                if done {
+                    return Ok(());
+                }
+            }
+            let mut data = header;
+            read_by_key(handle.as_ref(), &mut data)?;
+            each(&data.keys, &data.values);
+            Ok(())
+        };
+        read()
+            .with_context(|| format!("{config}: reading map {name}"))
+            .map_err(ReadError)
+    }
 }
 
 /// Events of one event-stream counter's map not counted, so far.
@@ -90,19 +223,29 @@ impl Snapshot {
         self.maps.iter().find(|map| map.name == name)
     }
 
-    /// Takes map `name`'s data out of the snapshot: the exposition frees a
-    /// map's keys once it has sorted them, before it decodes them.
+    /// Takes map `name`'s data out of the snapshot, if it was read.
     pub fn take_map(&mut self, name: &str) -> Option<MapData> {
         let at = self.maps.iter().position(|map| map.name == name)?;
         Some(self.maps.swap_remove(at))
     }
+
+    /// Takes map `name` out of the snapshot, read or not.
+    pub fn take_source(&mut self, name: &str) -> Option<Source> {
+        if let Some(map) = self.take_map(name) {
+            return Some(Source::Read(map));
+        }
+        let at = self.unread.iter().position(|map| map.header.name == name)?;
+        Some(Source::Unread(self.unread.swap_remove(at)))
+    }
 }
 
 /// Snapshots every probe in order, its cgroup id map brought up to date
-/// first (with `deltas`, less the previous snapshot), and hands each to
-/// `each`; its program statistics are refreshed after. A probe whose maps
-/// cannot be read is returned as failed; the others are read all the same.
-/// An error of `each` ends it.
+/// first (with `deltas`, less the previous snapshot, every map read first;
+/// without, counters' maps are read as `each` decodes them, see
+/// [`Unread`]), and hands each to `each`; its program statistics are
+/// refreshed after. A probe whose maps cannot be read is returned as
+/// failed (`each` failing with a [`ReadError`]); the others are read all
+/// the same. Any other error of `each` ends it.
 pub fn take_each(
     probes: &mut [Probe],
     mut deltas: Option<&mut Deltas>,
@@ -110,7 +253,10 @@ pub fn take_each(
 ) -> Result<Vec<Failed>> {
     let mut unread = Vec::new();
     for probe in probes.iter_mut() {
-        let mut snapshot = match probe.refresh_cgroups().and_then(|()| take(probe)) {
+        let taken = probe
+            .refresh_cgroups()
+            .and_then(|()| take(probe, deltas.is_none()));
+        let mut snapshot = match taken {
             Ok(snapshot) => snapshot,
             Err(error) => {
                 unread.push(Failed {
@@ -123,15 +269,23 @@ pub fn take_each(
         if let Some(deltas) = deltas.as_deref_mut() {
             deltas.apply(&probe.config().name, &mut snapshot);
         }
-        each(probe, snapshot)?;
-        probe.refresh_stats();
+        match each(probe, snapshot).map_err(anyhow::Error::downcast::<ReadError>) {
+            Ok(()) => probe.refresh_stats(),
+            // Said as the read said it, without the exposition's context.
+            Err(Ok(ReadError(error))) => unread.push(Failed {
+                config: probe.config().name.clone(),
+                error,
+            }),
+            Err(Err(error)) => return Err(error),
+        }
     }
     Ok(unread)
 }
 
-/// Reads every map the probe's metrics refer to; event-stream counters come
-/// as the counts their consumer thread has made so far, shaped like a map.
-pub fn take(probe: &Probe) -> Result<Snapshot> {
+/// Reads every map the probe's metrics refer to (counters' maps only when
+/// not `lazily`: see [`Unread`]); event-stream counters come as the counts
+/// their consumer thread has made so far, shaped like a map.
+pub fn take(probe: &Probe, lazily: bool) -> Result<Snapshot> {
     let config = probe.config();
     let mut snapshot = Snapshot::default();
     for counter in config.map_counters() {
@@ -151,14 +305,34 @@ pub fn take(probe: &Probe) -> Result<Snapshot> {
                 keys: counts.keys,
                 values: counts.counts,
             });
-            continue;
+        } else if lazily {
+            snapshot
+                .unread
+                .push(unread_metric_map(probe, &counter.name)?);
+        } else {
+            snapshot.maps.push(read_metric_map(probe, &counter.name)?);
         }
-        snapshot.maps.push(read_metric_map(probe, &counter.name)?);
     }
     for histogram in &config.metrics.histograms {
         snapshot.maps.push(read_metric_map(probe, &histogram.name)?);
     }
     Ok(snapshot)
+}
+
+/// The map of metric `name`, to read later ([`Unread`]).
+fn unread_metric_map(probe: &Probe, name: &str) -> Result<Unread> {
+    let map = probe.map(name)?;
+    let context = || format!("{}: reading map {name}", probe.config().name);
+    let (mut header, sizes) = header_of(&map.handle).with_context(context)?;
+    header.name = name.to_string();
+    let handle = MapHandle::try_from(&map.handle).with_context(context)?;
+    Ok(Unread {
+        header,
+        handle: Arc::new(handle),
+        batched: Arc::clone(&map.batched),
+        sizes,
+        config: probe.config().name.clone(),
+    })
 }
 
 /// The map of metric `name`, named after it: the kernel keeps only the
@@ -181,6 +355,26 @@ pub fn read_map<M: MapCore>(map: &M) -> Result<MapData> {
 /// false; unset, batch lookups are tried and `batched` records whether the
 /// kernel did them (it refuses a map type it has none for at the first call).
 pub fn read_map_as<M: MapCore>(map: &M, batched: &OnceLock<bool>) -> Result<MapData> {
+    let (mut data, sizes) = header_of(map)?;
+    let batch_done = match batched.get() {
+        Some(false) => false,
+        _ => {
+            let mut whole = batch::Whole::new(&mut data, sizes.max_entries);
+            let batch = batch::read_batched(map.as_fd().as_raw_fd(), sizes, &mut whole)?;
+            whole.finish(&batch);
+            matches!(batch, Batch::Done)
+        }
+    };
+    let _ = batched.set(batch_done);
+    if !batch_done {
+        read_by_key(map, &mut data)?;
+    }
+    Ok(data)
+}
+
+/// A map's [`MapData`] without entries, and its sizes for the batch loop;
+/// refuses values that are not u64.
+fn header_of<M: MapCore>(map: &M) -> Result<(MapData, batch::Sizes)> {
     let map_type = map.map_type();
     let per_cpu = map_type.is_percpu();
     let values_per_key = if per_cpu {
@@ -191,7 +385,7 @@ pub fn read_map_as<M: MapCore>(map: &M, batched: &OnceLock<bool>) -> Result<MapD
     if map.value_size() != 8 {
         bail!("values are {} bytes, not u64", map.value_size());
     }
-    let mut data = MapData {
+    let data = MapData {
         name: map.name().to_string_lossy().into_owned(),
         key_size: map.key_size() as usize,
         values_per_key,
@@ -200,116 +394,12 @@ pub fn read_map_as<M: MapCore>(map: &M, batched: &OnceLock<bool>) -> Result<MapD
         keys: Vec::new(),
         values: Vec::new(),
     };
-    let batch_done = match batched.get() {
-        Some(false) => false,
-        _ => matches!(read_batched(map, &mut data)?, Batch::Done),
+    let sizes = batch::Sizes {
+        key_size: data.key_size,
+        stride: values_per_key,
+        max_entries: map.max_entries() as usize,
     };
-    let _ = batched.set(batch_done);
-    if !batch_done {
-        read_by_key(map, &mut data)?;
-    }
-    Ok(data)
-}
-
-/// The kernel's own "not supported" errno, which leaks to user space from
-/// some bpf() commands (include/linux/errno.h; no libc name).
-const ENOTSUPP: i32 = 524;
-
-enum Batch {
-    Done,
-    Unsupported,
-}
-
-/// The batch loop; entries land directly in `data`'s buffers.
-fn read_batched<M: MapCore>(map: &M, data: &mut MapData) -> Result<Batch> {
-    let fd = map.as_fd().as_raw_fd();
-    let key_size = data.key_size;
-    let stride = data.values_per_key;
-    let max_entries = map.max_entries() as usize;
-    // The resume token is a bucket index for hashes and a key for arrays.
-    let token_size = key_size.max(8);
-    let mut in_token = vec![0u8; token_size];
-    let mut out_token = vec![0u8; token_size];
-    let mut chunk = max_entries.clamp(1, 8192);
-    let mut filled = 0usize;
-    // Room for a full map (up to 256 MiB of it) up front: the buffers never
-    // move while growing, and pages past what the map holds are never
-    // touched, so they cost address space, not memory.
-    let room = max_entries.min((256 << 20) / (key_size + 8 * stride).max(1));
-    data.keys.reserve_exact(room * key_size);
-    data.values.reserve_exact(room * stride);
-    let mut first = true;
-    loop {
-        data.keys.resize((filled + chunk) * key_size, 0);
-        data.values.resize((filled + chunk) * stride, 0);
-        let resume = (!first).then_some(in_token.as_mut_slice());
-        let (rc, count) = lookup_batch(fd, (resume, &mut out_token), data, filled, chunk);
-        let errno = if rc < 0 { -rc } else { 0 };
-        if errno == 0 || errno == libc::ENOENT {
-            filled += count as usize;
-        }
-        match errno {
-            0 => {
-                first = false;
-                std::mem::swap(&mut in_token, &mut out_token);
-            }
-            libc::ENOENT => break,
-            // One hash bucket holds more entries than fit: retry larger.
-            libc::ENOSPC if chunk < (1 << 24) => chunk *= 2,
-            // ENOTSUPP (524, kernel-internal) is what e.g. 5.10 answers for
-            // per-CPU arrays.
-            libc::EINVAL | libc::ENOTSUP | libc::EOPNOTSUPP | ENOTSUPP if first => {
-                data.keys.clear();
-                data.values.clear();
-                return Ok(Batch::Unsupported);
-            }
-            _ => {
-                return Err(std::io::Error::from_raw_os_error(errno))
-                    .context("BPF_MAP_LOOKUP_BATCH");
-            }
-        }
-    }
-    data.keys.truncate(filled * key_size);
-    data.values.truncate(filled * stride);
-    Ok(Batch::Done)
-}
-
-/// One BPF_MAP_LOOKUP_BATCH of at most `chunk` entries into `data`'s
-/// buffers past its first `filled` entries, resuming at the first token
-/// (None: from the start) and leaving the next in the second: libbpf's
-/// return (0, or -errno) and the entries read.
-fn lookup_batch(
-    fd: i32,
-    (resume, next): (Option<&mut [u8]>, &mut [u8]),
-    data: &mut MapData,
-    filled: usize,
-    chunk: usize,
-) -> (i32, u32) {
-    let opts = libbpf_sys::bpf_map_batch_opts {
-        sz: std::mem::size_of::<libbpf_sys::bpf_map_batch_opts>() as _,
-        elem_flags: 0,
-        flags: 0,
-    };
-    let mut count = u32::try_from(chunk).unwrap_or(u32::MAX);
-    let resume = resume.map_or(std::ptr::null_mut(), |token| token.as_mut_ptr().cast());
-    // SAFETY: the caller sized the key and value buffers for `chunk` more
-    // entries past `filled`; the tokens are large enough for a bucket index
-    // or a key; `opts` outlives the call.
-    let rc = unsafe {
-        libbpf_sys::bpf_map_lookup_batch(
-            fd,
-            resume,
-            next.as_mut_ptr().cast(),
-            data.keys.as_mut_ptr().add(filled * data.key_size).cast(),
-            data.values
-                .as_mut_ptr()
-                .add(filled * data.values_per_key)
-                .cast(),
-            &mut count,
-            &opts,
-        )
-    };
-    (rc, count)
+    Ok((data, sizes))
 }
 
 /// Key-by-key iteration for kernels without batch lookups (before 5.6).
@@ -418,6 +508,38 @@ mod tests {
             let iterated = read_map_as(&map, &OnceLock::from(false)).expect("read_by_key");
             assert_eq!(iterated.len(), entries as usize, "{what}");
             assert_eq!(by_key(&iterated), batched_entries, "{what}");
+        }
+    }
+
+    /// A map streamed to a consumer (what `Unread::read` does) comes in
+    /// batches, each while the reader thread reads the next, with every
+    /// entry exactly once: the same entries as the map read whole.
+    #[test]
+    fn a_streamed_map_comes_batch_by_batch_with_every_entry_once() {
+        if !crate::kernel_unit_test("a_streamed_map_comes_batch_by_batch_with_every_entry_once") {
+            return;
+        }
+        let cpus = libbpf_rs::num_possible_cpus().unwrap();
+        for (map_type, entries, max_entries) in [
+            (MapType::Hash, 50_000, 65_536),
+            (MapType::PercpuHash, 20_000, 32_768),
+        ] {
+            let what = format!("{map_type:?} of {entries} in {max_entries}");
+            let map = filled_map(map_type, entries, max_entries, cpus);
+            let (header, sizes) = header_of(&map).expect("a map of u64 values");
+            let mut streamed = header.clone_empty();
+            let mut batches = 0;
+            let mut each = |keys: &[u8], values: &[u64]| {
+                batches += 1;
+                streamed.keys.extend_from_slice(keys);
+                streamed.values.extend_from_slice(values);
+            };
+            let batch = batch::stream(map.as_fd().as_raw_fd(), sizes, &mut each).expect("stream");
+            assert!(matches!(batch, Batch::Done), "{what}");
+            assert!(batches > 1, "{what}: {batches} batch");
+            assert_eq!(streamed.len(), entries as usize, "{what}");
+            let whole = read_map(&map).expect("read_map");
+            assert_eq!(by_key(&streamed), by_key(&whole), "{what}");
         }
     }
 
