@@ -337,6 +337,37 @@ pub mod tests {
         );
     }
 
+    /// Past one sample's stretch: every address at, just below and just
+    /// above each of 1,000 symbols (unevenly spaced) finds what a search
+    /// of every address finds.
+    #[test]
+    fn finds_the_nearest_symbol_below_across_many_stretches() {
+        let addrs: Vec<u64> = (0..1000u64).map(|n| 0x1000 + n * 16 + n % 7).collect();
+        let text: String = addrs
+            .iter()
+            .enumerate()
+            .map(|(n, addr)| format!("{addr:016x} T sym{n}\n"))
+            .collect();
+        let table = Table::parse(text.as_bytes());
+        assert_eq!(table.sampled.len(), 1000usize.div_ceil(SAMPLE));
+        let naive = |addr: u64| {
+            addrs
+                .iter()
+                .rposition(|&at| at <= addr)
+                .map(|n| format!("sym{n}"))
+        };
+        for &at in &addrs {
+            for addr in [at - 1, at, at + 1] {
+                assert_eq!(
+                    table.find(addr).map(str::to_string),
+                    naive(addr),
+                    "{addr:#x}"
+                );
+            }
+        }
+        assert_eq!(table.find(u64::MAX), Some("sym999"));
+    }
+
     #[test]
     fn of_symbols_at_one_address_names_the_first_listed() {
         let (kallsyms, _file) = fake(
