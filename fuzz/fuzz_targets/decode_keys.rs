@@ -147,6 +147,7 @@ fuzz_target!(|data: &[u8]| {
             keys,
             values,
         }],
+        unread: Vec::new(),
         events_lost: Vec::new(),
     };
     let exposed =

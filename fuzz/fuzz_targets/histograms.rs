@@ -97,6 +97,7 @@ fuzz_target!(|data: &[u8]| {
             keys,
             values,
         }],
+        unread: Vec::new(),
         events_lost: Vec::new(),
     };
     let exposed = exposition::families(&plan, snapshot, "fuzz").expect("histograms");
