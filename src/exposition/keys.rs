@@ -181,6 +181,25 @@ impl SortKeys {
         }
     }
 
+    /// Forgets every key, keeping the room made for them.
+    pub fn clear(&mut self) {
+        match self {
+            SortKeys::Narrow { keys, .. } => keys.clear(),
+            SortKeys::Medium { keys, .. } => keys.clear(),
+            SortKeys::Long { keys, .. } => keys.clear(),
+            SortKeys::Wide {
+                prefixes,
+                bytes,
+                values,
+                ..
+            } => {
+                prefixes.clear();
+                bytes.clear();
+                values.clear();
+            }
+        }
+    }
+
     /// Sorts the keys (equal keys stay in the order they were added).
     pub fn sort(&mut self) {
         match self {

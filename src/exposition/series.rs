@@ -294,10 +294,11 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 /// by CPU into the last label `cpu`), zero entries of arrays left out, keys
 /// a decoder rejects skipped and counted in `errors`.
 ///
-/// Keys are decoded as they are read, batch by batch: a map still to read
-/// ([`Source::Unread`]) is read on another thread meanwhile, so decoding
-/// costs next to nothing beside the kernel's copying. Only then are the
-/// rows ordered, by their keys' sort bytes, into series.
+/// Keys are decoded as they are read, batch by batch (each batch in key
+/// order, see [`Batch`]): a map still to read ([`Source::Unread`]) is read
+/// on another thread meanwhile, so decoding costs next to nothing beside
+/// the kernel's copying. Only then are the rows ordered, by their keys'
+/// sort bytes, into series.
 pub(crate) fn counter_table(
     labels: &[Label],
     cpu_label: Option<usize>,
@@ -305,41 +306,98 @@ pub(crate) fn counter_table(
     errors: &mut BTreeMap<&'static str, u64>,
 ) -> Result<Table, ReadError> {
     let header = map.header();
-    let (key_size, stride, is_array) = (header.key_size, header.values_per_key, header.is_array);
+    let (key_size, stride) = (header.key_size.max(1), header.values_per_key.max(1));
     let rows_hint = map.rows_hint();
-    let order = KeyOrder::new(labels, cpu_label);
-    let cpu_size = cpu_label.map(|index| labels[index].size);
+    let mut batch = Batch::new(labels, cpu_label, header.is_array);
     let mut rows = Rows::new(labels, cpu_label, rows_hint);
-    let mut sort_keys = SortKeys::new(order.len(), rows_hint);
-    let mut sort_bytes = vec![0; order.len()];
-    let mut add = |key: &[u8], cpu: &[u8], value: u64| {
-        if let Some(row) = rows.add(key, cpu, value, errors) {
-            order.write(key, cpu, &mut sort_bytes);
-            sort_keys.push(&sort_bytes, row);
-        }
-    };
+    let mut sort_keys = SortKeys::new(batch.order.len(), rows_hint);
     map.read(&mut |keys, values| {
-        let entries = keys
-            .chunks_exact(key_size.max(1))
-            .zip(values.chunks_exact(stride.max(1)));
-        for (key, per_cpu) in entries {
-            if let Some(size) = cpu_size {
+        batch.order_entries(keys.chunks_exact(key_size), values.chunks_exact(stride));
+        batch.for_each_in_order(|sort, at, cpu, value| {
+            let key = &keys[at * key_size..(at + 1) * key_size];
+            if let Some(row) = rows.add(key, cpu, value, errors) {
+                sort_keys.push(sort, row);
+            }
+        });
+    })?;
+    sort_keys.sort();
+    Ok(rows.into_table(&sort_keys))
+}
+
+/// One batch of a map's entries ordered by their keys before they are
+/// decoded: the rows of each batch then come in key order, so that their
+/// values, written later in the order of every key, are read as one
+/// stream per batch rather than all over memory, and decoders that look
+/// things up (kernel symbols) look up neighbours one after another.
+struct Batch {
+    order: KeyOrder,
+    cpu_size: Option<usize>,
+    is_array: bool,
+    sort_keys: SortKeys,
+    /// (entry, CPU of a map split by CPU, value) by sort record.
+    entries: Vec<(usize, usize, u64)>,
+    sort_bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn new(labels: &[Label], cpu_label: Option<usize>, is_array: bool) -> Batch {
+        let order = KeyOrder::new(labels, cpu_label);
+        Batch {
+            cpu_size: cpu_label.map(|index| labels[index].size),
+            is_array,
+            sort_keys: SortKeys::new(order.len(), 0),
+            entries: Vec::new(),
+            sort_bytes: vec![0; order.len()],
+            order,
+        }
+    }
+
+    /// Orders the batch's entries (keys, and values by CPU): values summed
+    /// over CPUs (or one record per CPU with a value, for a map split by
+    /// CPU), zero entries of arrays left out.
+    fn order_entries<'b>(
+        &mut self,
+        keys: impl Iterator<Item = &'b [u8]>,
+        values: impl Iterator<Item = &'b [u64]>,
+    ) {
+        self.sort_keys.clear();
+        self.entries.clear();
+        for (at, (key, per_cpu)) in keys.zip(values).enumerate() {
+            if let Some(size) = self.cpu_size {
                 for (cpu, value) in per_cpu.iter().enumerate().filter(|(_, v)| **v != 0) {
                     // A `cpu` label of more than 8 bytes cannot be read.
                     if let Some((bytes, size)) = cpu_bytes(cpu, size) {
-                        add(key, &bytes[..size], *value);
+                        self.push(key, &bytes[..size], (at, cpu, *value));
                     }
                 }
                 continue;
             }
             let total: u64 = per_cpu.iter().fold(0u64, |sum, v| sum.wrapping_add(*v));
-            if !(is_array && total == 0) {
-                add(key, &[], total);
+            if !(self.is_array && total == 0) {
+                self.push(key, &[], (at, 0, total));
             }
         }
-    })?;
-    sort_keys.sort();
-    Ok(rows.into_table(&sort_keys))
+        self.sort_keys.sort();
+    }
+
+    fn push(&mut self, key: &[u8], cpu: &[u8], entry: (usize, usize, u64)) {
+        self.order.write(key, cpu, &mut self.sort_bytes);
+        self.sort_keys
+            .push(&self.sort_bytes, self.entries.len() as u64);
+        self.entries.push(entry);
+    }
+
+    /// Calls `f` with each record's sort bytes, entry, CPU label bytes
+    /// (empty unless split by CPU) and value, in key order.
+    fn for_each_in_order(&self, mut f: impl FnMut(&[u8], usize, &[u8], u64)) {
+        self.sort_keys.for_each(|sort, record, _| {
+            let (at, cpu, value) = self.entries[record as usize];
+            match self.cpu_size.and_then(|size| cpu_bytes(cpu, size)) {
+                Some((bytes, size)) => f(sort, at, &bytes[..size], value),
+                None => f(sort, at, &[], value),
+            }
+        });
+    }
 }
 
 /// Keys decoded as they are read: per label the id of each row's value,
