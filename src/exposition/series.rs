@@ -295,7 +295,7 @@ pub(crate) fn cpu_bytes(cpu: usize, size: usize) -> Option<([u8; 8], usize)> {
 /// a decoder rejects skipped and counted in `errors`.
 ///
 /// Keys are decoded as they are read, batch by batch (each batch in key
-/// order, see [`Batch`]): a map still to read ([`Source::Unread`]) is read
+/// order, see [`OrderedBatch`]): a map still to read ([`Source::Unread`]) is read
 /// on another thread meanwhile, so decoding costs next to nothing beside
 /// the kernel's copying. Only then are the rows ordered, by their keys'
 /// sort bytes, into series.
@@ -308,7 +308,7 @@ pub(crate) fn counter_table(
     let header = map.header();
     let (key_size, stride) = (header.key_size.max(1), header.values_per_key.max(1));
     let rows_hint = map.rows_hint();
-    let mut batch = Batch::new(labels, cpu_label, header.is_array);
+    let mut batch = OrderedBatch::new(labels, cpu_label, header.is_array);
     let mut rows = Rows::new(labels, cpu_label, rows_hint);
     let mut sort_keys = SortKeys::new(batch.order.len(), rows_hint);
     map.read(&mut |keys, values| {
@@ -329,7 +329,7 @@ pub(crate) fn counter_table(
 /// values, written later in the order of every key, are read as one
 /// stream per batch rather than all over memory, and decoders that look
 /// things up (kernel symbols) look up neighbours one after another.
-struct Batch {
+struct OrderedBatch {
     order: KeyOrder,
     cpu_size: Option<usize>,
     is_array: bool,
@@ -339,10 +339,10 @@ struct Batch {
     sort_bytes: Vec<u8>,
 }
 
-impl Batch {
-    fn new(labels: &[Label], cpu_label: Option<usize>, is_array: bool) -> Batch {
+impl OrderedBatch {
+    fn new(labels: &[Label], cpu_label: Option<usize>, is_array: bool) -> OrderedBatch {
         let order = KeyOrder::new(labels, cpu_label);
-        Batch {
+        OrderedBatch {
             cpu_size: cpu_label.map(|index| labels[index].size),
             is_array,
             sort_keys: SortKeys::new(order.len(), 0),
@@ -717,6 +717,37 @@ mod tests {
                 let value = if n % 8 == 6 { 2 * n + 1 } else { n };
                 (format!("{n},n"), f64::from(value))
             })
+            .collect();
+        assert_eq!(series(&table), want);
+    }
+
+    #[test]
+    fn keys_of_one_series_merge_across_batches() {
+        // 20,000 keys, last first: key n and key n + 10,000 are one series
+        // (one id, names alike up to the NUL), 10,000 entries apart, so
+        // never in one batch of a map read whole.
+        let plan = plan(&[
+            ("id", 4, "{ name = \"uint\" }"),
+            ("name", 4, "{ name = \"string\" }"),
+        ]);
+        let entries: Vec<(Vec<u8>, u64)> = (0..20_000u32)
+            .rev()
+            .map(|n| {
+                let mut key = (n % 10_000).to_ne_bytes().to_vec();
+                key.extend_from_slice(&[b'n', 0, 1 + (n / 10_000) as u8, 0]);
+                (key, u64::from(n))
+            })
+            .collect();
+        let mut errors = BTreeMap::new();
+        let table = counter_table(
+            &plan.metrics[0].labels,
+            None,
+            Source::Read(map(8, &entries)),
+            &mut errors,
+        )
+        .unwrap();
+        let want: Vec<(String, f64)> = (0..10_000u32)
+            .map(|n| (format!("{n},n"), f64::from(2 * n + 10_000)))
             .collect();
         assert_eq!(series(&table), want);
     }

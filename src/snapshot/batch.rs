@@ -33,6 +33,11 @@ pub(super) enum Batch {
     Unsupported,
 }
 
+/// Entries asked of the kernel per BPF_MAP_LOOKUP_BATCH (more only when
+/// one hash bucket holds more), and the most in one batch handed on from a
+/// map read whole ([`MapData::each_batch`]).
+pub(crate) const ENTRIES: usize = 8192;
+
 /// The kernel's own "not supported" errno, which leaks to user space from
 /// some bpf() commands (include/linux/errno.h; no libc name).
 const ENOTSUPP: i32 = 524;
@@ -44,7 +49,7 @@ pub(super) fn read_batched(fd: i32, sizes: Sizes, landing: &mut dyn Landing) -> 
     let token_size = sizes.key_size.max(8);
     let mut in_token = vec![0u8; token_size];
     let mut out_token = vec![0u8; token_size];
-    let mut chunk = sizes.max_entries.clamp(1, 8192);
+    let mut chunk = sizes.max_entries.clamp(1, ENTRIES);
     let mut first = true;
     loop {
         let Some((keys, values)) = landing.room(chunk) else {
@@ -251,8 +256,8 @@ fn read_here(fd: i32, sizes: Sizes, each: &mut dyn FnMut(&[u8], &[u64])) -> Resu
     let mut whole = Whole::new(&mut data, sizes.max_entries);
     let batch = read_batched(fd, sizes, &mut whole)?;
     whole.finish(&batch);
-    if matches!(batch, Batch::Done) && !data.is_empty() {
-        each(&data.keys, &data.values);
+    if matches!(batch, Batch::Done) {
+        data.each_batch(each);
     }
     Ok(batch)
 }

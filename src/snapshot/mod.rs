@@ -69,6 +69,19 @@ impl MapData {
         self.len() == 0
     }
 
+    /// Calls `each` with the entries (keys, values) in batches of at most
+    /// [`batch::ENTRIES`], as a map read batch by batch comes: a consumer
+    /// that works per batch (orders it, say) works on a whole map the same.
+    pub fn each_batch(&self, each: &mut dyn FnMut(&[u8], &[u64])) {
+        let keys = self.keys.chunks(batch::ENTRIES * self.key_size.max(1));
+        let values = self
+            .values
+            .chunks(batch::ENTRIES * self.values_per_key.max(1));
+        for (keys, values) in keys.zip(values) {
+            each(keys, values);
+        }
+    }
+
     /// The map's name and shape, without its entries.
     pub fn clone_empty(&self) -> MapData {
         MapData {
@@ -123,13 +136,12 @@ impl Source {
     }
 
     /// Calls `each` with the map's entries (keys, values), batch by batch
-    /// for a map still to read ([`Unread::read`]), at once for one read.
+    /// as they are read for a map still to read ([`Unread::read`]), in
+    /// batches of the same size for one read ([`MapData::each_batch`]).
     pub fn read(self, each: &mut dyn FnMut(&[u8], &[u64])) -> Result<(), ReadError> {
         match self {
             Source::Read(map) => {
-                if !map.is_empty() {
-                    each(&map.keys, &map.values);
-                }
+                map.each_batch(each);
                 Ok(())
             }
             Source::Unread(unread) => unread.read(each),
@@ -199,11 +211,11 @@ impl Unread {
             }
             let mut data = header;
             read_by_key(handle.as_ref(), &mut data)?;
-            each(&data.keys, &data.values);
+            data.each_batch(each);
             Ok(())
         };
         read()
-            .with_context(|| format!("{config}: reading map {name}"))
+            .with_context(|| reading_map(&config, &name))
             .map_err(ReadError)
     }
 }
@@ -319,10 +331,15 @@ pub fn take(probe: &Probe, lazily: bool) -> Result<Snapshot> {
     Ok(snapshot)
 }
 
+/// What an error reading map `name` of `config` was doing.
+fn reading_map(config: &str, name: &str) -> String {
+    format!("{config}: reading map {name}")
+}
+
 /// The map of metric `name`, to read later ([`Unread`]).
 fn unread_metric_map(probe: &Probe, name: &str) -> Result<Unread> {
     let map = probe.map(name)?;
-    let context = || format!("{}: reading map {name}", probe.config().name);
+    let context = || reading_map(&probe.config().name, name);
     let (mut header, sizes) = header_of(&map.handle).with_context(context)?;
     header.name = name.to_string();
     let handle = MapHandle::try_from(&map.handle).with_context(context)?;
@@ -341,7 +358,7 @@ fn unread_metric_map(probe: &Probe, name: &str) -> Result<Unread> {
 fn read_metric_map(probe: &Probe, name: &str) -> Result<MapData> {
     let map = probe.map(name)?;
     let mut data = read_map_as(&map.handle, &map.batched)
-        .with_context(|| format!("{}: reading map {name}", probe.config().name))?;
+        .with_context(|| reading_map(&probe.config().name, name))?;
     data.name = name.to_string();
     Ok(data)
 }
@@ -456,6 +473,42 @@ mod tests {
             .expect("fill map");
         }
         map
+    }
+
+    /// A map read whole is handed on in batches of at most batch::ENTRIES
+    /// entries, each key with its own values, every entry once.
+    #[test]
+    fn a_map_read_whole_comes_in_batches() {
+        for (entries, want) in [
+            (0, vec![]),
+            (1, vec![1]),
+            (batch::ENTRIES, vec![batch::ENTRIES]),
+            (
+                20_000,
+                vec![batch::ENTRIES, batch::ENTRIES, 20_000 - 2 * batch::ENTRIES],
+            ),
+        ] {
+            let data = MapData {
+                key_size: 4,
+                values_per_key: 2,
+                keys: (0..entries as u32).flat_map(u32::to_ne_bytes).collect(),
+                values: (0..2 * entries as u64).collect(),
+                ..MapData::default()
+            };
+            let mut sizes = Vec::new();
+            let mut seen = 0u32;
+            data.each_batch(&mut |keys, values| {
+                sizes.push(keys.len() / 4);
+                for (key, values) in keys.chunks_exact(4).zip(values.chunks_exact(2)) {
+                    let key = u32::from_ne_bytes(key.try_into().unwrap());
+                    assert_eq!(key, seen);
+                    assert_eq!(values, [2 * u64::from(key), 2 * u64::from(key) + 1]);
+                    seen += 1;
+                }
+            });
+            assert_eq!(sizes, want, "{entries} entries");
+            assert_eq!(seen as usize, entries);
+        }
     }
 
     fn by_key(data: &MapData) -> BTreeMap<Vec<u8>, Vec<u64>> {
