@@ -1,17 +1,19 @@
 //! A snapshot through bpfsnap's library, in process, on the map of a running
-//! bpfsnap (by map id): `snapshot::read_map`, then `exposition::families`
-//! and `Exposition::add_all` (decode + encode straight into text, no struct
-//! or string per series; a large family spilled into the temporary file as
-//! it is encoded), then the rest of the atomic textfile write — the path
-//! `bpfsnap run` takes, timed part by part (see BENCHMARKS.md). bench/bench.py
+//! bpfsnap (by map id): the map left to read (`snapshot::Unread::of_map`),
+//! then `exposition::families`, which reads it batch by batch on a reader
+//! thread while decoding the batches before, and `Exposition::add_all`
+//! (encode straight into text, no struct or string per series; a large
+//! family spilled into the temporary file as it is encoded), then the rest
+//! of the atomic textfile write — the path `bpfsnap run` takes, timed part
+//! by part (see BENCHMARKS.md). bench/bench.py
 //! runs it beside the whole `bpfsnap run`, the raw batch loop and bpftool.
 //!
 //! Before each run bench.py's evictor sweeps twice the largest CPU cache,
 //! evicting the map, as for benches/maploop.rs (the floor).
 //!
 //! Usage: snapshot CONFIG.toml MAP_ID OUTPUT RUNS EVICT_FDS — prints one JSON object:
-//! medians in ns of `read`, `expose` (decode + encode, and writing what
-//! spills), `write` (the rest, fsync, rename) and
+//! medians in ns of `expose` (read, decode and encode, overlapped, and
+//! writing what spills), `write` (the rest, fsync, rename) and
 //! `total`, the text's `bytes`, and `rss_growth_kib` (max RSS growth over
 //! the first run).
 
@@ -19,12 +21,13 @@
 mod evict;
 
 use std::path::Path;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bpfsnap::exposition::{self, Exposition};
 use bpfsnap::plan::Plan;
 use bpfsnap::sink::{Sink, Text};
-use bpfsnap::snapshot::{self, Snapshot};
+use bpfsnap::snapshot::{Snapshot, Unread};
 use bpfsnap::spec::{Config, Format};
 use libbpf_rs::MapHandle;
 
@@ -72,18 +75,17 @@ fn main() {
     let mut evictor = evict::Evictor::from_fds(evict_fds).expect("EVICT_FDS: W,R");
     let before = max_rss_kib();
     let mut rss_growth = 0;
-    let (mut read, mut expose, mut write, mut total) = (vec![], vec![], vec![], vec![]);
+    let batched = Arc::new(OnceLock::new());
+    let (mut expose, mut write, mut total) = (vec![], vec![], vec![]);
     let mut bytes = 0;
     for run in 0..runs.max(1) {
         evictor.evict();
         let started = Instant::now();
-        let mut data = snapshot::read_map(&map).expect("reading the map");
-        data.name = name.clone();
+        let unread = Unread::of_map(&map, &name, "bench", &batched).expect("the map");
         let snapshot = Snapshot {
-            maps: vec![data],
+            unread: vec![unread],
             ..Snapshot::default()
         };
-        let read_at = Instant::now();
         let exposed = exposition::families(&plan, snapshot, "bpfsnap").expect("exposing");
         // As `bpfsnap run` writes: large families spilled into the
         // temporary file as they are encoded, then the collision check
@@ -102,8 +104,7 @@ fn main() {
         let done = Instant::now();
         bytes = std::fs::metadata(output).expect("the file written").len();
         drop(held);
-        read.push((read_at - started).as_nanos());
-        expose.push((exposed_at - read_at).as_nanos());
+        expose.push((exposed_at - started).as_nanos());
         write.push((done - exposed_at).as_nanos());
         total.push((done - started).as_nanos());
         if run == 0 {
@@ -111,8 +112,7 @@ fn main() {
         }
     }
     println!(
-        "{{\"read\": {}, \"expose\": {}, \"write\": {}, \"total\": {}, \"bytes\": {bytes}, \"rss_growth_kib\": {rss_growth}}}",
-        median(read),
+        "{{\"expose\": {}, \"write\": {}, \"total\": {}, \"bytes\": {bytes}, \"rss_growth_kib\": {rss_growth}}}",
         median(expose),
         median(write),
         median(total),

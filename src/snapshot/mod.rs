@@ -339,17 +339,33 @@ fn reading_map(config: &str, name: &str) -> String {
 /// The map of metric `name`, to read later ([`Unread`]).
 fn unread_metric_map(probe: &Probe, name: &str) -> Result<Unread> {
     let map = probe.map(name)?;
-    let context = || reading_map(&probe.config().name, name);
-    let (mut header, sizes) = header_of(&map.handle).with_context(context)?;
-    header.name = name.to_string();
-    let handle = MapHandle::try_from(&map.handle).with_context(context)?;
-    Ok(Unread {
-        header,
-        handle: Arc::new(handle),
-        batched: Arc::clone(&map.batched),
-        sizes,
-        config: probe.config().name.clone(),
-    })
+    Unread::of_map(&map.handle, name, &probe.config().name, &map.batched)
+}
+
+impl Unread {
+    /// `map`, metric `name`'s map of `config`, to read when its entries are
+    /// asked for ([`Source::read`]): decoded batch by batch as it is read,
+    /// which is how `bpfsnap run` reads a counter's map. `batched` says,
+    /// once known, whether the kernel has batch lookups for it (shared by
+    /// every read of the map).
+    pub fn of_map(
+        map: &MapHandle,
+        name: &str,
+        config: &str,
+        batched: &Arc<OnceLock<bool>>,
+    ) -> Result<Unread> {
+        let context = || reading_map(config, name);
+        let (mut header, sizes) = header_of(map).with_context(context)?;
+        header.name = name.to_string();
+        let handle = MapHandle::try_from(map).with_context(context)?;
+        Ok(Unread {
+            header,
+            handle: Arc::new(handle),
+            batched: Arc::clone(batched),
+            sizes,
+            config: config.to_string(),
+        })
+    }
 }
 
 /// The map of metric `name`, named after it: the kernel keeps only the
