@@ -104,16 +104,39 @@ pub(super) struct Prefixed {
 
 /// Every key's sort bytes and value, as keys are read; then sorted
 /// ([`SortKeys::sort`], [`SortKeys::for_each`]).
-pub(super) enum SortKeys {
+///
+/// Keys read batch by batch, each batch in order, come as runs
+/// ([`SortKeys::end_run`]): runs are merged as they come, while the next
+/// batch is read, so that sorting after the last one is a few merges rather
+/// than a radix sort of every key (16 passes over a million 16-byte keys).
+pub(super) struct SortKeys {
+    records: Records,
+    runs: Runs,
+}
+
+/// The records of each size of sort key, and room to merge them.
+enum Records {
     /// Keys of up to 8 bytes, as big-endian numbers.
-    Narrow { keys: Vec<Keyed<u64>>, len: usize },
+    Narrow {
+        keys: Vec<Keyed<u64>>,
+        scratch: Vec<Keyed<u64>>,
+        len: usize,
+    },
     /// Keys of up to 16 bytes.
-    Medium { keys: Vec<Keyed<u128>>, len: usize },
+    Medium {
+        keys: Vec<Keyed<u128>>,
+        scratch: Vec<Keyed<u128>>,
+        len: usize,
+    },
     /// Keys of up to 24 bytes (a `string` and an integer, an address and a
     /// port): whole, with their values, as the shorter ones.
-    Long { keys: Vec<Keyed24>, len: usize },
+    Long {
+        keys: Vec<Keyed24>,
+        scratch: Vec<Keyed24>,
+        len: usize,
+    },
     /// Longer keys: their first 16 bytes, and every key's whole bytes and
-    /// value by row (once sorted, in order).
+    /// value by row (once sorted, in order). Never merged: sorted whole.
     Wide {
         prefixes: Vec<Prefixed>,
         bytes: Vec<u8>,
@@ -125,45 +148,52 @@ pub(super) enum SortKeys {
 impl SortKeys {
     /// Sort keys of `len` bytes, room for `rows`.
     pub fn new(len: usize, rows: usize) -> SortKeys {
-        match len {
-            0..=8 => SortKeys::Narrow {
+        let records = match len {
+            0..=8 => Records::Narrow {
                 keys: Vec::with_capacity(rows),
+                scratch: Vec::new(),
                 len,
             },
-            9..=16 => SortKeys::Medium {
+            9..=16 => Records::Medium {
                 keys: Vec::with_capacity(rows),
+                scratch: Vec::new(),
                 len,
             },
-            17..=24 => SortKeys::Long {
+            17..=24 => Records::Long {
                 keys: Vec::with_capacity(rows),
+                scratch: Vec::new(),
                 len,
             },
-            _ => SortKeys::Wide {
+            _ => Records::Wide {
                 prefixes: Vec::with_capacity(rows),
                 bytes: Vec::with_capacity(rows * len),
                 values: Vec::with_capacity(rows),
                 len,
             },
+        };
+        SortKeys {
+            records,
+            runs: Runs::default(),
         }
     }
 
     /// Adds a key's sort bytes and its value.
     pub fn push(&mut self, key: &[u8], value: u64) {
-        match self {
-            SortKeys::Narrow { keys, .. } => keys.push(Keyed {
+        match &mut self.records {
+            Records::Narrow { keys, .. } => keys.push(Keyed {
                 key: be_number(key) as u64,
                 value,
             }),
-            SortKeys::Medium { keys, .. } => keys.push(Keyed {
+            Records::Medium { keys, .. } => keys.push(Keyed {
                 key: be_number(key),
                 value,
             }),
-            SortKeys::Long { keys, .. } => keys.push(Keyed24 {
+            Records::Long { keys, .. } => keys.push(Keyed24 {
                 prefix: be_number(&key[..16]),
                 next: next_number(key),
                 value,
             }),
-            SortKeys::Wide {
+            Records::Wide {
                 prefixes,
                 bytes,
                 values,
@@ -183,11 +213,12 @@ impl SortKeys {
 
     /// Forgets every key, keeping the room made for them.
     pub fn clear(&mut self) {
-        match self {
-            SortKeys::Narrow { keys, .. } => keys.clear(),
-            SortKeys::Medium { keys, .. } => keys.clear(),
-            SortKeys::Long { keys, .. } => keys.clear(),
-            SortKeys::Wide {
+        self.runs = Runs::default();
+        match &mut self.records {
+            Records::Narrow { keys, .. } => keys.clear(),
+            Records::Medium { keys, .. } => keys.clear(),
+            Records::Long { keys, .. } => keys.clear(),
+            Records::Wide {
                 prefixes,
                 bytes,
                 values,
@@ -200,20 +231,46 @@ impl SortKeys {
         }
     }
 
-    /// Sorts the keys (equal keys stay in the order they were added).
+    /// Ends a run: the keys pushed since the last run ended, which are
+    /// merged with the runs before (as they come) if they are in order.
+    pub fn end_run(&mut self) {
+        let runs = &mut self.runs;
+        match &mut self.records {
+            Records::Narrow { keys, scratch, .. } => runs.end(keys, scratch, |k| k.key),
+            Records::Medium { keys, scratch, .. } => runs.end(keys, scratch, |k| k.key),
+            Records::Long { keys, scratch, .. } => runs.end(keys, scratch, Keyed24::order),
+            Records::Wide { .. } => runs.in_order = false,
+        }
+    }
+
+    /// Sorts the keys (equal keys stay in the order they were added): the
+    /// runs merged if every key came in a run in order, else a radix sort.
     pub fn sort(&mut self) {
-        match self {
-            SortKeys::Narrow { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
-            SortKeys::Medium { keys, .. } => radsort::sort_by_key(keys, |keyed| keyed.key),
-            SortKeys::Long { keys, .. } => sort_by_prefix(
-                keys,
-                |keyed| keyed.prefix,
-                |x, y| {
-                    let (x, y) = (x.next, y.next);
-                    x.cmp(&y)
-                },
-            ),
-            SortKeys::Wide {
+        let runs = &mut self.runs;
+        match &mut self.records {
+            Records::Narrow { keys, scratch, .. } => {
+                if !runs.merge_all(keys, scratch, |k| k.key) {
+                    radsort::sort_by_key(keys, |keyed| keyed.key);
+                }
+            }
+            Records::Medium { keys, scratch, .. } => {
+                if !runs.merge_all(keys, scratch, |k| k.key) {
+                    radsort::sort_by_key(keys, |keyed| keyed.key);
+                }
+            }
+            Records::Long { keys, scratch, .. } => {
+                if !runs.merge_all(keys, scratch, Keyed24::order) {
+                    sort_by_prefix(
+                        keys,
+                        |keyed| keyed.prefix,
+                        |x, y| {
+                            let (x, y) = (x.next, y.next);
+                            x.cmp(&y)
+                        },
+                    );
+                }
+            }
+            Records::Wide {
                 prefixes,
                 bytes,
                 values,
@@ -231,6 +288,7 @@ impl SortKeys {
                 *bytes = sorted;
             }
         }
+        self.runs = Runs::default();
     }
 
     /// Calls `f` with each key's sort bytes, its value, and whether its
@@ -238,22 +296,22 @@ impl SortKeys {
     /// changed as it was read, or keys equal but for padding), in order
     /// once sorted.
     pub fn for_each(&self, mut f: impl FnMut(&[u8], u64, bool)) {
-        match self {
-            SortKeys::Narrow { keys, len } => {
+        match &self.records {
+            Records::Narrow { keys, len, .. } => {
                 let mut previous = None;
                 for &Keyed { key, value } in keys {
                     f(&key.to_be_bytes()[8 - len..], value, previous == Some(key));
                     previous = Some(key);
                 }
             }
-            SortKeys::Medium { keys, len } => {
+            Records::Medium { keys, len, .. } => {
                 let mut previous = None;
                 for &Keyed { key, value } in keys {
                     f(&key.to_be_bytes()[16 - len..], value, previous == Some(key));
                     previous = Some(key);
                 }
             }
-            SortKeys::Long { keys, len } => {
+            Records::Long { keys, len, .. } => {
                 let mut previous = None;
                 let mut sort = [0u8; 24];
                 for &Keyed24 {
@@ -268,7 +326,7 @@ impl SortKeys {
                     previous = Some((prefix, next));
                 }
             }
-            SortKeys::Wide {
+            Records::Wide {
                 bytes, values, len, ..
             } => {
                 let mut previous: Option<&[u8]> = None;
@@ -279,6 +337,124 @@ impl SortKeys {
             }
         }
     }
+}
+
+impl Keyed24 {
+    /// What orders it: its 24 sort bytes as two numbers.
+    fn order(&self) -> (u128, u64) {
+        (self.prefix, self.next)
+    }
+}
+
+/// Runs of records, each in order, merged as they come.
+struct Runs {
+    /// Where each run not merged yet ends, the first from the start.
+    ends: Vec<usize>,
+    /// Whether every run ended so far was in order.
+    in_order: bool,
+}
+
+impl Default for Runs {
+    fn default() -> Runs {
+        Runs {
+            ends: Vec::new(),
+            in_order: true,
+        }
+    }
+}
+
+impl Runs {
+    /// Ends the run of `records` after the last one ended, and merges runs
+    /// while the one below is no longer than the one above: runs then
+    /// halve in size from the bottom, so that each record is merged about
+    /// log2(runs) times and the merges after the last run are few.
+    fn end<T: Copy, K: Ord>(
+        &mut self,
+        records: &mut [T],
+        scratch: &mut Vec<T>,
+        order: impl Fn(&T) -> K + Copy,
+    ) {
+        let start = self.ends.last().copied().unwrap_or(0);
+        if !self.in_order || start == records.len() {
+            return;
+        }
+        if !records[start..].is_sorted_by_key(order) {
+            self.in_order = false;
+            return;
+        }
+        self.ends.push(records.len());
+        while let [.., below, top, end] = self.ends[..] {
+            if top - below > end - top {
+                break;
+            }
+            self.merge_top(records, scratch, order);
+        }
+        if let [top, end] = self.ends[..] {
+            if top <= end - top {
+                self.merge_top(records, scratch, order);
+            }
+        }
+    }
+
+    /// Merges every run: false (nothing done) unless every record pushed
+    /// is in a run that was in order.
+    fn merge_all<T: Copy, K: Ord>(
+        &mut self,
+        records: &mut [T],
+        scratch: &mut Vec<T>,
+        order: impl Fn(&T) -> K + Copy,
+    ) -> bool {
+        if !self.in_order || self.ends.last().copied().unwrap_or(0) != records.len() {
+            return false;
+        }
+        while self.ends.len() > 1 {
+            self.merge_top(records, scratch, order);
+        }
+        true
+    }
+
+    /// Merges the two runs on top into one.
+    fn merge_top<T: Copy, K: Ord>(
+        &mut self,
+        records: &mut [T],
+        scratch: &mut Vec<T>,
+        order: impl Fn(&T) -> K,
+    ) {
+        let at = self.ends.len() - 2;
+        let start = at.checked_sub(1).map_or(0, |below| self.ends[below]);
+        let (middle, end) = (self.ends[at], self.ends[at + 1]);
+        merge(&mut records[start..end], middle - start, scratch, order);
+        self.ends.remove(at);
+    }
+}
+
+/// Merges `run[..middle]` and `run[middle..]`, each in order, keeping equal
+/// records in the order they were in.
+fn merge<T: Copy, K: Ord>(
+    run: &mut [T],
+    middle: usize,
+    scratch: &mut Vec<T>,
+    order: impl Fn(&T) -> K,
+) {
+    if middle == 0 || middle == run.len() || order(&run[middle - 1]) <= order(&run[middle]) {
+        return;
+    }
+    // The upper run (never the longer) set aside, the two merged from
+    // their ends: the larger record goes last, the upper run's on a tie.
+    scratch.clear();
+    scratch.extend_from_slice(&run[middle..]);
+    let (mut lower, mut upper) = (middle, scratch.len());
+    while lower > 0 && upper > 0 {
+        if order(&scratch[upper - 1]) >= order(&run[lower - 1]) {
+            upper -= 1;
+            run[lower + upper] = scratch[upper];
+        } else {
+            lower -= 1;
+            run[lower + upper] = run[lower];
+        }
+    }
+    // What is left of the lower run is in place already.
+    run[..upper].copy_from_slice(&scratch[..upper]);
 }
 
 /// The rows of longer keys in order: by their first 16 bytes, then the
@@ -378,6 +554,47 @@ mod tests {
                 .map(|((k, r), s)| (k, r, s))
                 .collect();
             assert_eq!(got, want, "{len} bytes");
+        }
+    }
+
+    /// Keys pushed in runs, each in order or not, of sizes that make runs
+    /// merge at every depth, come out as if sorted whole (stable).
+    #[test]
+    fn runs_merge_into_the_order_of_a_whole_sort() {
+        for len in [1usize, 12, 20, 30] {
+            for unordered_run in [None, Some(3)] {
+                let mut state = 0x9e37_79b9_7f4a_7c15u64;
+                let mut random = || {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state
+                };
+                let mut pushed: Vec<(Vec<u8>, u64)> = Vec::new();
+                let mut sort_keys = SortKeys::new(len, 0);
+                for (run, size) in [1usize, 7, 300, 1000, 0, 50, 2, 640, 1, 1, 999]
+                    .into_iter()
+                    .enumerate()
+                {
+                    let mut keys: Vec<Vec<u8>> = (0..size)
+                        .map(|_| (0..len).map(|_| (random() % 3) as u8).collect())
+                        .collect();
+                    if unordered_run != Some(run) {
+                        keys.sort();
+                    }
+                    for key in keys {
+                        let row = pushed.len() as u64;
+                        sort_keys.push(&key, row);
+                        pushed.push((key, row));
+                    }
+                    sort_keys.end_run();
+                }
+                sort_keys.sort();
+                let mut got = Vec::new();
+                sort_keys.for_each(|key, row, _| got.push((key.to_vec(), row)));
+                pushed.sort();
+                assert_eq!(got, pushed, "{len} bytes, unordered run {unordered_run:?}");
+            }
         }
     }
 

@@ -319,6 +319,7 @@ pub(crate) fn counter_table(
                 sort_keys.push(sort, row);
             }
         });
+        sort_keys.end_run();
     })?;
     sort_keys.sort();
     Ok(rows.into_table(&sort_keys))
