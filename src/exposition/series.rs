@@ -692,10 +692,6 @@ mod tests {
         // lookup stops and later ids are decoded key by key), but every
         // eighth key has the id of the one before it and its name differs
         // only after the NUL: the two are one series.
-        let plan = plan(&[
-            ("id", 4, "{ name = \"uint\" }"),
-            ("name", 4, "{ name = \"string\" }"),
-        ]);
         let entries: Vec<(Vec<u8>, u64)> = (0..40_000u32)
             .map(|n| {
                 let twin = n % 8 == 7;
@@ -704,14 +700,6 @@ mod tests {
                 (key, u64::from(n))
             })
             .collect();
-        let mut errors = BTreeMap::new();
-        let table = counter_table(
-            &plan.metrics[0].labels,
-            None,
-            Source::Read(map(8, &entries)),
-            &mut errors,
-        )
-        .unwrap();
         let want: Vec<(String, f64)> = (0..40_000u32)
             .filter(|n| n % 8 != 7)
             .map(|n| {
@@ -719,7 +707,7 @@ mod tests {
                 (format!("{n},n"), f64::from(value))
             })
             .collect();
-        assert_eq!(series(&table), want);
+        assert_eq!(id_and_name_series(&entries), want);
     }
 
     #[test]
@@ -727,10 +715,6 @@ mod tests {
         // 20,000 keys, last first: key n and key n + 10,000 are one series
         // (one id, names alike up to the NUL), 10,000 entries apart, so
         // never in one batch of a map read whole.
-        let plan = plan(&[
-            ("id", 4, "{ name = \"uint\" }"),
-            ("name", 4, "{ name = \"string\" }"),
-        ]);
         let entries: Vec<(Vec<u8>, u64)> = (0..20_000u32)
             .rev()
             .map(|n| {
@@ -739,17 +723,26 @@ mod tests {
                 (key, u64::from(n))
             })
             .collect();
+        let want: Vec<(String, f64)> = (0..10_000u32)
+            .map(|n| (format!("{n},n"), f64::from(2 * n + 10_000)))
+            .collect();
+        assert_eq!(id_and_name_series(&entries), want);
+    }
+
+    /// The series of a map of keys {id: uint, name: 4-byte string}.
+    fn id_and_name_series(entries: &[(Vec<u8>, u64)]) -> Vec<(String, f64)> {
+        let plan = plan(&[
+            ("id", 4, "{ name = \"uint\" }"),
+            ("name", 4, "{ name = \"string\" }"),
+        ]);
         let mut errors = BTreeMap::new();
         let table = counter_table(
             &plan.metrics[0].labels,
             None,
-            Source::Read(map(8, &entries)),
+            Source::Read(map(8, entries)),
             &mut errors,
         )
         .unwrap();
-        let want: Vec<(String, f64)> = (0..10_000u32)
-            .map(|n| (format!("{n},n"), f64::from(2 * n + 10_000)))
-            .collect();
-        assert_eq!(series(&table), want);
+        series(&table)
     }
 }
