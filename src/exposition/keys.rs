@@ -4,9 +4,9 @@
 //!
 //! Any stable order serves the text format (node_exporter, diffs and tests
 //! need the same order for the same series, not a particular one), and this
-//! one is known before a value is decoded: sorting a million keys is one
-//! radix sort of fixed-size numbers, whichever decoders their labels use,
-//! with no string compared.
+//! one is known before a value is decoded: sorting a million keys is a
+//! radix sort of fixed-size numbers per batch read and a merge of the
+//! batches, whichever decoders their labels use, with no string compared.
 
 use crate::plan::Label;
 
