@@ -383,16 +383,21 @@ impl Runs {
             return;
         }
         self.ends.push(records.len());
-        while let [.., below, top, end] = self.ends[..] {
+        while let Some((below, top, end)) = self.top_two() {
             if top - below > end - top {
                 break;
             }
             self.merge_top(records, scratch, order);
         }
-        if let [top, end] = self.ends[..] {
-            if top <= end - top {
-                self.merge_top(records, scratch, order);
-            }
+    }
+
+    /// The two runs on top, if there are two: where the one below starts,
+    /// where the top one starts, and where it ends.
+    fn top_two(&self) -> Option<(usize, usize, usize)> {
+        match self.ends[..] {
+            [.., below, top, end] => Some((below, top, end)),
+            [top, end] => Some((0, top, end)),
+            _ => None,
         }
     }
 
@@ -420,11 +425,10 @@ impl Runs {
         scratch: &mut Vec<T>,
         order: impl Fn(&T) -> K,
     ) {
-        let at = self.ends.len() - 2;
-        let start = at.checked_sub(1).map_or(0, |below| self.ends[below]);
-        let (middle, end) = (self.ends[at], self.ends[at + 1]);
-        merge(&mut records[start..end], middle - start, scratch, order);
-        self.ends.remove(at);
+        if let Some((start, middle, end)) = self.top_two() {
+            merge(&mut records[start..end], middle - start, scratch, order);
+            self.ends.remove(self.ends.len() - 2);
+        }
     }
 }
 
