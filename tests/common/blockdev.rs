@@ -37,7 +37,7 @@ impl LoopDevice {
     /// Attaches a fresh image of `size` bytes, or says why it cannot.
     pub fn attach(size: usize) -> Result<LoopDevice, String> {
         let image_dir = tempfile::tempdir().map_err(|err| format!("temporary directory: {err}"))?;
-        let image_fs = super::Mount::tmpfs(image_dir.path(), &format!("{}", size + (1 << 20)));
+        let image_fs = super::Mount::tmpfs(image_dir.path(), &(size + (1 << 20)).to_string());
         let image = image_dir.path().join("disk.img");
         fs::File::create(&image)
             .and_then(|file| file.set_len(size as u64))
