@@ -257,6 +257,12 @@ impl<'c> LabelCache<'c> {
         }
     }
 
+    /// How many values are kept: it grows by one when a label bytes' value
+    /// is new.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
     /// Whether two keys with different bytes for this label may have equal
     /// values.
     pub fn merged(&self) -> bool {

@@ -21,6 +21,7 @@ mod histogram;
 mod keys;
 mod labels;
 pub mod pretty;
+mod rows;
 pub mod self_metrics;
 mod series;
 mod spill;

@@ -4,14 +4,14 @@
 //! Each key becomes a row as it is read, batch by batch (the kernel copies
 //! out the next batch meanwhile, see `snapshot::Unread`): per label the id
 //! of its decoded value (a label's decoders run once per distinct label
-//! bytes while they repeat, see `labels`). Rows are then ordered by their
-//! keys' bytes (`keys`): one radix sort of fixed-size numbers, whichever
-//! decoders the labels use. Keys whose labels are all equal become one
-//! series, their values added: keys equal but for padding are next to each
-//! other once sorted; keys whose bytes differ can only be equal where a
-//! decoder gives different bytes one value (a `string` with bytes after
-//! its NUL, `ksym`), and only then are series compared, by their values'
-//! text.
+//! bytes while they repeat, see `labels`); keys that fold share a row (see
+//! `rows`). Rows are then ordered by their keys' bytes (`keys`): each batch
+//! sorted as fixed-size numbers and the batches merged, whichever decoders
+//! the labels use. Keys whose labels are all equal become one series,
+//! their values added: keys equal but for padding are next to each other
+//! once sorted; keys whose bytes differ can only be equal where a decoder
+//! gives different bytes one value (a `string` with bytes after its NUL,
+//! `ksym`), and only then are series compared, by their values' text.
 
 use std::collections::hash_map::Entry;
 use std::collections::BTreeMap;
@@ -21,7 +21,8 @@ use rustc_hash::{FxHashMap, FxHasher};
 
 use super::carry::Theirs;
 use super::keys::{KeyOrder, SortKeys};
-use super::labels::{LabelCache, Span, Values, REJECTED};
+use super::labels::{Span, Values};
+use super::rows::{Ids, Rows};
 use super::spill::Spilling;
 use crate::plan::Label;
 use crate::snapshot::{ReadError, Source};
@@ -31,7 +32,7 @@ pub struct Table {
     /// Per label: its distinct values, by id.
     pub values: Vec<Values>,
     /// Per label: each row's value id.
-    ids: Vec<Ids>,
+    pub(super) ids: Vec<Ids>,
     /// The series in order.
     series: Vec<Series>,
     /// Set by [`Table::cap`]: the smallest value kept, and how many series
@@ -44,7 +45,7 @@ pub struct Table {
 /// and a counter that did not change could then go down: a reset to
 /// `rate()`).
 #[derive(Clone, Copy)]
-struct Series {
+pub(super) struct Series {
     row: u32,
     /// Bits 64 and up of the sum.
     high: u32,
@@ -52,7 +53,7 @@ struct Series {
 }
 
 impl Series {
-    fn new(row: u32, value: u64) -> Series {
+    pub(super) fn new(row: u32, value: u64) -> Series {
         Series {
             row,
             high: 0,
@@ -60,7 +61,7 @@ impl Series {
         }
     }
 
-    fn add(&mut self, value: u64) {
+    pub(super) fn add(&mut self, value: u64) {
         let (low, carry) = self.low.overflowing_add(value);
         self.low = low;
         self.high = self.high.wrapping_add(u32::from(carry));
@@ -81,48 +82,18 @@ impl Series {
     }
 }
 
-/// One label's value id for each row. A label whose values are all
-/// distinct and decoded in row order (a pid, an address, a string per key:
-/// most of a big map's labels) has each row's own index as its id: nothing
-/// is stored for it, 4 bytes less per key and label.
-#[derive(Debug, PartialEq)]
-enum Ids {
-    /// Row `n`'s id is `n`, for this many rows.
-    Row(usize),
-    Stored(Vec<u32>),
-}
-
-impl Ids {
-    fn push(&mut self, id: u32, capacity: usize) {
-        match self {
-            Ids::Row(rows) if id as usize == *rows => *rows += 1,
-            Ids::Row(rows) => {
-                let mut ids = Vec::with_capacity(capacity.max(*rows + 1));
-                ids.extend(0..*rows as u32);
-                ids.push(id);
-                *self = Ids::Stored(ids);
-            }
-            Ids::Stored(ids) => ids.push(id),
-        }
-    }
-
-    /// Takes back the last row's id.
-    fn pop(&mut self) {
-        match self {
-            Ids::Row(rows) => *rows = rows.saturating_sub(1),
-            Ids::Stored(ids) => drop(ids.pop()),
-        }
-    }
-
-    fn get(&self, row: usize) -> u32 {
-        match self {
-            Ids::Row(_) => row as u32,
-            Ids::Stored(ids) => ids[row],
-        }
-    }
-}
-
 impl Table {
+    /// The table of `series` (in order), their rows' value `ids` of each
+    /// label's `values`.
+    pub(super) fn new(values: Vec<Values>, ids: Vec<Ids>, series: Vec<Series>) -> Table {
+        Table {
+            values,
+            ids,
+            series,
+            threshold: None,
+        }
+    }
+
     /// Whether there is no series.
     pub fn is_empty(&self) -> bool {
         self.series.is_empty()
@@ -309,20 +280,17 @@ pub(crate) fn counter_table(
     let (key_size, stride) = (header.key_size.max(1), header.values_per_key.max(1));
     let rows_hint = map.rows_hint();
     let mut batch = OrderedBatch::new(labels, cpu_label, header.is_array);
-    let mut rows = Rows::new(labels, cpu_label, rows_hint);
-    let mut sort_keys = SortKeys::new(batch.order.len(), rows_hint);
+    let mut rows = Rows::new(labels, cpu_label, batch.order.len(), rows_hint);
     map.read(&mut |keys, values| {
+        rows.start_batch();
         batch.order_entries(keys.chunks_exact(key_size), values.chunks_exact(stride));
         batch.for_each_in_order(|sort, at, cpu, value| {
             let key = &keys[at * key_size..(at + 1) * key_size];
-            if let Some(row) = rows.add(key, cpu, value, errors) {
-                sort_keys.push(sort, row);
-            }
+            rows.add(key, cpu, sort, value, errors);
         });
-        sort_keys.end_run();
+        rows.end_batch();
     })?;
-    sort_keys.sort();
-    Ok(rows.into_table(&sort_keys))
+    Ok(rows.into_table())
 }
 
 /// One batch of a map's entries ordered by their keys before they are
@@ -401,106 +369,12 @@ impl OrderedBatch {
     }
 }
 
-/// Keys decoded as they are read: per label the id of each row's value,
-/// and each row's value. Rows become series once ordered
-/// ([`Rows::into_table`]).
-struct Rows<'l> {
-    labels: &'l [Label],
-    cpu_label: Option<usize>,
-    caches: Vec<LabelCache<'l>>,
-    ids: Vec<Ids>,
-    /// Each row's value, by row.
-    values: Vec<u64>,
-    /// The most rows expected (room for stored ids).
-    capacity: usize,
-}
-
-impl<'l> Rows<'l> {
-    fn new(labels: &'l [Label], cpu_label: Option<usize>, capacity: usize) -> Rows<'l> {
-        Rows {
-            labels,
-            cpu_label,
-            caches: labels
-                .iter()
-                .map(|label| LabelCache::new(&label.decoders))
-                .collect(),
-            ids: labels.iter().map(|_| Ids::Row(0)).collect(),
-            values: Vec::with_capacity(capacity),
-            capacity,
-        }
-    }
-
-    /// Decodes the labels of `key` (and of CPU `cpu`, as the `cpu` label's
-    /// bytes) into a row of value `value`: its index, or None when a
-    /// decoder rejected a label (counted in `errors`) or asked to skip it.
-    fn add(
-        &mut self,
-        key: &[u8],
-        cpu: &[u8],
-        value: u64,
-        errors: &mut BTreeMap<&'static str, u64>,
-    ) -> Option<u64> {
-        for (index, label) in self.labels.iter().enumerate() {
-            let bytes = match self.cpu_label == Some(index) {
-                true => Some(cpu),
-                false => key.get(label.offset..label.offset + label.size),
-            };
-            // (The key's size was checked against its labels': always Some.)
-            let Some(bytes) = bytes else {
-                self.ids[..index].iter_mut().for_each(Ids::pop);
-                return None;
-            };
-            let id = self.caches[index].id(bytes);
-            if id & REJECTED != 0 {
-                let (decoder, skip) = self.caches[index].rejection(id).unwrap_or(("", true));
-                if !skip {
-                    *errors.entry(decoder).or_default() += 1;
-                }
-                self.ids[..index].iter_mut().for_each(Ids::pop);
-                return None;
-            }
-            self.ids[index].push(id, self.capacity);
-        }
-        self.values.push(value);
-        Some(self.values.len() as u64 - 1)
-    }
-
-    /// The rows in the order of `sort_keys` (sorted, rows as their values)
-    /// as series, merged where their keys are equal, and where their
-    /// labels' values are.
-    fn into_table(self, sort_keys: &SortKeys) -> Table {
-        let mut series: Vec<Series> = Vec::with_capacity(self.values.len());
-        sort_keys.for_each(|_, row, same| {
-            let value = self.values[row as usize];
-            match (same, series.last_mut()) {
-                (true, Some(last)) => last.add(value),
-                _ => series.push(Series::new(row as u32, value)),
-            }
-        });
-        let merges = self.caches.iter().any(LabelCache::merged);
-        let mut table = Table {
-            values: self
-                .caches
-                .into_iter()
-                .map(LabelCache::into_values)
-                .collect(),
-            ids: self.ids,
-            series,
-            threshold: None,
-        };
-        if merges {
-            table.merge();
-        }
-        table
-    }
-}
-
 impl Table {
     /// Merges series whose labels' values are all equal into the first of
     /// them, their values added. Their ids may differ (a label whose values
     /// are nearly all distinct is decoded key by key): values are compared
     /// as text, by hash.
-    fn merge(&mut self) {
+    pub(super) fn merge(&mut self) {
         let text = |series: &Series| {
             self.row_ids(series)
                 .zip(&self.values)
@@ -539,14 +413,14 @@ impl Table {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::plan::Plan;
     use crate::snapshot::MapData;
     use crate::spec::{Config, Format};
 
     /// A counter `x_total` with one label per (name, size, decoders).
-    fn plan(labels: &[(&str, usize, &str)]) -> Plan {
+    pub(crate) fn plan(labels: &[(&str, usize, &str)]) -> Plan {
         let mut spec = String::from("[[metrics.counters]]\nname = \"x_total\"\nhelp = \"X.\"\n");
         for (name, size, decoders) in labels {
             spec.push_str(&format!(
@@ -556,7 +430,7 @@ mod tests {
         Plan::compile(&Config::parse("t", "t", &spec, Format::Toml).unwrap()).unwrap()
     }
 
-    fn map(key_size: usize, entries: &[(Vec<u8>, u64)]) -> MapData {
+    pub(crate) fn map(key_size: usize, entries: &[(Vec<u8>, u64)]) -> MapData {
         MapData {
             name: "x_total".into(),
             key_size,
@@ -569,7 +443,7 @@ mod tests {
     }
 
     /// (label values joined by ",", value) of every series, in order.
-    fn series(table: &Table) -> Vec<(String, f64)> {
+    pub(crate) fn series(table: &Table) -> Vec<(String, f64)> {
         let mut out = Vec::new();
         table.for_each_series(|ids, value| {
             let values: Vec<&str> = ids
@@ -580,35 +454,6 @@ mod tests {
             out.push((values.join(","), value));
         });
         out
-    }
-
-    /// A label whose ids are its rows' indices stores none; the first id
-    /// that is not stores them all from there, and a row taken back is
-    /// taken back either way.
-    #[test]
-    fn ids_are_stored_only_when_they_are_not_the_row() {
-        // (ids pushed, or None to take the last back; what is kept)
-        let cases: [(&[Option<u32>], Ids); 4] = [
-            (&[Some(0), Some(1), Some(2)], Ids::Row(3)),
-            (&[Some(0), Some(1), None, Some(1)], Ids::Row(2)),
-            (&[Some(0), Some(0), Some(1)], Ids::Stored(vec![0, 0, 1])),
-            (&[Some(0), Some(1), None, Some(2)], Ids::Stored(vec![0, 2])),
-        ];
-        for (pushed, want) in cases {
-            let mut ids = Ids::Row(0);
-            for push in pushed {
-                match push {
-                    Some(id) => ids.push(*id, 4),
-                    None => ids.pop(),
-                }
-            }
-            assert_eq!(ids, want, "{pushed:?}");
-            if let Ids::Stored(stored) = &want {
-                for (row, id) in stored.iter().enumerate() {
-                    assert_eq!(ids.get(row), *id);
-                }
-            }
-        }
     }
 
     /// Distinct keys store no ids; a key a decoder rejects in the middle

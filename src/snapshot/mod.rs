@@ -32,6 +32,10 @@ use batch::Batch;
 use crate::probe::Probe;
 use crate::program::Failed;
 
+/// Entries of a map read whole handed on at a time (tests of the stages
+/// after this one make maps of several batches).
+#[cfg(test)]
+pub(crate) use batch::ENTRIES as BATCH_ENTRIES;
 pub use delta::Deltas;
 
 /// What counters and histograms cover in `--interval` mode and `serve`.
