@@ -70,6 +70,13 @@ fn main() {
     // The kernel keeps 15 characters of a map's name; the config has it whole.
     let name = config.metrics.counters[0].name.clone();
     let plan = Plan::compile(&config).expect("compiling the config");
+    // As `bpfsnap run` does once the probes are attached, long before its
+    // window ends: what the decoders need (kallsyms for `ksym`) is read
+    // before the snapshot. Decoding a key of zeros waits for it.
+    plan.prepare();
+    for label in plan.metrics.iter().flat_map(|metric| &metric.labels) {
+        drop(label.decoders.decode(&vec![0; label.size]));
+    }
     let map = MapHandle::from_map_id(id).expect("map id");
 
     let mut evictor = evict::Evictor::from_fds(evict_fds).expect("EVICT_FDS: W,R");
