@@ -91,9 +91,9 @@ pub(super) struct Keyed24 {
     value: u64,
 }
 
-/// A longer key's first 24 sort bytes, and where the whole is: keys that
-/// share their first 16 bytes (a pid and a comm) are ordered by the next 8
-/// without reading the whole key from elsewhere.
+/// A longer key's first 24 sort bytes, and its row (where its other bytes
+/// and its value are): keys that share their first 16 bytes (a pid and a
+/// comm) are ordered by the next 8 without reading the rest from elsewhere.
 #[derive(Clone, Copy)]
 #[repr(C, packed)]
 pub(super) struct Prefixed {
@@ -135,11 +135,13 @@ enum Records {
         scratch: Vec<Keyed24>,
         len: usize,
     },
-    /// Longer keys: their first 16 bytes, and every key's whole bytes and
-    /// value by row (once sorted, in order). Never merged: sorted whole.
+    /// Longer keys: their first 24 bytes as the shorter ones, and each
+    /// key's bytes past the 24th and its value by row, which records
+    /// compare only when their first 24 bytes are equal.
     Wide {
         prefixes: Vec<Prefixed>,
-        bytes: Vec<u8>,
+        scratch: Vec<Prefixed>,
+        tails: Vec<u8>,
         values: Vec<u64>,
         len: usize,
     },
@@ -166,7 +168,8 @@ impl SortKeys {
             },
             _ => Records::Wide {
                 prefixes: Vec::with_capacity(rows),
-                bytes: Vec::with_capacity(rows * len),
+                scratch: Vec::new(),
+                tails: Vec::with_capacity(rows * (len - 24)),
                 values: Vec::with_capacity(rows),
                 len,
             },
@@ -195,17 +198,16 @@ impl SortKeys {
             }),
             Records::Wide {
                 prefixes,
-                bytes,
+                tails,
                 values,
                 ..
             } => {
-                let row = prefixes.len() as u32;
                 prefixes.push(Prefixed {
                     prefix: be_number(&key[..16]),
                     next: next_number(key),
-                    row,
+                    row: values.len() as u32,
                 });
-                bytes.extend_from_slice(key);
+                tails.extend_from_slice(&key[24..]);
                 values.push(value);
             }
         }
@@ -220,12 +222,12 @@ impl SortKeys {
             Records::Long { keys, .. } => keys.clear(),
             Records::Wide {
                 prefixes,
-                bytes,
+                tails,
                 values,
                 ..
             } => {
                 prefixes.clear();
-                bytes.clear();
+                tails.clear();
                 values.clear();
             }
         }
@@ -239,7 +241,13 @@ impl SortKeys {
             Records::Narrow { keys, scratch, .. } => runs.end(keys, scratch, |k| k.key),
             Records::Medium { keys, scratch, .. } => runs.end(keys, scratch, |k| k.key),
             Records::Long { keys, scratch, .. } => runs.end(keys, scratch, Keyed24::order),
-            Records::Wide { .. } => runs.in_order = false,
+            Records::Wide {
+                prefixes,
+                scratch,
+                tails,
+                len,
+                ..
+            } => runs.end(prefixes, scratch, Prefixed::order(tails, *len)),
         }
     }
 
@@ -272,20 +280,19 @@ impl SortKeys {
             }
             Records::Wide {
                 prefixes,
-                bytes,
-                values,
+                scratch,
+                tails,
                 len,
+                ..
             } => {
-                let whole = |row: u32| &bytes[row as usize * *len..(row as usize + 1) * *len];
-                let order = sorted_wide(std::mem::take(prefixes), &whole);
-                // Moved into order once, in loops of independent loads, so
-                // that reading them in order reads memory front to back.
-                let mut sorted = Vec::with_capacity(bytes.len());
-                for &row in &order {
-                    sorted.extend_from_slice(whole(row));
+                let order = Prefixed::order(tails, *len);
+                if !runs.merge_all(prefixes, scratch, order) {
+                    sort_by_prefix(
+                        prefixes,
+                        |keyed| keyed.prefix,
+                        |x, y| order(x).cmp(&order(y)),
+                    );
                 }
-                *values = order.iter().map(|&row| values[row as usize]).collect();
-                *bytes = sorted;
             }
         }
         self.runs = Runs::default();
@@ -327,12 +334,23 @@ impl SortKeys {
                 }
             }
             Records::Wide {
-                bytes, values, len, ..
+                prefixes,
+                tails,
+                values,
+                len,
+                ..
             } => {
-                let mut previous: Option<&[u8]> = None;
-                for (key, &value) in bytes.chunks_exact(*len).zip(values) {
-                    f(key, value, previous == Some(key));
-                    previous = Some(key);
+                let order = Prefixed::order(tails, *len);
+                let mut sort = vec![0u8; *len];
+                let mut previous = None;
+                for keyed in prefixes {
+                    let (prefix, next, tail) = order(keyed);
+                    sort[..16].copy_from_slice(&prefix.to_be_bytes());
+                    sort[16..24].copy_from_slice(&next.to_be_bytes());
+                    sort[24..].copy_from_slice(tail);
+                    let same = previous == Some((prefix, next, tail));
+                    f(&sort, values[keyed.row as usize], same);
+                    previous = Some((prefix, next, tail));
                 }
             }
         }
@@ -343,6 +361,25 @@ impl Keyed24 {
     /// What orders it: its 24 sort bytes as two numbers.
     fn order(&self) -> (u128, u64) {
         (self.prefix, self.next)
+    }
+}
+
+impl Prefixed {
+    /// What orders a longer key of `len` bytes whose bytes past the 24th
+    /// are in `tails` by row: its first 24 as two numbers, then the rest.
+    fn order<'t>(
+        tails: &'t [u8],
+        len: usize,
+    ) -> impl Fn(&Prefixed) -> (u128, u64, &'t [u8]) + Copy + 't {
+        let tail = len - 24;
+        move |keyed| {
+            let row = keyed.row as usize;
+            (
+                keyed.prefix,
+                keyed.next,
+                &tails[row * tail..(row + 1) * tail],
+            )
+        }
     }
 }
 
@@ -459,27 +496,6 @@ fn merge<T: Copy, K: Ord>(
     }
     // What is left of the lower run is in place already.
     run[..upper].copy_from_slice(&scratch[..upper]);
-}
-
-/// The rows of longer keys in order: by their first 16 bytes, then the
-/// next 8 and the rest (stable).
-fn sorted_wide<'b>(mut prefixes: Vec<Prefixed>, whole: &impl Fn(u32) -> &'b [u8]) -> Vec<u32> {
-    // Bytes past the 24th are read from the whole key, rarely.
-    let rest = |row: u32| {
-        let key = whole(row);
-        &key[key.len().min(24)..]
-    };
-    sort_by_prefix(
-        &mut prefixes,
-        |keyed| keyed.prefix,
-        |x, y| {
-            let (x_next, y_next) = (x.next, y.next);
-            x_next
-                .cmp(&y_next)
-                .then_with(|| rest(x.row).cmp(rest(y.row)))
-        },
-    );
-    prefixes.iter().map(|keyed| keyed.row).collect()
 }
 
 /// Sorts `records` by a 16-byte prefix (a radix sort), then each run of
