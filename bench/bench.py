@@ -106,7 +106,7 @@ def cargo_messages(args):
     return [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
 
 
-def build():
+def build(names):
     """bpfsnap, the Rust bench programs, the C load program and the bench BPF
     objects with their configs (one directory per config, as bpfsnap wants)."""
     log("building bpfsnap (release) and the bench programs")
@@ -158,7 +158,7 @@ def build():
         return directory / spec.name
 
     configs = {"empty": config("empty", BENCH / "empty.bpf.c", BENCH / "empty.toml")}
-    for shape in SHAPES:
+    for shape in shapes_named(names):
         for size in shape.sizes:
             configs[shape.name, size] = config(
                 f"keys-{shape.name}-{size}", BENCH / "keys.bpf.c", BENCH / shape.spec,
@@ -490,9 +490,11 @@ class Shape:
     """A key shape of the snapshot at scale (keys.bpf.c -DSHAPE=define).
     `distinct`: every key is a series of its own (else keys merge: ksym)."""
 
-    def __init__(self, name, define, spec, metric, what, sizes, distinct=True):
+    def __init__(self, name, define, spec, metric, what, sizes, distinct=True, kernel_text=False):
         self.name, self.define, self.spec, self.metric = name, define, spec, metric
         self.what, self.sizes, self.distinct = what, sizes, distinct
+        # Its keys start at the kernel's _stext (set before every fill).
+        self.kernel_text = kernel_text
 
     def label(self, size):
         """`snapshot 100k keys` (shape a, as its rows have always read), or
@@ -511,7 +513,8 @@ SHAPES = [
     Shape("d", 3, "keys_addr_cpu.toml", "bench_addr_cpu_total", "b in a per-CPU hash", SIZES[1:]),
     Shape("e", 1, "keys_addr_hex.toml", "bench_addr_total", "b as `hex`", SIZES[1:]),
     Shape("f", 4, "keys_ksym.toml", "bench_ksym_total",
-          "kernel text addresses as `ksym`, many per function", SIZES[1:], distinct=False),
+          "kernel text addresses as `ksym`, many per function", SIZES[1:], distinct=False,
+          kernel_text=True),
     Shape("g", 5, "keys_inet.toml", "bench_inet_total", "`inet_ip` + `uint` port, every key distinct",
           SIZES[1:]),
     Shape("h", 6, "keys_name.toml", "bench_name_total", "one 16-byte `string`, every key distinct",
@@ -521,6 +524,28 @@ SHAPES = [
     Shape("j", 8, "keys_three.toml", "bench_three_total",
           "{pid, comm `string`, `syscall`}: three labels", SIZES[1:]),
 ]
+
+# Shapes measured only when named (`--shapes k,l`): checks that a shape the
+# default run does not have is within the same goals, without lengthening
+# every `make bench`.
+EXTRA_SHAPES = [
+    Shape("k", 9, "keys_path.toml", "bench_path_total",
+          "40-byte path `string` + `uint` tid (44 sort bytes), every key distinct", SIZES[1:]),
+    Shape("l", 10, "keys_inet6.toml", "bench_inet6_total",
+          "IPv6 `inet_ip` + u16 port and padding, every key distinct", SIZES[1:]),
+    Shape("m", 11, "keys_cgroup_ksym.toml", "bench_cgroup_ksym_total",
+          "`uint` cgroup of 8 + `ksym`, many keys per series", SIZES[1:], distinct=False,
+          kernel_text=True),
+    Shape("n", 3, "keys_addr_by_cpu.toml", "bench_addr_cpu_total",
+          "d split by CPU (a `cpu` label)", SIZES[1:]),
+]
+
+
+def shapes_named(names):
+    """The default shapes, or those of `names` (extra ones included)."""
+    if not names:
+        return SHAPES
+    return [shape for shape in SHAPES + EXTRA_SHAPES if shape.name in names]
 
 
 def kernel_text_start():
@@ -591,16 +616,16 @@ def evictor():
 
 def fill(shape, size):
     """Has the running keys.bpf.c put `size` keys into its map (shape f from _stext)."""
-    if shape.name == "f":
+    if shape.kernel_text:
         run([BUILD / "load", "base", hex(kernel_text_start())])
-    run([BUILD / "load", "fill", 0, size])
+    # On one CPU: a map split by CPU gets the same series every run (the
+    # cron case checks that they carry on).
+    run(["taskset", "-c", "0", BUILD / "load", "fill", 0, size])
 
 
 def snapshot_at_scale(table, raw, configs, exes, quick, names):
     raw["snapshot"] = {}
-    for shape in SHAPES:
-        if names and shape.name not in names:
-            continue
+    for shape in shapes_named(names):
         sizes = shape.sizes[:2] if quick and shape.name == "a" else shape.sizes[:1] if quick else shape.sizes
         # A snapshot of 100k keys takes ≈ 40 ms and single runs move by
         # ± 10 % on this shared machine: the median of five there, of three
@@ -862,7 +887,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs and sizes (a smoke test)")
     parser.add_argument("--only", default="probe,snapshot,encode,startup,window,serve")
-    parser.add_argument("--shapes", default="", help="the snapshot's key shapes to measure (default: all)")
+    parser.add_argument("--shapes", default="", help="the snapshot's key shapes to measure (default: a to j; k to n only when named)")
     args = parser.parse_args()
     only = set(args.only.split(","))
     started = time.monotonic()
@@ -873,7 +898,8 @@ def main():
         os.setpriority(os.PRIO_PROCESS, 0, -10)
     except OSError:
         pass
-    exes, configs = build()
+    shapes = args.shapes.split(",") if args.shapes else []
+    exes, configs = build(shapes)
     builtins = run([BPFSNAP, "list"], stdout=subprocess.PIPE, text=True).stdout
     bt_missing = bpftrace_available()
     if bt_missing:
@@ -890,7 +916,7 @@ def main():
         if "startup" in only:
             startup(table, raw, probe_startup, bt_missing, args.quick)
         if "snapshot" in only:
-            snapshot_at_scale(table, raw, configs, exes, args.quick, args.shapes.split(",") if args.shapes else [])
+            snapshot_at_scale(table, raw, configs, exes, args.quick, shapes)
         if "encode" in only:
             text_encoding(table, raw, exes, args.quick)
         if "window" in only:

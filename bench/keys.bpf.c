@@ -19,7 +19,14 @@
  *   7 (i) {u32 kind n % 64, u32 id n / 64}: kind named by a static_map;
  *   8 (j) {u32 pid 1000 + n / 64, char comm[16] "proc-(pid % 500)",
  *         u32 syscall n % 64}: three labels, few distinct values each.
- * Shape e is (b) decoded as hex.
+ * Shape e is (b) decoded as hex. Shapes measured only when named (`bench.py
+ * --shapes k,l,m,n`), for a key shape the default run does not have:
+ *   9 (k) {char path[40] "/srv/data/NNNNNNNN/log", u32 tid n % 4096}:
+ *         44 bytes, every key distinct;
+ *  10 (l) {u8 IPv6 address 2001:db8::(n / 16)[16], u16 port, u16 pad};
+ *  11 (m) {u64 cgroup n / 64 % 8, u64 kernel text address BASE + 16 n}:
+ *         `uint` + `ksym`, many keys per (cgroup, function), as in (f);
+ *   n is (d) split by CPU (a `cpu` label).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -101,9 +108,31 @@ struct bench_key {
 };
 #define BENCH_MAP bench_three_total
 #define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 9
+struct bench_key {
+	char path[40];
+	u32 tid;
+};
+#define BENCH_MAP bench_path_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 10
+struct bench_key {
+	u8 addr[16];
+	u16 port;
+	u16 pad;
+};
+#define BENCH_MAP bench_inet6_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
+#elif SHAPE == 11
+struct bench_key {
+	u64 cgroup;
+	u64 addr;
+};
+#define BENCH_MAP bench_cgroup_ksym_total
+#define BENCH_MAP_TYPE BPF_MAP_TYPE_HASH
 #endif
 
-/* Shape 4's first address. */
+/* Shapes 4's and 11's first address. */
 u64 base = 0;
 
 /* "PREFIX" then the NUL-padded decimal digits of n into out[at..16).
@@ -152,6 +181,28 @@ static void make_key(u64 n, struct bench_key *key)
 	__builtin_memcpy(key->comm, "proc-", 5);
 	put_digits(key->comm, 5, (1000 + n / 64) % 500);
 	key->nr = n % 64;
+#elif SHAPE == 9
+	u64 rest = n;
+
+	__builtin_memcpy(key->path, "/srv/data/", 10);
+	for (int i = 17; i >= 10; i--) {
+		key->path[i] = '0' + rest % 10;
+		rest /= 10;
+	}
+	__builtin_memcpy(key->path + 18, "/log", 4);
+	key->tid = n % 4096;
+#elif SHAPE == 10
+	u32 low = bpf_htonl(n / 16);
+
+	key->addr[0] = 0x20;
+	key->addr[1] = 0x01;
+	key->addr[2] = 0x0d;
+	key->addr[3] = 0xb8;
+	__builtin_memcpy(key->addr + 12, &low, 4);
+	key->port = 1024 + n % 16;
+#elif SHAPE == 11
+	key->cgroup = n / 64 % 8;
+	key->addr = base + n * 16;
 #elif SHAPE == 2
 	u64 rest = n;
 
