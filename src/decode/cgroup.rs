@@ -196,14 +196,12 @@ mod tests {
     use std::sync::OnceLock;
 
     use super::*;
-    use crate::decode::check_table;
+    use crate::decode::{check_table, lasting_temp_dir};
 
     /// A fake tree in a temporary directory of its own (tests run in
     /// parallel, and a walk must not see another test's directories).
-    fn temp_root(dir: &'static OnceLock<tempfile::TempDir>) -> PathBuf {
-        dir.get_or_init(|| tempfile::tempdir().unwrap())
-            .path()
-            .to_path_buf()
+    fn temp_root(dir: &'static OnceLock<PathBuf>) -> PathBuf {
+        dir.get_or_init(lasting_temp_dir).clone()
     }
 
     fn id_of(path: &Path) -> u64 {
@@ -217,7 +215,7 @@ mod tests {
     #[test]
     fn resolves_ids_to_full_paths() {
         fn fake_root() -> PathBuf {
-            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            static DIR: OnceLock<PathBuf> = OnceLock::new();
             temp_root(&DIR)
         }
         static PATHS: CgroupPaths = CgroupPaths::new(fake_root, Duration::ZERO);
@@ -265,7 +263,7 @@ mod tests {
     #[test]
     fn rewalks_at_most_once_per_interval() {
         fn root() -> PathBuf {
-            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            static DIR: OnceLock<PathBuf> = OnceLock::new();
             temp_root(&DIR)
         }
         static PATHS: CgroupPaths = CgroupPaths::new(root, Duration::from_secs(3600));
@@ -286,7 +284,7 @@ mod tests {
     #[test]
     fn forgets_a_cgroup_missing_from_two_walks_in_a_row() {
         fn root() -> PathBuf {
-            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            static DIR: OnceLock<PathBuf> = OnceLock::new();
             temp_root(&DIR)
         }
         static PATHS: CgroupPaths = CgroupPaths::new(root, Duration::ZERO);

@@ -275,6 +275,31 @@ fn check_table(decoder: &dyn Decoder, cases: &[(&[u8], Result<&str, &str>)]) {
     }
 }
 
+/// A temporary directory for a test's statics, which are never dropped (a
+/// `TempDir` in one would stay behind in /tmp after every run): every such
+/// directory is under one of the test process's, removed as it exits.
+#[cfg(test)]
+fn lasting_temp_dir() -> std::path::PathBuf {
+    use std::sync::OnceLock;
+    static PARENT: OnceLock<std::path::PathBuf> = OnceLock::new();
+    extern "C" fn remove_parent() {
+        if let Some(parent) = PARENT.get() {
+            let _ = std::fs::remove_dir_all(parent);
+        }
+    }
+    let parent = PARENT.get_or_init(|| {
+        let parent = tempfile::Builder::new()
+            .prefix("bpfsnap-unit-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        // SAFETY: registers a plain function, run once as the process exits.
+        unsafe { libc::atexit(remove_parent) };
+        parent
+    });
+    tempfile::tempdir_in(parent).unwrap().keep()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -347,18 +347,17 @@ mod tests {
 
     use super::runtime::tests::*;
     use super::*;
-    use crate::decode::check_table;
+    use crate::decode::{check_table, lasting_temp_dir};
 
     /// A host root: the runtimes' files and a cgroup tree with a cgroup per
     /// fixture container, a service and a conmon scope.
     fn host() -> &'static Path {
-        static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+        static DIR: OnceLock<PathBuf> = OnceLock::new();
         DIR.get_or_init(|| {
-            let dir = tempfile::tempdir().unwrap();
-            fixture(dir.path());
+            let dir = lasting_temp_dir();
+            fixture(&dir);
             dir
         })
-        .path()
     }
 
     fn cgroups() -> PathBuf {
@@ -525,13 +524,12 @@ mod tests {
     fn identities_of_removed_cgroups_are_forgotten() {
         // A host of its own: no other test's walk sees or reuses its cgroups.
         fn host() -> &'static Path {
-            static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+            static DIR: OnceLock<PathBuf> = OnceLock::new();
             DIR.get_or_init(|| {
-                let dir = tempfile::tempdir().unwrap();
-                fixture(dir.path());
+                let dir = lasting_temp_dir();
+                fixture(&dir);
                 dir
             })
-            .path()
         }
         fn cgroups() -> PathBuf {
             host().join("sys/fs/cgroup")
