@@ -660,7 +660,7 @@ def snapshot_once(shape, size, config, exes, runs):
             raise RuntimeError(f"the map holds {pairs[0][0]} entries, not {size}: fill failed")
         floor.extend(ns / 1e9 for _, ns in pairs)
         if attempt == 0:
-            library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), 3,
+            library = json.loads(run([exes["snapshot"], config, mid, textfile(f"{name}-library"), runs,
                                       evict_fds], pass_fds=pass_fds,
                                      stdout=subprocess.PIPE, text=True).stdout)
             dumps = 1 if size >= 1_000_000 else 5
