@@ -84,9 +84,13 @@ pub(super) struct Rows<'l> {
     folding: Option<Folding>,
     /// Whether the keys of the next batch fold.
     fold_next: bool,
-    /// This batch's keys, and those whose every label value was seen before.
+    /// Whether keys folded and stopped (they do not start again).
+    fold_stopped: bool,
+    /// This batch's keys, those whose every label value was seen before,
+    /// and those added into a row (folding).
     batch_keys: usize,
     batch_known: usize,
+    batch_folded: usize,
     /// The value ids of the key being added, label by label.
     key_ids: Vec<u32>,
 }
@@ -115,29 +119,38 @@ impl<'l> Rows<'l> {
             sort_len,
             folding: None,
             fold_next: false,
+            fold_stopped: false,
             batch_keys: 0,
             batch_known: 0,
+            batch_folded: 0,
             key_ids: Vec::with_capacity(labels.len()),
         }
     }
 
     /// Starts a batch of keys: folding them if the batch before says so.
     pub fn start_batch(&mut self) {
-        if self.fold_next && self.folding.is_none() {
+        if std::mem::take(&mut self.fold_next) {
             self.start_folding();
         }
-        (self.batch_keys, self.batch_known) = (0, 0);
+        (self.batch_keys, self.batch_known, self.batch_folded) = (0, 0, 0);
     }
 
     /// Ends a batch, whose keys came in the order of their sort bytes.
     /// The next batch folds if keys can be one series without being equal
     /// and at least a quarter of this one's keys brought no value unseen.
+    /// Keys stop folding for good when less than a quarter of a batch's
+    /// did (values seen before, but together new: a lookup for nothing,
+    /// and a row each all the same).
     pub fn end_batch(&mut self) {
         if self.folding.is_some() {
+            if self.batch_folded * 4 < self.batch_keys {
+                self.stop_folding();
+            }
             return;
         }
         self.sort_keys.end_run();
-        self.fold_next = self.batch_keys > 0
+        self.fold_next = !self.fold_stopped
+            && self.batch_keys > 0
             && self.batch_known * 4 >= self.batch_keys
             && self.caches.iter().any(LabelCache::merged);
     }
@@ -174,6 +187,7 @@ impl<'l> Rows<'l> {
             Some((row, sum)) => {
                 self.values[row] = sum;
                 folding.lower(row, sort);
+                self.batch_folded += 1;
             }
             None => {
                 folding.insert(&self.key_ids, &self.ids, self.values.len());
@@ -251,29 +265,30 @@ impl<'l> Rows<'l> {
         self.folding = Some(folding);
     }
 
+    /// Gives every row its least sort bytes as a sort record again, sorted
+    /// into one run (the batches after it merge with it as they come), and
+    /// stops folding.
+    fn stop_folding(&mut self) {
+        if let Some(Folding { least, len, .. }) = self.folding.take() {
+            for row in 0..self.values.len() {
+                let sort = &least[row * len..(row + 1) * len];
+                self.sort_keys.push(sort, row as u64);
+            }
+            self.sort_keys.sort();
+            self.sort_keys.end_run();
+        }
+        self.fold_stopped = true;
+    }
+
     /// The rows in the order of their sort bytes as series, merged where
     /// their keys are equal, and where their labels' values are.
     pub fn into_table(mut self) -> Table {
         let merges = self.caches.iter().any(LabelCache::merged);
         // The labels' lookup tables go before the rows are sorted.
-        let values = self
-            .caches
-            .into_iter()
-            .map(LabelCache::into_values)
-            .collect();
-        match self.folding.take() {
-            Some(folding) => {
-                let Folding { least, len, .. } = folding;
-                for row in 0..self.values.len() {
-                    self.sort_keys
-                        .push(&least[row * len..(row + 1) * len], row as u64);
-                }
-                drop(least);
-                // One run out of order: sorted whole.
-                self.sort_keys.sort();
-            }
-            None => self.sort_keys.sort(),
-        }
+        let caches = std::mem::take(&mut self.caches);
+        let values = caches.into_iter().map(LabelCache::into_values).collect();
+        self.stop_folding();
+        self.sort_keys.sort();
         let mut series: Vec<Series> = Vec::with_capacity(self.values.len());
         self.sort_keys.for_each(|_, row, same| {
             let value = self.values[row as usize];
@@ -448,6 +463,56 @@ mod tests {
                 "width {width}: {rows} rows"
             );
         }
+    }
+
+    /// Keys whose values were all seen before but whose labels together
+    /// are new stop folding after one batch: they would be a row each all
+    /// the same, and a lookup for nothing. The table is the same.
+    #[test]
+    fn folding_that_does_not_pay_stops() {
+        // Key i: name i % 10 (a byte after the NUL that varies), n i %
+        // 4096: the first batch brings most values, the second only pairs
+        // not seen yet (folding then stops), the third pairs of the first
+        // batch again (which would fold, were it not stopped).
+        let entries: Vec<(Vec<u8>, u64)> = (0..3 * BATCH_ENTRIES)
+            .map(|i| {
+                let mut key = vec![b'w', b'0' + (i % 10) as u8, 0, (i % 7) as u8, 0];
+                key.extend_from_slice(&((i % 4096) as u16).to_ne_bytes());
+                (key, i as u64 + 1)
+            })
+            .collect();
+        let labels = [
+            ("name", 5, "{ name = \"string\" }"),
+            ("n", 2, "{ name = \"uint\" }"),
+        ];
+        // Per series: its least key's sort bytes (the name's bytes, then n
+        // as a number) and its sum; in the order of those bytes.
+        let mut want: BTreeMap<(Vec<u8>, u16), (Vec<u8>, u64)> = BTreeMap::new();
+        for (key, value) in &entries {
+            let n = u16::from_ne_bytes([key[5], key[6]]);
+            let sort = [&key[..5], &n.to_be_bytes()[..]].concat();
+            let series = want
+                .entry((key[..2].to_vec(), n))
+                .or_insert((sort.clone(), 0));
+            series.0 = series.0.clone().min(sort);
+            series.1 += value;
+        }
+        let mut want: Vec<(Vec<u8>, String, u64)> = want
+            .into_iter()
+            .map(|((name, n), (least, sum))| {
+                (
+                    least,
+                    format!("{},{n}", String::from_utf8_lossy(&name)),
+                    sum,
+                )
+            })
+            .collect();
+        want.sort();
+        let want: Vec<(String, f64)> = want.into_iter().map(|(_, t, v)| (t, v as f64)).collect();
+        let (table, rows) = table_of(&labels, 7, &entries);
+        assert_eq!(series(&table), want);
+        // Every key a row: none of the third batch folded.
+        assert_eq!(rows, entries.len());
     }
 
     /// A folded row whose sum would pass u64 starts another; the table
