@@ -150,6 +150,16 @@ static __attribute__((unused)) void put_digits(char *out, int at, u64 n)
 		out[at + i] = digits[len - 1 - i];
 }
 
+/* The eight low decimal digits of n, zero-padded, into out[0..8). Only
+ * the shapes with a numbered string call it. */
+static __attribute__((unused)) void put_eight_digits(char *out, u64 n)
+{
+	for (int i = 7; i >= 0; i--) {
+		out[i] = '0' + n % 10;
+		n /= 10;
+	}
+}
+
 struct {
 	__uint(type, BENCH_MAP_TYPE);
 	__uint(max_entries, MAX_ENTRIES);
@@ -182,13 +192,8 @@ static void make_key(u64 n, struct bench_key *key)
 	put_digits(key->comm, 5, (1000 + n / 64) % 500);
 	key->nr = n % 64;
 #elif SHAPE == 9
-	u64 rest = n;
-
 	__builtin_memcpy(key->path, "/srv/data/", 10);
-	for (int i = 17; i >= 10; i--) {
-		key->path[i] = '0' + rest % 10;
-		rest /= 10;
-	}
+	put_eight_digits(key->path + 10, n);
 	__builtin_memcpy(key->path + 18, "/log", 4);
 	key->tid = n % 4096;
 #elif SHAPE == 10
@@ -204,13 +209,8 @@ static void make_key(u64 n, struct bench_key *key)
 	key->cgroup = n / 64 % 8;
 	key->addr = base + n * 16;
 #elif SHAPE == 2
-	u64 rest = n;
-
 	__builtin_memcpy(key->comm, "task-", 5);
-	for (int i = 12; i >= 5; i--) {
-		key->comm[i] = '0' + rest % 10;
-		rest /= 10;
-	}
+	put_eight_digits(key->comm + 5, n);
 	key->tid = n;
 #endif
 }
