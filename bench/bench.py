@@ -615,7 +615,8 @@ def evictor():
 
 
 def fill(shape, size):
-    """Has the running keys.bpf.c put `size` keys into its map (shape f from _stext)."""
+    """Has the running keys.bpf.c put `size` keys into its map (from _stext
+    for a shape of kernel text addresses)."""
     if shape.kernel_text:
         run([BUILD / "load", "base", hex(kernel_text_start())])
     # On one CPU: a map split by CPU gets the same series every run (the

@@ -57,6 +57,11 @@ impl Ids {
         }
     }
 
+    /// Row `row`'s value id of each label of `ids` (one per label).
+    pub(super) fn of_row(ids: &[Ids], row: usize) -> impl Iterator<Item = u32> + '_ {
+        ids.iter().map(move |label_ids| label_ids.get(row))
+    }
+
     /// How many rows there are.
     #[cfg(test)]
     pub(super) fn rows(&self) -> usize {
@@ -246,7 +251,7 @@ impl<'l> Rows<'l> {
     fn start_folding(&mut self) {
         let len = self.sort_len;
         let mut least = vec![0; self.values.len() * len];
-        self.sort_keys.sort();
+        // Each record names its row: read in any order, nothing to sort.
         self.sort_keys.for_each(|sort, row, _| {
             let at = row as usize * len;
             least[at..at + len].copy_from_slice(sort);
@@ -261,7 +266,7 @@ impl<'l> Rows<'l> {
         let mut ids = Vec::with_capacity(self.ids.len());
         for row in 0..self.values.len() {
             ids.clear();
-            ids.extend(self.ids.iter().map(|row_ids| row_ids.get(row)));
+            ids.extend(Ids::of_row(&self.ids, row));
             folding.insert(&ids, &self.ids, row);
         }
         self.folding = Some(folding);
@@ -365,10 +370,7 @@ fn ids_key(ids: &[u32]) -> (u64, bool) {
 
 /// Whether row `row` has the ids `ids`.
 fn has_ids(rows_ids: &[Ids], row: usize, ids: &[u32]) -> bool {
-    rows_ids
-        .iter()
-        .zip(ids)
-        .all(|(row_ids, &id)| row_ids.get(row) == id)
+    Ids::of_row(rows_ids, row).eq(ids.iter().copied())
 }
 
 #[cfg(test)]

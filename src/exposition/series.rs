@@ -146,8 +146,7 @@ impl Table {
 
     /// The value ids of `series`' row, label by label.
     fn row_ids<'t>(&'t self, series: &Series) -> impl Iterator<Item = u32> + 't {
-        let row = series.row as usize;
-        self.ids.iter().map(move |ids| ids.get(row))
+        Ids::of_row(&self.ids, series.row as usize)
     }
 
     /// Appends the samples in the text format: `name{a="x",b="y"} value`
